@@ -1,5 +1,92 @@
-"""`swcli dataset` commands (placeholder until the dataset commands land)."""
+"""`swcli dataset build | info | list | remove`."""
+
+from __future__ import annotations
+
+from pathlib import Path
 
 import typer
 
+from builder.cli._output import OutputFormat, console, human_size, print_fields, print_json, print_table
+
 app = typer.Typer(help="Build, inspect and remove datasets.", no_args_is_help=True)
+
+
+@app.command("build")
+def build(
+    directory: Path = typer.Argument(Path("."), help="Folder holding dataset.yaml."),
+) -> None:
+    """Run the dataset.yaml slicer over the raw files and store the records as aligned shards."""
+    from builder.cli._progress import record_progress
+    from builder.services.dataset_build import build_dataset
+
+    with record_progress("slicing records") as progress:
+        result = build_dataset(directory, progress=progress)
+    entry = result.entry
+    console.print(
+        f"built dataset [bold]{entry.ref}[/bold]: {result.records} records in {result.volumes} shard(s), "
+        f"{human_size(entry.manifest['totals']['shard_bytes'])}, {result.seconds:.2f} s"
+    )
+
+
+@app.command("info")
+def info(
+    ref: str = typer.Argument(..., help="name, name:version, name:short, name:latest, or a dataset directory."),
+    verify: bool = typer.Option(False, "--verify", help="Re-read every shard and check its sha256 and records."),
+    output: OutputFormat = typer.Option(OutputFormat.table, "--output", "-o", help="table or json."),
+) -> None:
+    """Show a dataset's manifest; with --verify, check every shard against it."""
+    from builder.services.dataset_build import verify_dataset
+    from builder.store import Store
+
+    entry = Store().resolve("dataset", ref)
+    if verify:
+        verify_dataset(entry)
+    m = entry.manifest
+    if output is OutputFormat.json:
+        print_json(dict(m, path=str(entry.path), verified=verify or None))
+        return
+    totals = m.get("totals", {})
+    print_fields(
+        f"dataset {entry.name}",
+        [
+            ("version", entry.version),
+            ("short", entry.short_version),
+            ("created", entry.created),
+            ("records", m.get("records")),
+            ("shards", f"{totals.get('shards')} ({human_size(totals.get('shard_bytes', 0))})"),
+            ("data", human_size(totals.get("data_bytes", 0))),
+            ("alignment", m.get("attr", {}).get("alignment_size")),
+            ("volume size", m.get("attr", {}).get("volume_size")),
+            ("desc", m.get("desc")),
+            ("tags", ", ".join(m.get("tag", []))),
+            ("path", entry.path),
+        ]
+        + ([("verified", "every shard and record checks out")] if verify else []),
+    )
+
+
+@app.command("list")
+def list_(output: OutputFormat = typer.Option(OutputFormat.table, "--output", "-o", help="table or json.")) -> None:
+    """List the datasets in the store, newest first."""
+    from builder.store import Store
+
+    entries = Store().list("dataset")
+    if output is OutputFormat.json:
+        print_json([{"name": e.name, "version": e.version, "created": e.created, "records": e.manifest.get("records"),
+                     "path": str(e.path)} for e in entries])
+        return
+    print_table(
+        None,
+        ["name", "version", "created", "records", "size"],
+        [(e.name, e.short_version, e.created, e.manifest.get("records"),
+          human_size(e.manifest.get("totals", {}).get("shard_bytes", 0))) for e in entries],
+    )
+
+
+@app.command("remove")
+def remove(ref: str = typer.Argument(..., help="The dataset to delete.")) -> None:
+    """Delete a dataset version from the store."""
+    from builder.store import Store
+
+    entry = Store().remove("dataset", ref)
+    console.print(f"removed dataset {entry.ref}")

@@ -1,5 +1,111 @@
-"""`swcli model` commands (placeholder until the model commands land)."""
+"""`swcli model build | eval | info | list | remove`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
 
 import typer
 
-app = typer.Typer(help="Build, inspect and remove models.", no_args_is_help=True)
+from builder.cli._output import OutputFormat, console, human_size, note, print_fields, print_json, print_table
+
+app = typer.Typer(help="Build, evaluate, inspect and remove models.", no_args_is_help=True)
+
+
+@app.command("build")
+def build(
+    directory: Path = typer.Argument(Path("."), help="Folder holding model.yaml."),
+    skip_gen_env: bool = typer.Option(False, "--skip-gen-env", help="Do not export the environment lock (pip freeze / conda env export)."),
+) -> None:
+    """Snapshot the source tree and weights named by model.yaml into the store."""
+    from builder.services.model_build import build_model
+
+    result = build_model(directory, skip_gen_env=skip_gen_env)
+    for message in result.notes:
+        note(message)
+    entry = result.entry
+    console.print(
+        f"built model [bold]{entry.ref}[/bold]: {result.files} files, {human_size(entry.manifest['totals']['bytes'])} "
+        f"(weights {human_size(result.weight_bytes)}), env lock: {entry.manifest['env_lock'] or 'skipped'}, "
+        f"{result.seconds:.2f} s"
+    )
+
+
+@app.command("eval")
+def eval_(
+    model: str = typer.Argument(..., help="Model ref, store entry directory, or a folder with model.yaml."),
+    dataset: str = typer.Option(..., "--dataset", "-d", help="Dataset ref or dataset directory."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", "-b", help="Records per ppl call (handlers that opted in to batching)."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Output folder (default: a new run under $SWCLI_HOME/runs)."),
+    device: Optional[str] = typer.Option(None, "--device", help="Passed to the handler's __init__ (e.g. cpu, cuda)."),
+) -> None:
+    """Run the model's handler over every record, then cmp; write metrics.json, results.jsonl and run.json."""
+    from builder.cli._progress import record_progress
+    from builder.cli._summary import print_summary
+    from builder.services.model_eval import EvalOptions, evaluate
+
+    options = EvalOptions(model=model, dataset=dataset, output_dir=output, batch_size=batch_size, device=device)
+    with record_progress("evaluating") as progress:
+        result = evaluate(options, progress=progress)
+    print_summary(result.metrics, result.run)
+    console.print(f"outputs: {result.output_dir}")
+
+
+@app.command("info")
+def info(
+    ref: str = typer.Argument(..., help="name, name:version, name:short, name:latest, or a model entry directory."),
+    output: OutputFormat = typer.Option(OutputFormat.table, "--output", "-o", help="table or json."),
+) -> None:
+    """Show a model's manifest."""
+    from builder.store import Store
+
+    entry = Store().resolve("model", ref)
+    m = entry.manifest
+    if output is OutputFormat.json:
+        print_json(dict(m, path=str(entry.path)))
+        return
+    totals = m.get("totals", {})
+    print_fields(
+        f"model {entry.name}",
+        [
+            ("version", entry.version),
+            ("short", entry.short_version),
+            ("created", entry.created),
+            ("handler", m.get("handler")),
+            ("files", totals.get("files")),
+            ("code", human_size(totals.get("code_bytes", 0))),
+            ("weights", human_size(totals.get("weights_bytes", 0))),
+            ("env lock", m.get("env_lock") or "skipped"),
+            ("runtime", m.get("runtime")),
+            ("desc", m.get("desc")),
+            ("tags", ", ".join(m.get("tag", []))),
+            ("path", entry.path),
+        ],
+    )
+
+
+@app.command("list")
+def list_(output: OutputFormat = typer.Option(OutputFormat.table, "--output", "-o", help="table or json.")) -> None:
+    """List the models in the store, newest first."""
+    from builder.store import Store
+
+    entries = Store().list("model")
+    if output is OutputFormat.json:
+        print_json([{"name": e.name, "version": e.version, "created": e.created, "handler": e.manifest.get("handler"),
+                     "path": str(e.path)} for e in entries])
+        return
+    print_table(
+        None,
+        ["name", "version", "created", "handler", "size"],
+        [(e.name, e.short_version, e.created, e.manifest.get("handler"),
+          human_size(e.manifest.get("totals", {}).get("bytes", 0))) for e in entries],
+    )
+
+
+@app.command("remove")
+def remove(ref: str = typer.Argument(..., help="The model to delete.")) -> None:
+    """Delete a model version from the store."""
+    from builder.store import Store
+
+    entry = Store().remove("model", ref)
+    console.print(f"removed model {entry.ref}")

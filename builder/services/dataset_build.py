@@ -1,0 +1,202 @@
+"""Building a dataset: run the user's slicer over the raw files and write the records into shards.
+
+The build streams: records go to disk as the slicer yields them and are hashed on the way, so memory stays
+flat whatever the dataset size. It writes into a staging directory and publishes with one rename, so a slicer
+that raises, a count mismatch or Ctrl-C leaves nothing in the store.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import dataclass
+from itertools import zip_longest
+from pathlib import Path
+from typing import Callable, Iterable, Iterator
+
+from builder import __version__
+from builder.api.dataset import BuildExecutor
+from builder.errors import DatasetBuildError, UserCodeError
+from builder.loader import load_class
+from builder.shards import ShardWriter
+from builder.spec import DatasetSpec, load_dataset_spec
+from builder.store import Entry, Store, make_version, utc_now, write_json_atomic
+
+Progress = Callable[[int], None]
+_MISSING = object()
+
+
+@dataclass(frozen=True)
+class DatasetBuildResult:
+    entry: Entry
+    records: int
+    volumes: int
+    seconds: float
+
+
+def find_files(spec: DatasetSpec, pattern: str, field: str) -> list[Path]:
+    """Files under ``data_dir`` matching ``pattern`` at any depth, sorted by relative path."""
+    if not spec.data_dir.is_dir():
+        raise DatasetBuildError(f"{spec.path}: field 'data_dir': {spec.data_dir} is not a directory")
+    files = sorted(
+        (p for p in spec.data_dir.rglob(pattern) if p.is_file()),
+        key=lambda p: p.relative_to(spec.data_dir).as_posix(),
+    )
+    if not files:
+        raise DatasetBuildError(f"{spec.path}: field '{field}': '{pattern}' matches no file under {spec.data_dir}")
+    return files
+
+
+def _slices(kind: str, method: Callable[[str], Iterable[bytes]], files: list[Path], ref: str) -> Iterator[tuple[Path, int, bytes]]:
+    """Yield (file, position in file, bytes) for every record, turning slicer failures into one-line errors."""
+    for path in files:
+        position = -1
+        try:
+            for position, item in enumerate(method(str(path))):
+                if not isinstance(item, (bytes, bytearray, memoryview)):
+                    raise UserCodeError(
+                        f"{ref}: iter_{kind}_slice({path.name}) yielded {type(item).__name__} at record {position}, expected bytes",
+                        ref=ref,
+                        record=position,
+                    )
+                yield path, position, bytes(item)
+        except UserCodeError:
+            raise
+        except Exception as err:
+            raise UserCodeError(
+                f"{ref}: iter_{kind}_slice({path}) raised {type(err).__name__}: {err} (after record {position})",
+                ref=ref,
+                record=position + 1,
+            ) from None
+
+
+def build_dataset(
+    directory: str | Path,
+    *,
+    store: Store | None = None,
+    progress: Progress | None = None,
+) -> DatasetBuildResult:
+    """Build the dataset described by ``directory/dataset.yaml`` into the store and return its entry."""
+    started = time.perf_counter()
+    store = store or Store()
+    spec = load_dataset_spec(directory)
+    data_files = find_files(spec, spec.data_filter, "data_filter")
+    label_files = find_files(spec, spec.label_filter, "label_filter")
+    slicer_cls = load_class(spec.process, spec.root, BuildExecutor, spec_file=spec.path, field="process")
+    try:
+        slicer = slicer_cls(spec=spec)
+    except TypeError:
+        slicer = slicer_cls()
+    except Exception as err:
+        raise UserCodeError(f"{spec.process}: constructor raised {type(err).__name__}: {err}", ref=spec.process) from None
+
+    digest = hashlib.sha256(json.dumps(spec.raw, sort_keys=True, default=str).encode())
+    with store.stage("dataset") as staged:
+        writer = ShardWriter(staged, spec.alignment_size, spec.volume_size)
+        data_bytes = label_bytes = 0
+        pairs = zip_longest(
+            _slices("data", slicer.iter_data_slice, data_files, spec.process),
+            _slices("label", slicer.iter_label_slice, label_files, spec.process),
+            fillvalue=_MISSING,
+        )
+        try:
+            for data_item, label_item in pairs:
+                if data_item is _MISSING or label_item is _MISSING:
+                    raise _count_mismatch(spec, data_item is _MISSING, writer.count, data_files, label_files, slicer)
+                data, label = data_item[2], label_item[2]
+                writer.add(data, label)
+                digest.update(len(data).to_bytes(8, "little"))
+                digest.update(data)
+                digest.update(len(label).to_bytes(8, "little"))
+                digest.update(label)
+                data_bytes += len(data)
+                label_bytes += len(label)
+                if progress and writer.count % 1024 == 0:
+                    progress(writer.count)
+        except BaseException:
+            writer.abort()
+            raise
+        if writer.count == 0:
+            raise DatasetBuildError(f"{spec.path}: the slicer {spec.process} yielded no records")
+        volumes = writer.close()
+        if progress:
+            progress(writer.count)
+        version = make_version(digest.digest())
+        manifest = _manifest(spec, version, writer.count, volumes, staged, data_bytes, label_bytes, started)
+        write_json_atomic(staged / "manifest.json", manifest)
+        entry = store.publish("dataset", spec.name, version, staged)
+    return DatasetBuildResult(entry, writer.count, len(volumes), time.perf_counter() - started)
+
+
+def _count_mismatch(spec, data_ran_out, seen, data_files, label_files, slicer) -> DatasetBuildError:
+    """Both counts, so the user knows which side is short; counting the rest is cheap next to a failed build."""
+    other = slicer.iter_label_slice if data_ran_out else slicer.iter_data_slice
+    try:
+        total = str(sum(1 for f in (label_files if data_ran_out else data_files) for _ in other(str(f))))
+    except Exception:
+        total = f"more than {seen}"
+    longer, shorter = ("label", "data") if data_ran_out else ("data", "label")
+    return DatasetBuildError(
+        f"{spec.path}: data/label count mismatch: {shorter}_filter files yield {seen} records, "
+        f"{longer}_filter files yield {total}"
+    )
+
+
+def _manifest(spec, version, count, volumes, staged: Path, data_bytes, label_bytes, started) -> dict:
+    shards = []
+    for vol in volumes:
+        sha = hashlib.sha256()
+        with open(staged / vol.name, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                sha.update(block)
+        shards.append({"file": vol.name, "records": vol.records, "size": vol.size, "sha256": sha.hexdigest()})
+    index = staged / "index.swidx"
+    return {
+        "kind": "dataset",
+        "name": spec.name,
+        "version": version,
+        "created": utc_now(),
+        "format": "swds/2",
+        "records": count,
+        "attr": {"alignment_size": spec.alignment_size, "volume_size": spec.volume_size},
+        "totals": {
+            "records": count,
+            "data_bytes": data_bytes,
+            "label_bytes": label_bytes,
+            "shard_bytes": sum(s["size"] for s in shards),
+            "shards": len(shards),
+        },
+        "shards": shards,
+        "index": {"file": index.name, "size": index.stat().st_size},
+        "desc": spec.desc,
+        "tag": spec.tag,
+        "spec": spec.raw,
+        "build_seconds": round(time.perf_counter() - started, 3),
+        "swcli_version": __version__,
+    }
+
+
+def verify_dataset(entry: Entry) -> None:
+    """Check every shard's sha256 against the manifest, then read back every record (header and payload CRCs)."""
+    from builder.errors import ShardCorruptError
+    from builder.shards import DatasetReader
+
+    for shard in entry.manifest.get("shards", []):
+        path = entry.path / shard["file"]
+        if not path.is_file():
+            raise ShardCorruptError(path, 0, "shard file is missing")
+        size = path.stat().st_size
+        if size != shard["size"]:
+            raise ShardCorruptError(path, min(size, shard["size"]), f"file is {size} bytes, manifest says {shard['size']}")
+        sha = hashlib.sha256()
+        with open(path, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                sha.update(block)
+        if sha.hexdigest() != shard["sha256"]:
+            raise ShardCorruptError(path, 0, "sha256 differs from the manifest")
+    with DatasetReader(entry.path, entry.manifest) as reader:
+        if len(reader) != entry.manifest.get("records"):
+            raise ShardCorruptError(entry.path / "index.swidx", 0, f"index holds {len(reader)} records, manifest says {entry.manifest.get('records')}")
+        for _ in reader:
+            pass

@@ -1,0 +1,79 @@
+"""``swcli model eval`` and the image's ``eval``: resolve model and dataset, build the handler, run it."""
+
+from __future__ import annotations
+
+import inspect
+import secrets
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+from builder.api.model import PipelineHandler
+from builder.errors import EvalError, UserCodeError
+from builder.loader import load_class
+from builder.services.evaluation import EvalContext, EvalResult, Progress, run_evaluation
+from builder.services.model_build import model_source
+from builder.shards import DatasetReader
+from builder.store import Store, read_entry
+
+
+@dataclass
+class EvalOptions:
+    """What the user asked for; the CLI fills it from flags, the image from its defaults."""
+
+    model: str
+    dataset: str
+    output_dir: Path | None = None
+    batch_size: int | None = None
+    device: str | None = None
+
+
+def resolve_dataset(ref_or_dir: str, store: Store) -> tuple[Path, dict]:
+    path = Path(ref_or_dir).expanduser()
+    if (path / "manifest.json").is_file():
+        entry = read_entry("dataset", path.resolve())
+    else:
+        entry = store.resolve("dataset", ref_or_dir)
+    return entry.path, entry.manifest
+
+
+def new_run_id(model: str, dataset: str) -> str:
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+    return f"{stamp}-{model}-{dataset}-{secrets.token_hex(2)}"
+
+
+def make_handler(cls: type, ref: str, device: str | None) -> PipelineHandler:
+    """Instantiate the user's handler; ``device`` is passed only when asked for and accepted."""
+    kwargs = {}
+    if device is not None:
+        params = inspect.signature(cls.__init__).parameters
+        if "device" not in params and not any(p.kind is p.VAR_KEYWORD for p in params.values()):
+            raise EvalError(f"{ref}.__init__ takes no 'device' argument; drop --device or add it to the handler")
+        kwargs["device"] = device
+    try:
+        return cls(**kwargs)
+    except Exception as err:
+        raise UserCodeError(f"{ref}(): constructor raised {type(err).__name__}: {err}", ref=ref) from None
+
+
+def evaluate(options: EvalOptions, *, store: Store | None = None, progress: Progress | None = None) -> EvalResult:
+    """Run the model's handler over the dataset; outputs go to ``options.output_dir`` or a new run dir."""
+    store = store or Store()
+    root, spec, model_info = model_source(options.model, store)
+    dataset_dir, dataset_manifest = resolve_dataset(options.dataset, store)
+    reader = DatasetReader(dataset_dir, dataset_manifest)
+    if len(reader) == 0:
+        raise EvalError(f"dataset {dataset_manifest.get('name')} has no records")
+    handler_cls = load_class(spec.ppl, root, PipelineHandler, spec_file=spec.path, field="run.ppl")
+    handler = make_handler(handler_cls, spec.ppl, options.device)
+    output_dir = options.output_dir or store.runs_dir / new_run_id(spec.name, str(dataset_manifest.get("name")))
+    context = EvalContext(
+        dataset_name=str(dataset_manifest.get("name", "")),
+        dataset_version=str(dataset_manifest.get("version", "")),
+        model=model_info,
+        handler=spec.ppl,
+        device=options.device,
+    )
+    with reader:
+        return run_evaluation(handler, reader, output_dir, context=context, batch_size=options.batch_size,
+                              total=len(reader), progress=progress)
