@@ -1,0 +1,100 @@
+"""Shared fixtures: an isolated store per test and a CLI runner that returns exit code and output."""
+
+from __future__ import annotations
+
+import textwrap
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from builder.cli import main
+
+
+@pytest.fixture()
+def swcli_home(tmp_path, monkeypatch) -> Path:
+    """Point SWCLI_HOME at a fresh folder so no test sees another's store (or the user's)."""
+    home = tmp_path / "swcli-home"
+    monkeypatch.setenv("SWCLI_HOME", str(home))
+    return home
+
+
+@dataclass
+class CliResult:
+    code: int
+    out: str
+    err: str
+
+
+@pytest.fixture()
+def cli(swcli_home, capsys):
+    """Run ``swcli ARGS...`` in-process; returns CliResult(code, out, err)."""
+
+    def run(*args: str) -> CliResult:
+        capsys.readouterr()
+        code = main([str(a) for a in args])
+        captured = capsys.readouterr()
+        return CliResult(code, captured.out, captured.err)
+
+    return run
+
+
+SLICER = '''
+import pickle
+
+from builder.api.dataset import BuildExecutor
+
+
+class Slicer(BuildExecutor):
+    """Records are the rows of an .npy-free pickle: {"data": [bytes...], "labels": [int...]}."""
+
+    def iter_data_slice(self, path):
+        with open(path, "rb") as fh:
+            for item in pickle.load(fh)["data"]:
+                yield item
+
+    def iter_label_slice(self, path):
+        with open(path, "rb") as fh:
+            for label in pickle.load(fh)["labels"]:
+                yield bytes([label])
+'''
+
+
+def write_tiny_dataset(root: Path, records: list[tuple[bytes, int]], *, files: int = 1, yaml_extra: str = "",
+                       alignment: str = "64", volume: str = "1k", slicer: str = SLICER) -> Path:
+    """A dataset project with ``records`` split over ``files`` pickles; returns its folder."""
+    import pickle
+
+    (root / "code").mkdir(parents=True, exist_ok=True)
+    (root / "code" / "__init__.py").write_text("")
+    (root / "code" / "slicer.py").write_text(slicer)
+    data = root / "data"
+    data.mkdir(exist_ok=True)
+    per = max(1, -(-len(records) // files))
+    for n in range(files):
+        chunk = records[n * per : (n + 1) * per]
+        with open(data / f"part_{n}.pkl", "wb") as fh:
+            pickle.dump({"data": [d for d, _ in chunk], "labels": [lbl for _, lbl in chunk]}, fh)
+    (root / "dataset.yaml").write_text(
+        textwrap.dedent(
+            f"""\
+            name: tiny
+            data_dir: data
+            data_filter: "part_*.pkl"
+            label_filter: "part_*.pkl"
+            process: code.slicer:Slicer
+            desc: tiny test dataset
+            attr:
+              alignment_size: {alignment}
+              volume_size: {volume}
+            """
+        )
+        + yaml_extra
+    )
+    return root
+
+
+@pytest.fixture()
+def tiny_dataset(tmp_path) -> Path:
+    """A 50-record dataset project: data = 10..59 bytes of the index, label = index % 3."""
+    return write_tiny_dataset(tmp_path / "ds", [(bytes([i]) * (10 + i), i % 3) for i in range(50)], files=3)
