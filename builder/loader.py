@@ -29,17 +29,18 @@ def project_on_path(root: Path) -> Iterator[None]:
             sys.path.remove(root_str)
 
 
-def _evict_foreign(module_name: str, root: Path) -> None:
-    """Drop cached modules of the same top-level name that were imported from another folder."""
+def _evict(module_name: str) -> None:
+    """Forget cached modules of the same top-level package, so the import reads the files as they are now.
+
+    Two projects often both call their package ``code``; and in a long-lived process (tests, notebooks) the user
+    may have edited the file since the last import. Instances made from the old modules keep working.
+    """
     top = module_name.split(".")[0]
-    cached = sys.modules.get(top)
-    if cached is None:
-        return
-    origin = getattr(cached, "__file__", None) or next(iter(getattr(cached, "__path__", []) or []), None)
-    if origin and Path(origin).resolve().is_relative_to(root.resolve()):
+    if top in sys.stdlib_module_names or top == "builder":
         return
     for name in [n for n in sys.modules if n == top or n.startswith(top + ".")]:
         del sys.modules[name]
+    importlib.invalidate_caches()
 
 
 def load_class(ref: str, root: Path, base: type, *, spec_file: Path, field: str) -> type:
@@ -51,7 +52,7 @@ def load_class(ref: str, root: Path, base: type, *, spec_file: Path, field: str)
     module_name, _, class_name = ref.partition(":")
     root = Path(root).resolve()
     with project_on_path(root):
-        _evict_foreign(module_name, root)
+        _evict(module_name)
         try:
             module = importlib.import_module(module_name)
         except ModuleNotFoundError as err:
