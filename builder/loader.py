@@ -36,7 +36,7 @@ def _evict(module_name: str) -> None:
     may have edited the file since the last import. Instances made from the old modules keep working.
     """
     top = module_name.split(".")[0]
-    if top in sys.stdlib_module_names or top == "builder":
+    if top == "builder":  # never our own package; a user package named like a stdlib one (the seed's `code`) must win
         return
     for name in [n for n in sys.modules if n == top or n.startswith(top + ".")]:
         del sys.modules[name]
