@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import time
 from dataclasses import dataclass
 from itertools import zip_longest
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Callable, Iterable, Iterator
 
 from builder import __version__
@@ -36,16 +37,27 @@ class DatasetBuildResult:
 
 
 def find_files(spec: DatasetSpec, pattern: str, field: str) -> list[Path]:
-    """Files under ``data_dir`` matching ``pattern`` at any depth, sorted by relative path."""
+    """Files under ``data_dir`` matching ``pattern`` at any depth (``rglob`` semantics), sorted by relative path.
+
+    Symlinked folders are followed (people link their data in), each real folder once.
+    """
     if not spec.data_dir.is_dir():
         raise DatasetBuildError(f"{spec.path}: field 'data_dir': {spec.data_dir} is not a directory")
-    files = sorted(
-        (p for p in spec.data_dir.rglob(pattern) if p.is_file()),
-        key=lambda p: p.relative_to(spec.data_dir).as_posix(),
-    )
-    if not files:
+    found, seen = [], set()
+    for dirpath, dirnames, filenames in os.walk(spec.data_dir, followlinks=True):
+        real = os.path.realpath(dirpath)
+        if real in seen:
+            dirnames[:] = []
+            continue
+        seen.add(real)
+        rel_dir = PurePosixPath(Path(dirpath).relative_to(spec.data_dir).as_posix())
+        for name in filenames:
+            rel = rel_dir / name
+            if rel.match(pattern) and (Path(dirpath) / name).is_file():
+                found.append(rel.as_posix())
+    if not found:
         raise DatasetBuildError(f"{spec.path}: field '{field}': '{pattern}' matches no file under {spec.data_dir}")
-    return files
+    return [spec.data_dir / rel for rel in sorted(found)]
 
 
 def _slices(kind: str, method: Callable[[str], Iterable[bytes]], files: list[Path], ref: str) -> Iterator[tuple[Path, int, bytes]]:
