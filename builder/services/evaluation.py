@@ -61,12 +61,16 @@ def _finite(obj: Any) -> Any:
     return obj
 
 
+# one encoder for the whole run: json.dumps with non-default arguments builds a new encoder per call
+_ENCODER = json.JSONEncoder(default=to_jsonable, allow_nan=False, separators=(",", ":"))
+_LENIENT = json.JSONEncoder(default=to_jsonable, separators=(",", ":"))
+
+
 def dump_line(record: dict) -> str:
     try:
-        return json.dumps(record, default=to_jsonable, allow_nan=False, separators=(",", ":"))
+        return _ENCODER.encode(record)
     except ValueError:  # a non-finite float somewhere: take the slow path once for this record
-        plain = json.loads(json.dumps(record, default=to_jsonable))
-        return json.dumps(_finite(plain), allow_nan=False, separators=(",", ":"))
+        return _ENCODER.encode(_finite(json.loads(_LENIENT.encode(record))))
 
 
 class ResultsLoader:
