@@ -12,7 +12,7 @@ from tests.conftest import write_tiny_dataset
 
 
 def built(cli, project):
-    res = cli("dataset", "build", project)
+    res = cli("dataset", "build", "--no-image", project)
     assert res.code == 0, res.err
     return Store().resolve("dataset", "tiny")
 
@@ -30,11 +30,11 @@ def test_same_inputs_give_the_same_version_and_bytes(cli, tiny_dataset, tmp_path
     first = built(cli, tiny_dataset)
     copy = tmp_path / "copy"
     write_tiny_dataset(copy, [(bytes([i]) * (10 + i), i % 3) for i in range(50)], files=3)
-    res = cli("dataset", "build", copy)
+    res = cli("dataset", "build", "--no-image", copy)
     assert res.code == 0 and first.short_version in res.out
     assert len(Store().list("dataset")) == 1
     changed = write_tiny_dataset(tmp_path / "changed", [(bytes([i]) * (10 + i), i % 4) for i in range(50)], files=3)
-    cli("dataset", "build", changed)
+    cli("dataset", "build", "--no-image", changed)
     assert len(Store().list("dataset")) == 2
 
 
@@ -119,7 +119,7 @@ class Slicer:
 def test_bad_slicers_fail_in_one_line_and_leave_nothing(cli, tmp_path, swcli_home, case):
     slicer, words = BAD_SLICERS[case]
     project = write_tiny_dataset(tmp_path / case, [(b"x", 1)], slicer=slicer)
-    one_line_error(cli("dataset", "build", project), *words)
+    one_line_error(cli("dataset", "build", "--no-image", project), *words)
     assert Store().list("dataset") == []
     staging = swcli_home / "tmp"
     assert not staging.exists() or not any(staging.iterdir())
@@ -143,11 +143,11 @@ def test_bad_slicers_fail_in_one_line_and_leave_nothing(cli, tmp_path, swcli_hom
 def test_bad_yaml_fails_in_one_line(cli, tiny_dataset, old, new, words):
     path = tiny_dataset / "dataset.yaml"
     path.write_text(path.read_text().replace(old, new))
-    one_line_error(cli("dataset", "build", tiny_dataset), "dataset.yaml", *words)
+    one_line_error(cli("dataset", "build", "--no-image", tiny_dataset), "dataset.yaml", *words)
 
 
 def test_missing_yaml_and_unknown_ref(cli, tmp_path):
-    one_line_error(cli("dataset", "build", tmp_path), "dataset.yaml", "file not found")
+    one_line_error(cli("dataset", "build", "--no-image", tmp_path), "dataset.yaml", "file not found")
     one_line_error(cli("dataset", "info", "nope"), "no dataset matches 'nope'")
     one_line_error(cli("dataset", "remove", "nope:1234"), "no dataset matches")
 

@@ -77,8 +77,8 @@ def test_cifar10_example_end_to_end(cli, cifar_project, tmp_path):
     assert train.returncode == 0, train.stderr
     assert (cifar_project / "models" / "cifar_net.pth").is_file()
 
-    assert cli("dataset", "build", cifar_project).code == 0
-    res = cli("model", "build", cifar_project)
+    assert cli("dataset", "build", "--no-image", cifar_project).code == 0
+    res = cli("model", "build", "--no-image", cifar_project)
     assert res.code == 0, res.err
     assert Store().resolve("dataset", "cifar10").manifest["records"] == 150
 
@@ -167,8 +167,8 @@ def test_digits_end_to_end_matches_sklearn(cli, tmp_path):
         "name: digits\ndata_dir: data\ndata_filter: '*.npz'\nlabel_filter: '*.npz'\nprocess: code.slicer:DigitsSlicer\n"
     )
     (project / "model.yaml").write_text("name: digits_logreg\nmodel: [models/logreg.pkl]\nrun:\n  ppl: code.handler:DigitsHandler\n")
-    assert cli("dataset", "build", project).code == 0
-    assert cli("model", "build", project, "--skip-gen-env").code == 0
+    assert cli("dataset", "build", "--no-image", project).code == 0
+    assert cli("model", "build", "--no-image", project, "--skip-gen-env").code == 0
     res = cli("model", "eval", "digits_logreg", "--dataset", "digits", "-o", tmp_path / "out")
     assert res.code == 0, res.err
     doc = check_metrics_against_sklearn(tmp_path / "out", list(range(10)))

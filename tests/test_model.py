@@ -76,7 +76,7 @@ def model_dir(tmp_path):
 
 
 def test_build_snapshot_has_code_and_weights_with_roles(cli, model_dir):
-    res = cli("model", "build", model_dir, "--skip-gen-env")
+    res = cli("model", "build", "--no-image", model_dir, "--skip-gen-env")
     assert res.code == 0, res.err
     entry = Store().resolve("model", "modthree")
     roles = {f["path"]: f["role"] for f in entry.manifest["files"]}
@@ -88,24 +88,24 @@ def test_build_snapshot_has_code_and_weights_with_roles(cli, model_dir):
 
 
 def test_version_is_content_derived(cli, model_dir):
-    cli("model", "build", model_dir, "--skip-gen-env")
-    cli("model", "build", model_dir, "--skip-gen-env")
+    cli("model", "build", "--no-image", model_dir, "--skip-gen-env")
+    cli("model", "build", "--no-image", model_dir, "--skip-gen-env")
     assert len(Store().list("model")) == 1
     (model_dir / "models" / "weights.json").write_text(json.dumps({"offset": 1}))
-    cli("model", "build", model_dir, "--skip-gen-env")
+    cli("model", "build", "--no-image", model_dir, "--skip-gen-env")
     assert len(Store().list("model")) == 2
 
 
 def test_env_lock_is_exported_by_default(cli, model_dir):
-    assert cli("model", "build", model_dir).code == 0
+    assert cli("model", "build", "--no-image", model_dir).code == 0
     entry = Store().resolve("model", "modthree")
     assert entry.manifest["env_lock"] == "pip-freeze"
     assert "numpy==" in (entry.path / "env.lock").read_text()
 
 
 def test_eval_from_ref_from_entry_dir_and_from_source_agree(cli, model_dir, tiny_dataset, tmp_path):
-    assert cli("dataset", "build", tiny_dataset).code == 0
-    assert cli("model", "build", model_dir, "--skip-gen-env").code == 0
+    assert cli("dataset", "build", "--no-image", tiny_dataset).code == 0
+    assert cli("model", "build", "--no-image", model_dir, "--skip-gen-env").code == 0
     entry = Store().resolve("model", "modthree")
     dataset_dir = Store().resolve("dataset", "tiny").path
     outs = []
@@ -124,7 +124,7 @@ def test_eval_from_ref_from_entry_dir_and_from_source_agree(cli, model_dir, tiny
 
 
 def test_eval_default_output_is_a_run_in_the_store(cli, model_dir, tiny_dataset, swcli_home):
-    cli("dataset", "build", tiny_dataset)
+    cli("dataset", "build", "--no-image", tiny_dataset)
     res = cli("model", "eval", model_dir, "--dataset", "tiny")
     assert res.code == 0, res.err
     runs = list((swcli_home / "runs").iterdir())
@@ -132,7 +132,7 @@ def test_eval_default_output_is_a_run_in_the_store(cli, model_dir, tiny_dataset,
 
 
 def test_info_list_remove(cli, model_dir):
-    cli("model", "build", model_dir, "--skip-gen-env")
+    cli("model", "build", "--no-image", model_dir, "--skip-gen-env")
     info = json.loads(cli("model", "info", "modthree", "-o", "json").out)
     assert info["name"] == "modthree" and info["totals"]["weights_bytes"] > 0
     assert "modthree" in cli("model", "list").out
@@ -142,7 +142,7 @@ def test_info_list_remove(cli, model_dir):
 
 def test_seed_literal_unindented_ppl_builds_with_a_note(cli, model_dir):
     (model_dir / "model.yaml").write_text(MODEL_YAML.replace("run:\n  ppl:", "run:\nppl:"))
-    res = cli("model", "build", model_dir, "--skip-gen-env")
+    res = cli("model", "build", "--no-image", model_dir, "--skip-gen-env")
     assert res.code == 0 and "note: top-level 'ppl' was read as 'run.ppl'" in res.err
 
 
@@ -160,12 +160,12 @@ def test_seed_literal_unindented_ppl_builds_with_a_note(cli, model_dir):
 )
 def test_bad_model_inputs(cli, model_dir, swcli_home, mutate, words):
     mutate(model_dir)
-    one_line_error(cli("model", "build", model_dir, "--skip-gen-env"), *words)
+    one_line_error(cli("model", "build", "--no-image", model_dir, "--skip-gen-env"), *words)
     assert Store().list("model") == []
 
 
 def test_eval_bad_inputs(cli, model_dir, tiny_dataset, tmp_path):
-    cli("dataset", "build", tiny_dataset)
+    cli("dataset", "build", "--no-image", tiny_dataset)
     one_line_error(cli("model", "eval", "nomodel", "--dataset", "tiny"), "no model matches 'nomodel'")
     one_line_error(cli("model", "eval", model_dir, "--dataset", "nodata"), "no dataset matches 'nodata'")
     one_line_error(cli("model", "eval", model_dir, "--dataset", "tiny", "--batch-size", "8"), "takes one record per ppl call")

@@ -12,7 +12,7 @@ import sys
 import typer
 
 from builder import __version__
-from builder.cli import dataset, model
+from builder.cli import dataset, job, model, runtime
 from builder.errors import SwcliError
 
 app = typer.Typer(
@@ -24,6 +24,8 @@ app = typer.Typer(
 )
 app.add_typer(dataset.app, name="dataset")
 app.add_typer(model.app, name="model")
+app.add_typer(runtime.app, name="runtime")
+app.add_typer(job.app, name="job")
 
 
 def _version_callback(value: bool) -> None:

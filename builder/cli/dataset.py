@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Optional
 
 import typer
 
@@ -14,8 +15,11 @@ app = typer.Typer(help="Build, inspect and remove datasets.", no_args_is_help=Tr
 @app.command("build")
 def build(
     directory: Path = typer.Argument(Path("."), help="Folder holding dataset.yaml."),
+    no_image: bool = typer.Option(False, "--no-image", help="Build the package in the store only, no image."),
+    base_image: str = typer.Option("swcli/base:bookworm-py3.11", "--base-image", help="Base of the dataset image."),
+    dockerfile_only: Optional[Path] = typer.Option(None, "--dockerfile-only", help="Write the image's Dockerfile and context here instead of building it."),
 ) -> None:
-    """Run the dataset.yaml slicer over the raw files and store the records as aligned shards."""
+    """Run the dataset.yaml slicer over the raw files, store the records as aligned shards, build swds/NAME."""
     from builder.cli._progress import record_progress
     from builder.services.dataset_build import build_dataset
 
@@ -26,6 +30,13 @@ def build(
         f"built dataset [bold]{entry.ref}[/bold]: {result.records} records in {result.volumes} shard(s), "
         f"{human_size(entry.manifest['totals']['shard_bytes'])}, {result.seconds:.2f} s"
     )
+    if no_image:
+        return
+    from builder.images.build import build_dataset_image
+
+    image = build_dataset_image(entry, base_image=base_image, dockerfile_only=dockerfile_only)
+    console.print(f"wrote Dockerfile and context to {dockerfile_only}" if dockerfile_only
+                  else f"image {image.tags[0]} (+ :latest), {image.seconds:.1f} s")
 
 
 @app.command("info")

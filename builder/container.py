@@ -1,0 +1,74 @@
+"""The entrypoint of model images: `docker run <model image> eval | info | --help`.
+
+`eval` runs the very runner of `swcli model eval` on the model baked in at /opt/swcli/model against the dataset
+mounted at /dataset (`--volumes-from` a dataset container, or `-v DIR:/dataset`) and writes /output. Failures are
+one line on stderr and a non-zero exit code, like the CLI.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+MODEL_DIR = Path(os.environ.get("SWCLI_MODEL_DIR", "/opt/swcli/model"))
+DATASET_DIR = Path(os.environ.get("SWCLI_DATASET_DIR", "/dataset"))
+OUTPUT_DIR = Path(os.environ.get("SWCLI_OUTPUT_DIR", "/output"))
+
+USAGE = f"""usage: docker run [--volumes-from DATASET_CONTAINER | -v DATASET_DIR:/dataset] -v OUT:/output IMAGE [eval|info|--help]
+
+  eval   run the model over every record of the dataset at {DATASET_DIR}; write metrics.json, results.jsonl
+         and run.json to {OUTPUT_DIR} (default command). Options: --batch-size N, --device cpu|cuda
+  info   print the model manifest baked into the image
+The image runs as uid 1000: give it a writable /output (e.g. `--user $(id -u):$(id -g)`, or a folder it may write).
+"""
+
+
+def _eval(args: list[str]) -> int:
+    from builder.cli._summary import print_summary
+    from builder.errors import EvalError
+    from builder.services.model_eval import EvalOptions, evaluate
+
+    batch_size = device = None
+    it = iter(args)
+    for arg in it:
+        if arg == "--batch-size":
+            batch_size = int(next(it))
+        elif arg == "--device":
+            device = next(it)
+        else:
+            raise EvalError(f"unknown eval option {arg!r}; see --help")
+    if not (DATASET_DIR / "manifest.json").is_file():
+        raise EvalError(f"no dataset mounted at {DATASET_DIR}: run with --volumes-from <dataset container> "
+                        f"or -v <dataset dir>:{DATASET_DIR}")
+    result = evaluate(EvalOptions(model=str(MODEL_DIR), dataset=str(DATASET_DIR), output_dir=OUTPUT_DIR,
+                                  batch_size=batch_size, device=device))
+    print_summary(result.metrics, result.run)
+    print(f"outputs: {OUTPUT_DIR}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    command = args[0] if args else "eval"
+    if command in ("-h", "--help", "help"):
+        print(USAGE)
+        return 0
+    from builder.errors import SwcliError
+
+    try:
+        if command == "eval":
+            return _eval(args[1:])
+        if command == "info":
+            print(json.dumps(json.loads((MODEL_DIR / "manifest.json").read_text()), indent=2))
+            return 0
+        print(f"swcli: error: unknown command {command!r}\n{USAGE}", file=sys.stderr)
+        return 2
+    except SwcliError as err:
+        print(f"swcli: error: {err}", file=sys.stderr)
+        return err.exit_code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,117 @@
+"""Build contexts as deterministic tars: the same inputs give byte-identical bytes.
+
+Entries are sorted, owned by 0:0 with empty user/group names, mtimes clamped to a fixed epoch, modes normalised
+(0644, or 0755 for executables and directories), and written in the plain ustar/GNU form (no PAX fractional
+times). Files are streamed from disk, never read whole. ``write_context_dir`` lays the same entries out as a
+folder (``--dockerfile-only``) so any builder can use them.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import stat
+import tarfile
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import IO, Iterable
+
+EPOCH = 0  # 1970-01-01: what reproducible-builds tools clamp to by default
+
+
+@dataclass(frozen=True)
+class ContextEntry:
+    """One file of a build context: from a path on disk, or literal bytes (the Dockerfile, manifests)."""
+
+    arcname: str
+    source: Path | None = None
+    data: bytes | None = None
+    executable: bool = False
+    link: str | None = None
+
+
+def from_bytes(arcname: str, data: bytes) -> ContextEntry:
+    return ContextEntry(arcname, data=data)
+
+
+def from_file(arcname: str, path: Path) -> ContextEntry:
+    st = os.lstat(path)
+    if stat.S_ISLNK(st.st_mode):
+        return ContextEntry(arcname, link=os.readlink(path))
+    return ContextEntry(arcname, source=Path(path), executable=bool(st.st_mode & 0o111))
+
+
+def from_tree(prefix: str, root: Path) -> list[ContextEntry]:
+    """Every file under ``root`` (symlinks kept as links), placed under ``prefix/``."""
+    out = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames.sort()
+        for name in filenames + [d for d in dirnames if os.path.islink(os.path.join(dirpath, d))]:
+            full = Path(dirpath) / name
+            rel = full.relative_to(root).as_posix()
+            out.append(from_file(f"{prefix}/{rel}", full))
+    return out
+
+
+def _dirs_of(arcnames: Iterable[str]) -> list[str]:
+    dirs = set()
+    for name in arcnames:
+        for parent in PurePosixPath(name).parents:
+            if str(parent) != ".":
+                dirs.add(str(parent))
+    return sorted(dirs)
+
+
+def _info(name: str, kind: bytes, mode: int, size: int = 0) -> tarfile.TarInfo:
+    info = tarfile.TarInfo(name)
+    info.type = kind
+    info.mode = mode
+    info.size = size
+    info.mtime = EPOCH
+    info.uid = info.gid = 0
+    info.uname = info.gname = ""
+    return info
+
+
+def write_context_tar(entries: list[ContextEntry], fileobj: IO[bytes]) -> None:
+    """Write ``entries`` as a deterministic, uncompressed tar to ``fileobj``."""
+    entries = sorted(entries, key=lambda e: e.arcname)
+    names = [e.arcname for e in entries]
+    if len(set(names)) != len(names):
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        raise ValueError(f"build context has duplicate entries: {', '.join(dupes[:5])}")
+    with tarfile.open(fileobj=fileobj, mode="w|", format=tarfile.GNU_FORMAT) as tar:
+        for directory in _dirs_of(names):
+            tar.addfile(_info(directory, tarfile.DIRTYPE, 0o755))
+        for entry in entries:
+            if entry.link is not None:
+                info = _info(entry.arcname, tarfile.SYMTYPE, 0o777)
+                info.linkname = entry.link
+                tar.addfile(info)
+            elif entry.data is not None:
+                tar.addfile(_info(entry.arcname, tarfile.REGTYPE, 0o644, len(entry.data)), io.BytesIO(entry.data))
+            else:
+                size = os.stat(entry.source).st_size
+                mode = 0o755 if entry.executable else 0o644
+                with open(entry.source, "rb") as fh:
+                    tar.addfile(_info(entry.arcname, tarfile.REGTYPE, mode, size), fh)
+
+
+def write_context_dir(entries: list[ContextEntry], directory: Path) -> Path:
+    """Lay the context out as a folder (for `--dockerfile-only`); files are hard-linked when possible."""
+    directory.mkdir(parents=True, exist_ok=True)
+    for entry in sorted(entries, key=lambda e: e.arcname):
+        dest = directory / entry.arcname
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        if entry.link is not None:
+            os.symlink(entry.link, dest)
+        elif entry.data is not None:
+            dest.write_bytes(entry.data)
+        else:
+            try:
+                os.link(entry.source, dest)
+            except OSError:
+                shutil.copyfile(entry.source, dest)
+            os.chmod(dest, 0o755 if entry.executable else 0o644)
+    return directory

@@ -1,0 +1,84 @@
+"""The Docker engine adapter: connect, build from a context tar with live progress, inspect, run.
+
+docker-py's high-level ``images.build`` hides failures that arrive in the stream and waits until the end, so builds
+go through the low-level ``api.build(..., decode=True)`` generator and every chunk is checked for
+``error``/``errorDetail`` (STYLE habit 7). Errors become :class:`~builder.errors.DockerError` one-liners.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import IO, Callable
+
+from builder.errors import DockerError
+
+Log = Callable[[str], None]
+NO_ENGINE_HINT = "start one (`make docker`) or pass --no-image to build the package only"
+
+
+def connect(timeout: int = 60):
+    """A docker client whose daemon answered a ping; a one-line DockerError otherwise."""
+    import docker
+    from docker.errors import DockerException
+
+    try:
+        client = docker.from_env(timeout=timeout)
+        client.ping()
+    except DockerException as err:
+        reason = str(err).split("(")[0].strip() or type(err).__name__
+        raise DockerError(f"no Docker engine answers ({reason}); {NO_ENGINE_HINT}") from None
+    return client
+
+
+def image_exists(client, ref: str) -> bool:
+    from docker.errors import ImageNotFound
+
+    try:
+        client.images.get(ref)
+        return True
+    except ImageNotFound:
+        return False
+
+
+def build_image(client, context_tar: IO[bytes], tags: list[str], *, labels_ok: bool = True, log: Log | None = None) -> str:
+    """Build from an uncompressed context tar; returns the image id. Every stream chunk is checked."""
+    from docker.errors import APIError
+
+    log = log or (lambda line: None)
+    image_id = None
+    lines: list[str] = []
+    try:
+        stream = client.api.build(fileobj=context_tar, custom_context=True, tag=tags[0], rm=True, forcerm=True,
+                                  decode=True, pull=False)
+        for chunk in stream:
+            if "error" in chunk or "errorDetail" in chunk:
+                detail = chunk.get("errorDetail", {}).get("message") or chunk.get("error")
+                raise DockerError(f"docker build of {tags[0]} failed: {' '.join(str(detail).split())}")
+            text = chunk.get("stream", "")
+            if text.strip():
+                lines.append(text.rstrip())
+                log(text.rstrip())
+            aux = chunk.get("aux") or {}
+            image_id = aux.get("ID", image_id)
+    except APIError as err:
+        raise DockerError(f"docker build of {tags[0]} failed: {err.explanation or err}") from None
+    if image_id is None:
+        raise DockerError(f"docker build of {tags[0]} ended without an image id: {lines[-1] if lines else 'no output'}")
+    image = client.images.get(image_id)
+    for tag in tags[1:]:
+        repo, _, name = tag.rpartition(":")
+        image.tag(repo, name)
+    return image_id
+
+
+def layer_digests(client, ref: str) -> list[str]:
+    """The image's layer diff ids, base first: equal digests mean a layer was reused."""
+    return list(client.images.get(ref).attrs["RootFS"]["Layers"])
+
+
+def save_image(client, ref: str, path: Path) -> Path:
+    """``docker save`` to a file (a docker-archive tar skopeo can inspect)."""
+    with open(path, "wb") as fh:
+        for chunk in client.images.get(ref).save(named=True):
+            fh.write(chunk)
+    return path
