@@ -1,7 +1,10 @@
 # swcli: build, test and demo entry points. Everything runs from the project's own files on a fresh machine.
 #
-#   make demo    the CIFAR-10 tutorial end to end: data -> train -> dataset -> model -> eval -> metrics
-#   make test    the whole test suite (what .ci/run calls)
+#   make demo    the CIFAR-10 tutorial end to end through images: data -> train -> runtime, dataset and model
+#                images -> `docker run` eval -> metrics
+#   make test    the whole test suite, Docker tests included (what .ci/run calls)
+#
+# Steps: make docker base-image build-runtime build-dataset build-model eval   (eval-local: no Docker)
 #
 # Variables (override on the command line, e.g. `make demo EPOCHS=2`):
 PYTHON            ?= python3
@@ -19,10 +22,10 @@ SWCLI := $(VENV)/bin/swcli
 # the torch wheel this machine's pip config serves from local disk (CPU build)
 TORCH ?= torch==2.13.0
 
-.PHONY: help venv test demo data train build-dataset build-model eval bench clean
+.PHONY: help venv docker base-image test demo data train build-runtime build-dataset build-model eval eval-local bench clean
 
 help:
-	@sed -n '2,12p' Makefile
+	@sed -n '2,15p' Makefile
 
 venv: $(VENV)/.installed
 
@@ -31,7 +34,16 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev]' '$(TORCH)' pillow
 	touch $@
 
+# a Docker engine (started, or installed from Debian packages when root) and the base image built from Debian
+# packages; on CI a failure here fails the run, elsewhere the Docker tests skip themselves
+docker:
+	bash scripts/ensure-docker.sh
+
+base-image: docker
+	bash runtime_images/build-base.sh
+
 test: venv
+	@if [ "$${CI:-}" = true ]; then $(MAKE) base-image; else $(MAKE) base-image || echo "no Docker: docker tests will skip"; fi
 	bash scripts/run-tests.sh $(PYTEST_ARGS)
 
 data: venv
@@ -43,13 +55,23 @@ train: data
 $(EXAMPLE)/models/cifar_net.pth:
 	$(MAKE) train
 
-build-dataset: data
+build-runtime: venv base-image
+	$(SWCLI) runtime build --name cifar-env --venv $(VENV)
+
+build-dataset: data base-image
 	$(SWCLI) dataset build $(EXAMPLE)
 
-build-model: venv $(EXAMPLE)/models/cifar_net.pth
-	$(SWCLI) model build $(EXAMPLE)
+# the design card's `docker run swmp eval`: the newest model image is also tagged swmp:latest
+build-model: venv base-image $(EXAMPLE)/models/cifar_net.pth
+	@$(SWCLI) runtime info cifar-env >/dev/null 2>&1 || $(MAKE) build-runtime
+	$(SWCLI) model build $(EXAMPLE) --runtime cifar-env
+	docker tag swmp/cifar_net:latest swmp:latest
 
+# the model image's eval in a container, the dataset image's /dataset mounted (swcli job run does the docker run)
 eval: venv
+	$(SWCLI) job run --model cifar_net --dataset cifar10 --output $(EVAL_OUT)
+
+eval-local: venv
 	$(SWCLI) model eval cifar_net --dataset cifar10 --output $(EVAL_OUT)
 
 demo: train build-dataset build-model eval
@@ -58,6 +80,7 @@ demo: train build-dataset build-model eval
 bench: data
 	$(PY) benchmarks/dataset_build.py
 	$(PY) benchmarks/eval_throughput.py
+	$(PY) benchmarks/image_build.py
 
 clean:
 	rm -rf out .pytest_cache

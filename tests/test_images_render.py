@@ -22,6 +22,7 @@ COMMON = {"swcli_version": "0.0.0-test", "base_image": "swcli/base:bookworm-py3.
 CASES = {
     "dataset": dict(COMMON, extra_labels=[("io.swcli.records", "10000")]),
     "runtime": dict(COMMON, name="cifar-env", site_packages="/opt/swcli/env/lib/python3.11/site-packages",
+                    env_prefix="/opt/swcli/env", conda=False,
                     env_layers=[{"dir": "layers/00-torch"}, {"dir": "layers/01-rest"}],
                     extra_labels=[("io.swcli.source-digest", "0f" * 8)]),
     "model": dict(COMMON, name="cifar_net", base_image="swrt/cifar-env:abc", weights=True,

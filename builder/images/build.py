@@ -8,16 +8,18 @@ bookworm ships no buildx) re-sends kilobytes, not the environment, on a code-onl
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.metadata as md
 import json
 import os
 import re
 import sys
+import tarfile
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import builder
 from builder.errors import DockerError, SwcliError
@@ -27,7 +29,8 @@ from builder.images.render import render_dockerfile
 from builder.store import Entry
 
 DEFAULT_BASE = "swcli/base:bookworm-py3.11"
-SITE_PACKAGES = "/opt/swcli/env/lib/python3.11/site-packages"
+ENV_PREFIX = "/opt/swcli/env"
+SITE_PACKAGES = f"{ENV_PREFIX}/lib/python3.11/site-packages"
 BIG_PACKAGE = 64 << 20
 # what `python -m builder.container eval` imports inside the image
 IN_IMAGE_REQUIREMENTS = ("typer", "rich", "pyyaml", "numpy", "scikit-learn")
@@ -46,7 +49,8 @@ def image_tags(prefix: str, name: str, version: str) -> list[str]:
     return [f"{prefix}/{name}:{version}", f"{prefix}/{name}:latest"]
 
 
-def _build(entries: list[ctx.ContextEntry], tags: list[str], dockerfile_only: Path | None, client, log: Log | None) -> ImageResult:
+def _build(entries: list[ctx.ContextEntry], tags: list[str], dockerfile_only: Path | None, client, log: Log | None,
+           nocache: bool = False) -> ImageResult:
     import time
 
     started = time.perf_counter()
@@ -57,7 +61,7 @@ def _build(entries: list[ctx.ContextEntry], tags: list[str], dockerfile_only: Pa
     with tempfile.TemporaryFile() as tar:
         ctx.write_context_tar(entries, tar)
         tar.seek(0)
-        image_id = build_image(client, tar, tags, log=log)
+        image_id = build_image(client, tar, tags, log=log, nocache=nocache)
     return ImageResult(tags, image_id, time.perf_counter() - started)
 
 
@@ -99,12 +103,18 @@ def site_packages_of(prefix: Path) -> Path:
 
 
 def env_python_minor(prefix: Path) -> str:
+    """The env's Python major.minor: pyvenv.cfg for a venv, the python package record for a conda env."""
     cfg = prefix / "pyvenv.cfg"
     if cfg.is_file():
         for line in cfg.read_text().splitlines():
             key, _, value = line.partition("=")
             if key.strip() in ("version", "version_info"):
                 return ".".join(value.strip().split(".")[:2])
+    for record in sorted((prefix / "conda-meta").glob("python-3*.json")):
+        try:
+            return ".".join(json.loads(record.read_text())["version"].split(".")[:2])
+        except (ValueError, KeyError) as err:
+            raise RuntimeError_(f"invalid conda prefix {prefix}: {record.name}: {err}") from None
     return site_packages_of(prefix).parent.name.removeprefix("python")
 
 
@@ -179,57 +189,111 @@ def swcli_layer_entries(env_site: Path) -> list[ctx.ContextEntry]:
 
 
 def env_digest(entries: list[ctx.ContextEntry]) -> str:
-    """A content digest of the env snapshot: paths, sizes and mtimes (hashing GBs of wheels each time is waste)."""
+    """A digest of the env snapshot: paths, sizes and mtimes (hashing GBs of wheels on every build is waste)."""
     h = hashlib.sha256()
     for e in sorted(entries, key=lambda e: e.arcname):
         if e.source is not None:
             st = os.stat(e.source)
             h.update(f"{e.arcname}\0{st.st_size}\0{int(st.st_mtime)}\0{int(e.executable)}\n".encode())
         else:
-            h.update(f"{e.arcname}\0{e.link}\0{len(e.data or b'')}\n".encode())
+            h.update(f"{e.arcname}\0{e.link}\0{hashlib.sha256(e.data or b'').hexdigest()}\n".encode())
     return h.hexdigest()
 
 
-def runtime_context(prefix: Path, *, base_python: str = "3.11", lock_text: str = "") -> tuple[list[ctx.ContextEntry], list[dict]]:
-    """Context entries and layer table for a venv at ``prefix``, re-rooted onto the base image's python3."""
-    prefix = Path(prefix)
-    if not prefix.is_dir():
-        raise RuntimeError_(f"{prefix}: environment folder does not exist")
+def env_layers(tree: Path, *, whole_prefix: bool) -> tuple[list[ctx.ContextEntry], list[dict]]:
+    """Layer entries for an env tree, every path relative to the env prefix (they all land in /opt/swcli/env).
+
+    Big site-packages entries get a layer each; the rest of site-packages (and, for a conda env, the rest of the
+    prefix: its interpreter, shared libraries, conda-meta) share the last layer. A venv contributes only its
+    site-packages: its bin/python points at the build host's interpreter, the base image brings its own.
+    """
+    site = site_packages_of(tree)
+    site_rel = site.relative_to(tree)
+    split = split_layers(site)
+    rest_label, rest_paths = split[-1]
+    entries: list[ctx.ContextEntry] = []
+    layers = []
+    for label, paths in split[:-1]:
+        layer = _entries_for(f"layers/{label}/{site_rel.as_posix()}", paths, site)
+        entries += layer
+        layers.append((label, layer))
+    rest = _entries_for(f"layers/{rest_label}/{site_rel.as_posix()}", rest_paths, site)
+    if whole_prefix:
+        others = [c for c in sorted(tree.iterdir()) if c.name != "lib"]
+        others += [c for c in sorted((tree / "lib").iterdir()) if c != site.parent]
+        others += [c for c in sorted(site.parent.iterdir()) if c != site]
+        rest += _entries_for(f"layers/{rest_label}", others, tree)
+    entries += rest
+    layers.append((rest_label, rest))
+    table = [{"dir": f"layers/{label}", "files": len(layer),
+              "size": sum(os.stat(e.source).st_size for e in layer if e.source is not None)}
+             for label, layer in layers if layer]
+    return entries, table
+
+
+@contextlib.contextmanager
+def conda_tree(prefix: Path) -> Iterator[Path]:
+    """conda-pack the env with its paths rewritten to /opt/swcli/env, unpacked in a temp dir for the build."""
+    import conda_pack
+
+    with tempfile.TemporaryDirectory(prefix="swcli-conda-") as tmp:
+        archive = Path(tmp) / "env.tar"
+        try:
+            conda_pack.pack(prefix=str(prefix), output=str(archive), dest_prefix=ENV_PREFIX, format="tar",
+                            verbose=False, force=True)
+        except (conda_pack.CondaPackException, ValueError, KeyError, OSError) as err:
+            # a corrupt conda-meta record surfaces as JSONDecodeError/KeyError from inside conda-pack
+            raise RuntimeError_(f"invalid conda prefix {prefix}: {type(err).__name__}: {' '.join(str(err).split())}") from None
+        tree = Path(tmp) / "env"
+        with tarfile.open(archive) as tar:
+            tar.extractall(tree, filter="tar")
+        archive.unlink()
+        yield tree
+
+
+def runtime_context(prefix: Path, tree: Path, mode: str, *, base_python: str = "3.11",
+                    lock_text: str = "") -> tuple[list[ctx.ContextEntry], list[dict]]:
+    """Context entries and layer table for the env at ``prefix`` (its snapshot at ``tree``)."""
     minor = env_python_minor(prefix)
     if minor != base_python:
         raise RuntimeError_(f"{prefix}: the environment is Python {minor}, the base image has Python {base_python}; "
                             "the minor versions must match")
-    site = site_packages_of(prefix)
-    entries: list[ctx.ContextEntry] = []
-    layers = []
-    for label, paths in split_layers(site):
-        layer_entries = _entries_for(f"layers/{label}", paths, site)
-        if not layer_entries:
-            continue
-        entries += layer_entries
-        size = sum(os.stat(e.source).st_size for e in layer_entries if e.source is not None)
-        layers.append({"dir": f"layers/{label}", "files": len(layer_entries), "size": size})
-    entries += swcli_layer_entries(site)
+    entries, layers = env_layers(tree, whole_prefix=(mode == "conda"))
+    entries += swcli_layer_entries(site_packages_of(tree))
     entries.append(ctx.from_bytes("env.lock", lock_text.encode()))
     return entries, layers
 
 
-def build_runtime_image(name: str, prefix: Path, *, base_image: str = DEFAULT_BASE, lock_text: str = "", client=None,
-                        dockerfile_only: Path | None = None, log: Log | None = None) -> tuple[ImageResult, dict]:
-    """`swrt/<name>:<version>` from a venv; returns the image and a manifest describing it."""
-    client = _require_base(client, base_image, dockerfile_only)
-    entries, layers = runtime_context(prefix, lock_text=lock_text)
-    digest = env_digest(entries)
-    from builder.store import make_version
+def env_mode(prefix: Path) -> str:
+    if (prefix / "conda-meta").is_dir():
+        return "conda"
+    if (prefix / "pyvenv.cfg").is_file():
+        return "venv"
+    raise RuntimeError_(f"{prefix}: neither a venv (pyvenv.cfg) nor a conda env (conda-meta/)")
 
-    version = make_version(bytes.fromhex(digest))
-    dockerfile = render_dockerfile("runtime", base_image=base_image, name=name, version=version, site_packages=SITE_PACKAGES,
-                                   env_layers=layers, description=f"python env from {prefix}",
-                                   extra_labels=[("io.swcli.source-digest", digest)])
-    entries.append(ctx.from_bytes("Dockerfile", dockerfile.encode()))
-    result = _build(entries, image_tags("swrt", name, version), dockerfile_only, client, log)
-    manifest = {"kind": "runtime", "name": name, "version": version, "mode": "venv", "python": "3.11",
-                "base_image": base_image, "source": str(prefix), "site_packages": SITE_PACKAGES, "layers": layers,
+
+def build_runtime_image(name: str, prefix: Path, *, base_image: str = DEFAULT_BASE, lock_text: str = "", client=None,
+                        dockerfile_only: Path | None = None, log: Log | None = None, nocache: bool = False) -> tuple[ImageResult, dict]:
+    """`swrt/<name>:<version>` from a venv or conda env; returns the image and a manifest describing it."""
+    prefix = Path(prefix)
+    if not prefix.is_dir():
+        raise RuntimeError_(f"{prefix}: environment folder does not exist")
+    mode = env_mode(prefix)
+    client = _require_base(client, base_image, dockerfile_only)
+    with (conda_tree(prefix) if mode == "conda" else contextlib.nullcontext(prefix)) as tree:
+        entries, layers = runtime_context(prefix, tree, mode, lock_text=lock_text)
+        digest = env_digest(entries)
+        from builder.store import make_version
+
+        version = make_version(bytes.fromhex(digest))
+        dockerfile = render_dockerfile("runtime", base_image=base_image, name=name, version=version, env_prefix=ENV_PREFIX,
+                                       site_packages=SITE_PACKAGES, env_layers=layers, conda=(mode == "conda"),
+                                       description=f"{mode} env from {prefix}",
+                                       extra_labels=[("io.swcli.source-digest", digest), ("io.swcli.env-mode", mode)])
+        entries.append(ctx.from_bytes("Dockerfile", dockerfile.encode()))
+        result = _build(entries, image_tags("swrt", name, version), dockerfile_only, client, log, nocache)
+    manifest = {"kind": "runtime", "name": name, "version": version, "mode": mode, "python": env_python_minor(prefix),
+                "base_image": base_image, "source": str(prefix), "prefix": ENV_PREFIX, "layers": layers,
                 "image": result.tags[0], "image_id": result.image_id}
     return result, manifest
 

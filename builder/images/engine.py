@@ -40,7 +40,7 @@ def image_exists(client, ref: str) -> bool:
         return False
 
 
-def build_image(client, context_tar: IO[bytes], tags: list[str], *, labels_ok: bool = True, log: Log | None = None) -> str:
+def build_image(client, context_tar: IO[bytes], tags: list[str], *, nocache: bool = False, log: Log | None = None) -> str:
     """Build from an uncompressed context tar; returns the image id. Every stream chunk is checked."""
     from docker.errors import APIError
 
@@ -49,7 +49,7 @@ def build_image(client, context_tar: IO[bytes], tags: list[str], *, labels_ok: b
     lines: list[str] = []
     try:
         stream = client.api.build(fileobj=context_tar, custom_context=True, tag=tags[0], rm=True, forcerm=True,
-                                  decode=True, pull=False)
+                                  decode=True, pull=False, nocache=nocache)
         for chunk in stream:
             if "error" in chunk or "errorDetail" in chunk:
                 detail = chunk.get("errorDetail", {}).get("message") or chunk.get("error")

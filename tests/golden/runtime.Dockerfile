@@ -6,8 +6,8 @@ ENV SWCLI_ENV=/opt/swcli/env \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1
 # the user's environment, biggest and slowest-changing packages first, one layer each
-COPY --chown=0:0 layers/00-torch/ /opt/swcli/env/lib/python3.11/site-packages/
-COPY --chown=0:0 layers/01-rest/ /opt/swcli/env/lib/python3.11/site-packages/
+COPY --chown=0:0 layers/00-torch/ /opt/swcli/env/
+COPY --chown=0:0 layers/01-rest/ /opt/swcli/env/
 COPY --chown=0:0 env.lock /opt/swcli/env.lock
 # swcli itself and its own dependencies, apart from the user's, so an upgrade does not re-ship the env
 COPY --chown=0:0 swcli/ /opt/swcli/lib/

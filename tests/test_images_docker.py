@@ -1,0 +1,146 @@
+"""Against the real Docker engine: dataset, runtime and model images, `eval` in a container, layer reuse.
+
+Skipped when no engine answers a ping. Needs the base image (`make base-image`); built here if missing.
+Every image and container made here is removed afterwards.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from builder.store import Store
+from tests.test_model import HANDLER, MODEL_YAML
+
+REPO = Path(__file__).resolve().parent.parent
+BASE = "swcli/base:bookworm-py3.11"
+pytestmark = pytest.mark.docker
+
+
+@pytest.fixture(scope="module")
+def engine():
+    docker = pytest.importorskip("docker")
+    try:
+        client = docker.from_env(timeout=120)
+        client.ping()
+    except Exception:
+        pytest.skip("no Docker engine answers a ping")
+    try:
+        client.images.get(BASE)
+    except docker.errors.ImageNotFound:
+        subprocess.run(["bash", str(REPO / "runtime_images" / "build-base.sh")], check=True)
+    before = {tag for image in client.images.list() for tag in image.tags}
+    yield client
+    for image in client.images.list():
+        for tag in image.tags:
+            if tag not in before:
+                client.images.remove(tag, force=True)
+
+
+@pytest.fixture()
+def project(tmp_path, tiny_dataset):
+    """The tiny numpy-only model of test_model.py and the 50-record dataset, in one folder each."""
+    root = tmp_path / "model"
+    (root / "code").mkdir(parents=True)
+    (root / "code" / "__init__.py").write_text("")
+    (root / "code" / "ppl.py").write_text(HANDLER)
+    (root / "models").mkdir()
+    (root / "models" / "weights.json").write_text(json.dumps({"offset": 0}))
+    (root / "model.yaml").write_text(MODEL_YAML)
+    return root, tiny_dataset
+
+
+@pytest.fixture(scope="module")
+def tiny_runtime(engine, tmp_path_factory):
+    """A runtime from an empty venv: the swcli layer brings numpy and scikit-learn, all the toy handler needs."""
+    from builder.images.build import build_runtime_image
+
+    venv = tmp_path_factory.mktemp("env") / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    result, manifest = build_runtime_image("swcli-test-env", venv, client=engine)
+    return result.tags[0]
+
+
+def test_dataset_and_model_images_eval_in_a_container_like_in_process(engine, cli, project, tiny_runtime, tmp_path):
+    model_dir, data_dir = project
+    assert cli("dataset", "build", data_dir).code == 0
+    res = cli("model", "build", model_dir, "--skip-gen-env", "--runtime", tiny_runtime)
+    assert res.code == 0, res.err
+    local = cli("model", "eval", "modthree", "--dataset", "tiny", "-o", tmp_path / "local")
+    assert local.code == 0
+    ds = Store().resolve("dataset", "tiny")
+    labels = engine.images.get(f"swds/tiny:{ds.version}").labels
+    assert labels["io.swcli.kind"] == "dataset" and labels["io.swcli.version"] == ds.version
+    res = cli("job", "run", "--model", "modthree", "--dataset", "tiny", "-o", tmp_path / "container")
+    assert res.code == 0, res.err
+    for name in ("metrics.json", "results.jsonl"):
+        assert (tmp_path / "container" / name).read_bytes() == (tmp_path / "local" / name).read_bytes()
+    run = json.loads((tmp_path / "container" / "run.json").read_text())
+    assert run["status"] == "succeeded" and run["records"]["ok"] == 50
+
+
+def test_model_image_entrypoint_help_info_and_errors(engine, cli, project, tiny_runtime, tmp_path):
+    model_dir, _ = project
+    cli("model", "build", model_dir, "--skip-gen-env", "--runtime", tiny_runtime)
+    image = "swmp/modthree:latest"
+    assert b"usage: docker run" in engine.containers.run(image, ["--help"], remove=True)
+    info = json.loads(engine.containers.run(image, ["info"], remove=True))
+    assert info["name"] == "modthree"
+    container = engine.containers.run(image, detach=True)  # default command eval, nothing mounted
+    try:
+        assert container.wait()["StatusCode"] == 1
+        assert b"no dataset mounted at /dataset" in container.logs()
+    finally:
+        container.remove(force=True)
+    user = engine.images.get(image).attrs["Config"]["User"]
+    assert user == "1000:1000"
+
+
+def test_code_only_change_reuses_runtime_and_weights_layers(engine, cli, project, tiny_runtime):
+    model_dir, _ = project
+    cli("model", "build", model_dir, "--skip-gen-env", "--runtime", tiny_runtime)
+    first = engine.images.get("swmp/modthree:latest").attrs["RootFS"]["Layers"]
+    with open(model_dir / "code" / "ppl.py", "a") as fh:
+        fh.write("\n# a code-only change\n")
+    started = time.perf_counter()
+    res = cli("model", "build", model_dir, "--skip-gen-env", "--runtime", tiny_runtime)
+    rebuild = time.perf_counter() - started
+    assert res.code == 0, res.err
+    second = engine.images.get("swmp/modthree:latest").attrs["RootFS"]["Layers"]
+    runtime_layers = engine.images.get(tiny_runtime).attrs["RootFS"]["Layers"]
+    n = len(runtime_layers)
+    assert first[:n] == second[:n] == runtime_layers  # base, env and swcli layers: the same digests
+    assert first[n] == second[n]  # the weights layer
+    assert first[n + 1] != second[n + 1]  # the code layer changed
+    print(f"code-only model rebuild: {rebuild:.2f} s")
+    assert rebuild < 10  # the target is < 3 s (benchmarks/image_build.py measures it); this only guards regressions
+
+
+def test_saved_image_passes_skopeo(engine, cli, project, tmp_path):
+    _, data_dir = project
+    cli("dataset", "build", data_dir)
+    if shutil.which("skopeo") is None:
+        pytest.skip("skopeo not installed")
+    from builder.images.engine import save_image
+
+    archive = save_image(engine, "swds/tiny:latest", tmp_path / "tiny.tar")
+    out = subprocess.run(["skopeo", "inspect", f"docker-archive:{archive}"], capture_output=True, text=True, check=True)
+    doc = json.loads(out.stdout)
+    assert doc["Labels"]["io.swcli.kind"] == "dataset" and len(doc["Layers"]) >= 2
+
+
+def test_missing_base_image_and_no_daemon_are_one_line_errors(engine, cli, project, monkeypatch):
+    _, data_dir = project
+    res = cli("dataset", "build", data_dir, "--base-image", "nope/base:missing")
+    assert res.code == 4 and "base image nope/base:missing is not in the local engine" in res.err
+    monkeypatch.setenv("DOCKER_HOST", "unix:///nonexistent.sock")
+    res = cli("dataset", "build", data_dir)
+    assert res.code == 4 and "no Docker engine answers" in res.err and "--no-image" in res.err
+    assert len(res.err.strip().splitlines()) == 1
+    assert Store().resolve("dataset", "tiny")  # the package was built and kept
