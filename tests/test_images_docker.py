@@ -144,3 +144,20 @@ def test_missing_base_image_and_no_daemon_are_one_line_errors(engine, cli, proje
     assert res.code == 4 and "no Docker engine answers" in res.err and "--no-image" in res.err
     assert len(res.err.strip().splitlines()) == 1
     assert Store().resolve("dataset", "tiny")  # the package was built and kept
+
+
+def test_dataset_export_round_trips_through_the_image(engine, cli, project, tmp_path):
+    from builder.shards import DatasetReader
+
+    _, data_dir = project
+    assert cli("dataset", "build", data_dir).code == 0
+    target = tmp_path / "exported"
+    res = cli("dataset", "export", "tiny", target)
+    assert res.code == 0, res.err
+    original = Store().resolve("dataset", "tiny")
+    assert sorted(p.name for p in target.iterdir()) == sorted(p.name for p in original.path.iterdir())
+    with DatasetReader(target) as a, DatasetReader(original.path) as b:
+        assert list(a) == list(b)
+    assert cli("dataset", "info", str(target), "--verify").code == 0
+    res = cli("dataset", "export", "tiny", target)
+    assert res.code == 1 and "is not empty" in res.err

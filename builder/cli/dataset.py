@@ -94,6 +94,20 @@ def list_(output: OutputFormat = typer.Option(OutputFormat.table, "--output", "-
     )
 
 
+@app.command("export")
+def export(
+    ref: str = typer.Argument(..., help="Dataset ref (its swds image) or an image name."),
+    directory: Path = typer.Argument(..., help="New folder to extract /dataset into."),
+) -> None:
+    """Extract a dataset image's /dataset (shards, index, manifest) to a host folder; it reads like a store entry."""
+    from builder.images.build import export_dataset_image
+    from builder.services.job import image_of
+    from builder.store import Store
+
+    count = export_dataset_image(image_of("dataset", ref, Store()), directory)
+    console.print(f"exported {count} files to {directory}")
+
+
 @app.command("remove")
 def remove(ref: str = typer.Argument(..., help="The dataset to delete.")) -> None:
     """Delete a dataset version from the store."""
