@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from builder.store import Store
-from tests.test_model import HANDLER, MODEL_YAML
+from tests.test_model import model_dir  # noqa: F401  (fixture reused)
 
 REPO = Path(__file__).resolve().parent.parent
 BASE = "swcli/base:bookworm-py3.11"
@@ -44,16 +44,9 @@ def engine():
 
 
 @pytest.fixture()
-def project(tmp_path, tiny_dataset):
-    """The tiny numpy-only model of test_model.py and the 50-record dataset, in one folder each."""
-    root = tmp_path / "model"
-    (root / "code").mkdir(parents=True)
-    (root / "code" / "__init__.py").write_text("")
-    (root / "code" / "ppl.py").write_text(HANDLER)
-    (root / "models").mkdir()
-    (root / "models" / "weights.json").write_text(json.dumps({"offset": 0}))
-    (root / "model.yaml").write_text(MODEL_YAML)
-    return root, tiny_dataset
+def project(model_dir, tiny_dataset):  # noqa: F811
+    """The tiny numpy-only model of test_model.py and the 50-record dataset."""
+    return model_dir, tiny_dataset
 
 
 @pytest.fixture(scope="module")
@@ -161,3 +154,27 @@ def test_dataset_export_round_trips_through_the_image(engine, cli, project, tmp_
     assert cli("dataset", "info", str(target), "--verify").code == 0
     res = cli("dataset", "export", "tiny", target)
     assert res.code == 1 and "is not empty" in res.err
+
+
+@pytest.mark.slow
+def test_model_without_runtime_gets_one_from_pip_req(engine, cli, project, tmp_path):
+    model_dir, data_dir = project
+    (model_dir / "requirements.txt").write_text("six\n")
+    (model_dir / "model.yaml").write_text((model_dir / "model.yaml").read_text() + "pip_req: requirements.txt\n")
+    res = cli("model", "build", model_dir, "--skip-gen-env")
+    assert res.code == 0, res.err
+    assert "on swrt/modthree-env:" in res.out
+    runtime = Store().resolve("runtime", "modthree-env")
+    assert runtime.manifest["mode"] == "venv" and "six==" in (runtime.path / "env.lock").read_text()
+    out = engine.containers.run("swmp/modthree:latest", ["-c", "import six, builder; print(six.__name__)"],
+                                entrypoint=["python3"], remove=True)
+    assert out.strip() == b"six"
+    assert cli("dataset", "build", data_dir).code == 0
+    assert cli("job", "run", "--model", "modthree", "--dataset", "tiny", "-o", tmp_path / "out").code == 0
+
+
+def test_unknown_runtime_ref_is_one_line(engine, cli, project):
+    model_dir, _ = project
+    res = cli("model", "build", model_dir, "--skip-gen-env", "--runtime", "nosuchruntime")
+    assert res.code == 1 and "no runtime matches 'nosuchruntime'" in res.err
+    assert Store().resolve("model", "modthree")  # the package is kept

@@ -70,6 +70,7 @@ def info(
             ("volume size", m.get("attr", {}).get("volume_size")),
             ("desc", m.get("desc")),
             ("tags", ", ".join(m.get("tag", []))),
+            ("image", f"swds/{entry.name}:{entry.version}"),
             ("path", entry.path),
         ]
         + ([("verified", "every shard and record checks out")] if verify else []),

@@ -17,7 +17,7 @@ def build(
     directory: Path = typer.Argument(Path("."), help="Folder holding model.yaml."),
     skip_gen_env: bool = typer.Option(False, "--skip-gen-env", help="Do not export the environment lock (pip freeze / conda env export)."),
     no_image: bool = typer.Option(False, "--no-image", help="Build the package in the store only, no image."),
-    runtime: Optional[str] = typer.Option(None, "--runtime", help="Runtime ref or image to build on (default: run.runtime, else a runtime of the current env)."),
+    runtime: Optional[str] = typer.Option(None, "--runtime", help="Runtime ref or image to build on (default: run.runtime, else a runtime from pip_req, else from the current env)."),
     dockerfile_only: Optional[Path] = typer.Option(None, "--dockerfile-only", help="Write the image's Dockerfile and context here instead of building it."),
 ) -> None:
     """Snapshot the source tree and weights named by model.yaml into the store, then build swmp/NAME on a runtime."""
@@ -35,15 +35,9 @@ def build(
     if no_image:
         return
     from builder.images.build import build_model_image
-    from builder.services.runtime_build import build_runtime, runtime_image_for
+    from builder.services.runtime_build import runtime_for_model
 
-    runtime = runtime or entry.manifest.get("runtime")
-    if runtime:
-        runtime_image = runtime_image_for(runtime)
-    else:
-        rt_entry, rt_image = build_runtime(f"{entry.name}-env", dockerfile_only=dockerfile_only and dockerfile_only / "runtime")
-        runtime_image = rt_image.tags[0]
-        console.print(f"runtime {runtime_image} from the current environment, {rt_image.seconds:.1f} s")
+    runtime_image = runtime_for_model(entry, runtime, dockerfile_only=dockerfile_only and dockerfile_only / "runtime")
     image = build_model_image(entry, runtime_image, dockerfile_only=dockerfile_only and dockerfile_only / "model")
     console.print(f"wrote Dockerfiles and contexts to {dockerfile_only}" if dockerfile_only
                   else f"image {image.tags[0]} (+ :latest) on {runtime_image}, {image.seconds:.1f} s")
@@ -97,6 +91,7 @@ def info(
             ("runtime", m.get("runtime")),
             ("desc", m.get("desc")),
             ("tags", ", ".join(m.get("tag", []))),
+            ("image", f"swmp/{entry.name}:{entry.version}"),
             ("path", entry.path),
         ],
     )

@@ -146,3 +146,26 @@ def runtime_image_for(ref: str, store: Store | None = None) -> str:
         if "/" in ref:
             return ref
         raise
+
+
+def runtime_for_model(entry: Entry, runtime: str | None = None, *, store: Store | None = None,
+                      dockerfile_only: Path | None = None, log=None) -> str:
+    """The runtime image a model image is built FROM.
+
+    `--runtime` (a runtime ref or an image), else model.yaml's `run.runtime`, else a runtime made from the model's
+    `pip_req` (resolved into a cached host venv), else one made from the current environment.
+    """
+    store = store or Store()
+    ref = runtime or entry.manifest.get("runtime")
+    if ref:
+        return runtime_image_for(ref, store)
+    pip_req = (entry.manifest.get("spec") or {}).get("pip_req")
+    req_file = entry.path / "src" / pip_req if pip_req else None
+    prefix = None
+    if req_file is not None and req_file.is_file():
+        requirements = [line.strip() for line in req_file.read_text().splitlines() if line.strip() and not line.startswith("#")]
+        spec = RuntimeSpec(req_file, f"{entry.name}-env", "venv", f"{sys.version_info.major}.{sys.version_info.minor}",
+                           DEFAULT_BASE, requirements, None)
+        prefix = resolved_venv(spec, store)
+    _, image = build_runtime(f"{entry.name}-env", prefix, store=store, dockerfile_only=dockerfile_only, log=log)
+    return image.tags[0]
