@@ -16,7 +16,7 @@ class OutputFormat(str, Enum):
     json = "json"
 
 
-console = Console(highlight=False)
+console = Console(highlight=False, soft_wrap=True)  # no hard line breaks in refs when piped
 err_console = Console(stderr=True, highlight=False)
 
 
