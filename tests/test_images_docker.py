@@ -178,3 +178,24 @@ def test_unknown_runtime_ref_is_one_line(engine, cli, project):
     res = cli("model", "build", model_dir, "--skip-gen-env", "--runtime", "nosuchruntime")
     assert res.code == 1 and "no runtime matches 'nosuchruntime'" in res.err
     assert Store().resolve("model", "modthree")  # the package is kept
+
+
+def test_interrupted_build_leaves_no_tag_and_no_temp_files(engine, cli, project, tmp_path, monkeypatch):
+    import tempfile as tempfile_module
+
+    from builder.images.build import build_dataset_image
+
+    _, data_dir = project
+    assert cli("dataset", "build", "--no-image", data_dir).code == 0
+    entry = Store().resolve("dataset", "tiny")
+    monkeypatch.setattr(tempfile_module, "tempdir", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+
+    def ctrl_c(line):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        build_dataset_image(entry, client=engine, log=ctrl_c)
+    time.sleep(1)
+    assert not [t for image in engine.images.list() for t in image.tags if t.startswith("swds/tiny:")]
+    assert list((tmp_path / "tmp").iterdir()) == []
