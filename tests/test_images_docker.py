@@ -188,6 +188,8 @@ def test_interrupted_build_leaves_no_tag_and_no_temp_files(engine, cli, project,
     _, data_dir = project
     assert cli("dataset", "build", "--no-image", data_dir).code == 0
     entry = Store().resolve("dataset", "tiny")
+    for tag in [t for image in engine.images.list() for t in image.tags if t.startswith("swds/tiny:")]:
+        engine.images.remove(tag, force=True)  # earlier tests built the same content version
     monkeypatch.setattr(tempfile_module, "tempdir", str(tmp_path / "tmp"))
     (tmp_path / "tmp").mkdir()
 

@@ -87,3 +87,14 @@ def test_write_json_atomic_refuses_nan_and_keeps_old_file(tmp_path):
         write_json_atomic(path, {"a": float("nan")})
     assert json.loads(path.read_text()) == {"a": 1}
     assert [p.name for p in tmp_path.iterdir()] == ["m.json"]
+
+
+def test_write_json_atomic_honours_the_umask(tmp_path):
+    import os
+
+    old = os.umask(0o022)
+    try:
+        write_json_atomic(tmp_path / "m.json", {"a": 1})
+    finally:
+        os.umask(old)
+    assert (tmp_path / "m.json").stat().st_mode & 0o777 == 0o644
