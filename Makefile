@@ -31,7 +31,7 @@ venv: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev]' '$(TORCH)' pillow
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev]' '$(TORCH)'
 	touch $@
 
 # a Docker engine (started, or installed from Debian packages when root) and the base image built from Debian
@@ -43,6 +43,7 @@ base-image: docker
 	bash runtime_images/build-base.sh
 
 test: venv
+	bash scripts/ensure-test-tools.sh
 	@if [ "$${CI:-}" = true ]; then $(MAKE) base-image; else $(MAKE) base-image || echo "no Docker: docker tests will skip"; fi
 	bash scripts/run-tests.sh $(PYTEST_ARGS)
 

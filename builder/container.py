@@ -43,7 +43,7 @@ def _eval(args: list[str]) -> int:
         raise EvalError(f"no dataset mounted at {DATASET_DIR}: run with --volumes-from <dataset container> "
                         f"or -v <dataset dir>:{DATASET_DIR}")
     result = evaluate(EvalOptions(model=str(MODEL_DIR), dataset=str(DATASET_DIR), output_dir=OUTPUT_DIR,
-                                  batch_size=batch_size, device=device))
+                                  batch_size=batch_size, device=device, record=False))
     print_summary(result.metrics, result.run)
     print(f"outputs: {OUTPUT_DIR}")
     return 0

@@ -5,12 +5,6 @@ set -euo pipefail
 
 answers() { timeout 10 docker info >/dev/null 2>&1; }
 
-# skopeo checks saved images independently in the tests; install it alongside when we may
-if ! command -v skopeo >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq skopeo >/dev/null 2>&1 || {
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq skopeo >/dev/null 2>&1; } || true
-fi
-
 if command -v docker >/dev/null 2>&1 && answers; then
   exit 0
 fi

@@ -13,6 +13,7 @@ import typer
 
 from builder import __version__
 from builder.cli import dataset, job, model, runtime
+from builder.cli import eval as eval_cli
 from builder.errors import SwcliError
 
 app = typer.Typer(
@@ -26,6 +27,7 @@ app.add_typer(dataset.app, name="dataset")
 app.add_typer(model.app, name="model")
 app.add_typer(runtime.app, name="runtime")
 app.add_typer(job.app, name="job")
+app.add_typer(eval_cli.app, name="eval")
 
 
 def _version_callback(value: bool) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from enum import Enum
 from typing import Any, Iterable
@@ -16,7 +17,10 @@ class OutputFormat(str, Enum):
     json = "json"
 
 
-console = Console(highlight=False, soft_wrap=True)  # no hard line breaks in refs when piped
+# piped output is read by people in logs and by scripts: no hard line breaks in refs, and tables wide enough
+# that ids and names are never cut to "…" (rich assumes 80 columns when it cannot ask a terminal)
+_PIPED_WIDTH = None if sys.stdout.isatty() or os.environ.get("COLUMNS") else 200
+console = Console(highlight=False, soft_wrap=True, width=_PIPED_WIDTH)
 err_console = Console(stderr=True, highlight=False)
 
 

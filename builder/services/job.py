@@ -49,7 +49,12 @@ def run_job(model: str, dataset: str, output_dir: Path, *, store: Store | None =
         )
         for line in runner.logs(stream=True, follow=True):
             log(line.decode(errors="replace").rstrip("\n"))
-        return int(runner.wait()["StatusCode"])
+        code = int(runner.wait()["StatusCode"])
+        if (output_dir / "run.json").is_file():
+            from builder.services.runs import record_run
+
+            record_run(output_dir, store)
+        return code
     finally:
         for container in (runner, data_container):
             if container is not None:

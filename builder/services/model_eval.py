@@ -26,6 +26,7 @@ class EvalOptions:
     output_dir: Path | None = None
     batch_size: int | None = None
     device: str | None = None
+    record: bool = True  # list the run in $SWCLI_HOME/runs (not inside a container: its store dies with it)
 
 
 def resolve_dataset(ref_or_dir: str, store: Store) -> tuple[Path, dict]:
@@ -74,6 +75,12 @@ def evaluate(options: EvalOptions, *, store: Store | None = None, progress: Prog
         handler=spec.ppl,
         device=options.device,
     )
-    with reader:
-        return run_evaluation(handler, reader, output_dir, context=context, batch_size=options.batch_size,
-                              total=len(reader), progress=progress)
+    try:
+        with reader:
+            return run_evaluation(handler, reader, output_dir, context=context, batch_size=options.batch_size,
+                                  total=len(reader), progress=progress)
+    finally:
+        if options.record and (Path(output_dir) / "run.json").is_file():
+            from builder.services.runs import record_run
+
+            record_run(Path(output_dir), store)

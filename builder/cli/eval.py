@@ -1,0 +1,129 @@
+"""`swcli eval list | show | remove | report | diff`: look at evaluations, compare them, gate CI on them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+from rich.table import Table
+
+from builder.cli._output import OutputFormat, console, print_json, print_table
+
+app = typer.Typer(help="Look at evaluation runs: tables, HTML reports, diffs, CI gates.", no_args_is_help=True)
+
+
+def _fmt(value) -> str:
+    return "-" if value is None else f"{value:.4f}" if isinstance(value, float) else str(value)
+
+
+@app.command("list")
+def list_(output: OutputFormat = typer.Option(OutputFormat.table, "--output", "-o", help="table or json.")) -> None:
+    """Every recorded run, newest first."""
+    from builder.services.runs import list_runs
+
+    runs = list_runs()
+    rows = [{"id": r.id, "started": r.run.get("started"), "model": (r.run.get("model") or {}).get("name"),
+             "dataset": r.dataset.get("name"), "records": (r.run.get("records") or {}).get("ok"),
+             "accuracy": r.summary.get("accuracy"), "status": r.run.get("status"), "path": str(r.path)} for r in runs]
+    if output is OutputFormat.json:
+        print_json(rows)
+        return
+    print_table(None, ["run", "started", "model", "dataset", "records", "accuracy", "status"],
+                [(r["id"], r["started"], r["model"], r["dataset"], r["records"], _fmt(r["accuracy"]), r["status"]) for r in rows])
+
+
+@app.command("show")
+def show(
+    run_ref: str = typer.Argument("latest", metavar="RUN", help="Run id, unique prefix, 'latest', or a run folder."),
+    output: OutputFormat = typer.Option(OutputFormat.table, "--output", "-o", help="table or json."),
+    fail_under: Optional[List[str]] = typer.Option(None, "--fail-under", help="METRIC=NUMBER; exit 2 when below (repeatable: accuracy, macro-f1, roc_auc, ...)."),
+) -> None:
+    """Summary, per-label table and the confusion matrix of one run; with --fail-under, a CI gate."""
+    from builder.services.runs import check_gates, resolve_run
+
+    run = resolve_run(run_ref)
+    if output is OutputFormat.json:
+        print_json({"id": run.id, "path": str(run.path), "run": run.run, "summary": run.summary,
+                    "labels": run.metrics.get("labels"), "confusion_matrix": (run.metrics.get("confusion_matrix") or {}).get("counts")})
+    else:
+        _show_tables(run)
+    if fail_under:
+        passed = check_gates(run, fail_under)
+        if output is OutputFormat.table:
+            console.print(f"gates passed: {'; '.join(passed)}")
+
+
+def _show_tables(run) -> None:
+    meta = run.run
+    console.print(f"run [bold]{run.id}[/bold]: model {(meta.get('model') or {}).get('name')} on dataset "
+                  f"{run.dataset.get('name')}, {(meta.get('records') or {}).get('ok')} records, {meta.get('status')}")
+    print_table("summary", ["metric", "value"],
+                [(k, _fmt(v)) for k, v in run.summary.items() if not isinstance(v, dict)]
+                + [(f"{k} f1", _fmt(v.get("f1-score"))) for k, v in run.summary.items() if isinstance(v, dict)])
+    labels = run.metrics.get("labels") or {}
+    print_table("per label", ["label", "precision", "recall", "f1-score", "support", "AUC"],
+                [(k, _fmt(v.get("precision")), _fmt(v.get("recall")), _fmt(v.get("f1-score")), _fmt(None if v.get("support") is None else int(v["support"])),
+                  _fmt(v.get("auc"))) for k, v in labels.items()])
+    counts = (run.metrics.get("confusion_matrix") or {}).get("counts")
+    if counts:
+        names = [str(x) for x in run.metrics.get("all_labels", range(len(counts)))]
+        table = Table(title="confusion matrix (rows: true, columns: predicted)", title_justify="left")
+        table.add_column("")
+        for name in names:
+            table.add_column(name, justify="right")
+        for i, row in enumerate(counts):
+            total = sum(row) or 1
+            cells = []
+            for j, value in enumerate(row):
+                share = value / total
+                style = "bold green" if i == j else ("red" if share >= 0.1 else "yellow" if share >= 0.03 else "dim")
+                cells.append(f"[{style}]{value}[/{style}]")
+            table.add_row(names[i], *cells)
+        console.print(table)
+
+
+@app.command("remove")
+def remove(run_ref: str = typer.Argument(..., metavar="RUN")) -> None:
+    """Delete a run (a recorded outside folder is only forgotten, its files stay)."""
+    from builder.services.runs import remove_run
+
+    run = remove_run(run_ref)
+    console.print(f"removed run {run.id}")
+
+
+@app.command("report")
+def report(
+    run_ref: str = typer.Argument("latest", metavar="RUN"),
+    out: Path = typer.Option(Path("report.html"), "--out", "-o", help="The HTML file to write."),
+) -> None:
+    """One self-contained HTML page: summary, confusion matrices, ROC curves, per-label table, confidently wrong records."""
+    from builder.report import render_report
+    from builder.services.runs import resolve_run
+
+    path = render_report(resolve_run(run_ref), out)
+    console.print(f"wrote {path}")
+
+
+@app.command("diff")
+def diff(
+    run_a: str = typer.Argument(..., metavar="RUN_A"),
+    run_b: str = typer.Argument(..., metavar="RUN_B"),
+    output: OutputFormat = typer.Option(OutputFormat.table, "--output", "-o", help="table or json."),
+) -> None:
+    """What changed from RUN_A to RUN_B on the same dataset: metrics, labels, records that flipped."""
+    from builder.services.runs import diff_runs, resolve_run
+
+    d = diff_runs(resolve_run(run_a), resolve_run(run_b))
+    if output is OutputFormat.json:
+        print_json(d)
+        return
+    signed = lambda v: "-" if v is None else f"{v:+.4f}"  # noqa: E731
+    print_table(f"{d['a']['id']} -> {d['b']['id']}", ["metric", "a", "b", "delta"],
+                [(k, _fmt(v["a"]), _fmt(v["b"]), signed(v["delta"])) for k, v in d["summary"].items()])
+    print_table("per label (delta b - a)", ["label", "precision", "recall", "f1-score", "AUC"],
+                [(label, *(signed(m.get(k, {}).get("delta")) for k in ("precision", "recall", "f1-score", "auc")))
+                 for label, m in d["labels"].items()])
+    f = d["flipped"]
+    console.print(f"records wrong -> right: {f['wrong_to_right']} (e.g. {f['wrong_to_right_indices'][:10]}); "
+                  f"right -> wrong: {f['right_to_wrong']} (e.g. {f['right_to_wrong_indices'][:10]})")

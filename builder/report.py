@@ -1,0 +1,154 @@
+"""`swcli eval report`: one self-contained HTML file per run (no network needed to open it).
+
+Plots are drawn with matplotlib (Agg) and embedded as base64 PNG; the page is a Jinja template with autoescape on,
+since labels, names and descriptions are user data. Numbers shown are the ones in metrics.json, formatted.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+from pathlib import Path
+
+import numpy as np
+
+from builder.services.runs import Run, flat
+
+TOP_WRONG = 12
+CIFAR_RECORD = 3 * 32 * 32
+
+
+def _png(fig) -> str:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+    return base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def confusion_png(metrics: dict) -> str | None:
+    cm = metrics.get("confusion_matrix") or {}
+    if not cm.get("counts"):
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels = [str(label) for label in metrics.get("all_labels", range(len(cm["counts"])))]
+    counts = np.asarray(cm["counts"], dtype=float)
+    normalised = counts / counts.sum(axis=1, keepdims=True).clip(min=1)
+    fig, axes = plt.subplots(1, 2, figsize=(12, 5.2))
+    for ax, data, title, fmt in ((axes[0], counts, "counts", "{:.0f}"), (axes[1], normalised, "normalised by true label", "{:.2f}")):
+        im = ax.imshow(data, cmap="Blues")
+        ax.set_title(title)
+        ax.set_xlabel("predicted")
+        ax.set_ylabel("true")
+        ax.set_xticks(range(len(labels)), labels, rotation=45, ha="right")
+        ax.set_yticks(range(len(labels)), labels)
+        threshold = data.max() / 2 if data.size else 0
+        if len(labels) <= 20:
+            for i in range(data.shape[0]):
+                for j in range(data.shape[1]):
+                    ax.text(j, i, fmt.format(data[i, j]), ha="center", va="center", fontsize=7,
+                            color="white" if data[i, j] > threshold else "black")
+        fig.colorbar(im, ax=ax, fraction=0.046)
+    return _png(fig)
+
+
+def roc_png(metrics: dict) -> str | None:
+    curves = metrics.get("roc_auc") or {}
+    if not curves:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 6))
+    for label, curve in curves.items():
+        if curve.get("auc") is not None:
+            ax.plot(curve["fpr"], curve["tpr"], lw=1.4, label=f"{label} (AUC {curve['auc']:.3f})")
+    ax.plot([0, 1], [0, 1], "k--", lw=0.8)
+    ax.set_xlabel("false positive rate")
+    ax.set_ylabel("true positive rate")
+    ax.set_title("ROC, one label vs rest")
+    ax.legend(fontsize=8, loc="lower right")
+    return _png(fig)
+
+
+def _thumbnail(data: bytes, shape: tuple[int, int, int] | None) -> str | None:
+    if shape is None or len(data) != int(np.prod(shape)):
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    image = np.frombuffer(data, dtype=np.uint8).reshape(shape).transpose(1, 2, 0)
+    buf = io.BytesIO()
+    plt.imsave(buf, np.kron(image, np.ones((3, 3, 1), dtype=np.uint8)), format="png")
+    return base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def confidently_wrong(run: Run, top: int = TOP_WRONG) -> list[dict]:
+    """The wrong predictions with the highest share of score on the predicted label."""
+    wrong = []
+    for r in run.results():
+        if r.get("error") is not None:
+            continue
+        pred, label, scores = flat(r["result"]), flat(r["label"]), flat(r.get("pr"))
+        if pred == label:
+            continue
+        confidence = None
+        if isinstance(scores, list) and scores and all(isinstance(s, (int, float)) for s in scores):
+            total = float(sum(scores))
+            labels = run.metrics.get("all_labels") or list(range(len(scores)))
+            if total > 0 and pred in labels:
+                confidence = scores[labels.index(pred)] / total
+        wrong.append({"index": r["index"], "label": label, "pred": pred, "confidence": confidence})
+    wrong.sort(key=lambda w: (w["confidence"] is None, -(w["confidence"] or 0), w["index"]))
+    return wrong[:top]
+
+
+def _attach_thumbnails(run: Run, rows: list[dict], shape: tuple[int, int, int] | None) -> None:
+    from builder.errors import SwcliError
+    from builder.shards import DatasetReader
+    from builder.store import Store
+
+    ds = run.dataset
+    try:
+        entry = Store().resolve("dataset", f"{ds.get('name')}:{ds.get('version')}")
+    except SwcliError:
+        return  # the dataset is not in this store: the table still lists the records
+    with DatasetReader(entry.path, entry.manifest) as reader:
+        for row in rows:
+            data = reader[row["index"]].data
+            row["thumbnail"] = _thumbnail(data, shape or ((3, 32, 32) if len(data) == CIFAR_RECORD else None))
+
+
+def render_report(run: Run, output: Path, *, image_shape: tuple[int, int, int] | None = None) -> Path:
+    """Write the report for ``run`` to ``output`` (written to a temp name, then renamed)."""
+    import jinja2
+
+    from builder.images.render import templates_dir
+
+    wrong = confidently_wrong(run)
+    _attach_thumbnails(run, wrong, image_shape)
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(templates_dir())), autoescape=True,
+                             undefined=jinja2.StrictUndefined)
+    env.filters["num"] = lambda v, digits=4: "–" if v is None else (f"{v:.{digits}f}" if isinstance(v, float) else str(v))
+    summary = run.summary
+    html = env.get_template("report.html.j2").render(
+        run=run, summary=summary,
+        scalars=[(k, v) for k, v in summary.items() if not isinstance(v, dict)],
+        averages=[(k, v) for k, v in summary.items() if isinstance(v, dict)],
+        labels=run.metrics.get("labels", {}), confusion=confusion_png(run.metrics), roc=roc_png(run.metrics),
+        wrong=wrong,
+    )
+    output = Path(output)
+    tmp = output.with_name(f".{output.name}.tmp")
+    tmp.write_text(html, encoding="utf-8")
+    tmp.replace(output)
+    return output
