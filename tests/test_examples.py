@@ -86,6 +86,9 @@ def test_cifar10_example_end_to_end(cli, cifar_project, tmp_path):
     assert one.code == 0, one.err
     doc = check_metrics_against_sklearn(tmp_path / "one", list(range(10)))
     assert doc["summary"]["accuracy"] > 0.3  # the planted signal is easy; random would be ~0.1
+    assert json.loads((tmp_path / "one" / "run.json").read_text())["runtime"].startswith("local:")
+    assert cli("eval", "report", tmp_path / "one", "-o", tmp_path / "report.html").code == 0
+    assert '<img alt="record ' in (tmp_path / "report.html").read_text()  # CIFAR-shaped records as thumbnails
 
     model_yaml = cifar_project / "model.yaml"
     model_yaml.write_text(model_yaml.read_text().replace("CIFAR10Inference", "CIFAR10BatchInference"))

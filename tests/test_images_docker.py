@@ -75,7 +75,8 @@ def test_dataset_and_model_images_eval_in_a_container_like_in_process(engine, cl
     for name in ("metrics.json", "results.jsonl"):
         assert (tmp_path / "container" / name).read_bytes() == (tmp_path / "local" / name).read_bytes()
     run = json.loads((tmp_path / "container" / "run.json").read_text())
-    assert run["status"] == "succeeded" and run["records"]["ok"] == 50
+    assert run["status"] == "succeeded" and run["records"]["ok"] == 50 and run["runtime"] == tiny_runtime
+    assert [r["path"] for r in json.loads(cli("eval", "list", "-o", "json").out)].count(str((tmp_path / "container").resolve())) == 1
 
 
 def test_model_image_entrypoint_help_info_and_errors(engine, cli, project, tiny_runtime, tmp_path):

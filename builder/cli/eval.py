@@ -25,7 +25,7 @@ def list_(output: OutputFormat = typer.Option(OutputFormat.table, "--output", "-
     runs = list_runs()
     rows = [{"id": r.id, "started": r.run.get("started"), "model": (r.run.get("model") or {}).get("name"),
              "dataset": r.dataset.get("name"), "records": (r.run.get("records") or {}).get("ok"),
-             "accuracy": r.summary.get("accuracy"), "status": r.run.get("status"), "path": str(r.path)} for r in runs]
+             "accuracy": r.summary.get("accuracy"), "status": r.run.get("status"), "path": str(r.path.resolve())} for r in runs]
     if output is OutputFormat.json:
         print_json(rows)
         return
@@ -44,7 +44,7 @@ def show(
 
     run = resolve_run(run_ref)
     if output is OutputFormat.json:
-        print_json({"id": run.id, "path": str(run.path), "run": run.run, "summary": run.summary,
+        print_json({"id": run.id, "path": str(run.path.resolve()), "run": run.run, "summary": run.summary,
                     "labels": run.metrics.get("labels"), "confusion_matrix": (run.metrics.get("confusion_matrix") or {}).get("counts")})
     else:
         _show_tables(run)

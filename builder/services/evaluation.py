@@ -99,6 +99,7 @@ class EvalContext:
     model: dict = field(default_factory=dict)
     handler: str = ""
     device: str | None = None
+    runtime: str = ""
 
 
 @dataclass
@@ -238,6 +239,7 @@ def run_evaluation(
         "model": ctx.model,
         "handler": ctx.handler,
         "dataset": {"name": ctx.dataset_name, "version": ctx.dataset_version},
+        "runtime": ctx.runtime,
         "batch_size": size,
         "device": ctx.device,
         "records": {"total": total, "ok": 0, "failed": 0},

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import inspect
+import os
 import secrets
+import sys
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -74,6 +76,8 @@ def evaluate(options: EvalOptions, *, store: Store | None = None, progress: Prog
         model=model_info,
         handler=spec.ppl,
         device=options.device,
+        # the model image sets SWCLI_RUNTIME to the runtime image it was built FROM; in-process it is this env
+        runtime=os.environ.get("SWCLI_RUNTIME") or f"local:{sys.prefix}",
     )
     try:
         with reader:
