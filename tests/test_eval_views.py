@@ -14,35 +14,22 @@ import pytest
 from sklearn import metrics as skm
 
 from tests.test_dataset_build import one_line_error
-from tests.test_examples import DIGITS_HANDLER, DIGITS_SLICER
+from tests.test_examples import write_digits_project
 
 
 @pytest.fixture()
 def two_runs(cli, tmp_path):
     """The digits project evaluated by two real models: a good LogisticRegression and a weak one."""
-    import pickle
-
     from sklearn.datasets import load_digits
     from sklearn.linear_model import LogisticRegression
 
     digits = load_digits()
     x, y = digits.data.astype(np.float32), digits.target
-    project = tmp_path / "digits"
-    for sub in ("code", "data", "models"):
-        (project / sub).mkdir(parents=True)
-    (project / "code" / "__init__.py").write_text("")
-    (project / "code" / "slicer.py").write_text(DIGITS_SLICER)
-    (project / "code" / "handler.py").write_text(DIGITS_HANDLER)
-    np.savez(project / "data" / "test.npz", images=x[1200:], labels=y[1200:])
-    (project / "dataset.yaml").write_text(
-        "name: digits\ndata_dir: data\ndata_filter: '*.npz'\nlabel_filter: '*.npz'\nprocess: code.slicer:DigitsSlicer\n")
-    assert cli("dataset", "build", "--no-image", project).code == 0
     runs, predictions = [], []
     for name, clf in (("good", LogisticRegression(max_iter=300).fit(x[:1200], y[:1200])),
                       ("weak", LogisticRegression(max_iter=3).fit(x[:60], y[:60]))):
-        with open(project / "models" / "logreg.pkl", "wb") as fh:
-            pickle.dump(clf, fh)
-        (project / "model.yaml").write_text(f"name: digits_{name}\nmodel: [models/logreg.pkl]\nrun:\n  ppl: code.handler:DigitsHandler\n")
+        project = write_digits_project(tmp_path / "digits", x[1200:], y[1200:], clf, model_name=f"digits_{name}")
+        assert cli("dataset", "build", "--no-image", project).code == 0
         assert cli("model", "build", "--no-image", "--skip-gen-env", project).code == 0
         out = tmp_path / f"out-{name}"
         assert cli("model", "eval", f"digits_{name}", "--dataset", "digits", "-o", out).code == 0

@@ -150,6 +150,23 @@ class DigitsHandler(PipelineHandler):
 '''
 
 
+def write_digits_project(project: Path, test_x, test_y, clf, model_name: str = "digits_logreg") -> Path:
+    """A dataset+model project over scikit-learn's digits: a slicer over an .npz, a pickled classifier."""
+    for sub in ("code", "data", "models"):
+        (project / sub).mkdir(parents=True, exist_ok=True)
+    (project / "code" / "__init__.py").write_text("")
+    (project / "code" / "slicer.py").write_text(DIGITS_SLICER)
+    (project / "code" / "handler.py").write_text(DIGITS_HANDLER)
+    np.savez(project / "data" / "test.npz", images=test_x, labels=test_y)
+    with open(project / "models" / "logreg.pkl", "wb") as fh:
+        pickle.dump(clf, fh)
+    (project / "dataset.yaml").write_text(
+        "name: digits\ndata_dir: data\ndata_filter: '*.npz'\nlabel_filter: '*.npz'\nprocess: code.slicer:DigitsSlicer\n"
+    )
+    (project / "model.yaml").write_text(f"name: {model_name}\nmodel: [models/logreg.pkl]\nrun:\n  ppl: code.handler:DigitsHandler\n")
+    return project
+
+
 def test_digits_end_to_end_matches_sklearn(cli, tmp_path):
     from sklearn.datasets import load_digits
     from sklearn.linear_model import LogisticRegression
@@ -157,19 +174,7 @@ def test_digits_end_to_end_matches_sklearn(cli, tmp_path):
     digits = load_digits()
     x, y = digits.data.astype(np.float32), digits.target
     clf = LogisticRegression(max_iter=300).fit(x[:1200], y[:1200])
-    project = tmp_path / "digits"
-    for sub in ("code", "data", "models"):
-        (project / sub).mkdir(parents=True)
-    (project / "code" / "__init__.py").write_text("")
-    (project / "code" / "slicer.py").write_text(DIGITS_SLICER)
-    (project / "code" / "handler.py").write_text(DIGITS_HANDLER)
-    np.savez(project / "data" / "test.npz", images=x[1200:], labels=y[1200:])
-    with open(project / "models" / "logreg.pkl", "wb") as fh:
-        pickle.dump(clf, fh)
-    (project / "dataset.yaml").write_text(
-        "name: digits\ndata_dir: data\ndata_filter: '*.npz'\nlabel_filter: '*.npz'\nprocess: code.slicer:DigitsSlicer\n"
-    )
-    (project / "model.yaml").write_text("name: digits_logreg\nmodel: [models/logreg.pkl]\nrun:\n  ppl: code.handler:DigitsHandler\n")
+    project = write_digits_project(tmp_path / "digits", x[1200:], y[1200:], clf)
     assert cli("dataset", "build", "--no-image", project).code == 0
     assert cli("model", "build", "--no-image", project, "--skip-gen-env").code == 0
     res = cli("model", "eval", "digits_logreg", "--dataset", "digits", "-o", tmp_path / "out")
