@@ -19,7 +19,8 @@ OUTPUT_DIR = Path(os.environ.get("SWCLI_OUTPUT_DIR", "/output"))
 USAGE = f"""usage: docker run [--volumes-from DATASET_CONTAINER | -v DATASET_DIR:/dataset] -v OUT:/output IMAGE [eval|info|--help]
 
   eval   run the model over every record of the dataset at {DATASET_DIR}; write metrics.json, results.jsonl
-         and run.json to {OUTPUT_DIR} (default command). Options: --batch-size N, --device cpu|cuda
+         and run.json to {OUTPUT_DIR} (default command). Options: --batch-size N, --device cpu|cuda,
+         --shard I/N (default: JOB_COMPLETION_INDEX/JOB_COMPLETION_COUNT when set)
   info   print the model manifest baked into the image
 The image runs as uid 1000: give it a writable /output (e.g. `--user $(id -u):$(id -g)`, or a folder it may write).
 """
@@ -30,21 +31,24 @@ def _eval(args: list[str]) -> int:
     from builder.errors import EvalError
     from builder.services.model_eval import EvalOptions, evaluate
 
-    batch_size = device = None
+    batch_size = device = shard = None
     it = iter(args)
     for arg in it:
         if arg == "--batch-size":
             batch_size = int(next(it))
         elif arg == "--device":
             device = next(it)
+        elif arg == "--shard":
+            shard = next(it)
         else:
             raise EvalError(f"unknown eval option {arg!r}; see --help")
     if not (DATASET_DIR / "manifest.json").is_file():
         raise EvalError(f"no dataset mounted at {DATASET_DIR}: run with --volumes-from <dataset container> "
                         f"or -v <dataset dir>:{DATASET_DIR}")
     result = evaluate(EvalOptions(model=str(MODEL_DIR), dataset=str(DATASET_DIR), output_dir=OUTPUT_DIR,
-                                  batch_size=batch_size, device=device, record=False))
-    print_summary(result.metrics, result.run)
+                                  batch_size=batch_size, device=device, record=False, shard=shard))
+    if result.metrics is not None:
+        print_summary(result.metrics, result.run)
     print(f"outputs: {OUTPUT_DIR}")
     return 0
 

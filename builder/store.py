@@ -50,8 +50,9 @@ def make_version(digest: bytes) -> str:
 
 
 def utc_now() -> str:
-    """The creation timestamp written into manifests (ISO 8601, UTC, second precision)."""
-    return datetime.now(timezone.utc).replace(microsecond=0).isoformat()
+    """The creation timestamp written into manifests (ISO 8601, UTC). Microseconds: `name:latest` must tell apart
+    two builds made within the same second (a script, a test, a CI job)."""
+    return datetime.now(timezone.utc).isoformat(timespec="microseconds")
 
 
 def _umask() -> int:

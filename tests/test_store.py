@@ -98,3 +98,11 @@ def test_write_json_atomic_honours_the_umask(tmp_path):
     finally:
         os.umask(old)
     assert (tmp_path / "m.json").stat().st_mode & 0o777 == 0o644
+
+
+def test_latest_tells_apart_builds_within_one_second(tmp_path):
+    from builder.store import utc_now
+
+    store = Store(tmp_path)
+    entries = [publish(store, "mnist", str(i), utc_now()) for i in range(5)]
+    assert store.resolve("dataset", "mnist:latest") == entries[-1]

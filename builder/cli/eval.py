@@ -127,3 +127,18 @@ def diff(
     f = d["flipped"]
     console.print(f"records wrong -> right: {f['wrong_to_right']} (e.g. {f['wrong_to_right_indices'][:10]}); "
                   f"right -> wrong: {f['right_to_wrong']} (e.g. {f['right_to_wrong_indices'][:10]})")
+
+
+@app.command("merge")
+def merge(
+    parts: List[Path] = typer.Argument(..., help="The output folders of `eval --shard I/N`, one per shard."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Folder for the merged run (default: a new run in the store)."),
+    model: Optional[str] = typer.Option(None, "--model", help="Model to run cmp with (default: the one the parts name)."),
+) -> None:
+    """Run cmp over the union of shard parts; the metrics equal a single run's."""
+    from builder.cli._summary import print_summary
+    from builder.services.model_eval import merge as merge_service
+
+    out, metrics, run = merge_service(list(parts), output, model=model)
+    print_summary(metrics, run)
+    console.print(f"outputs: {out}")

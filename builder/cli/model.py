@@ -50,16 +50,22 @@ def eval_(
     batch_size: Optional[int] = typer.Option(None, "--batch-size", "-b", help="Records per ppl call (handlers that opted in to batching)."),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Output folder (default: a new run under $SWCLI_HOME/runs)."),
     device: Optional[str] = typer.Option(None, "--device", help="Passed to the handler's __init__ (e.g. cpu, cuda)."),
+    shard: Optional[str] = typer.Option(None, "--shard", help="I/N: ppl over slice I (0-based) of N only; merge the parts with `swcli eval merge`. Default: JOB_COMPLETION_INDEX/JOB_COMPLETION_COUNT when set."),
 ) -> None:
     """Run the model's handler over every record, then cmp; write metrics.json, results.jsonl and run.json."""
     from builder.cli._progress import record_progress
     from builder.cli._summary import print_summary
     from builder.services.model_eval import EvalOptions, evaluate
 
-    options = EvalOptions(model=model, dataset=dataset, output_dir=output, batch_size=batch_size, device=device)
+    options = EvalOptions(model=model, dataset=dataset, output_dir=output, batch_size=batch_size, device=device, shard=shard)
     with record_progress("evaluating") as progress:
         result = evaluate(options, progress=progress)
-    print_summary(result.metrics, result.run)
+    if result.run.get("status") == "partial":
+        s = result.run["shard"]
+        console.print(f"shard {s['index']}/{s['count']}: records {s['start']}..{s['stop'] - 1} predicted; "
+                      f"merge the parts with `swcli eval merge`")
+    else:
+        print_summary(result.metrics, result.run)
     console.print(f"outputs: {result.output_dir}")
 
 

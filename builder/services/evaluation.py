@@ -110,7 +110,7 @@ class EvalResult:
 
     @property
     def ok(self) -> bool:
-        return self.run.get("status") == "succeeded"
+        return self.run.get("status") in ("succeeded", "partial")
 
 
 def _split_output(out: Any) -> tuple[Any, Any]:
@@ -218,8 +218,13 @@ def run_evaluation(
     total: int | None = None,
     progress: Progress | None = None,
     log: Callable[[str], None] | None = None,
+    shard: dict | None = None,
 ) -> EvalResult:
-    """Run ``handler`` over ``records`` (objects with ``.index``, ``.data``, ``.label``) into ``output_dir``."""
+    """Run ``handler`` over ``records`` (objects with ``.index``, ``.data``, ``.label``) into ``output_dir``.
+
+    With ``shard`` (``{index, count, start, stop}``) only the ppl phase runs: the output is a part for
+    ``swcli eval merge`` (run.json status ``partial``), and an empty slice is fine.
+    """
     ctx = context or EvalContext()
     log = log or (lambda msg: print(f"swcli: warning: {msg}", file=sys.stderr))
     output_dir = Path(output_dir)
@@ -275,6 +280,10 @@ def run_evaluation(
                 error=str(err))
         raise
     run["records"].update(total=phase.ok + phase.failed, ok=phase.ok, failed=phase.failed)
+    if shard is not None:
+        run["shard"] = shard
+        _finish(run, output_dir, phase, started, None, status="partial")
+        return EvalResult(output_dir, None, run)
     if phase.ok == 0:
         _finish(run, output_dir, phase, started, None, status="failed", error="no record was predicted")
         raise EvalError(f"no record was predicted ({phase.failed} failed); nothing to score")

@@ -29,6 +29,7 @@ class EvalOptions:
     batch_size: int | None = None
     device: str | None = None
     record: bool = True  # list the run in $SWCLI_HOME/runs (not inside a container: its store dies with it)
+    shard: str | None = None  # "I/N": ppl over one slice only, for `swcli eval merge`
 
 
 def resolve_dataset(ref_or_dir: str, store: Store) -> tuple[Path, dict]:
@@ -64,6 +65,9 @@ def evaluate(options: EvalOptions, *, store: Store | None = None, progress: Prog
     store = store or Store()
     root, spec, model_info = model_source(options.model, store)
     dataset_dir, dataset_manifest = resolve_dataset(options.dataset, store)
+    from builder.services.sharding import parse_shard
+
+    shard = parse_shard(options.shard)  # before any expensive work: a bad spec fails fast
     reader = DatasetReader(dataset_dir, dataset_manifest)
     if len(reader) == 0:
         raise EvalError(f"dataset {dataset_manifest.get('name')} has no records")
@@ -79,12 +83,36 @@ def evaluate(options: EvalOptions, *, store: Store | None = None, progress: Prog
         # the model image sets SWCLI_RUNTIME to the runtime image it was built FROM; in-process it is this env
         runtime=os.environ.get("SWCLI_RUNTIME") or f"local:{sys.prefix}",
     )
+    records, total, shard_info = reader, len(reader), None
+    if shard is not None:
+        start, stop = shard.range(len(reader))
+        records, total = reader.iter_records(start, stop), stop - start
+        shard_info = {"index": shard.index, "count": shard.count, "start": start, "stop": stop}
     try:
         with reader:
-            return run_evaluation(handler, reader, output_dir, context=context, batch_size=options.batch_size,
-                                  total=len(reader), progress=progress)
+            return run_evaluation(handler, records, output_dir, context=context, batch_size=options.batch_size,
+                                  total=total, progress=progress, shard=shard_info)
     finally:
-        if options.record and (Path(output_dir) / "run.json").is_file():
+        if options.record and shard is None and (Path(output_dir) / "run.json").is_file():
             from builder.services.runs import record_run
 
             record_run(Path(output_dir), store)
+
+
+def merge(parts: list[Path], output_dir: Path | None = None, *, model: str | None = None,
+          store: Store | None = None) -> tuple[Path, object, dict]:
+    """Score shard parts together: the handler comes from ``model`` or from the parts' own run.json."""
+    from builder.services.runs import record_run
+    from builder.services.sharding import check_parts, merge_parts
+
+    store = store or Store()
+    first = check_parts(parts)[0]
+    ref = model or first["model"].get("ref") or first["model"].get("source")
+    if not ref:
+        raise EvalError("the parts do not say which model made them; pass --model")
+    root, spec, _ = model_source(ref, store)
+    handler = make_handler(load_class(spec.ppl, root, PipelineHandler, spec_file=spec.path, field="run.ppl"), spec.ppl, None)
+    output_dir = output_dir or store.runs_dir / new_run_id(spec.name, str(first["dataset"].get("name")) + "-merged")
+    metrics, run = merge_parts(parts, output_dir, handler)
+    record_run(Path(output_dir), store)
+    return Path(output_dir), metrics, run

@@ -1,0 +1,145 @@
+"""Sharded evaluation: `eval --shard I/N` runs ppl over a deterministic 1/N slice; `eval merge` scores the union.
+
+Shard I of N (0-based, like Kubernetes' ``JOB_COMPLETION_INDEX``) is the contiguous record range
+``[floor(I*n/N), floor((I+1)*n/N))``, so any N covers every record exactly once, in order. A part holds
+``results.jsonl`` and a ``run.json`` with status ``partial``; the merge checks that the parts come from one model
+and one dataset, that every index 0..N-1 is there exactly once, concatenates the results in shard order and runs
+``cmp`` over them. The merged results file is byte-identical to a single run's, so the metrics are too.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from builder import __version__
+from builder.errors import EvalError, SwcliError
+from builder.store import utc_now, write_json_atomic
+
+
+class ShardSpecError(SwcliError):
+    """A shard spec like `3/2` or `0/0`, or an unusable JOB_COMPLETION_INDEX."""
+
+
+class MergeError(SwcliError):
+    """Parts that cannot be merged: different models or datasets, missing or duplicate shards."""
+
+
+@dataclass(frozen=True)
+class Shard:
+    index: int
+    count: int
+
+    def range(self, total: int) -> tuple[int, int]:
+        return self.index * total // self.count, (self.index + 1) * total // self.count
+
+    def __str__(self) -> str:
+        return f"{self.index}/{self.count}"
+
+
+def parse_shard(spec: str | None, environ: dict | None = None) -> Shard | None:
+    """``"I/N"``; without one, Indexed Jobs' ``JOB_COMPLETION_INDEX`` with ``JOB_COMPLETION_COUNT``; else None."""
+    environ = os.environ if environ is None else environ
+    if spec is None:
+        if "JOB_COMPLETION_INDEX" not in environ:
+            return None
+        if "JOB_COMPLETION_COUNT" not in environ:
+            raise ShardSpecError("JOB_COMPLETION_INDEX is set but JOB_COMPLETION_COUNT is not; set it to the Job's completions")
+        spec = f"{environ['JOB_COMPLETION_INDEX']}/{environ['JOB_COMPLETION_COUNT']}"
+    index, sep, count = spec.partition("/")
+    try:
+        shard = Shard(int(index), int(count))
+    except ValueError:
+        raise ShardSpecError(f"shard '{spec}' is not I/N (e.g. 0/4)") from None
+    if not sep or shard.count < 1 or not 0 <= shard.index < shard.count:
+        raise ShardSpecError(f"shard '{spec}': need 0 <= I < N and N >= 1 (shards are numbered from 0)")
+    return shard
+
+
+def _load_part(path: Path) -> dict:
+    path = Path(path)
+    try:
+        run = json.loads((path / "run.json").read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise MergeError(f"{path}: no run.json; not an eval --shard output") from None
+    except ValueError as err:
+        raise MergeError(f"{path}/run.json is unreadable: {err}") from None
+    if not run.get("shard"):
+        raise MergeError(f"{path}: not a shard part (run.json has no shard)")
+    if run.get("status") != "partial":
+        raise MergeError(f"{path}: shard {run['shard'].get('index')} did not finish (status {run.get('status')})")
+    if not (path / "results.jsonl").is_file():
+        raise MergeError(f"{path}: results.jsonl is missing")
+    run["_path"] = path
+    return run
+
+
+def check_parts(parts: list[Path]) -> list[dict]:
+    """The parts' run.json, sorted by shard index, after checking they belong together and are complete."""
+    if not parts:
+        raise MergeError("no parts given")
+    runs = [_load_part(p) for p in parts]
+    first = runs[0]
+    for run in runs[1:]:
+        for key, what in (("model", "model"), ("dataset", "dataset"), ("handler", "handler")):
+            if run.get(key) != first.get(key):
+                raise MergeError(f"{run['_path']} is from {what} {run.get(key)}, {first['_path']} from {first.get(key)}")
+        if run["shard"]["count"] != first["shard"]["count"]:
+            raise MergeError(f"{run['_path']} is shard {run['shard']['index']}/{run['shard']['count']}, "
+                             f"{first['_path']} of {first['shard']['count']}")
+    count = first["shard"]["count"]
+    seen: dict[int, Path] = {}
+    for run in runs:
+        index = run["shard"]["index"]
+        if index in seen:
+            raise MergeError(f"shard {index} given twice: {seen[index]} and {run['_path']}")
+        seen[index] = run["_path"]
+    missing = sorted(set(range(count)) - set(seen))
+    if missing:
+        raise MergeError(f"missing shard(s) {', '.join(map(str, missing))} of {count}")
+    return sorted(runs, key=lambda r: r["shard"]["index"])
+
+
+def merge_parts(parts: list[Path], output_dir: Path, handler, *, log=None) -> tuple[object, dict]:
+    """Concatenate the parts' results in shard order into ``output_dir`` and score them with ``handler.cmp``."""
+    from builder.services.evaluation import METRICS, RESULTS, RUN, ResultsLoader, _finite, to_jsonable
+
+    runs = check_parts(parts)
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    tmp = output_dir / f".{RESULTS}.tmp"
+    with open(tmp, "wb") as out:
+        for run in runs:
+            with open(run["_path"] / RESULTS, "rb") as part:
+                shutil.copyfileobj(part, out, 1 << 20)
+    os.replace(tmp, output_dir / RESULTS)
+    started = time.perf_counter()
+    try:
+        metrics = handler.cmp(ResultsLoader(output_dir / RESULTS))
+    except EvalError:
+        raise
+    except Exception as err:
+        raise EvalError(f"cmp raised {type(err).__name__}: {err}") from None
+    ok = sum(r["records"]["ok"] for r in runs)
+    failed = sum(r["records"]["failed"] for r in runs)
+    if metrics is None:
+        metrics = {"kind": "counts", "records": ok + failed, "ok": ok, "failed": failed}
+    write_json_atomic(output_dir / METRICS, _finite(json.loads(json.dumps(metrics, default=to_jsonable))))
+    first = runs[0]
+    merged = {k: v for k, v in first.items() if k not in ("_path", "shard", "seconds", "records", "records_per_second",
+                                                          "started", "finished", "status")}
+    merged.update(
+        status="succeeded", merged_from=[{"path": str(r["_path"]), **r["shard"]} for r in runs],
+        records={"total": ok + failed, "ok": ok, "failed": failed},
+        started=min(r["started"] for r in runs), finished=utc_now(),
+        seconds={"ppl_calls": round(sum(r["seconds"]["ppl_calls"] for r in runs), 3),
+                 "slowest_shard": max(r["seconds"]["ppl_phase"] for r in runs),
+                 "cmp": round(time.perf_counter() - started, 3)},
+        swcli_version=__version__,
+    )
+    write_json_atomic(output_dir / RUN, merged)
+    return metrics, merged

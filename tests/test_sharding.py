@@ -1,0 +1,98 @@
+"""Sharded evaluation: for any N the merged metrics equal a single run's; bad specs and bad merges are refused."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from builder.services.sharding import Shard, ShardSpecError, parse_shard
+from tests.test_dataset_build import one_line_error
+from tests.test_model import model_dir  # noqa: F401  (fixture reused)
+
+
+@pytest.mark.parametrize(("spec", "env", "expected"), [
+    ("0/3", {}, Shard(0, 3)), ("2/3", {}, Shard(2, 3)), (None, {}, None),
+    (None, {"JOB_COMPLETION_INDEX": "4", "JOB_COMPLETION_COUNT": "7"}, Shard(4, 7)),
+    ("1/2", {"JOB_COMPLETION_INDEX": "0", "JOB_COMPLETION_COUNT": "7"}, Shard(1, 2)),
+])
+def test_parse_shard(spec, env, expected):
+    assert parse_shard(spec, env) == expected
+
+
+@pytest.mark.parametrize("spec", ["3/2", "0/0", "2/2", "-1/2", "a/b", "1", "1/2/3"])
+def test_bad_shard_specs(spec):
+    with pytest.raises(ShardSpecError):
+        parse_shard(spec, {})
+
+
+def test_index_without_count_is_refused():
+    with pytest.raises(ShardSpecError, match="JOB_COMPLETION_COUNT is not"):
+        parse_shard(None, {"JOB_COMPLETION_INDEX": "1"})
+
+
+@pytest.mark.parametrize("total", [0, 1, 5, 29, 50])
+@pytest.mark.parametrize("count", [1, 2, 3, 7, 10])
+def test_shards_cover_every_record_once_in_order(total, count):
+    covered = [i for index in range(count) for i in range(*Shard(index, count).range(total))]
+    assert covered == list(range(total))
+
+
+@pytest.fixture()
+def built(cli, model_dir, tiny_dataset, tmp_path):  # noqa: F811
+    assert cli("dataset", "build", "--no-image", tiny_dataset).code == 0
+    assert cli("model", "build", "--no-image", "--skip-gen-env", model_dir).code == 0
+    single = tmp_path / "single"
+    assert cli("model", "eval", "modthree", "--dataset", "tiny", "-o", single).code == 0
+    return model_dir, single
+
+
+def run_shards(cli, tmp_path, count, name="parts"):
+    parts = []
+    for index in range(count):
+        out = tmp_path / f"{name}{count}" / str(index)
+        res = cli("model", "eval", "modthree", "--dataset", "tiny", "--shard", f"{index}/{count}", "-o", out)
+        assert res.code == 0, res.err
+        parts.append(out)
+    return parts
+
+
+@pytest.mark.parametrize("count", [1, 3, 7])
+def test_merged_metrics_equal_a_single_run(cli, built, tmp_path, count):
+    _, single = built
+    parts = run_shards(cli, tmp_path, count)
+    assert all(json.loads((p / "run.json").read_text())["status"] == "partial" for p in parts)
+    assert not any((p / "metrics.json").exists() for p in parts)
+    merged = tmp_path / "merged"
+    res = cli("eval", "merge", *reversed(parts), "-o", merged)  # order of the arguments does not matter
+    assert res.code == 0, res.err
+    assert (merged / "results.jsonl").read_bytes() == (single / "results.jsonl").read_bytes()
+    assert (merged / "metrics.json").read_bytes() == (single / "metrics.json").read_bytes()
+    run = json.loads((merged / "run.json").read_text())
+    assert run["records"] == {"total": 50, "ok": 50, "failed": 0} and len(run["merged_from"]) == count
+    listed = [r["path"] for r in json.loads(cli("eval", "list", "-o", "json").out)]
+    assert str(merged.resolve()) in listed
+
+
+def test_shard_from_indexed_job_environment(cli, built, tmp_path, monkeypatch):
+    monkeypatch.setenv("JOB_COMPLETION_INDEX", "1")
+    monkeypatch.setenv("JOB_COMPLETION_COUNT", "4")
+    out = tmp_path / "job"
+    assert cli("model", "eval", "modthree", "--dataset", "tiny", "-o", out).code == 0
+    assert json.loads((out / "run.json").read_text())["shard"] == {"index": 1, "count": 4, "start": 12, "stop": 25}
+
+
+def test_bad_merges_are_refused_naming_why(cli, built, tmp_path):
+    model_dir, _ = built
+    parts = run_shards(cli, tmp_path, 3)
+    one_line_error(cli("eval", "merge", parts[0], parts[2], "-o", tmp_path / "m1"), "missing shard(s) 1 of 3")
+    one_line_error(cli("eval", "merge", parts[0], parts[1], parts[1], parts[2], "-o", tmp_path / "m2"), "shard 1 given twice")
+    other_n = run_shards(cli, tmp_path, 2, name="other")
+    one_line_error(cli("eval", "merge", parts[0], parts[1], other_n[1], "-o", tmp_path / "m3"), "of 3")
+    (model_dir / "models" / "weights.json").write_text(json.dumps({"offset": 1}))
+    assert cli("model", "build", "--no-image", "--skip-gen-env", model_dir).code == 0
+    res = cli("model", "eval", "modthree:latest", "--dataset", "tiny", "--shard", "1/3", "-o", tmp_path / "newmodel")
+    assert res.code == 0
+    one_line_error(cli("eval", "merge", parts[0], tmp_path / "newmodel", parts[2], "-o", tmp_path / "m4"), "is from model")
+    one_line_error(cli("eval", "merge", tmp_path / "nowhere", "-o", tmp_path / "m5"), "no run.json")
+    one_line_error(cli("model", "eval", "modthree", "--dataset", "tiny", "--shard", "3/2"), "need 0 <= I < N")
