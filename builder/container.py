@@ -20,7 +20,8 @@ USAGE = f"""usage: docker run [--volumes-from DATASET_CONTAINER | -v DATASET_DIR
 
   eval   run the model over every record of the dataset at {DATASET_DIR}; write metrics.json, results.jsonl
          and run.json to {OUTPUT_DIR} (default command). Options: --batch-size N, --device cpu|cuda,
-         --shard I/N (default: JOB_COMPLETION_INDEX/JOB_COMPLETION_COUNT when set)
+         --shard I/N (default: JOB_COMPLETION_INDEX/JOB_COMPLETION_COUNT when set), --output DIR
+  merge  PARTS_DIR --output DIR: cmp over the shard parts in PARTS_DIR's subfolders
   info   print the model manifest baked into the image
 The image runs as uid 1000: give it a writable /output (e.g. `--user $(id -u):$(id -g)`, or a folder it may write).
 """
@@ -32,6 +33,7 @@ def _eval(args: list[str]) -> int:
     from builder.services.model_eval import EvalOptions, evaluate
 
     batch_size = device = shard = None
+    output = OUTPUT_DIR
     it = iter(args)
     for arg in it:
         if arg == "--batch-size":
@@ -40,16 +42,39 @@ def _eval(args: list[str]) -> int:
             device = next(it)
         elif arg == "--shard":
             shard = next(it)
+        elif arg == "--output":
+            output = Path(next(it))
         else:
             raise EvalError(f"unknown eval option {arg!r}; see --help")
     if not (DATASET_DIR / "manifest.json").is_file():
         raise EvalError(f"no dataset mounted at {DATASET_DIR}: run with --volumes-from <dataset container> "
                         f"or -v <dataset dir>:{DATASET_DIR}")
-    result = evaluate(EvalOptions(model=str(MODEL_DIR), dataset=str(DATASET_DIR), output_dir=OUTPUT_DIR,
+    result = evaluate(EvalOptions(model=str(MODEL_DIR), dataset=str(DATASET_DIR), output_dir=output,
                                   batch_size=batch_size, device=device, record=False, shard=shard))
     if result.metrics is not None:
         print_summary(result.metrics, result.run)
-    print(f"outputs: {OUTPUT_DIR}")
+    print(f"outputs: {output}")
+    return 0
+
+
+def _merge(args: list[str]) -> int:
+    """`merge PARTS_DIR --output DIR`: every subfolder of PARTS_DIR is one shard part."""
+    from builder.api.model import PipelineHandler
+    from builder.cli._summary import print_summary
+    from builder.errors import EvalError
+    from builder.loader import load_class
+    from builder.services.model_build import model_source
+    from builder.services.model_eval import make_handler
+    from builder.services.sharding import merge_parts
+
+    if len(args) != 3 or args[1] != "--output":
+        raise EvalError("usage: merge PARTS_DIR --output DIR")
+    parts = sorted(p for p in Path(args[0]).iterdir() if p.is_dir())
+    root, spec, _ = model_source(str(MODEL_DIR))
+    handler = make_handler(load_class(spec.ppl, root, PipelineHandler, spec_file=spec.path, field="run.ppl"), spec.ppl, None)
+    metrics, run = merge_parts(parts, Path(args[2]), handler)
+    print_summary(metrics, run)
+    print(f"outputs: {args[2]}")
     return 0
 
 
@@ -64,6 +89,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if command == "eval":
             return _eval(args[1:])
+        if command == "merge":
+            return _merge(args[1:])
         if command == "info":
             print(json.dumps(json.loads((MODEL_DIR / "manifest.json").read_text()), indent=2))
             return 0

@@ -202,3 +202,33 @@ def test_interrupted_build_leaves_no_tag_and_no_temp_files(engine, cli, project,
     time.sleep(1)
     assert not [t for image in engine.images.list() for t in image.tags if t.startswith("swds/tiny:")]
     assert list((tmp_path / "tmp").iterdir()) == []
+
+
+@pytest.mark.parametrize("count", [3])
+def test_indexed_job_simulation_equals_a_single_run(engine, cli, project, tiny_runtime, tmp_path, count):
+    """N containers of the model image, each with its JOB_COMPLETION_INDEX, then `merge`: a single run's metrics."""
+    import os
+
+    model_dir, data_dir = project
+    assert cli("dataset", "build", data_dir).code == 0
+    assert cli("model", "build", model_dir, "--skip-gen-env", "--runtime", tiny_runtime).code == 0
+    assert cli("model", "eval", "modthree", "--dataset", "tiny", "-o", tmp_path / "single").code == 0
+    out = tmp_path / "out"
+    (out / "parts").mkdir(parents=True)
+    data = engine.containers.create("swds/tiny:latest", command=["true"])
+    user = f"{os.getuid()}:{os.getgid()}"
+    mounts = {str(out): {"bind": "/output", "mode": "rw"}}
+    try:
+        for index in range(count):
+            engine.containers.run(
+                "swmp/modthree:latest", ["eval", "--output", f"/output/parts/{index}"], volumes_from=[data.id],
+                volumes=mounts, user=user, remove=True,
+                environment={"JOB_COMPLETION_INDEX": str(index), "JOB_COMPLETION_COUNT": str(count)})
+            part = json.loads((out / "parts" / str(index) / "run.json").read_text())
+            assert part["status"] == "partial" and part["shard"]["index"] == index and part["shard"]["count"] == count
+        engine.containers.run("swmp/modthree:latest", ["merge", "/output/parts", "--output", "/output/merged"],
+                              volumes=mounts, user=user, remove=True)
+    finally:
+        data.remove(force=True)
+    assert (out / "merged" / "metrics.json").read_bytes() == (tmp_path / "single" / "metrics.json").read_bytes()
+    assert (out / "merged" / "results.jsonl").read_bytes() == (tmp_path / "single" / "results.jsonl").read_bytes()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import List, Optional
 
 import typer
 
@@ -22,3 +23,34 @@ def run(
     if code:
         raise typer.Exit(code)
     typer.echo(f"outputs: {output.resolve()}")
+
+
+@app.command("k8s")
+def k8s(
+    model: str = typer.Option(..., "--model", "-m", help="Model ref or image (as the cluster pulls it, e.g. registry/swmp/name:tag)."),
+    dataset: str = typer.Option(..., "--dataset", "-d", help="Dataset ref or image."),
+    shards: int = typer.Option(1, "--shards", "-n", help="Pods of the Indexed Job, one shard each."),
+    namespace: Optional[str] = typer.Option(None, "--namespace"),
+    output_pvc: Optional[str] = typer.Option(None, "--output-pvc", help="Existing ReadWriteMany PVC for outputs (default: one is created)."),
+    dataset_mount: str = typer.Option("init", "--dataset-mount", help="init (copy by an init container; any cluster) or image (image volume; Kubernetes >= 1.35 by default)."),
+    cpu: Optional[str] = typer.Option(None, "--cpu", help="CPU request and limit per pod, e.g. 2."),
+    memory: Optional[str] = typer.Option(None, "--memory", help="Memory request and limit per pod, e.g. 4Gi."),
+    image_pull_secret: Optional[List[str]] = typer.Option(None, "--image-pull-secret", help="Repeatable."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Write the manifests here (default: stdout)."),
+) -> None:
+    """Emit a PVC, an Indexed Job running `eval --shard` in N pods, and the merge Job, as one YAML stream."""
+    from builder.services.job import image_of
+    from builder.services.k8s import K8sOptions, render
+    from builder.store import Store
+
+    store = Store()
+    opts = K8sOptions(model_image=image_of("model", model, store), dataset_image=image_of("dataset", dataset, store),
+                      shards=shards, namespace=namespace, output_pvc=output_pvc or "swcli-eval-output",
+                      create_pvc=output_pvc is None, dataset_mount=dataset_mount, cpu=cpu, memory=memory,
+                      image_pull_secrets=list(image_pull_secret or []))
+    text = render(opts)
+    if out is None:
+        typer.echo(text, nl=False)
+    else:
+        out.write_text(text)
+        typer.echo(f"wrote {out}: kubectl apply -f {out}")

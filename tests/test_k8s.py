@@ -1,0 +1,65 @@
+"""Kubernetes manifests: valid against the official schemas (offline), Indexed, non-root, both dataset mounts."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from builder.services.k8s import K8sOptions, manifests
+
+kv = pytest.importorskip("kubernetes_validate")
+
+INIT_VERSIONS = ["1.25", "1.29", "1.33", "1.37"]  # init-container mount: any supported cluster
+IMAGE_VERSIONS = ["1.33", "1.35", "1.37"]  # image volumes: beta; on by default from 1.35
+
+
+def options(**kw) -> K8sOptions:
+    return K8sOptions(model_image="registry.example/swmp/cifar_net:abc", dataset_image="registry.example/swds/cifar10:def",
+                      **kw)
+
+
+@pytest.mark.parametrize("version", INIT_VERSIONS)
+def test_init_mount_manifests_validate(version):
+    for doc in manifests(options(shards=4, cpu="2", memory="4Gi", image_pull_secrets=["regcred"], namespace="ml")):
+        kv.validate(doc, version, strict=True)
+
+
+@pytest.mark.parametrize("version", IMAGE_VERSIONS)
+def test_image_volume_manifests_validate(version):
+    for doc in manifests(options(shards=2, dataset_mount="image", create_pvc=False, output_pvc="mine")):
+        kv.validate(doc, version, strict=True)
+
+
+def test_indexed_job_shape():
+    pvc, job, merge = manifests(options(shards=3))
+    assert pvc["kind"] == "PersistentVolumeClaim" and pvc["spec"]["accessModes"] == ["ReadWriteMany"]
+    spec = job["spec"]
+    assert spec["completionMode"] == "Indexed" and spec["completions"] == spec["parallelism"] == 3
+    pod = spec["template"]["spec"]
+    container = pod["containers"][0]
+    assert container["args"][:3] == ["eval", "--shard", "$(JOB_COMPLETION_INDEX)/3"]
+    assert {"name": "JOB_COMPLETION_COUNT", "value": "3"} in container["env"]
+    assert pod["securityContext"]["runAsNonRoot"] is True and container["securityContext"]["readOnlyRootFilesystem"] is True
+    init = pod["initContainers"][0]
+    assert init["image"] == "registry.example/swds/cifar10:def" and init["command"][0] == "cp"
+    assert merge["spec"]["template"]["spec"]["containers"][0]["args"][0] == "merge"
+    assert "initContainers" not in merge["spec"]["template"]["spec"]
+
+
+def test_image_mount_uses_an_image_volume():
+    _, job, _ = manifests(options(shards=2, dataset_mount="image"))
+    pod = job["spec"]["template"]["spec"]
+    assert "initContainers" not in pod
+    assert {"name": "dataset", "image": {"reference": "registry.example/swds/cifar10:def", "pullPolicy": "IfNotPresent"}} in pod["volumes"]
+
+
+def test_cli_writes_a_yaml_stream(cli, tmp_path):
+    out = tmp_path / "job.yaml"
+    res = cli("job", "k8s", "--model", "r.example/swmp/m:1", "--dataset", "r.example/swds/d:1", "--shards", "2", "-o", out)
+    assert res.code == 0, res.err
+    docs = list(yaml.safe_load_all(out.read_text()))
+    assert [d["kind"] for d in docs] == ["PersistentVolumeClaim", "Job", "Job"]
+    bad = cli("job", "k8s", "--model", "r.example/swmp/m:1", "--dataset", "r.example/swds/d:1", "--shards", "0")
+    assert bad.code == 1 and "--shards must be >= 1" in bad.err
+    bad = cli("job", "k8s", "--model", "r.example/swmp/m:1", "--dataset", "r.example/swds/d:1", "--dataset-mount", "nfs")
+    assert bad.code == 1 and "init or image" in bad.err
