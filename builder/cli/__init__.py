@@ -30,6 +30,21 @@ app.add_typer(job.app, name="job")
 app.add_typer(eval_cli.app, name="eval")
 
 
+@app.command("pull")
+def pull(
+    target: str = typer.Argument(..., help="REGISTRY/REPO[:TAG] of an swcli image."),
+    username: str = typer.Option(None, "--username", "-u"),
+    password_stdin: bool = typer.Option(False, "--password-stdin"),
+) -> None:
+    """Pull an swcli image and tag it locally by its labels (swds/, swmp/, swrt/NAME:VERSION)."""
+    from builder.cli._output import console
+    from builder.cli._registry import auth_from
+    from builder.services.registry import pull as pull_service
+
+    result = pull_service(target, auth=auth_from(username, password_stdin), log=lambda line: typer.echo(line, err=True))
+    console.print(f"pulled {target} as {result.ref}")
+
+
 def _version_callback(value: bool) -> None:
     if value:
         typer.echo(f"swcli {__version__}")

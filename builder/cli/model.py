@@ -128,3 +128,16 @@ def remove(ref: str = typer.Argument(..., help="The model to delete.")) -> None:
 
     entry = Store().remove("model", ref)
     console.print(f"removed model {entry.ref}")
+
+
+@app.command("push")
+def push(
+    ref: str = typer.Argument(..., help="The model to push (its image)."),
+    target: str = typer.Argument(..., help="REGISTRY/REPO[:TAG], e.g. 127.0.0.1:5000/team/NAME:v1."),
+    username: Optional[str] = typer.Option(None, "--username", "-u", help="With --password-stdin; default: the Docker config's credentials."),
+    password_stdin: bool = typer.Option(False, "--password-stdin", help="Read the password from stdin (never from a flag)."),
+) -> None:
+    """Push the image to a registry; layers it already has are not uploaded again."""
+    from builder.cli._registry import push_cli
+
+    push_cli("model", ref, target, username, password_stdin)
