@@ -7,6 +7,7 @@ from typing import Optional
 
 import typer
 
+from builder.cli._registry import add_push_command
 from builder.cli._output import OutputFormat, console, human_size, note, print_fields, print_json, print_table
 
 app = typer.Typer(help="Build, evaluate, inspect and remove models.", no_args_is_help=True)
@@ -130,14 +131,4 @@ def remove(ref: str = typer.Argument(..., help="The model to delete.")) -> None:
     console.print(f"removed model {entry.ref}")
 
 
-@app.command("push")
-def push(
-    ref: str = typer.Argument(..., help="The model to push (its image)."),
-    target: str = typer.Argument(..., help="REGISTRY/REPO[:TAG], e.g. 127.0.0.1:5000/team/NAME:v1."),
-    username: Optional[str] = typer.Option(None, "--username", "-u", help="With --password-stdin; default: the Docker config's credentials."),
-    password_stdin: bool = typer.Option(False, "--password-stdin", help="Read the password from stdin (never from a flag)."),
-) -> None:
-    """Push the image to a registry; layers it already has are not uploaded again."""
-    from builder.cli._registry import push_cli
-
-    push_cli("model", ref, target, username, password_stdin)
+add_push_command(app, "model")
