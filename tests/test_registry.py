@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import base64
+import io
 import json
 import re
 import shutil
 import socket
 import subprocess
+import threading
 import time
 
 import pytest
@@ -18,29 +21,109 @@ from tests.test_model import model_dir  # noqa: F401
 pytestmark = pytest.mark.docker
 
 
+class Registry:
+    """Debian's docker-registry on a loopback port: plain, or htpasswd auth over TLS with a self-signed CA.
+
+    Its blobs live in ``root/blobs`` and its access log in ``root/registry.log``, so a test can stop it and start
+    it again on the same port and storage, as a registry that died and came back.
+    """
+
+    USER, PASSWORD = "alice", "s3cret-Passw0rd"
+
+    def __init__(self, root, *, secure: bool = False):
+        self.binary = shutil.which("docker-registry")
+        if self.binary is None:
+            pytest.skip("docker-registry is not installed")
+        self.root, self.secure, self.proc = root, secure, None
+        root.mkdir(parents=True, exist_ok=True)
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self.address = f"127.0.0.1:{self.port}"
+        self.log = root / "registry.log"
+        extra = ""
+        if secure:
+            self.certs = root / "certs"
+            self._make_certs(self.certs)
+            subprocess.run(["htpasswd", "-Bbc", str(root / "htpasswd"), self.USER, self.PASSWORD], check=True,
+                           capture_output=True)
+            extra = (f"  tls:\n    certificate: {self.certs / 'server.crt'}\n    key: {self.certs / 'server.key'}\n"
+                     f"auth:\n  htpasswd:\n    realm: swcli-test\n    path: {root / 'htpasswd'}\n")
+        self.config = root / "registry.yml"
+        self.config.write_text(f"version: 0.1\nlog:\n  level: info\n  accesslog:\n    disabled: false\nstorage:\n"
+                               f"  filesystem:\n    rootdirectory: {root / 'blobs'}\n  delete:\n    enabled: true\n"
+                               f"http:\n  addr: {self.address}\n{extra}")
+        self.start()
+
+    @staticmethod
+    def _make_certs(certs) -> None:
+        """A CA and a server certificate for IP 127.0.0.1 signed by it; skopeo trusts the CA via --cert-dir."""
+        if shutil.which("openssl") is None:
+            pytest.skip("openssl is not installed")
+        certs.mkdir()
+        run = lambda *a: subprocess.run(["openssl", *a], cwd=certs, check=True, capture_output=True)  # noqa: E731
+        run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.crt", "-days", "2",
+            "-subj", "/CN=swcli test CA")
+        run("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "server.key", "-out", "server.csr",
+            "-subj", "/CN=127.0.0.1")
+        (certs / "san.ext").write_text("subjectAltName=IP:127.0.0.1\n")
+        run("x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
+            "-out", "server.crt", "-days", "2", "-extfile", "san.ext")
+        (certs / "trust").mkdir()  # what Docker's certs.d/<host:port>/ holds: the CA alone (a *.key means client auth)
+        shutil.copy(certs / "ca.crt", certs / "trust" / "ca.crt")
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen([self.binary, "serve", str(self.config)], stdout=open(self.log, "ab"),
+                                     stderr=subprocess.STDOUT)
+        for _ in range(100):
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
+                return
+            except OSError:
+                time.sleep(0.1)
+        raise RuntimeError(f"docker-registry did not start; see {self.log}")
+
+    def kill(self) -> None:
+        """Die the hard way, mid-request: no graceful shutdown."""
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(timeout=10)
+
+    def skopeo(self, *args: str, creds: bool = True) -> subprocess.CompletedProcess:
+        """Run skopeo against this registry, verifying TLS with our CA when secure."""
+        if shutil.which("skopeo") is None:
+            pytest.skip("skopeo is not installed")
+        command = ["skopeo", *args]
+        if self.secure:
+            command[2:2] = ["--cert-dir", str(self.certs / "trust"), "--tls-verify=true"]
+            command[2:2] = ["--creds", f"{self.USER}:{self.PASSWORD}"] if creds else ["--no-creds"]
+        else:
+            command[2:2] = ["--tls-verify=false"]
+        return subprocess.run(command, capture_output=True, text=True)
+
+
 @pytest.fixture()
-def registry(tmp_path):
-    """A registry on a free loopback port, its access log in a file; stopped afterwards."""
-    binary = shutil.which("docker-registry")
-    if binary is None:
-        pytest.skip("docker-registry is not installed")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    config = tmp_path / "registry.yml"
-    config.write_text(f"version: 0.1\nlog:\n  level: info\n  accesslog:\n    disabled: false\nstorage:\n  filesystem:\n"
-                      f"    rootdirectory: {tmp_path / 'blobs'}\nhttp:\n  addr: 127.0.0.1:{port}\n")
-    log = tmp_path / "registry.log"
-    proc = subprocess.Popen([binary, "serve", str(config)], stdout=open(log, "wb"), stderr=subprocess.STDOUT)
-    for _ in range(50):
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            break
-        except OSError:
-            time.sleep(0.1)
-    yield f"127.0.0.1:{port}", log
-    proc.terminate()
-    proc.wait(timeout=10)
+def plain_registry(tmp_path):
+    reg = Registry(tmp_path / "plain")
+    yield reg
+    reg.stop()
+
+
+@pytest.fixture()
+def secure_registry(tmp_path):
+    reg = Registry(tmp_path / "secure", secure=True)
+    yield reg
+    reg.stop()
+
+
+@pytest.fixture()
+def registry(plain_registry):
+    return plain_registry.address, plain_registry.log
 
 
 def uploaded_blobs(log) -> int:
@@ -48,8 +131,8 @@ def uploaded_blobs(log) -> int:
     return len(re.findall(r'"PUT /v2/[^ ]+/blobs/uploads/[^ ]+digest=sha256', log.read_text()))
 
 
-def test_push_sends_only_changed_layers_and_pull_restores_the_image(engine, cli, project, tiny_runtime, registry):  # noqa: F811
-    address, log = registry
+def test_push_sends_only_changed_layers(engine, cli, project, tiny_runtime, plain_registry):  # noqa: F811
+    address, log = plain_registry.address, plain_registry.log
     model_dir, data_dir = project
     assert cli("model", "build", model_dir, "--skip-gen-env", "--runtime", tiny_runtime).code == 0
     res = cli("model", "push", "modthree", f"{address}/team/modthree:v1")
@@ -57,10 +140,10 @@ def test_push_sends_only_changed_layers_and_pull_restores_the_image(engine, cli,
     first = uploaded_blobs(log)
     layers = len(engine.images.get("swmp/modthree:latest").attrs["RootFS"]["Layers"])
     assert first == layers + 1  # every layer and the config blob
-    inspect = subprocess.run(["skopeo", "inspect", "--tls-verify=false", f"docker://{address}/team/modthree:v1"],
-                             capture_output=True, text=True, check=True) if shutil.which("skopeo") else None
-    if inspect is not None:
-        assert json.loads(inspect.stdout)["Labels"]["io.swcli.name"] == "modthree"
+    inspect = plain_registry.skopeo("inspect", f"docker://{address}/team/modthree:v1")
+    assert inspect.returncode == 0, inspect.stderr
+    assert json.loads(inspect.stdout)["Labels"]["io.swcli.name"] == "modthree"
+    assert re.search(r"@sha256:[0-9a-f]{64}: \d+ layer\(s\) uploaded", res.out)
 
     with open(model_dir / "code" / "ppl.py", "a") as fh:
         fh.write("\n# code-only change\n")
@@ -71,12 +154,186 @@ def test_push_sends_only_changed_layers_and_pull_restores_the_image(engine, cli,
     assert second == 3  # the code layer, the manifest layer and the image config: env, swcli, weights not re-sent
     assert "already there" in res.out
 
-    version = Store().resolve("model", "modthree").version
-    for tag in (f"swmp/modthree:{version}", "swmp/modthree:latest", f"{address}/team/modthree:v2"):
-        engine.images.remove(tag, force=True)
-    res = cli("pull", f"{address}/team/modthree:v2")
+
+def test_pulled_images_work_on_a_fresh_store_as_if_built_there(engine, cli, project, tiny_runtime, plain_registry,  # noqa: F811
+                                                               tmp_path, monkeypatch):
+    """Push model, dataset and runtime; on an empty store with the local tags gone, pull them back: refs, `info`
+    and `job run` work, and the metrics equal those of the run made before the push."""
+    address = plain_registry.address
+    model_dir, data_dir = project
+    assert cli("dataset", "build", data_dir).code == 0
+    assert cli("model", "build", model_dir, "--skip-gen-env", "--runtime", tiny_runtime).code == 0
+    assert cli("job", "run", "--model", "modthree", "--dataset", "tiny", "-o", tmp_path / "before").code == 0
+    runtime_name, runtime_version = tiny_runtime.split("/", 1)[1].split(":")  # an image with no store entry
+    for kind, ref, name in (("model", "modthree", "modthree"), ("dataset", "tiny", "tiny"),
+                            ("runtime", tiny_runtime, runtime_name)):
+        res = cli(kind, "push", ref, f"{address}/team/{name}:v1")
+        assert res.code == 0, res.err
+    store = Store()
+    versions = {"model": store.resolve("model", "modthree").version, "dataset": store.resolve("dataset", "tiny").version,
+                "runtime": runtime_version}
+
+    monkeypatch.setenv("SWCLI_HOME", str(tmp_path / "fresh-home"))
+    for prefix, name, kind in (("swmp", "modthree", "model"), ("swds", "tiny", "dataset")):
+        for tag in (f"{prefix}/{name}:{versions[kind]}", f"{prefix}/{name}:latest", f"{address}/team/{name}:v1"):
+            engine.images.remove(tag, force=True)
+    for name in ("modthree", "tiny", runtime_name):
+        res = cli("pull", f"{address}/team/{name}:v1")
+        assert res.code == 0, res.err
+    assert engine.images.get(f"swmp/modthree:{versions['model']}").labels["io.swcli.version"] == versions["model"]
+    for kind, ref in (("model", "modthree"), ("dataset", "tiny"), ("runtime", runtime_name)):
+        res = cli(kind, "info", ref, "-o", "json")
+        assert res.code == 0, res.err
+        assert json.loads(res.out)["version"] == versions[kind]
+    assert cli("dataset", "info", "tiny", "--verify").code == 0  # the shards came out of the image intact
+    res = cli("job", "run", "--model", "modthree", "--dataset", "tiny", "-o", tmp_path / "after")
     assert res.code == 0, res.err
-    assert engine.images.get(f"swmp/modthree:{version}").labels["io.swcli.version"] == version
+    assert (tmp_path / "after" / "metrics.json").read_bytes() == (tmp_path / "before" / "metrics.json").read_bytes()
+
+
+@pytest.fixture()
+def docker_config(tmp_path, monkeypatch):
+    """A private Docker config folder, so no test reads or writes the user's ~/.docker/config.json."""
+    folder = tmp_path / "docker-config"
+    monkeypatch.setenv("DOCKER_CONFIG", str(folder))
+    return folder / "config.json"
+
+
+def stdin(monkeypatch, text: str) -> None:
+    monkeypatch.setattr("sys.stdin", io.StringIO(text))
+
+
+def test_login_push_pull_over_tls_with_htpasswd(engine, cli, project, tiny_runtime, secure_registry,  # noqa: F811
+                                                docker_config, monkeypatch):
+    reg, user, password = secure_registry, Registry.USER, Registry.PASSWORD
+    model_dir, _ = project
+    assert cli("model", "build", model_dir, "--skip-gen-env", "--runtime", tiny_runtime).code == 0
+    target = f"{reg.address}/team/modthree:v1"
+
+    res = cli("model", "push", "modthree", target)  # no credentials anywhere yet
+    assert res.code == 5 and len(res.err.strip().splitlines()) == 1, res.err
+    assert "push of" in res.err and "auth" in res.err.lower()
+
+    stdin(monkeypatch, "wrong-password\n")
+    res = cli("login", reg.address, "-u", user, "--password-stdin")
+    assert res.code == 5 and len(res.err.strip().splitlines()) == 1, res.err
+    assert f"login to {reg.address} failed" in res.err and "401" in res.err
+    assert not docker_config.exists()  # a failed login stores nothing
+
+    stdin(monkeypatch, password + "\n")
+    res = cli("login", reg.address, "-u", user, "--password-stdin")
+    assert res.code == 0, res.err
+    assert oct(docker_config.stat().st_mode & 0o777) == "0o600"
+    assert reg.address in json.loads(docker_config.read_text())["auths"]
+
+    res = cli("model", "push", "modthree", target)
+    assert res.code == 0, res.err
+    assert password not in res.out + res.err
+    inspect = reg.skopeo("inspect", f"docker://{target}")  # TLS verified against our CA, with the credentials
+    assert inspect.returncode == 0, inspect.stderr
+    assert json.loads(inspect.stdout)["Labels"]["io.swcli.name"] == "modthree"
+    assert reg.skopeo("inspect", f"docker://{target}", creds=False).returncode != 0  # the registry does ask
+
+    # the password is nowhere in what was built or pushed: not in the image's config, labels or history
+    image = engine.images.get("swmp/modthree:latest")
+    secrets = (password, base64.b64encode(f"{user}:{password}".encode()).decode())
+    written = json.dumps(image.attrs) + json.dumps(image.history())
+    for blob in (reg.root / "blobs").rglob("data"):
+        written += blob.read_bytes().decode("latin-1")
+    assert not any(secret in written for secret in secrets)
+
+    version = Store().resolve("model", "modthree").version
+    for tag in (f"swmp/modthree:{version}", "swmp/modthree:latest", target):
+        engine.images.remove(tag, force=True)
+    res = cli("pull", target)
+    assert res.code == 0, res.err
+    assert engine.images.get(f"swmp/modthree:{version}").id == image.id
+
+    assert cli("logout", reg.address).code == 0
+    assert reg.address not in json.loads(docker_config.read_text())["auths"]
+    res = cli("model", "push", "modthree", f"{reg.address}/team/modthree:v2")
+    assert res.code == 5 and "auth" in res.err.lower(), res.err
+
+
+def test_wrong_credentials_on_the_command_line_are_one_line(engine, cli, project, tiny_runtime, secure_registry,  # noqa: F811
+                                                             docker_config, monkeypatch):
+    model_dir, _ = project
+    assert cli("model", "build", model_dir, "--skip-gen-env", "--runtime", tiny_runtime).code == 0
+    target = f"{secure_registry.address}/team/modthree:v1"
+    stdin(monkeypatch, "not-the-password\n")
+    res = cli("model", "push", "modthree", target, "-u", Registry.USER, "--password-stdin")
+    assert res.code == 5 and len(res.err.strip().splitlines()) == 1, res.err
+    assert "not-the-password" not in res.out + res.err
+    stdin(monkeypatch, Registry.PASSWORD + "\n")
+    res = cli("model", "push", "modthree", target, "-u", Registry.USER, "--password-stdin")
+    assert res.code == 0, res.err
+    assert not docker_config.exists()  # per-call credentials are not stored
+    res = cli("model", "push", "modthree", target, "--password-stdin")
+    assert res.code != 0 and "--password-stdin needs --username" in res.err
+
+
+def test_copy_between_registries_sends_only_missing_layers(engine, cli, project, tiny_runtime, plain_registry,  # noqa: F811
+                                                           secure_registry, docker_config, monkeypatch):
+    model_dir, _ = project
+    plain, secure = plain_registry, secure_registry
+    stdin(monkeypatch, Registry.PASSWORD + "\n")
+    assert cli("login", secure.address, "-u", Registry.USER, "--password-stdin").code == 0
+    assert cli("model", "build", model_dir, "--skip-gen-env", "--runtime", tiny_runtime).code == 0
+    assert cli("model", "push", "modthree", f"{plain.address}/team/modthree:v1").code == 0
+
+    res = cli("copy", f"{plain.address}/team/modthree:v1", f"{secure.address}/mirror/modthree:v1")
+    assert res.code == 0, res.err
+    source = json.loads(plain.skopeo("inspect", f"docker://{plain.address}/team/modthree:v1").stdout)
+    copied = json.loads(secure.skopeo("inspect", f"docker://{secure.address}/mirror/modthree:v1").stdout)
+    assert copied["Layers"] == source["Layers"] and copied["Labels"] == source["Labels"]
+    full = uploaded_blobs(secure.log)
+    assert full == len(source["Layers"]) + 1
+
+    with open(model_dir / "code" / "ppl.py", "a") as fh:
+        fh.write("\n# code-only change\n")
+    assert cli("model", "build", model_dir, "--skip-gen-env", "--runtime", tiny_runtime).code == 0
+    assert cli("model", "push", "modthree", f"{plain.address}/team/modthree:v2").code == 0
+    res = cli("copy", f"{plain.address}/team/modthree:v2", f"{secure.address}/mirror/modthree:v2")
+    assert res.code == 0, res.err
+    assert uploaded_blobs(secure.log) - full == 3
+
+    res = cli("copy", f"{plain.address}/team/nothing:v1", f"{secure.address}/mirror/nothing:v1")
+    assert res.code == 5 and "pull of" in res.err and len(res.err.strip().splitlines()) == 1
+
+
+def test_registry_dying_mid_push_leaves_nothing_corrupt_and_the_next_push_completes(engine, cli, tiny_runtime,
+                                                                                   plain_registry, tmp_path):
+    """Kill the registry as soon as it has started taking a layer; the push fails in one line, the registry
+    has no tag for the half-sent image, and once it is back the same push completes and every blob verifies."""
+    reg = plain_registry
+    target = f"{reg.address}/team/env:v1"
+    killed = threading.Event()
+
+    def kill_on_first_upload() -> None:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            if reg.log.exists() and re.search(r'"POST /v2/team/env/blobs/uploads/', reg.log.read_text()):
+                reg.kill()
+                killed.set()
+                return
+            time.sleep(0.02)
+
+    watcher = threading.Thread(target=kill_on_first_upload, daemon=True)
+    watcher.start()
+    res = cli("runtime", "push", tiny_runtime, target)
+    watcher.join(timeout=5)
+    assert killed.is_set(), "the push finished before the registry could be killed"
+    assert res.code == 5 and len(res.err.strip().splitlines()) == 1 and "push of" in res.err, res.err
+    assert engine.images.get(tiny_runtime)  # the local image is untouched
+
+    reg.start()
+    assert reg.skopeo("inspect", f"docker://{target}").returncode != 0  # no tag points at a half-pushed image
+    res = cli("runtime", "push", tiny_runtime, target)
+    assert res.code == 0, res.err
+    copied = reg.skopeo("copy", f"docker://{target}", f"oci:{tmp_path / 'verify'}:v1")  # checks every blob's digest
+    assert copied.returncode == 0, copied.stderr
+    manifest = json.loads(reg.skopeo("inspect", "--raw", f"docker://{target}").stdout)
+    assert len(manifest["layers"]) == len(engine.images.get(tiny_runtime).attrs["RootFS"]["Layers"])
 
 
 def test_unreachable_registry_is_one_line(engine, cli, project, tiny_runtime):  # noqa: F811

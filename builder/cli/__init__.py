@@ -14,6 +14,7 @@ import typer
 from builder import __version__
 from builder.cli import dataset, job, model, runtime
 from builder.cli import eval as eval_cli
+from builder.cli._registry import add_registry_commands
 from builder.errors import SwcliError
 
 app = typer.Typer(
@@ -28,21 +29,7 @@ app.add_typer(model.app, name="model")
 app.add_typer(runtime.app, name="runtime")
 app.add_typer(job.app, name="job")
 app.add_typer(eval_cli.app, name="eval")
-
-
-@app.command("pull")
-def pull(
-    target: str = typer.Argument(..., help="REGISTRY/REPO[:TAG] of an swcli image."),
-    username: str = typer.Option(None, "--username", "-u"),
-    password_stdin: bool = typer.Option(False, "--password-stdin"),
-) -> None:
-    """Pull an swcli image and tag it locally by its labels (swds/, swmp/, swrt/NAME:VERSION)."""
-    from builder.cli._output import console
-    from builder.cli._registry import auth_from
-    from builder.services.registry import pull as pull_service
-
-    result = pull_service(target, auth=auth_from(username, password_stdin), log=lambda line: typer.echo(line, err=True))
-    console.print(f"pulled {target} as {result.ref}")
+add_registry_commands(app)
 
 
 def _version_callback(value: bool) -> None:

@@ -21,3 +21,40 @@ def record_progress(description: str, total: int | None = None) -> Iterator[Call
     with Progress(*columns, transient=True) as bar:
         task = bar.add_task(description, total=total)
         yield lambda done: bar.update(task, completed=done)
+
+
+LAYER_DONE = {"Pushed", "Layer already exists", "Pull complete", "Already exists"}
+
+
+@contextlib.contextmanager
+def layer_progress(description: str) -> Iterator[Callable]:
+    """Yield ``on_progress(LayerProgress)`` for a push or pull: one byte bar per layer on a terminal, else one
+    line per finished layer on stderr (what a CI log wants)."""
+    if not sys.stderr.isatty():
+        def log_done(event) -> None:
+            if event.status in LAYER_DONE or event.status.startswith("Retrying"):
+                print(f"{event.layer}: {event.status}", file=sys.stderr)
+
+        yield log_done
+        return
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
+
+    with Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
+                  transient=True) as bar:
+        tasks: dict[str, object] = {}
+        totals: dict[str, int] = {}
+
+        def show(event) -> None:
+            if event.layer not in tasks:
+                tasks[event.layer] = bar.add_task(f"{description} {event.layer}", total=None)
+            task = tasks[event.layer]
+            if event.total:
+                totals[event.layer] = event.total
+                bar.update(task, completed=event.current or 0, total=event.total)
+            if event.status.startswith("Retrying"):  # the engine retries a failed upload 5 times, waiting longer each
+                bar.update(task, description=f"{event.layer}: {event.status}")
+            if event.status in LAYER_DONE:
+                total = totals.get(event.layer, 1)
+                bar.update(task, description=f"{event.layer}: {event.status}", completed=total, total=total)
+
+        yield show

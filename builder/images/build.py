@@ -332,35 +332,10 @@ def describe(result: ImageResult) -> str:
 
 
 def export_dataset_image(image: str, directory: Path, *, client=None) -> int:
-    """Copy /dataset out of a dataset image into ``directory`` (created; must be empty); returns files written.
+    """Copy /dataset out of a dataset image into ``directory`` (created; must be empty); returns files written."""
+    from builder.images.engine import copy_out
 
-    Goes through a created (never started) container and `get_archive`, streamed to a temp file, and unpacks
-    into a sibling temp folder renamed into place, so a failure leaves no half-exported folder.
-    """
     client = client or connect()
-    directory = Path(directory)
-    if directory.exists() and any(directory.iterdir()):
-        raise SwcliError(f"{directory} is not empty; export into a new folder")
     if not image_exists(client, image):
         raise DockerError(f"image {image} is not in the local engine")
-    container = client.containers.create(image, command=["true"])
-    staging = Path(tempfile.mkdtemp(prefix=".swcli-export-", dir=directory.parent if directory.parent.exists() else None))
-    try:
-        with tempfile.TemporaryFile() as tar_file:
-            stream, _ = container.get_archive("/dataset/.")
-            for chunk in stream:
-                tar_file.write(chunk)
-            tar_file.seek(0)
-            with tarfile.open(fileobj=tar_file) as tar:
-                members = [m for m in tar.getmembers() if m.isfile() or m.isdir()]
-                tar.extractall(staging, members=members, filter="data")
-        root = staging / "." if (staging / "manifest.json").exists() else next(p for p in staging.iterdir() if p.is_dir())
-        if directory.exists():
-            directory.rmdir()
-        Path(root).rename(directory)
-        return sum(1 for p in directory.rglob("*") if p.is_file())
-    finally:
-        container.remove(force=True)
-        import shutil
-
-        shutil.rmtree(staging, ignore_errors=True)
+    return copy_out(client, image, "/dataset", Path(directory))

@@ -82,3 +82,38 @@ def save_image(client, ref: str, path: Path) -> Path:
         for chunk in client.images.get(ref).save(named=True):
             fh.write(chunk)
     return path
+
+
+def copy_out(client, image: str, path: str, directory: Path) -> int:
+    """Copy the folder ``path`` of ``image`` into ``directory`` (new or empty); returns the files written.
+
+    Goes through a created (never started) container and `get_archive`, streamed to a temp file, and unpacks
+    into a sibling temp folder renamed into place, so a failure leaves no half-copied folder. Only regular files
+    and folders are unpacked (tarfile's "data" filter), so an image cannot write outside ``directory``.
+    """
+    import shutil
+    import tarfile
+    import tempfile
+
+    directory = Path(directory)
+    if directory.exists() and any(directory.iterdir()):
+        raise DockerError(f"{directory} is not empty; copy into a new folder")
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    container = client.containers.create(image, command=["true"])
+    staging = Path(tempfile.mkdtemp(prefix=".swcli-copy-", dir=directory.parent))
+    try:
+        with tempfile.TemporaryFile() as tar_file:
+            stream, _ = container.get_archive(f"{path.rstrip('/')}/.")
+            for chunk in stream:
+                tar_file.write(chunk)
+            tar_file.seek(0)
+            with tarfile.open(fileobj=tar_file) as tar:
+                members = [m for m in tar.getmembers() if m.isfile() or m.isdir()]
+                tar.extractall(staging, members=members, filter="data")
+        if directory.exists():
+            directory.rmdir()
+        staging.rename(directory)  # `get_archive("X/.")` names X's entries "./...": staging is X's copy
+        return sum(1 for p in directory.rglob("*") if p.is_file())
+    finally:
+        container.remove(force=True)
+        shutil.rmtree(staging, ignore_errors=True)

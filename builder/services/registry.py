@@ -1,21 +1,39 @@
-"""Pushing and pulling swcli images through the Docker engine, with per-layer progress and in-band errors.
+"""Pushing, pulling and copying swcli images through the Docker engine, and remembering registry credentials.
 
 docker-py's push and pull answer HTTP 200 and report failures inside the stream (docker-py #3161), so every
-event is checked for `error`/`errorDetail`. Credentials come from the Docker config the engine already uses
-(`docker login`), or `--username` with the password on stdin; they are passed per call, never logged or written.
-Layers the registry already has are not uploaded again: the engine checks each blob first ("Layer already exists").
+event is checked for `error`/`errorDetail`. Credentials come, in this order, from `--username` with the password
+on stdin (passed to the engine for that one call), or from the Docker config the engine's clients already share
+(`swcli login` writes it the way `docker login` does, through a credential helper when one is configured). They
+are never logged, echoed, or written into an image or label. Layers the registry already has are not uploaded
+again: the engine checks each blob first ("Layer already exists").
 """
 
 from __future__ import annotations
 
+import base64
+import json
+import os
 from dataclasses import dataclass, field
-from typing import Callable
+from pathlib import Path
+from typing import Callable, Iterable
 
 from builder.errors import RegistryError
 from builder.images.engine import connect, image_exists
 
-Log = Callable[[str], None]
 KIND_PREFIX = {"dataset": "swds", "model": "swmp", "runtime": "swrt"}
+
+
+@dataclass(frozen=True)
+class LayerProgress:
+    """One event of a transfer, as the engine reports it per layer: ``current``/``total`` bytes while moving."""
+
+    layer: str
+    status: str
+    current: int | None = None
+    total: int | None = None
+
+
+OnProgress = Callable[[LayerProgress], None]
 
 
 @dataclass
@@ -35,10 +53,59 @@ def split_target(target: str) -> tuple[str, str]:
     return target, "latest"
 
 
-def _check(event: dict, what: str) -> None:
-    if "error" in event or "errorDetail" in event:
-        detail = (event.get("errorDetail") or {}).get("message") or event.get("error")
-        raise RegistryError(f"{what} failed: {' '.join(str(detail).split())}")
+def _one_line(text: object) -> str:
+    """One line of an engine error: an APIError's own explanation, not its HTTP wrapper."""
+    return " ".join(str(getattr(text, "explanation", None) or text).split())
+
+
+def _events(stream: Iterable[dict], what: str, on_progress: OnProgress | None) -> Iterable[dict]:
+    """Yield the engine's events, raising on an in-band error and reporting per-layer progress on the way."""
+    for event in stream:
+        if "error" in event or "errorDetail" in event:
+            detail = (event.get("errorDetail") or {}).get("message") or event.get("error")
+            raise RegistryError(f"{what} failed: {_one_line(detail)}")
+        if on_progress and event.get("id") and event.get("status"):
+            detail = event.get("progressDetail") or {}
+            on_progress(LayerProgress(event["id"], event["status"], detail.get("current"), detail.get("total")))
+        yield event
+
+
+def _push_tagged(client, repo: str, tag: str, auth: dict | None, on_progress: OnProgress | None) -> TransferResult:
+    from docker.errors import APIError, DockerException
+
+    result = TransferResult(f"{repo}:{tag}")
+    what = f"push of {repo}:{tag}"
+    try:
+        for event in _events(client.api.push(repo, tag, stream=True, decode=True, auth_config=auth), what, on_progress):
+            status, layer, aux = event.get("status", ""), event.get("id", ""), event.get("aux") or {}
+            if status == "Pushed":
+                result.pushed.append(layer)
+            elif status == "Layer already exists":
+                result.existing.append(layer)
+            result.digest = aux.get("Digest") or result.digest
+    except (APIError, DockerException) as err:
+        raise RegistryError(f"{what} failed: {_one_line(err)}") from None
+    if result.digest is None:
+        raise RegistryError(f"{what} failed: the engine reported no manifest digest")
+    return result
+
+
+def _pull_labelled(client, target: str, auth: dict | None, on_progress: OnProgress | None):
+    """Pull ``target``; return the image after checking it is an swcli image (its labels say what it is)."""
+    from docker.errors import APIError, DockerException
+
+    repo, tag = split_target(target)
+    what = f"pull of {repo}:{tag}"
+    try:
+        for _ in _events(client.api.pull(repo, tag, stream=True, decode=True, auth_config=auth), what, on_progress):
+            pass
+        image = client.images.get(f"{repo}:{tag}")
+    except (APIError, DockerException) as err:
+        raise RegistryError(f"{what} failed: {_one_line(err)}") from None
+    labels = image.labels or {}
+    if labels.get("io.swcli.kind") not in KIND_PREFIX or not labels.get("io.swcli.name") or not labels.get("io.swcli.version"):
+        raise RegistryError(f"{repo}:{tag} carries no swcli labels (io.swcli.kind/name/version); not an swcli image")
+    return image
 
 
 def source_image(kind: str, ref: str, store=None) -> str:
@@ -52,55 +119,171 @@ def source_image(kind: str, ref: str, store=None) -> str:
     return image_of(kind, ref, store or Store())
 
 
-def push(kind: str, ref: str, target: str, *, auth: dict | None = None, client=None, log: Log | None = None) -> TransferResult:
+def push(kind: str, ref: str, target: str, *, auth: dict | None = None, client=None,
+         on_progress: OnProgress | None = None) -> TransferResult:
     """Tag the local image of ``ref`` as ``target`` and push it; returns which layers went up and which existed."""
-    from docker.errors import APIError, DockerException
-
     client = client or connect()
     image = source_image(kind, ref)
     if not image_exists(client, image):
         raise RegistryError(f"image {image} is not in the local engine; build it first (swcli {kind} build)")
     repo, tag = split_target(target)
     client.images.get(image).tag(repo, tag)
-    result = TransferResult(f"{repo}:{tag}")
-    log = log or (lambda line: None)
-    try:
-        for event in client.api.push(repo, tag, stream=True, decode=True, auth_config=auth):
-            _check(event, f"push of {repo}:{tag}")
-            status, layer = event.get("status", ""), event.get("id", "")
-            if status == "Pushed":
-                result.pushed.append(layer)
-            elif status == "Layer already exists":
-                result.existing.append(layer)
-            elif "digest" in (event.get("aux") or {}):
-                result.digest = event["aux"]["Digest"] if "Digest" in event["aux"] else event["aux"]["digest"]
-            if status in ("Pushed", "Layer already exists") or status.startswith(tag):
-                log(f"{layer}: {status}" if layer else status)
-    except (APIError, DockerException) as err:
-        raise RegistryError(f"push of {repo}:{tag} failed: {' '.join(str(err).split())}") from None
+    return _push_tagged(client, repo, tag, auth, on_progress)
+
+
+def pull(target: str, *, auth: dict | None = None, client=None, on_progress: OnProgress | None = None,
+         store=None, record: bool = True) -> TransferResult:
+    """Pull ``target``, tag it as the local swcli name its labels give (`swmp/<name>:<version>`, `:latest`) and,
+    unless ``record`` is off, record it in the local store, so refs, `info` and `job run` work as if built here."""
+    from builder.store import Store
+
+    client = client or connect()
+    repo, _ = split_target(target)
+    image = _pull_labelled(client, target, auth, on_progress)
+    labels = image.labels
+    local = f"{KIND_PREFIX[labels['io.swcli.kind']]}/{labels['io.swcli.name']}"
+    image.tag(local, labels["io.swcli.version"])
+    image.tag(local, "latest")
+    if record:
+        record_pulled(client, image, target, store or Store())
+    result = TransferResult(f"{local}:{labels['io.swcli.version']}")
+    result.digest = next((d.rpartition("@")[2] for d in image.attrs.get("RepoDigests") or [] if d.startswith(repo + "@")), None)
     return result
 
 
-def pull(target: str, *, auth: dict | None = None, client=None, log: Log | None = None) -> TransferResult:
-    """Pull ``target`` and tag it as the local swcli name its labels give (`swmp/<name>:<version>`, `:latest`)."""
+# where each kind's store entry lives inside its image; a runtime's entry is only its manifest, made from labels
+ENTRY_IN_IMAGE = {"dataset": "/dataset", "model": "/opt/swcli/model"}
+
+
+def record_pulled(client, image, target: str, store):
+    """Put a pulled image's store entry in place: copied out of the image (dataset shards, model source and
+    manifest) or, for a runtime, written from its labels. An entry already present is left as it is."""
+    from builder.errors import RefNotFoundError
+    from builder.images.engine import copy_out
+    from builder.store import utc_now, write_json_atomic
+
+    labels = image.labels
+    kind, name, version = labels["io.swcli.kind"], labels["io.swcli.name"], labels["io.swcli.version"]
+    try:
+        return store.resolve(kind, f"{name}:{version}")
+    except RefNotFoundError:
+        pass
+    with store.stage(kind) as staged:
+        if kind in ENTRY_IN_IMAGE:
+            copy_out(client, image.id, ENTRY_IN_IMAGE[kind], staged)
+            manifest = json.loads((staged / "manifest.json").read_text())
+            if manifest.get("version") != version:
+                raise RegistryError(f"{target}: the manifest inside says version {manifest.get('version')}, "
+                                    f"the label says {version}; not recording it")
+        else:
+            write_json_atomic(staged / "manifest.json", {
+                "kind": kind, "name": name, "version": version, "mode": labels.get("io.swcli.env-mode"),
+                "image": f"{KIND_PREFIX[kind]}/{name}:{version}", "image_id": image.id, "created": utc_now(),
+                "source": f"pulled from {target}"})
+        return store.publish(kind, name, version, staged)
+
+
+def copy(source: str, target: str, *, source_auth: dict | None = None, target_auth: dict | None = None, client=None,
+         on_progress: OnProgress | None = None) -> TransferResult:
+    """Copy an swcli image from one registry to another through the engine: pull ``source``, push as ``target``.
+
+    The engine keeps the layers it pulled, so copying the next version of a model moves only its changed layers
+    both ways. The local swcli tags are left as they were: a copy is not a pull.
+    """
+    client = client or connect()
+    image = _pull_labelled(client, source, source_auth, on_progress)
+    repo, tag = split_target(target)
+    image.tag(repo, tag)
+    return _push_tagged(client, repo, tag, target_auth, on_progress)
+
+
+# --- credentials -------------------------------------------------------------------------------------------------
+
+def docker_config_path() -> Path:
+    """Where the Docker CLI and docker-py read credentials: ``$DOCKER_CONFIG/config.json`` or ``~/.docker``."""
+    return Path(os.environ.get("DOCKER_CONFIG") or Path.home() / ".docker") / "config.json"
+
+
+def _read_config(path: Path) -> dict:
+    if not path.exists():
+        return {}
+    try:
+        config = json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        raise RegistryError(f"{path}: not a readable Docker config ({_one_line(err)})") from None
+    if not isinstance(config, dict):
+        raise RegistryError(f"{path}: not a Docker config (expected a JSON object)")
+    return config
+
+
+def _write_config(path: Path, config: dict) -> None:
+    """Write the config readable by its owner only (it may hold base64 credentials), in one rename."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        json.dump(config, fh, indent=2)
+        fh.write("\n")
+    os.replace(tmp, path)
+
+
+def _helper_for(config: dict, registry: str) -> str | None:
+    return (config.get("credHelpers") or {}).get(registry) or config.get("credsStore")
+
+
+def login(registry: str, username: str, password: str, *, client=None) -> Path:
+    """Check the credentials with the registry (through the engine), then store them for later pushes and pulls.
+
+    Stored the way `docker login` stores them, so both tools share one login: through the configured credential
+    helper when there is one, otherwise base64 in the config file, which is created with mode 0600.
+    """
     from docker.errors import APIError, DockerException
 
+    if not username or not password:
+        raise RegistryError(f"login to {registry} needs a username and a non-empty password")
     client = client or connect()
-    repo, tag = split_target(target)
-    log = log or (lambda line: None)
     try:
-        for event in client.api.pull(repo, tag, stream=True, decode=True, auth_config=auth):
-            _check(event, f"pull of {repo}:{tag}")
-            if event.get("status") in ("Pull complete", "Already exists"):
-                log(f"{event.get('id')}: {event['status']}")
+        client.login(username=username, password=password, registry=registry, reauth=True)
     except (APIError, DockerException) as err:
-        raise RegistryError(f"pull of {repo}:{tag} failed: {' '.join(str(err).split())}") from None
-    image = client.images.get(f"{repo}:{tag}")
-    labels = image.labels or {}
-    kind, name, version = labels.get("io.swcli.kind"), labels.get("io.swcli.name"), labels.get("io.swcli.version")
-    if kind not in KIND_PREFIX or not name or not version:
-        raise RegistryError(f"{repo}:{tag} carries no swcli labels (io.swcli.kind/name/version); not an swcli image")
-    local = f"{KIND_PREFIX[kind]}/{name}"
-    image.tag(local, version)
-    image.tag(local, "latest")
-    return TransferResult(f"{local}:{version}")
+        raise RegistryError(f"login to {registry} failed: {_one_line(err)}") from None
+    path = docker_config_path()
+    config = _read_config(path)
+    helper = _helper_for(config, registry)
+    if helper:
+        from docker.credentials import Store as CredentialStore
+        from docker.credentials.errors import StoreError
+
+        try:
+            CredentialStore(helper).store(server=registry, username=username, secret=password)
+        except StoreError as err:
+            raise RegistryError(f"login to {registry}: credential helper docker-credential-{helper} failed: "
+                                f"{_one_line(err)}") from None
+        config.setdefault("auths", {}).setdefault(registry, {})
+    else:
+        token = base64.b64encode(f"{username}:{password}".encode()).decode()
+        config.setdefault("auths", {})[registry] = {"auth": token}
+    _write_config(path, config)
+    return path
+
+
+def logout(registry: str) -> bool:
+    """Forget the stored credentials of ``registry``; False when there were none."""
+    path = docker_config_path()
+    config = _read_config(path)
+    known = registry in (config.get("auths") or {})
+    helper = _helper_for(config, registry)
+    if helper:
+        from docker.credentials import Store as CredentialStore
+        from docker.credentials.errors import CredentialsNotFound, StoreError
+
+        try:
+            CredentialStore(helper).erase(registry)
+            known = True
+        except CredentialsNotFound:
+            pass
+        except StoreError as err:
+            raise RegistryError(f"logout from {registry}: credential helper failed: {_one_line(err)}") from None
+    if registry in (config.get("auths") or {}):
+        del config["auths"][registry]
+        _write_config(path, config)
+    return known
