@@ -21,7 +21,8 @@ USAGE = f"""usage: docker run [--volumes-from DATASET_CONTAINER | -v DATASET_DIR
   eval   run the model over every record of the dataset at {DATASET_DIR}; write metrics.json, results.jsonl
          and run.json to {OUTPUT_DIR} (default command). Options: --batch-size N, --device cpu|cuda,
          --shard I/N (default: JOB_COMPLETION_INDEX/JOB_COMPLETION_COUNT when set), --output DIR
-  merge  PARTS_DIR --output DIR: cmp over the shard parts in PARTS_DIR's subfolders
+  merge  PARTS_DIR --output DIR [--wait SECONDS]: cmp over the shard parts in PARTS_DIR's subfolders,
+         first waiting up to SECONDS for every shard's part to finish (what the Kubernetes merge Job does)
   info   print the model manifest baked into the image
 The image runs as uid 1000: give it a writable /output (e.g. `--user $(id -u):$(id -g)`, or a folder it may write).
 """
@@ -58,23 +59,33 @@ def _eval(args: list[str]) -> int:
 
 
 def _merge(args: list[str]) -> int:
-    """`merge PARTS_DIR --output DIR`: every subfolder of PARTS_DIR is one shard part."""
+    """`merge PARTS_DIR --output DIR [--wait SECONDS]`: every subfolder of PARTS_DIR is one shard part."""
     from builder.api.model import PipelineHandler
     from builder.cli._summary import print_summary
     from builder.errors import EvalError
     from builder.loader import load_class
     from builder.services.model_build import model_source
     from builder.services.model_eval import make_handler
-    from builder.services.sharding import merge_parts
+    from builder.services.sharding import merge_parts, wait_for_parts
 
-    if len(args) != 3 or args[1] != "--output":
-        raise EvalError("usage: merge PARTS_DIR --output DIR")
-    parts = sorted(p for p in Path(args[0]).iterdir() if p.is_dir())
+    usage = "usage: merge PARTS_DIR --output DIR [--wait SECONDS]"
+    if not args or args[0].startswith("-"):
+        raise EvalError(usage)
+    parts_dir, options = Path(args[0]), dict(zip(args[1::2], args[2::2]))
+    if len(args) % 2 == 0 or "--output" not in options or set(options) - {"--output", "--wait"}:
+        raise EvalError(usage)
+    try:
+        wait = float(options.get("--wait", 0))
+    except ValueError:
+        raise EvalError(f"--wait takes seconds, got {options['--wait']!r}") from None
+    if wait > 0:
+        wait_for_parts(parts_dir, wait, log=print)
+    parts = sorted(p for p in parts_dir.iterdir() if p.is_dir()) if parts_dir.is_dir() else []
     root, spec, _ = model_source(str(MODEL_DIR))
     handler = make_handler(load_class(spec.ppl, root, PipelineHandler, spec_file=spec.path, field="run.ppl"), spec.ppl, None)
-    metrics, run = merge_parts(parts, Path(args[2]), handler)
+    metrics, run = merge_parts(parts, Path(options["--output"]), handler)
     print_summary(metrics, run)
-    print(f"outputs: {args[2]}")
+    print(f"outputs: {options['--output']}")
     return 0
 
 

@@ -206,29 +206,20 @@ def test_interrupted_build_leaves_no_tag_and_no_temp_files(engine, cli, project,
 
 @pytest.mark.parametrize("count", [3])
 def test_indexed_job_simulation_equals_a_single_run(engine, cli, project, tiny_runtime, tmp_path, count):
-    """N containers of the model image, each with its JOB_COMPLETION_INDEX, then `merge`: a single run's metrics."""
-    import os
-
+    """`job run --shards N`: the merge container starts first and waits, N model-image containers run at once,
+    each with its JOB_COMPLETION_INDEX, and the merged metrics are a single run's, byte for byte."""
     model_dir, data_dir = project
     assert cli("dataset", "build", data_dir).code == 0
     assert cli("model", "build", model_dir, "--skip-gen-env", "--runtime", tiny_runtime).code == 0
     assert cli("model", "eval", "modthree", "--dataset", "tiny", "-o", tmp_path / "single").code == 0
     out = tmp_path / "out"
-    (out / "parts").mkdir(parents=True)
-    data = engine.containers.create("swds/tiny:latest", command=["true"])
-    user = f"{os.getuid()}:{os.getgid()}"
-    mounts = {str(out): {"bind": "/output", "mode": "rw"}}
-    try:
-        for index in range(count):
-            engine.containers.run(
-                "swmp/modthree:latest", ["eval", "--output", f"/output/parts/{index}"], volumes_from=[data.id],
-                volumes=mounts, user=user, remove=True,
-                environment={"JOB_COMPLETION_INDEX": str(index), "JOB_COMPLETION_COUNT": str(count)})
-            part = json.loads((out / "parts" / str(index) / "run.json").read_text())
-            assert part["status"] == "partial" and part["shard"]["index"] == index and part["shard"]["count"] == count
-        engine.containers.run("swmp/modthree:latest", ["merge", "/output/parts", "--output", "/output/merged"],
-                              volumes=mounts, user=user, remove=True)
-    finally:
-        data.remove(force=True)
-    assert (out / "merged" / "metrics.json").read_bytes() == (tmp_path / "single" / "metrics.json").read_bytes()
-    assert (out / "merged" / "results.jsonl").read_bytes() == (tmp_path / "single" / "results.jsonl").read_bytes()
+    res = cli("job", "run", "--model", "modthree", "--dataset", "tiny", "--shards", count, "-o", out)
+    assert res.code == 0, res.err
+    for index in range(count):
+        part = json.loads((out / "parts" / str(index) / "run.json").read_text())
+        assert part["status"] == "partial" and part["shard"]["index"] == index and part["shard"]["count"] == count
+    assert "waiting for parts" in res.out  # the merge really did start before the parts existed
+    assert (out / "metrics.json").read_bytes() == (tmp_path / "single" / "metrics.json").read_bytes()
+    assert (out / "results.jsonl").read_bytes() == (tmp_path / "single" / "results.jsonl").read_bytes()
+    assert json.loads((out / "run.json").read_text())["status"] == "succeeded"
+    assert engine.containers.list(all=True, filters={"ancestor": "swmp/modthree:latest"}) == []  # all removed

@@ -42,8 +42,17 @@ def test_indexed_job_shape():
     assert pod["securityContext"]["runAsNonRoot"] is True and container["securityContext"]["readOnlyRootFilesystem"] is True
     init = pod["initContainers"][0]
     assert init["image"] == "registry.example/swds/cifar10:def" and init["command"][0] == "cp"
-    assert merge["spec"]["template"]["spec"]["containers"][0]["args"][0] == "merge"
+    merger = merge["spec"]["template"]["spec"]["containers"][0]
+    assert merger["args"][0] == "merge" and merger["args"][-2:] == ["--wait", str(6 * 3600)]  # applied with the eval Job
     assert "initContainers" not in merge["spec"]["template"]["spec"]
+
+
+def test_waiting_merge_pod_does_not_hold_the_eval_pods_cpu():
+    _, job, merge = manifests(options(shards=2, cpu="4", memory="8Gi", merge_wait=600))
+    assert job["spec"]["template"]["spec"]["containers"][0]["resources"]["requests"] == {"cpu": "4", "memory": "8Gi"}
+    merger = merge["spec"]["template"]["spec"]["containers"][0]
+    assert merger["resources"] == {"requests": {"cpu": "100m", "memory": "8Gi"}, "limits": {"memory": "8Gi"}}
+    assert merger["args"][-1] == "600"
 
 
 def test_image_mount_uses_an_image_volume():

@@ -43,6 +43,8 @@ class Registry:
         self.log = root / "registry.log"
         extra = ""
         if secure:
+            if shutil.which("htpasswd") is None:
+                pytest.skip("htpasswd (apache2-utils) is not installed")
             self.certs = root / "certs"
             self._make_certs(self.certs)
             subprocess.run(["htpasswd", "-Bbc", str(root / "htpasswd"), self.USER, self.PASSWORD], check=True,

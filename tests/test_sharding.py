@@ -96,3 +96,37 @@ def test_bad_merges_are_refused_naming_why(cli, built, tmp_path):
     one_line_error(cli("eval", "merge", parts[0], tmp_path / "newmodel", parts[2], "-o", tmp_path / "m4"), "is from model")
     one_line_error(cli("eval", "merge", tmp_path / "nowhere", "-o", tmp_path / "m5"), "no run.json")
     one_line_error(cli("model", "eval", "modthree", "--dataset", "tiny", "--shard", "3/2"), "need 0 <= I < N")
+
+
+def test_merge_waits_for_parts_written_later_and_names_what_never_came(cli, built, tmp_path):
+    """What the Kubernetes merge Job relies on: it may start before the eval pods have written their parts."""
+    import shutil
+    import threading
+
+    from builder.services.sharding import MergeError, wait_for_parts
+
+    parts = run_shards(cli, tmp_path, 3)
+    parts_dir, aside = parts[0].parent, tmp_path / "aside"
+    parts[1].rename(aside)
+    later = threading.Timer(0.3, aside.rename, args=(parts[1],))  # shard 1 finishes while the merge waits
+    later.start()
+    assert wait_for_parts(parts_dir, timeout=30, poll=0.05) == parts
+    later.join()
+
+    shutil.rmtree(parts[2])
+    run = json.loads((parts[1] / "run.json").read_text())
+    (parts[1] / "run.json").write_text(json.dumps(dict(run, status="failed")))  # the Job would retry this index
+    with pytest.raises(MergeError, match=r"missing shard\(s\) 1, 2 of 3 after waiting 0.2 s"):
+        wait_for_parts(parts_dir, timeout=0.2, poll=0.05)
+    with pytest.raises(MergeError, match="no finished part"):
+        wait_for_parts(tmp_path / "never-written", timeout=0.1, poll=0.05)
+
+
+def test_image_merge_command_refuses_bad_arguments_in_one_line(capsys):
+    from builder.container import main as image_main
+
+    for args in (["merge"], ["merge", "/p"], ["merge", "/p", "--output"], ["merge", "/p", "--output", "/o", "--wait", "soon"],
+                 ["merge", "/p", "--output", "/o", "--bogus", "1"]):
+        assert image_main(args) != 0
+        err = capsys.readouterr().err
+        assert err.startswith("swcli: error: ") and len(err.strip().splitlines()) == 1, (args, err)

@@ -15,11 +15,12 @@ def run(
     model: str = typer.Option(..., "--model", "-m", help="Model ref or image (swmp/NAME:TAG)."),
     dataset: str = typer.Option(..., "--dataset", "-d", help="Dataset ref or image (swds/NAME:TAG)."),
     output: Path = typer.Option(Path("out"), "--output", "-o", help="Host folder that receives metrics.json, results.jsonl, run.json."),
+    shards: int = typer.Option(1, "--shards", "-n", help="Run N eval containers at once, one shard each, then merge (the k8s Indexed Job, on this machine)."),
 ) -> None:
     """docker run the model image's eval with the dataset image's /dataset mounted; exits with its exit code."""
     from builder.services.job import run_job
 
-    code = run_job(model, dataset, output, log=typer.echo)
+    code = run_job(model, dataset, output, log=typer.echo, shards=shards)
     if code:
         raise typer.Exit(code)
     typer.echo(f"outputs: {output.resolve()}")
@@ -36,6 +37,7 @@ def k8s(
     cpu: Optional[str] = typer.Option(None, "--cpu", help="CPU request and limit per pod, e.g. 2."),
     memory: Optional[str] = typer.Option(None, "--memory", help="Memory request and limit per pod, e.g. 4Gi."),
     image_pull_secret: Optional[List[str]] = typer.Option(None, "--image-pull-secret", help="Repeatable."),
+    merge_wait: int = typer.Option(6 * 3600, "--merge-wait", help="Seconds the merge Job waits for every shard's part before it fails naming the missing ones."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Write the manifests here (default: stdout)."),
 ) -> None:
     """Emit a PVC, an Indexed Job running `eval --shard` in N pods, and the merge Job, as one YAML stream."""
@@ -47,7 +49,7 @@ def k8s(
     opts = K8sOptions(model_image=image_of("model", model, store), dataset_image=image_of("dataset", dataset, store),
                       shards=shards, namespace=namespace, output_pvc=output_pvc or "swcli-eval-output",
                       create_pvc=output_pvc is None, dataset_mount=dataset_mount, cpu=cpu, memory=memory,
-                      image_pull_secrets=list(image_pull_secret or []))
+                      image_pull_secrets=list(image_pull_secret or []), merge_wait=merge_wait)
     text = render(opts)
     if out is None:
         typer.echo(text, nl=False)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import IO, Callable
 
-from builder.errors import DockerError
+from builder.errors import DockerError, SwcliError
 
 Log = Callable[[str], None]
 NO_ENGINE_HINT = "start one (`make docker`) or pass --no-image to build the package only"
@@ -97,7 +97,7 @@ def copy_out(client, image: str, path: str, directory: Path) -> int:
 
     directory = Path(directory)
     if directory.exists() and any(directory.iterdir()):
-        raise DockerError(f"{directory} is not empty; copy into a new folder")
+        raise SwcliError(f"{directory} is not empty; copy into a new folder")
     directory.parent.mkdir(parents=True, exist_ok=True)
     container = client.containers.create(image, command=["true"])
     staging = Path(tempfile.mkdtemp(prefix=".swcli-copy-", dir=directory.parent))

@@ -3,11 +3,17 @@
 Creates a container from the dataset image (its /dataset volume), runs the model image's `eval` with
 `--volumes-from` it and a bind-mounted output folder, as the calling user so the outputs are theirs, streams the
 logs, and returns the container's exit code. Containers are removed whatever happens.
+
+With ``shards=N`` it is the Kubernetes Indexed Job of `swcli job k8s` played on one machine: the merge container
+starts first and waits (`merge --wait`), then N eval containers run at once, each with its
+``JOB_COMPLETION_INDEX``, writing ``parts/<index>``; the merge scores their union into the output folder. Each
+shard gets an equal share of the host's cores as its thread count, so N shards do not oversubscribe the CPU.
 """
 
 from __future__ import annotations
 
 import os
+import threading
 from pathlib import Path
 from typing import Callable
 
@@ -31,7 +37,11 @@ def image_of(kind: str, ref: str, store: Store) -> str:
 
 
 def run_job(model: str, dataset: str, output_dir: Path, *, store: Store | None = None, client=None,
-            log: Callable[[str], None] = print, extra_args: list[str] | None = None) -> int:
+            log: Callable[[str], None] = print, extra_args: list[str] | None = None, shards: int = 1,
+            merge_wait: int = 3600) -> int:
+    """Evaluate in containers; returns the exit code of the eval (or of the first failing shard, or the merge)."""
+    if shards < 1:
+        raise DockerError(f"--shards must be >= 1, got {shards}")
     store = store or Store()
     client = client or connect()
     model_image, dataset_image = image_of("model", model, store), image_of("dataset", dataset, store)
@@ -40,25 +50,55 @@ def run_job(model: str, dataset: str, output_dir: Path, *, store: Store | None =
             raise DockerError(f"image {image} is not in the local engine; build it (swcli ... build) or pull it")
     output_dir = Path(output_dir).resolve()
     output_dir.mkdir(parents=True, exist_ok=True)
+    common = {"volumes": {str(output_dir): {"bind": "/output", "mode": "rw"}}, "user": f"{os.getuid()}:{os.getgid()}",
+              "detach": True}
     data_container = client.containers.create(dataset_image, command=["true"])
-    runner = None
+    started: list = []
     try:
-        runner = client.containers.run(
-            model_image, ["eval", *(extra_args or [])], detach=True, volumes_from=[data_container.id],
-            volumes={str(output_dir): {"bind": "/output", "mode": "rw"}}, user=f"{os.getuid()}:{os.getgid()}",
-        )
-        for line in runner.logs(stream=True, follow=True):
-            log(line.decode(errors="replace").rstrip("\n"))
-        code = int(runner.wait()["StatusCode"])
+        if shards == 1:
+            started.append(client.containers.run(model_image, ["eval", *(extra_args or [])],
+                                                 volumes_from=[data_container.id], **common))
+            code = _follow(started, log, prefix=False)[0]
+        else:
+            threads = str(max(1, (os.cpu_count() or 1) // shards))
+            started.append(client.containers.run(model_image, ["merge", "/output/parts", "--output", "/output",
+                                                               "--wait", str(merge_wait)], **common))
+            for index in range(shards):
+                started.append(client.containers.run(
+                    model_image, ["eval", "--output", f"/output/parts/{index}", *(extra_args or [])],
+                    volumes_from=[data_container.id], **common,
+                    environment={"JOB_COMPLETION_INDEX": str(index), "JOB_COMPLETION_COUNT": str(shards),
+                                 "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}))
+            codes = _follow(started[1:], log, prefix=True)
+            failed = next(((i, c) for i, c in enumerate(codes) if c), None)
+            if failed:
+                log(f"shard {failed[0]}/{shards} exited with {failed[1]}; not merging")
+                return failed[1]
+            code = _follow(started[:1], log, prefix=False)[0]
         if (output_dir / "run.json").is_file():
             from builder.services.runs import record_run
 
             record_run(output_dir, store)
         return code
     finally:
-        for container in (runner, data_container):
-            if container is not None:
-                try:
-                    container.remove(force=True)
-                except Exception:  # already gone: nothing to clean
-                    pass
+        for container in (*started, data_container):
+            try:
+                container.remove(force=True)
+            except Exception:  # already gone: nothing to clean
+                pass
+
+
+def _follow(containers: list, log: Callable[[str], None], *, prefix: bool) -> list[int]:
+    """Stream the containers' logs (prefixed ``[index]`` when several run at once); return their exit codes."""
+    def stream(index: int, container) -> None:
+        for line in container.logs(stream=True, follow=True):
+            text = line.decode(errors="replace").rstrip("\n")
+            log(f"[{index}] {text}" if prefix else text)
+
+    followers = [threading.Thread(target=stream, args=(i, c), daemon=True) for i, c in enumerate(containers)]
+    for follower in followers:
+        follower.start()
+    codes = [int(c.wait()["StatusCode"]) for c in containers]
+    for follower in followers:
+        follower.join(timeout=10)
+    return codes

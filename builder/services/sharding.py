@@ -104,6 +104,45 @@ def check_parts(parts: list[Path]) -> list[dict]:
     return sorted(runs, key=lambda r: r["shard"]["index"])
 
 
+def _finished_index(part: Path) -> tuple[int, int] | None:
+    """(index, count) of a part whose eval finished, else None: absent, still running, or failed (and retried)."""
+    try:
+        run = json.loads((part / "run.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    shard = run.get("shard") or {}
+    if run.get("status") != "partial" or not isinstance(shard.get("index"), int):
+        return None
+    return shard["index"], shard["count"]
+
+
+def wait_for_parts(parts_dir: Path, timeout: float, *, poll: float = 5.0, log=None) -> list[Path]:
+    """Wait until the subfolders of ``parts_dir`` hold a finished part for every index 0..N-1; return them all.
+
+    This is what lets a merge Job be applied together with the Indexed eval Job: Kubernetes has no Job-to-Job
+    ordering, so the merge waits for the parts (N is read from the first finished part) instead of failing
+    while they are written. A failed part is waited on too, since the Job retries its index. After
+    ``timeout`` seconds the missing indices are named.
+    """
+    parts_dir = Path(parts_dir)
+    deadline = time.monotonic() + timeout
+    reported = None
+    while True:
+        parts = sorted(p for p in parts_dir.iterdir() if p.is_dir()) if parts_dir.is_dir() else []
+        finished = [f for f in map(_finished_index, parts) if f]
+        count = finished[0][1] if finished else None
+        missing = sorted(set(range(count)) - {i for i, _ in finished}) if count else None
+        if missing == []:
+            return parts
+        if time.monotonic() >= deadline:
+            what = f"missing shard(s) {', '.join(map(str, missing))} of {count}" if missing else "no finished part"
+            raise MergeError(f"{parts_dir}: {what} after waiting {timeout:g} s")
+        if log and (count, missing) != reported:
+            log(f"waiting for parts in {parts_dir}: " + (f"{count - len(missing)} of {count} finished" if count else "none finished yet"))
+            reported = (count, missing)
+        time.sleep(poll)
+
+
 def merge_parts(parts: list[Path], output_dir: Path, handler, *, log=None) -> tuple[object, dict]:
     """Concatenate the parts' results in shard order into ``output_dir`` and score them with ``handler.cmp``."""
     from builder.services.evaluation import METRICS, RESULTS, RUN, ResultsLoader, _finite, to_jsonable
