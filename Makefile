@@ -82,6 +82,7 @@ bench: data
 	$(PY) benchmarks/dataset_build.py
 	$(PY) benchmarks/eval_throughput.py
 	$(PY) benchmarks/image_build.py
+	$(PY) benchmarks/distribution.py
 
 clean:
 	rm -rf out .pytest_cache

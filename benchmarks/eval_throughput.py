@@ -19,7 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks._cifar import EXAMPLE, example_copy  # noqa: E402
+from benchmarks._cifar import example_copy  # noqa: E402
 
 
 def pure_forward(project: Path, batch: int, repeat: int) -> float:

@@ -9,7 +9,6 @@ legacy builder), full and after the same code-only change. Prints seconds and im
 from __future__ import annotations
 
 import argparse
-import io
 import sys
 import tempfile
 import time

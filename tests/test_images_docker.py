@@ -218,7 +218,7 @@ def test_indexed_job_simulation_equals_a_single_run(engine, cli, project, tiny_r
     for index in range(count):
         part = json.loads((out / "parts" / str(index) / "run.json").read_text())
         assert part["status"] == "partial" and part["shard"]["index"] == index and part["shard"]["count"] == count
-    assert "waiting for parts" in res.out  # the merge really did start before the parts existed
+    # (whether the merge finds the parts already written depends on timing; its waiting is tested in test_sharding)
     assert (out / "metrics.json").read_bytes() == (tmp_path / "single" / "metrics.json").read_bytes()
     assert (out / "results.jsonl").read_bytes() == (tmp_path / "single" / "results.jsonl").read_bytes()
     assert json.loads((out / "run.json").read_text())["status"] == "succeeded"

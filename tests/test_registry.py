@@ -155,6 +155,8 @@ def test_push_sends_only_changed_layers(engine, cli, project, tiny_runtime, plai
     second = uploaded_blobs(log) - first
     assert second == 3  # the code layer, the manifest layer and the image config: env, swcli, weights not re-sent
     assert "already there" in res.out
+    # per-layer progress (one line per layer when stderr is not a terminal)
+    assert res.err.count(": Pushed") == 2 and res.err.count(": Layer already exists") == layers - 2
 
 
 def test_pulled_images_work_on_a_fresh_store_as_if_built_there(engine, cli, project, tiny_runtime, plain_registry,  # noqa: F811
@@ -325,7 +327,9 @@ def test_registry_dying_mid_push_leaves_nothing_corrupt_and_the_next_push_comple
     res = cli("runtime", "push", tiny_runtime, target)
     watcher.join(timeout=5)
     assert killed.is_set(), "the push finished before the registry could be killed"
-    assert res.code == 5 and len(res.err.strip().splitlines()) == 1 and "push of" in res.err, res.err
+    errors = [line for line in res.err.splitlines() if line.startswith("swcli: error:")]
+    assert res.code == 5 and len(errors) == 1 and "push of" in errors[0], res.err
+    assert res.err.strip().splitlines()[-1] == errors[0]  # above it only per-layer progress ("Retrying in 5 seconds")
     assert engine.images.get(tiny_runtime)  # the local image is untouched
 
     reg.start()

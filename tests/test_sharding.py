@@ -7,6 +7,7 @@ import json
 import pytest
 
 from builder.services.sharding import Shard, ShardSpecError, parse_shard
+from tests.conftest import write_tiny_dataset
 from tests.test_dataset_build import one_line_error
 from tests.test_model import model_dir  # noqa: F401  (fixture reused)
 
@@ -89,6 +90,11 @@ def test_bad_merges_are_refused_naming_why(cli, built, tmp_path):
     one_line_error(cli("eval", "merge", parts[0], parts[1], parts[1], parts[2], "-o", tmp_path / "m2"), "shard 1 given twice")
     other_n = run_shards(cli, tmp_path, 2, name="other")
     one_line_error(cli("eval", "merge", parts[0], parts[1], other_n[1], "-o", tmp_path / "m3"), "of 3")
+    other_data = write_tiny_dataset(tmp_path / "ds2", [(bytes([i]) * 12, i % 3) for i in range(50)])
+    assert cli("dataset", "build", "--no-image", other_data).code == 0  # same name "tiny", a new version
+    res = cli("model", "eval", "modthree", "--dataset", "tiny:latest", "--shard", "1/3", "-o", tmp_path / "newdata")
+    assert res.code == 0, res.err
+    one_line_error(cli("eval", "merge", parts[0], tmp_path / "newdata", parts[2], "-o", tmp_path / "m6"), "is from dataset")
     (model_dir / "models" / "weights.json").write_text(json.dumps({"offset": 1}))
     assert cli("model", "build", "--no-image", "--skip-gen-env", model_dir).code == 0
     res = cli("model", "eval", "modthree:latest", "--dataset", "tiny", "--shard", "1/3", "-o", tmp_path / "newmodel")

@@ -31,8 +31,16 @@ def layer_progress(description: str) -> Iterator[Callable]:
     """Yield ``on_progress(LayerProgress)`` for a push or pull: one byte bar per layer on a terminal, else one
     line per finished layer on stderr (what a CI log wants)."""
     if not sys.stderr.isatty():
+        retrying: set[str] = set()
+
         def log_done(event) -> None:
-            if event.status in LAYER_DONE or event.status.startswith("Retrying"):
+            # the engine counts a retry down once a second: one line when it starts, not one per second
+            if event.status.startswith("Retrying") and event.layer not in retrying:
+                retrying.add(event.layer)
+                print(f"{event.layer}: {event.status}", file=sys.stderr)
+            elif not event.status.startswith("Retrying"):
+                retrying.discard(event.layer)
+            if event.status in LAYER_DONE:
                 print(f"{event.layer}: {event.status}", file=sys.stderr)
 
         yield log_done

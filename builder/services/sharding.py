@@ -116,7 +116,7 @@ def _finished_index(part: Path) -> tuple[int, int] | None:
     return shard["index"], shard["count"]
 
 
-def wait_for_parts(parts_dir: Path, timeout: float, *, poll: float = 5.0, log=None) -> list[Path]:
+def wait_for_parts(parts_dir: Path, timeout: float, *, poll: float = 0.5, log=None) -> list[Path]:
     """Wait until the subfolders of ``parts_dir`` hold a finished part for every index 0..N-1; return them all.
 
     This is what lets a merge Job be applied together with the Indexed eval Job: Kubernetes has no Job-to-Job
