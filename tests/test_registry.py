@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import os
 import re
 import shutil
 import socket
@@ -166,8 +167,9 @@ def test_pulled_images_work_on_a_fresh_store_as_if_built_there(engine, cli, proj
     address = plain_registry.address
     model_dir, data_dir = project
     assert cli("dataset", "build", data_dir).code == 0
-    assert cli("model", "build", model_dir, "--skip-gen-env", "--runtime", tiny_runtime).code == 0
+    assert cli("model", "build", model_dir, "--runtime", tiny_runtime).code == 0  # with its env lock
     assert cli("job", "run", "--model", "modthree", "--dataset", "tiny", "-o", tmp_path / "before").code == 0
+    lock = (Store().resolve("model", "modthree").path / "env.lock").read_text()
     runtime_name, runtime_version = tiny_runtime.split("/", 1)[1].split(":")  # an image with no store entry
     for kind, ref, name in (("model", "modthree", "modthree"), ("dataset", "tiny", "tiny"),
                             ("runtime", tiny_runtime, runtime_name)):
@@ -190,6 +192,7 @@ def test_pulled_images_work_on_a_fresh_store_as_if_built_there(engine, cli, proj
         assert res.code == 0, res.err
         assert json.loads(res.out)["version"] == versions[kind]
     assert cli("dataset", "info", "tiny", "--verify").code == 0  # the shards came out of the image intact
+    assert (Store().resolve("model", "modthree").path / "env.lock").read_text() == lock
     res = cli("job", "run", "--model", "modthree", "--dataset", "tiny", "-o", tmp_path / "after")
     assert res.code == 0, res.err
     assert (tmp_path / "after" / "metrics.json").read_bytes() == (tmp_path / "before" / "metrics.json").read_bytes()
@@ -257,6 +260,61 @@ def test_login_push_pull_over_tls_with_htpasswd(engine, cli, project, tiny_runti
     assert reg.address not in json.loads(docker_config.read_text())["auths"]
     res = cli("model", "push", "modthree", f"{reg.address}/team/modthree:v2")
     assert res.code == 5 and "auth" in res.err.lower(), res.err
+
+
+CREDENTIAL_HELPER = """#!/usr/bin/env python3
+# A docker-credential-helpers protocol implementation keeping secrets in a JSON file: what `credsStore` runs.
+import json, os, sys
+path = os.environ["SWTEST_CREDS"]
+creds = json.load(open(path)) if os.path.exists(path) else {}
+action, data = sys.argv[1], sys.stdin.read().strip()
+if action == "store":
+    entry = json.loads(data)
+    creds[entry["ServerURL"]] = {"Username": entry["Username"], "Secret": entry["Secret"]}
+elif action == "get":
+    if data not in creds:
+        print("credentials not found in native keychain")
+        sys.exit(1)
+    print(json.dumps({"ServerURL": data, **creds[data]}))
+elif action == "erase":
+    if creds.pop(data, None) is None:
+        print("credentials not found in native keychain")
+        sys.exit(1)
+elif action == "list":
+    print(json.dumps({url: c["Username"] for url, c in creds.items()}))
+json.dump(creds, open(path, "w"))
+"""
+
+
+def test_login_goes_through_the_configured_credential_helper(engine, cli, project, tiny_runtime, secure_registry,  # noqa: F811
+                                                             docker_config, tmp_path, monkeypatch):
+    """With `credsStore` set, the secret goes to the helper and the config file holds no password at all."""
+    bin_dir, secrets = tmp_path / "bin", tmp_path / "helper-secrets.json"
+    bin_dir.mkdir()
+    helper = bin_dir / "docker-credential-swtest"
+    helper.write_text(CREDENTIAL_HELPER)
+    helper.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    monkeypatch.setenv("SWTEST_CREDS", str(secrets))
+    docker_config.parent.mkdir()
+    docker_config.write_text(json.dumps({"credsStore": "swtest"}))
+    reg = secure_registry
+
+    stdin(monkeypatch, Registry.PASSWORD + "\n")
+    res = cli("login", reg.address, "-u", Registry.USER, "--password-stdin")
+    assert res.code == 0, res.err
+    assert json.loads(secrets.read_text())[reg.address] == {"Username": Registry.USER, "Secret": Registry.PASSWORD}
+    config = docker_config.read_text()
+    assert Registry.PASSWORD not in config and json.loads(config)["auths"][reg.address] == {}
+
+    model_dir, _ = project
+    assert cli("model", "build", model_dir, "--skip-gen-env", "--runtime", tiny_runtime).code == 0
+    res = cli("model", "push", "modthree", f"{reg.address}/team/modthree:v1")  # docker-py asks the helper
+    assert res.code == 0, res.err
+
+    assert cli("logout", reg.address).code == 0
+    assert reg.address not in json.loads(secrets.read_text())
+    assert "logged out" not in cli("logout", reg.address).out  # nothing left to forget
 
 
 def test_wrong_credentials_on_the_command_line_are_one_line(engine, cli, project, tiny_runtime, secure_registry,  # noqa: F811

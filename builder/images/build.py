@@ -303,7 +303,7 @@ def build_runtime_image(name: str, prefix: Path, *, base_image: str = DEFAULT_BA
 
 def build_model_image(entry: Entry, runtime_image: str, *, client=None, dockerfile_only: Path | None = None,
                       log: Log | None = None) -> ImageResult:
-    """`swmp/<name>:<version>` FROM a runtime image: weights layer, code layer, manifest."""
+    """`swmp/<name>:<version>` FROM a runtime image: weights layer, code layer, then manifest and env lock."""
     client = _require_base(client, runtime_image, dockerfile_only)
     m = entry.manifest
     src = entry.path / "src"
@@ -315,8 +315,10 @@ def build_model_image(entry: Entry, runtime_image: str, *, client=None, dockerfi
         description=m.get("desc", ""),
         extra_labels=[("io.swcli.handler", m.get("handler", "")), ("io.swcli.runtime", runtime_image)],
     )
-    manifest = (entry.path / "manifest.json").read_bytes()
-    entries = weights + code + [ctx.from_bytes("manifest.json", manifest), ctx.from_bytes("Dockerfile", dockerfile.encode())]
+    # the manifest and the env lock land beside src/, so the image holds the whole store entry (`swcli pull` needs it)
+    meta = [ctx.from_file(f"meta/{name}", entry.path / name) for name in ("manifest.json", "env.lock")
+            if (entry.path / name).is_file()]
+    entries = weights + code + meta + [ctx.from_bytes("Dockerfile", dockerfile.encode())]
     if not code:  # COPY code/ needs the folder to exist
         entries.append(ctx.from_bytes("code/.swcli-empty", b""))
     return _build(entries, image_tags("swmp", entry.name, entry.version), dockerfile_only, client, log)

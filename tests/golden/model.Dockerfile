@@ -6,7 +6,8 @@ ENV SWCLI_RUNTIME="swrt/cifar-env:abc"
 # weights change less often than code: their own layer, before it
 COPY --chown=0:0 weights/ /opt/swcli/model/src/
 COPY --chown=0:0 code/ /opt/swcli/model/src/
-COPY --chown=0:0 manifest.json /opt/swcli/model/manifest.json
+# the manifest and env lock: with src/ above, the whole store entry (what `swcli pull` records)
+COPY --chown=0:0 meta/ /opt/swcli/model/
 LABEL org.opencontainers.image.title="cifar_net" \
       org.opencontainers.image.version="abc123" \
       org.opencontainers.image.description="CIFAR10 test set" \
