@@ -17,6 +17,11 @@ USERNAME_HELP = "With --password-stdin; default: the credentials `swcli login` (
 PASSWORD_HELP = "Read the password from stdin (never from a flag)."
 
 
+def password_from_stdin() -> str:
+    """One line of stdin, without its newline: `echo "$TOKEN" | swcli login ... --password-stdin`."""
+    return sys.stdin.readline().rstrip("\r\n")
+
+
 def auth_from(username: str | None, password_stdin: bool) -> dict | None:
     from builder.errors import SwcliError
 
@@ -26,7 +31,7 @@ def auth_from(username: str | None, password_stdin: bool) -> dict | None:
         raise SwcliError("give the password on stdin with --password-stdin (never as a flag)")
     if not username:
         return None
-    return {"username": username, "password": sys.stdin.readline().rstrip("\n")}
+    return {"username": username, "password": password_from_stdin()}
 
 
 def push_cli(kind: str, ref: str, target: str, username: str | None, password_stdin: bool) -> None:
@@ -103,7 +108,7 @@ def add_registry_commands(app: typer.Typer) -> None:
         from builder.services.registry import login as login_service
 
         if password_stdin:
-            password = sys.stdin.readline().rstrip("\n")
+            password = password_from_stdin()
         elif sys.stdin.isatty():
             password = typer.prompt("Password", hide_input=True)
         else:
