@@ -1,8 +1,9 @@
-"""The entrypoint of model images: `docker run <model image> eval | info | --help`.
+"""The entrypoint of model images: `docker run <model image> [eval | merge | info | --help]`.
 
 `eval` runs the very runner of `swcli model eval` on the model baked in at /opt/swcli/model against the dataset
-mounted at /dataset (`--volumes-from` a dataset container, or `-v DIR:/dataset`) and writes /output. Failures are
-one line on stderr and a non-zero exit code, like the CLI.
+mounted at /dataset (`--volumes-from` a dataset container, or `-v DIR:/dataset`) and writes /output. It is a typer
+app run through the same error mapping as `swcli` (``builder.cli._run``): a bad flag or value is one line and
+exit 2, a user error one line and its exit code.
 """
 
 from __future__ import annotations
@@ -11,42 +12,37 @@ import json
 import os
 import sys
 from pathlib import Path
+from typing import Optional
+
+import typer
 
 MODEL_DIR = Path(os.environ.get("SWCLI_MODEL_DIR", "/opt/swcli/model"))
 DATASET_DIR = Path(os.environ.get("SWCLI_DATASET_DIR", "/dataset"))
 OUTPUT_DIR = Path(os.environ.get("SWCLI_OUTPUT_DIR", "/output"))
+PROG = "docker run IMAGE"
 
-USAGE = f"""usage: docker run [--volumes-from DATASET_CONTAINER | -v DATASET_DIR:/dataset] -v OUT:/output IMAGE [eval|info|--help]
-
-  eval   run the model over every record of the dataset at {DATASET_DIR}; write metrics.json, results.jsonl
-         and run.json to {OUTPUT_DIR} (default command). Options: --batch-size N, --device cpu|cuda,
-         --shard I/N (default: JOB_COMPLETION_INDEX/JOB_COMPLETION_COUNT when set), --output DIR
-  merge  PARTS_DIR --output DIR [--wait SECONDS]: cmp over the shard parts in PARTS_DIR's subfolders,
-         first waiting up to SECONDS for every shard's part to finish (what the Kubernetes merge Job does)
-  info   print the model manifest baked into the image
-The image runs as uid 1000: give it a writable /output (e.g. `--user $(id -u):$(id -g)`, or a folder it may write).
-"""
+app = typer.Typer(
+    help=f"The model image's entrypoint: docker run [--volumes-from DATASET_CONTAINER | -v DATASET_DIR:{DATASET_DIR}] "
+         f"-v OUT:{OUTPUT_DIR} IMAGE [eval|merge|info]. The image runs as uid 1000: give it a writable {OUTPUT_DIR} "
+         "(e.g. `--user $(id -u):$(id -g)`). Default command: eval.",
+    no_args_is_help=False,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
 
 
-def _eval(args: list[str]) -> int:
+@app.command("eval")
+def eval_(
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, help="Records per ppl call (batching handlers)."),
+    device: Optional[str] = typer.Option(None, "--device", help="Passed to the handler (cpu, cuda)."),
+    shard: Optional[str] = typer.Option(None, "--shard", help="I/N; default JOB_COMPLETION_INDEX/JOB_COMPLETION_COUNT when set."),
+    output: Path = typer.Option(OUTPUT_DIR, "--output", help="Where metrics.json, results.jsonl and run.json go."),
+) -> None:
+    """Run the model over every record of the mounted dataset, then cmp."""
     from builder.cli._summary import print_summary
     from builder.errors import EvalError
     from builder.services.model_eval import EvalOptions, evaluate
 
-    batch_size = device = shard = None
-    output = OUTPUT_DIR
-    it = iter(args)
-    for arg in it:
-        if arg == "--batch-size":
-            batch_size = int(next(it))
-        elif arg == "--device":
-            device = next(it)
-        elif arg == "--shard":
-            shard = next(it)
-        elif arg == "--output":
-            output = Path(next(it))
-        else:
-            raise EvalError(f"unknown eval option {arg!r}; see --help")
     if not (DATASET_DIR / "manifest.json").is_file():
         raise EvalError(f"no dataset mounted at {DATASET_DIR}: run with --volumes-from <dataset container> "
                         f"or -v <dataset dir>:{DATASET_DIR}")
@@ -55,29 +51,22 @@ def _eval(args: list[str]) -> int:
     if result.metrics is not None:
         print_summary(result.metrics, result.run)
     print(f"outputs: {output}")
-    return 0
 
 
-def _merge(args: list[str]) -> int:
-    """`merge PARTS_DIR --output DIR [--wait SECONDS]`: every subfolder of PARTS_DIR is one shard part."""
+@app.command("merge")
+def merge(
+    parts_dir: Path = typer.Argument(..., help="Folder whose subfolders are the shard parts."),
+    output: Path = typer.Option(..., "--output", help="Where the merged run goes."),
+    wait: float = typer.Option(0.0, "--wait", min=0, help="Seconds to wait for every shard's part (the Kubernetes merge Job)."),
+) -> None:
+    """cmp over the shard parts in PARTS_DIR's subfolders, first waiting for every part to finish."""
     from builder.api.model import PipelineHandler
     from builder.cli._summary import print_summary
-    from builder.errors import EvalError
     from builder.loader import load_class
     from builder.services.model_build import model_source
     from builder.services.model_eval import make_handler
     from builder.services.sharding import merge_parts, wait_for_parts
 
-    usage = "usage: merge PARTS_DIR --output DIR [--wait SECONDS]"
-    if not args or args[0].startswith("-"):
-        raise EvalError(usage)
-    parts_dir, options = Path(args[0]), dict(zip(args[1::2], args[2::2]))
-    if len(args) % 2 == 0 or "--output" not in options or set(options) - {"--output", "--wait"}:
-        raise EvalError(usage)
-    try:
-        wait = float(options.get("--wait", 0))
-    except ValueError:
-        raise EvalError(f"--wait takes seconds, got {options['--wait']!r}") from None
     # load the handler (and with it torch and the like) before waiting: the imports overlap the shards' work
     root, spec, _ = model_source(str(MODEL_DIR))
     handler = make_handler(load_class(spec.ppl, root, PipelineHandler, spec_file=spec.path, field="run.ppl"), spec.ppl, None)
@@ -85,10 +74,17 @@ def _merge(args: list[str]) -> int:
         _warm_metrics()
         wait_for_parts(parts_dir, wait, log=print)
     parts = sorted(p for p in parts_dir.iterdir() if p.is_dir()) if parts_dir.is_dir() else []
-    metrics, run = merge_parts(parts, Path(options["--output"]), handler)
+    metrics, run = merge_parts(parts, output, handler)
     print_summary(metrics, run)
-    print(f"outputs: {options['--output']}")
-    return 0
+    print(f"outputs: {output}")
+
+
+@app.command("info")
+def info() -> None:
+    """Print the model manifest baked into the image."""
+    from builder.store import read_entry
+
+    print(json.dumps(read_entry("model", MODEL_DIR).manifest, indent=2))
 
 
 def _warm_metrics() -> None:
@@ -100,26 +96,14 @@ def _warm_metrics() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = list(sys.argv[1:] if argv is None else argv)
-    command = args[0] if args else "eval"
-    if command in ("-h", "--help", "help"):
-        print(USAGE)
-        return 0
-    from builder.errors import SwcliError
+    from builder.cli._run import run
 
-    try:
-        if command == "eval":
-            return _eval(args[1:])
-        if command == "merge":
-            return _merge(args[1:])
-        if command == "info":
-            print(json.dumps(json.loads((MODEL_DIR / "manifest.json").read_text()), indent=2))
-            return 0
-        print(f"swcli: error: unknown command {command!r}\n{USAGE}", file=sys.stderr)
-        return 2
-    except SwcliError as err:
-        print(f"swcli: error: {err}", file=sys.stderr)
-        return err.exit_code
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args:
+        args = ["eval"]
+    elif args[0] == "help":
+        args = ["--help"]
+    return run(app, args, PROG)
 
 
 if __name__ == "__main__":

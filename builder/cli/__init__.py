@@ -1,8 +1,8 @@
 """The `swcli` command line: thin typer commands that turn flags into a service call.
 
 Each command group lives in its own module (``dataset.py``, ``model.py``...) and imports the services it needs
-inside the command body, so ``swcli --help`` stays fast. :func:`main` is the only place that turns a
-:class:`~builder.errors.SwcliError` into a one-line message and an exit code.
+inside the command body, so ``swcli --help`` stays fast. `_run.run` is the only place that turns an
+exception into a one-line message and an exit code, here and in the model image's entrypoint.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from builder import __version__
 from builder.cli import dataset, job, model, runtime
 from builder.cli import eval as eval_cli
 from builder.cli._registry import add_registry_commands
-from builder.errors import SwcliError
+from builder.cli._run import run
 
 app = typer.Typer(
     name="swcli",
@@ -46,29 +46,8 @@ def _root(
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the CLI; user errors become ``swcli: error: <one line>`` and a non-zero exit code."""
-    try:
-        result = app(args=argv, prog_name="swcli", standalone_mode=False)
-    except SwcliError as err:
-        typer.echo(f"swcli: error: {err}", err=True)
-        return err.exit_code
-    except KeyboardInterrupt:
-        typer.echo("swcli: interrupted; nothing half-built was kept", err=True)
-        return 130
-    except typer.Exit as ex:  # --help, --version
-        return ex.exit_code
-    except typer.Abort:
-        typer.echo("swcli: aborted", err=True)
-        return 1
-    except Exception as err:  # click usage errors arrive as ClickException subclasses
-        import click
-
-        if isinstance(err, click.exceptions.ClickException):
-            err.show()
-            return err.exit_code
-        raise
-    # standalone_mode=False returns a typer.Exit's code instead of raising it
-    return result if isinstance(result, int) else 0
+    """Run the CLI; user errors become ``swcli: error: <one line>`` and a non-zero exit code (see ``_run``)."""
+    return run(app, argv, "swcli")
 
 
 if __name__ == "__main__":
