@@ -2,7 +2,7 @@
 #
 #   make demo    the CIFAR-10 tutorial end to end through images: data -> train -> runtime, dataset and model
 #                images -> `docker run` eval -> metrics
-#   make test    the whole test suite, Docker tests included (what .ci/run calls)
+#   make test    the whole test suite, Docker tests included, then the built wheel's entrypoint (what .ci/run calls)
 #
 # Steps: make docker base-image build-runtime build-dataset build-model eval   (eval-local: no Docker)
 #
@@ -19,20 +19,33 @@ PYTEST_ARGS       ?=
 
 PY    := $(VENV)/bin/python
 SWCLI := $(VENV)/bin/swcli
-# the torch wheel this machine's pip config serves from local disk (CPU build)
-TORCH ?= torch==2.13.0
 
-.PHONY: help venv docker base-image test demo data train build-runtime build-dataset build-model eval eval-local bench clean
+.PHONY: help venv lock wheel-test docker base-image test demo data train build-runtime build-dataset build-model eval eval-local bench clean
 
 help:
 	@sed -n '2,15p' Makefile
 
 venv: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml
+# every dependency at the version requirements.lock pins (pip-tools; `make lock` refreshes it), then swcli itself;
+# `pip check` fails when the lock misses a dependency of ours
+$(VENV)/.installed: pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev]' '$(TORCH)'
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.lock
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps -e .
+	$(PY) -m pip check
 	touch $@
+
+# re-resolve requirements.lock from pyproject.toml (torch pinned to the CPU build in scripts/lock-constraints.txt)
+lock:
+	$(PYTHON) -m venv .lock-tools && .lock-tools/bin/pip install --quiet pip-tools
+	.lock-tools/bin/pip-compile --quiet --strip-extras --extra dev --extra torch -c scripts/lock-constraints.txt \
+		--no-emit-find-links --no-emit-index-url -o requirements.lock pyproject.toml
+	rm -rf .lock-tools
+
+# the built wheel in a clean venv (deps from the lock): the entrypoint tests run against its `swcli`
+wheel-test: venv
+	bash scripts/wheel-test.sh
 
 # a Docker engine (started, or installed from Debian packages when root) and the base image built from Debian
 # packages; on CI a failure here fails the run, elsewhere the Docker tests skip themselves
@@ -46,6 +59,7 @@ test: venv
 	bash scripts/ensure-test-tools.sh
 	@if [ "$${CI:-}" = true ]; then $(MAKE) base-image; else $(MAKE) base-image || echo "no Docker: docker tests will skip"; fi
 	bash scripts/run-tests.sh $(PYTEST_ARGS)
+	$(MAKE) wheel-test
 
 data: venv
 	CIFAR10_TAR='$(CIFAR10_TAR)' CIFAR10_CONVERTER='$(CIFAR10_CONVERTER)' $(PY) $(EXAMPLE)/scripts/get_data.py

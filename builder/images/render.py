@@ -19,9 +19,14 @@ from builder import __version__
 
 
 def templates_dir() -> Path:
-    """``$SWCLI_TEMPLATES``, else ``templates/`` beside the ``builder`` package (repo checkout or editable install)."""
+    """``$SWCLI_TEMPLATES``; else ``builder/templates`` (where a wheel installs the top-level ``templates/``);
+    else ``templates/`` beside the ``builder`` package (a repo checkout or an editable install)."""
     env = os.environ.get("SWCLI_TEMPLATES")
-    return Path(env) if env else Path(__file__).resolve().parent.parent.parent / "templates"
+    if env:
+        return Path(env)
+    package = Path(__file__).resolve().parent.parent
+    installed = package / "templates"
+    return installed if (installed / "Dockerfile.j2").is_file() else package.parent / "templates"
 
 
 @functools.lru_cache(maxsize=4)
