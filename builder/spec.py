@@ -16,8 +16,8 @@ from typing import Any
 import yaml
 
 from builder.errors import SpecError
+from builder.refs import image_ref_problem, name_problem
 
-NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,127}$")
 CLASS_REF_RE = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 _SIZE_RE = re.compile(r"^\s*(\d+)\s*([kmgt]?)(i?b)?\s*$", re.IGNORECASE)
 _UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
@@ -48,38 +48,105 @@ class YamlDoc:
         return SpecError(self.path, message, field=key, line=self.lines.get(key or "", None))
 
 
-def _key_lines(node: yaml.Node, prefix: str = "", out: dict[str, int] | None = None) -> dict[str, int]:
-    out = {} if out is None else out
-    if isinstance(node, yaml.MappingNode):
+MAX_ALIAS_EXPANSION = 1000  # nodes reached again through aliases: enough for `<<: *defaults`, far from a bomb
+_MERGE_TAG = "tag:yaml.org,2002:merge"
+
+
+class _Walk:
+    """One pass over a composed node tree: key lines, duplicate keys, and a bound on alias expansion.
+
+    An alias is the same node object as its anchor, so a node seen before was reached through an alias; every such
+    revisit counts against :data:`MAX_ALIAS_EXPANSION`, which stops a nested-anchor bomb after a few thousand steps
+    instead of gigabytes. A node that contains itself is refused outright.
+    """
+
+    def __init__(self, path: Path, loader: yaml.SafeLoader):
+        self.path = path
+        self.loader = loader
+        self.lines: dict[str, int] = {}
+        self.seen: set[int] = set()
+        self.expanded = 0
+        self.open: set[int] = set()
+
+    def error(self, node: yaml.Node, message: str, key: str | None = None) -> SpecError:
+        return SpecError(self.path, message, field=key, line=node.start_mark.line + 1)
+
+    def visit(self, node: yaml.Node, prefix: str = "") -> None:
+        if id(node) in self.open:
+            raise self.error(node, "an alias refers to a node that contains it (recursive yaml)")
+        if id(node) in self.seen:
+            self.expanded += 1
+            if self.expanded > MAX_ALIAS_EXPANSION:
+                raise self.error(node, f"aliases expand to more than {MAX_ALIAS_EXPANSION} nodes; "
+                                       "write the values out instead of nesting anchors")
+        self.seen.add(id(node))
+        self.open.add(id(node))
+        if isinstance(node, yaml.MappingNode):
+            self._mapping(node, prefix)
+        elif isinstance(node, yaml.SequenceNode):
+            for index, item in enumerate(node.value):
+                self.lines.setdefault(f"{prefix}{index}", item.start_mark.line + 1)
+                self.visit(item, f"{prefix}{index}.")
+        self.open.discard(id(node))
+
+    def _mapping(self, node: yaml.MappingNode, prefix: str) -> None:
+        first: dict[Any, int] = {}
+        merges = []
         for key_node, value_node in node.value:
-            key = f"{prefix}{key_node.value}"
-            out[key] = key_node.start_mark.line + 1
-            _key_lines(value_node, key + ".", out)
-    return out
+            if key_node.tag == _MERGE_TAG:
+                merges.append(value_node)
+                continue
+            line = key_node.start_mark.line + 1
+            if isinstance(key_node, yaml.ScalarNode):
+                key = self.loader.construct_object(key_node)
+                if key in first:
+                    raise SpecError(self.path, f"duplicate key {key_node.value!r} (first at line {first[key]}, again at line {line})",
+                                    field=f"{prefix}{key_node.value}", line=line)
+                first[key] = line
+            self.lines[f"{prefix}{key_node.value}"] = line
+            self.visit(value_node, f"{prefix}{key_node.value}.")
+        # `<<: *base` keys: explicit keys above override them, so they only add lines for keys not written out
+        for merged in merges:
+            explicit = dict(self.lines)
+            self.visit(merged, prefix)
+            self.lines.update({k: v for k, v in explicit.items()})
 
 
 def read_yaml_mapping(path: Path) -> YamlDoc:
-    """Parse ``path`` as a yaml mapping; a missing file, bad syntax or a non-mapping is a :class:`SpecError`."""
+    """Parse ``path`` as a yaml mapping; a missing file, bad syntax, a duplicate key, an alias bomb or a non-mapping
+    is a :class:`SpecError`.
+
+    The text is parsed once: composed into a node tree, checked (:class:`_Walk`), then constructed from that tree.
+    """
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise SpecError(path, "file not found") from None
     except (OSError, UnicodeDecodeError) as err:
         raise SpecError(path, f"cannot read: {err}") from None
+    loader = yaml.SafeLoader(text)
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
+        node = loader.get_single_node()
+        if node is None:
+            raise SpecError(path, "the file is empty")
+        walk = _Walk(path, loader)
+        walk.visit(node)
+        data = loader.construct_document(node)
     except yaml.MarkedYAMLError as err:
         mark = err.problem_mark or err.context_mark
         line = mark.line + 1 if mark else None
         raise SpecError(path, f"invalid yaml: {err.problem or err.context}", line=line) from None
     except yaml.YAMLError as err:
         raise SpecError(path, f"invalid yaml: {err}") from None
+    except RecursionError:
+        raise SpecError(path, "invalid yaml: nested too deeply") from None
+    finally:
+        loader.dispose()
     if data is None:
         raise SpecError(path, "the file is empty")
     if not isinstance(data, dict):
         raise SpecError(path, f"expected a mapping of fields, got {type(data).__name__}", line=1)
-    return YamlDoc(path, data, _key_lines(node))
+    return YamlDoc(path, data, walk.lines)
 
 
 def _type_names(types: tuple[type, ...]) -> str:
@@ -140,12 +207,41 @@ def _tags(doc: YamlDoc, value: Any, key: str = "tag") -> list[str]:
 
 
 def _check_name(doc: YamlDoc, name: str) -> str:
-    if not NAME_RE.match(name):
-        raise doc.error(
-            f"'{name}' is not a valid name: use lowercase letters, digits, '_', '.', '-' (it becomes an image tag)",
-            "name",
-        )
+    """Docker's reference grammar for one path component (``builder.refs``), checked before anything is stored."""
+    problem = name_problem(name)
+    if problem:
+        raise doc.error(problem, "name")
     return name
+
+
+def _check_runtime_ref(doc: YamlDoc, value: str | None) -> str | None:
+    """``run.runtime``: a runtime ``NAME[:VERSION]`` or an image reference; both fit the image reference grammar."""
+    if value is not None and image_ref_problem(value):
+        raise doc.error(f"{value!r} is not a runtime NAME[:VERSION] or an image reference "
+                        "([HOST[:PORT]/]NAME[:TAG][@DIGEST], lowercase NAME)", "run.runtime")
+    return value
+
+
+def _label_names(doc: YamlDoc, value: list | dict | None) -> dict[str, str] | None:
+    """``labels:`` as a list (label value i -> names[i]) or a mapping {label value: name}; keys become ``str``."""
+    if value is None:
+        return None
+    if not value:
+        raise doc.error("is empty; list the label names or leave the field out", "labels")
+    pairs = list(enumerate(value)) if isinstance(value, list) else list(value.items())
+    out: dict[str, str] = {}
+    for key, name in pairs:
+        where = f"labels.{key}"
+        if isinstance(key, bool) or not isinstance(key, (int, str)) or not str(key).strip():
+            raise doc.error(f"a label value must be an integer or a non-empty string, got {key!r}", where)
+        if not isinstance(name, str) or not name.strip():
+            raise doc.error(f"expected a non-empty string as the label name, got {name!r}", where)
+        if any(ord(c) < 32 or ord(c) == 127 for c in name):
+            raise doc.error(f"a label name must be one line without control characters, got {name!r}", where)
+        if str(key) in out:
+            raise doc.error(f"label value {str(key)!r} is given twice", where)
+        out[str(key)] = name
+    return out
 
 
 def _check_class_ref(doc: YamlDoc, value: str, key: str) -> str:
@@ -171,6 +267,7 @@ DATASET_FIELDS = {
     "desc": Field((str,), default=""),
     "tag": Field((list, str), default=None),
     "attr": Field((dict,), default=None),
+    "labels": Field((list, dict), default=None, help="label names: a list (value i -> name) or {value: name}"),
 }
 DATASET_ATTR_FIELDS = {
     "alignment_size": Field((str, int), default=DEFAULT_ALIGNMENT_SIZE),
@@ -195,6 +292,7 @@ class DatasetSpec:
     alignment_size: int
     volume_size: int
     raw: dict = field(repr=False)
+    label_names: dict[str, str] | None = None
 
 
 def load_dataset_spec(path: str | Path) -> DatasetSpec:
@@ -231,6 +329,7 @@ def load_dataset_spec(path: str | Path) -> DatasetSpec:
         alignment_size=alignment,
         volume_size=sizes["volume_size"],
         raw=doc.data,
+        label_names=_label_names(doc, values["labels"]),
     )
 
 
@@ -307,7 +406,7 @@ def load_model_spec(path: str | Path) -> ModelSpec:
         name=_check_name(doc, values["name"]),
         version=str(values["version"]),
         ppl=_check_class_ref(doc, run["ppl"], "run.ppl"),
-        runtime=run["runtime"],
+        runtime=_check_runtime_ref(doc, run["runtime"]),
         model=_relative_paths(doc, root, values["model"], "model"),
         config=_relative_paths(doc, root, values["config"], "config"),
         pip_req=values["pip_req"],

@@ -42,17 +42,16 @@ def k8s(
 ) -> None:
     """Emit a PVC, an Indexed Job running `eval --shard` in N pods, and the merge Job, as one YAML stream."""
     from builder.services.job import image_of
-    from builder.services.k8s import K8sOptions, render
+    from builder.services.k8s import DEFAULT_PVC, K8sOptions, render, write_manifests
     from builder.store import Store
 
     store = Store()
     opts = K8sOptions(model_image=image_of("model", model, store), dataset_image=image_of("dataset", dataset, store),
-                      shards=shards, namespace=namespace, output_pvc=output_pvc or "swcli-eval-output",
+                      shards=shards, namespace=namespace, output_pvc=DEFAULT_PVC if output_pvc is None else output_pvc,
                       create_pvc=output_pvc is None, dataset_mount=dataset_mount, cpu=cpu, memory=memory,
                       image_pull_secrets=list(image_pull_secret or []), merge_wait=merge_wait)
-    text = render(opts)
     if out is None:
-        typer.echo(text, nl=False)
+        typer.echo(render(opts), nl=False)
     else:
-        out.write_text(text)
+        write_manifests(opts, out)
         typer.echo(f"wrote {out}: kubectl apply -f {out}")

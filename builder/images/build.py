@@ -26,6 +26,7 @@ from builder.errors import DockerError, SwcliError
 from builder.images import context as ctx
 from builder.images.engine import build_image, connect, image_exists
 from builder.images.render import render_dockerfile
+from builder.refs import image_ref_problem, image_tags, is_version, name_problem
 from builder.store import Entry
 
 DEFAULT_BASE = "swcli/base:bookworm-py3.11"
@@ -45,8 +46,23 @@ class ImageResult:
     seconds: float
 
 
-def image_tags(prefix: str, name: str, version: str) -> list[str]:
-    return [f"{prefix}/{name}:{version}", f"{prefix}/{name}:latest"]
+class ImageInputError(SwcliError):
+    """A base/runtime image, name or version handed to an image build is not what an image reference allows."""
+
+
+def check_inputs(flag: str, image: str, dockerfile_only: Path | None, name: str | None = None,
+                 version: str | None = None) -> None:
+    """Refuse a bad base/runtime image (``flag`` names where it came from), name or version, and a used
+    ``--dockerfile-only`` folder, before any work: nothing reaches the Dockerfile or a tag unchecked."""
+    problem = image_ref_problem(image)
+    if problem:
+        raise ImageInputError(f"{flag}: {problem}")
+    if name is not None and name_problem(name):
+        raise ImageInputError(f"image name: {name_problem(name)}")
+    if version is not None and not is_version(version):
+        raise ImageInputError(f"image version {version!r} is not a store version (lowercase letters and digits)")
+    if dockerfile_only is not None:
+        ctx.check_context_dir(dockerfile_only)
 
 
 def _build(entries: list[ctx.ContextEntry], tags: list[str], dockerfile_only: Path | None, client, log: Log | None,
@@ -78,6 +94,7 @@ def _require_base(client, base_image: str, dockerfile_only: Path | None):
 def build_dataset_image(entry: Entry, *, base_image: str = DEFAULT_BASE, client=None, dockerfile_only: Path | None = None,
                         log: Log | None = None) -> ImageResult:
     """`swds/<name>:<version>`: the shards, index and manifest at /dataset, on a base that has `cp` for init containers."""
+    check_inputs("--base-image", base_image, dockerfile_only, entry.name, entry.version)
     client = _require_base(client, base_image, dockerfile_only)
     m = entry.manifest
     dockerfile = render_dockerfile(
@@ -85,7 +102,7 @@ def build_dataset_image(entry: Entry, *, base_image: str = DEFAULT_BASE, client=
         extra_labels=[("io.swcli.records", str(m.get("records"))), ("io.swcli.format", m.get("format", ""))],
     )
     entries = ctx.from_tree("dataset", entry.path) + [ctx.from_bytes("Dockerfile", dockerfile.encode())]
-    return _build(entries, image_tags("swds", entry.name, entry.version), dockerfile_only, client, log)
+    return _build(entries, image_tags("dataset", entry.name, entry.version), dockerfile_only, client, log)
 
 
 # ----------------------------------------------------------------------------------------------- runtime
@@ -275,6 +292,7 @@ def env_mode(prefix: Path) -> str:
 def build_runtime_image(name: str, prefix: Path, *, base_image: str = DEFAULT_BASE, lock_text: str = "", client=None,
                         dockerfile_only: Path | None = None, log: Log | None = None, nocache: bool = False) -> tuple[ImageResult, dict]:
     """`swrt/<name>:<version>` from a venv or conda env; returns the image and a manifest describing it."""
+    check_inputs("--base-image", base_image, dockerfile_only, name)
     prefix = Path(prefix)
     if not prefix.is_dir():
         raise RuntimeError_(f"{prefix}: environment folder does not exist")
@@ -291,7 +309,7 @@ def build_runtime_image(name: str, prefix: Path, *, base_image: str = DEFAULT_BA
                                        description=f"{mode} env from {prefix}",
                                        extra_labels=[("io.swcli.source-digest", digest), ("io.swcli.env-mode", mode)])
         entries.append(ctx.from_bytes("Dockerfile", dockerfile.encode()))
-        result = _build(entries, image_tags("swrt", name, version), dockerfile_only, client, log, nocache)
+        result = _build(entries, image_tags("runtime", name, version), dockerfile_only, client, log, nocache)
     manifest = {"kind": "runtime", "name": name, "version": version, "mode": mode, "python": env_python_minor(prefix),
                 "base_image": base_image, "source": str(prefix), "prefix": ENV_PREFIX, "layers": layers,
                 "image": result.tags[0], "image_id": result.image_id}
@@ -304,6 +322,8 @@ def build_runtime_image(name: str, prefix: Path, *, base_image: str = DEFAULT_BA
 def build_model_image(entry: Entry, runtime_image: str, *, client=None, dockerfile_only: Path | None = None,
                       log: Log | None = None) -> ImageResult:
     """`swmp/<name>:<version>` FROM a runtime image: weights layer, code layer, then manifest and env lock."""
+    check_inputs("runtime image (--runtime or model.yaml run.runtime)", runtime_image, dockerfile_only, entry.name,
+                 entry.version)
     client = _require_base(client, runtime_image, dockerfile_only)
     m = entry.manifest
     src = entry.path / "src"
@@ -321,16 +341,12 @@ def build_model_image(entry: Entry, runtime_image: str, *, client=None, dockerfi
     entries = weights + code + meta + [ctx.from_bytes("Dockerfile", dockerfile.encode())]
     if not code:  # COPY code/ needs the folder to exist
         entries.append(ctx.from_bytes("code/.swcli-empty", b""))
-    return _build(entries, image_tags("swmp", entry.name, entry.version), dockerfile_only, client, log)
+    return _build(entries, image_tags("model", entry.name, entry.version), dockerfile_only, client, log)
 
 
 def current_env_prefix() -> Path:
     """The running interpreter's env (a venv or conda prefix): the default runtime for a model."""
     return Path(os.environ.get("VIRTUAL_ENV") or os.environ.get("CONDA_PREFIX") or sys.prefix)
-
-
-def describe(result: ImageResult) -> str:
-    return json.dumps({"tags": result.tags, "id": result.image_id})
 
 
 def export_dataset_image(image: str, directory: Path, *, client=None) -> int:

@@ -3,7 +3,7 @@
 Entries are sorted, owned by 0:0 with empty user/group names, mtimes clamped to a fixed epoch, modes normalised
 (0644, or 0755 for executables and directories), and written in the plain ustar/GNU form (no PAX fractional
 times). Files are streamed from disk, never read whole. ``write_context_dir`` lays the same entries out as a
-folder (``--dockerfile-only``) so any builder can use them.
+new folder (``--dockerfile-only``) so any builder can use them; it never writes into a folder that has files.
 """
 
 from __future__ import annotations
@@ -13,9 +13,12 @@ import os
 import shutil
 import stat
 import tarfile
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import IO, Iterable
+
+from builder.errors import SwcliError
 
 EPOCH = 0  # 1970-01-01: what reproducible-builds tools clamp to by default
 
@@ -98,20 +101,70 @@ def write_context_tar(entries: list[ContextEntry], fileobj: IO[bytes]) -> None:
                     tar.addfile(_info(entry.arcname, tarfile.REGTYPE, mode, size), fh)
 
 
-def write_context_dir(entries: list[ContextEntry], directory: Path) -> Path:
-    """Lay the context out as a folder (for `--dockerfile-only`); files are hard-linked when possible."""
-    directory.mkdir(parents=True, exist_ok=True)
+class ContextDirError(SwcliError):
+    """A ``--dockerfile-only`` folder that is not new or empty: swcli never writes over or beside a user's files."""
+
+    def __init__(self, directory: Path, message: str):
+        self.directory = str(directory)
+        super().__init__(f"{directory}: {message}")
+
+
+def check_context_dir(directory: Path) -> None:
+    """Refuse ``directory`` unless it is missing or an empty folder. Cheap: callers run it before any other work
+    (``swcli model build --dockerfile-only DIR`` checks ``DIR/runtime`` and ``DIR/model`` before building)."""
+    directory = Path(directory)
+    if not os.path.lexists(directory):
+        return
+    if not directory.is_dir():
+        raise ContextDirError(directory, "exists and is not a folder; give a new or empty folder for --dockerfile-only")
+    try:
+        empty = next(os.scandir(directory), None) is None
+    except OSError as err:
+        raise ContextDirError(directory, f"cannot read: {err.strerror or err}") from None
+    if not empty:
+        raise ContextDirError(directory, "exists and is not empty; give a new or empty folder for --dockerfile-only "
+                                         "(an earlier output would mix with this one)")
+
+
+def _lay_out(entries: list[ContextEntry], root: Path) -> None:
     for entry in sorted(entries, key=lambda e: e.arcname):
-        dest = directory / entry.arcname
+        dest = root / entry.arcname
         dest.parent.mkdir(parents=True, exist_ok=True)
         if entry.link is not None:
             os.symlink(entry.link, dest)
         elif entry.data is not None:
             dest.write_bytes(entry.data)
+            os.chmod(dest, 0o644)
         else:
-            try:
-                os.link(entry.source, dest)
-            except OSError:
-                shutil.copyfile(entry.source, dest)
+            # a copy, not a hard link: editing the output in place (or the chmod below) must not touch the store
+            shutil.copyfile(entry.source, dest)
             os.chmod(dest, 0o755 if entry.executable else 0o644)
+
+
+def write_context_dir(entries: list[ContextEntry], directory: Path) -> Path:
+    """Lay the context out as a new folder (for `--dockerfile-only`); files are copied, never linked to the store.
+
+    ``directory`` must be missing or empty (:func:`check_context_dir`). Everything is written into a temp sibling
+    that is renamed into place at the end, so a failure leaves nothing half-written.
+    """
+    directory = Path(directory)
+    if directory.is_symlink() and directory.is_dir():
+        directory = directory.resolve()
+    check_context_dir(directory)
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    names = [e.arcname for e in entries]
+    if len(set(names)) != len(names):
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        raise ValueError(f"build context has duplicate entries: {', '.join(dupes[:5])}")
+    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", suffix=".tmp", dir=directory.parent))
+    try:
+        _lay_out(entries, tmp)
+        os.chmod(tmp, 0o755)
+        try:
+            os.rename(tmp, directory)  # replaces an empty folder; fails on one that filled up meanwhile
+        except OSError as err:
+            raise ContextDirError(directory, f"cannot move the context into place: {err.strerror or err}") from None
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
     return directory

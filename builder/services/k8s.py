@@ -12,15 +12,63 @@ filesystem and every capability dropped.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import re
+import tempfile
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from builder.errors import SwcliError
+from builder.refs import image_ref_problem
 
 POD_SECURITY = {"runAsNonRoot": True, "runAsUser": 1000, "runAsGroup": 1000, "fsGroup": 1000,
                 "seccompProfile": {"type": "RuntimeDefault"}}
 CONTAINER_SECURITY = {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
                       "capabilities": {"drop": ["ALL"]}}
+
+
+# Kubernetes' own rules (k8s.io/apimachinery validation and resource.Quantity; batch/v1 Indexed Job limits)
+MAX_INDEXED_COMPLETIONS = 100_000
+_DNS_LABEL = r"[a-z0-9](?:[-a-z0-9]*[a-z0-9])?"
+_DNS_LABEL_RE = re.compile(_DNS_LABEL)
+_DNS_SUBDOMAIN_RE = re.compile(rf"{_DNS_LABEL}(?:\.{_DNS_LABEL})*")
+# <signedNumber><suffix>: digits with an optional fraction, then a binary SI, a decimal exponent or a decimal SI
+_QUANTITY_RE = re.compile(r"(?P<sign>[+-]?)(?P<number>[0-9]+(?:\.[0-9]*)?|\.[0-9]+)"
+                          r"(?:[eE][+-]?[0-9]+|Ki|Mi|Gi|Ti|Pi|Ei|[mkMGTPE])?")
+DEFAULT_PVC = "swcli-eval-output"
+
+
+class K8sOptionError(SwcliError):
+    """A `swcli job k8s` option that Kubernetes would refuse; ``flag`` names it."""
+
+    def __init__(self, flag: str, message: str):
+        self.flag = flag
+        super().__init__(f"{flag}: {message}")
+
+
+def dns_label_problem(value: object) -> str | None:
+    if not isinstance(value, str) or len(value) > 63 or not _DNS_LABEL_RE.fullmatch(value):
+        return (f"{value!r} is not a DNS-1123 label (at most 63 lowercase letters, digits and '-', starting and "
+                "ending with a letter or digit)")
+    return None
+
+
+def dns_subdomain_problem(value: object) -> str | None:
+    if not isinstance(value, str) or len(value) > 253 or not _DNS_SUBDOMAIN_RE.fullmatch(value):
+        return (f"{value!r} is not a DNS-1123 subdomain (at most 253 lowercase letters, digits, '-' and '.', each "
+                "part starting and ending with a letter or digit)")
+    return None
+
+
+def quantity_problem(value: object) -> str | None:
+    """A Kubernetes resource quantity (``2``, ``500m``, ``4Gi``, ``1e3``, ``1.5``), not negative."""
+    match = _QUANTITY_RE.fullmatch(value) if isinstance(value, str) else None
+    if match is None:
+        return f"{value!r} is not a Kubernetes quantity (e.g. 2, 500m, 1.5, 4Gi, 512Mi, 1e3)"
+    if match["sign"] == "-" and float(match["number"]) != 0:
+        return f"{value!r} is negative"
+    return None
 
 
 @dataclass
@@ -29,7 +77,7 @@ class K8sOptions:
     dataset_image: str
     shards: int = 1
     namespace: str | None = None
-    output_pvc: str = "swcli-eval-output"
+    output_pvc: str = DEFAULT_PVC
     create_pvc: bool = True
     pvc_size: str = "1Gi"
     dataset_mount: str = "init"  # init | image
@@ -39,6 +87,38 @@ class K8sOptions:
     backoff_limit: int = 2
     merge_wait: int = 6 * 3600
     name: str | None = None
+
+    def __post_init__(self) -> None:
+        self.check()
+
+    def check(self) -> None:
+        """Refuse what Kubernetes would refuse at apply time, naming the flag; one line each."""
+        def fail(flag: str, problem: str | None) -> None:
+            if problem:
+                raise K8sOptionError(flag, problem)
+
+        fail("--model", image_ref_problem(self.model_image))
+        fail("--dataset", image_ref_problem(self.dataset_image))
+        if isinstance(self.shards, bool) or not isinstance(self.shards, int) or self.shards < 1:
+            raise K8sOptionError("--shards", f"must be >= 1, got {self.shards}")
+        if self.shards > MAX_INDEXED_COMPLETIONS:
+            raise K8sOptionError("--shards", f"an Indexed Job runs at most {MAX_INDEXED_COMPLETIONS} completions, "
+                                             f"got {self.shards}")
+        if self.namespace is not None:
+            fail("--namespace", dns_label_problem(self.namespace))
+        fail("--output-pvc", dns_subdomain_problem(self.output_pvc))
+        fail("pvc_size", quantity_problem(self.pvc_size))
+        if self.dataset_mount not in ("init", "image"):
+            raise K8sOptionError("--dataset-mount", f"must be init or image, got {self.dataset_mount!r}")
+        for flag, value in (("--cpu", self.cpu), ("--memory", self.memory)):
+            if value is not None:
+                fail(flag, quantity_problem(value))
+        for secret in self.image_pull_secrets:
+            fail("--image-pull-secret", dns_subdomain_problem(secret))
+        if isinstance(self.backoff_limit, bool) or not isinstance(self.backoff_limit, int) or self.backoff_limit < 0:
+            raise K8sOptionError("backoff_limit", f"must be >= 0, got {self.backoff_limit}")
+        if isinstance(self.merge_wait, bool) or not isinstance(self.merge_wait, int) or self.merge_wait < 1:
+            raise K8sOptionError("--merge-wait", f"must be a positive number of seconds, got {self.merge_wait}")
 
 
 def _dns_name(text: str) -> str:
@@ -91,12 +171,7 @@ def _pod(opts: K8sOptions, args: list[str], *, with_dataset: bool, env: list[dic
 
 def manifests(opts: K8sOptions) -> list[dict]:
     """PVC (optional), the Indexed eval Job, the merge Job: plain dicts, ready for yaml.safe_dump_all."""
-    if opts.shards < 1:
-        raise SwcliError(f"--shards must be >= 1, got {opts.shards}")
-    if opts.merge_wait < 0:
-        raise SwcliError(f"--merge-wait must be >= 0 seconds, got {opts.merge_wait}")
-    if opts.dataset_mount not in ("init", "image"):
-        raise SwcliError(f"--dataset-mount must be init or image, got {opts.dataset_mount!r}")
+    opts.check()  # a dataclass can be changed after __init__
     base = _dns_name(opts.name or f"swcli-eval-{_image_name(opts.model_image)}-{_image_name(opts.dataset_image)}")
     labels = {"app.kubernetes.io/managed-by": "swcli", "app.kubernetes.io/name": base}
     meta = lambda name: {"name": name, "labels": dict(labels), **({"namespace": opts.namespace} if opts.namespace else {})}  # noqa: E731
@@ -127,3 +202,19 @@ def render(opts: K8sOptions) -> str:
     import yaml
 
     return yaml.safe_dump_all(manifests(opts), sort_keys=False)
+
+
+def write_manifests(opts: K8sOptions, path: Path) -> Path:
+    """Render to a temp file beside ``path`` and rename it over: a failed run leaves the old file or none."""
+    text = render(opts)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    return path
