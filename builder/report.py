@@ -7,12 +7,15 @@ since labels, names and descriptions are user data. Numbers shown are the ones i
 from __future__ import annotations
 
 import base64
+import contextlib
 import io
 from pathlib import Path
 
 import numpy as np
 
-from builder.services.runs import Run, flat
+from builder.errors import SwcliError
+
+from builder.services.runs import Run, flat, label_title
 
 TOP_WRONG = 12
 CIFAR_RECORD = 3 * 32 * 32
@@ -27,7 +30,7 @@ def _png(fig) -> str:
     return base64.b64encode(buf.getvalue()).decode("ascii")
 
 
-def confusion_png(metrics: dict) -> str | None:
+def confusion_png(metrics: dict, names: dict[str, str] | None = None) -> str | None:
     cm = metrics.get("confusion_matrix") or {}
     if not cm.get("counts"):
         return None
@@ -36,7 +39,7 @@ def confusion_png(metrics: dict) -> str | None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    labels = [str(label) for label in metrics.get("all_labels", range(len(cm["counts"])))]
+    labels = [label_title(label, names or {}) for label in metrics.get("all_labels") or range(len(cm["counts"]))]
     counts = np.asarray(cm["counts"], dtype=float)
     normalised = counts / counts.sum(axis=1, keepdims=True).clip(min=1)
     fig, axes = plt.subplots(1, 2, figsize=(12, 5.2))
@@ -57,7 +60,7 @@ def confusion_png(metrics: dict) -> str | None:
     return _png(fig)
 
 
-def roc_png(metrics: dict) -> str | None:
+def roc_png(metrics: dict, names: dict[str, str] | None = None) -> str | None:
     curves = metrics.get("roc_auc") or {}
     if not curves:
         return None
@@ -69,7 +72,7 @@ def roc_png(metrics: dict) -> str | None:
     fig, ax = plt.subplots(figsize=(7, 6))
     for label, curve in curves.items():
         if curve.get("auc") is not None:
-            ax.plot(curve["fpr"], curve["tpr"], lw=1.4, label=f"{label} (AUC {curve['auc']:.3f})")
+            ax.plot(curve["fpr"], curve["tpr"], lw=1.4, label=f"{label_title(label, names or {})} (AUC {curve['auc']:.3f})")
     ax.plot([0, 1], [0, 1], "k--", lw=0.8)
     ax.set_xlabel("false positive rate")
     ax.set_ylabel("true positive rate")
@@ -107,13 +110,13 @@ def confidently_wrong(run: Run, top: int = TOP_WRONG) -> list[dict]:
             labels = run.metrics.get("all_labels") or list(range(len(scores)))
             if total > 0 and pred in labels:
                 confidence = scores[labels.index(pred)] / total
-        wrong.append({"index": r["index"], "label": label, "pred": pred, "confidence": confidence})
+        wrong.append({"index": r["index"], "label": run.label_title(label), "pred": run.label_title(pred),
+                      "confidence": confidence})
     wrong.sort(key=lambda w: (w["confidence"] is None, -(w["confidence"] or 0), w["index"]))
     return wrong[:top]
 
 
 def _attach_thumbnails(run: Run, rows: list[dict], shape: tuple[int, int, int] | None) -> None:
-    from builder.errors import SwcliError
     from builder.shards import DatasetReader
     from builder.store import Store
 
@@ -124,8 +127,21 @@ def _attach_thumbnails(run: Run, rows: list[dict], shape: tuple[int, int, int] |
         return  # the dataset is not in this store: the table still lists the records
     with DatasetReader(entry.path, entry.manifest) as reader:
         for row in rows:
-            data = reader[row["index"]].data
+            try:
+                data = reader[row["index"]].data
+            except (IndexError, SwcliError):
+                continue  # results.jsonl names a record this dataset does not have (or cannot read): no picture
             row["thumbnail"] = _thumbnail(data, shape or ((3, 32, 32) if len(data) == CIFAR_RECORD else None))
+
+
+def _meta(run: Run) -> dict:
+    """The header line's fields, each a string ("" when run.json does not say), so a sparse run.json renders."""
+    model, records = run.run.get("model") or {}, run.run.get("records") or {}
+    text = lambda v: "" if v is None else str(v)  # noqa: E731
+    return {"model": text(model.get("name")), "model_version": text(model.get("version") or model.get("source"))[:12],
+            "dataset": text(run.dataset.get("name")), "dataset_version": text(run.dataset.get("version"))[:12],
+            "handler": text(run.run.get("handler")), "ok": text(records.get("ok")), "failed": text(records.get("failed")),
+            "status": text(run.run.get("status")), "started": text(run.run.get("started"))}
 
 
 def render_report(run: Run, output: Path, *, image_shape: tuple[int, int, int] | None = None) -> Path:
@@ -140,15 +156,21 @@ def render_report(run: Run, output: Path, *, image_shape: tuple[int, int, int] |
                              undefined=jinja2.StrictUndefined)
     env.filters["num"] = lambda v, digits=4: "–" if v is None else (f"{v:.{digits}f}" if isinstance(v, float) else str(v))
     summary = run.summary
+    names = run.label_names
     html = env.get_template("report.html.j2").render(
-        run=run, summary=summary,
+        run=run, meta=_meta(run), summary=summary,
         scalars=[(k, v) for k, v in summary.items() if not isinstance(v, dict)],
         averages=[(k, v) for k, v in summary.items() if isinstance(v, dict)],
-        labels=run.metrics.get("labels", {}), confusion=confusion_png(run.metrics), roc=roc_png(run.metrics),
-        wrong=wrong,
+        labels=[(k, run.label_title(k), v) for k, v in (run.metrics.get("labels") or {}).items()],
+        confusion=confusion_png(run.metrics, names), roc=roc_png(run.metrics, names), wrong=wrong,
     )
     output = Path(output)
     tmp = output.with_name(f".{output.name}.tmp")
-    tmp.write_text(html, encoding="utf-8")
-    tmp.replace(output)
+    try:
+        tmp.write_text(html, encoding="utf-8")
+        tmp.replace(output)
+    except OSError as err:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise SwcliError(f"{output}: cannot write the report: {err.strerror or err}") from None
     return output

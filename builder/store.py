@@ -6,14 +6,20 @@ Layout under ``$SWCLI_HOME`` (default ``~/.cache/swcli``)::
     models/<name>/<version>/manifest.json     (+ src/, env.lock)
     runtimes/<name>/<version>/manifest.json
     runs/<run-id>/                            evaluation outputs
-    tmp/                                      staging; same filesystem, so publishing is one rename
+    tmp/<kind>-XXXX/ + tmp/<kind>-XXXX.lock   staging; same filesystem, so publishing is one rename
 
 Every entry is written into a staging directory first and renamed into place only when complete, so a failed
-or interrupted build leaves nothing in the store. Versions are content-derived: the same inputs give the same
-version, and publishing an existing version is a no-op.
+or interrupted build leaves nothing in the store. A staging directory is owned by whoever holds the ``flock`` on
+its ``.lock`` file; the kernel drops that lock when the process dies (even by ``kill -9``), so the next
+:meth:`Store.stage` or :meth:`Store.scan` removes staging left by dead builds and never a live one's.
+Published entries get the mode ``0777 & ~umask`` (staging starts private), so a container running as another
+user can read them. Versions are content-derived: the same inputs give the same version, and publishing an
+existing version is a no-op.
 
 Refs: ``name`` or ``name:latest`` (newest by creation time), ``name:<version>``, ``name:<prefix>`` for any
-unambiguous prefix of at least 4 characters (the short form shown is 12), or a path to an entry directory.
+unambiguous prefix of at least 4 characters (the short form shown is 12), or a path to an entry directory. The
+name and version of a ref are checked with :mod:`builder.refs` before they become paths; a path ref can be read
+(info, eval) but :meth:`Store.remove` deletes only real entries inside the store.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import difflib
+import fcntl
 import json
 import os
 import shutil
@@ -31,11 +38,25 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from builder.errors import RefNotFoundError, SwcliError
+from builder.refs import is_version, name_problem
 
 KINDS = ("dataset", "model", "runtime")
 SHORT_VERSION_LEN = 12
 MIN_PREFIX_LEN = 4
 MANIFEST = "manifest.json"
+LOCK_SUFFIX = ".lock"
+
+
+class StoreError(SwcliError):
+    """The store cannot be read or written at ``path`` (read-only, not a folder, a bad manifest...)."""
+
+    def __init__(self, path: str | Path, message: str):
+        self.path = str(path)
+        super().__init__(f"{self.path}: {message}")
+
+
+def _os_error(path: Path, doing: str, err: OSError) -> StoreError:
+    return StoreError(err.filename or path, f"{doing}: {err.strerror or err}")
 
 
 def swcli_home() -> Path:
@@ -63,17 +84,22 @@ def _umask() -> int:
 
 def write_json_atomic(path: Path, obj: Any) -> None:
     """Write JSON to a temp file beside ``path`` and rename it over, so readers never see half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    except OSError as err:
+        raise _os_error(path, "cannot write", err) from None
     try:
         os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; outputs should read like any written file
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             json.dump(obj, fh, indent=2, sort_keys=False, allow_nan=False)
             fh.write("\n")
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        if isinstance(err, OSError):
+            raise _os_error(path, "cannot write", err) from None
         raise
 
 
@@ -100,24 +126,28 @@ class Entry:
     def created(self) -> str:
         return str(self.manifest.get("created", ""))
 
-    @property
-    def size(self) -> int:
-        """Bytes on disk of every file in the entry."""
-        return sum(p.stat().st_size for p in self.path.rglob("*") if p.is_file() and not p.is_symlink())
-
 
 def read_entry(kind: str, path: Path) -> Entry:
-    """Load the entry at ``path`` (a directory holding ``manifest.json``)."""
+    """Load the entry at ``path`` (a directory holding ``manifest.json``); a manifest of the wrong shape is a
+    :class:`StoreError` naming the file."""
     manifest_path = path / MANIFEST
     try:
         manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise RefNotFoundError(kind, str(path), f"{manifest_path} does not exist") from None
     except (OSError, ValueError) as err:
-        raise SwcliError(f"{manifest_path}: unreadable manifest: {err}") from None
+        raise StoreError(manifest_path, f"unreadable manifest: {getattr(err, 'strerror', None) or err}") from None
+    if not isinstance(manifest, dict):
+        raise StoreError(manifest_path, f"expected a JSON object, got {type(manifest).__name__}")
     if manifest.get("kind", kind) != kind:
         raise RefNotFoundError(kind, str(path), f"it holds a {manifest.get('kind')}, not a {kind}")
-    return Entry(kind, str(manifest.get("name", path.parent.name)), str(manifest.get("version", path.name)), path, manifest)
+    name, version = manifest.get("name"), manifest.get("version")
+    problem = name_problem(name)
+    if problem:
+        raise StoreError(manifest_path, f"field 'name': {problem}")
+    if not is_version(version):
+        raise StoreError(manifest_path, f"field 'version': expected a lowercase base32 version, got {version!r}")
+    return Entry(kind, name, version, path, manifest)
 
 
 class Store:
@@ -135,16 +165,100 @@ class Store:
     def runs_dir(self) -> Path:
         return self.root / "runs"
 
+    @property
+    def tmp_dir(self) -> Path:
+        return self.root / "tmp"
+
+    # ---------------------------------------------------------------------------------------------- staging
+
     @contextlib.contextmanager
     def stage(self, kind: str) -> Iterator[Path]:
-        """A fresh staging directory, removed on exit unless :meth:`publish` moved it into place."""
-        tmp_root = self.root / "tmp"
-        tmp_root.mkdir(parents=True, exist_ok=True)
-        staged = Path(tempfile.mkdtemp(prefix=f"{kind}-", dir=tmp_root))
+        """A fresh staging directory, removed on exit unless :meth:`publish` moved it into place.
+
+        The directory is held by an ``flock`` on ``<dir>.lock`` for the whole block; staging of dead processes
+        (whose locks the kernel released) is removed first.
+        """
+        try:
+            self.tmp_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise _os_error(self.tmp_dir, "cannot create the staging folder", err) from None
+        self.clean_stale_staging()
+        lock_fd, staged = self._locked_staging(kind)
         try:
             yield staged
         finally:
             shutil.rmtree(staged, ignore_errors=True)
+            with contextlib.suppress(OSError):
+                os.unlink(f"{staged}{LOCK_SUFFIX}")
+            os.close(lock_fd)
+
+    def _locked_staging(self, kind: str) -> tuple[int, Path]:
+        """Create ``tmp/<kind>-XXXX.lock``, lock it, then create the folder it guards. The lock comes first, so a
+        cleaner never sees a live folder without a held lock."""
+        while True:
+            try:
+                fd, lock_path = tempfile.mkstemp(prefix=f"{kind}-", suffix=LOCK_SUFFIX, dir=self.tmp_dir)
+            except OSError as err:
+                raise _os_error(self.tmp_dir, "cannot create a staging lock", err) from None
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            try:
+                same = os.stat(lock_path).st_ino == os.fstat(fd).st_ino
+            except FileNotFoundError:
+                same = False
+            if not same:  # a cleaner took it between mkstemp and flock, and removed it: try another name
+                os.close(fd)
+                continue
+            staged = Path(lock_path[: -len(LOCK_SUFFIX)])
+            try:
+                staged.mkdir(mode=0o700)
+            except OSError as err:
+                os.unlink(lock_path)
+                os.close(fd)
+                raise _os_error(staged, "cannot create the staging folder", err) from None
+            return fd, staged
+
+    def clean_stale_staging(self) -> list[Path]:
+        """Remove the staging folders no live process holds; returns what was removed. Never raises."""
+        removed: list[Path] = []
+        try:
+            names = sorted(os.listdir(self.tmp_dir))
+        except OSError:
+            return removed
+        locks = {n for n in names if n.endswith(LOCK_SUFFIX)}
+        for lock_name in sorted(locks):
+            lock_path = self.tmp_dir / lock_name
+            try:
+                fd = os.open(lock_path, os.O_RDWR)
+            except OSError:
+                continue
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                os.close(fd)
+                continue  # a live build holds it
+            try:
+                if os.stat(lock_path).st_ino != os.fstat(fd).st_ino:
+                    continue  # removed and recreated meanwhile: not the file we locked
+                staged = self.tmp_dir / lock_name[: -len(LOCK_SUFFIX)]
+                shutil.rmtree(staged, ignore_errors=True)
+                if not staged.exists():
+                    os.unlink(lock_path)
+                    removed.append(staged)
+            except OSError:
+                pass
+            finally:
+                os.close(fd)
+        for name in names:  # folders without any lock: left by an older swcli or a half-finished cleanup
+            path = self.tmp_dir / name
+            if name in locks or f"{name}{LOCK_SUFFIX}" in locks or name.startswith("."):
+                continue
+            if path.is_dir() and not path.is_symlink() and name.split("-", 1)[0] in KINDS:
+                shutil.rmtree(path, ignore_errors=True)
+                if not path.exists():
+                    removed.append(path)
+        return removed
+
+    # ---------------------------------------------------------------------------------------------- publish
 
     def publish(self, kind: str, name: str, version: str, staged: Path) -> Entry:
         """Move a complete staging directory to ``<kind>s/<name>/<version>`` in one rename.
@@ -152,51 +266,109 @@ class Store:
         The staged directory must hold ``manifest.json``. If that version already exists (same content), the
         staged copy is discarded and the existing entry returned.
         """
+        problem = name_problem(name)
+        if problem:
+            raise StoreError(staged / MANIFEST, f"name: {problem}")
+        if not is_version(version):
+            raise StoreError(staged / MANIFEST, f"version: {version!r} is not a store version")
         if not (staged / MANIFEST).is_file():
             raise SwcliError(f"internal: {staged} has no {MANIFEST}; refusing to publish")
         final = self.kind_dir(kind) / name / version
-        final.parent.mkdir(parents=True, exist_ok=True)
+        mode = 0o777 & ~_umask()
+        try:
+            for directory in [staged, *sorted(p for p in staged.rglob("*") if p.is_dir() and not p.is_symlink())]:
+                os.chmod(directory, mode)  # staging is private while it is built; entries read like any folder
+            final.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise _os_error(final.parent, "cannot publish", err) from None
         try:
             os.rename(staged, final)
-        except OSError:
+        except OSError as err:
             if not (final / MANIFEST).is_file():
-                raise
+                raise _os_error(final, "cannot publish", err) from None
             shutil.rmtree(staged, ignore_errors=True)
         return read_entry(kind, final)
 
-    def list(self, kind: str, name: str | None = None) -> list[Entry]:
-        """Every complete entry of ``kind`` (optionally one name), newest first."""
+    # ------------------------------------------------------------------------------------------------- read
+
+    def scan(self, kind: str, name: str | None = None) -> tuple[list[Entry], list[str]]:
+        """Every readable entry of ``kind`` (optionally one name), newest first, and one ``"path: why"`` line per
+        folder that is not a readable entry. Stale staging is cleaned on the way."""
+        self.clean_stale_staging()
         base = self.kind_dir(kind)
-        entries = []
-        if name:
-            names = [base / name]
+        entries: list[Entry] = []
+        problems: list[str] = []
+        if name is not None:
+            problem = name_problem(name)
+            if problem:
+                return [], [f"{name}: {problem}"]
+            name_dirs = [base / name]
         else:
-            names = sorted(p for p in base.iterdir() if p.is_dir()) if base.is_dir() else []
-        for name_dir in names:
-            if not name_dir.is_dir():
+            if self.root.exists() and not self.root.is_dir():
+                return [], [f"{self.root}: the store root is not a folder (check SWCLI_HOME)"]
+            name_dirs = _children(base, problems) if base.exists() else []
+        for name_dir in name_dirs:
+            if name_dir.name.startswith(".") or not name_dir.exists():
                 continue
-            for version_dir in sorted(name_dir.iterdir()):
-                if not version_dir.name.startswith(".") and (version_dir / MANIFEST).is_file():
-                    entries.append(read_entry(kind, version_dir))
+            problem = name_problem(name_dir.name)
+            if problem or not name_dir.is_dir():
+                problems.append(f"{name_dir}: not a {kind} name folder" + (f" ({problem})" if problem else ""))
+                continue
+            for version_dir in _children(name_dir, problems):
+                if version_dir.name.startswith("."):
+                    continue  # .removing-<version>: a remove in progress
+                entry, problem = self._scan_one(kind, version_dir)
+                if entry:
+                    entries.append(entry)
+                else:
+                    problems.append(problem)
         entries.sort(key=lambda e: (e.created, e.version), reverse=True)
-        return entries
+        return entries, problems
+
+    def _scan_one(self, kind: str, version_dir: Path) -> tuple[Entry | None, str]:
+        if not is_version(version_dir.name) or not version_dir.is_dir():
+            return None, f"{version_dir}: not a {kind} version folder"
+        if not (version_dir / MANIFEST).is_file():
+            return None, f"{version_dir}: no {MANIFEST}"
+        try:
+            entry = read_entry(kind, version_dir)
+        except SwcliError as err:
+            return None, str(err)
+        if (entry.name, entry.version) != (version_dir.parent.name, version_dir.name):
+            return None, (f"{version_dir / MANIFEST}: names {entry.name}:{entry.version}, "
+                          f"which does not match its folder")
+        return entry, ""
+
+    def list(self, kind: str, name: str | None = None) -> list[Entry]:
+        """Every readable entry of ``kind`` (optionally one name), newest first; see :meth:`scan` for the rest."""
+        return self.scan(kind, name)[0]
 
     def resolve(self, kind: str, ref: str) -> Entry:
         """The entry a ref names; raises :class:`RefNotFoundError` with the closest names when nothing matches."""
         as_path = Path(ref).expanduser()
-        if ("/" in ref or ref.startswith(".")) and (as_path / MANIFEST).is_file():
-            return read_entry(kind, as_path.resolve())
+        if "/" in ref or ref.startswith((".", "~")):
+            if (as_path / MANIFEST).is_file():
+                return read_entry(kind, as_path.resolve())
+            raise RefNotFoundError(kind, ref, f"{as_path / MANIFEST} does not exist")
         name, _, version = ref.partition(":")
-        candidates = self.list(kind, name) if name else []
+        problem = name_problem(name)
+        if problem:
+            raise RefNotFoundError(kind, ref, problem)
+        if version and version != "latest":
+            if len(version) < MIN_PREFIX_LEN:
+                raise RefNotFoundError(kind, ref, f"a version prefix needs at least {MIN_PREFIX_LEN} characters")
+            if not is_version(version):
+                raise RefNotFoundError(kind, ref, f"{version!r} is not a version (lowercase letters and digits)")
+        candidates, problems = self.scan(kind, name)
         if not candidates:
+            if problems:
+                raise RefNotFoundError(kind, ref, f"unreadable: {problems[0]}")
             known = sorted({e.name for e in self.list(kind)})
             close = difflib.get_close_matches(name, known, n=1)
             hint = f"did you mean '{close[0]}'?" if close else (f"known: {', '.join(known)}" if known else f"the {kind} store is empty")
             raise RefNotFoundError(kind, ref, hint)
         if not version or version == "latest":
             return candidates[0]
-        if len(version) < MIN_PREFIX_LEN:
-            raise RefNotFoundError(kind, ref, f"a version prefix needs at least {MIN_PREFIX_LEN} characters")
         matches = [e for e in candidates if e.version.startswith(version)]
         if len(matches) == 1:
             return matches[0]
@@ -204,13 +376,38 @@ class Store:
             raise RefNotFoundError(kind, ref, f"{name} has versions {', '.join(e.short_version for e in candidates)}")
         raise RefNotFoundError(kind, ref, f"ambiguous: {', '.join(e.short_version for e in matches)}")
 
+    # ----------------------------------------------------------------------------------------------- remove
+
+    def owns(self, kind: str, entry: Entry) -> bool:
+        """Whether ``entry`` is a real folder ``<kind>s/<name>/<version>`` of this store (no link leads out)."""
+        if name_problem(entry.name) or not is_version(entry.version):
+            return False
+        expected = Path(os.path.realpath(self.kind_dir(kind))) / entry.name / entry.version
+        return Path(os.path.realpath(entry.path)) == expected and not os.path.islink(entry.path)
+
     def remove(self, kind: str, ref: str) -> Entry:
-        """Delete one entry; the name directory goes too when it was the last version."""
+        """Delete one entry; the name directory goes too when it was the last version. Only entries inside the
+        store are deleted: a path ref to a folder elsewhere is refused."""
         entry = self.resolve(kind, ref)
+        if not self.owns(kind, entry):
+            raise StoreError(entry.path, f"not a {kind} in the store {self.kind_dir(kind)}; remove deletes store "
+                                         "entries only (delete an outside folder yourself)")
+        path = Path(os.path.realpath(entry.path))
         # rename first so a crash mid-delete never leaves a half-entry that still looks complete
-        doomed = entry.path.with_name(f".removing-{entry.version}")
-        os.rename(entry.path, doomed)
+        doomed = path.with_name(f".removing-{entry.version}")
+        try:
+            os.rename(path, doomed)
+        except OSError as err:
+            raise _os_error(path, "cannot remove", err) from None
         shutil.rmtree(doomed, ignore_errors=True)
         with contextlib.suppress(OSError):
-            entry.path.parent.rmdir()
+            path.parent.rmdir()
         return entry
+
+
+def _children(folder: Path, problems: list[str]) -> list[Path]:
+    try:
+        return sorted(folder.iterdir())
+    except OSError as err:
+        problems.append(f"{folder}: cannot list: {err.strerror or err}")
+        return []

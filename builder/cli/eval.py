@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import List, Optional
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from builder.cli._output import OutputFormat, console, print_json, print_table
@@ -19,10 +20,12 @@ def _fmt(value) -> str:
 
 @app.command("list")
 def list_(output: OutputFormat = typer.Option(OutputFormat.table, "--output", "-o", help="table or json.")) -> None:
-    """Every recorded run, newest first."""
-    from builder.services.runs import list_runs
+    """Every recorded run, newest first; unreadable ones are named on stderr."""
+    from builder.services.runs import scan_runs
 
-    runs = list_runs()
+    runs, problems = scan_runs()
+    for problem in problems:
+        typer.echo(f"swcli: warning: {problem}", err=True)
     rows = [{"id": r.id, "started": r.run.get("started"), "model": (r.run.get("model") or {}).get("name"),
              "dataset": r.dataset.get("name"), "records": (r.run.get("records") or {}).get("ok"),
              "accuracy": r.summary.get("accuracy"), "status": r.run.get("status"), "path": str(r.path.resolve())} for r in runs]
@@ -56,18 +59,18 @@ def show(
 
 def _show_tables(run) -> None:
     meta = run.run
-    console.print(f"run [bold]{run.id}[/bold]: model {(meta.get('model') or {}).get('name')} on dataset "
-                  f"{run.dataset.get('name')}, {(meta.get('records') or {}).get('ok')} records, {meta.get('status')}")
+    console.print(f"run [bold]{escape(run.id)}[/bold]: model {escape(str((meta.get('model') or {}).get('name')))} on dataset "
+                  f"{escape(str(run.dataset.get('name')))}, {(meta.get('records') or {}).get('ok')} records, {escape(str(meta.get('status')))}")
     print_table("summary", ["metric", "value"],
                 [(k, _fmt(v)) for k, v in run.summary.items() if not isinstance(v, dict)]
                 + [(f"{k} f1", _fmt(v.get("f1-score"))) for k, v in run.summary.items() if isinstance(v, dict)])
     labels = run.metrics.get("labels") or {}
     print_table("per label", ["label", "precision", "recall", "f1-score", "support", "AUC"],
-                [(k, _fmt(v.get("precision")), _fmt(v.get("recall")), _fmt(v.get("f1-score")), _fmt(None if v.get("support") is None else int(v["support"])),
+                [(escape(run.label_title(k)), _fmt(v.get("precision")), _fmt(v.get("recall")), _fmt(v.get("f1-score")), _fmt(None if v.get("support") is None else int(v["support"])),
                   _fmt(v.get("auc"))) for k, v in labels.items()])
     counts = (run.metrics.get("confusion_matrix") or {}).get("counts")
     if counts:
-        names = [str(x) for x in run.metrics.get("all_labels", range(len(counts)))]
+        names = [escape(run.label_title(x)) for x in run.metrics.get("all_labels") or range(len(counts))]
         table = Table(title="confusion matrix (rows: true, columns: predicted)", title_justify="left")
         table.add_column("")
         for name in names:
@@ -88,8 +91,11 @@ def remove(run_ref: str = typer.Argument(..., metavar="RUN")) -> None:
     """Delete a run (a recorded outside folder is only forgotten, its files stay)."""
     from builder.services.runs import remove_run
 
-    run = remove_run(run_ref)
-    console.print(f"removed run {run.id}")
+    removed = remove_run(run_ref)
+    if removed.deleted:
+        console.print(f"removed run {removed.id}")
+    else:
+        console.print(f"forgot run {removed.id}; its files stay in {escape(str(removed.path))}")
 
 
 @app.command("report")
@@ -112,7 +118,7 @@ def diff(
     output: OutputFormat = typer.Option(OutputFormat.table, "--output", "-o", help="table or json."),
 ) -> None:
     """What changed from RUN_A to RUN_B on the same dataset: metrics, labels, records that flipped."""
-    from builder.services.runs import diff_runs, resolve_run
+    from builder.services.runs import diff_runs, label_title, resolve_run
 
     d = diff_runs(resolve_run(run_a), resolve_run(run_b))
     if output is OutputFormat.json:
@@ -122,7 +128,7 @@ def diff(
     print_table(f"{d['a']['id']} -> {d['b']['id']}", ["metric", "a", "b", "delta"],
                 [(k, _fmt(v["a"]), _fmt(v["b"]), signed(v["delta"])) for k, v in d["summary"].items()])
     print_table("per label (delta b - a)", ["label", "precision", "recall", "f1-score", "AUC"],
-                [(label, *(signed(m.get(k, {}).get("delta")) for k in ("precision", "recall", "f1-score", "auc")))
+                [(escape(label_title(label, d["label_names"])), *(signed(m.get(k, {}).get("delta")) for k in ("precision", "recall", "f1-score", "auc")))
                  for label, m in d["labels"].items()])
     f = d["flipped"]
     console.print(f"records wrong -> right: {f['wrong_to_right']} (e.g. {f['wrong_to_right_indices'][:10]}); "

@@ -9,15 +9,16 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from builder.errors import SwcliError
 from builder.store import Store
 
-RUN_FILES = ("run.json", "metrics.json", "results.jsonl")
+RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,254}")  # one path component, never '.' or '..'
 
 
 class RunError(SwcliError):
@@ -45,31 +46,166 @@ class Run:
     def dataset(self) -> dict:
         return self.run.get("dataset") or {}
 
+    @property
+    def label_names(self) -> dict[str, str]:
+        """``{str(label value): name}`` from run.json's ``dataset.label_names``; empty when the dataset had none."""
+        return self.dataset.get("label_names") or {}
+
+    def label_title(self, label: Any) -> str:
+        """How tables show a label: ``"3 cat"`` when the dataset names it, else the raw key."""
+        return label_title(label, self.label_names)
+
     def results(self) -> Iterator[dict]:
         path = self.path / "results.jsonl"
         try:
             with open(path, encoding="utf-8") as fh:
                 for number, line in enumerate(fh, 1):
                     try:
-                        yield json.loads(line)
+                        record = json.loads(line)
                     except ValueError:
                         raise RunError(f"{path}:{number}: not a JSON line") from None
+                    yield check_result(f"{path}:{number}", record)
         except FileNotFoundError:
             raise RunError(f"{path} is missing") from None
+        except OSError as err:
+            raise RunError(f"{path} is unreadable: {err.strerror or err}") from None
 
 
-def _read_json(path: Path) -> dict:
+def label_title(label: Any, names: dict[str, str]) -> str:
+    key = str(label)
+    name = names.get(key)
+    return f"{key} {name}" if name and name != key else key
+
+
+# ------------------------------------------------------------------------------------------------ shapes
+# Every consumer (show, report, diff, gates, list) reads runs through load_run, so a file of the wrong shape
+# is one RunError naming the file and the field, never a traceback deep in a table or a plot.
+
+
+def _json_type(value: Any) -> str:
+    for kind, name in ((bool, "a boolean"), (dict, "an object"), (list, "an array"), (str, "a string"),
+                       ((int, float), "a number")):
+        if isinstance(value, kind):
+            return name
+    return "null" if value is None else type(value).__name__
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _expect(where: str, field: str, value: Any, ok: Callable[[Any], bool], want: str, optional: bool = True) -> Any:
+    if (value is None and optional) or ok(value):
+        return value
+    raise RunError(f"{where}: field '{field}': expected {want}, got {_json_type(value)}")
+
+
+def _obj(value: Any) -> bool:
+    return isinstance(value, dict)
+
+
+def _str(value: Any) -> bool:
+    return isinstance(value, str)
+
+
+def _number_or_null(value: Any) -> bool:
+    return value is None or _is_number(value)
+
+
+def check_run(where: str, run: Any) -> dict:
+    if not isinstance(run, dict):
+        raise RunError(f"{where}: expected a JSON object, got {_json_type(run)}")
+    for key in ("started", "status"):
+        _expect(where, key, run.get(key), _str, "a string")
+    for key in ("model", "dataset", "records"):
+        _expect(where, key, run.get(key), _obj, "an object")
+    for key, value in (run.get("model") or {}).items():
+        if key in ("name", "version", "source"):
+            _expect(where, f"model.{key}", value, _str, "a string")
+    dataset = run.get("dataset") or {}
+    for key in ("name", "version"):
+        _expect(where, f"dataset.{key}", dataset.get(key), _str, "a string")
+    names = _expect(where, "dataset.label_names", dataset.get("label_names"), _obj, "an object {label: name}")
+    for key, value in (names or {}).items():
+        _expect(where, f"dataset.label_names.{key}", value, _str, "a string", optional=False)
+    for key, value in (run.get("records") or {}).items():
+        _expect(where, f"records.{key}", value, _is_int, "an integer")
+    return run
+
+
+def check_metrics(where: str, metrics: Any) -> dict:
+    if not isinstance(metrics, dict):
+        raise RunError(f"{where}: expected a JSON object, got {_json_type(metrics)}")
+    for key, value in (_expect(where, "summary", metrics.get("summary"), _obj, "an object") or {}).items():
+        if isinstance(value, dict):
+            for inner, number in value.items():
+                _expect(where, f"summary.{key}.{inner}", number, _number_or_null, "a number")
+        else:
+            _expect(where, f"summary.{key}", value, _number_or_null, "a number or an object")
+    for label, value in (_expect(where, "labels", metrics.get("labels"), _obj, "an object") or {}).items():
+        _expect(where, f"labels.{label}", value, _obj, "an object", optional=False)
+        for key, number in value.items():
+            _expect(where, f"labels.{label}.{key}", number, _number_or_null, "a number")
+    all_labels = _expect(where, "all_labels", metrics.get("all_labels"), lambda v: isinstance(v, list) and all(
+        isinstance(x, str) or _is_number(x) for x in v), "an array of labels")
+    cm = _expect(where, "confusion_matrix", metrics.get("confusion_matrix"), _obj, "an object") or {}
+    counts = cm.get("counts")
+    size = len(all_labels) if all_labels is not None else len(counts) if isinstance(counts, list) else 0
+    _expect(where, "confusion_matrix.counts", counts, lambda v: isinstance(v, list) and len(v) == size and all(
+        isinstance(row, list) and len(row) == size and all(_is_int(x) for x in row) for row in v),
+        f"a {size}x{size} array of integer arrays (one row and column per label)")
+    for label, curve in (_expect(where, "roc_auc", metrics.get("roc_auc"), _obj, "an object") or {}).items():
+        _expect(where, f"roc_auc.{label}", curve, lambda v: isinstance(v, dict) and all(
+            isinstance(v.get(k), list) and all(_is_number(x) for x in v[k]) for k in ("fpr", "tpr"))
+            and len(v["fpr"]) == len(v["tpr"]), "an object with fpr and tpr arrays of numbers, of one length",
+            optional=False)
+        _expect(where, f"roc_auc.{label}.auc", curve.get("auc"), _is_number, "a number")
+    return metrics
+
+
+def check_result(where: str, record: Any) -> dict:
+    """One results.jsonl line: ``{index, label, result, pr, error}``."""
+    if not isinstance(record, dict):
+        raise RunError(f"{where}: expected a JSON object, got {_json_type(record)}")
+    _expect(where, "index", record.get("index"), _is_int, "an integer", optional=False)
+    if _expect(where, "error", record.get("error"), _str, "a string or null") is None:
+        missing = [key for key in ("label", "result") if key not in record]
+        if missing:
+            raise RunError(f"{where}: missing field '{missing[0]}' (a record without an error needs label and result)")
+    return record
+
+
+def _read_json(path: Path, check: Callable[[str, Any], dict]) -> dict:
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        return check(str(path), json.loads(path.read_text(encoding="utf-8")))
     except FileNotFoundError:
         raise RunError(f"{path} is missing") from None
     except (OSError, ValueError) as err:
-        raise RunError(f"{path} is unreadable: {err}") from None
+        raise RunError(f"{path} is unreadable: {getattr(err, 'strerror', None) or err}") from None
 
 
 def load_run(path: Path, run_id: str | None = None) -> Run:
     path = Path(path)
-    return Run(run_id or path.name, path, _read_json(path / "run.json"), _read_json(path / "metrics.json"))
+    return Run(run_id or path.name, path, _read_json(path / "run.json", check_run),
+               _read_json(path / "metrics.json", check_metrics))
+
+
+# --------------------------------------------------------------------------------------------- history
+
+
+def run_id_problem(ref: str) -> str | None:
+    if RUN_ID.fullmatch(ref):
+        return None
+    return (f"'{ref}' is not a run id (letters, digits, '.', '_', '+', '-'; a run folder is given as a path, "
+            "e.g. ./out)")
+
+
+def _safe_id(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._+-]+", "_", text).lstrip("._+-") or "run"
 
 
 def record_run(output_dir: Path, store: Store | None = None) -> str:
@@ -79,39 +215,101 @@ def record_run(output_dir: Path, store: Store | None = None) -> str:
     runs = store.runs_dir.resolve()
     if output_dir.parent == runs:
         return output_dir.name
-    runs.mkdir(parents=True, exist_ok=True)
-    run = _read_json(output_dir / "run.json")
-    stamp = str(run.get("started", "")).replace(":", "").replace("-", "").replace("+0000", "")[:15]
-    run_id = f"{stamp}-{output_dir.name}"
-    link = runs / run_id
-    if not link.exists():
-        os.symlink(output_dir, link)
-    return run_id
+    try:
+        runs.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise RunError(f"{err.filename or runs}: cannot record the run: {err.strerror or err}") from None
+    run = _read_json(output_dir / "run.json", check_run)
+    stamp = str(run.get("started") or "").replace(":", "").replace("-", "").replace("+0000", "")[:15]
+    base = _safe_id(f"{stamp}-{output_dir.name}"[:200])
+    for n in range(1, 1000):
+        run_id = base if n == 1 else f"{base}-{n}"
+        link = runs / run_id
+        if os.path.lexists(link):
+            if Path(os.path.realpath(link)) == output_dir:
+                return run_id  # recorded already
+            continue  # another folder has this id: take the next
+        try:
+            os.symlink(output_dir, link)
+        except OSError as err:
+            raise RunError(f"{link}: cannot record the run: {err.strerror or err}") from None
+        return run_id
+    raise RunError(f"{runs}: too many recorded runs named {base}")
+
+
+def scan_runs(store: Store | None = None) -> tuple[list[Run], list[str]]:
+    """Every readable run, newest first, and one ``"path: why"`` line per entry of ``runs/`` that is not.
+
+    A folder without run.json (an evaluation still running) and a failed run without metrics.json are not
+    problems, only not listed."""
+    store = store or Store()
+    runs, problems = [], []
+    try:
+        children = sorted(store.runs_dir.iterdir()) if store.runs_dir.exists() else []
+    except OSError as err:
+        return [], [f"{store.runs_dir}: cannot list: {err.strerror or err}"]
+    for path in children:
+        if path.name.startswith("."):
+            continue  # .removing-<id>
+        if run_id_problem(path.name):
+            problems.append(f"{path}: not a run id")
+        elif path.is_symlink() and not path.exists():
+            problems.append(f"{path}: the recorded folder {os.readlink(path)} is gone "
+                            f"(`swcli eval remove {path.name}` forgets it)")
+        elif not path.is_dir():
+            problems.append(f"{path}: not a run folder")
+        elif (path / "run.json").exists():
+            try:
+                meta = _read_json(path / "run.json", check_run)
+                if not (path / "metrics.json").exists() and meta.get("status") != "succeeded":
+                    continue
+                runs.append(Run(path.name, path, meta, _read_json(path / "metrics.json", check_metrics)))
+            except RunError as err:
+                problems.append(str(err))
+    runs.sort(key=lambda r: (str(r.run.get("started") or ""), r.id), reverse=True)
+    return runs, problems
 
 
 def list_runs(store: Store | None = None) -> list[Run]:
-    """Every readable run, newest first; dangling links and half-written folders are skipped."""
-    store = store or Store()
-    out = []
-    if store.runs_dir.is_dir():
-        for path in store.runs_dir.iterdir():
-            if (path / "run.json").is_file() and (path / "metrics.json").is_file():
-                try:
-                    out.append(load_run(path))
-                except RunError:
-                    continue
-    out.sort(key=lambda r: (str(r.run.get("started", "")), r.id), reverse=True)
-    return out
+    """Every readable run, newest first; see :func:`scan_runs` for what is not."""
+    return scan_runs(store)[0]
+
+
+def _is_path(ref: str) -> bool:
+    return "/" in ref or ref.startswith((".", "~"))
+
+
+def _recorded_id(path: Path, store: Store) -> str:
+    """The id under which ``runs/`` knows the folder at ``path``; its own name when it is not recorded."""
+    real = Path(os.path.realpath(path))
+    runs_real = Path(os.path.realpath(store.runs_dir))
+    if real.parent == runs_real:
+        return real.name
+    return next((link.name for link in _links_to(real, store)), real.name)
+
+
+def _links_to(real: Path, store: Store) -> list[Path]:
+    try:
+        children = sorted(store.runs_dir.iterdir()) if store.runs_dir.is_dir() else []
+    except OSError:
+        return []
+    return [p for p in children if p.is_symlink() and Path(os.path.realpath(p)) == real]
 
 
 def resolve_run(ref: str, store: Store | None = None) -> Run:
     """A run by id, unique id prefix, ``latest``, or the path of a run folder."""
     store = store or Store()
-    path = Path(ref).expanduser()
-    if (path / "run.json").is_file():
-        return load_run(path)
-    if ref != "latest" and (store.runs_dir / ref).exists():
-        return load_run(store.runs_dir / ref)
+    if _is_path(ref):
+        path = Path(ref).expanduser()
+        if not (path / "run.json").is_file():
+            raise RunError(f"{path}: not a run folder (no run.json)")
+        return load_run(path, _recorded_id(path, store))
+    if ref != "latest":
+        problem = run_id_problem(ref)
+        if problem:
+            raise RunError(problem)
+        if (store.runs_dir / ref).exists():
+            return load_run(store.runs_dir / ref)
     runs = list_runs(store)
     if ref == "latest" and runs:
         return runs[0]
@@ -123,15 +321,40 @@ def resolve_run(ref: str, store: Store | None = None) -> Run:
     raise RunError(f"'{ref}' is ambiguous: {', '.join(r.id for r in matches[:5])}")
 
 
-def remove_run(ref: str, store: Store | None = None) -> Run:
+@dataclass(frozen=True)
+class Removed:
+    id: str
+    path: Path
+    deleted: bool  # False: a recorded outside folder, only forgotten
+
+
+def remove_run(ref: str, store: Store | None = None) -> Removed:
+    """Delete a run folder inside ``runs/``; a recorded outside folder is only forgotten (its links removed).
+
+    An exact id is removed even when its files are broken or its folder is gone, so a broken history can be
+    cleaned; anything else is resolved like :func:`resolve_run`."""
     store = store or Store()
-    run = resolve_run(ref, store)
-    link = store.runs_dir / run.id
-    if link.is_symlink():
-        link.unlink()  # a recorded outside folder: forget it, keep the user's files
-    else:
-        shutil.rmtree(run.path)
-    return run
+    exact = not _is_path(ref) and run_id_problem(ref) is None and os.path.lexists(store.runs_dir / ref)
+    target = store.runs_dir / ref if exact else resolve_run(ref, store).path
+    real = Path(os.path.realpath(target))
+    runs_real = Path(os.path.realpath(store.runs_dir))
+    links = _links_to(real, store)
+    if exact and (store.runs_dir / ref).is_symlink() and store.runs_dir / ref not in links:
+        links.append(store.runs_dir / ref)
+    try:
+        for link in links:
+            link.unlink()
+        if real.parent == runs_real and real.is_dir() and not real.is_symlink():
+            doomed = real.with_name(f".removing-{real.name}")  # no half-deleted run looks complete meanwhile
+            os.rename(real, doomed)
+            shutil.rmtree(doomed, ignore_errors=True)
+            return Removed(real.name, real, True)
+    except OSError as err:
+        raise RunError(f"{err.filename or real}: cannot remove: {err.strerror or err}") from None
+    if not links:
+        raise RunError(f"{target}: not a run in {store.runs_dir}; nothing recorded to forget "
+                       "(remove deletes runs in the store and forgets recorded folders only)")
+    return Removed(links[0].name, real, False)
 
 
 def flat(value: Any) -> Any:
@@ -194,8 +417,9 @@ def diff_runs(a: Run, b: Run, *, max_records: int = 20) -> dict:
         if va is not None or vb is not None:
             summary[key] = {"a": va, "b": vb, "delta": (vb - va) if va is not None and vb is not None else None}
     labels = {}
-    for label in sorted(set(a.metrics.get("labels", {})) | set(b.metrics.get("labels", {})), key=str):
-        la, lb = a.metrics.get("labels", {}).get(label, {}), b.metrics.get("labels", {}).get(label, {})
+    labels_a, labels_b = a.metrics.get("labels") or {}, b.metrics.get("labels") or {}
+    for label in sorted(set(labels_a) | set(labels_b), key=str):
+        la, lb = labels_a.get(label, {}), labels_b.get(label, {})
         labels[label] = {m: {"a": la.get(m), "b": lb.get(m),
                              "delta": (lb[m] - la[m]) if isinstance(la.get(m), (int, float)) and isinstance(lb.get(m), (int, float)) else None}
                          for m in ("precision", "recall", "f1-score", "auc") if m in la or m in lb}
@@ -213,6 +437,7 @@ def diff_runs(a: Run, b: Run, *, max_records: int = 20) -> dict:
         "a": {"id": a.id, "model": a.run.get("model")},
         "b": {"id": b.id, "model": b.run.get("model")},
         "dataset": a.dataset,
+        "label_names": {**b.label_names, **a.label_names},
         "summary": summary,
         "labels": labels,
         "flipped": {"wrong_to_right": len(fixed), "right_to_wrong": len(broken),
