@@ -232,3 +232,18 @@ def test_swcli_home_pointing_at_a_file(cli, monkeypatch, tmp_path, tiny_dataset)
     assert entries == [] and problems == [f"{home}: the store root is not a folder (check SWCLI_HOME)"]
     with pytest.raises(StoreError, match=str(home)):
         write_json_atomic(home / "runs" / "x" / "run.json", {})
+
+
+def test_list_commands_name_unreadable_entries_and_show_the_rest(cli, swcli_home, tiny_dataset):
+    assert cli("dataset", "build", tiny_dataset, "--no-image").code == 0
+    for kind in ("datasets", "models", "runtimes"):
+        bad = swcli_home / kind / "evil" / "abcd"
+        bad.mkdir(parents=True)
+        (bad / "manifest.json").write_text("[1, 2")
+    for kind in ("dataset", "model", "runtime"):
+        res = cli(kind, "list", "-o", "json")
+        assert res.code == 0, res.err
+        assert [line for line in res.err.splitlines() if line] == [
+            f"swcli: warning: skipped {swcli_home / (kind + 's') / 'evil' / 'abcd' / 'manifest.json'}: unreadable manifest: "
+            "Expecting ',' delimiter: line 1 column 6 (char 5)"]
+    assert [e["name"] for e in json.loads(cli("dataset", "list", "-o", "json").out)] == ["tiny"]

@@ -21,7 +21,7 @@ class OutputFormat(str, Enum):
 # that ids and names are never cut to "…" (rich assumes 80 columns when it cannot ask a terminal)
 _PIPED_WIDTH = None if sys.stdout.isatty() or os.environ.get("COLUMNS") else 200
 console = Console(highlight=False, soft_wrap=True, width=_PIPED_WIDTH)
-err_console = Console(stderr=True, highlight=False)
+err_console = Console(stderr=True, highlight=False, soft_wrap=True)  # a warning stays one line in logs
 
 
 def human_size(size: int) -> str:
@@ -57,3 +57,7 @@ def print_fields(title: str, fields: list[tuple[str, Any]]) -> None:
 
 def note(message: str) -> None:
     err_console.print(f"note: {message}")
+
+
+def warn(message: str) -> None:
+    err_console.print(f"swcli: warning: {message}", markup=False)

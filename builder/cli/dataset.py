@@ -1,4 +1,4 @@
-"""`swcli dataset build | info | list | remove`."""
+"""`swcli dataset build | export`, plus the shared `info | list | remove | push`."""
 
 from __future__ import annotations
 
@@ -8,7 +8,9 @@ from typing import Optional
 import typer
 
 from builder.cli._registry import add_push_command
-from builder.cli._output import OutputFormat, console, human_size, print_fields, print_json, print_table
+from builder.cli._entries import EntryView, add_entry_commands
+from builder.cli._output import console, human_size
+from builder.refs import image_tags
 
 app = typer.Typer(help="Build, inspect and remove datasets.", no_args_is_help=True)
 
@@ -24,6 +26,10 @@ def build(
     from builder.cli._progress import record_progress
     from builder.services.dataset_build import build_dataset
 
+    if dockerfile_only is not None:  # a used folder fails before the build, not after it
+        from builder.images.context import check_context_dir
+
+        check_context_dir(dockerfile_only)
     with record_progress("slicing records") as progress:
         result = build_dataset(directory, progress=progress)
     entry = result.entry
@@ -40,62 +46,6 @@ def build(
                   else f"image {image.tags[0]} (+ :latest), {image.seconds:.1f} s")
 
 
-@app.command("info")
-def info(
-    ref: str = typer.Argument(..., help="name, name:version, name:short, name:latest, or a dataset directory."),
-    verify: bool = typer.Option(False, "--verify", help="Re-read every shard and check its sha256 and records."),
-    output: OutputFormat = typer.Option(OutputFormat.table, "--output", "-o", help="table or json."),
-) -> None:
-    """Show a dataset's manifest; with --verify, check every shard against it."""
-    from builder.services.dataset_build import verify_dataset
-    from builder.store import Store
-
-    entry = Store().resolve("dataset", ref)
-    if verify:
-        verify_dataset(entry)
-    m = entry.manifest
-    if output is OutputFormat.json:
-        print_json(dict(m, path=str(entry.path), verified=verify or None))
-        return
-    totals = m.get("totals", {})
-    print_fields(
-        f"dataset {entry.name}",
-        [
-            ("version", entry.version),
-            ("short", entry.short_version),
-            ("created", entry.created),
-            ("records", m.get("records")),
-            ("shards", f"{totals.get('shards')} ({human_size(totals.get('shard_bytes', 0))})"),
-            ("data", human_size(totals.get("data_bytes", 0))),
-            ("alignment", m.get("attr", {}).get("alignment_size")),
-            ("volume size", m.get("attr", {}).get("volume_size")),
-            ("desc", m.get("desc")),
-            ("tags", ", ".join(m.get("tag", []))),
-            ("image", f"swds/{entry.name}:{entry.version}"),
-            ("path", entry.path),
-        ]
-        + ([("verified", "every shard and record checks out")] if verify else []),
-    )
-
-
-@app.command("list")
-def list_(output: OutputFormat = typer.Option(OutputFormat.table, "--output", "-o", help="table or json.")) -> None:
-    """List the datasets in the store, newest first."""
-    from builder.store import Store
-
-    entries = Store().list("dataset")
-    if output is OutputFormat.json:
-        print_json([{"name": e.name, "version": e.version, "created": e.created, "records": e.manifest.get("records"),
-                     "path": str(e.path)} for e in entries])
-        return
-    print_table(
-        None,
-        ["name", "version", "created", "records", "size"],
-        [(e.name, e.short_version, e.created, e.manifest.get("records"),
-          human_size(e.manifest.get("totals", {}).get("shard_bytes", 0))) for e in entries],
-    )
-
-
 @app.command("export")
 def export(
     ref: str = typer.Argument(..., help="Dataset ref (its swds image) or an image name."),
@@ -110,13 +60,31 @@ def export(
     console.print(f"exported {count} files to {directory}")
 
 
-@app.command("remove")
-def remove(ref: str = typer.Argument(..., help="The dataset to delete.")) -> None:
-    """Delete a dataset version from the store."""
-    from builder.store import Store
+def _fields(entry) -> list:
+    m, totals = entry.manifest, entry.manifest.get("totals", {})
+    return [
+        ("version", entry.version),
+        ("short", entry.short_version),
+        ("created", entry.created),
+        ("records", m.get("records")),
+        ("shards", f"{totals.get('shards')} ({human_size(totals.get('shard_bytes', 0))})"),
+        ("data", human_size(totals.get("data_bytes", 0))),
+        ("alignment", m.get("attr", {}).get("alignment_size")),
+        ("volume size", m.get("attr", {}).get("volume_size")),
+        ("desc", m.get("desc")),
+        ("tags", ", ".join(m.get("tag", []))),
+        ("image", image_tags("dataset", entry.name, entry.version)[0]),
+    ]
 
-    entry = Store().remove("dataset", ref)
-    console.print(f"removed dataset {entry.ref}")
+
+def _verify(entry) -> None:
+    from builder.services.dataset_build import verify_dataset
+
+    verify_dataset(entry)
 
 
+add_entry_commands(app, EntryView(
+    "dataset", _fields, ["records", "size"],
+    lambda e: [e.manifest.get("records"), human_size(e.manifest.get("totals", {}).get("shard_bytes", 0))],
+    lambda e: {"records": e.manifest.get("records")}, verify=_verify))
 add_push_command(app, "dataset")

@@ -1,4 +1,4 @@
-"""`swcli model build | eval | info | list | remove`."""
+"""`swcli model build | eval`, plus the shared `info | list | remove | push`."""
 
 from __future__ import annotations
 
@@ -8,7 +8,9 @@ from typing import Optional
 import typer
 
 from builder.cli._registry import add_push_command
-from builder.cli._output import OutputFormat, console, human_size, note, print_fields, print_json, print_table
+from builder.cli._entries import EntryView, add_entry_commands
+from builder.cli._output import console, human_size, note
+from builder.refs import image_tags
 
 app = typer.Typer(help="Build, evaluate, inspect and remove models.", no_args_is_help=True)
 
@@ -70,65 +72,26 @@ def eval_(
     console.print(f"outputs: {result.output_dir}")
 
 
-@app.command("info")
-def info(
-    ref: str = typer.Argument(..., help="name, name:version, name:short, name:latest, or a model entry directory."),
-    output: OutputFormat = typer.Option(OutputFormat.table, "--output", "-o", help="table or json."),
-) -> None:
-    """Show a model's manifest."""
-    from builder.store import Store
-
-    entry = Store().resolve("model", ref)
-    m = entry.manifest
-    if output is OutputFormat.json:
-        print_json(dict(m, path=str(entry.path)))
-        return
-    totals = m.get("totals", {})
-    print_fields(
-        f"model {entry.name}",
-        [
-            ("version", entry.version),
-            ("short", entry.short_version),
-            ("created", entry.created),
-            ("handler", m.get("handler")),
-            ("files", totals.get("files")),
-            ("code", human_size(totals.get("code_bytes", 0))),
-            ("weights", human_size(totals.get("weights_bytes", 0))),
-            ("env lock", m.get("env_lock") or "skipped"),
-            ("runtime", m.get("runtime")),
-            ("desc", m.get("desc")),
-            ("tags", ", ".join(m.get("tag", []))),
-            ("image", f"swmp/{entry.name}:{entry.version}"),
-            ("path", entry.path),
-        ],
-    )
+def _fields(entry) -> list:
+    m, totals = entry.manifest, entry.manifest.get("totals", {})
+    return [
+        ("version", entry.version),
+        ("short", entry.short_version),
+        ("created", entry.created),
+        ("handler", m.get("handler")),
+        ("files", totals.get("files")),
+        ("code", human_size(totals.get("code_bytes", 0))),
+        ("weights", human_size(totals.get("weights_bytes", 0))),
+        ("env lock", m.get("env_lock") or "skipped"),
+        ("runtime", m.get("runtime")),
+        ("desc", m.get("desc")),
+        ("tags", ", ".join(m.get("tag", []))),
+        ("image", image_tags("model", entry.name, entry.version)[0]),
+    ]
 
 
-@app.command("list")
-def list_(output: OutputFormat = typer.Option(OutputFormat.table, "--output", "-o", help="table or json.")) -> None:
-    """List the models in the store, newest first."""
-    from builder.store import Store
-
-    entries = Store().list("model")
-    if output is OutputFormat.json:
-        print_json([{"name": e.name, "version": e.version, "created": e.created, "handler": e.manifest.get("handler"),
-                     "path": str(e.path)} for e in entries])
-        return
-    print_table(
-        None,
-        ["name", "version", "created", "handler", "size"],
-        [(e.name, e.short_version, e.created, e.manifest.get("handler"),
-          human_size(e.manifest.get("totals", {}).get("bytes", 0))) for e in entries],
-    )
-
-
-@app.command("remove")
-def remove(ref: str = typer.Argument(..., help="The model to delete.")) -> None:
-    """Delete a model version from the store."""
-    from builder.store import Store
-
-    entry = Store().remove("model", ref)
-    console.print(f"removed model {entry.ref}")
-
-
+add_entry_commands(app, EntryView(
+    "model", _fields, ["handler", "size"],
+    lambda e: [e.manifest.get("handler"), human_size(e.manifest.get("totals", {}).get("bytes", 0))],
+    lambda e: {"handler": e.manifest.get("handler")}))
 add_push_command(app, "model")

@@ -1,4 +1,4 @@
-"""`swcli runtime build | info | list | remove`."""
+"""`swcli runtime build`, plus the shared `info | list | remove | push`."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ from typing import Optional
 import typer
 
 from builder.cli._registry import add_push_command
-from builder.cli._output import OutputFormat, console, human_size, print_fields, print_json, print_table
+from builder.cli._entries import EntryView, add_entry_commands
+from builder.cli._output import console, human_size
 
 app = typer.Typer(help="Snapshot a Python environment onto a base image (the runtime image).", no_args_is_help=True)
 
@@ -38,40 +39,15 @@ def build(
                   f"{human_size(sum(l['size'] for l in layers))}), {result.seconds:.1f} s")
 
 
-@app.command("info")
-def info(ref: str = typer.Argument(...), output: OutputFormat = typer.Option(OutputFormat.table, "--output", "-o")) -> None:
-    """Show a runtime's manifest."""
-    from builder.store import Store
-
-    entry = Store().resolve("runtime", ref)
+def _fields(entry) -> list:
     m = entry.manifest
-    if output is OutputFormat.json:
-        print_json(dict(m, path=str(entry.path)))
-        return
-    print_fields(f"runtime {entry.name}", [("version", entry.version), ("created", entry.created), ("image", m.get("image")),
-                                           ("base", m.get("base_image")), ("source", m.get("source")),
-                                           ("layers", ", ".join(f"{l['dir'].split('/')[-1]} {human_size(l['size'])}" for l in m.get("layers", [])))])
+    return [("version", entry.version), ("short", entry.short_version), ("created", entry.created),
+            ("image", m.get("image")), ("base", m.get("base_image")), ("source", m.get("source")),
+            ("layers", ", ".join(f"{l['dir'].split('/')[-1]} {human_size(l['size'])}" for l in m.get("layers", [])))]
 
 
-@app.command("list")
-def list_(output: OutputFormat = typer.Option(OutputFormat.table, "--output", "-o")) -> None:
-    """List runtimes, newest first."""
-    from builder.store import Store
-
-    entries = Store().list("runtime")
-    if output is OutputFormat.json:
-        print_json([dict(e.manifest, path=str(e.path)) for e in entries])
-        return
-    print_table(None, ["name", "version", "created", "image"], [(e.name, e.short_version, e.created, e.manifest.get("image")) for e in entries])
-
-
-@app.command("remove")
-def remove(ref: str = typer.Argument(...)) -> None:
-    """Forget a runtime (its image stays in the engine)."""
-    from builder.store import Store
-
-    entry = Store().remove("runtime", ref)
-    console.print(f"removed runtime {entry.ref}")
-
-
+add_entry_commands(app, EntryView(
+    "runtime", _fields, ["image"], lambda e: [e.manifest.get("image")],
+    lambda e: {k: v for k, v in e.manifest.items() if k not in ("name", "version", "created")},
+    remove_help="Forget a runtime (its image stays in the engine)."))
 add_push_command(app, "runtime")
