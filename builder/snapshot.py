@@ -292,7 +292,8 @@ _DETECTORS = tuple(re.compile(p) for p in (
     rb"AIza(?P<google_api_key>(?<![A-Za-z0-9]AIza)[0-9A-Za-z_-]{35})",
     *(rb"%s(?P<aws_secret>[\"']?[ \t]*[=:][ \t]*[\"']?[A-Za-z0-9/+]{40}(?![A-Za-z0-9/+]))" % name
       for name in (b"aws_secret_access_key", b"AWS_SECRET_ACCESS_KEY")),
-    rb"gh(?P<github_token>(?<![A-Za-z0-9]gh)(?:[pousr]_[A-Za-z0-9]{36}|ithub_pat_[A-Za-z0-9_]{40}))",
+    rb"gh(?P<github_token>(?<![A-Za-z0-9]gh)[pousr]_[A-Za-z0-9]{36})",
+    rb"github_pat_(?P<github_pat>(?<![A-Za-z0-9]github_pat_)[A-Za-z0-9_]{40})",
     rb"glpat-(?P<gitlab_token>(?<![A-Za-z0-9]glpat-)[A-Za-z0-9_-]{20})",
     rb"xox(?P<slack_token>(?<![A-Za-z0-9]xox)[abeoprs]-[A-Za-z0-9]{4,64}-[A-Za-z0-9-]{6,256})",
     rb"hooks\.slack\.com/services/(?P<slack_webhook>T[A-Z0-9]{6,32}/B[A-Z0-9]{6,32}/[A-Za-z0-9]{12})",
@@ -308,7 +309,8 @@ _DETECTORS = tuple(re.compile(p) for p in (
 KINDS = {
     "private_key": "private key", "aws_key_id": "AWS access key id", "aws_session_key_id": "AWS access key id",
     "google_api_key": "Google API key",
-    "aws_secret": "AWS secret access key", "github_token": "GitHub token", "gitlab_token": "GitLab token",
+    "aws_secret": "AWS secret access key", "github_token": "GitHub token", "github_pat": "GitHub token",
+    "gitlab_token": "GitLab token",
     "slack_token": "Slack token", "slack_webhook": "Slack webhook", "huggingface_token": "Hugging Face token",
     "pypi_token": "PyPI token", "npm_token": "npm token", "stripe_key": "Stripe secret key",
     "netrc_password": "netrc password", "registry_auth": "registry auth",
