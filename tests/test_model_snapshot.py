@@ -82,7 +82,7 @@ def test_build_says_what_went_in_and_warns_when_data_dominates(cli, model_dir): 
     assert "7 files" in res.out
     assert "biggest: data/data_batch_1 (3.0 MiB), out/run1/results.jsonl" in res.out
     warning = [line for line in res.err.splitlines() if line.startswith("warning:")]
-    assert len(warning) == 1 and "data/ 3.1 MB" in warning[0] and ".swignore" in warning[0] and "'data/'" in warning[0]
+    assert len(warning) == 1 and "data/ 3.0 MiB" in warning[0] and ".swignore" in warning[0] and "'data/'" in warning[0]
     # listed in .swignore: the same tree builds without the warning
     (model_dir / ".swignore").write_text("models/\ndata/\nout/\n")
     res = cli("model", "build", "--no-image", model_dir, "--skip-gen-env")

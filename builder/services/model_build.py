@@ -111,7 +111,7 @@ def _copy_hash_scan(src: SourceFile, dest: Path) -> tuple[str, list[str]]:
 
 
 def _mb(size: int) -> str:
-    return f"{size / 1e6:.1f} MB"
+    return f"{size / (1 << 20):.1f} MiB"  # the units the CLI prints sizes in
 
 
 def data_warning(listing: list[dict]) -> str | None:
