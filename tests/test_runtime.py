@@ -132,7 +132,7 @@ def test_dockerfile_only_writes_the_recipe_and_context(tmp_path):
         ("name: r\nmode: venv\nrequirments: [six]\n", "requirments", "did you mean 'requirements'"),
         ("name: r\nmode: docker\n", "mode", "expected 'venv' or 'conda'"),
         ("name: r\nrequirements: nofile.txt\n", "requirements", "does not exist"),
-        ("name: r\nmode: conda\n", "conda_prefix", "give an existing env"),
+        ("name: r\nbase_image: 'a b'\n", "base_image", "not an image reference"),
     ],
 )
 def test_runtime_yaml_errors(tmp_path, text, field, words):

@@ -56,7 +56,7 @@ def print_fields(title: str, fields: list[tuple[str, Any]]) -> None:
 
 
 def note(message: str) -> None:
-    err_console.print(f"note: {message}")
+    err_console.print(f"note: {message}", markup=False)
 
 
 def warn(message: str) -> None:

@@ -9,7 +9,7 @@ import typer
 
 from builder.cli._registry import add_push_command
 from builder.cli._entries import EntryView, add_entry_commands
-from builder.cli._output import console, human_size, note
+from builder.cli._output import console, human_size, note, warn
 from builder.refs import image_tags
 
 app = typer.Typer(help="Build, evaluate, inspect and remove models.", no_args_is_help=True)
@@ -26,21 +26,33 @@ def build(
     """Snapshot the source tree and weights named by model.yaml into the store, then build swmp/NAME on a runtime."""
     from builder.services.model_build import build_model
 
+    if dockerfile_only is not None:  # a used folder fails before the build, not after it
+        from builder.images.context import check_context_dir
+
+        check_context_dir(dockerfile_only / "runtime")
+        check_context_dir(dockerfile_only / "model")
     result = build_model(directory, skip_gen_env=skip_gen_env)
     for message in result.notes:
         note(message)
+    if result.excluded:
+        note("left out by the default credential rules (re-include with '!PATH' in .swignore): " + ", ".join(result.excluded))
     entry = result.entry
     console.print(
-        f"built model [bold]{entry.ref}[/bold]: {result.files} files, {human_size(entry.manifest['totals']['bytes'])} "
+        f"built model [bold]{entry.ref}[/bold]: {result.files} files, {human_size(result.total_bytes)} "
         f"(weights {human_size(result.weight_bytes)}), env lock: {entry.manifest['env_lock'] or 'skipped'}, "
         f"{result.seconds:.2f} s"
     )
+    if result.biggest:
+        console.print("biggest: " + ", ".join(f"{path} ({human_size(size)})" for path, size in result.biggest), markup=False)
+    for message in result.warnings:
+        warn(message)
     if no_image:
         return
     from builder.images.build import build_model_image
     from builder.services.runtime_build import runtime_for_model
 
-    runtime_image = runtime_for_model(entry, runtime, dockerfile_only=dockerfile_only and dockerfile_only / "runtime")
+    runtime_image = runtime_for_model(entry, runtime, dockerfile_only=dockerfile_only and dockerfile_only / "runtime",
+                                      skip_gen_env=skip_gen_env)
     image = build_model_image(entry, runtime_image, dockerfile_only=dockerfile_only and dockerfile_only / "model")
     console.print(f"wrote Dockerfiles and contexts to {dockerfile_only}" if dockerfile_only
                   else f"image {image.tags[0]} (+ :latest) on {runtime_image}, {image.seconds:.1f} s")

@@ -16,12 +16,13 @@ app = typer.Typer(help="Snapshot a Python environment onto a base image (the run
 
 @app.command("build")
 def build(
-    directory: Optional[Path] = typer.Argument(None, help="Folder with runtime.yaml (name, mode, python, base_image, requirements)."),
+    directory: Optional[Path] = typer.Argument(None, help="Folder with runtime.yaml (name, mode, python, base_image, requirements); its name and base_image apply even with --venv/--conda-prefix."),
     name: Optional[str] = typer.Option(None, "--name", "-n", help="Runtime name (image swrt/NAME); default: runtime.yaml's."),
     venv: Optional[Path] = typer.Option(None, "--venv", help="Snapshot this venv."),
     conda_prefix: Optional[Path] = typer.Option(None, "--conda-prefix", help="Snapshot this conda env (conda-pack, no conda-unpack needed)."),
-    base_image: Optional[str] = typer.Option(None, "--base-image", help="Image with python3 of the env's minor version (default swcli/base:bookworm-py3.11)."),
+    base_image: Optional[str] = typer.Option(None, "--base-image", help="Image with python3 of the env's minor version (default: runtime.yaml's, else swcli/base:bookworm-py3.11)."),
     dockerfile_only: Optional[Path] = typer.Option(None, "--dockerfile-only", help="Write the Dockerfile and context to this folder instead of building."),
+    skip_gen_env: bool = typer.Option(False, "--skip-gen-env", help="Do not export the environment lock (pip freeze / conda env export)."),
 ) -> None:
     """Snapshot an env (split into layers by package size) and swcli onto a base image; default: the current env."""
     from builder.errors import SwcliError
@@ -29,8 +30,12 @@ def build(
 
     if venv and conda_prefix:
         raise SwcliError("give --venv or --conda-prefix, not both")
+    if dockerfile_only is not None:  # a used folder fails before the env is resolved, not after
+        from builder.images.context import check_context_dir
+
+        check_context_dir(dockerfile_only)
     entry, result = build_runtime(name, venv or conda_prefix, spec_dir=directory, base_image=base_image,
-                                  dockerfile_only=dockerfile_only)
+                                  dockerfile_only=dockerfile_only, skip_gen_env=skip_gen_env)
     if entry is None:
         console.print(f"wrote Dockerfile and context to {dockerfile_only}")
         return

@@ -4,6 +4,10 @@ The handler is checked without importing it (``ast``), so a build never runs use
 to find a typo in ``run.ppl``. Files are streamed (weights can be gigabytes) and hashed as they are copied; the
 version is derived from every file's path, exec bit and content plus the yaml, so the same tree gives the same
 version. The environment lock is recorded but not hashed: re-locking the same env must not re-version a model.
+
+Every file is read once: the copy hashes it and scans it for credentials (``builder.snapshot``); a finding
+refuses the build before anything is published. The result says what went in (count, size, the biggest files),
+what the default credential rules left out, and warns when data files, not code or weights, dominate it.
 """
 
 from __future__ import annotations
@@ -12,17 +16,14 @@ import ast
 import hashlib
 import json
 import os
-import shutil
-import subprocess
-import sys
 import time
-from dataclasses import dataclass
-from pathlib import Path
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
 from typing import Callable
 
 from builder import __version__
-from builder.errors import SpecError, SwcliError
-from builder.snapshot import SourceFile, walk_source
+from builder.errors import SpecError
+from builder.snapshot import IGNORE_FILE, SecretScanner, SourceFile, refuse_secrets, walk_source_report
 from builder.spec import ModelSpec, load_model_spec
 from builder.store import Entry, Store, make_version, utc_now, write_json_atomic
 
@@ -30,8 +31,12 @@ Progress = Callable[[int], None]
 CHUNK = 1 << 20
 
 
-class EnvLockError(SwcliError):
-    """Exporting the environment lock failed."""
+# suffixes of source and small config files; any other file that is neither weights nor config counts as data
+SOURCE_SUFFIXES = frozenset((".py", ".pyi", ".pyx", ".pxd", ".c", ".h", ".cc", ".cpp", ".cu", ".js", ".ts", ".sh",
+                             ".yaml", ".yml", ".toml", ".cfg", ".ini", ".json", ".txt", ".md", ".rst", ".ipynb",
+                             ".in", ".lock", ".j2", ".html", ".css"))
+DATA_WARN_BYTES = 1 << 20  # below this a snapshot is small whatever it holds
+BIGGEST = 5
 
 
 @dataclass(frozen=True)
@@ -41,6 +46,10 @@ class ModelBuildResult:
     weight_bytes: int
     seconds: float
     notes: list[str]
+    total_bytes: int = 0
+    biggest: list[tuple[str, int]] = field(default_factory=list)  # (path, size), largest first
+    excluded: list[str] = field(default_factory=list)  # left out by the default credential rules
+    warnings: list[str] = field(default_factory=list)
 
 
 def check_handler_source(spec: ModelSpec) -> Path:
@@ -85,34 +94,48 @@ def _check_listed_files(spec: ModelSpec) -> None:
                 raise SpecError(spec.path, f"'{rel}' does not exist under {spec.root}", field=key)
 
 
-def _copy_and_hash(src: SourceFile, dest: Path) -> str:
+def _copy_hash_scan(src: SourceFile, dest: Path) -> tuple[str, list[str]]:
+    """Copy one file into the staging tree in one read: its sha256 and the kinds of secret found in it."""
     dest.parent.mkdir(parents=True, exist_ok=True)
     if src.link is not None:
         os.symlink(src.link, dest)
-        return hashlib.sha256(b"symlink:" + src.link.encode()).hexdigest()
-    sha = hashlib.sha256()
+        return hashlib.sha256(b"symlink:" + src.link.encode()).hexdigest(), []
+    sha, scanner = hashlib.sha256(), SecretScanner()
     with open(src.path, "rb") as fin, open(dest, "wb") as fout:
         while block := fin.read(CHUNK):
             sha.update(block)
+            scanner.feed(block)
             fout.write(block)
     os.chmod(dest, 0o755 if src.executable else 0o644)
-    return sha.hexdigest()
+    return sha.hexdigest(), scanner.kinds
 
 
-def export_env_lock() -> tuple[str, str]:
-    """``(kind, text)``: ``conda env export`` inside an active conda env with conda on PATH, else ``pip freeze``."""
-    if os.environ.get("CONDA_PREFIX") and shutil.which("conda"):
-        cmd, kind = ["conda", "env", "export", "--prefix", os.environ["CONDA_PREFIX"]], "conda-env-export"
-    else:
-        cmd, kind = [sys.executable, "-m", "pip", "freeze", "--exclude-editable"], "pip-freeze"
-    try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
-    except (OSError, subprocess.TimeoutExpired) as err:
-        raise EnvLockError(f"exporting the environment lock ({' '.join(cmd)}) failed: {err}; use --skip-gen-env") from None
-    if proc.returncode != 0:
-        last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
-        raise EnvLockError(f"'{' '.join(cmd)}' exited {proc.returncode}: {last}; use --skip-gen-env to build without a lock")
-    return kind, proc.stdout
+def _mb(size: int) -> str:
+    return f"{size / (1 << 20):.1f} MiB"  # the units the CLI prints sizes in
+
+
+def data_warning(listing: list[dict]) -> str | None:
+    """A warning when files that are neither code nor weights/config make up most of a (not tiny) snapshot."""
+    total = sum(f["size"] for f in listing)
+    data = [f for f in listing if f["role"] == "code" and PurePosixPath(f["path"]).suffix.lower() not in SOURCE_SUFFIXES]
+    data_bytes = sum(f["size"] for f in data)
+    if data_bytes < DATA_WARN_BYTES or 2 * data_bytes <= total:
+        return None
+    by_top: dict[str, int] = {}
+    for f in data:
+        top, sep, _ = f["path"].partition("/")
+        by_top[top + ("/" if sep else "")] = by_top.get(top + ("/" if sep else ""), 0) + f["size"]
+    tops = sorted(by_top.items(), key=lambda kv: (-kv[1], kv[0]))
+    shown = ", ".join(f"{top} {_mb(size)}" for top, size in tops[:3]) + (", ..." if len(tops) > 3 else "")
+    return (f"data files are {_mb(data_bytes)} of this {_mb(total)} model snapshot ({shown}); they are neither code "
+            f"nor listed as weights/config in model.yaml: add them to {IGNORE_FILE} (e.g. '{tops[0][0]}') to keep "
+            "them out of the model")
+
+
+def _current_env_lock():
+    from builder.services.runtime_build import export_env_lock  # the one exporter; imported only when locking
+
+    return export_env_lock()
 
 
 def build_model(
@@ -121,7 +144,7 @@ def build_model(
     skip_gen_env: bool = False,
     store: Store | None = None,
     progress: Progress | None = None,
-    env_lock: Callable[[], tuple[str, str]] = export_env_lock,
+    env_lock: Callable[[], object] = _current_env_lock,
 ) -> ModelBuildResult:
     """Snapshot the model folder into the store and return its entry."""
     started = time.perf_counter()
@@ -132,24 +155,25 @@ def build_model(
     spec = load_model_spec(directory)
     check_handler_source(spec)
     _check_listed_files(spec)
-    files = walk_source(spec.root, always_include=spec.model + spec.config)
+    walk = walk_source_report(spec.root, always_include=spec.model + spec.config)
     role = _roles(spec)
-    lock_kind, lock_text = (None, None) if skip_gen_env else env_lock()
+    lock = None if skip_gen_env else env_lock()
 
     digest = hashlib.sha256(json.dumps(spec.raw, sort_keys=True, default=str).encode())
     with store.stage("model") as staged:
-        listing = []
+        listing, findings = [], {}
         copied = 0
-        for src in files:
-            sha = _copy_and_hash(src, staged / "src" / src.rel)
+        for src in walk.files:
+            sha, findings[src.rel] = _copy_hash_scan(src, staged / "src" / src.rel)
             listing.append({"path": src.rel, "size": src.size, "sha256": sha, "role": role(src.rel),
                             "executable": src.executable, **({"link": src.link} if src.link else {})})
             digest.update(f"{src.rel}\0{int(src.executable)}\0{sha}\n".encode())
             copied += src.size
             if progress:
                 progress(copied)
-        if lock_text is not None:
-            (staged / "env.lock").write_text(lock_text, encoding="utf-8")
+        refuse_secrets(findings, walk.rules)  # before anything is published; the staging dir goes with it
+        if lock is not None:
+            (staged / "env.lock").write_text(lock.text, encoding="utf-8")
         version = make_version(digest.digest())
         totals = {r: sum(f["size"] for f in listing if f["role"] == r) for r in ("code", "weights", "config")}
         manifest = {
@@ -165,14 +189,18 @@ def build_model(
             "spec": spec.raw,
             "files": listing,
             "totals": {"files": len(listing), "bytes": sum(totals.values()), **{f"{k}_bytes": v for k, v in totals.items()}},
-            "env_lock": lock_kind,
+            "env_lock": lock.kind if lock else None,
             "notes": spec.notes,
             "build_seconds": round(time.perf_counter() - started, 3),
             "swcli_version": __version__,
         }
         write_json_atomic(staged / "manifest.json", manifest)
         entry = store.publish("model", spec.name, version, staged)
-    return ModelBuildResult(entry, len(listing), totals["weights"], time.perf_counter() - started, spec.notes)
+    biggest = sorted(((f["path"], f["size"]) for f in listing), key=lambda ps: (-ps[1], ps[0]))[:BIGGEST]
+    warning = data_warning(listing)
+    return ModelBuildResult(entry, len(listing), totals["weights"], time.perf_counter() - started, spec.notes,
+                            total_bytes=sum(totals.values()), biggest=biggest, excluded=walk.excluded_credentials,
+                            warnings=[warning] if warning else [])
 
 
 def model_source(ref_or_dir: str | Path, store: Store | None = None) -> tuple[Path, ModelSpec, dict]:

@@ -2,20 +2,30 @@
 
 Sources, in order: `--venv PATH`, `--conda-prefix PATH`, a `runtime.yaml` (whose `requirements` are resolved
 into a cached host venv, so nothing is pip-installed inside an image build), or the current environment.
+A `runtime.yaml` in the folder also gives the name and base image whenever it is there; flags win.
 The store entry is the manifest (layers, lock, image tag): the image itself is the snapshot.
+
+:func:`export_env_lock` is the one environment-lock exporter (model builds use it too): it runs once per build,
+and a failure is one :class:`EnvLockError` line that says how to build without a lock (``--skip-gen-env``).
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
+import shutil
 import subprocess
 import sys
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 from builder.errors import SwcliError
-from builder.images.build import DEFAULT_BASE, ImageResult, build_runtime_image, current_env_prefix
-from builder.spec import Field, SpecError, _check_name, check_fields, read_yaml_mapping
+from builder.images.build import (DEFAULT_BASE, ImageResult, RuntimeError_, build_runtime_image, current_env_prefix,
+                                  env_mode, site_packages_of)
+from builder.refs import image_ref_problem, name_problem
+from builder.spec import Field, SpecError, check_fields, read_yaml_mapping
 from builder.store import Entry, Store, utc_now, write_json_atomic
 
 RUNTIME_FIELDS = {
@@ -38,27 +48,37 @@ class RuntimeSpec:
     base_image: str
     requirements: list[str]
     conda_prefix: Path | None
+    lines: dict[str, int] = field(default_factory=dict, compare=False)  # yaml key -> line, for errors
+
+    def error(self, message: str, key: str) -> SpecError:
+        return SpecError(self.path, message, field=key, line=self.lines.get(key))
 
 
 def load_runtime_spec(path: str | Path) -> RuntimeSpec:
+    """Parse and check runtime.yaml; whether it can give an env by itself is :func:`_env_from_spec`'s question."""
     file = Path(path) / "runtime.yaml" if Path(path).is_dir() else Path(path)
     doc = read_yaml_mapping(file)
     v = check_fields(doc, doc.data, RUNTIME_FIELDS)
+    if problem := name_problem(v["name"]):
+        raise doc.error(problem, "name")
+    if problem := image_ref_problem(v["base_image"]):
+        raise doc.error(problem, "base_image")
     if v["mode"] not in ("venv", "conda"):
         raise doc.error(f"expected 'venv' or 'conda', got {v['mode']!r}", "mode")
     python = str(v["python"])
+    if isinstance(v["python"], float) and len(python.partition(".")[2]) == 1:
+        raise doc.error(f"{v['python']} is read as a number; quote the version (e.g. python: '{python}0')", "python")
+    if not re.fullmatch(r"3\.\d{1,2}", python):
+        raise doc.error(f"expected a Python major.minor version such as '3.11', got {python!r}", "python")
     reqs = v["requirements"]
     if isinstance(reqs, str):
         req_file = (file.parent / reqs)
         if not req_file.is_file():
             raise doc.error(f"{req_file} does not exist", "requirements")
         reqs = [line.strip() for line in req_file.read_text().splitlines() if line.strip() and not line.startswith("#")]
-    if v["mode"] == "conda" and not v["conda_prefix"]:
-        raise doc.error("conda channels are not resolved by swcli; give an existing env as conda_prefix", "conda_prefix")
-    if v["mode"] == "venv" and not reqs:
-        raise doc.error("a venv runtime.yaml needs requirements (or use --venv PATH)", "requirements")
     prefix = (file.parent / v["conda_prefix"]).resolve() if v["conda_prefix"] else None
-    return RuntimeSpec(file, _check_name(doc, v["name"]), v["mode"], python, v["base_image"], [str(r) for r in reqs or []], prefix)
+    return RuntimeSpec(file, v["name"], v["mode"], python, v["base_image"], [str(r) for r in reqs or []], prefix,
+                       doc.lines)
 
 
 class EnvResolveError(SwcliError):
@@ -73,10 +93,8 @@ def resolved_venv(spec: RuntimeSpec, store: Store) -> Path:
         return venv
     host_minor = f"{sys.version_info.major}.{sys.version_info.minor}"
     if host_minor != spec.python:
-        raise SpecError(spec.path, f"resolving needs a host Python {spec.python}; this is {host_minor}", field="python")
+        raise spec.error(f"resolving needs a host Python {spec.python}; this is {host_minor}", "python")
     tmp = venv.with_name(key + ".tmp")
-    import shutil
-
     shutil.rmtree(tmp, ignore_errors=True)
     subprocess.run([sys.executable, "-m", "venv", str(tmp)], check=True, capture_output=True)
     proc = subprocess.run([str(tmp / "bin" / "python"), "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
@@ -93,47 +111,129 @@ def resolved_venv(spec: RuntimeSpec, store: Store) -> Path:
     return venv
 
 
-def _lock_for(prefix: Path) -> str:
-    """pip freeze of the env; for a conda env without conda on PATH, its package records as an explicit list."""
-    records = sorted((prefix / "conda-meta").glob("*.json"))
-    if records:
-        import json
+SKIP_HINT = "pass --skip-gen-env to build without a lock"
 
-        lines = ["# conda packages (from conda-meta; conda itself is not installed here)"]
-        for rec in records:
-            info = json.loads(rec.read_text())
-            lines.append(f"{info.get('name')}=={info.get('version')}={info.get('build', '')}")
-        return "\n".join(lines) + "\n"
-    python = prefix / "bin" / "python"
-    if not python.exists():
-        return ""
-    proc = subprocess.run([str(python), "-m", "pip", "freeze"], capture_output=True, text=True, timeout=300)
-    return proc.stdout if proc.returncode == 0 else ""
+
+class EnvLockError(SwcliError):
+    """Exporting an environment's lock failed; the message says how to build without one."""
+
+
+@dataclass(frozen=True)
+class EnvLock:
+    kind: str  # "pip-freeze", "dist-info" (a venv without pip), "conda-env-export" or "conda-meta"
+    text: str
+
+
+def _conda_meta_list(prefix: Path) -> str:
+    lines = ["# conda packages (from conda-meta; conda itself is not installed here)"]
+    for rec in sorted((prefix / "conda-meta").glob("*.json")):
+        try:
+            info = json.loads(rec.read_text(encoding="utf-8"))
+            lines.append(f"{info['name']}=={info['version']}={info.get('build', '')}")
+        except (ValueError, KeyError, TypeError) as err:
+            raise EnvLockError(f"{rec}: not a conda package record ({type(err).__name__}: {err}); {SKIP_HINT}") from None
+    return "\n".join(lines) + "\n"
+
+
+def _dist_info_list(prefix: Path) -> str:
+    import importlib.metadata as md
+
+    site = site_packages_of(prefix)
+    names = {(d.metadata["Name"] or "").lower(): f"{d.metadata['Name']}=={d.version}" for d in md.distributions(path=[str(site)])}
+    return "".join(f"{names[k]}\n" for k in sorted(names) if k)
+
+
+def export_env_lock(prefix: Path | None = None, *, run: Callable = subprocess.run) -> EnvLock:
+    """The lock of the env at ``prefix`` (default: the running interpreter's env), exported once.
+
+    A conda env: ``conda env export`` when conda is on PATH, else its conda-meta package records. Any other env:
+    ``pip freeze --exclude-editable`` with the env's own python, or its dist-info records when it has no pip.
+    A failure (no python, pip crashing, a timeout) is an :class:`EnvLockError` line naming the env and the command.
+    """
+    python = Path(sys.executable) if prefix is None else Path(prefix) / "bin" / "python"
+    prefix = Path(sys.prefix) if prefix is None else Path(prefix)
+    conda = shutil.which("conda")
+    if (prefix / "conda-meta").is_dir():
+        if conda is None:
+            return EnvLock("conda-meta", _conda_meta_list(prefix))
+        cmd, kind = [conda, "env", "export", "--prefix", str(prefix)], "conda-env-export"
+    elif not python.exists():
+        raise EnvLockError(f"{prefix}: no bin/python to run 'pip freeze' with; {SKIP_HINT}")
+    else:
+        cmd, kind = [str(python), "-m", "pip", "freeze", "--exclude-editable", "--disable-pip-version-check"], "pip-freeze"
+    shown = " ".join(cmd[:1] + cmd[1:4])
+    try:
+        proc = run(cmd, capture_output=True, text=True, timeout=300)
+    except (OSError, subprocess.TimeoutExpired) as err:
+        raise EnvLockError(f"{prefix}: exporting the environment lock ('{shown}') failed: {err}; {SKIP_HINT}") from None
+    if proc.returncode != 0:
+        if kind == "pip-freeze" and "No module named pip" in proc.stderr:
+            return EnvLock("dist-info", _dist_info_list(prefix))
+        last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+        raise EnvLockError(f"{prefix}: '{shown}' exited {proc.returncode}: {last}; {SKIP_HINT}")
+    return EnvLock(kind, proc.stdout)
 
 
 def build_runtime(name: str | None = None, prefix: Path | None = None, *, spec_dir: Path | None = None,
                   base_image: str | None = None, store: Store | None = None, dockerfile_only: Path | None = None,
-                  client=None, log=None, nocache: bool = False) -> tuple[Entry | None, ImageResult]:
-    """Build `swrt/<name>` from an env (explicit, runtime.yaml, or the current one) and record it."""
+                  client=None, log=None, nocache: bool = False, skip_gen_env: bool = False,
+                  env_lock: Callable[[Path], EnvLock] = export_env_lock) -> tuple[Entry | None, ImageResult]:
+    """Build `swrt/<name>` from an env (explicit, runtime.yaml, or the current one) and record it.
+
+    A runtime.yaml in ``spec_dir`` gives the name and base image (``name``/``base_image`` win) and, when no
+    ``prefix`` is given, the env. The lock is exported once and goes into both the image and the store entry.
+    """
     store = store or Store()
-    if prefix is None and spec_dir is not None:
-        spec = load_runtime_spec(spec_dir)
+    spec = _spec_in(spec_dir, required=prefix is None)
+    if spec is not None:
         name = name or spec.name
         base_image = base_image or spec.base_image
-        prefix = spec.conda_prefix if spec.mode == "conda" else resolved_venv(spec, store)
+        if prefix is None:
+            prefix = _env_from_spec(spec, store)
     if not name:
         raise SwcliError("a runtime needs a name: pass --name or write runtime.yaml")
+    if problem := name_problem(name):
+        raise SwcliError(f"runtime name: {problem}")
     prefix = Path(prefix) if prefix else current_env_prefix()
-    result, manifest = build_runtime_image(name, prefix, base_image=base_image or DEFAULT_BASE, lock_text=_lock_for(prefix),
-                                           client=client, dockerfile_only=dockerfile_only, log=log, nocache=nocache)
+    if not prefix.is_dir():
+        raise RuntimeError_(f"{prefix}: environment folder does not exist")
+    env_mode(prefix)  # not an env: say so before running pip in it
+    lock = None if skip_gen_env else env_lock(prefix)
+    result, manifest = build_runtime_image(name, prefix, base_image=base_image or DEFAULT_BASE,
+                                           lock_text=lock.text if lock else "", client=client,
+                                           dockerfile_only=dockerfile_only, log=log, nocache=nocache)
     if dockerfile_only is not None:
         return None, result
     manifest["created"] = utc_now()
+    manifest["env_lock"] = lock.kind if lock else None
     with store.stage("runtime") as staged:
-        (staged / "env.lock").write_text(_lock_for(prefix), encoding="utf-8")
+        if lock is not None:
+            (staged / "env.lock").write_text(lock.text, encoding="utf-8")
         write_json_atomic(staged / "manifest.json", manifest)
         entry = store.publish("runtime", name, manifest["version"], staged)
     return entry, result
+
+
+def _spec_in(spec_dir: Path | None, *, required: bool) -> RuntimeSpec | None:
+    """The runtime.yaml of ``spec_dir`` (a folder or the file itself); None when there is none and none is needed."""
+    if spec_dir is None:
+        return None
+    spec_dir = Path(spec_dir)
+    if not required and spec_dir.is_dir() and not (spec_dir / "runtime.yaml").is_file():
+        return None
+    return load_runtime_spec(spec_dir)
+
+
+def _env_from_spec(spec: RuntimeSpec, store: Store) -> Path:
+    """The env runtime.yaml describes by itself: its conda_prefix, or its requirements resolved into a venv."""
+    if spec.mode == "conda":
+        if spec.conda_prefix is None:
+            raise spec.error("conda channels are not resolved by swcli; give an existing env as conda_prefix "
+                            "(or use --conda-prefix PATH)", "conda_prefix")
+        return spec.conda_prefix
+    if not spec.requirements:
+        raise spec.error("a venv runtime.yaml needs requirements (or use --venv PATH)", "requirements")
+    return resolved_venv(spec, store)
 
 
 def runtime_image_for(ref: str, store: Store | None = None) -> str:
@@ -149,7 +249,7 @@ def runtime_image_for(ref: str, store: Store | None = None) -> str:
 
 
 def runtime_for_model(entry: Entry, runtime: str | None = None, *, store: Store | None = None,
-                      dockerfile_only: Path | None = None, log=None) -> str:
+                      dockerfile_only: Path | None = None, log=None, skip_gen_env: bool = False) -> str:
     """The runtime image a model image is built FROM.
 
     `--runtime` (a runtime ref or an image), else model.yaml's `run.runtime`, else a runtime made from the model's
@@ -167,5 +267,6 @@ def runtime_for_model(entry: Entry, runtime: str | None = None, *, store: Store 
         spec = RuntimeSpec(req_file, f"{entry.name}-env", "venv", f"{sys.version_info.major}.{sys.version_info.minor}",
                            DEFAULT_BASE, requirements, None)
         prefix = resolved_venv(spec, store)
-    _, image = build_runtime(f"{entry.name}-env", prefix, store=store, dockerfile_only=dockerfile_only, log=log)
+    _, image = build_runtime(f"{entry.name}-env", prefix, store=store, dockerfile_only=dockerfile_only, log=log,
+                             skip_gen_env=skip_gen_env)
     return image.tags[0]
