@@ -211,3 +211,22 @@ def test_label_names_from_the_dataset_manifest_reach_run_json_and_the_merge(cli,
     (entry.path / "manifest.json").write_text(json.dumps(manifest))  # without names: no key at all
     assert cli("model", "eval", "modthree", "--dataset", "tiny", "-o", tmp_path / "plain").code == 0
     assert "label_names" not in json.loads((tmp_path / "plain" / "run.json").read_text())["dataset"]
+
+
+def test_a_failed_merge_from_the_cli_is_one_line_and_recorded_as_failed(cli, tiny_dataset, tmp_path):
+    from tests.test_model import HANDLER
+    from tests.test_runner_stops import write_model
+
+    bad_cmp = HANDLER.replace("        return _label, _result, _pr", "        raise ZeroDivisionError('no classes')")
+    assert cli("dataset", "build", "--no-image", tiny_dataset).code == 0
+    assert cli("model", "build", "--no-image", "--skip-gen-env", write_model(tmp_path / "model", bad_cmp)).code == 0
+    parts = run_shards(cli, tmp_path, 2)
+    merged = tmp_path / "merged"
+    res = cli("eval", "merge", *parts, "-o", merged)
+    assert (res.code, res.err) == (1, "swcli: error: cmp raised ZeroDivisionError: no classes\n")
+    run = json.loads((merged / "run.json").read_text())
+    assert run["status"] == "failed" and run["error"] == "cmp raised ZeroDivisionError: no classes"
+    from builder.store import Store
+
+    recorded = [p.resolve() for p in Store().runs_dir.iterdir()]  # like a failed single run (`eval list` shows scored runs)
+    assert recorded == [merged.resolve()]

@@ -122,6 +122,9 @@ def merge(parts: list[Path], output_dir: Path | None = None, *, model: str | Non
     root, spec, _ = model_source(ref, store)
     handler = make_handler(load_class(spec.ppl, root, PipelineHandler, spec_file=spec.path, field="run.ppl"), spec.ppl, None)
     output_dir = output_dir or store.runs_dir / new_run_id(spec.name, str(first["dataset"].get("name")) + "-merged")
-    metrics, run = merge_parts(parts, output_dir, handler)
-    record_run(Path(output_dir), store)
+    try:
+        metrics, run = merge_parts(parts, output_dir, handler)
+    finally:  # a failed or interrupted merge is listed too, like a single run
+        if (Path(output_dir) / "run.json").is_file():
+            record_run(Path(output_dir), store)
     return Path(output_dir), metrics, run
