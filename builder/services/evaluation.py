@@ -116,18 +116,11 @@ def write_atomic(path: Path, text: str) -> None:
     try:
         with open(tmp, "w", encoding="utf-8") as fh:
             fh.write(text)
-        os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, path)
+        os.replace(tmp, path)  # open() made it 0666 & ~umask, like any written file
     except OSError as err:
         with contextlib.suppress(OSError):
             tmp.unlink()
         raise OutputError(path, err) from None
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def prepare_output(output_dir: Path, run: dict) -> None:
@@ -158,8 +151,8 @@ def write_run(output_dir: Path, run: dict) -> None:
 def stopped(err: BaseException, finish: Finish, interrupted: str) -> BaseException:
     """Record why a run or merge stopped in run.json; return the exception to raise.
 
-    Ctrl-C becomes :class:`EvalInterrupted` (status ``interrupted``, message ``interrupted``), anything else
-    status ``failed`` with the error. When run.json cannot be written either, the one line says so too.
+    Ctrl-C becomes :class:`EvalInterrupted` (status ``interrupted``, its message the ``interrupted`` text),
+    anything else status ``failed`` with the error. When run.json cannot be written either, the one line says so too.
     """
     if isinstance(err, KeyboardInterrupt):
         raised: BaseException = EvalInterrupted(interrupted)
