@@ -199,3 +199,110 @@ def test_nothing_predicted_is_an_error(tmp_path):
 
     with pytest.raises(EvalError, match="no record was predicted"):
         run_evaluation(Always(), records(3), tmp_path, log=lambda m: None)
+
+
+def nested(depth):
+    value = [1]
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+def cyclic():
+    value = []
+    value.append(value)
+    return value
+
+
+class Opaque:
+    pass
+
+
+# what a handler may hand back that JSON cannot hold: an object, a cycle, and nesting thousands deep
+UNSTORABLE = [
+    (Opaque, "TypeError: Opaque is not JSON-serialisable"),
+    (cyclic, "ValueError: Circular reference detected"),
+    (lambda: {(1, 2): "tuple key"}, "TypeError: keys must be str"),
+    (lambda: nested(5000), "(nested too deeply): RecursionError"),
+]
+
+
+class Returns(SeedStyle):
+    """ppl returns ``make()`` for record 4 (or its label does, with ``in_label``), normal outputs otherwise."""
+
+    def __init__(self, make, *, in_label=False, ignore_error=False, cmp_returns=None):
+        super().__init__(ignore_error=False)
+        self.ignore_error, self.make, self.in_label, self.cmp_returns = ignore_error, make, in_label, cmp_returns
+
+    def ppl(self, data, **kw):
+        if kw["index"] == 4 and not self.in_label:
+            return self.make()
+        pred, scores = predict(data[0])
+        return [pred], np.asarray([scores])
+
+    def handle_label(self, label, **kw):
+        return self.make() if kw["index"] == 4 and self.in_label else super().handle_label(label)
+
+    def cmp(self, data_loader):
+        return self.cmp_returns() if self.cmp_returns else super().cmp(data_loader)
+
+
+@pytest.mark.parametrize(("make", "why"), UNSTORABLE)
+@pytest.mark.parametrize("in_label", [False, True])
+def test_an_output_json_cannot_hold_fails_its_record_by_name(tmp_path, make, why, in_label):
+    what = "handle_label" if in_label else "ppl"
+    with pytest.raises(EvalError) as info:
+        run_evaluation(Returns(make, in_label=in_label), records(10), tmp_path)
+    message = str(info.value)
+    assert message.startswith(f"record 4: what {what} returned cannot be stored as JSON") and why in message
+    assert len(message.splitlines()) == 1 and len(message) < 300
+    run = json.loads((tmp_path / "run.json").read_text())
+    assert run["status"] == "failed" and run["error"] == message and run["records"]["ok"] == 4
+    assert [line["index"] for line in read_lines(tmp_path / "results.jsonl.partial")] == [0, 1, 2, 3]
+
+
+@pytest.mark.parametrize(("make", "why"), UNSTORABLE)
+def test_with_ignore_error_an_unstorable_output_is_one_failed_record(tmp_path, make, why):
+    logged = []
+    result = run_evaluation(Returns(make, ignore_error=True), records(10), tmp_path, log=logged.append)
+    assert result.ok and result.run["records"] == {"total": 10, "ok": 9, "failed": 1}
+    assert len(logged) == 1 and logged[0].startswith("record 4: what ppl returned cannot be stored as JSON")
+    lines = read_lines(tmp_path / "results.jsonl")
+    assert [line["index"] for line in lines] == list(range(10))
+    assert lines[4]["result"] is None and why in lines[4]["error"]
+    assert json.loads((tmp_path / "metrics.json").read_text())["record_count"] == 9
+
+
+@pytest.mark.parametrize(("make", "why"), UNSTORABLE)
+def test_a_cmp_result_json_cannot_hold_names_metrics_json(tmp_path, make, why):
+    with pytest.raises(EvalError) as info:
+        run_evaluation(Returns(lambda: None, cmp_returns=make), records(10), tmp_path)
+    message = str(info.value)
+    assert message.startswith(f"{tmp_path / 'metrics.json'}: what cmp returned cannot be stored as JSON") and why in message
+    assert not (tmp_path / "metrics.json").exists() and len(read_lines(tmp_path / "results.jsonl")) == 10
+    run = json.loads((tmp_path / "run.json").read_text())
+    assert run["status"] == "failed" and run["error"] == message and run["records"]["ok"] == 10
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temp file left
+
+
+def test_label_names_from_the_context_go_into_run_json(tmp_path):
+    names = {"0": "zero", "1": "one", "2": "two"}
+    ctx = EvalContext(dataset_name="toy", dataset_version="v1", label_names=names)
+    result = run_evaluation(SeedStyle(), records(), tmp_path, context=ctx)
+    assert result.run["dataset"] == {"name": "toy", "version": "v1", "label_names": names}
+    assert json.loads((tmp_path / "run.json").read_text())["dataset"]["label_names"] == names
+    assert "0" in json.loads((tmp_path / "metrics.json").read_text())["labels"]  # metrics keep numeric keys
+
+
+def test_run_json_is_written_before_the_first_record(tmp_path):
+    seen = []
+
+    class Peek(SeedStyle):
+        def ppl(self, data, **kw):
+            if not seen:
+                seen.append(json.loads((tmp_path / "run.json").read_text()))
+            return super().ppl(data, **kw)
+
+    run_evaluation(Peek(), records(3), tmp_path)
+    assert seen[0]["status"] == "running" and (tmp_path / "run.json").stat().st_size < 4096
+    assert json.loads((tmp_path / "run.json").read_text())["status"] == "succeeded"

@@ -136,3 +136,97 @@ def test_image_merge_command_refuses_bad_arguments_in_one_line(capsys):
         assert image_main(args) != 0
         err = capsys.readouterr().err
         assert err.startswith("swcli: error: ") and len(err.strip().splitlines()) == 1, (args, err)
+
+
+def shard_parts(tmp_path, handler, count, total=30, label_names=None):
+    """Parts written by the real runner (``run_evaluation`` with ``shard``), as `eval --shard` writes them."""
+    from builder.services.evaluation import EvalContext, run_evaluation
+    from tests.test_runner import records
+
+    recs, parts = records(total), []
+    ctx = EvalContext(dataset_name="toy", dataset_version="v1", model={"name": "m"}, label_names=label_names)
+    for index in range(count):
+        start, stop = Shard(index, count).range(total)
+        part = tmp_path / "parts" / str(index)
+        run_evaluation(handler, recs[start:stop], part, context=ctx,
+                       shard={"index": index, "count": count, "start": start, "stop": stop})
+        parts.append(part)
+    return parts
+
+
+@pytest.mark.parametrize("cmp_fails", ["raises", "unstorable"])
+def test_a_merge_whose_cmp_fails_writes_a_failed_run_json_like_a_single_run(tmp_path, cmp_fails):
+    from builder.errors import EvalError
+    from builder.services.evaluation import run_evaluation
+    from builder.services.sharding import merge_parts
+    from tests.test_runner import SeedStyle, records
+
+    class BadCmp(SeedStyle):
+        def cmp(self, data_loader):
+            if cmp_fails == "raises":
+                raise ZeroDivisionError("no classes")
+            return {"what": object()}
+
+    parts = shard_parts(tmp_path, BadCmp(), 3)
+    with pytest.raises(EvalError) as merged_err:
+        merge_parts(parts, tmp_path / "merged", BadCmp())
+    with pytest.raises(EvalError) as single_err:
+        run_evaluation(BadCmp(), records(30), tmp_path / "single")
+    assert str(merged_err.value) == str(single_err.value).replace(str(tmp_path / "single"), str(tmp_path / "merged"))
+    for out in ("merged", "single"):
+        run = json.loads((tmp_path / out / "run.json").read_text())
+        assert run["status"] == "failed" and run["error"] == str(merged_err.value if out == "merged" else single_err.value)
+        assert run["records"] == {"total": 30, "ok": 30, "failed": 0} and not (tmp_path / out / "metrics.json").exists()
+        assert (tmp_path / out / "results.jsonl").read_bytes() == (tmp_path / "single" / "results.jsonl").read_bytes()
+    assert "cmp raised ZeroDivisionError: no classes" in str(merged_err.value) if cmp_fails == "raises" else \
+        str(merged_err.value).startswith(f"{tmp_path / 'merged' / 'metrics.json'}: what cmp returned cannot be stored")
+
+
+def test_label_names_survive_shards_and_merge(tmp_path):
+    from builder.services.sharding import merge_parts
+    from tests.test_runner import SeedStyle
+
+    names = {"0": "zero", "1": "one", "2": "two"}
+    parts = shard_parts(tmp_path, SeedStyle(), 2, label_names=names)
+    assert all(json.loads((p / "run.json").read_text())["dataset"]["label_names"] == names for p in parts)
+    _, run = merge_parts(parts, tmp_path / "merged", SeedStyle())
+    assert run["status"] == "succeeded" and run["dataset"] == {"name": "toy", "version": "v1", "label_names": names}
+    assert json.loads((tmp_path / "merged" / "run.json").read_text())["dataset"]["label_names"] == names
+
+
+def test_label_names_from_the_dataset_manifest_reach_run_json_and_the_merge(cli, built, tmp_path):
+    """`model eval` (in-process; the image's eval is the same function) copies the manifest's label_names."""
+    from builder.store import Store
+
+    entry = Store().resolve("dataset", "tiny")
+    names = {"0": "zero", "1": "one", "2": "two"}
+    manifest = json.loads((entry.path / "manifest.json").read_text())
+    (entry.path / "manifest.json").write_text(json.dumps(dict(manifest, label_names=names)))
+    single = tmp_path / "named"
+    assert cli("model", "eval", "modthree", "--dataset", "tiny", "-o", single).code == 0
+    assert json.loads((single / "run.json").read_text())["dataset"]["label_names"] == names
+    parts = run_shards(cli, tmp_path, 2)
+    assert cli("eval", "merge", *parts, "-o", tmp_path / "merged").code == 0
+    assert json.loads((tmp_path / "merged" / "run.json").read_text())["dataset"]["label_names"] == names
+    (entry.path / "manifest.json").write_text(json.dumps(manifest))  # without names: no key at all
+    assert cli("model", "eval", "modthree", "--dataset", "tiny", "-o", tmp_path / "plain").code == 0
+    assert "label_names" not in json.loads((tmp_path / "plain" / "run.json").read_text())["dataset"]
+
+
+def test_a_failed_merge_from_the_cli_is_one_line_and_recorded_as_failed(cli, tiny_dataset, tmp_path):
+    from tests.test_model import HANDLER
+    from tests.test_runner_stops import write_model
+
+    bad_cmp = HANDLER.replace("        return _label, _result, _pr", "        raise ZeroDivisionError('no classes')")
+    assert cli("dataset", "build", "--no-image", tiny_dataset).code == 0
+    assert cli("model", "build", "--no-image", "--skip-gen-env", write_model(tmp_path / "model", bad_cmp)).code == 0
+    parts = run_shards(cli, tmp_path, 2)
+    merged = tmp_path / "merged"
+    res = cli("eval", "merge", *parts, "-o", merged)
+    assert (res.code, res.err) == (1, "swcli: error: cmp raised ZeroDivisionError: no classes\n")
+    run = json.loads((merged / "run.json").read_text())
+    assert run["status"] == "failed" and run["error"] == "cmp raised ZeroDivisionError: no classes"
+    from builder.store import Store
+
+    recorded = [p.resolve() for p in Store().runs_dir.iterdir()]  # like a failed single run (`eval list` shows scored runs)
+    assert recorded == [merged.resolve()]

@@ -6,7 +6,13 @@ inside the container, so both give the same files. Outputs (format in ``docs/run
 - ``results.jsonl``: one line per record (index, label, result, pr, error), streamed to a temp file and renamed
   when the ppl phase ends, so a crash never leaves a file that looks complete;
 - ``metrics.json``: what ``cmp`` returned (the ``multi_classification`` document, usually);
-- ``run.json``: what ran on what, counts, timings and status; written on failure too.
+- ``run.json``: what ran on what, counts, timings and status. Written (status ``running``, padded to
+  ``RUN_RESERVE`` bytes) before the first record, so that on a full disk the final status can still be written
+  over it in place; written on failure and on Ctrl-C too.
+
+Scoring (``cmp``, the counts fallback, ``metrics.json``, the final run.json) is :func:`score`, which a shard merge
+uses too. Anything that stops a run is one line naming the record or file (:class:`OutputError` for a file that
+could not be written, :class:`EvalInterrupted` for Ctrl-C, exit code 130).
 
 Per-record overhead is kept to a few microseconds (buffered writes, no per-record flush or progress redraw)
 because the seed's handler predicts one record per call.
@@ -14,6 +20,7 @@ because the seed's handler predicts one record per call.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -25,16 +32,34 @@ from typing import Any, Callable, Iterable, Iterator
 
 from builder import __version__
 from builder.api.model import PipelineHandler
-from builder.errors import EvalError
-from builder.store import utc_now, write_json_atomic
+from builder.errors import EvalError, SwcliError
+from builder.store import utc_now
 
 RESULTS = "results.jsonl"
 METRICS = "metrics.json"
 RUN = "run.json"
 MAX_LOGGED_ERRORS = 20
 PROGRESS_EVERY = 256
+RUN_RESERVE = 4096  # bytes run.json is padded to before the run: its final text is written over it on a full disk
 
 Progress = Callable[[int], None]
+Finish = Callable[..., None]  # finish(status, error=None): record the end of the run in run.json
+
+
+class OutputError(EvalError):
+    """An output file could not be written (full disk, quota, I/O error); ``path`` names it."""
+
+    def __init__(self, path: str | Path, err: OSError | str, note: str = ""):
+        self.path = str(path)
+        self.errno = getattr(err, "errno", None)
+        reason = err if isinstance(err, str) else (err.strerror or str(err))
+        super().__init__(f"{path}: cannot write: {reason}{note}")
+
+
+class EvalInterrupted(SwcliError):
+    """Ctrl-C during an evaluation or a merge: what was predicted is kept and run.json says ``interrupted``."""
+
+    exit_code = 130
 
 
 def to_jsonable(obj: Any) -> Any:
@@ -73,6 +98,103 @@ def dump_line(record: dict) -> str:
         return _ENCODER.encode(_finite(json.loads(_LENIENT.encode(record))))
 
 
+def unserialisable(err: Exception) -> str:
+    """Why a value could not be stored as JSON: not serialisable (TypeError, ValueError for a cycle) or nested
+    too deeply (RecursionError), or a ``tolist`` that raised."""
+    deep = " (nested too deeply)" if isinstance(err, RecursionError) else ""
+    return f"cannot be stored as JSON{deep}: {type(err).__name__}: {err}"
+
+
+def json_text(obj: Any) -> str:
+    """``obj`` as indented strict JSON (numpy values plain, NaN/inf null); raises what encoding raised."""
+    return json.dumps(_finite(json.loads(json.dumps(obj, default=to_jsonable))), indent=2, allow_nan=False) + "\n"
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write ``text`` to a temp file beside ``path`` and rename it over; an OSError is an OutputError naming path."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        os.replace(tmp, path)  # open() made it 0666 & ~umask, like any written file
+    except OSError as err:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise OutputError(path, err) from None
+
+
+def prepare_output(output_dir: Path, run: dict) -> None:
+    """Create ``output_dir`` and reserve run.json there (status as in ``run``, padded to RUN_RESERVE bytes)."""
+    try:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        write_atomic(output_dir / RUN, json_text(run).ljust(RUN_RESERVE))
+    except (OSError, OutputError) as err:
+        reason = err.strerror if isinstance(err, OSError) else str(err).rpartition("cannot write: ")[2]
+        raise EvalError(f"output directory {output_dir} is not writable: {reason or err}") from None
+
+
+def write_run(output_dir: Path, run: dict) -> None:
+    """Write run.json; when the disk has no room for a temp copy, over the reserved file in place."""
+    path = output_dir / RUN
+    text = json_text(run)
+    try:
+        write_atomic(path, text)
+    except OutputError as err:
+        try:
+            with open(path, "r+", encoding="utf-8") as fh:  # the reserved page(s): no new blocks needed
+                fh.write(text)
+                fh.truncate()
+        except OSError:
+            raise err from None
+
+
+def stopped(err: BaseException, finish: Finish, interrupted: str) -> BaseException:
+    """Record why a run or merge stopped in run.json; return the exception to raise.
+
+    Ctrl-C becomes :class:`EvalInterrupted` (status ``interrupted``, its message the ``interrupted`` text),
+    anything else status ``failed`` with the error. When run.json cannot be written either, the one line says so too.
+    """
+    if isinstance(err, KeyboardInterrupt):
+        raised: BaseException = EvalInterrupted(interrupted)
+        status, error = "interrupted", interrupted
+    else:
+        raised, status = err, "failed"
+        error = str(err) if isinstance(err, SwcliError) else f"{type(err).__name__}: {err}"
+    try:
+        finish(status, error)
+    except OutputError as run_err:
+        if isinstance(raised, SwcliError):
+            raised.message = f"{raised.message}; and {run_err}"
+    return raised
+
+
+def score(handler: PipelineHandler, output_dir: Path, counts: dict, finish: Finish) -> Any:
+    """The scoring step of a run and of a shard merge: ``cmp`` over results.jsonl (``counts`` as the metrics when
+    cmp is not overridden), metrics.json, then ``finish("succeeded")``. A cmp that raises or returns what JSON
+    cannot hold, a metrics.json that cannot be written, or Ctrl-C: run.json records it and the one-line error is
+    raised."""
+    path = output_dir / METRICS
+    try:
+        try:
+            metrics = handler.cmp(ResultsLoader(output_dir / RESULTS))
+        except SwcliError:
+            raise
+        except Exception as err:
+            raise EvalError(f"cmp raised {type(err).__name__}: {err}") from None
+        if metrics is None:
+            metrics = {"kind": "counts", **counts}
+        try:
+            text = json_text(metrics)
+        except Exception as err:
+            raise EvalError(f"{path}: what cmp returned {unserialisable(err)}") from None
+        write_atomic(path, text)
+    except BaseException as err:
+        raise stopped(err, finish, f"interrupted while cmp scored {counts['records']} records; the results are in "
+                                   f"{output_dir / RESULTS}, run.json (status interrupted) in {output_dir / RUN}") from None
+    finish("succeeded")
+    return metrics
+
+
 class ResultsLoader:
     """What ``cmp`` iterates: the stored results, streamed from ``results.jsonl`` (errored records skipped).
 
@@ -100,6 +222,7 @@ class EvalContext:
     handler: str = ""
     device: str | None = None
     runtime: str = ""
+    label_names: dict | None = None  # the dataset manifest's {label value: name}, copied into run["dataset"]
 
 
 @dataclass
@@ -130,6 +253,34 @@ def _batches(records: Iterable, size: int) -> Iterator[list]:
         yield batch
 
 
+class _Lines:
+    """results.jsonl being written (to a temp file); an OSError (full disk...) is an OutputError naming ``shown``."""
+
+    def __init__(self, path: Path, shown: Path):
+        self.path, self.shown = path, shown
+        try:
+            self._fh = open(path, "w", encoding="utf-8", buffering=1 << 20)
+        except OSError as err:
+            raise OutputError(shown, err) from None
+
+    def write(self, line: str) -> None:
+        try:
+            self._fh.write(line)
+            self._fh.write("\n")
+        except OSError as err:
+            raise OutputError(self.shown, err, f" (what was written is kept as {self.shown}.partial)") from None
+
+    def close(self) -> None:
+        try:
+            self._fh.close()
+        except OSError as err:
+            raise OutputError(self.shown, err, f" (what was written is kept as {self.shown}.partial)") from None
+
+    def abandon(self) -> None:
+        with contextlib.suppress(OSError):  # the error that stopped the run is the one to report
+            self._fh.close()
+
+
 class _Ppl:
     """The ppl phase: feeds the handler, writes one line per record, applies ignore_error."""
 
@@ -149,8 +300,7 @@ class _Ppl:
             return self.handler.handle_label(rec.label, index=rec.index, **self.kw)
         return list(rec.label)
 
-    def _fail(self, rec, err: BaseException, stage: str) -> None:
-        message = f"{stage} raised {type(err).__name__}: {err}"
+    def _fail(self, rec, message: str) -> None:
         if not self.ignore_error:
             raise EvalError(f"record {rec.index}: {message}")
         self.failed += 1
@@ -159,18 +309,28 @@ class _Ppl:
         elif self.failed == MAX_LOGGED_ERRORS + 1:
             self.log("more records failed; see results.jsonl for every error")
         self.out.write(dump_line({"index": rec.index, "label": None, "result": None, "pr": None, "error": message}))
-        self.out.write("\n")
 
     def _store(self, rec, output: Any) -> None:
         try:
             label = self._label(rec)
         except Exception as err:
-            self._fail(rec, err, "handle_label")
+            self._fail(rec, f"handle_label raised {type(err).__name__}: {err}")
             return
         result, pr = _split_output(output)
-        self.out.write(dump_line({"index": rec.index, "label": label, "result": result, "pr": pr, "error": None}))
-        self.out.write("\n")
+        try:
+            line = dump_line({"index": rec.index, "label": label, "result": result, "pr": pr, "error": None})
+        except Exception as err:  # TypeError, ValueError (a cycle), RecursionError, a tolist() that raised...
+            self._fail(rec, self._unstorable(label, err))
+            return
+        self.out.write(line)
         self.ok += 1
+
+    def _unstorable(self, label: Any, err: Exception) -> str:
+        try:
+            dump_line({"label": label})
+        except Exception as label_err:
+            return f"what handle_label returned {unserialisable(label_err)}"
+        return f"what ppl returned {unserialisable(err)}"
 
     def one(self, rec) -> None:
         t0 = time.perf_counter()
@@ -178,7 +338,7 @@ class _Ppl:
             output = self.handler.ppl(rec.data, index=rec.index, label=rec.label, **self.kw)
         except Exception as err:
             self.ppl_seconds += time.perf_counter() - t0
-            self._fail(rec, err, "ppl")
+            self._fail(rec, f"ppl raised {type(err).__name__}: {err}")
             return
         self.ppl_seconds += time.perf_counter() - t0
         self._store(rec, output)
@@ -201,11 +361,28 @@ class _Ppl:
         except Exception as err:
             self.ppl_seconds += time.perf_counter() - t0
             for rec in recs:
-                self._fail(rec, err, "ppl (batch)")
+                self._fail(rec, f"ppl (batch) raised {type(err).__name__}: {err}")
             return
         self.ppl_seconds += time.perf_counter() - t0
         for rec, output in zip(recs, outputs):
             self._store(rec, output)
+
+    def run(self, records: Iterable, size: int, progress: Progress | None) -> None:
+        done = 0
+        if size == 1:
+            for rec in records:
+                self.one(rec)
+                done += 1
+                if progress and done % PROGRESS_EVERY == 0:
+                    progress(done)
+        else:
+            for recs in _batches(records, size):
+                self.batch(recs)
+                done += len(recs)
+                if progress:
+                    progress(done)
+        if progress:
+            progress(done)
 
 
 def run_evaluation(
@@ -228,22 +405,18 @@ def run_evaluation(
     ctx = context or EvalContext()
     log = log or (lambda msg: print(f"swcli: warning: {msg}", file=sys.stderr))
     output_dir = Path(output_dir)
-    try:
-        output_dir.mkdir(parents=True, exist_ok=True)
-        probe = output_dir / f".swcli-write-test-{os.getpid()}"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as err:
-        raise EvalError(f"output directory {output_dir} is not writable: {err.strerror or err}") from None
     size = _batch_size(handler, batch_size)
     if total is None and hasattr(records, "__len__"):
         total = len(records)  # type: ignore[arg-type]
+    dataset = {"name": ctx.dataset_name, "version": ctx.dataset_version}
+    if ctx.label_names:
+        dataset["label_names"] = dict(ctx.label_names)
     run: dict[str, Any] = {
         "kind": "eval",
         "status": "running",
         "model": ctx.model,
         "handler": ctx.handler,
-        "dataset": {"name": ctx.dataset_name, "version": ctx.dataset_version},
+        "dataset": dataset,
         "runtime": ctx.runtime,
         "batch_size": size,
         "device": ctx.device,
@@ -251,55 +424,41 @@ def run_evaluation(
         "started": utc_now(),
         "swcli_version": __version__,
     }
-    started = time.perf_counter()
-    tmp_results = output_dir / f".{RESULTS}.tmp"
-    phase = _Ppl(handler, ctx, None, log)
-    try:
-        with open(tmp_results, "w", encoding="utf-8", buffering=1 << 20) as out:
-            phase.out = out
-            done = 0
-            if size == 1:
-                for rec in records:
-                    phase.one(rec)
-                    done += 1
-                    if progress and done % PROGRESS_EVERY == 0:
-                        progress(done)
-            else:
-                for recs in _batches(records, size):
-                    phase.batch(recs)
-                    done += len(recs)
-                    if progress:
-                        progress(done)
-            if progress:
-                progress(done)
-        os.replace(tmp_results, output_dir / RESULTS)
-    except BaseException as err:
-        if tmp_results.exists():  # keep what was predicted: the user may want to look at it
-            os.replace(tmp_results, output_dir / f"{RESULTS}.partial")
-        _finish(run, output_dir, phase, started, None, status="interrupted" if isinstance(err, KeyboardInterrupt) else "failed",
-                error=str(err))
-        raise
-    run["records"].update(total=phase.ok + phase.failed, ok=phase.ok, failed=phase.failed)
     if shard is not None:
         run["shard"] = shard
-        _finish(run, output_dir, phase, started, None, status="partial")
+    prepare_output(output_dir, run)
+    started = time.perf_counter()
+    results, tmp_results = output_dir / RESULTS, output_dir / f".{RESULTS}.tmp"
+    phase = _Ppl(handler, ctx, None, log)
+    times = {"cmp_started": None}
+
+    def finish(status: str, error: str | None = None) -> None:
+        _finish(run, output_dir, phase, started, times["cmp_started"], status=status, error=error)
+
+    try:
+        phase.out = _Lines(tmp_results, results)
+        phase.run(records, size, progress)
+        phase.out.close()
+        os.replace(tmp_results, results)
+    except BaseException as err:
+        if phase.out is not None:
+            phase.out.abandon()
+        partial = output_dir / f"{RESULTS}.partial"
+        with contextlib.suppress(OSError):  # keep what was predicted: the user may want to look at it
+            os.replace(tmp_results, partial)
+        done = phase.ok + phase.failed
+        raise stopped(err, finish, f"interrupted after {done} record{'s' * (done != 1)}; partial results in "
+                                   f"{partial}, run.json (status interrupted) in {output_dir / RUN}") from None
+    run["records"].update(total=phase.ok + phase.failed, ok=phase.ok, failed=phase.failed)
+    if shard is not None:
+        finish("partial")
         return EvalResult(output_dir, None, run)
     if phase.ok == 0:
-        _finish(run, output_dir, phase, started, None, status="failed", error="no record was predicted")
+        finish("failed", "no record was predicted")
         raise EvalError(f"no record was predicted ({phase.failed} failed); nothing to score")
-    cmp_started = time.perf_counter()
-    try:
-        metrics = handler.cmp(ResultsLoader(output_dir / RESULTS))
-    except EvalError as err:
-        _finish(run, output_dir, phase, started, cmp_started, status="failed", error=str(err))
-        raise
-    except Exception as err:
-        _finish(run, output_dir, phase, started, cmp_started, status="failed", error=f"cmp raised {type(err).__name__}: {err}")
-        raise EvalError(f"cmp raised {type(err).__name__}: {err}") from None
-    if metrics is None:
-        metrics = {"kind": "counts", "records": phase.ok + phase.failed, "ok": phase.ok, "failed": phase.failed}
-    write_json_atomic(output_dir / METRICS, _finite(json.loads(json.dumps(metrics, default=to_jsonable))))
-    _finish(run, output_dir, phase, started, cmp_started, status="succeeded")
+    times["cmp_started"] = time.perf_counter()
+    metrics = score(handler, output_dir, {"records": phase.ok + phase.failed, "ok": phase.ok, "failed": phase.failed},
+                    finish)
     return EvalResult(output_dir, metrics, run)
 
 
@@ -335,4 +494,4 @@ def _finish(run: dict, output_dir: Path, phase: _Ppl, started: float, cmp_starte
     )
     if error:
         run["error"] = error
-    write_json_atomic(output_dir / RUN, run)
+    write_run(output_dir, run)

@@ -8,6 +8,11 @@ With ``shards=N`` it is the Kubernetes Indexed Job of `swcli job k8s` played on 
 starts first and waits (`merge --wait`), then N eval containers run at once, each with its
 ``JOB_COMPLETION_INDEX``, writing ``parts/<index>``; the merge scores their union into the output folder. Each
 shard gets an equal share of the host's cores as its thread count, so N shards do not oversubscribe the CPU.
+
+A container that exits non-zero (a handler that calls ``os._exit``, a crash in native code, the OOM killer) is
+reported as ``container IMAGE (eval[ shard I]|merge) exited with code N; last log lines:`` and the last
+``TAIL_LINES`` lines of its own log, fetched once it has stopped, since with several containers streaming at once
+its lines are interleaved with the others'.
 """
 
 from __future__ import annotations
@@ -20,6 +25,8 @@ from typing import Callable
 from builder.errors import DockerError
 from builder.images.engine import connect, image_exists
 from builder.store import Store
+
+TAIL_LINES = 20
 
 
 def image_of(kind: str, ref: str, store: Store) -> str:
@@ -59,6 +66,8 @@ def run_job(model: str, dataset: str, output_dir: Path, *, store: Store | None =
             started.append(client.containers.run(model_image, ["eval", *(extra_args or [])],
                                                  volumes_from=[data_container.id], **common))
             code = _follow(started, log, prefix=False)[0]
+            if code:
+                _report_exit(started[0], model_image, "eval", code, log)
         else:
             threads = str(max(1, (os.cpu_count() or 1) // shards))
             started.append(client.containers.run(model_image, ["merge", "/output/parts", "--output", "/output",
@@ -70,11 +79,15 @@ def run_job(model: str, dataset: str, output_dir: Path, *, store: Store | None =
                     environment={"JOB_COMPLETION_INDEX": str(index), "JOB_COMPLETION_COUNT": str(shards),
                                  "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}))
             codes = _follow(started[1:], log, prefix=True)
-            failed = next(((i, c) for i, c in enumerate(codes) if c), None)
+            failed = [(i, c) for i, c in enumerate(codes) if c]
+            for index, shard_code in failed:
+                _report_exit(started[1 + index], model_image, f"eval shard {index}", shard_code, log)
             if failed:
-                log(f"shard {failed[0]}/{shards} exited with {failed[1]}; not merging")
-                return failed[1]
+                log(f"shard(s) {', '.join(str(i) for i, _ in failed)} of {shards} failed; not merging")
+                return failed[0][1]
             code = _follow(started[:1], log, prefix=False)[0]
+            if code:
+                _report_exit(started[0], model_image, "merge", code, log)
         if (output_dir / "run.json").is_file():
             from builder.services.runs import record_run
 
@@ -91,14 +104,36 @@ def run_job(model: str, dataset: str, output_dir: Path, *, store: Store | None =
 def _follow(containers: list, log: Callable[[str], None], *, prefix: bool) -> list[int]:
     """Stream the containers' logs (prefixed ``[index]`` when several run at once); return their exit codes."""
     def stream(index: int, container) -> None:
-        for line in container.logs(stream=True, follow=True):
-            text = line.decode(errors="replace").rstrip("\n")
-            log(f"[{index}] {text}" if prefix else text)
+        # the engine sends frames, not lines: a frame may hold several lines, or part of one
+        rest = b""
+        for chunk in container.logs(stream=True, follow=True):
+            *lines, rest = (rest + chunk).split(b"\n")
+            for line in lines:
+                show(index, line)
+        if rest:
+            show(index, rest)
+
+    def show(index: int, line: bytes) -> None:
+        text = line.decode(errors="replace").rstrip("\r")
+        log(f"[{index}] {text}" if prefix else text)
 
     followers = [threading.Thread(target=stream, args=(i, c), daemon=True) for i, c in enumerate(containers)]
     for follower in followers:
         follower.start()
     codes = [int(c.wait()["StatusCode"]) for c in containers]
-    for follower in followers:
+    for follower in followers:  # the streams end with their containers; wait for the last lines before going on
         follower.join(timeout=10)
     return codes
+
+
+def _report_exit(container, image: str, what: str, code: int, log: Callable[[str], None]) -> None:
+    """``container IMAGE (WHAT) exited with code N; last log lines:`` and the end of that container's own log."""
+    try:
+        container.reload()
+        oom = " (killed: out of memory)" if container.attrs.get("State", {}).get("OOMKilled") else ""
+        tail = container.logs(stdout=True, stderr=True, tail=TAIL_LINES).decode(errors="replace").splitlines()
+    except Exception as err:  # the engine lost it: say so rather than hide the exit
+        oom, tail = "", [f"(its log is unavailable: {err})"]
+    log(f"container {image} ({what}) exited with code {code}{oom}; last log lines:")
+    for line in tail[-TAIL_LINES:] or ["(no output)"]:
+        log(f"  {line}")

@@ -41,6 +41,14 @@ def resolve_dataset(ref_or_dir: str, store: Store) -> tuple[Path, dict]:
     return entry.path, entry.manifest
 
 
+def label_names(manifest: dict) -> dict[str, str] | None:
+    """The dataset manifest's ``label_names`` ({label value: name}, keys as strings), or None when it has none."""
+    names = manifest.get("label_names")
+    if not isinstance(names, dict) or not names:
+        return None
+    return {str(k): str(v) for k, v in names.items()}
+
+
 def new_run_id(model: str, dataset: str) -> str:
     stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
     return f"{stamp}-{model}-{dataset}-{secrets.token_hex(2)}"
@@ -82,6 +90,7 @@ def evaluate(options: EvalOptions, *, store: Store | None = None, progress: Prog
         device=options.device,
         # the model image sets SWCLI_RUNTIME to the runtime image it was built FROM; in-process it is this env
         runtime=os.environ.get("SWCLI_RUNTIME") or f"local:{sys.prefix}",
+        label_names=label_names(dataset_manifest),
     )
     records, total, shard_info = reader, len(reader), None
     if shard is not None:
@@ -113,6 +122,9 @@ def merge(parts: list[Path], output_dir: Path | None = None, *, model: str | Non
     root, spec, _ = model_source(ref, store)
     handler = make_handler(load_class(spec.ppl, root, PipelineHandler, spec_file=spec.path, field="run.ppl"), spec.ppl, None)
     output_dir = output_dir or store.runs_dir / new_run_id(spec.name, str(first["dataset"].get("name")) + "-merged")
-    metrics, run = merge_parts(parts, output_dir, handler)
-    record_run(Path(output_dir), store)
+    try:
+        metrics, run = merge_parts(parts, output_dir, handler)
+    finally:  # a failed or interrupted merge is listed too, like a single run
+        if (Path(output_dir) / "run.json").is_file():
+            record_run(Path(output_dir), store)
     return Path(output_dir), metrics, run

@@ -9,6 +9,7 @@ and one dataset, that every index 0..N-1 is there exactly once, concatenates the
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -17,8 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from builder import __version__
-from builder.errors import EvalError, SwcliError
-from builder.store import utc_now, write_json_atomic
+from builder.errors import SwcliError
+from builder.store import utc_now
 
 
 class ShardSpecError(SwcliError):
@@ -144,41 +145,50 @@ def wait_for_parts(parts_dir: Path, timeout: float, *, poll: float = 0.5, log=No
 
 
 def merge_parts(parts: list[Path], output_dir: Path, handler, *, log=None) -> tuple[object, dict]:
-    """Concatenate the parts' results in shard order into ``output_dir`` and score them with ``handler.cmp``."""
-    from builder.services.evaluation import METRICS, RESULTS, RUN, ResultsLoader, _finite, to_jsonable
+    """Concatenate the parts' results in shard order into ``output_dir`` and score them with ``handler.cmp``.
+
+    Scoring is the single run's :func:`~builder.services.evaluation.score`, so a merge whose cmp fails (or is
+    interrupted, or finds the disk full) leaves a run.json with status failed and the error, like a single run.
+    """
+    from builder.services.evaluation import RESULTS, RUN, OutputError, prepare_output, score, stopped, write_run
 
     runs = check_parts(parts)
     output_dir = Path(output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    tmp = output_dir / f".{RESULTS}.tmp"
-    with open(tmp, "wb") as out:
-        for run in runs:
-            with open(run["_path"] / RESULTS, "rb") as part:
-                shutil.copyfileobj(part, out, 1 << 20)
-    os.replace(tmp, output_dir / RESULTS)
-    started = time.perf_counter()
-    try:
-        metrics = handler.cmp(ResultsLoader(output_dir / RESULTS))
-    except EvalError:
-        raise
-    except Exception as err:
-        raise EvalError(f"cmp raised {type(err).__name__}: {err}") from None
     ok = sum(r["records"]["ok"] for r in runs)
     failed = sum(r["records"]["failed"] for r in runs)
-    if metrics is None:
-        metrics = {"kind": "counts", "records": ok + failed, "ok": ok, "failed": failed}
-    write_json_atomic(output_dir / METRICS, _finite(json.loads(json.dumps(metrics, default=to_jsonable))))
-    first = runs[0]
-    merged = {k: v for k, v in first.items() if k not in ("_path", "shard", "seconds", "records", "records_per_second",
-                                                          "started", "finished", "status")}
-    merged.update(
-        status="succeeded", merged_from=[{"path": str(r["_path"]), **r["shard"]} for r in runs],
-        records={"total": ok + failed, "ok": ok, "failed": failed},
-        started=min(r["started"] for r in runs), finished=utc_now(),
-        seconds={"ppl_calls": round(sum(r["seconds"]["ppl_calls"] for r in runs), 3),
-                 "slowest_shard": max(r["seconds"]["ppl_phase"] for r in runs),
-                 "cmp": round(time.perf_counter() - started, 3)},
-        swcli_version=__version__,
-    )
-    write_json_atomic(output_dir / RUN, merged)
+    merged = {k: v for k, v in runs[0].items() if k not in ("_path", "shard", "seconds", "records", "records_per_second",
+                                                             "started", "finished", "status", "error")}
+    merged.update(status="running", merged_from=[{"path": str(r["_path"]), **r["shard"]} for r in runs],
+                  records={"total": ok + failed, "ok": ok, "failed": failed},
+                  started=min(r["started"] for r in runs), swcli_version=__version__)
+    prepare_output(output_dir, merged)
+    started = time.perf_counter()
+
+    def finish(status: str, error: str | None = None) -> None:
+        merged.update(status=status, finished=utc_now(),
+                      seconds={"ppl_calls": round(sum(r["seconds"]["ppl_calls"] for r in runs), 3),
+                               "slowest_shard": max(r["seconds"]["ppl_phase"] for r in runs),
+                               "cmp": round(time.perf_counter() - started, 3)})
+        if error:
+            merged["error"] = error
+        write_run(output_dir, merged)
+
+    tmp = output_dir / f".{RESULTS}.tmp"
+    try:
+        try:
+            with open(tmp, "wb") as out:
+                for run in runs:
+                    with open(run["_path"] / RESULTS, "rb") as part:
+                        shutil.copyfileobj(part, out, 1 << 20)
+            os.replace(tmp, output_dir / RESULTS)
+        except OSError as err:
+            if err.filename and Path(err.filename) != tmp:
+                raise MergeError(f"{err.filename}: cannot read: {err.strerror or err}") from None
+            raise OutputError(output_dir / RESULTS, err) from None
+    except BaseException as err:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise stopped(err, finish, f"interrupted while merging {len(runs)} parts; run.json (status interrupted) in "
+                                   f"{output_dir / RUN}") from None
+    metrics = score(handler, output_dir, {"records": ok + failed, "ok": ok, "failed": failed}, finish)
     return metrics, merged
