@@ -10,10 +10,11 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import time
 from dataclasses import dataclass
 from itertools import zip_longest
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
 from builder import __version__
@@ -21,6 +22,7 @@ from builder.api.dataset import BuildExecutor
 from builder.errors import DatasetBuildError, UserCodeError
 from builder.loader import load_class
 from builder.shards import ShardWriter
+from builder.snapshot import _translate  # the .swignore glob: one semantics for every pattern
 from builder.spec import DatasetSpec, load_dataset_spec
 from builder.store import Entry, Store, make_version, utc_now, write_json_atomic
 
@@ -36,13 +38,28 @@ class DatasetBuildResult:
     seconds: float
 
 
+def filter_regex(pattern: str) -> re.Pattern:
+    """One glob semantics for ``data_filter``/``label_filter``, the translator ``.swignore`` uses: ``*`` and ``?``
+    stay within one path segment, ``**`` spans zero or more folders. A pattern with no ``/`` matches a file's name
+    at any depth (``test_batch`` finds ``cifar-10-batches-py/test_batch``); a pattern with a ``/`` matches the
+    whole path relative to ``data_dir`` (a leading ``/`` or ``./`` only anchors it there)."""
+    if pattern.startswith("./"):
+        pattern = "/" + pattern[2:]
+    if pattern.startswith("/"):
+        pattern = pattern.lstrip("/")
+    elif "/" not in pattern:
+        pattern = "**/" + pattern
+    return _translate(pattern)
+
+
 def find_files(spec: DatasetSpec, pattern: str, field: str) -> list[Path]:
-    """Files under ``data_dir`` matching ``pattern`` at any depth (``rglob`` semantics), sorted by relative path.
+    """Files under ``data_dir`` matching ``pattern`` (see :func:`filter_regex`), sorted by relative path.
 
     Symlinked folders are followed (people link their data in), each real folder once.
     """
     if not spec.data_dir.is_dir():
         raise DatasetBuildError(f"{spec.path}: field 'data_dir': {spec.data_dir} is not a directory")
+    regex = filter_regex(pattern)
     found, seen = [], set()
     for dirpath, dirnames, filenames in os.walk(spec.data_dir, followlinks=True):
         real = os.path.realpath(dirpath)
@@ -50,11 +67,13 @@ def find_files(spec: DatasetSpec, pattern: str, field: str) -> list[Path]:
             dirnames[:] = []
             continue
         seen.add(real)
-        rel_dir = PurePosixPath(Path(dirpath).relative_to(spec.data_dir).as_posix())
+        dirnames.sort()
+        rel_dir = Path(dirpath).relative_to(spec.data_dir).as_posix()
+        prefix = "" if rel_dir == "." else rel_dir + "/"
         for name in filenames:
-            rel = rel_dir / name
-            if rel.match(pattern) and (Path(dirpath) / name).is_file():
-                found.append(rel.as_posix())
+            rel = prefix + name
+            if regex.match(rel) and (Path(dirpath) / name).is_file():
+                found.append(rel)
     if not found:
         raise DatasetBuildError(f"{spec.path}: field '{field}': '{pattern}' matches no file under {spec.data_dir}")
     return [spec.data_dir / rel for rel in sorted(found)]
