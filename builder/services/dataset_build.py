@@ -11,6 +11,7 @@ import hashlib
 import json
 import os
 import re
+import stat
 import time
 from dataclasses import dataclass
 from itertools import zip_longest
@@ -177,11 +178,7 @@ def _count_mismatch(spec, data_ran_out, seen, data_files, label_files, slicer) -
 def _manifest(spec, version, count, volumes, staged: Path, data_bytes, label_bytes, started) -> dict:
     shards = []
     for vol in volumes:
-        sha = hashlib.sha256()
-        with open(staged / vol.name, "rb") as fh:
-            for block in iter(lambda: fh.read(1 << 20), b""):
-                sha.update(block)
-        shards.append({"file": vol.name, "records": vol.records, "size": vol.size, "sha256": sha.hexdigest()})
+        shards.append({"file": vol.name, "records": vol.records, "size": vol.size, "sha256": _sha256(staged / vol.name)})
     index = staged / "index.swidx"
     return {
         "kind": "dataset",
@@ -208,26 +205,57 @@ def _manifest(spec, version, count, volumes, staged: Path, data_bytes, label_byt
     }
 
 
-def verify_dataset(entry: Entry) -> None:
-    """Check every shard's sha256 against the manifest, then read back every record (header and payload CRCs)."""
-    from builder.errors import ShardCorruptError
-    from builder.shards import DatasetReader
+def _sha256(path: Path) -> str:
+    sha = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            sha.update(block)
+    return sha.hexdigest()
 
-    for shard in entry.manifest.get("shards", []):
-        path = entry.path / shard["file"]
-        if not path.is_file():
-            raise ShardCorruptError(path, 0, "shard file is missing")
-        size = path.stat().st_size
-        if size != shard["size"]:
-            raise ShardCorruptError(path, min(size, shard["size"]), f"file is {size} bytes, manifest says {shard['size']}")
-        sha = hashlib.sha256()
-        with open(path, "rb") as fh:
-            for block in iter(lambda: fh.read(1 << 20), b""):
-                sha.update(block)
-        if sha.hexdigest() != shard["sha256"]:
+
+def _regular_file(path: Path, what: str) -> int:
+    """The size of ``path``, which must be a regular file (not a link, not a folder); ShardCorruptError otherwise."""
+    from builder.errors import ShardCorruptError
+
+    try:
+        st = path.lstat()
+    except FileNotFoundError:
+        raise ShardCorruptError(path, 0, f"{what} is missing") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise ShardCorruptError(path, 0, f"{what} is not a regular file")
+    return st.st_size
+
+
+def verify_dataset(entry: Entry) -> None:
+    """Check the manifest's shape (every file a plain name inside the entry), every shard's size and sha256, the
+    index's size, then read back every record (header and payload CRCs). Runs on every pulled dataset too."""
+    from builder.errors import ShardCorruptError
+    from builder.refs import is_version, name_problem
+    from builder.shards import MANIFEST_NAME, DatasetReader, ManifestError, manifest_layout
+
+    where = entry.path / MANIFEST_NAME
+    m = entry.manifest
+    layout = manifest_layout(m, where)
+    if m.get("kind", "dataset") != "dataset":
+        raise ManifestError(where, "kind", f"{m.get('kind')!r} is not 'dataset'")
+    problem = name_problem(m.get("name"))
+    if problem:
+        raise ManifestError(where, "name", problem)
+    if not is_version(m.get("version")):
+        raise ManifestError(where, "version", f"{m.get('version')!r} is not a version")
+    for shard in layout.shards:
+        path = entry.path / shard.file
+        size = _regular_file(path, "shard file")
+        if size != shard.size:
+            raise ShardCorruptError(path, min(size, shard.size), f"file is {size} bytes, manifest says {shard.size}")
+        if _sha256(path) != shard.sha256:
             raise ShardCorruptError(path, 0, "sha256 differs from the manifest")
-    with DatasetReader(entry.path, entry.manifest) as reader:
-        if len(reader) != entry.manifest.get("records"):
-            raise ShardCorruptError(entry.path / "index.swidx", 0, f"index holds {len(reader)} records, manifest says {entry.manifest.get('records')}")
+    index = entry.path / layout.index
+    size = _regular_file(index, "index file")
+    if size != layout.index_size:
+        raise ShardCorruptError(index, min(size, layout.index_size), f"file is {size} bytes, manifest says {layout.index_size}")
+    with DatasetReader(entry.path, m) as reader:
+        if len(reader) != layout.records:
+            raise ShardCorruptError(index, 0, f"index holds {len(reader)} records, manifest says {layout.records}")
         for _ in reader:
             pass
