@@ -25,7 +25,7 @@ from builder.loader import load_class
 from builder.shards import ShardWriter
 from builder.snapshot import _translate  # the .swignore glob: one semantics for every pattern
 from builder.spec import DatasetSpec, load_dataset_spec
-from builder.store import Entry, Store, make_version, utc_now, write_json_atomic
+from builder.store import Entry, Store, _umask, make_version, utc_now, write_json_atomic
 
 Progress = Callable[[int], None]
 _MISSING = object()
@@ -157,6 +157,7 @@ def build_dataset(
         version = make_version(digest.digest())
         manifest = _manifest(spec, version, writer.count, volumes, staged, data_bytes, label_bytes, started)
         write_json_atomic(staged / "manifest.json", manifest)
+        os.chmod(staged, 0o777 & ~_umask())  # mkdtemp made it 0700: the entry should read like any folder
         entry = store.publish("dataset", spec.name, version, staged)
     return DatasetBuildResult(entry, writer.count, len(volumes), time.perf_counter() - started)
 
