@@ -156,10 +156,56 @@ def build_dataset(
             progress(writer.count)
         version = make_version(digest.digest())
         manifest = _manifest(spec, version, writer.count, volumes, staged, data_bytes, label_bytes, started)
+        names = label_names(spec, slicer)
+        if names is not None:
+            manifest["label_names"] = names
         write_json_atomic(staged / "manifest.json", manifest)
         os.chmod(staged, 0o777 & ~_umask())  # mkdtemp made it 0700: the entry should read like any folder
         entry = store.publish("dataset", spec.name, version, staged)
     return DatasetBuildResult(entry, writer.count, len(volumes), time.perf_counter() - started)
+
+
+def label_names(spec: DatasetSpec, slicer: BuildExecutor) -> dict[str, str] | None:
+    """{str(label value): name}: dataset.yaml's ``labels:`` if it has them, else the slicer's ``label_names()``
+    (checked: a list or a mapping of non-empty strings), else None. Keys sorted, numbers numerically."""
+    names = getattr(spec, "label_names", None)
+    if names:
+        return _sorted_names(dict(names))
+    hook = getattr(slicer, "label_names", None)
+    if hook is None:
+        return None
+    where = f"{spec.process}.label_names()"
+    try:
+        names = hook()
+    except Exception as err:
+        raise UserCodeError(f"{where} raised {type(err).__name__}: {err}", ref=spec.process) from None
+    if names is None:
+        return None
+    if isinstance(names, (list, tuple)):
+        pairs = list(enumerate(names))
+    elif isinstance(names, dict):
+        pairs = list(names.items())
+    else:
+        raise UserCodeError(f"{where} returned {type(names).__name__}, expected a list or a mapping of names",
+                            ref=spec.process)
+    out = {}
+    for key, name in pairs:
+        if not isinstance(name, str) or not name.strip():
+            raise UserCodeError(f"{where}: the name of label {key!r} is {name!r}, expected a non-empty string",
+                                ref=spec.process)
+        if isinstance(key, bool) or not isinstance(key, (int, str)) or (isinstance(key, str) and not key):
+            raise UserCodeError(f"{where}: label value {key!r} is not an int or a non-empty string", ref=spec.process)
+        if str(key) in out:
+            raise UserCodeError(f"{where}: label value {key!r} is named twice", ref=spec.process)
+        out[str(key)] = name
+    return _sorted_names(out) if out else None
+
+
+def _sorted_names(names: dict[str, str]) -> dict[str, str]:
+    def order(key: str):
+        return (0, int(key), key) if key.lstrip("-").isdigit() else (1, 0, key)
+
+    return {key: names[key] for key in sorted(names, key=order)}
 
 
 def _count_mismatch(spec, data_ran_out, seen, data_files, label_files, slicer) -> DatasetBuildError:
