@@ -87,6 +87,8 @@ def test_a_dataset_image_with_no_shards_is_not_recorded(engine, cli, swcli_home,
     empty = build_and_push(engine, plain_registry, "bare2", dataset_labels("bare"),
                            {"dataset/.keep": b""}, "COPY dataset/ /dataset/")
     assert_refused(cli, engine, swcli_home, empty, "manifest.json", "missing")
+    nothing = build_and_push(engine, plain_registry, "bare3", dataset_labels("bare"))
+    assert_refused(cli, engine, swcli_home, nothing, "cannot copy /dataset out")
 
 
 def test_a_dataset_manifest_naming_files_outside_is_not_followed(engine, cli, swcli_home, plain_registry):  # noqa: F811

@@ -122,6 +122,10 @@ def apply_umask(root: Path) -> None:
                 os.chmod(path, (0o777 if st.st_mode & 0o111 else 0o666) & ~mask)
 
 
+def _explain(err) -> str:
+    return " ".join(str(getattr(err, "explanation", None) or err).split())
+
+
 def copy_out(client, image: str, path: str, directory: Path) -> int:
     """Copy the folder ``path`` of ``image`` into ``directory`` (new or empty); returns the files written.
 
@@ -134,15 +138,23 @@ def copy_out(client, image: str, path: str, directory: Path) -> int:
     import tarfile
     import tempfile
 
+    from docker.errors import APIError, DockerException
+
     directory = check_target(directory)
     directory.parent.mkdir(parents=True, exist_ok=True)
-    container = client.containers.create(image, command=["true"])
+    try:
+        container = client.containers.create(image, command=["true"])
+    except (APIError, DockerException) as err:
+        raise DockerError(f"{image}: cannot copy {path} out: {_explain(err)}") from None
     staging = Path(tempfile.mkdtemp(prefix=".swcli-copy-", dir=directory.parent))
     try:
         with tempfile.TemporaryFile() as tar_file:
-            stream, _ = container.get_archive(f"{path.rstrip('/')}/.")
-            for chunk in stream:
-                tar_file.write(chunk)
+            try:
+                stream, _ = container.get_archive(f"{path.rstrip('/')}/.")
+                for chunk in stream:
+                    tar_file.write(chunk)
+            except (APIError, DockerException) as err:
+                raise DockerError(f"{image}: cannot copy {path} out: {_explain(err)}") from None
             tar_file.seek(0)
             with tarfile.open(fileobj=tar_file) as tar:
                 members = [m for m in tar.getmembers() if m.isfile() or m.isdir() or m.issym() or m.islnk()]

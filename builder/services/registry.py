@@ -185,8 +185,8 @@ def record_pulled(client, image, target: str, store):
     with store.stage(kind) as staged:
         if kind in ENTRY_IN_IMAGE:
             inside = ENTRY_IN_IMAGE[kind]
-            copy_out(client, image.id, inside, staged)
             try:
+                copy_out(client, image.id, inside, staged)
                 verify_pulled(kind, name, version, staged)
             except SwcliError as err:  # name the file as it is in the image, not in the staging folder
                 raise RegistryError(f"{target}: not recording it: "
