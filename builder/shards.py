@@ -10,6 +10,7 @@ alignment) and never checked its CRC on read; both are fixed here and tested.
 
 from __future__ import annotations
 
+import errno
 import mmap
 import os
 import struct
@@ -18,13 +19,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Iterator, NamedTuple
 
-from builder.errors import ShardCorruptError
+from builder.errors import ShardCorruptError, SwcliError
 
 RECORD_MAGIC = b"SWR2"
 INDEX_MAGIC = b"SWIX"
 FORMAT_VERSION = 2
 INDEX_NAME = "index.swidx"
 MAX_PART = 0xFFFFFFFF  # data and label lengths are u32
+MANIFEST_NAME = "manifest.json"
 
 # magic, header crc, record index, data length, label length, payload crc, reserved
 RECORD_HEADER = struct.Struct("<4sIQIIII")
@@ -145,8 +147,102 @@ class ShardWriter:
             self._fh = None
 
 
+class ManifestError(SwcliError):
+    """A dataset manifest a reader must not trust: a field of the wrong shape, or a file name that is not a plain
+    name inside the entry (``../x``, ``a/b``, ``/etc/passwd``). Names the manifest and the field."""
+
+    exit_code = 3
+
+    def __init__(self, manifest: str | Path, field: str, message: str):
+        self.manifest = str(manifest)
+        self.field = field
+        super().__init__(f"{self.manifest}: field '{field}': {message}")
+
+
+@dataclass(frozen=True)
+class ShardFile:
+    """One volume as the manifest lists it."""
+
+    file: str
+    records: int
+    size: int
+    sha256: str
+
+
+@dataclass(frozen=True)
+class Layout:
+    """The files of a dataset entry, checked: volumes in order (volume number = position) and the index."""
+
+    shards: list[ShardFile]
+    index: str
+    index_size: int
+    records: int
+
+
+def plain_name_problem(name: object) -> str | None:
+    """Why ``name`` is not a plain file name that stays inside its folder, or None."""
+    if not isinstance(name, str) or not name:
+        return f"expected a file name, got {name!r}"
+    if name in (".", "..") or any(ch in name for ch in "/\\\0"):
+        return f"{name!r} is not a plain file name inside the entry"
+    return None
+
+
+def _count(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def manifest_layout(manifest: object, where: str | Path) -> Layout:
+    """Check the ``shards``, ``index`` and ``records`` fields of a dataset manifest (``where`` names it in errors)
+    before any path is made from them; every reader and verifier goes through here."""
+    if not isinstance(manifest, dict):
+        raise ManifestError(where, "(top level)", f"expected a JSON object, got {type(manifest).__name__}")
+    shards = manifest.get("shards")
+    if not isinstance(shards, list) or not shards:
+        raise ManifestError(where, "shards", "expected a non-empty list of shard files")
+    out = []
+    for n, shard in enumerate(shards):
+        field = f"shards[{n}]"
+        if not isinstance(shard, dict):
+            raise ManifestError(where, field, f"expected an object, got {type(shard).__name__}")
+        problem = plain_name_problem(shard.get("file"))
+        if problem:
+            raise ManifestError(where, f"{field}.file", problem)
+        for key in ("records", "size"):
+            if not _count(shard.get(key)):
+                raise ManifestError(where, f"{field}.{key}", f"expected a non-negative integer, got {shard.get(key)!r}")
+        sha = shard.get("sha256")
+        if not (isinstance(sha, str) and len(sha) == 64 and all(c in "0123456789abcdef" for c in sha)):
+            raise ManifestError(where, f"{field}.sha256", f"expected 64 lowercase hex digits, got {sha!r}")
+        out.append(ShardFile(shard["file"], shard["records"], shard["size"], sha))
+    if len({s.file for s in out}) != len(out):
+        raise ManifestError(where, "shards", "lists the same file twice")
+    index = manifest.get("index")
+    if not isinstance(index, dict):
+        raise ManifestError(where, "index", "expected an object with 'file' and 'size'")
+    problem = plain_name_problem(index.get("file"))
+    if problem:
+        raise ManifestError(where, "index.file", problem)
+    if index["file"] in {s.file for s in out}:
+        raise ManifestError(where, "index.file", f"{index['file']!r} is also listed as a shard")
+    if not _count(index.get("size")):
+        raise ManifestError(where, "index.size", f"expected a non-negative integer, got {index.get('size')!r}")
+    records = manifest.get("records")
+    if not _count(records) or records != sum(s.records for s in out):
+        raise ManifestError(where, "records", f"{records!r} is not the sum of the shards' records "
+                                              f"({sum(s.records for s in out)})")
+    return Layout(out, index["file"], index["size"], records)
+
+
 def _map(path: Path) -> mmap.mmap | bytes:
-    with open(path, "rb") as fh:
+    """Map a file read-only; a symlink in its place is refused (ELOOP), so a name cannot lead out of the entry."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+    except OSError as err:
+        if err.errno == errno.ELOOP:
+            raise ShardCorruptError(path, 0, "is a symlink; dataset files must be regular files") from None
+        raise
+    with open(fd, "rb") as fh:
         if os.fstat(fh.fileno()).st_size == 0:
             return b""
         return mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
@@ -162,24 +258,42 @@ class DatasetReader:
     def __init__(self, directory: str | Path, manifest: dict | None = None):
         self.directory = Path(directory)
         self.manifest = manifest if manifest is not None else self._load_manifest()
-        index_path = self.directory / INDEX_NAME
+        # file names come from the manifest when it lists them (checked: plain names inside the entry); a bare
+        # folder of shards, or a manifest listing no files, uses the writer's names
+        self._names: list[str] | None = None
+        index_name = INDEX_NAME
+        if isinstance(self.manifest, dict) and ("shards" in self.manifest or "index" in self.manifest):
+            layout = manifest_layout(self.manifest, self.directory / MANIFEST_NAME)
+            self._names, index_name = [s.file for s in layout.shards], layout.index
+        index_path = self.directory / index_name
         try:
             self._index = _map(index_path)
         except FileNotFoundError:
             raise ShardCorruptError(index_path, 0, "index file is missing") from None
         self._check_index(index_path)
+        if self._names is not None and len(self._names) != self._volume_count:
+            raise ShardCorruptError(index_path, 20, f"index counts {self._volume_count} volumes, the manifest lists "
+                                                    f"{len(self._names)} shards")
         self._volumes: dict[int, mmap.mmap | bytes] = {}
 
     def _load_manifest(self) -> dict:
         import json
 
-        path = self.directory / "manifest.json"
+        path = self.directory / MANIFEST_NAME
         try:
             return json.loads(path.read_text(encoding="utf-8"))
         except FileNotFoundError:
             return {}
         except ValueError as err:
             raise ShardCorruptError(path, 0, f"manifest is not valid JSON: {err}") from None
+
+    def volume_path(self, number: int) -> Path:
+        if self._names is None:
+            return self.directory / volume_name(number)
+        if not 0 <= number < len(self._names):
+            raise ShardCorruptError(self.directory / INDEX_NAME, 0, f"index names volume {number}, the manifest lists "
+                                                                    f"{len(self._names)}")
+        return self.directory / self._names[number]
 
     def _check_index(self, path: Path) -> None:
         idx = self._index
@@ -207,7 +321,7 @@ class DatasetReader:
     def _volume(self, number: int) -> mmap.mmap | bytes:
         vol = self._volumes.get(number)
         if vol is None:
-            path = self.directory / volume_name(number)
+            path = self.volume_path(number)
             try:
                 vol = _map(path)
             except FileNotFoundError:
@@ -229,16 +343,16 @@ class DatasetReader:
         start = offset + RECORD_HEADER.size
         end = start + data_len + label_len
         if end > len(buf):
-            raise ShardCorruptError(self.directory / volume_name(volume), offset,
+            raise ShardCorruptError(self.volume_path(volume), offset,
                                     f"truncated: record needs bytes up to {end}, file has {len(buf)}", record=i)
         magic, header_crc, index, h_data, h_label, h_crc, _ = RECORD_HEADER.unpack_from(buf, offset)
         if magic != RECORD_MAGIC or header_crc != zlib.crc32(buf[offset + 8 : start]) or (index, h_data, h_label, h_crc) != (i, data_len, label_len, crc):
             what = f"bad record magic {magic!r}" if magic != RECORD_MAGIC else "record header does not match the index"
-            raise ShardCorruptError(self.directory / volume_name(volume), offset, what, record=i)
+            raise ShardCorruptError(self.volume_path(volume), offset, what, record=i)
         data = buf[start : start + data_len]
         label = buf[start + data_len : end]
         if zlib.crc32(label, zlib.crc32(data)) != crc:
-            raise ShardCorruptError(self.directory / volume_name(volume), start, "payload checksum mismatch", record=i)
+            raise ShardCorruptError(self.volume_path(volume), start, "payload checksum mismatch", record=i)
         return Record(i, data, label)
 
     def iter_records(self, start: int = 0, stop: int | None = None) -> Iterator[Record]:

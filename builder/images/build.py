@@ -350,9 +350,11 @@ def current_env_prefix() -> Path:
 
 
 def export_dataset_image(image: str, directory: Path, *, client=None) -> int:
-    """Copy /dataset out of a dataset image into ``directory`` (created; must be empty); returns files written."""
-    from builder.images.engine import copy_out
+    """Copy /dataset out of a dataset image into ``directory`` (created; must be absent or an empty folder, checked
+    before the engine is asked); returns files written. Folders and files get the umask's modes."""
+    from builder.images.engine import check_target, copy_out
 
+    check_target(Path(directory))
     client = client or connect()
     if not image_exists(client, image):
         raise DockerError(f"image {image} is not in the local engine")

@@ -10,10 +10,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
+import stat
 import time
 from dataclasses import dataclass
 from itertools import zip_longest
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
 from builder import __version__
@@ -21,8 +23,9 @@ from builder.api.dataset import BuildExecutor
 from builder.errors import DatasetBuildError, UserCodeError
 from builder.loader import load_class
 from builder.shards import ShardWriter
+from builder.snapshot import _translate  # the .swignore glob: one semantics for every pattern
 from builder.spec import DatasetSpec, load_dataset_spec
-from builder.store import Entry, Store, make_version, utc_now, write_json_atomic
+from builder.store import Entry, Store, _umask, make_version, utc_now, write_json_atomic
 
 Progress = Callable[[int], None]
 _MISSING = object()
@@ -36,13 +39,28 @@ class DatasetBuildResult:
     seconds: float
 
 
+def filter_regex(pattern: str) -> re.Pattern:
+    """One glob semantics for ``data_filter``/``label_filter``, the translator ``.swignore`` uses: ``*`` and ``?``
+    stay within one path segment, ``**`` spans zero or more folders. A pattern with no ``/`` matches a file's name
+    at any depth (``test_batch`` finds ``cifar-10-batches-py/test_batch``); a pattern with a ``/`` matches the
+    whole path relative to ``data_dir`` (a leading ``/`` or ``./`` only anchors it there)."""
+    if pattern.startswith("./"):
+        pattern = "/" + pattern[2:]
+    if pattern.startswith("/"):
+        pattern = pattern.lstrip("/")
+    elif "/" not in pattern:
+        pattern = "**/" + pattern
+    return _translate(pattern)
+
+
 def find_files(spec: DatasetSpec, pattern: str, field: str) -> list[Path]:
-    """Files under ``data_dir`` matching ``pattern`` at any depth (``rglob`` semantics), sorted by relative path.
+    """Files under ``data_dir`` matching ``pattern`` (see :func:`filter_regex`), sorted by relative path.
 
     Symlinked folders are followed (people link their data in), each real folder once.
     """
     if not spec.data_dir.is_dir():
         raise DatasetBuildError(f"{spec.path}: field 'data_dir': {spec.data_dir} is not a directory")
+    regex = filter_regex(pattern)
     found, seen = [], set()
     for dirpath, dirnames, filenames in os.walk(spec.data_dir, followlinks=True):
         real = os.path.realpath(dirpath)
@@ -50,11 +68,13 @@ def find_files(spec: DatasetSpec, pattern: str, field: str) -> list[Path]:
             dirnames[:] = []
             continue
         seen.add(real)
-        rel_dir = PurePosixPath(Path(dirpath).relative_to(spec.data_dir).as_posix())
+        dirnames.sort()
+        rel_dir = Path(dirpath).relative_to(spec.data_dir).as_posix()
+        prefix = "" if rel_dir == "." else rel_dir + "/"
         for name in filenames:
-            rel = rel_dir / name
-            if rel.match(pattern) and (Path(dirpath) / name).is_file():
-                found.append(rel.as_posix())
+            rel = prefix + name
+            if regex.match(rel) and (Path(dirpath) / name).is_file():
+                found.append(rel)
     if not found:
         raise DatasetBuildError(f"{spec.path}: field '{field}': '{pattern}' matches no file under {spec.data_dir}")
     return [spec.data_dir / rel for rel in sorted(found)]
@@ -136,9 +156,56 @@ def build_dataset(
             progress(writer.count)
         version = make_version(digest.digest())
         manifest = _manifest(spec, version, writer.count, volumes, staged, data_bytes, label_bytes, started)
+        names = label_names(spec, slicer)
+        if names is not None:
+            manifest["label_names"] = names
         write_json_atomic(staged / "manifest.json", manifest)
+        os.chmod(staged, 0o777 & ~_umask())  # mkdtemp made it 0700: the entry should read like any folder
         entry = store.publish("dataset", spec.name, version, staged)
     return DatasetBuildResult(entry, writer.count, len(volumes), time.perf_counter() - started)
+
+
+def label_names(spec: DatasetSpec, slicer: BuildExecutor) -> dict[str, str] | None:
+    """{str(label value): name}: dataset.yaml's ``labels:`` if it has them, else the slicer's ``label_names()``
+    (checked: a list or a mapping of non-empty strings), else None. Keys sorted, numbers numerically."""
+    names = getattr(spec, "label_names", None)
+    if names:
+        return _sorted_names(dict(names))
+    hook = getattr(slicer, "label_names", None)
+    if hook is None:
+        return None
+    where = f"{spec.process}.label_names()"
+    try:
+        names = hook()
+    except Exception as err:
+        raise UserCodeError(f"{where} raised {type(err).__name__}: {err}", ref=spec.process) from None
+    if names is None:
+        return None
+    if isinstance(names, (list, tuple)):
+        pairs = list(enumerate(names))
+    elif isinstance(names, dict):
+        pairs = list(names.items())
+    else:
+        raise UserCodeError(f"{where} returned {type(names).__name__}, expected a list or a mapping of names",
+                            ref=spec.process)
+    out = {}
+    for key, name in pairs:
+        if not isinstance(name, str) or not name.strip():
+            raise UserCodeError(f"{where}: the name of label {key!r} is {name!r}, expected a non-empty string",
+                                ref=spec.process)
+        if isinstance(key, bool) or not isinstance(key, (int, str)) or (isinstance(key, str) and not key):
+            raise UserCodeError(f"{where}: label value {key!r} is not an int or a non-empty string", ref=spec.process)
+        if str(key) in out:
+            raise UserCodeError(f"{where}: label value {key!r} is named twice", ref=spec.process)
+        out[str(key)] = name
+    return _sorted_names(out) if out else None
+
+
+def _sorted_names(names: dict[str, str]) -> dict[str, str]:
+    def order(key: str):
+        return (0, int(key), key) if key.lstrip("-").isdigit() else (1, 0, key)
+
+    return {key: names[key] for key in sorted(names, key=order)}
 
 
 def _count_mismatch(spec, data_ran_out, seen, data_files, label_files, slicer) -> DatasetBuildError:
@@ -158,11 +225,7 @@ def _count_mismatch(spec, data_ran_out, seen, data_files, label_files, slicer) -
 def _manifest(spec, version, count, volumes, staged: Path, data_bytes, label_bytes, started) -> dict:
     shards = []
     for vol in volumes:
-        sha = hashlib.sha256()
-        with open(staged / vol.name, "rb") as fh:
-            for block in iter(lambda: fh.read(1 << 20), b""):
-                sha.update(block)
-        shards.append({"file": vol.name, "records": vol.records, "size": vol.size, "sha256": sha.hexdigest()})
+        shards.append({"file": vol.name, "records": vol.records, "size": vol.size, "sha256": _sha256(staged / vol.name)})
     index = staged / "index.swidx"
     return {
         "kind": "dataset",
@@ -189,26 +252,57 @@ def _manifest(spec, version, count, volumes, staged: Path, data_bytes, label_byt
     }
 
 
-def verify_dataset(entry: Entry) -> None:
-    """Check every shard's sha256 against the manifest, then read back every record (header and payload CRCs)."""
-    from builder.errors import ShardCorruptError
-    from builder.shards import DatasetReader
+def _sha256(path: Path) -> str:
+    sha = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            sha.update(block)
+    return sha.hexdigest()
 
-    for shard in entry.manifest.get("shards", []):
-        path = entry.path / shard["file"]
-        if not path.is_file():
-            raise ShardCorruptError(path, 0, "shard file is missing")
-        size = path.stat().st_size
-        if size != shard["size"]:
-            raise ShardCorruptError(path, min(size, shard["size"]), f"file is {size} bytes, manifest says {shard['size']}")
-        sha = hashlib.sha256()
-        with open(path, "rb") as fh:
-            for block in iter(lambda: fh.read(1 << 20), b""):
-                sha.update(block)
-        if sha.hexdigest() != shard["sha256"]:
+
+def _regular_file(path: Path, what: str) -> int:
+    """The size of ``path``, which must be a regular file (not a link, not a folder); ShardCorruptError otherwise."""
+    from builder.errors import ShardCorruptError
+
+    try:
+        st = path.lstat()
+    except FileNotFoundError:
+        raise ShardCorruptError(path, 0, f"{what} is missing") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise ShardCorruptError(path, 0, f"{what} is not a regular file")
+    return st.st_size
+
+
+def verify_dataset(entry: Entry) -> None:
+    """Check the manifest's shape (every file a plain name inside the entry), every shard's size and sha256, the
+    index's size, then read back every record (header and payload CRCs). Runs on every pulled dataset too."""
+    from builder.errors import ShardCorruptError
+    from builder.refs import is_version, name_problem
+    from builder.shards import MANIFEST_NAME, DatasetReader, ManifestError, manifest_layout
+
+    where = entry.path / MANIFEST_NAME
+    m = entry.manifest
+    layout = manifest_layout(m, where)
+    if m.get("kind", "dataset") != "dataset":
+        raise ManifestError(where, "kind", f"{m.get('kind')!r} is not 'dataset'")
+    problem = name_problem(m.get("name"))
+    if problem:
+        raise ManifestError(where, "name", problem)
+    if not is_version(m.get("version")):
+        raise ManifestError(where, "version", f"{m.get('version')!r} is not a version")
+    for shard in layout.shards:
+        path = entry.path / shard.file
+        size = _regular_file(path, "shard file")
+        if size != shard.size:
+            raise ShardCorruptError(path, min(size, shard.size), f"file is {size} bytes, manifest says {shard.size}")
+        if _sha256(path) != shard.sha256:
             raise ShardCorruptError(path, 0, "sha256 differs from the manifest")
-    with DatasetReader(entry.path, entry.manifest) as reader:
-        if len(reader) != entry.manifest.get("records"):
-            raise ShardCorruptError(entry.path / "index.swidx", 0, f"index holds {len(reader)} records, manifest says {entry.manifest.get('records')}")
+    index = entry.path / layout.index
+    size = _regular_file(index, "index file")
+    if size != layout.index_size:
+        raise ShardCorruptError(index, min(size, layout.index_size), f"file is {size} bytes, manifest says {layout.index_size}")
+    with DatasetReader(entry.path, m) as reader:
+        if len(reader) != layout.records:
+            raise ShardCorruptError(index, 0, f"index holds {len(reader)} records, manifest says {layout.records}")
         for _ in reader:
             pass

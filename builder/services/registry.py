@@ -17,10 +17,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable
 
-from builder.errors import RegistryError
+from builder.errors import RegistryError, SwcliError
 from builder.images.engine import connect, image_exists
-
-KIND_PREFIX = {"dataset": "swds", "model": "swmp", "runtime": "swrt"}
+from builder.refs import KIND_PREFIX, image_name, is_version, name_problem
 
 
 @dataclass(frozen=True)
@@ -102,10 +101,25 @@ def _pull_labelled(client, target: str, auth: dict | None, on_progress: OnProgre
         image = client.images.get(f"{repo}:{tag}")
     except (APIError, DockerException) as err:
         raise RegistryError(f"{what} failed: {_one_line(err)}") from None
-    labels = image.labels or {}
-    if labels.get("io.swcli.kind") not in KIND_PREFIX or not labels.get("io.swcli.name") or not labels.get("io.swcli.version"):
-        raise RegistryError(f"{repo}:{tag} carries no swcli labels (io.swcli.kind/name/version); not an swcli image")
+    check_labels(f"{repo}:{tag}", image.labels or {})
     return image
+
+
+def check_labels(what: str, labels: dict) -> tuple[str, str, str]:
+    """(kind, name, version) from an image's labels, each checked (builder.refs) before a tag or a store path is
+    made from it: a name with '/' or '..', or a version that is not one, is refused in one line."""
+    kind, name, version = (labels.get(f"io.swcli.{key}") for key in ("kind", "name", "version"))
+    if kind is None and name is None and version is None:
+        raise RegistryError(f"{what} carries no swcli labels (io.swcli.kind/name/version); not an swcli image")
+    if kind not in KIND_PREFIX:
+        raise RegistryError(f"{what}: label io.swcli.kind: {kind!r} is not one of {', '.join(sorted(KIND_PREFIX))}")
+    problem = name_problem(name)
+    if problem:
+        raise RegistryError(f"{what}: label io.swcli.name: {problem}")
+    if not is_version(version):
+        raise RegistryError(f"{what}: label io.swcli.version: {version!r} is not a version "
+                            "(4 to 128 lowercase letters and digits)")
+    return kind, name, version
 
 
 def source_image(kind: str, ref: str, store=None) -> str:
@@ -140,13 +154,13 @@ def pull(target: str, *, auth: dict | None = None, client=None, on_progress: OnP
     client = client or connect()
     repo, _ = split_target(target)
     image = _pull_labelled(client, target, auth, on_progress)
-    labels = image.labels
-    local = f"{KIND_PREFIX[labels['io.swcli.kind']]}/{labels['io.swcli.name']}"
-    image.tag(local, labels["io.swcli.version"])
-    image.tag(local, "latest")
-    if record:
+    kind, name, version = check_labels(target, image.labels)
+    if record:  # verified and recorded before the local tags exist: a refused image is not `swds/<name>:latest`
         record_pulled(client, image, target, store or Store())
-    result = TransferResult(f"{local}:{labels['io.swcli.version']}")
+    local = image_name(kind, name)
+    image.tag(local, version)
+    image.tag(local, "latest")
+    result = TransferResult(f"{local}:{version}")
     result.digest = next((d.rpartition("@")[2] for d in image.attrs.get("RepoDigests") or [] if d.startswith(repo + "@")), None)
     return result
 
@@ -157,30 +171,116 @@ ENTRY_IN_IMAGE = {"dataset": "/dataset", "model": "/opt/swcli/model"}
 
 def record_pulled(client, image, target: str, store):
     """Put a pulled image's store entry in place: copied out of the image (dataset shards, model source and
-    manifest) or, for a runtime, written from its labels. An entry already present is left as it is."""
+    manifest) and verified like `dataset info --verify` before it is published, or, for a runtime, written from
+    its labels. An entry already present is left as it is."""
     from builder.errors import RefNotFoundError
     from builder.images.engine import copy_out
     from builder.store import utc_now, write_json_atomic
 
-    labels = image.labels
-    kind, name, version = labels["io.swcli.kind"], labels["io.swcli.name"], labels["io.swcli.version"]
+    kind, name, version = check_labels(target, image.labels)
     try:
         return store.resolve(kind, f"{name}:{version}")
     except RefNotFoundError:
         pass
     with store.stage(kind) as staged:
         if kind in ENTRY_IN_IMAGE:
-            copy_out(client, image.id, ENTRY_IN_IMAGE[kind], staged)
-            manifest = json.loads((staged / "manifest.json").read_text())
-            if manifest.get("version") != version:
-                raise RegistryError(f"{target}: the manifest inside says version {manifest.get('version')}, "
-                                    f"the label says {version}; not recording it")
+            inside = ENTRY_IN_IMAGE[kind]
+            try:
+                copy_out(client, image.id, inside, staged)
+                verify_pulled(kind, name, version, staged)
+            except SwcliError as err:  # name the file as it is in the image, not in the staging folder
+                raise RegistryError(f"{target}: not recording it: "
+                                    f"{str(err).replace(str(staged), f'{inside}')}") from None
         else:
             write_json_atomic(staged / "manifest.json", {
-                "kind": kind, "name": name, "version": version, "mode": labels.get("io.swcli.env-mode"),
-                "image": f"{KIND_PREFIX[kind]}/{name}:{version}", "image_id": image.id, "created": utc_now(),
+                "kind": kind, "name": name, "version": version, "mode": image.labels.get("io.swcli.env-mode"),
+                "image": f"{image_name(kind, name)}:{version}", "image_id": image.id, "created": utc_now(),
                 "source": f"pulled from {target}"})
         return store.publish(kind, name, version, staged)
+
+
+def verify_pulled(kind: str, name: str, version: str, folder: Path) -> None:
+    """Check an entry copied out of an image before it is trusted: its manifest agrees with the labels, and a
+    dataset verifies like `dataset info --verify`, a model's files all sit inside src/ with their sha256."""
+    from builder.services.dataset_build import verify_dataset
+    from builder.store import Entry
+
+    path = folder / "manifest.json"
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise RegistryError(f"{path}: missing; the image holds no swcli {kind} entry") from None
+    except (OSError, ValueError) as err:
+        raise RegistryError(f"{path}: not a readable manifest ({_one_line(err)})") from None
+    if not isinstance(manifest, dict):
+        raise RegistryError(f"{path}: not a manifest (expected a JSON object)")
+    for key, label in (("kind", kind), ("name", name), ("version", version)):
+        if manifest.get(key) != label:
+            raise RegistryError(f"{path}: field '{key}': the manifest says {manifest.get(key)!r}, "
+                                f"the label io.swcli.{key} says {label!r}")
+    if kind == "dataset":
+        verify_dataset(Entry(kind, name, version, folder, manifest))
+    else:
+        verify_model_files(folder, manifest, path)
+
+
+def _inside_path_problem(rel: object) -> str | None:
+    """Why ``rel`` is not a relative path that stays inside its folder, or None."""
+    if not isinstance(rel, str) or not rel:
+        return f"expected a relative path, got {rel!r}"
+    parts = rel.split("/")
+    if rel.startswith("/") or "\\" in rel or "\0" in rel or any(p in ("", ".", "..") for p in parts):
+        return f"{rel!r} is not a relative path inside src/"
+    return None
+
+
+def _file_sha256(path: Path) -> str:
+    import hashlib
+
+    sha = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            sha.update(block)
+    return sha.hexdigest()
+
+
+def verify_model_files(folder: Path, manifest: dict, where: Path) -> None:
+    """Every file the manifest lists is inside ``src/``, a regular file of its size and sha256 (a link: a link
+    with its recorded target, staying inside src/); errors name the manifest, the field and the file."""
+    import stat
+
+    files = manifest.get("files")
+    if not isinstance(files, list):
+        raise RegistryError(f"{where}: field 'files': expected a list")
+    src = folder / "src"
+    for n, item in enumerate(files):
+        field = f"files[{n}]"
+        if not isinstance(item, dict):
+            raise RegistryError(f"{where}: field '{field}': expected an object")
+        rel = item.get("path")
+        problem = _inside_path_problem(rel)
+        if problem:
+            raise RegistryError(f"{where}: field '{field}.path': {problem}")
+        path = src / rel
+        if any((src / "/".join(rel.split("/")[:k])).is_symlink() for k in range(1, rel.count("/") + 1)):
+            raise RegistryError(f"{where}: field '{field}.path': {rel!r} passes through a link")
+        try:
+            st = path.lstat()
+        except FileNotFoundError:
+            raise RegistryError(f"{where}: field '{field}.path': src/{rel} is not in the image") from None
+        link = item.get("link")
+        if link is not None:
+            target = (path.parent / str(link)).resolve()
+            if not stat.S_ISLNK(st.st_mode) or os.readlink(path) != link or not target.is_relative_to(src.resolve()):
+                raise RegistryError(f"{where}: field '{field}.link': src/{rel} is not a link to {link!r} inside src/")
+            continue
+        if not stat.S_ISREG(st.st_mode):
+            raise RegistryError(f"{where}: field '{field}.path': src/{rel} is not a regular file")
+        if st.st_size != item.get("size"):
+            raise RegistryError(f"{where}: field '{field}.size': src/{rel} is {st.st_size} bytes, "
+                                f"the manifest says {item.get('size')!r}")
+        if _file_sha256(path) != item.get("sha256"):
+            raise RegistryError(f"{where}: field '{field}.sha256': src/{rel} differs from the manifest")
 
 
 def copy(source: str, target: str, *, source_auth: dict | None = None, target_auth: dict | None = None, client=None,
