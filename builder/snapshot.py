@@ -80,7 +80,7 @@ class SecretsFoundError(SnapshotError):
                          f"list them in {IGNORE_FILE}, or re-include each one there with a '!PATH' line to ship it")
 
 
-def _translate(pattern: str) -> re.Pattern:
+def glob_regex(pattern: str) -> re.Pattern:
     out, i, n = [], 0, len(pattern)
     while i < n:
         ch = pattern[i]
@@ -145,7 +145,7 @@ class IgnoreRules:
             if line in (".", ""):
                 continue
             literal = None if _GLOB_CHARS.search(line) else line
-            self.rules.append(_Rule(_translate(line), negate, literal, source))
+            self.rules.append(_Rule(glob_regex(line), negate, literal, source))
 
     @property
     def has_negations(self) -> bool:

@@ -76,7 +76,8 @@ def utc_now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="microseconds")
 
 
-def _umask() -> int:
+def current_umask() -> int:
+    """The process umask (read without changing it)."""
     mask = os.umask(0)
     os.umask(mask)
     return mask
@@ -90,7 +91,7 @@ def write_json_atomic(path: Path, obj: Any) -> None:
     except OSError as err:
         raise _os_error(path, "cannot write", err) from None
     try:
-        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; outputs should read like any written file
+        os.fchmod(fd, 0o666 & ~current_umask())  # mkstemp makes 0600; outputs should read like any written file
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             json.dump(obj, fh, indent=2, sort_keys=False, allow_nan=False)
             fh.write("\n")
@@ -274,7 +275,7 @@ class Store:
         if not (staged / MANIFEST).is_file():
             raise SwcliError(f"internal: {staged} has no {MANIFEST}; refusing to publish")
         final = self.kind_dir(kind) / name / version
-        mode = 0o777 & ~_umask()
+        mode = 0o777 & ~current_umask()
         try:
             for directory in [staged, *sorted(p for p in staged.rglob("*") if p.is_dir() and not p.is_symlink())]:
                 os.chmod(directory, mode)  # staging is private while it is built; entries read like any folder

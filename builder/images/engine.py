@@ -73,11 +73,6 @@ def build_image(client, context_tar: IO[bytes], tags: list[str], *, nocache: boo
     return image_id
 
 
-def layer_digests(client, ref: str) -> list[str]:
-    """The image's layer diff ids, base first: equal digests mean a layer was reused."""
-    return list(client.images.get(ref).attrs["RootFS"]["Layers"])
-
-
 def save_image(client, ref: str, path: Path) -> Path:
     """``docker save`` to a file (a docker-archive tar skopeo can inspect)."""
     with open(path, "wb") as fh:
@@ -102,17 +97,13 @@ def check_target(directory: Path) -> Path:
     return directory
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
 def apply_umask(root: Path) -> None:
     """Give ``root`` and everything below it the modes a plain ``mkdir``/``open`` would: folders and executables
     0777 & ~umask, other files 0666 & ~umask (mkdtemp's 0700 and an image's modes would lock other users out,
     e.g. a container run as ``--user 1000:1000`` reading a mounted export). Links are left as they are."""
-    mask = _umask()
+    from builder.store import current_umask
+
+    mask = current_umask()
     for dirpath, dirnames, filenames in os.walk(root):
         os.chmod(dirpath, 0o777 & ~mask)
         for name in filenames:

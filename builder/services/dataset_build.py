@@ -23,9 +23,9 @@ from builder.api.dataset import BuildExecutor
 from builder.errors import DatasetBuildError, UserCodeError
 from builder.loader import load_class
 from builder.shards import ShardWriter
-from builder.snapshot import _translate  # the .swignore glob: one semantics for every pattern
+from builder.snapshot import glob_regex  # the .swignore glob: one semantics for every pattern
 from builder.spec import DatasetSpec, load_dataset_spec
-from builder.store import Entry, Store, _umask, make_version, utc_now, write_json_atomic
+from builder.store import Entry, Store, make_version, utc_now, write_json_atomic
 
 Progress = Callable[[int], None]
 _MISSING = object()
@@ -50,7 +50,7 @@ def filter_regex(pattern: str) -> re.Pattern:
         pattern = pattern.lstrip("/")
     elif "/" not in pattern:
         pattern = "**/" + pattern
-    return _translate(pattern)
+    return glob_regex(pattern)
 
 
 def find_files(spec: DatasetSpec, pattern: str, field: str) -> list[Path]:
@@ -160,7 +160,6 @@ def build_dataset(
         if names is not None:
             manifest["label_names"] = names
         write_json_atomic(staged / "manifest.json", manifest)
-        os.chmod(staged, 0o777 & ~_umask())  # mkdtemp made it 0700: the entry should read like any folder
         entry = store.publish("dataset", spec.name, version, staged)
     return DatasetBuildResult(entry, writer.count, len(volumes), time.perf_counter() - started)
 
