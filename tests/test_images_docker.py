@@ -83,7 +83,15 @@ def test_model_image_entrypoint_help_info_and_errors(engine, cli, project, tiny_
     model_dir, _ = project
     cli("model", "build", model_dir, "--skip-gen-env", "--runtime", tiny_runtime)
     image = "swmp/modthree:latest"
-    assert b"usage: docker run" in engine.containers.run(image, ["--help"], remove=True)
+    help_text = engine.containers.run(image, ["--help"], remove=True)
+    assert b"Usage: docker run IMAGE" in help_text and b"eval" in help_text and b"merge" in help_text
+    bad = engine.containers.run(image, ["eval", "--batch-size", "x"], detach=True)  # the same one-line usage errors
+    try:
+        assert bad.wait()["StatusCode"] == 2
+        err = bad.logs(stdout=False, stderr=True).decode()
+        assert err.startswith("swcli: error: ") and "--batch-size" in err and len(err.strip().splitlines()) == 1, err
+    finally:
+        bad.remove(force=True)
     info = json.loads(engine.containers.run(image, ["info"], remove=True))
     assert info["name"] == "modthree"
     container = engine.containers.run(image, detach=True)  # default command eval, nothing mounted

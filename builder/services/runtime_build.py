@@ -267,6 +267,7 @@ def runtime_for_model(entry: Entry, runtime: str | None = None, *, store: Store 
         spec = RuntimeSpec(req_file, f"{entry.name}-env", "venv", f"{sys.version_info.major}.{sys.version_info.minor}",
                            DEFAULT_BASE, requirements, None)
         prefix = resolved_venv(spec, store)
+    # `--skip-gen-env` is about the user's own env; a venv swcli resolved from pip_req always records its lock
     _, image = build_runtime(f"{entry.name}-env", prefix, store=store, dockerfile_only=dockerfile_only, log=log,
-                             skip_gen_env=skip_gen_env)
+                             skip_gen_env=skip_gen_env and prefix is None)
     return image.tags[0]
