@@ -1,0 +1,244 @@
+"""The OCI image layout in the store: content-addressed blobs shared by every image, and an index of refs.
+
+Layout (the OCI image-layout spec, readable by skopeo and umoci as ``oci:$SWCLI_HOME/oci:<ref>``)::
+
+    oci/oci-layout                     {"imageLayoutVersion": "1.0.0"}
+    oci/index.json                     one manifest descriptor per ref (annotation org.opencontainers.image.ref.name)
+    oci/blobs/sha256/<hex>             layers (uncompressed tars), configs, manifests: each once, whatever uses it
+
+A blob is written to a temp file beside its final place while it is hashed, and renamed to its digest only when
+complete, so a killed writer never leaves a blob whose name lies about its bytes. ``index.json`` is rewritten
+whole (temp file and rename) under an ``flock``, after every blob its manifest names is in place: a ref never
+points at a missing blob. JSON documents are serialised one way only (sorted keys, no spaces), so the same image
+always has the same digests.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Iterator
+
+from builder.errors import SwcliError
+
+MEDIA_INDEX = "application/vnd.oci.image.index.v1+json"
+MEDIA_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+MEDIA_CONFIG = "application/vnd.oci.image.config.v1+json"
+MEDIA_LAYER = "application/vnd.oci.image.layer.v1.tar"  # uncompressed: what `docker load` takes; push compresses
+REF_ANNOTATION = "org.opencontainers.image.ref.name"
+CHUNK = 1 << 20
+
+
+class LayoutError(SwcliError):
+    """The OCI layout in the store is unreadable, or a blob does not match its digest."""
+
+
+def canonical_json(obj) -> bytes:
+    """The one serialisation of a config, manifest or index: the same object always gives the same digest."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+@dataclass(frozen=True)
+class Descriptor:
+    media_type: str
+    digest: str
+    size: int
+    annotations: dict = field(default_factory=dict)
+
+    def to_json(self) -> dict:
+        out = {"mediaType": self.media_type, "digest": self.digest, "size": self.size}
+        if self.annotations:
+            out["annotations"] = dict(sorted(self.annotations.items()))
+        return out
+
+    @classmethod
+    def from_json(cls, obj: dict) -> Descriptor:
+        return cls(obj["mediaType"], obj["digest"], int(obj["size"]), dict(obj.get("annotations") or {}))
+
+    @property
+    def hex(self) -> str:
+        return self.digest.split(":", 1)[1]
+
+
+class _HashingWriter:
+    """A file object that hashes and counts what goes through it."""
+
+    def __init__(self, fh: IO[bytes]):
+        self.fh = fh
+        self.sha = hashlib.sha256()
+        self.size = 0
+
+    def write(self, data) -> int:
+        self.sha.update(data)
+        self.size += len(data)
+        return self.fh.write(data)
+
+    def tell(self) -> int:
+        return self.size
+
+    def flush(self) -> None:
+        self.fh.flush()
+
+
+class Layout:
+    """An OCI image layout at ``root`` (created on first write)."""
+
+    def __init__(self, root: Path):
+        self.root = Path(root)
+        self.blobs = self.root / "blobs" / "sha256"
+
+    # ------------------------------------------------------------------------------------------------ blobs
+
+    def blob_path(self, digest: str) -> Path:
+        algo, _, hexd = digest.partition(":")
+        if algo != "sha256" or len(hexd) != 64 or any(c not in "0123456789abcdef" for c in hexd):
+            raise LayoutError(f"{digest!r} is not a sha256 digest")
+        return self.blobs / hexd
+
+    def has(self, digest: str, size: int | None = None) -> bool:
+        try:
+            st = os.stat(self.blob_path(digest))
+        except FileNotFoundError:
+            return False
+        return size is None or st.st_size == size
+
+    def _init(self) -> None:
+        self.blobs.mkdir(parents=True, exist_ok=True)
+        marker = self.root / "oci-layout"
+        if not marker.is_file():
+            _write_atomic(marker, canonical_json({"imageLayoutVersion": "1.0.0"}))
+
+    @contextlib.contextmanager
+    def writer(self, media_type: str) -> Iterator[_HashingWriter]:
+        """Stream a blob in; on a clean exit it is renamed to its digest and ``writer.descriptor`` is set."""
+        self._init()
+        fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=self.blobs)
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                hashing = _HashingWriter(fh)
+                yield hashing
+                fh.flush()
+            digest = "sha256:" + hashing.sha.hexdigest()
+            os.chmod(tmp, 0o444)
+            os.replace(tmp, self.blob_path(digest))
+            hashing.descriptor = Descriptor(media_type, digest, hashing.size)  # type: ignore[attr-defined]
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            raise
+
+    def put_bytes(self, data: bytes, media_type: str) -> Descriptor:
+        digest = "sha256:" + hashlib.sha256(data).hexdigest()
+        if not self.has(digest, len(data)):
+            with self.writer(media_type) as out:
+                out.write(data)
+        return Descriptor(media_type, digest, len(data))
+
+    def put_json(self, obj, media_type: str) -> Descriptor:
+        return self.put_bytes(canonical_json(obj), media_type)
+
+    def read_json(self, desc: Descriptor) -> dict:
+        data = self.read_bytes(desc)
+        try:
+            return json.loads(data)
+        except ValueError as err:
+            raise LayoutError(f"{self.blob_path(desc.digest)}: not JSON: {err}") from None
+
+    def read_bytes(self, desc: Descriptor) -> bytes:
+        path = self.blob_path(desc.digest)
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            raise LayoutError(f"{path}: blob is missing") from None
+        if "sha256:" + hashlib.sha256(data).hexdigest() != desc.digest:
+            raise LayoutError(f"{path}: bytes do not match the digest (the store was changed or corrupted)")
+        return data
+
+    def verify(self, digest: str) -> bool:
+        """Re-hash a blob: False when it is missing or its bytes are not what its name says."""
+        sha = hashlib.sha256()
+        try:
+            with open(self.blob_path(digest), "rb") as fh:
+                while block := fh.read(CHUNK):
+                    sha.update(block)
+        except FileNotFoundError:
+            return False
+        return "sha256:" + sha.hexdigest() == digest
+
+    def discard(self, digest: str) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.blob_path(digest))
+
+    def clean_temp(self) -> None:
+        """Remove temp blobs of writers that died (a live writer's temp file is younger than an hour)."""
+        import time
+
+        if not self.blobs.is_dir():
+            return
+        for path in self.blobs.glob(".tmp-*"):
+            with contextlib.suppress(OSError):
+                if time.time() - path.stat().st_mtime > 3600:
+                    path.unlink()
+
+    # ------------------------------------------------------------------------------------------------ refs
+
+    @contextlib.contextmanager
+    def _index_lock(self) -> Iterator[None]:
+        self._init()
+        with open(self.root / "index.json.lock", "a+") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            yield
+
+    def _read_index(self) -> dict:
+        path = self.root / "index.json"
+        try:
+            index = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return {"schemaVersion": 2, "mediaType": MEDIA_INDEX, "manifests": []}
+        except (OSError, ValueError) as err:
+            raise LayoutError(f"{path}: unreadable: {err}") from None
+        if not isinstance(index, dict) or not isinstance(index.get("manifests"), list):
+            raise LayoutError(f"{path}: not an OCI index")
+        return index
+
+    def tag(self, ref: str, manifest: Descriptor) -> None:
+        """Point ``ref`` at ``manifest`` (whose blobs must all be in place already)."""
+        if not self.has(manifest.digest, manifest.size):
+            raise LayoutError(f"refusing to tag {ref}: manifest {manifest.digest} is not in the layout")
+        with self._index_lock():
+            index = self._read_index()
+            kept = [m for m in index["manifests"] if (m.get("annotations") or {}).get(REF_ANNOTATION) != ref]
+            entry = Descriptor(manifest.media_type, manifest.digest, manifest.size, {REF_ANNOTATION: ref})
+            index["manifests"] = sorted(kept + [entry.to_json()], key=lambda m: m["annotations"][REF_ANNOTATION]
+                                        if m.get("annotations") else "")
+            _write_atomic(self.root / "index.json", canonical_json(index))
+
+    def resolve(self, ref: str) -> Descriptor | None:
+        """The manifest a ref names, or None."""
+        for m in self._read_index()["manifests"]:
+            if (m.get("annotations") or {}).get(REF_ANNOTATION) == ref:
+                return Descriptor.from_json(m)
+        return None
+
+    def refs(self) -> dict[str, Descriptor]:
+        return {m["annotations"][REF_ANNOTATION]: Descriptor.from_json(m)
+                for m in self._read_index()["manifests"] if (m.get("annotations") or {}).get(REF_ANNOTATION)}
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
