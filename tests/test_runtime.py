@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from builder.images.build import RuntimeError_, build_runtime_image, conda_tree, env_layers, split_layers
+from builder.images.build import build_runtime_image
+from builder.images.env import RuntimeError_, conda_tree, env_layers, split_layers
 from builder.spec import SpecError
 from builder.services.runtime_build import EnvResolveError, load_runtime_spec, resolved_venv
 from builder.store import Store
@@ -56,7 +57,7 @@ def test_split_layers_gives_big_packages_their_own_layer(tmp_path):
 
 
 def test_changing_a_small_package_changes_only_the_rest_layer(tmp_path):
-    from builder.images.build import env_digest
+    from builder.images.env import env_digest
 
     env = tmp_path / "venv"
     write(env / "pyvenv.cfg", "home = /usr/bin\nversion = 3.11.7\n")
@@ -92,14 +93,19 @@ def test_conda_env_is_packed_with_paths_rewritten(tmp_path):
     ("setup", "words"),
     [
         (lambda p: write(p / "pyvenv.cfg", "version = 3.9.18\n") and write(p / "lib/python3.9/site-packages/x.py"),
-         "the environment is Python 3.9, the base image has Python 3.11"),
+         "the environment is Python 3.9, the base image swcli/base:bookworm-py3.11 has Python 3.11"),
         (lambda p: make_conda_env(p, "3.10.4"), "Python 3.10"),
         (lambda p: write(p / "README"), "neither a venv (pyvenv.cfg) nor a conda env"),
         (lambda p: (p / "conda-meta").mkdir(parents=True) or write(p / "conda-meta" / "broken.json", "{nope"),
          "invalid conda prefix"),
     ],
 )
-def test_bad_envs_are_one_line_errors(tmp_path, setup, words):
+def test_bad_envs_are_one_line_errors(tmp_path, swcli_home, setup, words):
+    from builder.images.build import DEFAULT_BASE, store_layout
+    from builder.images.image import ConfigChanges, write_image
+
+    # a base whose Python the store knows (its label), as `make base-image` leaves it
+    write_image(store_layout(), None, [], ConfigChanges(labels={"io.swcli.python": "3.11"}), refs=[DEFAULT_BASE])
     env = tmp_path / "env"
     env.mkdir()
     setup(env)

@@ -55,6 +55,14 @@ def print_fields(title: str, fields: list[tuple[str, Any]]) -> None:
     console.print(table)
 
 
+def image_line(result, on: str = "") -> str:
+    """One line about a written image: its tags, id, what the cache saved and what reached the engine."""
+    sent = "not loaded (--no-load)" if result.bytes_sent is None else f"{human_size(result.bytes_sent)} sent to the engine"
+    where = f" on {on}" if on else ""
+    return (f"image {result.tags[0]} (+ :latest){where}: id {result.image_id[:19]}, {result.layers_written} layer(s) "
+            f"written, {sent}, {result.seconds:.1f} s")
+
+
 def note(message: str) -> None:
     err_console.print(f"note: {message}", markup=False)
 

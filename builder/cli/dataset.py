@@ -9,7 +9,7 @@ import typer
 
 from builder.cli._registry import add_push_command
 from builder.cli._entries import EntryView, add_entry_commands
-from builder.cli._output import console, human_size
+from builder.cli._output import console, human_size, image_line
 from builder.refs import image_tags
 
 app = typer.Typer(help="Build, inspect and remove datasets.", no_args_is_help=True)
@@ -19,6 +19,7 @@ app = typer.Typer(help="Build, inspect and remove datasets.", no_args_is_help=Tr
 def build(
     directory: Path = typer.Argument(Path("."), help="Folder holding dataset.yaml."),
     no_image: bool = typer.Option(False, "--no-image", help="Build the package in the store only, no image."),
+    no_load: bool = typer.Option(False, "--no-load", help="Write the image into the store's OCI layout only; no Docker engine needed."),
     base_image: str = typer.Option("swcli/base:bookworm-py3.11", "--base-image", help="Base of the dataset image."),
     dockerfile_only: Optional[Path] = typer.Option(None, "--dockerfile-only", help="Write the image's Dockerfile and context here instead of building it."),
 ) -> None:
@@ -41,9 +42,9 @@ def build(
         return
     from builder.images.build import build_dataset_image
 
-    image = build_dataset_image(entry, base_image=base_image, dockerfile_only=dockerfile_only)
+    image = build_dataset_image(entry, base_image=base_image, dockerfile_only=dockerfile_only, load=not no_load)
     console.print(f"wrote Dockerfile and context to {dockerfile_only}" if dockerfile_only
-                  else f"image {image.tags[0]} (+ :latest), {image.seconds:.1f} s")
+                  else image_line(image))
 
 
 @app.command("export")

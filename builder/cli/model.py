@@ -9,7 +9,7 @@ import typer
 
 from builder.cli._registry import add_push_command
 from builder.cli._entries import EntryView, add_entry_commands
-from builder.cli._output import console, human_size, note, warn
+from builder.cli._output import console, human_size, image_line, note, warn
 from builder.refs import image_tags
 
 app = typer.Typer(help="Build, evaluate, inspect and remove models.", no_args_is_help=True)
@@ -20,6 +20,7 @@ def build(
     directory: Path = typer.Argument(Path("."), help="Folder holding model.yaml."),
     skip_gen_env: bool = typer.Option(False, "--skip-gen-env", help="Do not export the environment lock (pip freeze / conda env export)."),
     no_image: bool = typer.Option(False, "--no-image", help="Build the package in the store only, no image."),
+    no_load: bool = typer.Option(False, "--no-load", help="Write the image into the store's OCI layout only; no Docker engine needed."),
     runtime: Optional[str] = typer.Option(None, "--runtime", help="Runtime ref or image to build on (default: run.runtime, else a runtime from pip_req, else from the current env)."),
     dockerfile_only: Optional[Path] = typer.Option(None, "--dockerfile-only", help="Write the image's Dockerfile and context here instead of building it."),
 ) -> None:
@@ -51,11 +52,12 @@ def build(
     from builder.images.build import build_model_image
     from builder.services.runtime_build import runtime_for_model
 
-    runtime_image = runtime_for_model(entry, runtime, dockerfile_only=dockerfile_only and dockerfile_only / "runtime",
+    runtime_image = runtime_for_model(entry, runtime, dockerfile_only=dockerfile_only and dockerfile_only / "runtime", load=not no_load,
                                       skip_gen_env=skip_gen_env)
-    image = build_model_image(entry, runtime_image, dockerfile_only=dockerfile_only and dockerfile_only / "model")
+    image = build_model_image(entry, runtime_image, dockerfile_only=dockerfile_only and dockerfile_only / "model",
+                              load=not no_load)
     console.print(f"wrote Dockerfiles and contexts to {dockerfile_only}" if dockerfile_only
-                  else f"image {image.tags[0]} (+ :latest) on {runtime_image}, {image.seconds:.1f} s")
+                  else image_line(image, on=runtime_image))
 
 
 @app.command("eval")

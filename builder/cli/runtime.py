@@ -9,7 +9,7 @@ import typer
 
 from builder.cli._registry import add_push_command
 from builder.cli._entries import EntryView, add_entry_commands
-from builder.cli._output import console, human_size
+from builder.cli._output import console, human_size, image_line
 
 app = typer.Typer(help="Snapshot a Python environment onto a base image (the runtime image).", no_args_is_help=True)
 
@@ -23,6 +23,7 @@ def build(
     base_image: Optional[str] = typer.Option(None, "--base-image", help="Image with python3 of the env's minor version (default: runtime.yaml's, else swcli/base:bookworm-py3.11)."),
     dockerfile_only: Optional[Path] = typer.Option(None, "--dockerfile-only", help="Write the Dockerfile and context to this folder instead of building."),
     skip_gen_env: bool = typer.Option(False, "--skip-gen-env", help="Do not export the environment lock (pip freeze / conda env export)."),
+    no_load: bool = typer.Option(False, "--no-load", help="Write the image into the store's OCI layout only; no Docker engine needed."),
 ) -> None:
     """Snapshot an env (split into layers by package size) and swcli onto a base image; default: the current env."""
     from builder.errors import SwcliError
@@ -35,13 +36,14 @@ def build(
 
         check_context_dir(dockerfile_only)
     entry, result = build_runtime(name, venv or conda_prefix, spec_dir=directory, base_image=base_image,
-                                  dockerfile_only=dockerfile_only, skip_gen_env=skip_gen_env)
+                                  dockerfile_only=dockerfile_only, skip_gen_env=skip_gen_env, load=not no_load)
     if entry is None:
         console.print(f"wrote Dockerfile and context to {dockerfile_only}")
         return
     layers = entry.manifest["layers"]
-    console.print(f"built runtime [bold]{entry.ref}[/bold]: image {result.tags[0]} ({len(layers)} env layers, "
-                  f"{human_size(sum(l['size'] for l in layers))}), {result.seconds:.1f} s")
+    console.print(f"built runtime [bold]{entry.ref}[/bold]: {len(layers)} env layers, "
+                  f"{human_size(sum(l['size'] for l in layers))}")
+    console.print(image_line(result), markup=False)
 
 
 def _fields(entry) -> list:

@@ -1,40 +1,41 @@
-"""Image build services: dataset (`swds/`), runtime (`swrt/`) and model (`swmp/`) images.
+"""Image builds: dataset (`swds/`), runtime (`swrt/`) and model (`swmp/`) images, written by swcli itself.
 
-Layer order, slowest-changing first: base -> environment (split by package size) -> swcli -> weights -> code ->
-manifest. The environment and swcli live in the runtime image; the model image is built FROM it and its build
-context holds only weights, code and the manifest, so the legacy builder (docker-py has no BuildKit, and Debian
-bookworm ships no buildx) re-sends kilobytes, not the environment, on a code-only change.
+No Dockerfile runs. Each kind is a :class:`Recipe`: a parent image (the base, or the runtime a model runs on), the
+layers to add (each a folder of the build context and where it lands in the image, with a cache key) and the
+config changes. The same recipe either becomes OCI layers in the store's layout (``$SWCLI_HOME/oci``), with every
+unchanged layer taken from the cache, and is then loaded into the Docker engine (only what the engine lacks; no
+load with ``load=False``), or is written out as ``templates/Dockerfile.j2`` plus its context
+(``--dockerfile-only``), so any builder can build the same image. Layer order, slowest-changing first: base ->
+environment (split by package size) -> env lock -> swcli -> weights -> code -> manifest.
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
-import importlib.metadata as md
 import json
-import os
-import re
-import sys
-import tarfile
-import tempfile
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable
 
-import builder
 from builder.errors import DockerError, SwcliError
 from builder.images import context as ctx
-from builder.images.engine import build_image, connect, image_exists
+from builder.images.engine import connect, image_exists
+from builder.images.env import (ENV_PREFIX, RuntimeError_, conda_tree, current_env_prefix, env_mode,  # noqa: F401
+                                env_python_minor, runtime_context)
+from builder.images.image import ConfigChanges, Image, NewLayer, read_image, write_image
+from builder.images.layers import LayerCache, content_key, file_sha256, placed, stat_key
+from builder.images.oci import Layout
 from builder.images.render import render_dockerfile
 from builder.refs import image_ref_problem, image_tags, is_version, name_problem
-from builder.store import Entry
+from builder.store import Entry, make_version, swcli_home
 
 DEFAULT_BASE = "swcli/base:bookworm-py3.11"
-ENV_PREFIX = "/opt/swcli/env"
-SITE_PACKAGES = f"{ENV_PREFIX}/lib/python3.11/site-packages"
-BIG_PACKAGE = 64 << 20
-# what `python -m builder.container eval` imports inside the image
-IN_IMAGE_REQUIREMENTS = ("typer", "rich", "pyyaml", "numpy", "scikit-learn")
+USER = "1000:1000"
+ENTRYPOINT = ["python3", "-m", "builder.container"]
+# store-only fields of a manifest: the copy inside an image leaves them out, so the image is the same everywhere
+HOST_FIELDS = ("created", "build_seconds", "source")
 
 Log = Callable[[str], None]
 
@@ -44,6 +45,8 @@ class ImageResult:
     tags: list[str]
     image_id: str
     seconds: float
+    bytes_sent: int | None = None  # to the engine; None when nothing was loaded
+    layers_written: int = 0  # layers tarred by this build (the others came from the cache)
 
 
 class ImageInputError(SwcliError):
@@ -65,288 +68,302 @@ def check_inputs(flag: str, image: str, dockerfile_only: Path | None, name: str 
         ctx.check_context_dir(dockerfile_only)
 
 
-def _build(entries: list[ctx.ContextEntry], tags: list[str], dockerfile_only: Path | None, client, log: Log | None,
-           nocache: bool = False) -> ImageResult:
-    import time
+def store_layout() -> Layout:
+    return Layout(swcli_home() / "oci")
 
+
+@dataclass(frozen=True)
+class LayerSpec:
+    """`COPY src/ dest/`: the context entries under ``src``, landing at ``dest``; ``key`` is the cache key."""
+
+    src: str
+    dest: str
+    comment: str
+    key: str
+    entries: list[ctx.ContextEntry]
+
+
+@dataclass
+class Recipe:
+    kind: str
+    name: str
+    version: str
+    parent: str  # the image ref it is built on
+    parent_flag: str  # where that ref came from, for messages
+    layers: list[LayerSpec]
+    changes: ConfigChanges
+    template: dict = field(default_factory=dict)  # what Dockerfile.j2 needs beyond name/version/base
+
+    @property
+    def tags(self) -> list[str]:
+        return image_tags(self.kind, self.name, self.version)
+
+
+def labels(kind: str, name: str, version: str, description: str, extra: list[tuple[str, str]]) -> dict[str, str]:
+    """The labels the template's ``labels`` macro writes (values with whitespace runs folded, as its filter does)."""
+    fold = lambda value: " ".join(str(value).split())  # noqa: E731
+    out = {"org.opencontainers.image.title": name, "org.opencontainers.image.version": version,
+           "org.opencontainers.image.description": description, "io.swcli.kind": kind, "io.swcli.name": name,
+           "io.swcli.version": version, **dict(extra)}
+    return {k: fold(v) for k, v in out.items()}
+
+
+def image_manifest(manifest: dict) -> bytes:
+    """The store manifest as an image carries it: without the build time or host paths."""
+    return (json.dumps({k: v for k, v in manifest.items() if k not in HOST_FIELDS}, indent=2) + "\n").encode()
+
+
+def _parent(layout: Layout, client, ref: str, flag: str) -> Image:
+    """The parent image from the layout, else imported once from the engine (a base built there, or pulled)."""
+    image = read_image(layout, ref)
+    if image is not None:
+        return image
+    hint = "build it with `make base-image`" if ref == DEFAULT_BASE else "pull or build it first"
+    try:
+        client = client or connect()
+    except DockerError:
+        raise ImageInputError(f"{flag} {ref} is not in the store ({layout.root}) and no Docker engine answers to import "
+                              f"it from; {hint}") from None
+    if not image_exists(client, ref):
+        raise DockerError(f"{flag} {ref} is neither in the store nor in the local engine; {hint}")
+    from builder.images.daemon import import_image
+
+    return import_image(client, ref, layout, ref)
+
+
+def _write_context(recipe: Recipe, directory: Path) -> ImageResult:
     started = time.perf_counter()
-    if dockerfile_only is not None:
-        ctx.write_context_dir(entries, dockerfile_only)
-        return ImageResult(tags, "", time.perf_counter() - started)
-    client = client or connect()
-    with tempfile.TemporaryFile() as tar:
-        ctx.write_context_tar(entries, tar)
-        tar.seek(0)
-        image_id = build_image(client, tar, tags, log=log, nocache=nocache)
-    return ImageResult(tags, image_id, time.perf_counter() - started)
+    dockerfile = render_dockerfile(recipe.kind, base_image=recipe.parent, name=recipe.name, version=recipe.version,
+                                   **recipe.template)
+    entries = [e for spec in recipe.layers for e in spec.entries] + [ctx.from_bytes("Dockerfile", dockerfile.encode())]
+    ctx.write_context_dir(entries, directory)
+    return ImageResult(recipe.tags, "", time.perf_counter() - started)
 
 
-def _require_base(client, base_image: str, dockerfile_only: Path | None):
-    if dockerfile_only is not None:
-        return None
-    client = client or connect()
-    if not image_exists(client, base_image):
-        hint = "build it with `make base-image`" if base_image == DEFAULT_BASE else "pull or build it first"
-        raise DockerError(f"base image {base_image} is not in the local engine; {hint}")
-    return client
+def _layers(layout: Layout, specs: list[LayerSpec], *, nocache: bool, verify: bool) -> tuple[list[NewLayer], int]:
+    cache = LayerCache(layout)
+    out = []
+    for spec in specs:
+        def entries(spec=spec):
+            return placed(spec.entries, spec.src, spec.dest)
+        key = spec.key if not nocache else hashlib.sha256(f"{spec.key}{time.time_ns()}".encode()).hexdigest()
+        out.append(NewLayer(cache.layer(key, entries, verify=verify), spec.comment))
+    return out, cache.misses
+
+
+def realize(recipe: Recipe, *, layout: Layout | None = None, client=None, load: bool = True, log: Log | None = None,
+            nocache: bool = False, verify: bool = False, started: float | None = None,
+            layers: list[NewLayer] | None = None, written: int = 0) -> ImageResult:
+    """Write the recipe's image into the layout and (``load``) into the engine; returns what was done."""
+    started = started or time.perf_counter()
+    layout = layout or store_layout()
+    parent = _parent(layout, client, recipe.parent, recipe.parent_flag)
+    if layers is None:
+        layers, written = _layers(layout, recipe.layers, nocache=nocache, verify=verify)
+    image = write_image(layout, parent, layers, recipe.changes, refs=recipe.tags)
+    sent = None
+    if load:
+        from builder.images.daemon import load as load_into
+
+        client = client or connect()
+        sent = load_into(client, layout, image, recipe.tags, log=log).bytes_sent
+    return ImageResult(recipe.tags, image.image_id, time.perf_counter() - started, sent, written)
+
+
+def _dir_specs(entries: list[ctx.ContextEntry]) -> dict[str, str]:
+    return {e.arcname: (file_sha256(e.source) if e.source is not None and e.link is None
+                        else hashlib.sha256(e.data or b"").hexdigest() if e.link is None else "") for e in entries}
+
+
+def _content(label: str, entries: list[ctx.ContextEntry], known: dict[str, str] | None = None) -> str:
+    known = known or {}
+    return content_key(label, ((e.arcname, known.get(e.arcname) or _dir_specs([e])[e.arcname], e.executable, e.link)
+                               for e in entries))
+
+
+# ----------------------------------------------------------------------------------------------- dataset
+
+
+def dataset_recipe(entry: Entry, base_image: str = DEFAULT_BASE) -> Recipe:
+    m = entry.manifest
+    files = [e for e in ctx.from_tree("dataset", entry.path) if e.arcname != "dataset/manifest.json"]
+    files.append(ctx.from_bytes("dataset/manifest.json", image_manifest(m)))
+    known = {f"dataset/{s['file']}": s["sha256"] for s in m.get("shards", []) if isinstance(s, dict)}
+    extra = [("io.swcli.records", str(m.get("records"))), ("io.swcli.format", m.get("format", ""))]
+    desc = m.get("desc", "")
+    return Recipe(
+        "dataset", entry.name, entry.version, base_image, "--base-image",
+        [LayerSpec("dataset", "/dataset", f"dataset {entry.name} ({m.get('records')} records)",
+                   _content("dataset", files, known), files)],
+        ConfigChanges(labels=labels("dataset", entry.name, entry.version, desc, extra), user=USER, volumes=("/dataset",),
+                      cmd=["ls", "-l", "/dataset"]),
+        {"description": desc, "extra_labels": extra})
 
 
 def build_dataset_image(entry: Entry, *, base_image: str = DEFAULT_BASE, client=None, dockerfile_only: Path | None = None,
-                        log: Log | None = None) -> ImageResult:
+                        log: Log | None = None, load: bool = True, verify: bool = False) -> ImageResult:
     """`swds/<name>:<version>`: the shards, index and manifest at /dataset, on a base that has `cp` for init containers."""
     check_inputs("--base-image", base_image, dockerfile_only, entry.name, entry.version)
-    client = _require_base(client, base_image, dockerfile_only)
-    m = entry.manifest
-    dockerfile = render_dockerfile(
-        "dataset", base_image=base_image, name=entry.name, version=entry.version, description=m.get("desc", ""),
-        extra_labels=[("io.swcli.records", str(m.get("records"))), ("io.swcli.format", m.get("format", ""))],
-    )
-    entries = ctx.from_tree("dataset", entry.path) + [ctx.from_bytes("Dockerfile", dockerfile.encode())]
-    return _build(entries, image_tags("dataset", entry.name, entry.version), dockerfile_only, client, log)
+    recipe = dataset_recipe(entry, base_image)
+    if dockerfile_only is not None:
+        return _write_context(recipe, dockerfile_only)
+    return realize(recipe, client=client, load=load, log=log, verify=verify)
 
 
 # ----------------------------------------------------------------------------------------------- runtime
 
 
-class RuntimeError_(SwcliError):
-    """The environment cannot be snapshotted onto the base image."""
+def site_packages(minor: str) -> str:
+    return f"{ENV_PREFIX}/lib/python{minor}/site-packages"
 
 
-def site_packages_of(prefix: Path) -> Path:
-    candidates = sorted(prefix.glob("lib/python3.*/site-packages"))
-    if not candidates:
-        raise RuntimeError_(f"{prefix}: no lib/python3.X/site-packages; not a venv or conda env")
-    return candidates[0]
+def base_python(layout: Layout, image: Image) -> str | None:
+    """The Python minor version of a base image: its ``io.swcli.python`` label, else the newest
+    ``usr/lib/python3.N/os.py`` in its layers (remembered per image in the layout's cache), else None."""
+    import re
+    import tarfile
+
+    label = image.labels.get("io.swcli.python")
+    if label:
+        return label
+    memo = layout.root / "cache" / "python" / image.config.hex
+    with contextlib.suppress(OSError):
+        return memo.read_text().strip() or None
+    found = None
+    pattern = re.compile(r"(?:\./)?usr/lib/python(3\.\d+)/os\.py")
+    for blob in image.layers:
+        with tarfile.open(layout.blob_path(blob.digest), "r|") as tar:
+            for member in tar:
+                match = pattern.fullmatch(member.name)
+                if match:
+                    found = match.group(1)
+    memo.parent.mkdir(parents=True, exist_ok=True)
+    memo.write_text(found or "")
+    return found
 
 
-def env_python_minor(prefix: Path) -> str:
-    """The env's Python major.minor: pyvenv.cfg for a venv, the python package record for a conda env."""
-    cfg = prefix / "pyvenv.cfg"
-    if cfg.is_file():
-        for line in cfg.read_text().splitlines():
-            key, _, value = line.partition("=")
-            if key.strip() in ("version", "version_info"):
-                return ".".join(value.strip().split(".")[:2])
-    for record in sorted((prefix / "conda-meta").glob("python-3*.json")):
-        try:
-            return ".".join(json.loads(record.read_text())["version"].split(".")[:2])
-        except (ValueError, KeyError) as err:
-            raise RuntimeError_(f"invalid conda prefix {prefix}: {record.name}: {err}") from None
-    return site_packages_of(prefix).parent.name.removeprefix("python")
-
-
-def _tree_size(path: Path) -> int:
-    if path.is_symlink() or path.is_file():
-        return path.lstat().st_size
-    return sum(p.lstat().st_size for p in path.rglob("*") if (p.is_file() or p.is_symlink()) and "__pycache__" not in p.parts)
-
-
-def split_layers(site: Path, threshold: int = BIG_PACKAGE) -> list[tuple[str, list[Path]]]:
-    """Top-level site-packages entries bigger than ``threshold`` get a layer each (biggest first); the rest share one.
-
-    One changed small dependency then re-ships the small layer only, never torch.
-    """
-    big, rest = [], []
-    for child in sorted(site.iterdir()):
-        if child.name == "__pycache__":
-            continue
-        size = _tree_size(child)
-        (big if size > threshold else rest).append((size, child))
-    layers = [(re.sub(r"[^a-z0-9]+", "-", child.name.lower()).strip("-"), [child]) for size, child in sorted(big, key=lambda t: -t[0])]
-    layers.append(("rest", [c for _, c in rest]))
-    return [(f"{n:02d}-{label}", paths) for n, (label, paths) in enumerate(layers)]
-
-
-def _entries_for(prefix: str, paths: list[Path], root: Path) -> list[ctx.ContextEntry]:
-    out = []
-    for path in paths:
-        if path.is_dir() and not path.is_symlink():
-            for entry in ctx.from_tree(f"{prefix}/{path.relative_to(root).as_posix()}", path):
-                if "/__pycache__/" not in entry.arcname and not entry.arcname.endswith(".pyc"):
-                    out.append(entry)
-        else:
-            out.append(ctx.from_file(f"{prefix}/{path.relative_to(root).as_posix()}", path))
-    return out
-
-
-def _installed(site: Path) -> dict[str, str]:
-    return {(d.metadata["Name"] or "").lower().replace("_", "-"): d.version for d in md.distributions(path=[str(site)])}
-
-
-def swcli_layer_entries(env_site: Path) -> list[ctx.ContextEntry]:
-    """swcli's package plus the distributions it needs in the image that the user's env does not already have."""
-    from packaging.requirements import Requirement
-
-    have = _installed(env_site)
-    needed, queue = {}, list(IN_IMAGE_REQUIREMENTS)
-    while queue:
-        name = queue.pop().lower().replace("_", "-")
-        if name in needed:
-            continue
-        try:
-            dist = md.distribution(name)
-        except md.PackageNotFoundError:
-            continue
-        needed[name] = dist
-        for req in dist.requires or []:
-            parsed = Requirement(req)
-            if parsed.marker is None or parsed.marker.evaluate({"extra": ""}):
-                queue.append(parsed.name)
-    entries = _entries_for("swcli", [Path(builder.__file__).parent], Path(builder.__file__).parent.parent)
-    for name, dist in sorted(needed.items()):
-        if have.get(name) == dist.version:
-            continue
-        for file in dist.files or []:
-            path = Path(dist.locate_file(file))
-            rel = file.as_posix()
-            if rel.startswith("..") or "__pycache__" in rel or rel.endswith(".pyc") or not path.is_file():
-                continue
-            entries.append(ctx.from_file(f"swcli/{rel}", path))
-    return entries
-
-
-def env_digest(entries: list[ctx.ContextEntry]) -> str:
-    """A digest of the env snapshot: paths, sizes and mtimes (hashing GBs of wheels on every build is waste)."""
-    h = hashlib.sha256()
-    for e in sorted(entries, key=lambda e: e.arcname):
-        if e.source is not None:
-            st = os.stat(e.source)
-            h.update(f"{e.arcname}\0{st.st_size}\0{int(st.st_mtime)}\0{int(e.executable)}\n".encode())
-        else:
-            h.update(f"{e.arcname}\0{e.link}\0{hashlib.sha256(e.data or b'').hexdigest()}\n".encode())
-    return h.hexdigest()
-
-
-def env_layers(tree: Path, *, whole_prefix: bool) -> tuple[list[ctx.ContextEntry], list[dict]]:
-    """Layer entries for an env tree, every path relative to the env prefix (they all land in /opt/swcli/env).
-
-    Big site-packages entries get a layer each; the rest of site-packages (and, for a conda env, the rest of the
-    prefix: its interpreter, shared libraries, conda-meta) share the last layer. A venv contributes only its
-    site-packages: its bin/python points at the build host's interpreter, the base image brings its own.
-    """
-    site = site_packages_of(tree)
-    site_rel = site.relative_to(tree)
-    split = split_layers(site)
-    rest_label, rest_paths = split[-1]
-    entries: list[ctx.ContextEntry] = []
-    layers = []
-    for label, paths in split[:-1]:
-        layer = _entries_for(f"layers/{label}/{site_rel.as_posix()}", paths, site)
-        entries += layer
-        layers.append((label, layer))
-    rest = _entries_for(f"layers/{rest_label}/{site_rel.as_posix()}", rest_paths, site)
-    if whole_prefix:
-        others = [c for c in sorted(tree.iterdir()) if c.name != "lib"]
-        others += [c for c in sorted((tree / "lib").iterdir()) if c != site.parent]
-        others += [c for c in sorted(site.parent.iterdir()) if c != site]
-        rest += _entries_for(f"layers/{rest_label}", others, tree)
-    entries += rest
-    layers.append((rest_label, rest))
-    table = [{"dir": f"layers/{label}", "files": len(layer),
-              "size": sum(os.stat(e.source).st_size for e in layer if e.source is not None)}
-             for label, layer in layers if layer]
-    return entries, table
-
-
-@contextlib.contextmanager
-def conda_tree(prefix: Path) -> Iterator[Path]:
-    """conda-pack the env with its paths rewritten to /opt/swcli/env, unpacked in a temp dir for the build."""
-    import conda_pack
-
-    with tempfile.TemporaryDirectory(prefix="swcli-conda-") as tmp:
-        archive = Path(tmp) / "env.tar"
-        try:
-            conda_pack.pack(prefix=str(prefix), output=str(archive), dest_prefix=ENV_PREFIX, format="tar",
-                            verbose=False, force=True)
-        except (conda_pack.CondaPackException, ValueError, KeyError, OSError) as err:
-            # a corrupt conda-meta record surfaces as JSONDecodeError/KeyError from inside conda-pack
-            raise RuntimeError_(f"invalid conda prefix {prefix}: {type(err).__name__}: {' '.join(str(err).split())}") from None
-        tree = Path(tmp) / "env"
-        with tarfile.open(archive) as tar:
-            tar.extractall(tree, filter="tar")
-        archive.unlink()
-        yield tree
-
-
-def runtime_context(prefix: Path, tree: Path, mode: str, *, base_python: str = "3.11",
-                    lock_text: str = "") -> tuple[list[ctx.ContextEntry], list[dict]]:
-    """Context entries and layer table for the env at ``prefix`` (its snapshot at ``tree``)."""
-    minor = env_python_minor(prefix)
-    if minor != base_python:
-        raise RuntimeError_(f"{prefix}: the environment is Python {minor}, the base image has Python {base_python}; "
-                            "the minor versions must match")
-    entries, layers = env_layers(tree, whole_prefix=(mode == "conda"))
-    entries += swcli_layer_entries(site_packages_of(tree))
-    entries.append(ctx.from_bytes("env.lock", lock_text.encode()))
-    return entries, layers
-
-
-def env_mode(prefix: Path) -> str:
-    if (prefix / "conda-meta").is_dir():
-        return "conda"
-    if (prefix / "pyvenv.cfg").is_file():
-        return "venv"
-    raise RuntimeError_(f"{prefix}: neither a venv (pyvenv.cfg) nor a conda env (conda-meta/)")
+def runtime_version(mode: str, layers: list[NewLayer]) -> str:
+    """A runtime's version from its layers' digests: the same env gives the same version on every machine."""
+    h = hashlib.sha256(f"runtime\0{mode}\n".encode())
+    for layer in layers:
+        h.update(f"{layer.blob.digest}\n".encode())
+    return make_version(h.digest())
 
 
 def build_runtime_image(name: str, prefix: Path, *, base_image: str = DEFAULT_BASE, lock_text: str = "", client=None,
-                        dockerfile_only: Path | None = None, log: Log | None = None, nocache: bool = False) -> tuple[ImageResult, dict]:
+                        dockerfile_only: Path | None = None, log: Log | None = None, nocache: bool = False,
+                        load: bool = True, verify: bool = False) -> tuple[ImageResult, dict]:
     """`swrt/<name>:<version>` from a venv or conda env; returns the image and a manifest describing it."""
+    started = time.perf_counter()
     check_inputs("--base-image", base_image, dockerfile_only, name)
     prefix = Path(prefix)
     if not prefix.is_dir():
         raise RuntimeError_(f"{prefix}: environment folder does not exist")
     mode = env_mode(prefix)
-    client = _require_base(client, base_image, dockerfile_only)
+    layout = store_layout()
     with (conda_tree(prefix) if mode == "conda" else contextlib.nullcontext(prefix)) as tree:
-        entries, layers = runtime_context(prefix, tree, mode, lock_text=lock_text)
-        digest = env_digest(entries)
-        from builder.store import make_version
-
-        version = make_version(bytes.fromhex(digest))
-        dockerfile = render_dockerfile("runtime", base_image=base_image, name=name, version=version, env_prefix=ENV_PREFIX,
-                                       site_packages=SITE_PACKAGES, env_layers=layers, conda=(mode == "conda"),
-                                       description=f"{mode} env from {prefix}",
-                                       extra_labels=[("io.swcli.source-digest", digest), ("io.swcli.env-mode", mode)])
-        entries.append(ctx.from_bytes("Dockerfile", dockerfile.encode()))
-        result = _build(entries, image_tags("runtime", name, version), dockerfile_only, client, log, nocache)
-    manifest = {"kind": "runtime", "name": name, "version": version, "mode": mode, "python": env_python_minor(prefix),
-                "base_image": base_image, "source": str(prefix), "prefix": ENV_PREFIX, "layers": layers,
+        minor = env_python_minor(prefix)
+        # the base's own Python must match the env's: read from the base (for --dockerfile-only, when the store has it)
+        base = _parent(layout, client, base_image, "--base-image") if dockerfile_only is None else read_image(layout, base_image)
+        if base is not None:
+            base_minor = base_python(layout, base)
+            if base_minor and base_minor != minor:
+                raise RuntimeError_(f"{prefix}: the environment is Python {minor}, the base image {base_image} has Python "
+                                    f"{base_minor}; the minor versions must match")
+        entries, table = runtime_context(prefix, tree, mode, base_python=minor, lock_text=lock_text)
+        specs = _runtime_specs(entries, table)
+        layers, written = _layers(layout, specs, nocache=nocache, verify=verify)
+    version = runtime_version(mode, layers)
+    site = site_packages(minor)
+    env = {"SWCLI_ENV": ENV_PREFIX, "PYTHONPATH": f"{site}:/opt/swcli/lib"}
+    if mode == "conda":
+        env["PATH"] = f"{ENV_PREFIX}/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+    env.update(PYTHONDONTWRITEBYTECODE="1", PYTHONUNBUFFERED="1")
+    description = f"{mode} environment, Python {minor}"
+    extra = [("io.swcli.env-mode", mode), ("io.swcli.python", minor)]
+    recipe = Recipe("runtime", name, version, base_image, "--base-image", specs,
+                    ConfigChanges(env=env, labels=labels("runtime", name, version, description, extra), user=USER,
+                                  entrypoint=ENTRYPOINT, cmd=["--help"]),
+                    {"description": description, "extra_labels": extra, "env_prefix": ENV_PREFIX, "site_packages": site,
+                     "env_layers": table, "conda": mode == "conda"})
+    if dockerfile_only is not None:
+        result = _write_context_from(recipe, dockerfile_only, prefix, mode, lock_text)
+    else:
+        result = realize(recipe, layout=layout, client=client, load=load, log=log, started=started, layers=layers,
+                         written=written)
+    manifest = {"kind": "runtime", "name": name, "version": version, "mode": mode, "python": minor,
+                "base_image": base_image, "source": str(prefix), "prefix": ENV_PREFIX, "layers": table,
                 "image": result.tags[0], "image_id": result.image_id}
     return result, manifest
+
+
+def _runtime_specs(entries: list[ctx.ContextEntry], table: list[dict]) -> list[LayerSpec]:
+    by_dir: dict[str, list[ctx.ContextEntry]] = {}
+    for e in entries:
+        top = e.arcname.split("/", 2)
+        key = "/".join(top[:2]) if top[0] == "layers" else top[0]
+        by_dir.setdefault(key, []).append(e)
+    specs = [LayerSpec(row["dir"], ENV_PREFIX, f"env: {row['dir'].split('/')[-1]}", stat_key(row["dir"], by_dir[row["dir"]]),
+                       by_dir[row["dir"]]) for row in table]
+    lock = by_dir["env.lock"]
+    specs.append(LayerSpec("env.lock", "/opt/swcli/env.lock", "env lock", _content("env.lock", lock), lock))
+    specs.append(LayerSpec("swcli", "/opt/swcli/lib", "swcli and its dependencies", stat_key("swcli", by_dir["swcli"]),
+                           by_dir["swcli"]))
+    return specs
+
+
+def _write_context_from(recipe: Recipe, directory: Path, prefix: Path, mode: str, lock_text: str) -> ImageResult:
+    """A conda env's entries point into a temp tree gone by now: lay its context out from a fresh pack."""
+    if mode != "conda":
+        return _write_context(recipe, directory)
+    with conda_tree(prefix) as tree:
+        entries, _ = runtime_context(prefix, tree, mode, base_python=recipe.template["site_packages"].split("python")[-1]
+                                     .split("/")[0], lock_text=lock_text)
+        specs = _runtime_specs(entries, recipe.template["env_layers"])
+        return _write_context(Recipe(recipe.kind, recipe.name, recipe.version, recipe.parent, recipe.parent_flag, specs,
+                                     recipe.changes, recipe.template), directory)
 
 
 # ------------------------------------------------------------------------------------------------- model
 
 
-def build_model_image(entry: Entry, runtime_image: str, *, client=None, dockerfile_only: Path | None = None,
-                      log: Log | None = None) -> ImageResult:
-    """`swmp/<name>:<version>` FROM a runtime image: weights layer, code layer, then manifest and env lock."""
-    check_inputs("runtime image (--runtime or model.yaml run.runtime)", runtime_image, dockerfile_only, entry.name,
-                 entry.version)
-    client = _require_base(client, runtime_image, dockerfile_only)
+def model_recipe(entry: Entry, runtime_image: str) -> Recipe:
     m = entry.manifest
     src = entry.path / "src"
-    weights, code = [], []
+    weights, code, known = [], [], {}
     for f in m["files"]:
-        (weights if f["role"] == "weights" else code).append(ctx.from_file(f"{'weights' if f['role'] == 'weights' else 'code'}/{f['path']}", src / f["path"]))
-    dockerfile = render_dockerfile(
-        "model", base_image=runtime_image, name=entry.name, version=entry.version, weights=bool(weights),
-        description=m.get("desc", ""),
-        extra_labels=[("io.swcli.handler", m.get("handler", "")), ("io.swcli.runtime", runtime_image)],
-    )
-    # the manifest and the env lock land beside src/, so the image holds the whole store entry (`swcli pull` needs it)
-    meta = [ctx.from_file(f"meta/{name}", entry.path / name) for name in ("manifest.json", "env.lock")
-            if (entry.path / name).is_file()]
-    entries = weights + code + meta + [ctx.from_bytes("Dockerfile", dockerfile.encode())]
+        folder = "weights" if f["role"] == "weights" else "code"
+        item = ctx.from_file(f"{folder}/{f['path']}", src / f["path"])
+        (weights if folder == "weights" else code).append(item)
+        known[item.arcname] = f.get("sha256", "")
     if not code:  # COPY code/ needs the folder to exist
-        entries.append(ctx.from_bytes("code/.swcli-empty", b""))
-    return _build(entries, image_tags("model", entry.name, entry.version), dockerfile_only, client, log)
+        code.append(ctx.from_bytes("code/.swcli-empty", b""))
+    # the manifest and the env lock land beside src/, so the image holds the whole store entry (`swcli pull` needs it)
+    meta = [ctx.from_bytes("meta/manifest.json", image_manifest(m))]
+    if (entry.path / "env.lock").is_file():
+        meta.append(ctx.from_file("meta/env.lock", entry.path / "env.lock"))
+    specs = ([LayerSpec("weights", "/opt/swcli/model/src", "weights", _content("weights", weights, known), weights)]
+             if weights else [])
+    specs += [LayerSpec("code", "/opt/swcli/model/src", "code", _content("code", code, known), code),
+              LayerSpec("meta", "/opt/swcli/model", "model manifest and env lock", _content("meta", meta), meta)]
+    extra = [("io.swcli.handler", m.get("handler", "")), ("io.swcli.runtime", runtime_image)]
+    desc = m.get("desc", "")
+    return Recipe(
+        "model", entry.name, entry.version, runtime_image, "runtime image (--runtime or model.yaml run.runtime)", specs,
+        ConfigChanges(env={"SWCLI_RUNTIME": runtime_image}, labels=labels("model", entry.name, entry.version, desc, extra),
+                      workdir="/opt/swcli/model", user=USER, entrypoint=ENTRYPOINT, cmd=["eval"]),
+        {"description": desc, "extra_labels": extra, "weights": bool(weights)})
 
 
-def current_env_prefix() -> Path:
-    """The running interpreter's env (a venv or conda prefix): the default runtime for a model."""
-    return Path(os.environ.get("VIRTUAL_ENV") or os.environ.get("CONDA_PREFIX") or sys.prefix)
+def build_model_image(entry: Entry, runtime_image: str, *, client=None, dockerfile_only: Path | None = None,
+                      log: Log | None = None, load: bool = True, verify: bool = False) -> ImageResult:
+    """`swmp/<name>:<version>` on a runtime image: weights layer, code layer, then manifest and env lock."""
+    check_inputs("runtime image (--runtime or model.yaml run.runtime)", runtime_image, dockerfile_only, entry.name,
+                 entry.version)
+    recipe = model_recipe(entry, runtime_image)
+    if dockerfile_only is not None:
+        return _write_context(recipe, dockerfile_only)
+    return realize(recipe, client=client, load=load, log=log, verify=verify)
 
 
 def export_dataset_image(image: str, directory: Path, *, client=None) -> int:

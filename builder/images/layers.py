@@ -112,7 +112,7 @@ def stat_key(label: str, entries: Iterable[ContextEntry]) -> str:
     for e in sorted(entries, key=lambda e: e.arcname):
         if e.source is not None:
             st = os.stat(e.source)
-            h.update(f"{e.arcname}\0{st.st_size}\0{st.st_mtime_ns}\0{int(e.executable)}\0{st.st_ino}\0{st.st_nlink}\n".encode())
+            h.update(f"{e.arcname}\0{st.st_size}\0{st.st_mtime_ns}\0{int(e.executable)}\n".encode())
         else:
             h.update(f"{e.arcname}\0{e.link}\0{hashlib.sha256(e.data or b'').hexdigest()}\n".encode())
     return h.hexdigest()

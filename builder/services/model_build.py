@@ -77,12 +77,17 @@ def check_handler_source(spec: ModelSpec) -> Path:
     return source
 
 
+# files that are weights even when model.yaml names none: they get the weights layer, so a code-only change
+# re-ships only the code layer
+WEIGHT_SUFFIXES = (".pth", ".pt", ".ckpt", ".safetensors", ".onnx", ".bin", ".h5", ".pb", ".tflite", ".gguf")
+
+
 def _roles(spec: ModelSpec) -> Callable[[str], str]:
     def role(rel: str) -> str:
         for group, paths in (("weights", spec.model), ("config", spec.config)):
             if any(rel == p or rel.startswith(p.rstrip("/") + "/") for p in paths):
                 return group
-        return "code"
+        return "weights" if rel.lower().endswith(WEIGHT_SUFFIXES) else "code"
 
     return role
 

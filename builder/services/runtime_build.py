@@ -22,8 +22,8 @@ from pathlib import Path
 from typing import Callable
 
 from builder.errors import SwcliError
-from builder.images.build import (DEFAULT_BASE, ImageResult, RuntimeError_, build_runtime_image, current_env_prefix,
-                                  env_mode, site_packages_of)
+from builder.images.build import DEFAULT_BASE, ImageResult, build_runtime_image
+from builder.images.env import RuntimeError_, current_env_prefix, env_mode, site_packages_of
 from builder.refs import image_ref_problem, name_problem
 from builder.spec import Field, SpecError, check_fields, read_yaml_mapping
 from builder.store import Entry, Store, utc_now, write_json_atomic
@@ -176,7 +176,7 @@ def export_env_lock(prefix: Path | None = None, *, run: Callable = subprocess.ru
 
 def build_runtime(name: str | None = None, prefix: Path | None = None, *, spec_dir: Path | None = None,
                   base_image: str | None = None, store: Store | None = None, dockerfile_only: Path | None = None,
-                  client=None, log=None, nocache: bool = False, skip_gen_env: bool = False,
+                  client=None, log=None, nocache: bool = False, skip_gen_env: bool = False, load: bool = True,
                   env_lock: Callable[[Path], EnvLock] = export_env_lock) -> tuple[Entry | None, ImageResult]:
     """Build `swrt/<name>` from an env (explicit, runtime.yaml, or the current one) and record it.
 
@@ -201,7 +201,7 @@ def build_runtime(name: str | None = None, prefix: Path | None = None, *, spec_d
     lock = None if skip_gen_env else env_lock(prefix)
     result, manifest = build_runtime_image(name, prefix, base_image=base_image or DEFAULT_BASE,
                                            lock_text=lock.text if lock else "", client=client,
-                                           dockerfile_only=dockerfile_only, log=log, nocache=nocache)
+                                           dockerfile_only=dockerfile_only, log=log, nocache=nocache, load=load)
     if dockerfile_only is not None:
         return None, result
     manifest["created"] = utc_now()
@@ -249,7 +249,7 @@ def runtime_image_for(ref: str, store: Store | None = None) -> str:
 
 
 def runtime_for_model(entry: Entry, runtime: str | None = None, *, store: Store | None = None,
-                      dockerfile_only: Path | None = None, log=None, skip_gen_env: bool = False) -> str:
+                      dockerfile_only: Path | None = None, log=None, skip_gen_env: bool = False, load: bool = True) -> str:
     """The runtime image a model image is built FROM.
 
     `--runtime` (a runtime ref or an image), else model.yaml's `run.runtime`, else a runtime made from the model's
@@ -269,5 +269,5 @@ def runtime_for_model(entry: Entry, runtime: str | None = None, *, store: Store 
         prefix = resolved_venv(spec, store)
     # `--skip-gen-env` is about the user's own env; a venv swcli resolved from pip_req always records its lock
     _, image = build_runtime(f"{entry.name}-env", prefix, store=store, dockerfile_only=dockerfile_only, log=log,
-                             skip_gen_env=skip_gen_env and prefix is None)
+                             skip_gen_env=skip_gen_env and prefix is None, load=load)
     return image.tags[0]
