@@ -4,8 +4,9 @@
 ``blobs/sha256/``) straight from the layout into ``POST /images/load``; nothing is written to disk first. A layer
 whose chain the engine already has goes as an empty file: the engine skips loading a layer whose chain id it
 knows, so a code-only model load carries the code layer, not the runtime. Which prefix the engine has is decided
-from images it holds whose layer list is exactly a prefix of ours (the image itself, or any image of the layout
-whose layers start ours, usually the parent: its image id is its config digest); anything unsure is sent whole.
+from images it holds that start with the same layers as ours: the image itself, or any image tagged in the layout
+(the parent runtime or base, the previous version of the same model), found in the engine by its config digest,
+which is its image id there. Anything unsure is sent whole.
 
 Layer blobs are hashed as they stream. The last piece of a blob is held back until its digest is checked, and
 ``manifest.json`` goes last, so a blob whose bytes changed (disk corruption, an edit in the store) never becomes a
@@ -75,8 +76,11 @@ def _engine_layers(client, image_id: str) -> list[str] | None:
     return list((attrs.get("RootFS") or {}).get("Layers") or [])
 
 
-def _prefixes(layout: Layout, image: Image) -> list[tuple[int, str]]:
-    """``(n, image id)`` of layout images whose layers are exactly ``image``'s first n layers, longest first."""
+def _candidates(layout: Layout, image: Image) -> list[tuple[int, str]]:
+    """``(k, image id)`` of the layout's images that share their first k layers with ``image``, longest first.
+
+    An engine holding such an image holds the chain of those k layers, whatever follows them: the previous
+    version of a model proves its runtime and weights layers even though its code layer differs."""
     ours = [b.digest for b in image.layers]
     found = {(len(ours), image.image_id)}
     try:
@@ -90,22 +94,25 @@ def _prefixes(layout: Layout, image: Image) -> list[tuple[int, str]]:
             config = Descriptor.from_json(doc["config"]).digest
         except (LayoutError, KeyError, TypeError, ValueError):
             continue  # unreadable: not a reason to skip anything
-        if 0 < len(layers) <= len(ours) and all(b.media_type == MEDIA_LAYER for b in layers) \
-                and [b.digest for b in layers] == ours[:len(layers)]:
-            found.add((len(layers), config))
+        k = 0
+        while k < min(len(layers), len(ours)) and layers[k].media_type == MEDIA_LAYER and layers[k].digest == ours[k]:
+            k += 1
+        if k:
+            found.add((k, config))
     return sorted(found, reverse=True)
 
 
 def engine_has(client, layout: Layout, image: Image) -> int:
     """How many leading layers of ``image`` the engine holds as one chain (0 when unsure).
 
-    A candidate counts only when the engine's own layer list for it is exactly our prefix: the image id being
-    the config digest is what finds it, the engine's answer is what decides."""
+    A candidate from the layout counts only when the engine's own layer list for it starts with our first k
+    layers: the image id being the config digest is what finds it, the engine's answer is what decides."""
     if image.diff_ids != [b.digest for b in image.layers]:
         return 0  # layers not stored uncompressed: diff_ids are not blob digests, send everything
-    for n, image_id in _prefixes(layout, image):
-        if _engine_layers(client, image_id) == image.diff_ids[:n]:
-            return n
+    for k, image_id in _candidates(layout, image):
+        held = _engine_layers(client, image_id)
+        if held is not None and held[:k] == image.diff_ids[:k]:
+            return k
     return 0
 
 
