@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-from pathlib import Path
 
 import pytest
 
@@ -103,6 +102,12 @@ def test_load_runs_and_later_loads_send_only_the_new_layer(engine, layout, made)
     assert second.image_id == more.image_id == engine.images.get("swcli-test-daemon/hello:2").id
     assert (second.layers_sent, second.layers_skipped) == (1, 2)
     assert more.layers[-1].size <= second.bytes_sent < more.layers[-1].size + (16 << 10)
+
+    # back from the engine: the same config bytes and layers give the same manifest; the base is not rewritten
+    base_blob = layout.blob_path(base.layers[0].digest)
+    before = base_blob.stat().st_mtime_ns
+    back = daemon.import_image(engine, "swcli-test-daemon/hello:2", layout, "t/back")
+    assert back.manifest.digest == more.manifest.digest and base_blob.stat().st_mtime_ns == before
 
     again = daemon.load(engine, layout, more, ["swcli-test-daemon/hello:3"])
     print(f"the same image again, one more tag: {again.bytes_sent} bytes in {again.seconds:.3f} s")
