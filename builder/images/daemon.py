@@ -312,8 +312,9 @@ def _take_layer(layout: Layout, fh, wanted: set[str], ref: str) -> str:
 def import_image(client, ref: str, layout: Layout, layout_ref: str) -> Image:
     """Copy the engine's image ``ref`` into ``layout`` as ``layout_ref``; its config digest stays its image id.
 
-    Layers already in the layout are not written again; when every blob is there, nothing is read from the
-    engine but the image's inspect data."""
+    When every blob is already in the layout, nothing is read from the engine but the image's inspect data.
+    Otherwise the whole save stream is read (the engine cannot send part of it): each layer is hashed through a
+    temp file, and one the layout already holds is dropped, not rewritten."""
     from docker.errors import DockerException, ImageNotFound
     from requests.exceptions import RequestException
 
