@@ -140,12 +140,21 @@ def test_saved_image_passes_skopeo(engine, cli, project, tmp_path):
 def test_missing_base_image_and_no_daemon_are_one_line_errors(engine, cli, project, monkeypatch):
     _, data_dir = project
     res = cli("dataset", "build", data_dir, "--base-image", "nope/base:missing")
-    assert res.code == 4 and "base image nope/base:missing is not in the local engine" in res.err
+    assert res.code == 4 and "--base-image nope/base:missing is neither in the store nor in the local engine" in res.err
     monkeypatch.setenv("DOCKER_HOST", "unix:///nonexistent.sock")
     res = cli("dataset", "build", data_dir)
     assert res.code == 4 and "no Docker engine answers" in res.err and "--no-image" in res.err
     assert len(res.err.strip().splitlines()) == 1
     assert Store().resolve("dataset", "tiny")  # the package was built and kept
+    # once the base is in the store's layout, --no-load needs no engine at all
+    monkeypatch.delenv("DOCKER_HOST")
+    assert cli("dataset", "build", data_dir, "--no-load").code == 0
+    monkeypatch.setenv("DOCKER_HOST", "unix:///nonexistent.sock")
+    (data_dir / "dataset.yaml").write_text((data_dir / "dataset.yaml").read_text().replace("tiny test dataset", "changed"))
+    res = cli("dataset", "build", data_dir, "--no-load")
+    assert res.code == 0 and "not loaded (--no-load)" in res.out, res.err
+    res = cli("dataset", "build", data_dir)
+    assert res.code == 4 and "no Docker engine answers" in res.err and len(res.err.strip().splitlines()) == 1
 
 
 def test_dataset_export_round_trips_through_the_image(engine, cli, project, tmp_path):
@@ -190,26 +199,30 @@ def test_unknown_runtime_ref_is_one_line(engine, cli, project):
 
 
 def test_interrupted_build_leaves_no_tag_and_no_temp_files(engine, cli, project, tmp_path, monkeypatch):
-    import tempfile as tempfile_module
-
-    from builder.images.build import build_dataset_image
+    """Ctrl-C while a layer is being written: no tag in the engine or the store's layout, no temp blob left."""
+    import builder.images.layers as layers_module
+    from builder.images.build import build_dataset_image, store_layout
 
     _, data_dir = project
     assert cli("dataset", "build", "--no-image", data_dir).code == 0
     entry = Store().resolve("dataset", "tiny")
     for tag in [t for image in engine.images.list() for t in image.tags if t.startswith("swds/tiny:")]:
         engine.images.remove(tag, force=True)  # earlier tests built the same content version
-    monkeypatch.setattr(tempfile_module, "tempdir", str(tmp_path / "tmp"))
-    (tmp_path / "tmp").mkdir()
+    real_write = layers_module.write_tar
 
-    def ctrl_c(line):
+    def ctrl_c_halfway(entries, fileobj):
+        fileobj.write(b"\0" * 1024)  # some bytes are in the temp blob already
         raise KeyboardInterrupt
 
+    monkeypatch.setattr(layers_module, "write_tar", ctrl_c_halfway)
     with pytest.raises(KeyboardInterrupt):
-        build_dataset_image(entry, client=engine, log=ctrl_c)
-    time.sleep(1)
+        build_dataset_image(entry, client=engine)
+    layout = store_layout()
     assert not [t for image in engine.images.list() for t in image.tags if t.startswith("swds/tiny:")]
-    assert list((tmp_path / "tmp").iterdir()) == []
+    assert not [ref for ref in layout.refs() if ref.startswith("swds/tiny:")]
+    assert not list(layout.blobs.glob(".tmp-*"))
+    monkeypatch.setattr(layers_module, "write_tar", real_write)
+    assert build_dataset_image(entry, client=engine).image_id == engine.images.get("swds/tiny:latest").id
 
 
 @pytest.mark.parametrize("count", [3])

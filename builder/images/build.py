@@ -122,8 +122,8 @@ def _parent(layout: Layout, client, ref: str, flag: str) -> Image:
     try:
         client = client or connect()
     except DockerError:
-        raise ImageInputError(f"{flag} {ref} is not in the store ({layout.root}) and no Docker engine answers to import "
-                              f"it from; {hint}") from None
+        raise DockerError(f"{flag} {ref} is not in the store ({layout.root}) and no Docker engine answers to import "
+                          f"it from; {hint}, or pass --no-image to build the package only") from None
     if not image_exists(client, ref):
         raise DockerError(f"{flag} {ref} is neither in the store nor in the local engine; {hint}")
     from builder.images.daemon import import_image
