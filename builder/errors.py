@@ -11,6 +11,11 @@ from __future__ import annotations
 from pathlib import Path
 
 
+# what user code (a slicer, a handler, a module imported from the user's tree) may raise that is its failure, not
+# ours: any exception, and sys.exit(), which must not end swcli silently in the middle of a run
+USER_CODE_ERRORS = (Exception, SystemExit)
+
+
 class SwcliError(Exception):
     """Root of every user-facing error. ``str(err)`` is the one-line message the CLI prints."""
 

@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import Iterator
 
-from builder.errors import SpecError
+from builder.errors import SpecError, USER_CODE_ERRORS
 
 
 @contextlib.contextmanager
@@ -61,7 +61,7 @@ def load_class(ref: str, root: Path, base: type, *, spec_file: Path, field: str)
             raise SpecError(spec_file, f"importing '{module_name}' failed: {err}", field=field) from None
         except SyntaxError as err:
             raise SpecError(spec_file, f"importing '{module_name}' failed: syntax error in {err.filename}:{err.lineno}", field=field) from None
-        except Exception as err:  # user code raised at import time
+        except USER_CODE_ERRORS as err:  # user code raised at import time
             raise SpecError(spec_file, f"importing '{module_name}' failed: {type(err).__name__}: {err}", field=field) from None
     cls = getattr(module, class_name, None)
     if cls is None:

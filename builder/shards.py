@@ -284,7 +284,7 @@ class DatasetReader:
             return json.loads(path.read_text(encoding="utf-8"))
         except FileNotFoundError:
             return {}
-        except ValueError as err:
+        except (ValueError, RecursionError) as err:
             raise ShardCorruptError(path, 0, f"manifest is not valid JSON: {err}") from None
 
     def volume_path(self, number: int) -> Path:

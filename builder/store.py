@@ -136,7 +136,7 @@ def read_entry(kind: str, path: Path) -> Entry:
         manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise RefNotFoundError(kind, str(path), f"{manifest_path} does not exist") from None
-    except (OSError, ValueError) as err:
+    except (OSError, ValueError, RecursionError) as err:
         raise StoreError(manifest_path, f"unreadable manifest: {getattr(err, 'strerror', None) or err}") from None
     if not isinstance(manifest, dict):
         raise StoreError(manifest_path, f"expected a JSON object, got {type(manifest).__name__}")
@@ -148,7 +148,29 @@ def read_entry(kind: str, path: Path) -> Entry:
         raise StoreError(manifest_path, f"field 'name': {problem}")
     if not is_version(version):
         raise StoreError(manifest_path, f"field 'version': expected a lowercase base32 version, got {version!r}")
+    problem = _shape_problem(manifest)
+    if problem:
+        raise StoreError(manifest_path, problem)
     return Entry(kind, name, version, path, manifest)
+
+
+# the fields every consumer (info, list, images, pull) reads without checking again: their types, where present
+_FIELD_TYPES = {"created": str, "desc": str, "records": int, "totals": dict, "attr": dict, "tag": list,
+                "files": list, "shards": list, "layers": list, "label_names": dict, "handler": str, "image": str}
+
+
+def _shape_problem(manifest: dict) -> str | None:
+    for key, kind in _FIELD_TYPES.items():
+        value = manifest.get(key)
+        if key in manifest and (not isinstance(value, kind) or isinstance(value, bool)):
+            return f"field '{key}': expected {kind.__name__}, got {type(value).__name__}"
+    for key in ("totals", "attr"):
+        bad = [k for k, v in (manifest.get(key) or {}).items() if not isinstance(v, int) or isinstance(v, bool)]
+        if bad:
+            return f"field '{key}.{bad[0]}': expected a whole number"
+    if not all(isinstance(t, str) for t in manifest.get("tag") or []):
+        return "field 'tag': expected a list of strings"
+    return None
 
 
 class Store:

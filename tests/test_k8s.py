@@ -69,6 +69,6 @@ def test_cli_writes_a_yaml_stream(cli, tmp_path):
     docs = list(yaml.safe_load_all(out.read_text()))
     assert [d["kind"] for d in docs] == ["PersistentVolumeClaim", "Job", "Job"]
     bad = cli("job", "k8s", "--model", "r.example/swmp/m:1", "--dataset", "r.example/swds/d:1", "--shards", "0")
-    assert bad.code == 1 and "--shards: must be >= 1" in bad.err
+    assert bad.code == 2 and "--shards: must be >= 1" in bad.err
     bad = cli("job", "k8s", "--model", "r.example/swmp/m:1", "--dataset", "r.example/swds/d:1", "--dataset-mount", "nfs")
-    assert bad.code == 1 and "init or image" in bad.err
+    assert bad.code == 2 and "init or image" in bad.err

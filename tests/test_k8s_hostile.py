@@ -103,7 +103,7 @@ def test_changed_options_are_checked_again_at_render():
 def test_cli_one_line_and_no_file(cli, tmp_path, args, flag):
     out = tmp_path / "job.yaml"
     res = cli("job", "k8s", "--model", "r.example/swmp/m:1", "--dataset", "r.example/swds/d:1", *args, "-o", out)
-    assert res.code == 1 and res.err.startswith(f"swcli: error: {flag}: ") and res.err.count("\n") == 1, res.err
+    assert res.code == 2 and res.err.startswith(f"swcli: error: {flag}: ") and res.err.count("\n") == 1, res.err
     assert not out.exists()
 
 

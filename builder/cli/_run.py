@@ -64,7 +64,8 @@ def run(app: typer.Typer, argv: list[str] | None, prog_name: str) -> int:
         return 1
     except Exception as err:
         if _usage_error(err):
-            _say(_usage_line(err))
+            if err.format_message():  # no_args_is_help has printed the help already: nothing more to say
+                _say(_usage_line(err))
             return int(getattr(err, "exit_code", 2))
         raise
     # standalone_mode=False returns a typer.Exit's code instead of raising it

@@ -25,26 +25,18 @@ def build(
 ) -> None:
     """Run the dataset.yaml slicer over the raw files, store the records as aligned shards, build swds/NAME."""
     from builder.cli._progress import record_progress
-    from builder.services.dataset_build import build_dataset
+    from builder.services.images import dataset_with_image
 
-    if dockerfile_only is not None:  # a used folder fails before the build, not after it
-        from builder.images.context import check_context_dir
+    def built(result) -> None:
+        console.print(f"built dataset [bold]{result.entry.ref}[/bold]: {result.records} records in {result.volumes} "
+                      f"shard(s), {human_size(result.entry.manifest['totals']['shard_bytes'])}, {result.seconds:.2f} s")
 
-        check_context_dir(dockerfile_only)
     with record_progress("slicing records") as progress:
-        result = build_dataset(directory, progress=progress)
-    entry = result.entry
-    console.print(
-        f"built dataset [bold]{entry.ref}[/bold]: {result.records} records in {result.volumes} shard(s), "
-        f"{human_size(entry.manifest['totals']['shard_bytes'])}, {result.seconds:.2f} s"
-    )
-    if no_image:
-        return
-    from builder.images.build import build_dataset_image
-
-    image = build_dataset_image(entry, base_image=base_image, dockerfile_only=dockerfile_only, load=not no_load)
-    console.print(f"wrote Dockerfile and context to {dockerfile_only}" if dockerfile_only
-                  else image_line(image))
+        done = dataset_with_image(directory, base_image=base_image, no_image=no_image, load=not no_load,
+                                  dockerfile_only=dockerfile_only, progress=progress, on_package=built)
+    if done.image is not None:
+        console.print(f"wrote Dockerfile and context to {dockerfile_only}" if dockerfile_only else image_line(done.image),
+                      markup=False)
 
 
 @app.command("export")
@@ -54,10 +46,10 @@ def export(
 ) -> None:
     """Extract a dataset image's /dataset (shards, index, manifest) to a host folder; it reads like a store entry."""
     from builder.images.build import export_dataset_image
-    from builder.services.job import image_of
+    from builder.services.images import image_for
     from builder.store import Store
 
-    count = export_dataset_image(image_of("dataset", ref, Store()), directory)
+    count = export_dataset_image(image_for("dataset", ref, Store()), directory)
     console.print(f"exported {count} files to {directory}")
 
 

@@ -41,12 +41,12 @@ def k8s(
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Write the manifests here (default: stdout)."),
 ) -> None:
     """Emit a PVC, an Indexed Job running `eval --shard` in N pods, and the merge Job, as one YAML stream."""
-    from builder.services.job import image_of
+    from builder.services.images import image_for
     from builder.services.k8s import DEFAULT_PVC, K8sOptions, render, write_manifests
     from builder.store import Store
 
     store = Store()
-    opts = K8sOptions(model_image=image_of("model", model, store), dataset_image=image_of("dataset", dataset, store),
+    opts = K8sOptions(model_image=image_for("model", model, store), dataset_image=image_for("dataset", dataset, store),
                       shards=shards, namespace=namespace, output_pvc=DEFAULT_PVC if output_pvc is None else output_pvc,
                       create_pvc=output_pvc is None, dataset_mount=dataset_mount, cpu=cpu, memory=memory,
                       image_pull_secrets=list(image_pull_secret or []), merge_wait=merge_wait)

@@ -25,14 +25,16 @@ def build(
     dockerfile_only: Optional[Path] = typer.Option(None, "--dockerfile-only", help="Write the image's Dockerfile and context here instead of building it."),
 ) -> None:
     """Snapshot the source tree and weights named by model.yaml into the store, then build swmp/NAME on a runtime."""
-    from builder.services.model_build import build_model
+    from builder.services.images import model_with_image
 
-    if dockerfile_only is not None:  # a used folder fails before the build, not after it
-        from builder.images.context import check_context_dir
+    built = model_with_image(directory, runtime=runtime, skip_gen_env=skip_gen_env, no_image=no_image, load=not no_load,
+                             dockerfile_only=dockerfile_only, on_package=_say_built)
+    if built.image is not None:
+        console.print(f"wrote Dockerfiles and contexts to {dockerfile_only}" if dockerfile_only
+                      else image_line(built.image, on=built.runtime_image), markup=False)
 
-        check_context_dir(dockerfile_only / "runtime")
-        check_context_dir(dockerfile_only / "model")
-    result = build_model(directory, skip_gen_env=skip_gen_env)
+
+def _say_built(result) -> None:
     for message in result.notes:
         note(message)
     if result.excluded:
@@ -47,17 +49,6 @@ def build(
         console.print("biggest: " + ", ".join(f"{path} ({human_size(size)})" for path, size in result.biggest), markup=False)
     for message in result.warnings:
         warn(message)
-    if no_image:
-        return
-    from builder.images.build import build_model_image
-    from builder.services.runtime_build import runtime_for_model
-
-    runtime_image = runtime_for_model(entry, runtime, dockerfile_only=dockerfile_only and dockerfile_only / "runtime", load=not no_load,
-                                      skip_gen_env=skip_gen_env)
-    image = build_model_image(entry, runtime_image, dockerfile_only=dockerfile_only and dockerfile_only / "model",
-                              load=not no_load)
-    console.print(f"wrote Dockerfiles and contexts to {dockerfile_only}" if dockerfile_only
-                  else image_line(image, on=runtime_image))
 
 
 @app.command("eval")

@@ -163,10 +163,22 @@ def realize(recipe: Recipe, *, layout: Layout | None = None, client=None, load: 
     image = write_image(layout, parent, layers, recipe.changes, refs=recipe.tags)
     sent = None
     if load:
+        from builder.images.daemon import CorruptBlobError
         from builder.images.daemon import load as load_into
 
         client = client or connect()
-        sent = load_into(client, layout, image, recipe.tags, log=log).bytes_sent
+        try:
+            sent = load_into(client, layout, image, recipe.tags, log=log).bytes_sent
+        except CorruptBlobError as err:
+            # the loader hashes what it sends and dropped the bad blob: write our layer anew (the cache misses now)
+            # and load again; a corrupt blob of the parent is not ours to rebuild
+            if err.digest not in {layer.blob.digest for layer in layers} or not all(s.entries for s in recipe.layers):
+                raise
+            (log or (lambda line: None))(f"{err}; rewriting it")
+            layers, more = _layers(layout, recipe.layers, nocache=False, verify=True)
+            written += more
+            image = write_image(layout, parent, layers, recipe.changes, refs=recipe.tags)
+            sent = load_into(client, layout, image, recipe.tags, log=log).bytes_sent
     return ImageResult(recipe.tags, image.image_id, time.perf_counter() - started, sent, written)
 
 

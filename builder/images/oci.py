@@ -147,7 +147,7 @@ class Layout:
         data = self.read_bytes(desc)
         try:
             return json.loads(data)
-        except ValueError as err:
+        except (ValueError, RecursionError) as err:
             raise LayoutError(f"{self.blob_path(desc.digest)}: not JSON: {err}") from None
 
     def read_bytes(self, desc: Descriptor) -> bytes:
@@ -201,7 +201,7 @@ class Layout:
             index = json.loads(path.read_text(encoding="utf-8"))
         except FileNotFoundError:
             return {"schemaVersion": 2, "mediaType": MEDIA_INDEX, "manifests": []}
-        except (OSError, ValueError) as err:
+        except (OSError, ValueError, RecursionError) as err:
             raise LayoutError(f"{path}: unreadable: {err}") from None
         if not isinstance(index, dict) or not isinstance(index.get("manifests"), list):
             raise LayoutError(f"{path}: not an OCI index")

@@ -20,7 +20,7 @@ from typing import Callable, Iterable, Iterator
 
 from builder import __version__
 from builder.api.dataset import BuildExecutor
-from builder.errors import DatasetBuildError, UserCodeError
+from builder.errors import DatasetBuildError, USER_CODE_ERRORS, UserCodeError
 from builder.loader import load_class
 from builder.shards import ShardWriter
 from builder.snapshot import glob_regex  # the .swignore glob: one semantics for every pattern
@@ -95,7 +95,7 @@ def _slices(kind: str, method: Callable[[str], Iterable[bytes]], files: list[Pat
                 yield path, position, bytes(item)
         except UserCodeError:
             raise
-        except Exception as err:
+        except USER_CODE_ERRORS as err:
             raise UserCodeError(
                 f"{ref}: iter_{kind}_slice({path}) raised {type(err).__name__}: {err} (after record {position})",
                 ref=ref,
@@ -120,7 +120,7 @@ def build_dataset(
         slicer = slicer_cls(spec=spec)
     except TypeError:
         slicer = slicer_cls()
-    except Exception as err:
+    except USER_CODE_ERRORS as err:
         raise UserCodeError(f"{spec.process}: constructor raised {type(err).__name__}: {err}", ref=spec.process) from None
 
     digest = hashlib.sha256(json.dumps(spec.raw, sort_keys=True, default=str).encode())
@@ -176,7 +176,7 @@ def label_names(spec: DatasetSpec, slicer: BuildExecutor) -> dict[str, str] | No
     where = f"{spec.process}.label_names()"
     try:
         names = hook()
-    except Exception as err:
+    except USER_CODE_ERRORS as err:
         raise UserCodeError(f"{where} raised {type(err).__name__}: {err}", ref=spec.process) from None
     if names is None:
         return None
@@ -212,7 +212,7 @@ def _count_mismatch(spec, data_ran_out, seen, data_files, label_files, slicer) -
     other = slicer.iter_label_slice if data_ran_out else slicer.iter_data_slice
     try:
         total = str(sum(1 for f in (label_files if data_ran_out else data_files) for _ in other(str(f))))
-    except Exception:
+    except USER_CODE_ERRORS:
         total = f"more than {seen}"
     longer, shorter = ("label", "data") if data_ran_out else ("data", "label")
     return DatasetBuildError(

@@ -32,7 +32,7 @@ from typing import Any, Callable, Iterable, Iterator
 
 from builder import __version__
 from builder.api.model import PipelineHandler
-from builder.errors import EvalError, SwcliError
+from builder.errors import EvalError, SwcliError, USER_CODE_ERRORS
 from builder.store import utc_now
 
 RESULTS = "results.jsonl"
@@ -179,13 +179,13 @@ def score(handler: PipelineHandler, output_dir: Path, counts: dict, finish: Fini
             metrics = handler.cmp(ResultsLoader(output_dir / RESULTS))
         except SwcliError:
             raise
-        except Exception as err:
+        except USER_CODE_ERRORS as err:
             raise EvalError(f"cmp raised {type(err).__name__}: {err}") from None
         if metrics is None:
             metrics = {"kind": "counts", **counts}
         try:
             text = json_text(metrics)
-        except Exception as err:
+        except USER_CODE_ERRORS as err:
             raise EvalError(f"{path}: what cmp returned {unserialisable(err)}") from None
         write_atomic(path, text)
     except BaseException as err:
@@ -313,13 +313,13 @@ class _Ppl:
     def _store(self, rec, output: Any) -> None:
         try:
             label = self._label(rec)
-        except Exception as err:
+        except USER_CODE_ERRORS as err:
             self._fail(rec, f"handle_label raised {type(err).__name__}: {err}")
             return
         result, pr = _split_output(output)
         try:
             line = dump_line({"index": rec.index, "label": label, "result": result, "pr": pr, "error": None})
-        except Exception as err:  # TypeError, ValueError (a cycle), RecursionError, a tolist() that raised...
+        except USER_CODE_ERRORS as err:  # TypeError, ValueError (a cycle), RecursionError, a tolist() that raised...
             self._fail(rec, self._unstorable(label, err))
             return
         self.out.write(line)
@@ -328,7 +328,7 @@ class _Ppl:
     def _unstorable(self, label: Any, err: Exception) -> str:
         try:
             dump_line({"label": label})
-        except Exception as label_err:
+        except USER_CODE_ERRORS as label_err:
             return f"what handle_label returned {unserialisable(label_err)}"
         return f"what ppl returned {unserialisable(err)}"
 
@@ -336,7 +336,7 @@ class _Ppl:
         t0 = time.perf_counter()
         try:
             output = self.handler.ppl(rec.data, index=rec.index, label=rec.label, **self.kw)
-        except Exception as err:
+        except USER_CODE_ERRORS as err:
             self.ppl_seconds += time.perf_counter() - t0
             self._fail(rec, f"ppl raised {type(err).__name__}: {err}")
             return
@@ -358,7 +358,7 @@ class _Ppl:
                 )
         except EvalError:
             raise
-        except Exception as err:
+        except USER_CODE_ERRORS as err:
             self.ppl_seconds += time.perf_counter() - t0
             for rec in recs:
                 self._fail(rec, f"ppl (batch) raised {type(err).__name__}: {err}")

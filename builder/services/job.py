@@ -24,23 +24,10 @@ from typing import Callable
 
 from builder.errors import DockerError
 from builder.images.engine import connect, image_exists
+from builder.services.images import image_for
 from builder.store import Store
 
 TAIL_LINES = 20
-
-
-def image_of(kind: str, ref: str, store: Store) -> str:
-    """A store ref's image tag (`swds/name:version`), or ``ref`` itself when it already names a local image."""
-    from builder.errors import RefNotFoundError
-
-    prefix = {"dataset": "swds", "model": "swmp"}[kind]
-    try:
-        entry = store.resolve(kind, ref)
-        return f"{prefix}/{entry.name}:{entry.version}"
-    except RefNotFoundError:
-        if "/" in ref:
-            return ref
-        raise
 
 
 def run_job(model: str, dataset: str, output_dir: Path, *, store: Store | None = None, client=None,
@@ -51,7 +38,7 @@ def run_job(model: str, dataset: str, output_dir: Path, *, store: Store | None =
         raise DockerError(f"--shards must be >= 1, got {shards}")
     store = store or Store()
     client = client or connect()
-    model_image, dataset_image = image_of("model", model, store), image_of("dataset", dataset, store)
+    model_image, dataset_image = image_for("model", model, store), image_for("dataset", dataset, store)
     for image in (model_image, dataset_image):
         if not image_exists(client, image):
             raise DockerError(f"image {image} is not in the local engine; build it (swcli ... build) or pull it")

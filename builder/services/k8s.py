@@ -40,7 +40,9 @@ DEFAULT_PVC = "swcli-eval-output"
 
 
 class K8sOptionError(SwcliError):
-    """A `swcli job k8s` option that Kubernetes would refuse; ``flag`` names it."""
+    """A `swcli job k8s` option that Kubernetes would refuse; ``flag`` names it. Exit 2, like any bad flag value."""
+
+    exit_code = 2
 
     def __init__(self, flag: str, message: str):
         self.flag = flag

@@ -11,7 +11,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from builder.api.model import PipelineHandler
-from builder.errors import EvalError, UserCodeError
+from builder.errors import EvalError, USER_CODE_ERRORS, UserCodeError
 from builder.loader import load_class
 from builder.services.evaluation import EvalContext, EvalResult, Progress, run_evaluation
 from builder.services.model_build import model_source
@@ -64,13 +64,25 @@ def make_handler(cls: type, ref: str, device: str | None) -> PipelineHandler:
         kwargs["device"] = device
     try:
         return cls(**kwargs)
-    except Exception as err:
+    except USER_CODE_ERRORS as err:
         raise UserCodeError(f"{ref}(): constructor raised {type(err).__name__}: {err}", ref=ref) from None
+
+
+def check_output_dir(output_dir: Path, store: Store) -> None:
+    """An output folder is the user's or a new run folder: never the store itself, ``runs/``, or inside an entry."""
+    real = Path(os.path.realpath(output_dir))
+    root = Path(os.path.realpath(store.root))
+    if real in (root, Path(os.path.realpath(store.runs_dir))) or (
+            real.is_relative_to(root) and not real.is_relative_to(Path(os.path.realpath(store.runs_dir)))):
+        raise EvalError(f"--output {output_dir}: that is inside the store ({store.root}); give a folder of your own, "
+                        "or none for a new run under runs/")
 
 
 def evaluate(options: EvalOptions, *, store: Store | None = None, progress: Progress | None = None) -> EvalResult:
     """Run the model's handler over the dataset; outputs go to ``options.output_dir`` or a new run dir."""
     store = store or Store()
+    if options.output_dir is not None:
+        check_output_dir(Path(options.output_dir), store)
     root, spec, model_info = model_source(options.model, store)
     dataset_dir, dataset_manifest = resolve_dataset(options.dataset, store)
     from builder.services.sharding import parse_shard

@@ -122,22 +122,13 @@ def check_labels(what: str, labels: dict) -> tuple[str, str, str]:
     return kind, name, version
 
 
-def source_image(kind: str, ref: str, store=None) -> str:
-    from builder.services.job import image_of
-    from builder.store import Store
-
-    if kind == "runtime":
-        from builder.services.runtime_build import runtime_image_for
-
-        return runtime_image_for(ref, store or Store())
-    return image_of(kind, ref, store or Store())
-
-
 def push(kind: str, ref: str, target: str, *, auth: dict | None = None, client=None,
          on_progress: OnProgress | None = None) -> TransferResult:
     """Tag the local image of ``ref`` as ``target`` and push it; returns which layers went up and which existed."""
     client = client or connect()
-    image = source_image(kind, ref)
+    from builder.services.images import image_for
+
+    image = image_for(kind, ref)
     if not image_exists(client, image):
         raise RegistryError(f"image {image} is not in the local engine; build it first (swcli {kind} build)")
     repo, tag = split_target(target)
@@ -210,7 +201,7 @@ def verify_pulled(kind: str, name: str, version: str, folder: Path) -> None:
         manifest = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise RegistryError(f"{path}: missing; the image holds no swcli {kind} entry") from None
-    except (OSError, ValueError) as err:
+    except (OSError, ValueError, RecursionError) as err:
         raise RegistryError(f"{path}: not a readable manifest ({_one_line(err)})") from None
     if not isinstance(manifest, dict):
         raise RegistryError(f"{path}: not a manifest (expected a JSON object)")
@@ -309,7 +300,7 @@ def _read_config(path: Path) -> dict:
         return {}
     try:
         config = json.loads(path.read_text())
-    except (OSError, ValueError) as err:
+    except (OSError, ValueError, RecursionError) as err:
         raise RegistryError(f"{path}: not a readable Docker config ({_one_line(err)})") from None
     if not isinstance(config, dict):
         raise RegistryError(f"{path}: not a Docker config (expected a JSON object)")

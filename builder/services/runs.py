@@ -62,7 +62,7 @@ class Run:
                 for number, line in enumerate(fh, 1):
                     try:
                         record = json.loads(line)
-                    except ValueError:
+                    except (ValueError, RecursionError):
                         raise RunError(f"{path}:{number}: not a JSON line") from None
                     yield check_result(f"{path}:{number}", record)
         except FileNotFoundError:
@@ -184,7 +184,7 @@ def _read_json(path: Path, check: Callable[[str, Any], dict]) -> dict:
         return check(str(path), json.loads(path.read_text(encoding="utf-8")))
     except FileNotFoundError:
         raise RunError(f"{path} is missing") from None
-    except (OSError, ValueError) as err:
+    except (OSError, ValueError, RecursionError) as err:
         raise RunError(f"{path} is unreadable: {getattr(err, 'strerror', None) or err}") from None
 
 
@@ -242,22 +242,27 @@ def scan_runs(store: Store | None = None) -> tuple[list[Run], list[str]]:
 
     A folder without run.json (an evaluation still running) and a failed run without metrics.json are not
     problems, only not listed."""
-    store = store or Store()
-    runs, problems = [], []
+    runs, broken = _scan(store or Store())
+    return runs, list(broken.values())
+
+
+def _scan(store: Store) -> tuple[list[Run], dict[str, str]]:
+    """Readable runs, newest first, and the unreadable ones by run id (``""`` for the folder itself)."""
+    runs, problems = [], {}
     try:
         children = sorted(store.runs_dir.iterdir()) if store.runs_dir.exists() else []
     except OSError as err:
-        return [], [f"{store.runs_dir}: cannot list: {err.strerror or err}"]
+        return [], {"": f"{store.runs_dir}: cannot list: {err.strerror or err}"}
     for path in children:
         if path.name.startswith("."):
             continue  # .removing-<id>
         if run_id_problem(path.name):
-            problems.append(f"{path}: not a run id")
+            problems[path.name] = f"{path}: not a run id"
         elif path.is_symlink() and not path.exists():
-            problems.append(f"{path}: the recorded folder {os.readlink(path)} is gone "
-                            f"(`swcli eval remove {path.name}` forgets it)")
+            problems[path.name] = (f"{path}: the recorded folder {os.readlink(path)} is gone "
+                                   f"(`swcli eval remove {path.name}` forgets it)")
         elif not path.is_dir():
-            problems.append(f"{path}: not a run folder")
+            problems[path.name] = f"{path}: not a run folder"
         elif (path / "run.json").exists():
             try:
                 meta = _read_json(path / "run.json", check_run)
@@ -265,7 +270,7 @@ def scan_runs(store: Store | None = None) -> tuple[list[Run], list[str]]:
                     continue
                 runs.append(Run(path.name, path, meta, _read_json(path / "metrics.json", check_metrics)))
             except RunError as err:
-                problems.append(str(err))
+                problems[path.name] = str(err)
     runs.sort(key=lambda r: (str(r.run.get("started") or ""), r.id), reverse=True)
     return runs, problems
 
@@ -310,15 +315,22 @@ def resolve_run(ref: str, store: Store | None = None) -> Run:
             raise RunError(problem)
         if (store.runs_dir / ref).exists():
             return load_run(store.runs_dir / ref)
-    runs = list_runs(store)
-    if ref == "latest" and runs:
-        return runs[0]
-    matches = [r for r in runs if r.id.startswith(ref)]
+    runs, broken = _scan(store)
+    # an unreadable run is never skipped silently: `latest` or a prefix that would name it fails, naming why
+    if ref == "latest":
+        newest_broken = max((i for i in broken if i and run_id_problem(i) is None), default="")
+        if runs and runs[0].id >= newest_broken:
+            return runs[0]
+        if newest_broken:
+            raise RunError(f"the newest run is unreadable: {broken[newest_broken]}")
+    matches = [r.id for r in runs if r.id.startswith(ref)] + [i for i in broken if i and i.startswith(ref)]
     if len(matches) == 1:
-        return matches[0]
+        if matches[0] in broken:
+            raise RunError(broken[matches[0]])
+        return next(r for r in runs if r.id == matches[0])
     if not matches:
         raise RunError(f"no run matches '{ref}'" + ("" if runs else f"; {store.runs_dir} holds no runs"))
-    raise RunError(f"'{ref}' is ambiguous: {', '.join(r.id for r in matches[:5])}")
+    raise RunError(f"'{ref}' is ambiguous: {', '.join(sorted(matches)[:5])}")
 
 
 @dataclass(frozen=True)

@@ -236,18 +236,6 @@ def _env_from_spec(spec: RuntimeSpec, store: Store) -> Path:
     return resolved_venv(spec, store)
 
 
-def runtime_image_for(ref: str, store: Store | None = None) -> str:
-    """The image tag a runtime ref names; a ref with a '/' that is not in the store is taken as an image."""
-    from builder.errors import RefNotFoundError
-
-    try:
-        return (store or Store()).resolve("runtime", ref).manifest["image"]
-    except RefNotFoundError:
-        if "/" in ref:
-            return ref
-        raise
-
-
 def runtime_for_model(entry: Entry, runtime: str | None = None, *, store: Store | None = None,
                       dockerfile_only: Path | None = None, log=None, skip_gen_env: bool = False, load: bool = True) -> str:
     """The runtime image a model image is built FROM.
@@ -258,7 +246,9 @@ def runtime_for_model(entry: Entry, runtime: str | None = None, *, store: Store 
     store = store or Store()
     ref = runtime or entry.manifest.get("runtime")
     if ref:
-        return runtime_image_for(ref, store)
+        from builder.services.images import image_for
+
+        return image_for("runtime", ref, store)
     pip_req = (entry.manifest.get("spec") or {}).get("pip_req")
     req_file = entry.path / "src" / pip_req if pip_req else None
     prefix = None

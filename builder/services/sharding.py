@@ -67,7 +67,7 @@ def _load_part(path: Path) -> dict:
         run = json.loads((path / "run.json").read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise MergeError(f"{path}: no run.json; not an eval --shard output") from None
-    except ValueError as err:
+    except (ValueError, RecursionError) as err:
         raise MergeError(f"{path}/run.json is unreadable: {err}") from None
     if not run.get("shard"):
         raise MergeError(f"{path}: not a shard part (run.json has no shard)")
@@ -109,7 +109,7 @@ def _finished_index(part: Path) -> tuple[int, int] | None:
     """(index, count) of a part whose eval finished, else None: absent, still running, or failed (and retried)."""
     try:
         run = json.loads((part / "run.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         return None
     shard = run.get("shard") or {}
     if run.get("status") != "partial" or not isinstance(shard.get("index"), int):

@@ -1,0 +1,99 @@
+"""Packages with their images, for the CLI and for library callers: the build -> runtime -> image sequence.
+
+Every input is checked before any work (an image reference, a `--dockerfile-only` folder, the runtime a model
+names), so a typo never costs a long build and never leaves a new store entry behind a failed command. Also the one
+place that turns a ref into the image it names (:func:`image_for`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from builder.errors import RefNotFoundError
+from builder.refs import image_ref_problem, image_tags
+from builder.store import Store
+
+
+def image_for(kind: str, ref: str, store: Store | None = None) -> str:
+    """The image a ref names: a store entry's `swds|swmp|swrt/<name>:<version>`, else ``ref`` itself when it is an
+    image reference with a registry path or a tag (`python:3.11`, `registry:5000/swmp/x:1`)."""
+    try:
+        entry = (store or Store()).resolve(kind, ref)
+    except RefNotFoundError:
+        if not ("/" in ref or ":" in ref or "@" in ref):
+            raise
+        problem = image_ref_problem(ref)
+        if problem is None:
+            return ref
+        raise RefNotFoundError(kind, ref, f"and it is not an image either: {problem}") from None
+    return image_tags(kind, entry.name, entry.version)[0]
+
+
+@dataclass(frozen=True)
+class Built:
+    package: object  # DatasetBuildResult | ModelBuildResult
+    image: object | None  # ImageResult, or None with no_image
+    runtime_image: str | None = None
+
+
+def _check_image_flag(flag: str, image: str | None) -> None:
+    from builder.images.build import ImageInputError
+
+    if image is not None and image_ref_problem(image):
+        raise ImageInputError(f"{flag}: {image_ref_problem(image)}")
+
+
+def dataset_with_image(directory: Path, *, base_image: str, no_image: bool = False, load: bool = True,
+                       dockerfile_only: Path | None = None, progress: Callable[[int], None] | None = None,
+                       on_package: Callable[[object], None] | None = None) -> Built:
+    """`swcli dataset build`: the dataset into the store, then its image (unless ``no_image``)."""
+    from builder.images.build import build_dataset_image
+    from builder.images.context import check_context_dir
+    from builder.services.dataset_build import build_dataset
+
+    if not no_image:
+        _check_image_flag("--base-image", base_image)
+        if dockerfile_only is not None:
+            check_context_dir(dockerfile_only)
+    result = build_dataset(directory, progress=progress)
+    if on_package:
+        on_package(result)
+    if no_image:
+        return Built(result, None)
+    return Built(result, build_dataset_image(result.entry, base_image=base_image, dockerfile_only=dockerfile_only,
+                                             load=load))
+
+
+def model_with_image(directory: Path, *, runtime: str | None = None, skip_gen_env: bool = False, no_image: bool = False,
+                     load: bool = True, dockerfile_only: Path | None = None, store: Store | None = None,
+                     on_package: Callable[[object], None] | None = None) -> Built:
+    """`swcli model build`: the snapshot into the store, then the image on its runtime (``runtime``, else
+    model.yaml's run.runtime, else one from pip_req, else from the current env), the runtime built if needed."""
+    from builder.images.build import build_model_image
+    from builder.images.context import check_context_dir
+    from builder.services.model_build import build_model
+    from builder.services.runtime_build import runtime_for_model
+    from builder.spec import load_model_spec
+
+    store = store or Store()
+    runtime_image = None
+    if not no_image:
+        if dockerfile_only is not None:  # it receives runtime/ and model/: the folder itself must be new or empty
+            check_context_dir(dockerfile_only)
+        named = runtime or load_model_spec(directory).runtime
+        if named:
+            runtime_image = image_for("runtime", named, store)
+            _check_image_flag("--runtime" if runtime else "model.yaml run.runtime", runtime_image)
+    result = build_model(directory, skip_gen_env=skip_gen_env, store=store)
+    if on_package:
+        on_package(result)
+    if no_image:
+        return Built(result, None)
+    runtime_image = runtime_image or runtime_for_model(
+        result.entry, None, store=store, dockerfile_only=dockerfile_only and dockerfile_only / "runtime",
+        skip_gen_env=skip_gen_env, load=load)
+    image = build_model_image(result.entry, runtime_image, dockerfile_only=dockerfile_only and dockerfile_only / "model",
+                              load=load)
+    return Built(result, image, runtime_image)
