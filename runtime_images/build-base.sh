@@ -12,7 +12,7 @@ set -euo pipefail
 
 IMAGE="${BASE_IMAGE:-swcli/base:bookworm-py3.11}"
 SUITE="${SUITE:-bookworm}"
-BASE_CACHE="${BASE_CACHE:-${SWCLI_HOME:-$HOME/.cache/swcli}/cache/base-rootfs}"
+BASE_CACHE="${SWCLI_BASE_CACHE:-$HOME/.cache/swcli-base}"  # shared by every store: content-keyed
 PYTHON="${PYTHON:-python3}"
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 

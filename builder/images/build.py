@@ -118,6 +118,11 @@ def _parent(layout: Layout, client, ref: str, flag: str) -> Image:
     image = read_image(layout, ref)
     if image is not None:
         return image
+    if ref == DEFAULT_BASE:
+        from builder.images.base_image import ensure_base, rootfs_available
+
+        if rootfs_available():  # our own base, written from the reproducible rootfs: no engine involved
+            return ensure_base(layout, refs=[ref])
     hint = "build it with `make base-image`" if ref == DEFAULT_BASE else "pull or build it first"
     try:
         client = client or connect()
@@ -264,10 +269,19 @@ def runtime_version(mode: str, layers: list[NewLayer]) -> str:
 
 def build_runtime_image(name: str, prefix: Path, *, base_image: str = DEFAULT_BASE, lock_text: str = "", client=None,
                         dockerfile_only: Path | None = None, log: Log | None = None, nocache: bool = False,
-                        load: bool = True, verify: bool = False) -> tuple[ImageResult, dict]:
-    """`swrt/<name>:<version>` from a venv or conda env; returns the image and a manifest describing it."""
+                        load: bool = True, verify: bool = False,
+                        system_packages: tuple[str, ...] = ()) -> tuple[ImageResult, dict]:
+    """`swrt/<name>:<version>` from a venv or conda env; returns the image and a manifest describing it.
+    ``system_packages`` (Debian packages) give a variant of the default base, content-addressed by the list."""
     started = time.perf_counter()
     check_inputs("--base-image", base_image, dockerfile_only, name)
+    if system_packages:
+        if base_image != DEFAULT_BASE:
+            raise ImageInputError(f"system_packages extend swcli's Debian base; {base_image} is another base")
+        from builder.images.base_image import base_ref, ensure_base
+
+        variant = ensure_base(store_layout(), system_packages)
+        base_image = base_ref(variant.labels["io.swcli.python"], system_packages, variant.labels["io.swcli.base-key"])
     prefix = Path(prefix)
     if not prefix.is_dir():
         raise RuntimeError_(f"{prefix}: environment folder does not exist")
@@ -304,7 +318,8 @@ def build_runtime_image(name: str, prefix: Path, *, base_image: str = DEFAULT_BA
         result = realize(recipe, layout=layout, client=client, load=load, log=log, started=started, layers=layers,
                          written=written)
     manifest = {"kind": "runtime", "name": name, "version": version, "mode": mode, "python": minor,
-                "base_image": base_image, "source": str(prefix), "prefix": ENV_PREFIX, "layers": table,
+                "base_image": base_image, "system_packages": list(system_packages), "source": str(prefix),
+                "prefix": ENV_PREFIX, "layers": table,
                 "image": result.tags[0], "image_id": result.image_id}
     return result, manifest
 

@@ -36,6 +36,7 @@ RUNTIME_FIELDS = {
     "requirements": Field((str, list), default=None, help="a requirements file or a list of requirements"),
     "conda_prefix": Field((str,), default=None),
     "desc": Field((str,), default=""),
+    "system_packages": Field((list,), default=None, help="Debian packages added to swcli's base, e.g. [libgl1]"),
 }
 
 
@@ -48,6 +49,7 @@ class RuntimeSpec:
     base_image: str
     requirements: list[str]
     conda_prefix: Path | None
+    system_packages: tuple[str, ...] = ()
     lines: dict[str, int] = field(default_factory=dict, compare=False)  # yaml key -> line, for errors
 
     def error(self, message: str, key: str) -> SpecError:
@@ -77,8 +79,18 @@ def load_runtime_spec(path: str | Path) -> RuntimeSpec:
             raise doc.error(f"{req_file} does not exist", "requirements")
         reqs = [line.strip() for line in req_file.read_text().splitlines() if line.strip() and not line.startswith("#")]
     prefix = (file.parent / v["conda_prefix"]).resolve() if v["conda_prefix"] else None
+    system = tuple(v["system_packages"] or ())
+    if system:
+        from builder.images.base import PackageNameError, package_list
+
+        if v["base_image"] != DEFAULT_BASE:
+            raise doc.error("system_packages extend swcli's Debian base; drop base_image or the packages", "system_packages")
+        try:
+            package_list([p if isinstance(p, str) else repr(p) for p in system])
+        except PackageNameError as err:
+            raise doc.error(str(err), "system_packages") from None
     return RuntimeSpec(file, v["name"], v["mode"], python, v["base_image"], [str(r) for r in reqs or []], prefix,
-                       doc.lines)
+                       tuple(system), doc.lines)
 
 
 class EnvResolveError(SwcliError):
@@ -185,7 +197,9 @@ def build_runtime(name: str | None = None, prefix: Path | None = None, *, spec_d
     """
     store = store or Store()
     spec = _spec_in(spec_dir, required=prefix is None)
+    system_packages: tuple[str, ...] = ()
     if spec is not None:
+        system_packages = spec.system_packages
         name = name or spec.name
         base_image = base_image or spec.base_image
         if prefix is None:
@@ -201,7 +215,8 @@ def build_runtime(name: str | None = None, prefix: Path | None = None, *, spec_d
     lock = None if skip_gen_env else env_lock(prefix)
     result, manifest = build_runtime_image(name, prefix, base_image=base_image or DEFAULT_BASE,
                                            lock_text=lock.text if lock else "", client=client,
-                                           dockerfile_only=dockerfile_only, log=log, nocache=nocache, load=load)
+                                           dockerfile_only=dockerfile_only, log=log, nocache=nocache, load=load,
+                                           system_packages=system_packages)
     if dockerfile_only is not None:
         return None, result
     manifest["created"] = utc_now()

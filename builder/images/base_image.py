@@ -1,0 +1,76 @@
+"""The Debian base image as a layer of ours: the reproducible rootfs tar of ``base.py`` plus a config swcli
+writes, in the store's OCI layout. No engine and no `docker build` are involved, so base -> runtime -> model is
+written by swcli end to end, and the same package list gives the same base image id on every machine.
+
+``system_packages`` (runtime.yaml) give a variant, tagged by the package list's key; the plain base is
+``swcli/base:bookworm-py3.X``. Rootfs tars are cached once per machine (``$SWCLI_BASE_CACHE``, default
+``~/.cache/swcli-base``), whatever ``SWCLI_HOME`` is: they are content-keyed, and building one takes mmdebstrap
+half a minute.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+from typing import Callable, Sequence
+
+from builder.images.image import ConfigChanges, Image, NewLayer, read_image, write_image
+from builder.images.layers import LayerCache
+from builder.images.oci import MEDIA_LAYER, Layout
+
+DEFAULT_SUITE = "bookworm"
+BASE_REPO = "swcli/base"
+BASE_ENV = {"PYTHONDONTWRITEBYTECODE": "1", "PYTHONUNBUFFERED": "1", "LANG": "C.UTF-8"}
+
+
+def base_cache_dir() -> Path:
+    env = os.environ.get("SWCLI_BASE_CACHE")
+    return Path(env) if env else Path.home() / ".cache" / "swcli-base"
+
+
+def can_build_rootfs() -> bool:
+    return shutil.which("mmdebstrap") is not None and os.geteuid() == 0
+
+
+def base_ref(python: str, packages: Sequence[str] = (), key: str = "") -> str:
+    tag = f"{DEFAULT_SUITE}-py{python}"
+    return f"{BASE_REPO}:{tag}-{key[:12]}" if packages else f"{BASE_REPO}:{tag}"
+
+
+def rootfs_available(packages: Sequence[str] = ()) -> bool:
+    """Whether the rootfs for ``packages`` is cached here or can be built (mmdebstrap, as root)."""
+    from builder.images.base import cache_key, package_list
+
+    return can_build_rootfs() or (base_cache_dir() / f"{cache_key(DEFAULT_SUITE, package_list(packages))}.tar").is_file()
+
+
+def ensure_base(layout: Layout, packages: Sequence[str] = (), *, log: Callable[[str], None] | None = None,
+                refs: Sequence[str] = ()) -> Image:
+    """The base image for ``packages`` in ``layout``, written from the (cached) rootfs tar when missing."""
+    from builder.images.base import base_rootfs
+
+    rootfs = base_rootfs(packages, cache_dir=base_cache_dir(), suite=DEFAULT_SUITE, log=log)
+    tags = [base_ref(rootfs.python, packages, rootfs.key), *refs]
+    for tag in tags:
+        existing = read_image(layout, tag)
+        if existing is not None and existing.labels.get("io.swcli.base-key") == rootfs.key:
+            for other in tags:
+                layout.tag(other, existing.manifest)
+            return existing
+
+    def copy_tar(tar=rootfs.tar):
+        with layout.writer(MEDIA_LAYER) as out, open(tar, "rb") as fh:
+            shutil.copyfileobj(fh, out, 1 << 20)
+        return out.descriptor
+
+    cache = LayerCache(layout)
+    blob = cache.get(f"base-rootfs-{rootfs.key}")
+    if blob is None:
+        blob = copy_tar()
+        cache.put(f"base-rootfs-{rootfs.key}", blob)
+    labels = {"io.swcli.kind": "base", "io.swcli.python": rootfs.python, "io.swcli.base-key": rootfs.key,
+              "io.swcli.base-packages": " ".join(rootfs.packages),
+              "org.opencontainers.image.description": f"Debian {DEFAULT_SUITE} minbase + {' '.join(rootfs.packages)}"}
+    return write_image(layout, None, [NewLayer(blob, f"debian {DEFAULT_SUITE} rootfs ({rootfs.key[:12]})")],
+                       ConfigChanges(env=BASE_ENV, labels=labels, cmd=["python3"]), refs=tags)
