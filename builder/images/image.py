@@ -15,6 +15,9 @@ from datetime import datetime, timezone
 from builder.images.oci import MEDIA_CONFIG, MEDIA_LAYER, MEDIA_MANIFEST, Descriptor, Layout, LayoutError
 
 
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
 def created_time() -> str:
     """``SOURCE_DATE_EPOCH`` (reproducible-builds.org) as RFC 3339, else the epoch itself."""
     raw = os.environ.get("SOURCE_DATE_EPOCH", "0")
@@ -87,8 +90,11 @@ def build_config(parent: dict | None, layers: list[NewLayer], changes: ConfigCha
     """The parent's config with ``layers`` appended and ``changes`` applied; no host- or time-specific field."""
     base = parent or scratch_config()
     run = dict(base.get("config") or {})
-    if changes.env:
-        run["Env"] = _merge_env(list(run.get("Env") or []), changes.env)
+    env = list(run.get("Env") or [])
+    if not any(item.startswith("PATH=") for item in env):
+        env.insert(0, f"PATH={DEFAULT_PATH}")  # what `docker build` gives an image whose parent sets no PATH
+    if changes.env or env != list(run.get("Env") or []):
+        run["Env"] = _merge_env(env, changes.env)
     if changes.labels:
         run["Labels"] = {**(run.get("Labels") or {}), **changes.labels}
     if changes.user is not None:
