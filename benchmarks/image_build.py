@@ -214,7 +214,7 @@ def main() -> int:
     home = Path(os.environ["SWCLI_HOME"])
     pid = os.getpid()
     tags_before = engine_tags(client)
-    created: list[str] = []
+    created: dict[str, str] = {}  # tag -> the image id this run gave it
     try:
         weights = project / "models" / "cifar_net.pth"
         if not weights.exists():
@@ -224,11 +224,15 @@ def main() -> int:
             from code.cnn import Net  # the example's network; its package is called `code`
 
             weights.parent.mkdir(exist_ok=True)
-            torch.manual_seed(0)
             torch.save(Net().state_dict(), weights)
             sys.path.remove(str(project))
             sys.modules.pop("code", None)
             sys.modules.pop("code.cnn", None)
+        # the engine is shared and image refs are content-derived: names of this run's own keep other sessions'
+        # builds of the same project (and their clean-ups) away from our tags
+        model_name, runtime_name = f"cifar_net_b{pid}", f"bench-env-{pid}"
+        yaml = project / "model.yaml"
+        yaml.write_text(yaml.read_text().replace("name: cifar_net\n", f"name: {model_name}\n"))
         layers_before = engine_layer_lists(client)
         lock, t_lock = timed(lambda: export_env_lock(args.venv))
 
@@ -237,19 +241,19 @@ def main() -> int:
         # scratch store, dropped before the cold build (else that build would find every layer in the cache)
         rt_ctx = work / "ctx-runtime"
         os.environ["SWCLI_HOME"] = str(work / "home-ctx")
-        _, t_ctx = timed(lambda: build_runtime_image("bench-env", args.venv, lock_text=lock.text, dockerfile_only=rt_ctx))
+        _, t_ctx = timed(lambda: build_runtime_image(runtime_name, args.venv, lock_text=lock.text, dockerfile_only=rt_ctx))
         os.environ["SWCLI_HOME"] = str(home)
         shutil.rmtree(work / "home-ctx")
         bk_rt = BUILDKIT_TAG.format(what="runtime", pid=pid)
         os.sync()
         t_bk_cold = buildkit(rt_ctx, bk_rt, nocache=True)
-        created.append(bk_rt)
+        created[bk_rt] = client.images.get(bk_rt).id
         os.sync()
         cold_phases = Phases()
         with cold_phases.patched():
-            (rt, manifest), t_cold = timed(lambda: build_runtime_image("bench-env", args.venv, lock_text=lock.text,
+            (rt, manifest), t_cold = timed(lambda: build_runtime_image(runtime_name, args.venv, lock_text=lock.text,
                                                                        client=client))
-        created += rt.tags
+        created.update((t, rt.image_id) for t in rt.tags)
         layout = store_layout()
         from builder.images.image import read_image
 
@@ -263,9 +267,9 @@ def main() -> int:
         t_bk_warm = buildkit(rt_ctx, bk_rt, nocache=False)
         warm_phases = Phases()
         with warm_phases.patched():
-            (rt2, _), t_warm = timed(lambda: build_runtime_image("bench-env", args.venv, lock_text=lock.text,
+            (rt2, _), t_warm = timed(lambda: build_runtime_image(runtime_name, args.venv, lock_text=lock.text,
                                                                  client=client))
-        warm_profile = profile_call(lambda: build_runtime_image("bench-env", args.venv, lock_text=lock.text,
+        warm_profile = profile_call(lambda: build_runtime_image(runtime_name, args.venv, lock_text=lock.text,
                                                                 client=client)) if t_warm > 1.0 else ""
 
         # ---- 3. the seed's project through the CLI, twice
@@ -273,7 +277,7 @@ def main() -> int:
         req_file = project / "requirements.txt"
         requirements = [line.strip() for line in req_file.read_text().splitlines()
                         if line.strip() and not line.startswith("#")]
-        spec = RuntimeSpec(req_file, "cifar_net-env", "venv", f"{sys.version_info.major}.{sys.version_info.minor}",
+        spec = RuntimeSpec(req_file, f"{model_name}-env", "venv", f"{sys.version_info.major}.{sys.version_info.minor}",
                            "swcli/base:bookworm-py3.11", requirements, None)
         _, t_resolve = timed(lambda: resolved_venv(spec, store))  # the CLI finds it in the same cache
         build_args = ["-m", "builder", "model", "build", str(project)]
@@ -282,21 +286,21 @@ def main() -> int:
         run2, t_cli2 = cli(build_args, cwd=REPO)
         _, t_startup = cli(["-m", "builder", "--help"], cwd=REPO)
         profile = profile_cli(build_args, cwd=REPO) if t_cli2 > 2.0 else ""
-        runtime_tag = store.resolve("runtime", "cifar_net-env").manifest["image"]
-        prev_model = store.resolve("model", "cifar_net")
+        runtime_tag = store.resolve("runtime", f"{model_name}-env").manifest["image"]
+        prev_model = store.resolve("model", model_name)
 
         # ---- 4. code-only change: ours in process (snapshot with env lock + image + load), BuildKit on the contexts
         m_ctx1, m_ctx2 = work / "ctx-model-1", work / "ctx-model-2"
         build_model_image(prev_model, runtime_tag, dockerfile_only=m_ctx1)
         bk_model = BUILDKIT_TAG.format(what="model", pid=pid)
         t_bk_model_first = buildkit(m_ctx1, bk_model, nocache=False)
-        created.append(bk_model)
+        created[bk_model] = ""  # rebuilt below: its id is looked up at the end
         edit_code(project, "code-only change 1")
         code_phases = Phases()
         with code_phases.patched():
             snap, t_snap = timed(lambda: build_model(project))
             model, t_image = timed(lambda: build_model_image(snap.entry, runtime_tag, client=client))
-        created += model.tags
+        created.update((t, model.image_id) for t in model.tags)
         code_size = code_layer_size(layout, model.tags[0])
         build_model_image(snap.entry, runtime_tag, dockerfile_only=m_ctx2)
         t_bk_code = buildkit(m_ctx2, bk_model, nocache=False)
@@ -304,7 +308,9 @@ def main() -> int:
         run3, t_cli3 = cli(build_args, cwd=REPO)
 
         # every swrt/swmp ref our store holds was loaded into the engine by this run
-        created += [ref for ref in layout.refs() if ref.split("/")[0] in ("swrt", "swmp", "swds")]
+        created.update((ref, read_image(layout, ref).image_id) for ref in layout.refs()
+                       if ref.split("/")[0] in ("swrt", "swmp", "swds"))
+        created[bk_model] = client.images.get(bk_model).id
 
         print(f"end:   {load_note()}")
         print(f"env {args.venv}: {env_table}; runtime image {size / 1e9:.2f} GB in the engine")
@@ -355,18 +361,26 @@ def main() -> int:
     return 0
 
 
-def cleanup(client, created: list[str], tags_before: set[str], work: Path) -> None:
+def cleanup(client, created: dict[str, str], tags_before: set[str], work: Path) -> None:
+    """Remove the tags this run created, each only while it still names the image this run gave it."""
     from builder.images.daemon import full_tag
 
-    for tag in dict.fromkeys(full_tag(t) for t in created):
+    for tag, image_id in created.items():
+        tag = full_tag(tag)
         if tag in tags_before or tag.startswith("swcli/base:"):
             print(f"left {tag}: it was in the engine before this run")
             continue
         try:
+            now = client.images.get(tag).id
+        except Exception:  # noqa: BLE001 - gone already
+            continue
+        if image_id and now != image_id:
+            print(f"left {tag}: it names {now[:19]} now, not this run's {image_id[:19]}")
+            continue
+        try:
             client.images.remove(tag)
         except Exception as err:  # noqa: BLE001 - say so, go on with the rest
-            if "No such image" not in str(err):
-                print(f"could not remove {tag}: {err}")
+            print(f"could not remove {tag}: {err}")
     shutil.rmtree(work, ignore_errors=True)
 
 
