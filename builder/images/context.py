@@ -14,7 +14,7 @@ import shutil
 import stat
 import tarfile
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import IO, Iterable
 
@@ -28,10 +28,15 @@ class ContextEntry:
     """One file of a build context: from a path on disk, or literal bytes (the Dockerfile, manifests)."""
 
     arcname: str
-    source: Path | None = None
+    source: Path | str | None = None  # a str from tree walks: cheaper than a Path per file
     data: bytes | None = None
     executable: bool = False
     link: str | None = None
+    # the stat taken when the entry was made: size, mtime, mode and links read once per build, not once per use
+    st: os.stat_result | None = field(default=None, compare=False, repr=False)
+
+    def stat(self) -> os.stat_result:
+        return self.st if self.st is not None else os.stat(self.source)
 
 
 def from_bytes(arcname: str, data: bytes) -> ContextEntry:
@@ -42,18 +47,28 @@ def from_file(arcname: str, path: Path) -> ContextEntry:
     st = os.lstat(path)
     if stat.S_ISLNK(st.st_mode):
         return ContextEntry(arcname, link=os.readlink(path))
-    return ContextEntry(arcname, source=Path(path), executable=bool(st.st_mode & 0o111))
+    return ContextEntry(arcname, source=Path(path), executable=bool(st.st_mode & 0o111), st=st)
 
 
 def from_tree(prefix: str, root: Path) -> list[ContextEntry]:
-    """Every file under ``root`` (symlinks kept as links), placed under ``prefix/``."""
+    """Every file under ``root`` (symlinks kept as links, never followed), placed under ``prefix/``.
+
+    One ``os.scandir`` walk with plain string paths: an environment has tens of thousands of files, and building
+    a ``Path`` for each costs more than the walk itself."""
     out = []
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames.sort()
-        for name in filenames + [d for d in dirnames if os.path.islink(os.path.join(dirpath, d))]:
-            full = Path(dirpath) / name
-            rel = full.relative_to(root).as_posix()
-            out.append(from_file(f"{prefix}/{rel}", full))
+    stack = [("", os.fspath(root))]
+    while stack:
+        rel_dir, folder = stack.pop()
+        with os.scandir(folder) as entries:
+            for entry in entries:
+                rel = rel_dir + entry.name
+                st = entry.stat(follow_symlinks=False)
+                if stat.S_ISDIR(st.st_mode):
+                    stack.append((rel + "/", entry.path))
+                elif stat.S_ISLNK(st.st_mode):
+                    out.append(ContextEntry(f"{prefix}/{rel}", link=os.readlink(entry.path)))
+                else:
+                    out.append(ContextEntry(f"{prefix}/{rel}", source=entry.path, executable=bool(st.st_mode & 0o111), st=st))
     return out
 
 
@@ -139,6 +154,9 @@ def _lay_out(entries: list[ContextEntry], root: Path) -> None:
             # a copy, not a hard link: editing the output in place (or the chmod below) must not touch the store
             shutil.copyfile(entry.source, dest)
             os.chmod(dest, 0o755 if entry.executable else 0o644)
+    # folders 0755 whatever the umask: COPY keeps the context's modes, and the layers swcli writes use 0755
+    for dirpath, _, _ in os.walk(root):
+        os.chmod(dirpath, 0o755)
 
 
 def write_context_dir(entries: list[ContextEntry], directory: Path) -> Path:

@@ -58,9 +58,19 @@ def env_python_minor(prefix: Path) -> str:
 
 
 def _tree_size(path: Path) -> int:
+    """Bytes of the files and links under ``path`` (``__pycache__`` left out), with one scandir walk."""
     if path.is_symlink() or path.is_file():
         return path.lstat().st_size
-    return sum(p.lstat().st_size for p in path.rglob("*") if (p.is_file() or p.is_symlink()) and "__pycache__" not in p.parts)
+    total, stack = 0, [str(path)]
+    while stack:
+        with os.scandir(stack.pop()) as entries:
+            for entry in entries:
+                if entry.is_dir(follow_symlinks=False):
+                    if entry.name != "__pycache__":
+                        stack.append(entry.path)
+                else:
+                    total += entry.stat(follow_symlinks=False).st_size
+    return total
 
 
 def split_layers(site: Path, threshold: int = BIG_PACKAGE) -> list[tuple[str, list[Path]]]:
@@ -165,7 +175,7 @@ def env_layers(tree: Path, *, whole_prefix: bool) -> tuple[list[ctx.ContextEntry
     entries += rest
     layers.append((rest_label, rest))
     table = [{"dir": f"layers/{label}", "files": len(layer),
-              "size": sum(os.stat(e.source).st_size for e in layer if e.source is not None)}
+              "size": sum(e.stat().st_size for e in layer if e.source is not None)}
              for label, layer in layers if layer]
     return entries, table
 

@@ -83,7 +83,7 @@ def write_tar(entries: list[ContextEntry], fileobj) -> None:
             elif entry.data is not None:
                 tar.addfile(_info(entry.arcname, tarfile.REGTYPE, 0o644, len(entry.data)), io.BytesIO(entry.data))
             else:
-                st = os.stat(entry.source)
+                st = entry.stat()
                 if st.st_nlink > 1:
                     first = seen_inodes.setdefault((st.st_dev, st.st_ino), entry.arcname)
                     if first != entry.arcname:
@@ -111,7 +111,7 @@ def stat_key(label: str, entries: Iterable[ContextEntry]) -> str:
     h = hashlib.sha256(f"stat\0{label}\n".encode())
     for e in sorted(entries, key=lambda e: e.arcname):
         if e.source is not None:
-            st = os.stat(e.source)
+            st = e.stat()
             h.update(f"{e.arcname}\0{st.st_size}\0{st.st_mtime_ns}\0{int(e.executable)}\n".encode())
         else:
             h.update(f"{e.arcname}\0{e.link}\0{hashlib.sha256(e.data or b'').hexdigest()}\n".encode())

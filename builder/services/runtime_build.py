@@ -11,8 +11,10 @@ and a failure is one :class:`EnvLockError` line that says how to build without a
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -174,6 +176,9 @@ def export_env_lock(prefix: Path | None = None, *, run: Callable = subprocess.ru
     else:
         cmd, kind = [str(python), "-m", "pip", "freeze", "--exclude-editable", "--disable-pip-version-check"], "pip-freeze"
     shown = " ".join(cmd[:1] + cmd[1:4])
+    memo = _lock_memo(prefix, kind) if run is subprocess.run else None
+    if memo is not None and memo.is_file():
+        return EnvLock(kind, memo.read_text(encoding="utf-8"))
     try:
         proc = run(cmd, capture_output=True, text=True, timeout=300)
     except (OSError, subprocess.TimeoutExpired) as err:
@@ -183,7 +188,29 @@ def export_env_lock(prefix: Path | None = None, *, run: Callable = subprocess.ru
             return EnvLock("dist-info", _dist_info_list(prefix))
         last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
         raise EnvLockError(f"{prefix}: '{shown}' exited {proc.returncode}: {last}; {SKIP_HINT}")
+    if memo is not None:
+        with contextlib.suppress(OSError):
+            memo.parent.mkdir(parents=True, exist_ok=True)
+            tmp = memo.with_name(f".{memo.name}.{os.getpid()}")
+            tmp.write_text(proc.stdout, encoding="utf-8")
+            os.replace(tmp, memo)
     return EnvLock(kind, proc.stdout)
+
+
+def _lock_memo(prefix: Path, kind: str) -> Path | None:
+    """Where the lock of ``prefix`` is remembered, keyed by what `pip freeze` reads: the env's distribution
+    metadata folders (their names carry the versions) and their mtimes. None when the env cannot be read."""
+    from builder.store import swcli_home
+
+    h = hashlib.sha256(f"{kind}\0{prefix}\n".encode())
+    try:
+        for site in sorted(prefix.glob("lib/python3*/site-packages")):
+            for entry in sorted(os.scandir(site), key=lambda e: e.name):
+                if entry.name.endswith((".dist-info", ".egg-info", ".egg-link", ".pth")):
+                    h.update(f"{entry.name}\0{entry.stat().st_mtime_ns}\n".encode())
+    except OSError:
+        return None
+    return swcli_home() / "cache" / "locks" / f"{h.hexdigest()}.txt"
 
 
 def build_runtime(name: str | None = None, prefix: Path | None = None, *, spec_dir: Path | None = None,
@@ -272,7 +299,39 @@ def runtime_for_model(entry: Entry, runtime: str | None = None, *, store: Store 
         spec = RuntimeSpec(req_file, f"{entry.name}-env", "venv", f"{sys.version_info.major}.{sys.version_info.minor}",
                            DEFAULT_BASE, requirements, None)
         prefix = resolved_venv(spec, store)
+        if dockerfile_only is None:
+            reused = _reuse_runtime(prefix, f"{entry.name}-env", store, load=load, log=log)
+            if reused:
+                return reused
     # `--skip-gen-env` is about the user's own env; a venv swcli resolved from pip_req always records its lock
-    _, image = build_runtime(f"{entry.name}-env", prefix, store=store, dockerfile_only=dockerfile_only, log=log,
-                             skip_gen_env=skip_gen_env and prefix is None, load=load)
+    built, image = build_runtime(f"{entry.name}-env", prefix, store=store, dockerfile_only=dockerfile_only, log=log,
+                                 skip_gen_env=skip_gen_env and prefix is None, load=load)
+    if prefix is not None and built is not None:
+        write_json_atomic(prefix / RUNTIME_MEMO, {"name": built.name, "version": built.version, "image": image.tags[0]})
     return image.tags[0]
+
+
+RUNTIME_MEMO = ".swcli-runtime.json"  # in a venv swcli resolved (and never changes): the runtime built from it
+
+
+def _reuse_runtime(prefix: Path, name: str, store: Store, *, load: bool, log=None) -> str | None:
+    """The runtime image already built from the resolved venv ``prefix``, made present in the engine when
+    ``load``; None when there is none (or it is gone from the store), so it is built."""
+    from builder.images.build import store_layout
+    from builder.images.image import read_image
+
+    try:
+        memo = json.loads((prefix / RUNTIME_MEMO).read_text(encoding="utf-8"))
+        store.resolve("runtime", f"{memo['name']}:{memo['version']}")
+    except (OSError, ValueError, KeyError, TypeError, SwcliError):
+        return None
+    layout = store_layout()
+    image = read_image(layout, memo["image"]) if memo.get("name") == name else None
+    if image is None:
+        return None
+    if load:
+        from builder.images.daemon import load as load_into
+        from builder.images.engine import connect
+
+        load_into(connect(), layout, image, [memo["image"], memo["image"].rsplit(":", 1)[0] + ":latest"], log=log)
+    return memo["image"]
