@@ -95,7 +95,8 @@ def model_project(root: Path) -> Path:
 
 def dataset_project(root: Path) -> Path:
     write_tiny_dataset(root, [(bytes([i]) * (10 + i), i % 3) for i in range(50)], files=3)
-    (root / "dataset.yaml").write_text((root / "dataset.yaml").read_text().replace("name: tiny", f"name: {NAMES['dataset']}"))
+    spec = root / "dataset.yaml"
+    spec.write_text(spec.read_text().replace("name: tiny", f"name: {NAMES['dataset']}"))
     return root
 
 
@@ -242,7 +243,7 @@ def filesystem(client, image: str, root: str) -> dict[str, tuple]:
         with tarfile.open(fileobj=io.BufferedReader(_Stream(chunks), 1 << 20), mode="r|") as tar:
             for m in tar:
                 path = f"{top}/{m.name}".replace("//", "/").rstrip("/")
-                meta = (m.mode & 0o7777, m.uid, m.gid)
+                meta = (oct(m.mode & 0o7777), m.uid, m.gid)
                 if m.isdir():
                     files[path] = ("dir", *meta, "")
                 elif m.issym():
@@ -272,12 +273,13 @@ def test_written_image_has_the_files_docker_build_makes_of_the_template(engine, 
     ours = filesystem(engine, in_engine(engine, built, kind), ROOTS[kind])
     theirs = filesystem(engine, built.oracle[kind], ROOTS[kind])
     assert len(ours) > 3
-    assert differences(ours, theirs) == []
+    diff = differences(ours, theirs)
+    assert not diff, "\n".join(diff)
     if kind == "runtime":  # the venv's odd entries made it, as what they are
         site = next(p for p in ours if p.endswith("site-packages/paritypkg"))
         assert ours[f"{site}/link.txt"][::4] == ("symlink", "sub/data.txt")
         assert ours[f"{site}/sublink"][::4] == ("symlink", "sub")
-        assert ours[f"{site}/tool.sh"][1] == 0o755 and ours[f"{site}/sub/data.txt"][1] == 0o644
+        assert ours[f"{site}/tool.sh"][1] == "0o755" and ours[f"{site}/sub/data.txt"][1] == "0o644"
         assert ours[f"{site}/hard.txt"] == ours[f"{site}/sub/data.txt"]
 
 
@@ -327,3 +329,161 @@ def test_written_layers_add_nothing_outside_their_folder(built, kind):
             for m in tar:
                 assert m.name == root or m.name.startswith(root + "/") or (m.name in ancestors and m.isdir()), m.name
                 assert (m.uid, m.gid, m.uname, m.gname, m.mtime) == (0, 0, "", "", 0), m.name
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "under umask 002, --dockerfile-only lays out the context's folders with mkdir (builder/images/context.py:_lay_out "
+    "chmods files only), so they are 0775 and docker build's COPY keeps that: /opt/swcli/model/src/code, "
+    "/opt/swcli/model/src/code/util and /opt/swcli/model/src/models are 0775 in the docker-built model image, 0755 "
+    "in the written one (the same code lays out every kind's context, e.g. the runtime's site-packages folders)"))
+def test_context_written_under_a_group_writable_umask_builds_the_same_files(engine, built, tmp_path, monkeypatch):
+    """`--dockerfile-only` run by a user whose umask is 002 (Debian's default for user-private groups)."""
+    monkeypatch.setenv("SWCLI_HOME", str(built.home))
+    old = os.umask(0o002)
+    try:
+        swcli("model", "build", built.projects["model"], "--skip-gen-env", "--runtime", NAMES["runtime"],
+              "--dockerfile-only", tmp_path / "out")
+    finally:
+        os.umask(old)
+    in_engine(engine, built, "runtime")
+    oracle = docker_build(engine, tmp_path / "out" / "model")
+    try:
+        ours = filesystem(engine, in_engine(engine, built, "model"), ROOTS["model"])
+        diff = differences(ours, filesystem(engine, oracle, ROOTS["model"]))
+        assert not diff, "\n".join(diff)
+    finally:
+        _remove(engine, oracle)
+
+
+# --------------------------------------------------------------------------------------- independent readers
+
+def essentials(config: dict) -> dict:
+    run = config.get("config") or {}
+    return {"run": {f: run.get(f) or None for f in CONFIG_FIELDS}, "rootfs": config["rootfs"],
+            "history": config["history"], **{k: config[k] for k in ("created", "architecture", "os")}}
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_skopeo_and_umoci_read_each_kind(engine, built, kind, tmp_path):
+    from builder.images.image import read_image
+    from builder.images.oci import Layout
+
+    for tool in ("skopeo", "umoci"):
+        if shutil.which(tool) is None:
+            pytest.skip(f"{tool} not installed")
+    ours = built.image(kind)
+    tag = in_engine(engine, built, kind)
+    # from the engine: skopeo checks every layer against its digest and the config's diff_ids on the way
+    subprocess.run(["skopeo", "copy", "--quiet", "--dest-oci-accept-uncompressed-layers", f"docker-daemon:{tag}",
+                    f"oci:{tmp_path / 'copy'}:x"], check=True)
+    copied = read_image(Layout(tmp_path / "copy"), "x")
+    # kept uncompressed, as we store them: the same blobs (skopeo 1.9 labels them tar+gzip all the same)
+    assert [(b.digest, b.size) for b in copied.layers] == [(b.digest, b.size) for b in ours.layers]
+    assert essentials(copied.config_json) == essentials(ours.config_json)  # skopeo rewrites the config it converts
+    # our layout, as written
+    doc = json.loads(subprocess.run(["skopeo", "inspect", f"oci:{built.layout.root}:{tag}"], capture_output=True,
+                                    text=True, check=True).stdout)
+    assert doc["Digest"] == ours.manifest.digest and doc["Layers"] == [b.digest for b in ours.layers]
+    assert doc["Labels"]["io.swcli.kind"] == kind and doc["Created"] == "1970-01-01T00:00:00Z"
+    if kind == "runtime":  # its layers are the model image's first ones, unpacked below: here umoci reads its config
+        stat = json.loads(subprocess.run(["umoci", "stat", "--json", "--image", f"{built.layout.root}:{tag}"],
+                                         capture_output=True, text=True, check=True).stdout)
+        said = [h.get("created_by") for h in stat["history"]]
+        assert said == [h.get("created_by") for h in ours.config_json["history"]]
+        return
+    bundle = tmp_path / "bundle"
+    run = subprocess.run(["umoci", "unpack", "--rootless", "--image", f"{built.layout.root}:{tag}", str(bundle)],
+                         capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    rootfs = bundle / "rootfs"
+    if kind == "dataset":
+        assert json.loads((rootfs / "dataset/manifest.json").read_text())["name"] == NAMES["dataset"]
+    else:
+        assert json.loads((rootfs / "opt/swcli/model/src/models/weights.json").read_text()) == {"offset": 0}
+        assert json.loads((rootfs / "opt/swcli/model/manifest.json").read_text())["name"] == NAMES["model"]
+        site = rootfs / "opt/swcli/env/lib/python3.11/site-packages/paritypkg"  # from the runtime's layers
+        assert (site / "__init__.py").read_text() == "VALUE = 3\n" and os.readlink(site / "link.txt") == "sub/data.txt"
+
+
+# --------------------------------------------------------------------------------------- docker run
+
+
+def test_dataset_image_copies_out_like_an_init_container_and_lists(engine, built, tmp_path):
+    from builder.store import Store
+
+    tag = in_engine(engine, built, "dataset")
+    out = tmp_path / "out"
+    out.mkdir()
+    os.chmod(out, 0o777)  # the image runs as 1000:1000
+    engine.containers.run(tag, ["cp", "-r", "/dataset/.", "/out/"], volumes={str(out): {"bind": "/out", "mode": "rw"}},
+                          remove=True)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("SWCLI_HOME", str(built.home))
+        entry = Store().resolve("dataset", NAMES["dataset"])
+    shards = sorted(p.name for p in entry.path.iterdir() if p.name != "manifest.json")
+    assert sorted(p.name for p in out.iterdir()) == sorted([*shards, "manifest.json"])
+    assert all((out / name).read_bytes() == (entry.path / name).read_bytes() for name in shards)
+    listing = engine.containers.run(tag, remove=True).decode()  # the default command: ls -l /dataset
+    assert all(name in listing for name in shards)
+
+
+def test_runtime_image_runs_help_and_imports_the_env(engine, built):
+    tag = in_engine(engine, built, "runtime")
+    assert b"Usage: docker run IMAGE" in engine.containers.run(tag, remove=True)  # CMD --help
+    out = engine.containers.run(tag, ["-c", "import paritypkg, builder; print(paritypkg.VALUE)"],
+                                entrypoint=["python3"], remove=True)
+    assert out.strip() == b"3"
+
+
+def test_model_image_evals_the_dataset_image_like_in_process(engine, built, tmp_path, monkeypatch):
+    from builder.services.job import run_job
+    from builder.store import Store
+
+    monkeypatch.setenv("SWCLI_HOME", str(built.home))
+    for kind in ("dataset", "model"):
+        in_engine(engine, built, kind)
+    swcli("model", "eval", NAMES["model"], "--dataset", NAMES["dataset"], "-o", tmp_path / "local")
+    logs: list[str] = []
+    assert run_job(NAMES["model"], NAMES["dataset"], tmp_path / "container", store=Store(), client=engine,
+                   log=logs.append) == 0, logs[-20:]
+    for name in ("metrics.json", "results.jsonl"):
+        assert (tmp_path / "container" / name).read_bytes() == (tmp_path / "local" / name).read_bytes()
+    run = json.loads((tmp_path / "container" / "run.json").read_text())
+    assert run["status"] == "succeeded" and run["records"]["ok"] == 50 and run["runtime"] == built.tags["runtime"]
+
+
+# --------------------------------------------------------------------------------------- reproducibility
+
+
+def seed_base(src, dst) -> None:
+    """Put the base image of layout ``src`` into layout ``dst`` (blobs hard-linked), as a first build would."""
+    from builder.images.image import read_image
+
+    base = read_image(src, BASE)
+    dst.blobs.mkdir(parents=True, exist_ok=True)
+    for blob in (base.manifest, base.config, *base.layers):
+        os.link(src.blob_path(blob.digest), dst.blob_path(blob.digest))
+    dst.tag(BASE, base.manifest)
+
+
+def test_two_copies_built_apart_give_identical_image_ids(built, tmp_path, monkeypatch):
+    """Different folders, file mtimes and SWCLI_HOME, no engine at all: the same dataset, runtime and model ids,
+    which are also those of the images built for this module."""
+    from builder.images.image import read_image
+    from builder.images.oci import Layout
+
+    monkeypatch.setenv("DOCKER_HOST", "unix:///nonexistent.sock")  # --no-load must not need one
+    ids = []
+    for n, copy in enumerate((tmp_path / "a" / "one", tmp_path / "b" / "two" / "three")):
+        projects = {"dataset": dataset_project(copy / "ds"), "runtime": tiny_venv(copy / "venv"),
+                    "model": model_project(copy / "model")}
+        for i, path in enumerate(sorted(p for folder in projects.values() for p in folder.rglob("*"))):
+            if not path.is_symlink():
+                os.utime(path, (1_000_000_000 + n * 86_400_000 + i * 7, 1_000_000_000 + n * 86_400_000 + i * 7))
+        home = copy / f"home-{n}"
+        monkeypatch.setenv("SWCLI_HOME", str(home))
+        seed_base(built.layout, Layout(home / "oci"))
+        build_all(projects, "--no-load")
+        layout = Layout(home / "oci")
+        ids.append({kind: read_image(layout, f"{REPOS[kind]}:latest").image_id for kind in KINDS})
+    assert ids[0] == ids[1] == {kind: built.image(kind).image_id for kind in KINDS}
