@@ -52,8 +52,8 @@ wheel-test: venv
 docker:
 	bash scripts/ensure-docker.sh
 
-base-image: docker
-	bash runtime_images/build-base.sh
+base-image: docker venv
+	SWCLI_PYTHON=$(abspath $(PY)) bash runtime_images/build-base.sh
 
 test: venv
 	bash scripts/ensure-test-tools.sh

@@ -16,10 +16,6 @@ BASE_CACHE="${SWCLI_BASE_CACHE:-$HOME/.cache/swcli-base}"  # shared by every sto
 PYTHON="${PYTHON:-python3}"
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 
-if [ "${FORCE:-0}" != 1 ] && docker image inspect "$IMAGE" >/dev/null 2>&1; then
-  echo "base image $IMAGE exists"
-  exit 0
-fi
 
 if ! command -v mmdebstrap >/dev/null 2>&1; then
   if [ "$(id -u)" != 0 ]; then
@@ -29,6 +25,21 @@ if ! command -v mmdebstrap >/dev/null 2>&1; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mmdebstrap >/dev/null || {
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mmdebstrap >/dev/null; }
 fi
+
+SWCLI_PYTHON="${SWCLI_PYTHON:-$ROOT/.venv/bin/python}"
+if [ -x "$SWCLI_PYTHON" ] && [ "$IMAGE" = swcli/base:bookworm-py3.11 ]; then
+  # the base as swcli writes it (the rootfs tar as a layer, a config of ours) into the store, loaded into the
+  # engine: the engine then runs the very base every build writes on, with the same id on every machine
+  SWCLI_BASE_CACHE="$BASE_CACHE" "$SWCLI_PYTHON" -m builder.images.base_image --load --tag "$IMAGE"
+  docker run --rm "$IMAGE" python3 -c 'import sys; print("base image ready: python", sys.version.split()[0])'
+  exit 0
+fi
+
+if [ "${FORCE:-0}" != 1 ] && docker image inspect "$IMAGE" >/dev/null 2>&1; then
+  echo "base image $IMAGE exists"
+  exit 0
+fi
+
 
 echo "build-base: mmdebstrap $SUITE (minbase + python3) ..."
 mirror_args=()

@@ -10,6 +10,7 @@ half a minute.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 from pathlib import Path
@@ -17,7 +18,7 @@ from typing import Callable, Sequence
 
 from builder.images.image import ConfigChanges, Image, NewLayer, read_image, write_image
 from builder.images.layers import LayerCache
-from builder.images.oci import MEDIA_LAYER, Layout
+from builder.images.oci import MEDIA_LAYER, Descriptor, Layout
 
 DEFAULT_SUITE = "bookworm"
 BASE_REPO = "swcli/base"
@@ -45,6 +46,63 @@ def rootfs_available(packages: Sequence[str] = ()) -> bool:
     return can_build_rootfs() or (base_cache_dir() / f"{cache_key(DEFAULT_SUITE, package_list(packages))}.tar").is_file()
 
 
+def _tar_blob(layout: Layout, tar: Path) -> Descriptor:
+    """The rootfs tar as a layer blob: hard-linked into the layout when it can be (every store of a machine shares
+    the 220 MB), else copied. Its digest is remembered beside the cached tar."""
+    import hashlib
+
+    memo = tar.with_suffix(".sha256")
+    size = tar.stat().st_size
+    try:
+        digest = memo.read_text().strip()
+    except OSError:
+        sha = hashlib.sha256()
+        with open(tar, "rb") as fh:
+            while block := fh.read(1 << 20):
+                sha.update(block)
+        digest = "sha256:" + sha.hexdigest()
+        with contextlib.suppress(OSError):
+            memo.write_text(digest + "\n")
+    if not layout.has(digest, size):
+        layout.blobs.mkdir(parents=True, exist_ok=True)
+        try:
+            os.link(tar, layout.blob_path(digest))
+        except OSError:
+            with layout.writer(MEDIA_LAYER) as out, open(tar, "rb") as fh:
+                shutil.copyfileobj(fh, out, 1 << 20)
+            return out.descriptor
+    return Descriptor(MEDIA_LAYER, digest, size)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m builder.images.base_image [--load] [--tag T]`: the default base in the store (and the engine)."""
+    import argparse
+    import sys
+
+    from builder.errors import SwcliError
+
+    ap = argparse.ArgumentParser(prog="python -m builder.images.base_image", description=main.__doc__)
+    ap.add_argument("--load", action="store_true", help="also load it into the Docker engine under --tag")
+    ap.add_argument("--tag", default=f"{BASE_REPO}:{DEFAULT_SUITE}-py3.11")
+    args = ap.parse_args(argv)
+    try:
+        from builder.images.build import store_layout
+
+        layout = store_layout()
+        image = ensure_base(layout, refs=[args.tag], log=lambda line: print(line, file=sys.stderr))
+        sent = None
+        if args.load:
+            from builder.images.daemon import load
+            from builder.images.engine import connect
+
+            sent = load(connect(), layout, image, [args.tag]).bytes_sent
+    except SwcliError as err:
+        print(f"swcli: error: {err}", file=sys.stderr)
+        return err.exit_code
+    print(f"base image {args.tag}: id {image.image_id[:19]}" + (f", {sent} bytes sent to the engine" if args.load else ""))
+    return 0
+
+
 def ensure_base(layout: Layout, packages: Sequence[str] = (), *, log: Callable[[str], None] | None = None,
                 refs: Sequence[str] = ()) -> Image:
     """The base image for ``packages`` in ``layout``, written from the (cached) rootfs tar when missing."""
@@ -59,18 +117,17 @@ def ensure_base(layout: Layout, packages: Sequence[str] = (), *, log: Callable[[
                 layout.tag(other, existing.manifest)
             return existing
 
-    def copy_tar(tar=rootfs.tar):
-        with layout.writer(MEDIA_LAYER) as out, open(tar, "rb") as fh:
-            shutil.copyfileobj(fh, out, 1 << 20)
-        return out.descriptor
-
     cache = LayerCache(layout)
     blob = cache.get(f"base-rootfs-{rootfs.key}")
     if blob is None:
-        blob = copy_tar()
+        blob = _tar_blob(layout, rootfs.tar)
         cache.put(f"base-rootfs-{rootfs.key}", blob)
     labels = {"io.swcli.kind": "base", "io.swcli.python": rootfs.python, "io.swcli.base-key": rootfs.key,
               "io.swcli.base-packages": " ".join(rootfs.packages),
               "org.opencontainers.image.description": f"Debian {DEFAULT_SUITE} minbase + {' '.join(rootfs.packages)}"}
     return write_image(layout, None, [NewLayer(blob, f"debian {DEFAULT_SUITE} rootfs ({rootfs.key[:12]})")],
                        ConfigChanges(env=BASE_ENV, labels=labels, cmd=["python3"]), refs=tags)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -91,8 +91,8 @@ def build_config(parent: dict | None, layers: list[NewLayer], changes: ConfigCha
     base = parent or scratch_config()
     run = dict(base.get("config") or {})
     env = list(run.get("Env") or [])
-    if not any(item.startswith("PATH=") for item in env):
-        env.insert(0, f"PATH={DEFAULT_PATH}")  # what `docker build` gives an image whose parent sets no PATH
+    if parent is not None and not any(item.startswith("PATH=") for item in env):
+        env.append(f"PATH={DEFAULT_PATH}")  # what `docker build` gives an image whose parent sets no PATH
     if changes.env or env != list(run.get("Env") or []):
         run["Env"] = _merge_env(env, changes.env)
     if changes.labels:
