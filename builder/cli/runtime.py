@@ -24,6 +24,7 @@ def build(
     dockerfile_only: Optional[Path] = typer.Option(None, "--dockerfile-only", help="Write the Dockerfile and context to this folder instead of building."),
     skip_gen_env: bool = typer.Option(False, "--skip-gen-env", help="Do not export the environment lock (pip freeze / conda env export)."),
     no_load: bool = typer.Option(False, "--no-load", help="Write the image into the store's OCI layout only; no Docker engine needed."),
+    verify: bool = typer.Option(False, "--verify", help="Re-hash cached env layers (normally keyed by path, size, mtime and mode) and rewrite any whose bytes changed."),
 ) -> None:
     """Snapshot an env (split into layers by package size) and swcli onto a base image; default: the current env."""
     from builder.errors import SwcliError
@@ -36,7 +37,8 @@ def build(
 
         check_context_dir(dockerfile_only)
     entry, result = build_runtime(name, venv or conda_prefix, spec_dir=directory, base_image=base_image,
-                                  dockerfile_only=dockerfile_only, skip_gen_env=skip_gen_env, load=not no_load)
+                                  dockerfile_only=dockerfile_only, skip_gen_env=skip_gen_env, load=not no_load,
+                                  verify=verify)
     if entry is None:
         console.print(f"wrote Dockerfile and context to {dockerfile_only}")
         return

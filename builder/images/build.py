@@ -162,6 +162,7 @@ def realize(recipe: Recipe, *, layout: Layout | None = None, client=None, load: 
     """Write the recipe's image into the layout and (``load``) into the engine; returns what was done."""
     started = started or time.perf_counter()
     layout = layout or store_layout()
+    layout.clean_temp()  # left by a build killed mid-write
     parent = _parent(layout, client, recipe.parent, recipe.parent_flag)
     if layers is None:
         layers, written = _layers(layout, recipe.layers, nocache=nocache, verify=verify)

@@ -118,7 +118,7 @@ class Layout:
     def writer(self, media_type: str) -> Iterator[_HashingWriter]:
         """Stream a blob in; on a clean exit it is renamed to its digest and ``writer.descriptor`` is set."""
         self._init()
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=self.blobs)
+        fd, tmp = tempfile.mkstemp(prefix=f".tmp-{os.getpid()}-", dir=self.blobs)
         try:
             with os.fdopen(fd, "wb") as fh:
                 hashing = _HashingWriter(fh)
@@ -175,16 +175,19 @@ class Layout:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.blob_path(digest))
 
-    def clean_temp(self) -> None:
-        """Remove temp blobs of writers that died (a live writer's temp file is younger than an hour)."""
-        import time
-
+    def clean_temp(self) -> list[Path]:
+        """Remove the temp blobs of writers that died (Ctrl-C is cleaned by the writer itself; kill -9 is not):
+        a temp name carries its writer's pid, and only those of processes gone are removed."""
+        removed = []
         if not self.blobs.is_dir():
-            return
+            return removed
         for path in self.blobs.glob(".tmp-*"):
-            with contextlib.suppress(OSError):
-                if time.time() - path.stat().st_mtime > 3600:
+            pid = path.name.split("-")[1]
+            if pid.isdigit() and not _alive(int(pid)):
+                with contextlib.suppress(OSError):
                     path.unlink()
+                    removed.append(path)
+        return removed
 
     # ------------------------------------------------------------------------------------------------ refs
 
@@ -229,6 +232,16 @@ class Layout:
     def refs(self) -> dict[str, Descriptor]:
         return {m["annotations"][REF_ANNOTATION]: Descriptor.from_json(m)
                 for m in self._read_index()["manifests"] if (m.get("annotations") or {}).get(REF_ANNOTATION)}
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _write_atomic(path: Path, data: bytes) -> None:

@@ -216,7 +216,7 @@ def _lock_memo(prefix: Path, kind: str) -> Path | None:
 def build_runtime(name: str | None = None, prefix: Path | None = None, *, spec_dir: Path | None = None,
                   base_image: str | None = None, store: Store | None = None, dockerfile_only: Path | None = None,
                   client=None, log=None, nocache: bool = False, skip_gen_env: bool = False, load: bool = True,
-                  env_lock: Callable[[Path], EnvLock] = export_env_lock) -> tuple[Entry | None, ImageResult]:
+                  verify: bool = False, env_lock: Callable[[Path], EnvLock] = export_env_lock) -> tuple[Entry | None, ImageResult]:
     """Build `swrt/<name>` from an env (explicit, runtime.yaml, or the current one) and record it.
 
     A runtime.yaml in ``spec_dir`` gives the name and base image (``name``/``base_image`` win) and, when no
@@ -243,7 +243,7 @@ def build_runtime(name: str | None = None, prefix: Path | None = None, *, spec_d
     result, manifest = build_runtime_image(name, prefix, base_image=base_image or DEFAULT_BASE,
                                            lock_text=lock.text if lock else "", client=client,
                                            dockerfile_only=dockerfile_only, log=log, nocache=nocache, load=load,
-                                           system_packages=system_packages)
+                                           verify=verify, system_packages=system_packages)
     if dockerfile_only is not None:
         return None, result
     manifest["created"] = utc_now()
