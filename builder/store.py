@@ -28,6 +28,7 @@ import base64
 import contextlib
 import difflib
 import fcntl
+import hashlib
 import json
 import os
 import shutil
@@ -81,6 +82,26 @@ def current_umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+def sha256_file(path: str | Path) -> str:
+    """The hex sha256 of a file, read in 1 MiB blocks."""
+    sha = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(1 << 20):
+            sha.update(block)
+    return sha.hexdigest()
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process of this machine is still running (for files named after their writer's pid)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def write_json_atomic(path: Path, obj: Any) -> None:

@@ -60,6 +60,8 @@ def test_missing_variable_is_an_error_not_an_empty_string():
 
 
 def test_context_tar_is_byte_identical_and_normalised(tmp_path):
+    from builder.images.layers import write_tar
+
     (tmp_path / "tree" / "sub").mkdir(parents=True)
     (tmp_path / "tree" / "sub" / "b.txt").write_text("b")
     (tmp_path / "tree" / "a.sh").write_text("#!/bin/sh\n")
@@ -69,7 +71,7 @@ def test_context_tar_is_byte_identical_and_normalised(tmp_path):
     def build():
         entries = ctx.from_tree("ctx", tmp_path / "tree") + [ctx.from_bytes("Dockerfile", b"FROM x\n")]
         buf = io.BytesIO()
-        ctx.write_context_tar(list(reversed(entries)), buf)
+        write_tar(list(reversed(entries)), buf)
         return buf.getvalue()
 
     first = build()

@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from builder.errors import SwcliError
+from builder.store import pid_alive
 
 # 2023-06-10 00:00:00 UTC, the day Debian 12 "bookworm" was released. Not 0: shadow reads a last-change day of 0
 # as "the password must be changed at the next login", and tools treat epoch 0 as "no date".
@@ -204,18 +205,8 @@ def _remove_stale_temps(cache_dir: Path) -> None:
     """Remove temp files of runs that died (kill -9): their pid no longer exists."""
     for path in cache_dir.iterdir():
         m = _TMP.fullmatch(path.name)
-        if m and not _alive(int(m.group(1))):
+        if m and not pid_alive(int(m.group(1))):
             path.unlink(missing_ok=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def main(argv: list[str] | None = None, build: Callable[..., BaseRootfs] = base_rootfs) -> int:

@@ -25,11 +25,11 @@ from builder.images.engine import connect, image_exists
 from builder.images.env import (ENV_PREFIX, RuntimeError_, conda_tree, current_env_prefix, env_mode,  # noqa: F401
                                 env_python_minor, runtime_context)
 from builder.images.image import ConfigChanges, Image, NewLayer, read_image, write_image
-from builder.images.layers import LayerCache, content_key, file_sha256, placed, stat_key
+from builder.images.layers import LayerCache, content_key, placed, stat_key
 from builder.images.oci import Layout
 from builder.images.render import render_dockerfile
 from builder.refs import image_ref_problem, image_tags, is_version, name_problem
-from builder.store import Entry, make_version, swcli_home
+from builder.store import Entry, make_version, sha256_file, swcli_home
 
 DEFAULT_BASE = "swcli/base:bookworm-py3.11"
 USER = "1000:1000"
@@ -189,7 +189,7 @@ def realize(recipe: Recipe, *, layout: Layout | None = None, client=None, load: 
 
 
 def _dir_specs(entries: list[ctx.ContextEntry]) -> dict[str, str]:
-    return {e.arcname: (file_sha256(e.source) if e.source is not None and e.link is None
+    return {e.arcname: (sha256_file(e.source) if e.source is not None and e.link is None
                         else hashlib.sha256(e.data or b"").hexdigest() if e.link is None else "") for e in entries}
 
 

@@ -1,22 +1,18 @@
-"""Build contexts as deterministic tars: the same inputs give byte-identical bytes.
+"""Build-context entries (files from a tree, single files, literal bytes) and the ``--dockerfile-only`` folder.
 
-Entries are sorted, owned by 0:0 with empty user/group names, mtimes clamped to a fixed epoch, modes normalised
-(0644, or 0755 for executables and directories), and written in the plain ustar/GNU form (no PAX fractional
-times). Files are streamed from disk, never read whole. ``write_context_dir`` lays the same entries out as a
-new folder (``--dockerfile-only``) so any builder can use them; it never writes into a folder that has files.
+The same entries become layer tars (``layers.write_tar``: sorted, 0:0, mtime 0, modes 0644/0755, no PAX times) or
+are laid out as a new folder by ``write_context_dir`` so any builder can build the same image; it never writes
+into a folder that has files.
 """
 
 from __future__ import annotations
 
-import io
 import os
 import shutil
 import stat
-import tarfile
 import tempfile
 from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath
-from typing import IO, Iterable
+from pathlib import Path
 
 from builder.errors import SwcliError
 
@@ -70,50 +66,6 @@ def from_tree(prefix: str, root: Path) -> list[ContextEntry]:
                 else:
                     out.append(ContextEntry(f"{prefix}/{rel}", source=entry.path, executable=bool(st.st_mode & 0o111), st=st))
     return out
-
-
-def _dirs_of(arcnames: Iterable[str]) -> list[str]:
-    dirs = set()
-    for name in arcnames:
-        for parent in PurePosixPath(name).parents:
-            if str(parent) != ".":
-                dirs.add(str(parent))
-    return sorted(dirs)
-
-
-def _info(name: str, kind: bytes, mode: int, size: int = 0) -> tarfile.TarInfo:
-    info = tarfile.TarInfo(name)
-    info.type = kind
-    info.mode = mode
-    info.size = size
-    info.mtime = EPOCH
-    info.uid = info.gid = 0
-    info.uname = info.gname = ""
-    return info
-
-
-def write_context_tar(entries: list[ContextEntry], fileobj: IO[bytes]) -> None:
-    """Write ``entries`` as a deterministic, uncompressed tar to ``fileobj``."""
-    entries = sorted(entries, key=lambda e: e.arcname)
-    names = [e.arcname for e in entries]
-    if len(set(names)) != len(names):
-        dupes = sorted({n for n in names if names.count(n) > 1})
-        raise ValueError(f"build context has duplicate entries: {', '.join(dupes[:5])}")
-    with tarfile.open(fileobj=fileobj, mode="w|", format=tarfile.GNU_FORMAT) as tar:
-        for directory in _dirs_of(names):
-            tar.addfile(_info(directory, tarfile.DIRTYPE, 0o755))
-        for entry in entries:
-            if entry.link is not None:
-                info = _info(entry.arcname, tarfile.SYMTYPE, 0o777)
-                info.linkname = entry.link
-                tar.addfile(info)
-            elif entry.data is not None:
-                tar.addfile(_info(entry.arcname, tarfile.REGTYPE, 0o644, len(entry.data)), io.BytesIO(entry.data))
-            else:
-                size = os.stat(entry.source).st_size
-                mode = 0o755 if entry.executable else 0o644
-                with open(entry.source, "rb") as fh:
-                    tar.addfile(_info(entry.arcname, tarfile.REGTYPE, mode, size), fh)
 
 
 class ContextDirError(SwcliError):

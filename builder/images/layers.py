@@ -24,6 +24,7 @@ from typing import Iterable
 
 from builder.images.context import EPOCH, ContextEntry
 from builder.images.oci import MEDIA_LAYER, Descriptor, Layout, canonical_json
+from builder.store import sha256_file
 
 
 def placed(entries: Iterable[ContextEntry], src: str, dest: str) -> list[ContextEntry]:
@@ -126,17 +127,9 @@ def content_key(label: str, items: Iterable[tuple[str, str, bool, str | None]]) 
     return h.hexdigest()
 
 
-def file_sha256(path: Path) -> str:
-    sha = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(1 << 20):
-            sha.update(block)
-    return sha.hexdigest()
-
-
 def entries_content_key(label: str, entries: Iterable[ContextEntry]) -> str:
     """:func:`content_key` of context entries, hashing the files (for small layers: code, manifests)."""
-    return content_key(label, ((e.arcname, file_sha256(e.source) if e.source is not None
+    return content_key(label, ((e.arcname, sha256_file(e.source) if e.source is not None
                                 else hashlib.sha256(e.data or b"").hexdigest() if e.link is None else "",
                                 e.executable, e.link) for e in entries))
 

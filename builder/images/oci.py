@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import IO, Iterator
 
 from builder.errors import SwcliError
+from builder.store import pid_alive
 
 MEDIA_INDEX = "application/vnd.oci.image.index.v1+json"
 MEDIA_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
@@ -183,7 +184,7 @@ class Layout:
             return removed
         for path in self.blobs.glob(".tmp-*"):
             pid = path.name.split("-")[1]
-            if pid.isdigit() and not _alive(int(pid)):
+            if pid.isdigit() and not pid_alive(int(pid)):
                 with contextlib.suppress(OSError):
                     path.unlink()
                     removed.append(path)
@@ -232,16 +233,6 @@ class Layout:
     def refs(self) -> dict[str, Descriptor]:
         return {m["annotations"][REF_ANNOTATION]: Descriptor.from_json(m)
                 for m in self._read_index()["manifests"] if (m.get("annotations") or {}).get(REF_ANNOTATION)}
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _write_atomic(path: Path, data: bytes) -> None:

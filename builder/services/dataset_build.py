@@ -25,7 +25,7 @@ from builder.loader import load_class
 from builder.shards import ShardWriter
 from builder.snapshot import glob_regex  # the .swignore glob: one semantics for every pattern
 from builder.spec import DatasetSpec, load_dataset_spec
-from builder.store import Entry, Store, make_version, utc_now, write_json_atomic
+from builder.store import Entry, Store, make_version, sha256_file, utc_now, write_json_atomic
 
 Progress = Callable[[int], None]
 _MISSING = object()
@@ -224,7 +224,7 @@ def _count_mismatch(spec, data_ran_out, seen, data_files, label_files, slicer) -
 def _manifest(spec, version, count, volumes, staged: Path, data_bytes, label_bytes, started) -> dict:
     shards = []
     for vol in volumes:
-        shards.append({"file": vol.name, "records": vol.records, "size": vol.size, "sha256": _sha256(staged / vol.name)})
+        shards.append({"file": vol.name, "records": vol.records, "size": vol.size, "sha256": sha256_file(staged / vol.name)})
     index = staged / "index.swidx"
     return {
         "kind": "dataset",
@@ -249,14 +249,6 @@ def _manifest(spec, version, count, volumes, staged: Path, data_bytes, label_byt
         "build_seconds": round(time.perf_counter() - started, 3),
         "swcli_version": __version__,
     }
-
-
-def _sha256(path: Path) -> str:
-    sha = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            sha.update(block)
-    return sha.hexdigest()
 
 
 def _regular_file(path: Path, what: str) -> int:
@@ -294,7 +286,7 @@ def verify_dataset(entry: Entry) -> None:
         size = _regular_file(path, "shard file")
         if size != shard.size:
             raise ShardCorruptError(path, min(size, shard.size), f"file is {size} bytes, manifest says {shard.size}")
-        if _sha256(path) != shard.sha256:
+        if sha256_file(path) != shard.sha256:
             raise ShardCorruptError(path, 0, "sha256 differs from the manifest")
     index = entry.path / layout.index
     size = _regular_file(index, "index file")

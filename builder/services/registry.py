@@ -225,17 +225,9 @@ def _inside_path_problem(rel: object) -> str | None:
     return None
 
 
-def _file_sha256(path: Path) -> str:
-    import hashlib
-
-    sha = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            sha.update(block)
-    return sha.hexdigest()
-
-
 def verify_model_files(folder: Path, manifest: dict, where: Path) -> None:
+    from builder.store import sha256_file
+
     """Every file the manifest lists is inside ``src/``, a regular file of its size and sha256 (a link: a link
     with its recorded target, staying inside src/); errors name the manifest, the field and the file."""
     import stat
@@ -270,7 +262,7 @@ def verify_model_files(folder: Path, manifest: dict, where: Path) -> None:
         if st.st_size != item.get("size"):
             raise RegistryError(f"{where}: field '{field}.size': src/{rel} is {st.st_size} bytes, "
                                 f"the manifest says {item.get('size')!r}")
-        if _file_sha256(path) != item.get("sha256"):
+        if sha256_file(path) != item.get("sha256"):
             raise RegistryError(f"{where}: field '{field}.sha256': src/{rel} differs from the manifest")
 
 
