@@ -104,18 +104,18 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
-def write_json_atomic(path: Path, obj: Any) -> None:
-    """Write JSON to a temp file beside ``path`` and rename it over, so readers never see half a file."""
+def write_bytes_atomic(path: Path, data: bytes) -> None:
+    """Write ``data`` to a temp file beside ``path`` and rename it over, so readers never see half a file; the
+    file gets the umask's mode (mkstemp would leave 0600)."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     except OSError as err:
         raise _os_error(path, "cannot write", err) from None
     try:
-        os.fchmod(fd, 0o666 & ~current_umask())  # mkstemp makes 0600; outputs should read like any written file
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(obj, fh, indent=2, sort_keys=False, allow_nan=False)
-            fh.write("\n")
+        os.fchmod(fd, 0o666 & ~current_umask())
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
         os.replace(tmp, path)
     except BaseException as err:
         with contextlib.suppress(FileNotFoundError):
@@ -123,6 +123,11 @@ def write_json_atomic(path: Path, obj: Any) -> None:
         if isinstance(err, OSError):
             raise _os_error(path, "cannot write", err) from None
         raise
+
+
+def write_json_atomic(path: Path, obj: Any) -> None:
+    """JSON (indented, strict: no NaN) through :func:`write_bytes_atomic`."""
+    write_bytes_atomic(path, (json.dumps(obj, indent=2, sort_keys=False, allow_nan=False) + "\n").encode("utf-8"))
 
 
 @dataclass(frozen=True)

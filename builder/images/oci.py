@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import IO, Iterator
 
 from builder.errors import SwcliError
-from builder.store import pid_alive
+from builder.store import pid_alive, write_bytes_atomic
 
 MEDIA_INDEX = "application/vnd.oci.image.index.v1+json"
 MEDIA_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
@@ -113,7 +113,7 @@ class Layout:
         self.blobs.mkdir(parents=True, exist_ok=True)
         marker = self.root / "oci-layout"
         if not marker.is_file():
-            _write_atomic(marker, canonical_json({"imageLayoutVersion": "1.0.0"}))
+            write_bytes_atomic(marker, canonical_json({"imageLayoutVersion": "1.0.0"}))
 
     @contextlib.contextmanager
     def writer(self, media_type: str) -> Iterator[_HashingWriter]:
@@ -221,7 +221,7 @@ class Layout:
             entry = Descriptor(manifest.media_type, manifest.digest, manifest.size, {REF_ANNOTATION: ref})
             index["manifests"] = sorted(kept + [entry.to_json()], key=lambda m: m["annotations"][REF_ANNOTATION]
                                         if m.get("annotations") else "")
-            _write_atomic(self.root / "index.json", canonical_json(index))
+            write_bytes_atomic(self.root / "index.json", canonical_json(index))
 
     def resolve(self, ref: str) -> Descriptor | None:
         """The manifest a ref names, or None."""
@@ -233,16 +233,3 @@ class Layout:
     def refs(self) -> dict[str, Descriptor]:
         return {m["annotations"][REF_ANNOTATION]: Descriptor.from_json(m)
                 for m in self._read_index()["manifests"] if (m.get("annotations") or {}).get(REF_ANNOTATION)}
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise

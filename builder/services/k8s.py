@@ -12,10 +12,7 @@ filesystem and every capability dropped.
 
 from __future__ import annotations
 
-import contextlib
-import os
 import re
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -208,15 +205,7 @@ def render(opts: K8sOptions) -> str:
 
 def write_manifests(opts: K8sOptions, path: Path) -> Path:
     """Render to a temp file beside ``path`` and rename it over: a failed run leaves the old file or none."""
-    text = render(opts)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    from builder.store import write_bytes_atomic
+
+    write_bytes_atomic(path, render(opts).encode("utf-8"))
     return path
