@@ -194,8 +194,8 @@ def test_model_without_runtime_gets_one_from_pip_req(engine, cli, project, tmp_p
 def test_unknown_runtime_ref_is_one_line(engine, cli, project):
     model_dir, _ = project
     res = cli("model", "build", model_dir, "--skip-gen-env", "--runtime", "nosuchruntime")
-    assert res.code == 1 and "no runtime matches 'nosuchruntime'" in res.err
-    assert Store().resolve("model", "modthree")  # the package is kept
+    assert res.code == 1 and "no runtime matches 'nosuchruntime'" in res.err and res.err.count("\n") == 1
+    assert Store().list("model") == []  # refused before the snapshot: a typo costs no build and leaves no entry
 
 
 def test_interrupted_build_leaves_no_tag_and_no_temp_files(engine, cli, project, tmp_path, monkeypatch):
