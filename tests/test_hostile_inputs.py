@@ -9,10 +9,9 @@ import json
 import pytest
 
 from builder.store import Store
-from tests.test_dataset_build import one_line_error
 from tests.test_model import HANDLER, model_dir  # noqa: F401  (fixture reused)
 from tests.test_render_hostile import tiny_model
-from tests.test_runs_hardening import METRICS, RUN, write_run
+from tests.test_runs_hardening import METRICS, write_run
 
 DEEP = "[" * 5000 + "]" * 5000
 

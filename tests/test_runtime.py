@@ -57,7 +57,7 @@ def test_split_layers_gives_big_packages_their_own_layer(tmp_path):
 
 
 def test_changing_a_small_package_changes_only_the_rest_layer(tmp_path):
-    from builder.images.env import env_digest
+    from builder.images.layers import stat_key
 
     env = tmp_path / "venv"
     write(env / "pyvenv.cfg", "home = /usr/bin\nversion = 3.11.7\n")
@@ -68,7 +68,7 @@ def test_changing_a_small_package_changes_only_the_rest_layer(tmp_path):
     def digests():
         entries, table = env_layers(env, whole_prefix=False)
         assert all(e.arcname.split("/", 2)[2].startswith("lib/python3.11/site-packages/") for e in entries)
-        return {t["dir"]: env_digest([e for e in entries if e.arcname.startswith(t["dir"] + "/")]) for t in table}
+        return {t["dir"]: stat_key(t["dir"], [e for e in entries if e.arcname.startswith(t["dir"] + "/")]) for t in table}
 
     before = digests()
     write(site / "six.py", "v2-longer")

@@ -22,14 +22,13 @@ from typing import Callable
 from builder.errors import DockerError, SwcliError
 from builder.images import context as ctx
 from builder.images.engine import connect, image_exists
-from builder.images.env import (ENV_PREFIX, RuntimeError_, conda_tree, current_env_prefix, env_mode,  # noqa: F401
-                                env_python_minor, runtime_context)
+from builder.images.env import ENV_PREFIX, RuntimeError_, conda_tree, env_mode, env_python_minor, runtime_context
 from builder.images.image import ConfigChanges, Image, NewLayer, read_image, write_image
-from builder.images.layers import LayerCache, content_key, placed, stat_key
+from builder.images.layers import LayerCache, entries_content_key, placed, stat_key
 from builder.images.oci import Layout
 from builder.images.render import render_dockerfile
 from builder.refs import image_ref_problem, image_tags, is_version, name_problem
-from builder.store import Entry, make_version, sha256_file, swcli_home
+from builder.store import Entry, make_version, swcli_home
 
 DEFAULT_BASE = "swcli/base:bookworm-py3.11"
 USER = "1000:1000"
@@ -188,17 +187,6 @@ def realize(recipe: Recipe, *, layout: Layout | None = None, client=None, load: 
     return ImageResult(recipe.tags, image.image_id, time.perf_counter() - started, sent, written)
 
 
-def _dir_specs(entries: list[ctx.ContextEntry]) -> dict[str, str]:
-    return {e.arcname: (sha256_file(e.source) if e.source is not None and e.link is None
-                        else hashlib.sha256(e.data or b"").hexdigest() if e.link is None else "") for e in entries}
-
-
-def _content(label: str, entries: list[ctx.ContextEntry], known: dict[str, str] | None = None) -> str:
-    known = known or {}
-    return content_key(label, ((e.arcname, known.get(e.arcname) or _dir_specs([e])[e.arcname], e.executable, e.link)
-                               for e in entries))
-
-
 # ----------------------------------------------------------------------------------------------- dataset
 
 
@@ -212,7 +200,7 @@ def dataset_recipe(entry: Entry, base_image: str = DEFAULT_BASE) -> Recipe:
     return Recipe(
         "dataset", entry.name, entry.version, base_image, "--base-image",
         [LayerSpec("dataset", "/dataset", f"dataset {entry.name} ({m.get('records')} records)",
-                   _content("dataset", files, known), files)],
+                   entries_content_key("dataset", files, known), files)],
         ConfigChanges(labels=labels("dataset", entry.name, entry.version, desc, extra), user=USER, volumes=("/dataset",),
                       cmd=["ls", "-l", "/dataset"]),
         {"description": desc, "extra_labels": extra})
@@ -297,25 +285,25 @@ def build_runtime_image(name: str, prefix: Path, *, base_image: str = DEFAULT_BA
             if base_minor and base_minor != minor:
                 raise RuntimeError_(f"{prefix}: the environment is Python {minor}, the base image {base_image} has Python "
                                     f"{base_minor}; the minor versions must match")
-        entries, table = runtime_context(prefix, tree, mode, base_python=minor, lock_text=lock_text)
+        entries, table = runtime_context(tree, mode, lock_text=lock_text)
         specs = _runtime_specs(entries, table)
         layers, written = _layers(layout, specs, nocache=nocache, verify=verify)
-    version = runtime_version(mode, layers)
-    site = site_packages(minor)
-    env = {"SWCLI_ENV": ENV_PREFIX, "PYTHONPATH": f"{site}:/opt/swcli/lib"}
-    if mode == "conda":
-        env["PATH"] = f"{ENV_PREFIX}/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-    env.update(PYTHONDONTWRITEBYTECODE="1", PYTHONUNBUFFERED="1")
-    description = f"{mode} environment, Python {minor}"
-    extra = [("io.swcli.env-mode", mode), ("io.swcli.python", minor)]
-    recipe = Recipe("runtime", name, version, base_image, "--base-image", specs,
-                    ConfigChanges(env=env, labels=labels("runtime", name, version, description, extra), user=USER,
-                                  entrypoint=ENTRYPOINT, cmd=["--help"]),
-                    {"description": description, "extra_labels": extra, "env_prefix": ENV_PREFIX, "site_packages": site,
-                     "env_layers": table, "conda": mode == "conda"})
-    if dockerfile_only is not None:
-        result = _write_context_from(recipe, dockerfile_only, prefix, mode, lock_text)
-    else:
+        version = runtime_version(mode, layers)
+        site = site_packages(minor)
+        env = {"SWCLI_ENV": ENV_PREFIX, "PYTHONPATH": f"{site}:/opt/swcli/lib"}
+        if mode == "conda":
+            env["PATH"] = f"{ENV_PREFIX}/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+        env.update(PYTHONDONTWRITEBYTECODE="1", PYTHONUNBUFFERED="1")
+        description = f"{mode} environment, Python {minor}"
+        extra = [("io.swcli.env-mode", mode), ("io.swcli.python", minor)]
+        recipe = Recipe("runtime", name, version, base_image, "--base-image", specs,
+                        ConfigChanges(env=env, labels=labels("runtime", name, version, description, extra), user=USER,
+                                      entrypoint=ENTRYPOINT, cmd=["--help"]),
+                        {"description": description, "extra_labels": extra, "env_prefix": ENV_PREFIX,
+                         "site_packages": site, "env_layers": table, "conda": mode == "conda"})
+        if dockerfile_only is not None:  # here, while a conda env's packed tree still exists
+            result = _write_context(recipe, dockerfile_only)
+    if dockerfile_only is None:
         result = realize(recipe, layout=layout, client=client, load=load, log=log, started=started, layers=layers,
                          written=written)
     manifest = {"kind": "runtime", "name": name, "version": version, "mode": mode, "python": minor,
@@ -334,22 +322,10 @@ def _runtime_specs(entries: list[ctx.ContextEntry], table: list[dict]) -> list[L
     specs = [LayerSpec(row["dir"], ENV_PREFIX, f"env: {row['dir'].split('/')[-1]}", stat_key(row["dir"], by_dir[row["dir"]]),
                        by_dir[row["dir"]]) for row in table]
     lock = by_dir["env.lock"]
-    specs.append(LayerSpec("env.lock", "/opt/swcli/env.lock", "env lock", _content("env.lock", lock), lock))
+    specs.append(LayerSpec("env.lock", "/opt/swcli/env.lock", "env lock", entries_content_key("env.lock", lock), lock))
     specs.append(LayerSpec("swcli", "/opt/swcli/lib", "swcli and its dependencies", stat_key("swcli", by_dir["swcli"]),
                            by_dir["swcli"]))
     return specs
-
-
-def _write_context_from(recipe: Recipe, directory: Path, prefix: Path, mode: str, lock_text: str) -> ImageResult:
-    """A conda env's entries point into a temp tree gone by now: lay its context out from a fresh pack."""
-    if mode != "conda":
-        return _write_context(recipe, directory)
-    with conda_tree(prefix) as tree:
-        entries, _ = runtime_context(prefix, tree, mode, base_python=recipe.template["site_packages"].split("python")[-1]
-                                     .split("/")[0], lock_text=lock_text)
-        specs = _runtime_specs(entries, recipe.template["env_layers"])
-        return _write_context(Recipe(recipe.kind, recipe.name, recipe.version, recipe.parent, recipe.parent_flag, specs,
-                                     recipe.changes, recipe.template), directory)
 
 
 # ------------------------------------------------------------------------------------------------- model
@@ -370,10 +346,10 @@ def model_recipe(entry: Entry, runtime_image: str) -> Recipe:
     meta = [ctx.from_bytes("meta/manifest.json", image_manifest(m))]
     if (entry.path / "env.lock").is_file():
         meta.append(ctx.from_file("meta/env.lock", entry.path / "env.lock"))
-    specs = ([LayerSpec("weights", "/opt/swcli/model/src", "weights", _content("weights", weights, known), weights)]
+    specs = ([LayerSpec("weights", "/opt/swcli/model/src", "weights", entries_content_key("weights", weights, known), weights)]
              if weights else [])
-    specs += [LayerSpec("code", "/opt/swcli/model/src", "code", _content("code", code, known), code),
-              LayerSpec("meta", "/opt/swcli/model", "model manifest and env lock", _content("meta", meta), meta)]
+    specs += [LayerSpec("code", "/opt/swcli/model/src", "code", entries_content_key("code", code, known), code),
+              LayerSpec("meta", "/opt/swcli/model", "model manifest and env lock", entries_content_key("meta", meta), meta)]
     extra = [("io.swcli.handler", m.get("handler", "")), ("io.swcli.runtime", runtime_image)]
     desc = m.get("desc", "")
     return Recipe(

@@ -9,7 +9,6 @@ is conda-packed with its paths rewritten to the image's prefix, so nothing needs
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import importlib.metadata as md
 import json
 import os
@@ -137,18 +136,6 @@ def swcli_layer_entries(env_site: Path) -> list[ctx.ContextEntry]:
     return entries
 
 
-def env_digest(entries: list[ctx.ContextEntry]) -> str:
-    """A digest of the env snapshot: paths, sizes and mtimes (hashing GBs of wheels on every build is waste)."""
-    h = hashlib.sha256()
-    for e in sorted(entries, key=lambda e: e.arcname):
-        if e.source is not None:
-            st = os.stat(e.source)
-            h.update(f"{e.arcname}\0{st.st_size}\0{int(st.st_mtime)}\0{int(e.executable)}\n".encode())
-        else:
-            h.update(f"{e.arcname}\0{e.link}\0{hashlib.sha256(e.data or b'').hexdigest()}\n".encode())
-    return h.hexdigest()
-
-
 def env_layers(tree: Path, *, whole_prefix: bool) -> tuple[list[ctx.ContextEntry], list[dict]]:
     """Layer entries for an env tree, every path relative to the env prefix (they all land in /opt/swcli/env).
 
@@ -200,13 +187,9 @@ def conda_tree(prefix: Path) -> Iterator[Path]:
         yield tree
 
 
-def runtime_context(prefix: Path, tree: Path, mode: str, *, base_python: str = "3.11",
-                    lock_text: str = "") -> tuple[list[ctx.ContextEntry], list[dict]]:
-    """Context entries and layer table for the env at ``prefix`` (its snapshot at ``tree``)."""
-    minor = env_python_minor(prefix)
-    if minor != base_python:
-        raise RuntimeError_(f"{prefix}: the environment is Python {minor}, the base image has Python {base_python}; "
-                            "the minor versions must match")
+def runtime_context(tree: Path, mode: str, *, lock_text: str = "") -> tuple[list[ctx.ContextEntry], list[dict]]:
+    """Context entries and layer table of an env's snapshot at ``tree`` (its Python is checked against the base's
+    by the image build, which reads the base)."""
     entries, layers = env_layers(tree, whole_prefix=(mode == "conda"))
     entries += swcli_layer_entries(site_packages_of(tree))
     entries.append(ctx.from_bytes("env.lock", lock_text.encode()))

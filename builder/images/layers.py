@@ -127,11 +127,19 @@ def content_key(label: str, items: Iterable[tuple[str, str, bool, str | None]]) 
     return h.hexdigest()
 
 
-def entries_content_key(label: str, entries: Iterable[ContextEntry]) -> str:
-    """:func:`content_key` of context entries, hashing the files (for small layers: code, manifests)."""
-    return content_key(label, ((e.arcname, sha256_file(e.source) if e.source is not None
-                                else hashlib.sha256(e.data or b"").hexdigest() if e.link is None else "",
-                                e.executable, e.link) for e in entries))
+def entries_content_key(label: str, entries: Iterable[ContextEntry], known: dict[str, str] | None = None) -> str:
+    """:func:`content_key` of context entries: a file's sha256 from ``known`` (arcname -> hex, e.g. from a
+    manifest) where it is there, else hashed here; literal bytes by their hash; links by their target."""
+    known = known or {}
+
+    def digest(e: ContextEntry) -> str:
+        if e.link is not None:
+            return ""
+        if e.source is None:
+            return hashlib.sha256(e.data or b"").hexdigest()
+        return known.get(e.arcname) or sha256_file(e.source)
+
+    return content_key(label, ((e.arcname, digest(e), e.executable, e.link) for e in entries))
 
 
 @dataclass
