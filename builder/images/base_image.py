@@ -49,18 +49,14 @@ def rootfs_available(packages: Sequence[str] = ()) -> bool:
 def _tar_blob(layout: Layout, tar: Path) -> Descriptor:
     """The rootfs tar as a layer blob: hard-linked into the layout when it can be (every store of a machine shares
     the 220 MB), else copied. Its digest is remembered beside the cached tar."""
-    import hashlib
+    from builder.store import sha256_file
 
     memo = tar.with_suffix(".sha256")
     size = tar.stat().st_size
     try:
         digest = memo.read_text().strip()
     except OSError:
-        sha = hashlib.sha256()
-        with open(tar, "rb") as fh:
-            while block := fh.read(1 << 20):
-                sha.update(block)
-        digest = "sha256:" + sha.hexdigest()
+        digest = "sha256:" + sha256_file(tar)
         with contextlib.suppress(OSError):
             memo.write_text(digest + "\n")
     if not layout.has(digest, size):

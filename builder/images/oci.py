@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import IO, Iterator
 
 from builder.errors import SwcliError
-from builder.store import pid_alive, write_bytes_atomic
+from builder.store import pid_alive, sha256_file, write_bytes_atomic
 
 MEDIA_INDEX = "application/vnd.oci.image.index.v1+json"
 MEDIA_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
@@ -163,14 +163,10 @@ class Layout:
 
     def verify(self, digest: str) -> bool:
         """Re-hash a blob: False when it is missing or its bytes are not what its name says."""
-        sha = hashlib.sha256()
         try:
-            with open(self.blob_path(digest), "rb") as fh:
-                while block := fh.read(CHUNK):
-                    sha.update(block)
+            return "sha256:" + sha256_file(self.blob_path(digest)) == digest
         except FileNotFoundError:
             return False
-        return "sha256:" + sha.hexdigest() == digest
 
     def discard(self, digest: str) -> None:
         with contextlib.suppress(FileNotFoundError):

@@ -28,7 +28,7 @@ from builder.images.build import DEFAULT_BASE, ImageResult, build_runtime_image
 from builder.images.env import RuntimeError_, current_env_prefix, env_mode, site_packages_of
 from builder.refs import image_ref_problem, name_problem
 from builder.spec import Field, SpecError, check_fields, read_yaml_mapping
-from builder.store import Entry, Store, utc_now, write_json_atomic
+from builder.store import Entry, Store, utc_now, write_bytes_atomic, write_json_atomic
 
 RUNTIME_FIELDS = {
     "name": Field((str,), required=True),
@@ -189,11 +189,8 @@ def export_env_lock(prefix: Path | None = None, *, run: Callable = subprocess.ru
         last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
         raise EnvLockError(f"{prefix}: '{shown}' exited {proc.returncode}: {last}; {SKIP_HINT}")
     if memo is not None:
-        with contextlib.suppress(OSError):
-            memo.parent.mkdir(parents=True, exist_ok=True)
-            tmp = memo.with_name(f".{memo.name}.{os.getpid()}")
-            tmp.write_text(proc.stdout, encoding="utf-8")
-            os.replace(tmp, memo)
+        with contextlib.suppress(SwcliError):  # a store that cannot remember only costs the next build a freeze
+            write_bytes_atomic(memo, proc.stdout.encode("utf-8"))
     return EnvLock(kind, proc.stdout)
 
 
