@@ -32,10 +32,6 @@ def build(
 
     if venv and conda_prefix:
         raise SwcliError("give --venv or --conda-prefix, not both")
-    if dockerfile_only is not None:  # a used folder fails before the env is resolved, not after
-        from builder.images.context import check_context_dir
-
-        check_context_dir(dockerfile_only)
     entry, result = build_runtime(name, venv or conda_prefix, spec_dir=directory, base_image=base_image,
                                   dockerfile_only=dockerfile_only, skip_gen_env=skip_gen_env, load=not no_load,
                                   verify=verify)

@@ -220,6 +220,10 @@ def build_runtime(name: str | None = None, prefix: Path | None = None, *, spec_d
     ``prefix`` is given, the env. The lock is exported once and goes into both the image and the store entry.
     """
     store = store or Store()
+    if dockerfile_only is not None:  # a used folder fails before an env is resolved or locked, not after
+        from builder.images.context import check_context_dir
+
+        check_context_dir(dockerfile_only)
     spec = _spec_in(spec_dir, required=prefix is None)
     system_packages: tuple[str, ...] = ()
     if spec is not None:
