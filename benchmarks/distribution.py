@@ -74,7 +74,7 @@ def bench_shards(dataset: str, counts: list[int], repeat: int) -> None:
 
 
 def bench_push(project: Path) -> None:
-    from tests.test_registry import Registry
+    from tests.registry_servers import Registry
 
     registry = Registry(Path(tempfile.mkdtemp(prefix="swcli-bench-registry-")))
     try:
