@@ -420,6 +420,7 @@ def test_bearer_wrong_credentials(token_registry):
     assert "wrong" not in str(err.value)
 
 
+@pytest.mark.slow
 def test_expired_token_mid_push_is_refreshed(tmp_path, small_chunks):
     reg = Registry(tmp_path / "short-tokens", token=True, token_lifetime=2)
     try:
