@@ -336,6 +336,20 @@ def test_hanging_registry_times_out(registry, monkeypatch):
     assert f"registry {proxy.address} did not answer within 2 s (blob sha256:{'3' * 64}" in str(err.value)
 
 
+def test_registry_that_accepts_and_never_answers(monkeypatch):
+    import socket
+    monkeypatch.setenv("SWCLI_REGISTRY_TIMEOUT", "2")
+    with socket.socket() as silent:  # the kernel accepts connections; nobody ever reads or answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        address = f"127.0.0.1:{silent.getsockname()[1]}"
+        started = time.monotonic()
+        with pytest.raises(RegistryError) as err:
+            RegistryClient(address).ping()
+    assert time.monotonic() - started < 6
+    assert str(err.value).startswith(f"registry {address} did not answer within 2 s (the API check (GET /v2/))")
+
+
 def test_5xx_on_one_blob(registry):
     layer = os.urandom(20_000)
     digest, size, opener = blob(layer)
@@ -418,6 +432,18 @@ def test_bearer_wrong_credentials(token_registry):
         client.ping()
     assert "token server" in str(err.value) and "refused the credentials" in str(err.value)
     assert "wrong" not in str(err.value)
+
+
+def test_bearer_with_identity_token_and_credential_helper(token_registry, tmp_path, monkeypatch):
+    from tests.registry_servers import TokenServer
+
+    write_config(tmp_path, {"auths": {f"https://{token_registry.address}": {"identitytoken": TokenServer.REFRESH}}})
+    client = RegistryClient(token_registry.address)
+    push_image(client, "tok/identity", "v1", os.urandom(1000))
+    assert client.manifest_descriptor("tok/identity", "v1") is not None
+    fake_helper(tmp_path, monkeypatch, "vault", {token_registry.address: (Registry.USER, Registry.PASSWORD)})
+    write_config(tmp_path, {"credHelpers": {token_registry.address: "vault"}})
+    RegistryClient(token_registry.address).ping("tok/identity")
 
 
 @pytest.mark.slow
