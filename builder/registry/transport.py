@@ -5,7 +5,8 @@
   registries). A certificate that fails verification is never skipped.
 * Trust: the system CAs, plus ``ca_cert``, plus every ``*.crt`` in ``/etc/docker/certs.d/<host:port>/`` (the root
   is ``$SWCLI_DOCKER_CERTS_D`` when set), plus a client certificate ``*.cert``/``*.key`` pair found there.
-* Timeouts: 10 s (or ``timeout`` if shorter) to connect and shake hands, then ``timeout`` (default ``$SWCLI_REGISTRY_TIMEOUT``, else 30 s) between bytes.
+* Timeouts: 10 s (or ``timeout`` if shorter) to connect and shake hands, then ``timeout`` between bytes
+  (default ``$SWCLI_REGISTRY_TIMEOUT``, else 30 s).
 * Errors: every failure to talk to the registry is a :class:`RegistryError` whose one line names the registry and
   what was being done (``what``), never a traceback from ``requests``.
 """
