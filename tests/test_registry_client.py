@@ -462,7 +462,7 @@ def test_expired_token_mid_push_is_refreshed(tmp_path, small_chunks):
 
         client.upload_blob("tok/expiry", digest, size, opener, on_progress=slow_network)
         assert stored_blob(reg.root, digest).read_bytes() == layer
-        assert reg.tokens.requests.count([f"repository:tok/expiry:pull,push"]) == 2  # the first one expired
+        assert reg.tokens.requests.count(["repository:tok/expiry:pull,push"]) == 2  # the first one expired
         assert any(line.endswith(" 401") for line in access_log(reg.log, "tok/expiry")[2:])
     finally:
         reg.stop()

@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Callable, Iterator
@@ -126,7 +125,6 @@ class RegistryClient:
         self._transport = Transport(registry, ca_cert=ca_cert, timeout=timeout)
         self._auth = Authenticator(registry, credentials if credentials is not None
                                    else (lambda: stored_credentials(registry)), self._transport.request)
-        self._lock = threading.Lock()
         self._referrers_api: dict[str, bool] = {}  # repository -> whether the registry has the referrers API
 
     # --- plumbing -------------------------------------------------------------------------------------------
@@ -393,8 +391,7 @@ class RegistryClient:
                                  headers={"Content-Type": media_type})
         response.close()
         if response.headers.get("OCI-Subject"):
-            with self._lock:
-                self._referrers_api[repository] = True
+            self._referrers_api[repository] = True
         claimed = response.headers.get("Docker-Content-Digest")
         if claimed and claimed != digest:
             raise RegistryError(f"registry {self.registry} stored {what} as {claimed}, not {digest}")
