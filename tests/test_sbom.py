@@ -31,6 +31,7 @@ DIST_INFOS = {  # folder -> METADATA: each way a distribution can state its lice
     "classy-2.0.dist-info": "Name: classy\nVersion: 2.0\nLicense: " + "Permission is hereby granted " * 10
                             + "\nClassifier: License :: OSI Approved :: MIT License\nClassifier: Programming Language :: Python\n",
     "nolicense-0.1.dist-info": "Name: nolicense\nVersion: 0.1\nLicense: UNKNOWN\n",
+    "umlaut-0.2.dist-info": "Name: umlaut\nVersion: 0.2\nAuthor: Jürgen Müller\nLicense: Lizenz für alle\n",
 }
 
 
@@ -100,6 +101,7 @@ def test_sbom_lists_the_envs_dists_with_versions_licenses_and_purls(venv_runtime
     assert license_of(found["pkg:pypi/ownlic@1.0"]) == {"name": "The Own License of Someone"}
     assert license_of(found["pkg:pypi/classy@2.0"]) == {"id": "MIT"}  # the License field was a text: the classifier
     assert license_of(found["pkg:pypi/nolicense@0.1"]) is None
+    assert license_of(found["pkg:pypi/umlaut@0.2"]) == {"name": "Lizenz für alle"}  # non-ASCII metadata
     assert not [p for p in found if "inner" in p]  # a vendored copy is not a distribution of the env
     # swcli's own dependencies in /opt/swcli/lib, at the host's versions
     numpy = found[f"pkg:pypi/numpy@{md.version('numpy')}"]
@@ -327,6 +329,9 @@ def test_read_image_file_takes_the_topmost_layer_and_honours_whiteouts(tmp_path)
     assert [(p.name, p.version, p.purl) for p in base_packages(layout, image)] == [
         ("libc6", "2.36-9+deb12u4", "pkg:deb/debian/libc6@2.36-9%2Bdeb12u4?arch=amd64"),
         ("python3", "3.11.2-1+b1", "pkg:deb/debian/python3@3.11.2-1%2Bb1?arch=amd64")]
+    with pytest.MonkeyPatch.context() as mp:  # remembered per base: a changed env does not read the base again
+        mp.setattr("builder.images.sbom.read_image_file", lambda *a: pytest.fail("the base was read again"))
+        assert [p.name for p in base_packages(layout, image)] == ["libc6", "python3"]
     sbom = {"opt/swcli/sbom.cdx.json": b"{}"}
     assert read_sbom(layout, _image(layout, [sbom, {"opt/swcli/model/code.py": b"x"}])) == b"{}"  # inherited
     assert read_sbom(layout, _image(layout, [sbom, {"opt/swcli/.wh.sbom.cdx.json": b""}])) is None

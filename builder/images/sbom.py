@@ -103,7 +103,7 @@ def python_packages(files: dict[str, ContextEntry], python_path: Iterable[str]) 
     conda_owned = {f"{m.group('prefix')}/{f}" for path, entry in files.items() if (m := _CONDA_META.fullmatch(path))
                    for f in (_conda_record(entry) or {}).get("files") or []}
     out = []
-    parser = email.parser.BytesHeaderParser()
+    parser = email.parser.HeaderParser()  # on text: a non-ASCII header stays a str (bytes would give Header objects)
     for path in sorted(files):
         match = _DIST_INFO.fullmatch(path)
         if not match or match.group("parent") not in roots or path in conda_owned:
@@ -111,7 +111,7 @@ def python_packages(files: dict[str, ContextEntry], python_path: Iterable[str]) 
         installer = files.get(f"{match.group('dir')}/INSTALLER")
         if installer is not None and (_read(installer) or b"").strip() == b"conda":
             continue
-        meta = parser.parsebytes(_read(files[path]) or b"")
+        meta = parser.parsestr((_read(files[path]) or b"").decode("utf-8", "replace"))
         name, version = meta.get("Name"), meta.get("Version")
         if not name or not version:
             continue
@@ -198,11 +198,19 @@ def read_sbom(layout: Layout, image: Image) -> bytes | None:
 
 
 def base_packages(layout: Layout, base: Image | None) -> list[Package]:
-    """The base image's Debian packages (none for a base without dpkg, or no base at hand)."""
+    """The base image's Debian packages (none for a base without dpkg, or no base at hand), remembered per base in
+    the layout's cache: finding the status file reads ~10,000 tar headers, and a changed env keeps its base."""
     if base is None:
         return []
+    memo = layout.root / "cache" / "sbom" / f"debian-{base.manifest.hex}.json"
+    try:
+        return [Package(**p) for p in json.loads(memo.read_bytes())]
+    except (OSError, ValueError, TypeError):
+        pass
     status = read_image_file(layout, base.layers, DPKG_STATUS)
-    return debian_packages(status) if status else []
+    packages = debian_packages(status) if status else []
+    write_bytes_atomic(memo, json.dumps([asdict(p) for p in packages]).encode())
+    return packages
 
 
 # --------------------------------------------------------------------------------------- the document
