@@ -200,9 +200,11 @@ def read_sbom(layout: Layout, image: Image) -> bytes | None:
 def base_packages(layout: Layout, base: Image | None) -> list[Package]:
     """The base image's Debian packages (none for a base without dpkg, or no base at hand), remembered per base in
     the layout's cache: finding the status file reads ~10,000 tar headers, and a changed env keeps its base."""
+    from builder import __version__
+
     if base is None:
         return []
-    memo = layout.root / "cache" / "sbom" / f"debian-{base.manifest.hex}.json"
+    memo = layout.root / "cache" / "sbom" / f"debian-{base.manifest.hex}-{__version__}.json"
     try:
         return [Package(**p) for p in json.loads(memo.read_bytes())]
     except (OSError, ValueError, TypeError):
