@@ -16,7 +16,6 @@ import shutil
 import subprocess
 import sys
 import tarfile
-import time
 from pathlib import Path
 
 import pytest
@@ -183,10 +182,8 @@ def test_unchanged_rebuild_reads_the_sbom_from_the_cache(venv_runtime, monkeypat
         raise AssertionError("the SBOM of an unchanged env was made again")
 
     monkeypatch.setattr(sbom, "make_sbom", refuse)
-    started = time.perf_counter()
     _, again, _ = build("sbomtest", venv)
     assert again.image_id == image.image_id
-    assert time.perf_counter() - started < 5  # the whole rebuild; the env here is tiny
 
 
 def test_dockerfile_only_context_carries_the_same_sbom(venv_runtime, tmp_path, monkeypatch):
@@ -229,6 +226,7 @@ def test_runtime_whose_image_left_the_store_is_one_line(venv_runtime, cli, monke
     assert len(res.err.strip().splitlines()) == 1 and res.out == ""
 
 
+@pytest.mark.slow
 def test_umoci_unpacks_the_sbom_without_an_engine(venv_runtime, tmp_path, monkeypatch):
     if shutil.which("umoci") is None:
         pytest.skip("umoci not installed")
@@ -242,6 +240,7 @@ def test_umoci_unpacks_the_sbom_without_an_engine(venv_runtime, tmp_path, monkey
     assert (tmp_path / "b" / "rootfs" / SBOM_PATH.lstrip("/")).read_bytes() == read_sbom(layout, image)
 
 
+@pytest.mark.slow
 def test_conda_env_lists_conda_packages_and_only_the_dists_pip_installed(base_ready, tmp_path, monkeypatch):
     from tests.test_runtime import make_conda_env
 
