@@ -6,6 +6,7 @@ A kind differs only in what it shows: the fields of `info`, the columns of `list
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -24,12 +25,21 @@ class EntryView:
     row: Callable[[Any], list]  # Entry -> values of those columns
     json_row: Callable[[Any], dict]  # Entry -> extra keys of `list -o json`
     verify: Callable[[Any], None] | None = None  # `info --verify`, where the kind can check its files
+    sbom: Callable[[str], bytes] | None = None  # `info --sbom`: ref -> the SBOM's bytes (runtimes)
     remove_help: str = ""
 
 
-def _show(view: EntryView, ref: str, output: OutputFormat, verify: bool) -> None:
+def _show(view: EntryView, ref: str, output: OutputFormat, verify: bool, sbom: bool = False) -> None:
     from builder.store import Store
 
+    if sbom:
+        if view.sbom is None:
+            raise typer.BadParameter(f"only runtime images carry an SBOM, not {view.kind} entries", param_hint="--sbom")
+        data = view.sbom(ref)
+        sys.stdout.flush()
+        sys.stdout.buffer.write(data)  # the bytes in the image, untouched
+        sys.stdout.buffer.flush()
+        return
     entry = Store().resolve(view.kind, ref)
     if verify:
         view.verify(entry)
@@ -46,17 +56,22 @@ def add_entry_commands(app: typer.Typer, view: EntryView) -> None:
     kind = view.kind
     ref_help = f"name, name:version, name:short, name:latest, or a {kind} entry directory."
     output_option = typer.Option(OutputFormat.table, "--output", "-o", help="table or json.")
+    sbom_option = typer.Option(False, "--sbom", hidden=view.sbom is None,
+                               help="Print the image's CycloneDX SBOM (JSON, exactly the bytes in the image).")
 
     if view.verify is not None:
         @app.command("info")
         def info(ref: str = typer.Argument(..., help=ref_help), output: OutputFormat = output_option,
-                 verify: bool = typer.Option(False, "--verify", help="Re-read every file and check it against the manifest.")) -> None:
-            _show(view, ref, output, verify)
+                 verify: bool = typer.Option(False, "--verify", help="Re-read every file and check it against the manifest."),
+                 sbom: bool = sbom_option) -> None:
+            _show(view, ref, output, verify, sbom)
     else:
         @app.command("info")
-        def info(ref: str = typer.Argument(..., help=ref_help), output: OutputFormat = output_option) -> None:
-            _show(view, ref, output, False)
-    info.__doc__ = f"Show a {kind}'s manifest" + ("; with --verify, check its files against it." if view.verify else ".")
+        def info(ref: str = typer.Argument(..., help=ref_help), output: OutputFormat = output_option,
+                 sbom: bool = sbom_option) -> None:
+            _show(view, ref, output, False, sbom)
+    info.__doc__ = (f"Show a {kind}'s manifest" + ("; with --verify, check its files against it" if view.verify else "")
+                    + ("; with --sbom, print its image's SBOM." if view.sbom else "."))
 
     @app.command("list")
     def list_(output: OutputFormat = output_option) -> None:

@@ -51,8 +51,15 @@ def _fields(entry) -> list:
             ("layers", ", ".join(f"{l['dir'].split('/')[-1]} {human_size(l['size'])}" for l in m.get("layers", [])))]
 
 
+def _sbom(ref: str) -> bytes:
+    from builder.services.runtime_build import read_runtime_sbom
+
+    return read_runtime_sbom(ref)
+
+
 add_entry_commands(app, EntryView(
     "runtime", _fields, ["image"], lambda e: [e.manifest.get("image")],
     lambda e: {k: v for k, v in e.manifest.items() if k not in ("name", "version", "created")},
+    sbom=_sbom,
     remove_help="Forget a runtime (its image stays in the engine)."))
 add_push_command(app, "runtime")

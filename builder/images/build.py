@@ -27,12 +27,15 @@ from builder.images.image import ConfigChanges, Image, NewLayer, read_image, wri
 from builder.images.layers import LayerCache, entries_content_key, placed, stat_key
 from builder.images.oci import Layout
 from builder.images.render import render_dockerfile
+from builder.images.sbom import SBOM_PATH, runtime_sbom
+from builder.images.sbom import wanted as sbom_wanted
 from builder.refs import image_ref_problem, image_tags, is_version, name_problem
 from builder.store import Entry, make_version, swcli_home
 
 DEFAULT_BASE = "swcli/base:bookworm-py3.11"
 USER = "1000:1000"
 ENTRYPOINT = ["python3", "-m", "builder.container"]
+SWCLI_LIB = "/opt/swcli/lib"  # swcli and the dependencies it brings, on PYTHONPATH after the env's site-packages
 # store-only fields of a manifest: the copy inside an image leaves them out, so the image is the same everywhere
 HOST_FIELDS = ("created", "build_seconds", "source")
 
@@ -290,7 +293,15 @@ def build_runtime_image(name: str, prefix: Path, *, base_image: str = DEFAULT_BA
         layers, written = _layers(layout, specs, nocache=nocache, verify=verify)
         version = runtime_version(mode, layers)
         site = site_packages(minor)
-        env = {"SWCLI_ENV": ENV_PREFIX, "PYTHONPATH": f"{site}:/opt/swcli/lib"}
+        # last, in a small layer of its own: it changes whenever anything below does, and only then
+        document = runtime_sbom(layout, name, version, base, [layer.blob.digest for layer in layers],
+                                lambda: _sbom_files(specs), (site, SWCLI_LIB))
+        sbom_entries = [ctx.from_bytes("sbom.cdx.json", document)]
+        specs.append(LayerSpec("sbom.cdx.json", SBOM_PATH, "sbom", entries_content_key("sbom", sbom_entries),
+                               sbom_entries))
+        sbom_layer, more = _layers(layout, specs[-1:], nocache=nocache, verify=verify)
+        layers, written = layers + sbom_layer, written + more
+        env = {"SWCLI_ENV": ENV_PREFIX, "PYTHONPATH": f"{site}:{SWCLI_LIB}"}
         if mode == "conda":
             env["PATH"] = f"{ENV_PREFIX}/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
         env.update(PYTHONDONTWRITEBYTECODE="1", PYTHONUNBUFFERED="1")
@@ -313,6 +324,12 @@ def build_runtime_image(name: str, prefix: Path, *, base_image: str = DEFAULT_BA
     return result, manifest
 
 
+def _sbom_files(specs: list[LayerSpec]) -> dict[str, ctx.ContextEntry]:
+    """Image path -> context entry of the files the SBOM is read from (metadata of dists and conda packages)."""
+    return {f"/{e.arcname}": e for spec in specs
+            for e in placed([e for e in spec.entries if sbom_wanted(e.arcname)], spec.src, spec.dest)}
+
+
 def _runtime_specs(entries: list[ctx.ContextEntry], table: list[dict]) -> list[LayerSpec]:
     by_dir: dict[str, list[ctx.ContextEntry]] = {}
     for e in entries:
@@ -323,7 +340,7 @@ def _runtime_specs(entries: list[ctx.ContextEntry], table: list[dict]) -> list[L
                        by_dir[row["dir"]]) for row in table]
     lock = by_dir["env.lock"]
     specs.append(LayerSpec("env.lock", "/opt/swcli/env.lock", "env lock", entries_content_key("env.lock", lock), lock))
-    specs.append(LayerSpec("swcli", "/opt/swcli/lib", "swcli and its dependencies", stat_key("swcli", by_dir["swcli"]),
+    specs.append(LayerSpec("swcli", SWCLI_LIB, "swcli and its dependencies", stat_key("swcli", by_dir["swcli"]),
                            by_dir["swcli"]))
     return specs
 

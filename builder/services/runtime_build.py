@@ -7,6 +7,7 @@ The store entry is the manifest (layers, lock, image tag): the image itself is t
 
 :func:`export_env_lock` is the one environment-lock exporter (model builds use it too): it runs once per build,
 and a failure is one :class:`EnvLockError` line that says how to build without a lock (``--skip-gen-env``).
+:func:`read_runtime_sbom` is `swcli runtime info --sbom`: the SBOM file's bytes exactly as the image holds them.
 """
 
 from __future__ import annotations
@@ -336,3 +337,27 @@ def _reuse_runtime(prefix: Path, name: str, store: Store, *, load: bool, log=Non
 
         load_into(connect(), layout, image, [memo["image"], memo["image"].rsplit(":", 1)[0] + ":latest"], log=log)
     return memo["image"]
+
+
+class SbomMissingError(SwcliError):
+    """A runtime whose image is not in the store's OCI layout, or has no SBOM (built before swcli wrote one)."""
+
+
+def read_runtime_sbom(ref: str, *, store: Store | None = None, layout=None) -> bytes:
+    """The CycloneDX SBOM of runtime ``ref``, read from its image's layers in the store (the exact bytes)."""
+    from builder.images.build import store_layout
+    from builder.images.image import read_image
+    from builder.images.sbom import SBOM_PATH, read_sbom
+
+    entry = (store or Store()).resolve("runtime", ref)
+    layout = layout or store_layout()
+    tag = entry.manifest.get("image")
+    image = read_image(layout, tag) if isinstance(tag, str) else None
+    if image is None:
+        raise SbomMissingError(f"runtime {entry.ref}: its image {tag} is not in the store ({layout.root}); "
+                               f"build it again with `swcli runtime build`")
+    data = read_sbom(layout, image)
+    if data is None:
+        raise SbomMissingError(f"runtime {entry.ref}: image {tag} has no {SBOM_PATH} (built before swcli wrote "
+                               f"SBOMs); build it again with `swcli runtime build`")
+    return data

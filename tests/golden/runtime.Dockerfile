@@ -10,6 +10,8 @@ COPY --chown=0:0 layers/01-rest/ /opt/swcli/env/
 COPY --chown=0:0 env.lock /opt/swcli/env.lock
 # swcli itself and its own dependencies, apart from the user's, so an upgrade does not re-ship the env
 COPY --chown=0:0 swcli/ /opt/swcli/lib/
+# the CycloneDX SBOM of the env, swcli's dependencies and the base's Debian packages; last, as it changes with any
+COPY --chown=0:0 sbom.cdx.json /opt/swcli/sbom.cdx.json
 LABEL org.opencontainers.image.title="cifar-env" \
       org.opencontainers.image.version="abc123" \
       org.opencontainers.image.description="CIFAR10 test set" \
