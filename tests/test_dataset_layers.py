@@ -193,6 +193,17 @@ def test_unchanged_volume_layers_are_never_tarred_again(cli, tmp_path, monkeypat
     assert tarred == [] and result.layers_written == 0
 
 
+def test_an_entry_carrying_a_layers_json_builds_the_same_image(cli, tmp_path):
+    """A dataset pulled from an image may hold the image's layers.json: it is written anew, not copied twice."""
+    from builder.images import build
+
+    entry, image = built(cli, project(tmp_path / "p", 60))
+    stale = entry.path / dl.LAYERS_NAME
+    stale.parent.chmod(0o755)
+    stale.write_text("{}")
+    assert build.build_dataset_image(entry, load=False).image_id == image.image_id
+
+
 def test_ctrl_c_inside_a_volume_layer_leaves_no_temp_blob_and_no_ref(cli, tmp_path, monkeypatch):
     from builder.images import build
 
