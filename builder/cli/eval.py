@@ -195,7 +195,8 @@ def pull(
     ca_cert: Optional[Path] = CA_CERT,
 ) -> None:
     """Fetch an attached evaluation into the run history (digests verified), for eval show/report/diff and gates."""
-    from builder.services.attach import default_client, pull as pull_service
+    from builder.services.attach import default_client
+    from builder.services.attach_pull import pull as pull_service
 
     got = pull_service(ref, run_id=run_id, client_for=default_client(ca_cert))
     what = "pulled" if got.new else "already in the history:"

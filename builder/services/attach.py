@@ -7,20 +7,14 @@ manifest, and annotations carrying what a listing shows (run id, dataset, headli
 needs no blob. Every field comes from the run's own files, never from the clock: the same run attached twice is the
 same artifact digest. The registry's referrers API lists them, or the ``sha256-<hex>`` fallback tag index.
 
-A pulled evaluation is checked like a local run (the same shape checks as :mod:`builder.services.runs`), staged in
-a hidden folder under ``runs/`` and renamed into place whole, so ``eval show/report/diff`` and ``--fail-under``
-work on it.
+Pulling one back into the run history is :mod:`builder.services.attach_pull`.
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import io
 import json
-import os
-import secrets
-import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +22,7 @@ from typing import Callable
 
 from builder.errors import EvalError, RegistryError
 from builder.images.oci import MEDIA_MANIFEST, canonical_json
-from builder.services.runs import Run, RunError, metric_value, resolve_run, run_id_problem
+from builder.services.runs import Run, RunError, metric_value, resolve_run
 from builder.store import Store
 
 ARTIFACT_TYPE = "application/vnd.swcli.evaluation.v1+json"
@@ -61,7 +55,7 @@ def default_client(ca_cert: Path | None = None) -> ClientFor:
     return make
 
 
-def _reference(text: str):
+def reference(text: str):
     from builder.registry.reference import Reference
 
     return Reference.parse(text)
@@ -161,7 +155,7 @@ def _upload(client, repository: str, path: Path) -> dict:
 def attach(run_ref: str, image: str, *, store: Store | None = None, client_for: ClientFor | None = None) -> Attached:
     """Push run ``run_ref`` as an evaluation artifact whose subject is the model image ``image``."""
     run = resolve_run(run_ref, store or Store())
-    ref = _reference(image)
+    ref = reference(image)
     client = (client_for or default_client())(ref.registry)
     model, labels = model_of(client, ref)
     check_same_model(run, model, labels, f"{ref.registry}/{ref.repository}@{model['digest']}")
@@ -193,7 +187,7 @@ def _subject_digest(client, ref) -> str:
 
 def attached(image: str, *, client_for: ClientFor | None = None) -> list[dict]:
     """The evaluations attached to ``image``, newest first, from the referrers' annotations (no blob fetched)."""
-    ref = _reference(image)
+    ref = reference(image)
     client = (client_for or default_client())(ref.registry)
     rows = []
     for desc in client.referrers(ref.repository, _subject_digest(client, ref), ARTIFACT_TYPE):
@@ -214,124 +208,3 @@ def _number(text) -> float | None:
         return float(text)
     except (TypeError, ValueError):
         return None
-
-
-# ----------------------------------------------------------------------------------------------------- pull
-
-
-@dataclass(frozen=True)
-class Pulled:
-    id: str
-    path: Path
-    digest: str  # the artifact's
-    subject: str | None
-    new: bool  # False: this artifact was in the history already
-
-
-def _artifact_digest(client, ref, run_id: str | None) -> str:
-    if run_id is None:
-        if not ref.digest:
-            raise EvalError(f"{ref}: name the evaluation by its digest (REPO@sha256:...), or pick one of the image's "
-                            "with --run RUN_ID (see `swcli eval list --image`)")
-        return ref.digest
-    rows = [r for r in attached(str(ref), client_for=lambda _registry: client) if r["run"] == run_id]
-    if not rows:
-        raise EvalError(f"no evaluation of run {run_id} is attached to {ref} (see `swcli eval list --image {ref}`)")
-    if len({r["digest"] for r in rows}) > 1:
-        raise EvalError(f"run {run_id} is attached to {ref} more than once "
-                        f"({', '.join(r['digest'] for r in rows)}); pull one by digest")
-    return rows[0]["digest"]
-
-
-def _layers(manifest: dict, where: str) -> dict[str, dict]:
-    """The artifact's layers by title: each title exactly one of :data:`FILES`, at most once, the required present."""
-    if manifest.get("artifactType") != ARTIFACT_TYPE:
-        raise EvalError(f"{where} is not a swcli evaluation (artifactType {manifest.get('artifactType')!r})")
-    layers = {}
-    for layer in manifest.get("layers") or []:
-        title = ((layer.get("annotations") or {}) if isinstance(layer, dict) else {}).get(TITLE)
-        if title not in FILES or title in layers:
-            raise EvalError(f"{where}: layer title {title!r} is not one of {', '.join(FILES)} (or is repeated)")
-        if not (isinstance(layer.get("digest"), str) and isinstance(layer.get("size"), int) and layer["size"] >= 0):
-            raise EvalError(f"{where}: layer {title} has no digest and size")
-        layers[title] = layer
-    missing = [name for name in REQUIRED if name not in layers]
-    if missing:
-        raise EvalError(f"{where}: no {missing[0]} layer; not a complete evaluation")
-    return layers
-
-
-def _check_staged(folder: Path) -> dict:
-    """Read the staged run as `eval show` would; every results line too. Returns run.json."""
-    from builder.services.runs import load_run
-
-    run = load_run(folder)
-    if run.run.get("status") != "succeeded":
-        raise RunError(f"{folder / 'run.json'}: status {run.run.get('status')!r}; only a succeeded run is pulled")
-    for _ in run.results():
-        pass
-    return run.run
-
-
-def _existing(runs_dir: Path, digest: str, layers: dict[str, dict]) -> str | None:
-    """The id of a run in the history that already is this artifact (pulled before, or the run it was made of)."""
-    from builder.store import sha256_file
-
-    if not runs_dir.is_dir():
-        return None
-    for path in sorted(runs_dir.iterdir()):
-        if path.name.startswith("."):
-            continue
-        with contextlib.suppress(OSError, ValueError):
-            origin = path / "origin.json"
-            if origin.is_file() and json.loads(origin.read_text(encoding="utf-8")).get("artifact") == digest:
-                return path.name
-            if all("sha256:" + sha256_file(path / name) == layers[name]["digest"]  # run.json first: the cheap one
-                   for name in ("run.json", "metrics.json", "results.jsonl")):
-                return path.name
-    return None
-
-
-def pull(ref_text: str, *, run_id: str | None = None, store: Store | None = None,
-         client_for: ClientFor | None = None) -> Pulled:
-    """Fetch an attached evaluation into ``runs/`` (checked, staged, renamed whole); a second pull finds the first."""
-    store = store or Store()
-    ref = _reference(ref_text)
-    if run_id is not None and run_id_problem(run_id):
-        raise RunError(run_id_problem(run_id))
-    client = (client_for or default_client())(ref.registry)
-    digest = _artifact_digest(client, ref, run_id)
-    where = f"{ref.registry}/{ref.repository}@{digest}"
-    manifest_blob = client.get_manifest(ref.repository, digest)
-    try:
-        manifest = json.loads(manifest_blob.data)
-    except ValueError:
-        raise RegistryError(f"{where}: the manifest is not JSON") from None
-    if not isinstance(manifest, dict):
-        raise EvalError(f"{where} is not a swcli evaluation")
-    layers = _layers(manifest, where)
-    subject = (manifest.get("subject") or {}).get("digest") if isinstance(manifest.get("subject"), dict) else None
-    runs_dir = store.runs_dir
-    known = _existing(runs_dir, digest, layers)
-    if known:
-        return Pulled(known, runs_dir / known, digest, subject, False)
-    runs_dir.mkdir(parents=True, exist_ok=True)
-    staging = runs_dir / f".pulling-{secrets.token_hex(4)}"
-    staging.mkdir()
-    try:
-        for name, layer in sorted(layers.items()):
-            with open(staging / name, "wb") as out:
-                client.fetch_blob(ref.repository, layer["digest"], out, size=layer["size"])
-        _check_staged(staging)
-        (staging / "origin.json").write_text(json.dumps(
-            {"artifact": digest, "repository": f"{ref.registry}/{ref.repository}", "subject": subject}, indent=2) + "\n")
-        wanted = str((manifest.get("annotations") or {}).get(f"{A}run") or "")
-        base = wanted if wanted and run_id_problem(wanted) is None else f"pulled-{digest.split(':')[-1][:12]}"
-        for n in range(1, 100):
-            new_id = base if n == 1 else f"{base}-{n}"
-            if not os.path.lexists(runs_dir / new_id):  # a run of that id that is not this artifact: take the next
-                os.rename(staging, runs_dir / new_id)
-                return Pulled(new_id, runs_dir / new_id, digest, subject, True)
-        raise RunError(f"{runs_dir}: too many runs named {base}")
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
