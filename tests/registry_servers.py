@@ -212,8 +212,9 @@ class Rule:
     """What the proxy does to requests matching ``method`` and the ``path`` regex (searched in path+query).
 
     ``action``: ``"garbage"`` (200, an HTML page), ``"hang"`` (accept, never answer), ``"status"`` (answer
-    ``status`` with no body), ``"cut"`` (forward, then drop both connections after ``after`` bytes: of the request
-    body when it has one, else of the response body), ``"flip"`` (forward, flip one byte of the response body).
+    ``status`` with ``body``, of ``content_type``), ``"cut"`` (forward, then drop both connections after ``after``
+    bytes: of the request body when it has one, else of the response body), ``"flip"`` (forward, flip one byte of
+    the response body).
     ``skip``: matching requests let through untouched first; ``times``: how many requests it then applies to
     (None: all); ``hits`` counts them.
     """
@@ -222,6 +223,8 @@ class Rule:
     path: str
     action: str
     status: int = 500
+    body: bytes = b""
+    content_type: str = "text/html"
     after: int = 0
     skip: int = 0
     times: int | None = None
@@ -252,9 +255,9 @@ class FaultProxy:
                     return
                 if action in ("garbage", "status"):
                     self._drain()
-                    body = b"<html><body>502 Bad Gateway, try later</body></html>" if action == "garbage" else b""
+                    body = b"<html><body>502 Bad Gateway, try later</body></html>" if action == "garbage" else rule.body
                     self.send_response(200 if action == "garbage" else rule.status)
-                    self.send_header("Content-Type", "text/html")
+                    self.send_header("Content-Type", rule.content_type)
                     self.send_header("Content-Length", str(len(body)))
                     self.end_headers()
                     self.wfile.write(body)
