@@ -169,9 +169,17 @@ def _list_attached(image: str, output: OutputFormat, ca_cert: Path | None) -> No
     if output is OutputFormat.json:
         print_json(rows)
         return
-    print_table(f"evaluations attached to {image}", ["digest", "run", "dataset", *HEADLINE, "created"],
-                [(r["digest"], r["run"], r["dataset"], *(_fmt(r["metrics"].get(k)) for k in HEADLINE), r["created"])
-                 for r in rows])
+    metrics = [k for k in HEADLINE if k != "weighted-f1" and any(k in r["metrics"] for r in rows)]  # all in json
+    table = Table(title=f"evaluations attached to {escape(image)}", title_justify="left")
+    # the digest and the run id are what `eval pull` takes: never cut, whatever else has to wrap
+    for column in ("digest", "run"):
+        table.add_column(column, no_wrap=True, min_width=max((len(str(r[column])) for r in rows), default=0))
+    for column in ("dataset", *metrics, "created"):
+        table.add_column(column)
+    for r in rows:
+        table.add_row(*(escape(str(v)) for v in (r["digest"], r["run"], r["dataset"],
+                                                  *(_fmt(r["metrics"].get(k)) for k in metrics), str(r["created"])[:19])))
+    console.print(table)
 
 
 @app.command("attach")
