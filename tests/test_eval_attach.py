@@ -248,5 +248,27 @@ def test_pull_refuses_hostile_artifacts_and_leaves_nothing(cli, world, monkeypat
     home = tmp_path / "other-home"
     monkeypatch.setenv("SWCLI_HOME", str(home))
     res = cli("eval", "pull", f"{registry.address}/{REPO}@{digest}")
-    assert res.code == 1 and len(res.err.strip().splitlines()) == 1, res.err
+    why = {"path title": "'../results.jsonl' is not one of", "duplicate": "'run.json' is not one of",
+           "missing results": "no results.jsonl layer", "bad metrics": "field 'summary.accuracy'",
+           "bad results line": "results.jsonl:1: field 'index'"}[case]
+    assert res.code == 1 and why in res.err and len(res.err.strip().splitlines()) == 1, res.err
+    assert f"{REPO}@{digest}" in res.err  # the artifact is named, not a staging folder
     assert not (home / "runs").exists() or not any((home / "runs").iterdir())
+
+
+def test_pull_refuses_an_artifact_listed_under_another_image(cli, world, monkeypatch, tmp_path):
+    """The fallback index is an ordinary tag anyone with push rights writes: what it lists is checked."""
+    from builder.registry.client import RegistryClient
+
+    registry = world["registry"]
+    first = attached_digest(cli("eval", "attach", world["runs"][0], world["image"]))
+    v2 = push_model(registry, world["v2"], "v2")
+    client = RegistryClient(registry.address)
+    listed = client.referrers(REPO, world["digest"])
+    index = {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": listed}
+    client.put_manifest(REPO, f"sha256-{v2[7:]}", json.dumps(index).encode(), index["mediaType"])
+    assert [r["digest"] for r in json.loads(cli("eval", "list", "--image", f"{registry.address}/{REPO}:v2",
+                                                "-o", "json").out)] == [first]
+    monkeypatch.setenv("SWCLI_HOME", str(tmp_path / "other-home"))
+    res = cli("eval", "pull", f"{registry.address}/{REPO}:v2", "--run", world["runs"][0])
+    assert res.code == 1 and f"but its subject is {world['digest']}" in res.err, res.err

@@ -176,7 +176,8 @@ def attach(run_ref: str, image: str, *, store: Store | None = None, client_for: 
 # ----------------------------------------------------------------------------------------------------- list
 
 
-def _subject_digest(client, ref) -> str:
+def subject_digest(client, ref) -> str:
+    """The manifest digest of the image ``ref`` names (HEAD when it is given by tag)."""
     if ref.digest:
         return ref.digest
     found = client.manifest_descriptor(ref.repository, ref.ref)
@@ -185,12 +186,10 @@ def _subject_digest(client, ref) -> str:
     return found["digest"]
 
 
-def attached(image: str, *, client_for: ClientFor | None = None) -> list[dict]:
-    """The evaluations attached to ``image``, newest first, from the referrers' annotations (no blob fetched)."""
-    ref = reference(image)
-    client = (client_for or default_client())(ref.registry)
+def listing(client, repository: str, subject: str) -> list[dict]:
+    """The evaluations whose subject is ``subject``, newest first, from the referrers' annotations."""
     rows = []
-    for desc in client.referrers(ref.repository, _subject_digest(client, ref), ARTIFACT_TYPE):
+    for desc in client.referrers(repository, subject, ARTIFACT_TYPE):
         if desc.get("artifactType") != ARTIFACT_TYPE:
             continue
         notes = desc.get("annotations") or {}
@@ -201,6 +200,13 @@ def attached(image: str, *, client_for: ClientFor | None = None) -> list[dict]:
                      "created": notes.get(CREATED)})
     rows.sort(key=lambda r: (str(r["created"] or ""), str(r["digest"])), reverse=True)
     return rows
+
+
+def attached(image: str, *, client_for: ClientFor | None = None) -> list[dict]:
+    """The evaluations attached to ``image``, newest first (no blob is fetched)."""
+    ref = reference(image)
+    client = (client_for or default_client())(ref.registry)
+    return listing(client, ref.repository, subject_digest(client, ref))
 
 
 def _number(text) -> float | None:

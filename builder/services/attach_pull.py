@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from builder.errors import EvalError, RegistryError
-from builder.services.attach import A, ARTIFACT_TYPE, FILES, REQUIRED, TITLE, ClientFor, attached, default_client, \
-    reference
+from builder.services.attach import A, ARTIFACT_TYPE, FILES, REQUIRED, TITLE, ClientFor, default_client, listing, \
+    reference, subject_digest
 from builder.services.runs import RunError, run_id_problem
 from builder.store import Store
 
@@ -33,19 +33,21 @@ class Pulled:
     new: bool  # False: this artifact was in the history already
 
 
-def _artifact_digest(client, ref, run_id: str | None) -> str:
+def _artifact_digest(client, ref, run_id: str | None) -> tuple[str, str | None]:
+    """The artifact to pull and, when it was picked among an image's, that image's manifest digest."""
     if run_id is None:
         if not ref.digest:
             raise EvalError(f"{ref}: name the evaluation by its digest (REPO@sha256:...), or pick one of the image's "
                             "with --run RUN_ID (see `swcli eval list --image`)")
-        return ref.digest
-    rows = [r for r in attached(str(ref), client_for=lambda _registry: client) if r["run"] == run_id]
+        return ref.digest, None
+    subject = subject_digest(client, ref)
+    rows = [r for r in listing(client, ref.repository, subject) if r["run"] == run_id]
     if not rows:
         raise EvalError(f"no evaluation of run {run_id} is attached to {ref} (see `swcli eval list --image {ref}`)")
     if len({r["digest"] for r in rows}) > 1:
         raise EvalError(f"run {run_id} is attached to {ref} more than once "
                         f"({', '.join(r['digest'] for r in rows)}); pull one by digest")
-    return rows[0]["digest"]
+    return rows[0]["digest"], subject
 
 
 def _layers(manifest: dict, where: str) -> dict[str, dict]:
@@ -105,7 +107,7 @@ def pull(ref_text: str, *, run_id: str | None = None, store: Store | None = None
     if run_id is not None and run_id_problem(run_id):
         raise RunError(run_id_problem(run_id))
     client = (client_for or default_client())(ref.registry)
-    digest = _artifact_digest(client, ref, run_id)
+    digest, expected = _artifact_digest(client, ref, run_id)
     where = f"{ref.registry}/{ref.repository}@{digest}"
     manifest_blob = client.get_manifest(ref.repository, digest)
     try:
@@ -116,6 +118,8 @@ def pull(ref_text: str, *, run_id: str | None = None, store: Store | None = None
         raise EvalError(f"{where} is not a swcli evaluation")
     layers = _layers(manifest, where)
     subject = (manifest.get("subject") or {}).get("digest") if isinstance(manifest.get("subject"), dict) else None
+    if expected and subject != expected:  # a listing (a fallback index anyone with push rights writes) that lies
+        raise EvalError(f"{where} is listed as attached to {ref} ({expected}) but its subject is {subject}")
     runs_dir = store.runs_dir
     known = _existing(runs_dir, digest, layers)
     if known:
