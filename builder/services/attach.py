@@ -115,11 +115,11 @@ def check_same_model(run: Run, model: dict, labels: dict, where: str) -> None:
                         f"model {labels.get('io.swcli.name')}:{labels.get('io.swcli.version')}); attach a run of that model")
 
 
-def annotations(run: Run, subject: dict) -> dict[str, str]:
+def annotations(run: Run, model: dict) -> dict[str, str]:
     """What `eval list --image` shows, as strings; ``created`` is the run's own time, so attaching is repeatable."""
     out = {CREATED: str(run.run.get("finished") or run.run.get("started")), f"{A}run": run.id,
            f"{A}dataset": str(run.dataset.get("name")), f"{A}dataset.version": str(run.dataset.get("version")),
-           f"{A}model": str((run.run.get("model") or {}).get("name")), f"{A}image": subject["config"],
+           f"{A}model": str((run.run.get("model") or {}).get("name")), f"{A}image": model["config"],
            f"{A}records": str((run.run.get("records") or {}).get("ok"))}
     for key in HEADLINE:
         value = metric_value(run.metrics, key)
@@ -128,14 +128,18 @@ def annotations(run: Run, subject: dict) -> dict[str, str]:
     return out
 
 
-def _run_files(run: Run, scratch: Path) -> dict[str, Path]:
-    """The files to attach by title; the HTML report is rendered (into ``scratch``) when the run holds none."""
+def check_complete(run: Run) -> None:
+    """Only a succeeded run with its three files is attached (a failed one has no metrics.json to gate on)."""
     if run.run.get("status") != "succeeded":
         raise EvalError(f"run {run.id} is {run.run.get('status')}; only a succeeded run can be attached")
-    files = {name: run.path / name for name in FILES}
     for name in REQUIRED:
-        if not files[name].is_file():
-            raise RunError(f"{files[name]} is missing; run {run.id} is incomplete")
+        if not (run.path / name).is_file():
+            raise RunError(f"{run.path / name} is missing; run {run.id} is incomplete")
+
+
+def _run_files(run: Run, scratch: Path) -> dict[str, Path]:
+    """The files to attach by title; the HTML report is rendered (into ``scratch``) when the run holds none."""
+    files = {name: run.path / name for name in FILES}
     if not files["report.html"].is_file():
         from builder.report import render_report
 
@@ -155,6 +159,7 @@ def _upload(client, repository: str, path: Path) -> dict:
 def attach(run_ref: str, image: str, *, store: Store | None = None, client_for: ClientFor | None = None) -> Attached:
     """Push run ``run_ref`` as an evaluation artifact whose subject is the model image ``image``."""
     run = resolve_run(run_ref, store or Store())
+    check_complete(run)
     ref = reference(image)
     client = (client_for or default_client())(ref.registry)
     model, labels = model_of(client, ref)
