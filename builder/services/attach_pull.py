@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import secrets
 import shutil
 from dataclasses import dataclass
@@ -33,6 +34,11 @@ class Pulled:
     new: bool  # False: this artifact was in the history already
 
 
+def _is_digest(value) -> bool:
+    """A sha256 digest, nothing else: it goes into a URL path."""
+    return isinstance(value, str) and re.fullmatch(r"sha256:[0-9a-f]{64}", value) is not None
+
+
 def _artifact_digest(client, ref, run_id: str | None) -> tuple[str, str | None]:
     """The artifact to pull and, when it was picked among an image's, that image's manifest digest."""
     if run_id is None:
@@ -47,6 +53,8 @@ def _artifact_digest(client, ref, run_id: str | None) -> tuple[str, str | None]:
     if len({r["digest"] for r in rows}) > 1:
         raise EvalError(f"run {run_id} is attached to {ref} more than once "
                         f"({', '.join(r['digest'] for r in rows)}); pull one by digest")
+    if not _is_digest(rows[0]["digest"]):
+        raise EvalError(f"the evaluation of run {run_id} attached to {ref} is listed with digest {rows[0]['digest']!r}")
     return rows[0]["digest"], subject
 
 
@@ -59,8 +67,8 @@ def _layers(manifest: dict, where: str) -> dict[str, dict]:
         title = ((layer.get("annotations") or {}) if isinstance(layer, dict) else {}).get(TITLE)
         if title not in FILES or title in layers:
             raise EvalError(f"{where}: layer title {title!r} is not one of {', '.join(FILES)} (or is repeated)")
-        if not (isinstance(layer.get("digest"), str) and isinstance(layer.get("size"), int) and layer["size"] >= 0):
-            raise EvalError(f"{where}: layer {title} has no digest and size")
+        if not (_is_digest(layer.get("digest")) and isinstance(layer.get("size"), int) and layer["size"] >= 0):
+            raise EvalError(f"{where}: layer {title} has no sha256 digest and size")
         layers[title] = layer
     missing = [name for name in REQUIRED if name not in layers]
     if missing:
@@ -68,8 +76,8 @@ def _layers(manifest: dict, where: str) -> dict[str, dict]:
     return layers
 
 
-def _check_staged(folder: Path) -> dict:
-    """Read the staged run as `eval show` would; every results line too. Returns run.json."""
+def _check_staged(folder: Path) -> None:
+    """Read the staged run as `eval show` would, every results line too."""
     from builder.services.runs import load_run
 
     run = load_run(folder)
@@ -77,7 +85,6 @@ def _check_staged(folder: Path) -> dict:
         raise RunError(f"{folder / 'run.json'}: status {run.run.get('status')!r}; only a succeeded run is pulled")
     for _ in run.results():
         pass
-    return run.run
 
 
 def _existing(runs_dir: Path, digest: str, layers: dict[str, dict]) -> str | None:
