@@ -10,6 +10,8 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import subprocess
+import sys
 import tarfile
 
 import pytest
@@ -101,9 +103,16 @@ def attached_digest(res) -> str:
     return res.out.split("@", 1)[1].split()[0]
 
 
-def test_run_json_names_the_image_it_evaluated(world):
+def test_run_json_names_the_image_it_evaluated(world, tmp_path):
+    image_id = read_image(store_layout(), f"swmp/modthree:{world['v1']}").image_id
     run = json.loads((Store().runs_dir / world["runs"][0] / "run.json").read_text())
-    assert run["model"]["image"] == read_image(store_layout(), f"swmp/modthree:{world['v1']}").image_id
+    assert run["model"]["image"] == image_id
+    # the model image's python has no jinja2 (the image builder's): finding the image id must not need it
+    code = ("import sys; sys.modules['jinja2'] = None; from builder.cli import main; "
+            f"sys.exit(main(['model', 'eval', 'modthree:{world['v1']}', '--dataset', 'tiny', '-o', sys.argv[1]]))")
+    done = subprocess.run([sys.executable, "-c", code, str(tmp_path / "out")], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert json.loads((tmp_path / "out" / "run.json").read_text())["model"]["image"] == image_id
 
 
 def test_attach_list_pull_and_gate_on_a_fresh_machine(cli, world, swcli_home, monkeypatch, tmp_path):
