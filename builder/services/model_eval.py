@@ -11,7 +11,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from builder.api.model import PipelineHandler
-from builder.errors import EvalError, USER_CODE_ERRORS, UserCodeError
+from builder.errors import EvalError, SwcliError, USER_CODE_ERRORS, UserCodeError
 from builder.loader import load_class
 from builder.services.evaluation import EvalContext, EvalResult, Progress, run_evaluation
 from builder.services.model_build import model_source
@@ -49,6 +49,25 @@ def label_names(manifest: dict) -> dict[str, str] | None:
     return {str(k): str(v) for k, v in names.items()}
 
 
+def model_image_id(model_info: dict, store: Store) -> str | None:
+    """The id (config digest) of the store's image ``swmp/<name>:<version>`` of an evaluated store model, or None.
+
+    Inside the model image, and for a source folder or a model never built into an image, there is none: the
+    model's name and version (a content digest of its code and weights) are then what identify it. Only the layout
+    reader is imported (the image holds no jinja2, which the image builder needs)."""
+    if not model_info.get("version"):
+        return None
+    from builder.images.image import read_image
+    from builder.images.oci import Layout
+    from builder.refs import image_tags
+
+    try:
+        image = read_image(Layout(store.root / "oci"), image_tags("model", model_info["name"], model_info["version"])[0])
+    except (SwcliError, OSError):
+        return None  # an unreadable layout is not this run's problem: the run just does not name an image
+    return image.image_id if image is not None else None
+
+
 def new_run_id(model: str, dataset: str) -> str:
     stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
     return f"{stamp}-{model}-{dataset}-{secrets.token_hex(2)}"
@@ -84,6 +103,9 @@ def evaluate(options: EvalOptions, *, store: Store | None = None, progress: Prog
     if options.output_dir is not None:
         check_output_dir(Path(options.output_dir), store)
     root, spec, model_info = model_source(options.model, store)
+    image_id = model_image_id(model_info, store)
+    if image_id:
+        model_info = {**model_info, "image": image_id}
     dataset_dir, dataset_manifest = resolve_dataset(options.dataset, store)
     from builder.services.sharding import parse_shard
 
