@@ -1,0 +1,222 @@
+"""Who we are to a registry: credentials from the Docker config, and the Basic / Bearer-token challenge dance.
+
+Credentials are read exactly where ``docker login`` and ``swcli login`` leave them, in ``$DOCKER_CONFIG/config.json``
+(default ``~/.docker/config.json``): a per-registry ``credHelpers`` entry wins over the global ``credsStore``, which
+wins over the inline ``auths`` entry (base64 ``auth``, or ``username``/``password``, or ``identitytoken``).
+Keys are matched with or without a scheme (``https://reg.example:5000`` and ``reg.example:5000`` are the same).
+
+:class:`Authenticator` answers a registry's ``401`` the way the distribution spec describes: ``Basic`` sends the
+credentials with every request from then on; ``Bearer realm=...,service=...`` fetches a token from the realm for the
+scopes a request needs (``repository:<name>:pull,push``), caches it per scope set, and fetches a new one when the
+registry refuses a cached token (it expired in the middle of a push). Nothing here logs or stores a secret.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import re
+import subprocess
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from builder.errors import RegistryError
+
+IDENTITY_TOKEN_USER = "<token>"  # what Docker stores as the username when the secret is an identity token
+TOKEN_MARGIN = 10.0  # seconds: a token this close to its expiry is fetched again before a request
+
+
+@dataclass(frozen=True)
+class Credentials:
+    username: str
+    password: str = field(repr=False)  # or an identity token (username "<token>")
+
+    @property
+    def is_identity_token(self) -> bool:
+        return self.username == IDENTITY_TOKEN_USER
+
+
+def docker_config_path() -> Path:
+    """``$DOCKER_CONFIG/config.json``, else ``~/.docker/config.json``: where the Docker CLI keeps logins."""
+    return Path(os.environ.get("DOCKER_CONFIG") or Path.home() / ".docker") / "config.json"
+
+
+def _strip_scheme(key: str) -> str:
+    return re.sub(r"^[a-z]+://", "", key).rstrip("/").removesuffix("/v1").removesuffix("/v2").rstrip("/")
+
+
+def _lookup(table: object, registry: str):
+    """The entry of ``table`` for ``registry``, whatever scheme or trailing path its key was written with."""
+    if not isinstance(table, dict):
+        return None
+    if registry in table:
+        return table[registry]
+    for key, value in table.items():
+        if isinstance(key, str) and _strip_scheme(key) == registry:
+            return value
+    return None
+
+
+def _from_helper(helper: str, registry: str, config: Path) -> Credentials | None:
+    """Ask ``docker-credential-<helper> get`` (stdin: the server) for the credentials of ``registry``."""
+    program = f"docker-credential-{helper}"
+    try:
+        done = subprocess.run([program, "get"], input=registry.encode(), capture_output=True, timeout=60)
+    except FileNotFoundError:
+        raise RegistryError(f"{config}: credential helper {program} for {registry} is not on PATH") from None
+    except subprocess.TimeoutExpired:
+        raise RegistryError(f"credential helper {program} did not answer for {registry} within 60 s") from None
+    if done.returncode != 0:
+        said = " ".join(done.stdout.decode(errors="replace").split())[:200]
+        if "credentials not found" in said.lower():
+            return None
+        raise RegistryError(f"credential helper {program} failed for {registry}: {said or 'exit ' + str(done.returncode)}")
+    try:
+        answer = json.loads(done.stdout)
+        username, secret = answer["Username"], answer["Secret"]
+    except (ValueError, KeyError, TypeError):
+        raise RegistryError(f"credential helper {program} answered {registry} with no Username/Secret JSON") from None
+    if not secret:
+        return None
+    return Credentials(str(username or IDENTITY_TOKEN_USER), str(secret))
+
+
+def _from_auths(entry: object, registry: str, config: Path) -> Credentials | None:
+    if not isinstance(entry, dict):
+        return None
+    if entry.get("identitytoken"):
+        return Credentials(IDENTITY_TOKEN_USER, str(entry["identitytoken"]))
+    if entry.get("auth"):
+        try:
+            username, sep, password = base64.b64decode(entry["auth"], validate=True).decode().partition(":")
+        except (ValueError, UnicodeDecodeError):
+            sep = ""
+        if not sep:
+            raise RegistryError(f"{config}: the 'auth' of {registry} is not base64 of USER:PASSWORD")
+        return Credentials(username, password)
+    if entry.get("username") and entry.get("password"):
+        return Credentials(str(entry["username"]), str(entry["password"]))
+    return None
+
+
+def stored_credentials(registry: str) -> Credentials | None:
+    """The credentials ``docker login``/``swcli login`` stored for ``registry``; None when there are none."""
+    path = docker_config_path()
+    try:
+        config = json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, RecursionError) as err:
+        raise RegistryError(f"{path}: not a readable Docker config ({' '.join(str(err).split())})") from None
+    if not isinstance(config, dict):
+        raise RegistryError(f"{path}: not a Docker config (expected a JSON object)")
+    helper = _lookup(config.get("credHelpers"), registry) or config.get("credsStore")
+    if isinstance(helper, str) and helper:
+        found = _from_helper(helper, registry, path)
+        if found is not None:
+            return found
+    return _from_auths(_lookup(config.get("auths"), registry), registry, path)
+
+
+def parse_challenge(header: str) -> tuple[str, dict[str, str]]:
+    """``Bearer realm="...",service="...",scope="..."`` -> ("bearer", {realm, service, scope})."""
+    scheme, _, rest = header.strip().partition(" ")
+    params = {k.lower(): v for k, v in re.findall(r'([A-Za-z]+)="([^"]*)"', rest)}
+    return scheme.lower(), params
+
+
+def _token_expiry(answer: dict) -> float:
+    expires_in = answer.get("expires_in")
+    if isinstance(expires_in, (int, float)) and expires_in > 0:
+        return time.time() + float(expires_in)
+    return time.time() + 60.0  # the spec's default lifetime when the server does not say
+
+
+class Authenticator:
+    """Authorization headers for one registry, shared by every thread of a client.
+
+    ``fetch(method, url, **kwargs)`` is the transport's request function, used to reach the token realm (which may
+    be another host) with the same TLS settings and error wording.
+    """
+
+    def __init__(self, registry: str, credentials: Credentials | None | Callable[[], Credentials | None],
+                 fetch: Callable):
+        self.registry, self._credentials, self._fetch = registry, credentials, fetch
+        self._lock = threading.Lock()
+        self._scheme: str | None = None         # "basic" or "bearer" once the registry has said
+        self._params: dict[str, str] = {}
+        self._tokens: dict[str, tuple[str, float]] = {}  # scope key -> (token, expiry)
+
+    @property
+    def credentials(self) -> Credentials | None:
+        """The credentials, loaded (from the Docker config, a helper...) only once a registry asks for them."""
+        with self._lock:
+            if callable(self._credentials):
+                self._credentials = self._credentials()
+            return self._credentials
+
+    def headers(self, scopes: tuple[str, ...]) -> dict[str, str]:
+        """The Authorization header to send for a request needing ``scopes``, if the registry asked for one."""
+        with self._lock:
+            scheme = self._scheme
+        creds = self.credentials if scheme == "basic" else None
+        if creds is not None:
+            raw = f"{creds.username}:{creds.password}".encode()
+            return {"Authorization": "Basic " + base64.b64encode(raw).decode()}
+        if scheme == "bearer":
+            return {"Authorization": "Bearer " + self._token(scopes)}
+        return {}
+
+    def challenged(self, response, scopes: tuple[str, ...]) -> bool:
+        """Learn from a 401; True when retrying the request with new headers may succeed."""
+        header = response.headers.get("WWW-Authenticate", "")
+        scheme, params = parse_challenge(header)
+        key = " ".join(scopes)
+        with self._lock:
+            first = self._scheme != scheme
+            self._scheme, self._params = scheme, params
+            self._tokens.pop(key, None)  # a refused token expired or was revoked: fetch a new one
+        if scheme == "basic":
+            return first and self.credentials is not None
+        return scheme == "bearer"  # the caller retries once, so a token refused twice is an error
+
+    def _token(self, scopes: tuple[str, ...]) -> str:
+        key = " ".join(scopes)
+        with self._lock:
+            cached = self._tokens.get(key)
+            params = dict(self._params)
+        if cached and cached[1] - TOKEN_MARGIN > time.time():
+            return cached[0]
+        realm = params.get("realm")
+        if not realm:
+            raise RegistryError(f"registry {self.registry} asked for a Bearer token but named no realm")
+        query = [("service", params["service"])] if params.get("service") else []
+        query += [("scope", s) for s in scopes] or ([("scope", params["scope"])] if params.get("scope") else [])
+        creds = self.credentials
+        if creds is not None and creds.is_identity_token:
+            form = dict(query) | {"grant_type": "refresh_token", "refresh_token": creds.password, "client_id": "swcli"}
+            form["scope"] = " ".join(s for k, s in query if k == "scope")
+            response = self._fetch("POST", realm, data=form, what=f"token from {realm}")
+        else:
+            auth = (creds.username, creds.password) if creds is not None else None
+            response = self._fetch("GET", realm, params=query, auth=auth, what=f"token from {realm}")
+        if response.status_code in (401, 403):
+            raise RegistryError(f"registry {self.registry}: the token server {realm} refused the credentials "
+                                f"(HTTP {response.status_code}); run `swcli login {self.registry}`")
+        if response.status_code != 200:
+            raise RegistryError(f"registry {self.registry}: the token server {realm} answered HTTP "
+                                f"{response.status_code}")
+        try:
+            answer = response.json()
+            token = answer.get("token") or answer.get("access_token")
+        except (ValueError, AttributeError):
+            token = None
+        if not isinstance(token, str) or not token:
+            raise RegistryError(f"registry {self.registry}: the token server {realm} answered with no token")
+        with self._lock:
+            self._tokens[key] = (token, _token_expiry(answer))
+        return token

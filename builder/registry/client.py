@@ -1,0 +1,387 @@
+"""A daemonless client of one registry (OCI distribution-spec 1.1): blobs, manifests, and referrers.
+
+Every call names the repository it works on; auth scopes follow from it (``repository:<name>:pull`` to read,
+``pull,push`` to write, plus ``pull`` on the source of a cross-repository mount). Blobs stream from and to file
+objects and are hashed on the way; nothing holds a layer in memory. One client may be used by several threads
+at once (the transport keeps a session per thread; tokens are shared).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO, Callable, Iterator
+from urllib.parse import parse_qsl, urlencode, urljoin, urlsplit, urlunsplit
+
+from builder.errors import RegistryError
+from builder.registry.auth import Authenticator, Credentials, stored_credentials
+from builder.registry.transport import TransferError, Transport
+
+MEDIA_OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+MEDIA_OCI_INDEX = "application/vnd.oci.image.index.v1+json"
+MEDIA_DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
+MEDIA_DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
+MANIFEST_TYPES = (MEDIA_OCI_MANIFEST, MEDIA_OCI_INDEX, MEDIA_DOCKER_MANIFEST, MEDIA_DOCKER_LIST)
+MAX_MANIFEST = 4 << 20        # the spec lets registries refuse bigger manifests; we refuse to read bigger ones
+CHUNKED_THRESHOLD = 32 << 20  # blobs above this size go up in PATCH chunks, so a broken upload can resume
+CHUNK_SIZE = 32 << 20
+READ_CHUNK = 1 << 20
+MAX_RETRIES = 3               # failed attempts in a row (no progress between them) before an upload gives up
+
+OnProgress = Callable[[int], None]
+
+
+@dataclass(frozen=True)
+class Manifest:
+    data: bytes       # the exact bytes (digest = sha256(data))
+    media_type: str
+    digest: str
+
+
+def sha256_digest(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def _with_query(url: str, **params: str) -> str:
+    parts = urlsplit(url)
+    query = parse_qsl(parts.query, keep_blank_values=True) + list(params.items())
+    return urlunsplit(parts._replace(query=urlencode(query)))
+
+
+def _error_detail(response) -> str:
+    """The registry's own words (``errors[].code: message``), short, or the start of whatever it answered."""
+    try:
+        errors = json.loads(response.content[:65536]).get("errors") or []
+        said = "; ".join(f"{e.get('code', '')}: {e.get('message', '')}".strip(": ") for e in errors[:3])
+    except (ValueError, AttributeError, TypeError):
+        said = ""
+    return " ".join(said.split())[:200]
+
+
+class _Body:
+    """``length`` bytes of ``source`` from its current position, as an iterable requests streams (Content-Length
+    known), reporting ``start + bytes sent`` to ``on_progress``."""
+
+    def __init__(self, source: BinaryIO, length: int, start: int, on_progress: OnProgress | None):
+        self.source, self.length, self.start, self.on_progress = source, length, start, on_progress
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __iter__(self) -> Iterator[bytes]:
+        left, sent = self.length, 0
+        while left:
+            data = self.source.read(min(READ_CHUNK, left))
+            if not data:
+                raise RegistryError(f"the file being uploaded ended {left} bytes early (it changed while pushing?)")
+            left -= len(data)
+            sent += len(data)
+            yield data
+            if self.on_progress:
+                self.on_progress(self.start + sent)
+
+
+def _open_at(opener: Callable[[], BinaryIO], offset: int) -> BinaryIO:
+    fh = opener()
+    if offset:
+        if fh.seekable():
+            fh.seek(offset)
+        else:
+            left = offset
+            while left:
+                skipped = fh.read(min(READ_CHUNK, left))
+                if not skipped:
+                    break
+                left -= len(skipped)
+    return fh
+
+
+class RegistryClient:
+    """One registry, as ``registry`` (``host[:port]``) names it. See the module docstring."""
+
+    def __init__(self, registry: str, *, credentials: Credentials | None = None, ca_cert: Path | None = None,
+                 timeout: float | None = None):
+        self.registry = registry
+        self._transport = Transport(registry, ca_cert=ca_cert, timeout=timeout)
+        self._auth = Authenticator(registry, credentials if credentials is not None
+                                   else (lambda: stored_credentials(registry)), self._transport.request)
+        self._lock = threading.Lock()
+        self._referrers_api: dict[str, bool] = {}  # repository -> whether the registry has the referrers API
+
+    # --- plumbing -------------------------------------------------------------------------------------------
+
+    def _request(self, method: str, path_or_url: str, *, scopes: tuple[str, ...], what: str,
+                 expect: tuple[int, ...], body: Callable[[], object] | bytes | None = None,
+                 headers: dict[str, str] | None = None, stream: bool = False):
+        """One request with auth: on a 401 learn the challenge and retry once; RegistryError unless ``expect``."""
+        url = urljoin(self._transport.base + "/", path_or_url) if not path_or_url.startswith("http") else path_or_url
+        for attempt in (1, 2):
+            sent = dict(headers or {})
+            sent.update(self._auth.headers(scopes))
+            data = body() if callable(body) else body
+            response = self._transport.request(method, url, what=what, headers=sent, data=data, stream=stream)
+            if response.status_code == 401 and attempt == 1 and self._auth.challenged(response, scopes):
+                response.close()
+                continue
+            break
+        if response.status_code not in expect:
+            raise self._failure(response, what)
+        return response
+
+    def _failure(self, response, what: str) -> RegistryError:
+        status, detail = response.status_code, _error_detail(response)
+        response.close()
+        said = f" ({detail})" if detail else ""
+        if status == 401:
+            if self._auth.credentials is None:
+                return RegistryError(f"registry {self.registry} needs credentials for {what}; "
+                                     f"run `swcli login {self.registry}`")
+            return RegistryError(f"registry {self.registry} refused the credentials for {what} (HTTP 401){said}")
+        if status == 403:
+            return RegistryError(f"registry {self.registry} denied {what} (HTTP 403){said}")
+        error = TransferError if status >= 500 else RegistryError
+        return error(f"registry {self.registry}: {what} failed: HTTP {status}{said}")
+
+    @staticmethod
+    def _scopes(repository: str, actions: str = "pull", *also: str) -> tuple[str, ...]:
+        return (f"repository:{repository}:{actions}",) + tuple(f"repository:{r}:pull" for r in also)
+
+    def _where(self, repository: str) -> str:
+        return f"{self.registry}/{repository}"
+
+    # --- registry --------------------------------------------------------------------------------------------
+
+    def ping(self, repository: str | None = None) -> None:
+        """``GET /v2/`` with auth (scoped to ``repository`` when given): what ``swcli login`` checks."""
+        scopes = self._scopes(repository) if repository else ()
+        self._request("GET", "/v2/", scopes=scopes, what="the API check (GET /v2/)", expect=(200,)).close()
+
+    # --- blobs -----------------------------------------------------------------------------------------------
+
+    def blob_size(self, repository: str, digest: str) -> int | None:
+        """The size of ``digest`` in ``repository`` (HEAD), or None when the registry does not have it there."""
+        response = self._request("HEAD", f"/v2/{repository}/blobs/{digest}", scopes=self._scopes(repository),
+                                 what=f"blob {digest} of {self._where(repository)}", expect=(200, 404))
+        response.close()
+        if response.status_code == 404:
+            return None
+        return int(response.headers.get("Content-Length") or 0)
+
+    def mount_blob(self, repository: str, digest: str, from_repository: str) -> bool:
+        """Cross-mount ``digest`` from another repository of the same registry; False when the registry would not."""
+        what = f"mount of blob {digest} from {from_repository} into {self._where(repository)}"
+        response = self._request("POST", f"/v2/{repository}/blobs/uploads/?" + urlencode(
+            {"mount": digest, "from": from_repository}), scopes=self._scopes(repository, "pull,push", from_repository),
+            what=what, expect=(201, 202))
+        response.close()
+        if response.status_code == 202 and response.headers.get("Location"):  # it opened an upload instead: drop it
+            self._request("DELETE", response.headers["Location"], scopes=self._scopes(repository, "pull,push"),
+                          what=what, expect=(204, 404)).close()
+        return response.status_code == 201
+
+    def upload_blob(self, repository: str, digest: str, size: int, opener: Callable[[], BinaryIO], *,
+                    on_progress: OnProgress | None = None) -> None:
+        """Upload ``size`` bytes that hash to ``digest``; ``opener()`` gives them from the start, again on retries.
+
+        Up to :data:`CHUNKED_THRESHOLD`: one ``PUT``. Above: ``PATCH`` chunks of :data:`CHUNK_SIZE` with
+        ``Content-Range``; after a broken chunk the upload resumes from the registry's ``Range``, or starts again
+        in a new session when the registry forgot it (404). :data:`MAX_RETRIES` failures in a row give up.
+        """
+        if size > CHUNKED_THRESHOLD:
+            self._upload_chunked(repository, digest, size, opener, on_progress)
+        else:
+            self._upload_monolithic(repository, digest, size, opener, on_progress)
+
+    def _start_upload(self, repository: str, what: str) -> str:
+        response = self._request("POST", f"/v2/{repository}/blobs/uploads/", scopes=self._scopes(repository,
+                                 "pull,push"), what=what, expect=(202,))
+        response.close()
+        location = response.headers.get("Location")
+        if not location:
+            raise RegistryError(f"registry {self.registry}: {what}: the registry gave no upload Location")
+        return urljoin(self._transport.base + "/", location)
+
+    def _finish_upload(self, repository: str, digest: str, location: str, what: str,
+                       body: Callable[[], object] | None, length: int) -> None:
+        response = self._request("PUT", _with_query(location, digest=digest), scopes=self._scopes(
+            repository, "pull,push"), what=what, expect=(201, 400), body=body,
+            headers={"Content-Type": "application/octet-stream", "Content-Length": str(length)})
+        if response.status_code == 400:
+            detail = _error_detail(response)
+            if "DIGEST_INVALID" in detail or "digest" in detail.lower():
+                raise RegistryError(f"registry {self.registry}: the bytes uploaded for blob {digest} of "
+                                    f"{self._where(repository)} do not match that digest (did the file change?)")
+            raise self._failure(response, what)
+        response.close()
+
+    def _upload_monolithic(self, repository, digest, size, opener, on_progress) -> None:
+        what = f"upload of blob {digest} to {self._where(repository)}"
+        for attempt in range(1, MAX_RETRIES + 1):
+            fh = None
+            try:
+                location = self._start_upload(repository, what)
+                fh = opener()
+                self._finish_upload(repository, digest, location, what, lambda: _Body(fh, size, 0, on_progress), size)
+                return
+            except TransferError:
+                if attempt == MAX_RETRIES:
+                    raise
+            finally:
+                if fh is not None:
+                    fh.close()
+
+    def _upload_status(self, repository: str, location: str, what: str) -> int | None:
+        """Bytes the registry holds of an upload session (from its ``Range``), or None when it forgot the session."""
+        response = self._request("GET", location, scopes=self._scopes(repository, "pull,push"), what=what,
+                                 expect=(204, 404))
+        response.close()
+        if response.status_code == 404:
+            return None
+        end = response.headers.get("Range", "0-0").rpartition("-")[2]
+        try:
+            return int(end) + 1 if int(end) > 0 else 0
+        except ValueError:
+            return 0
+
+    def _upload_chunked(self, repository, digest, size, opener, on_progress) -> None:
+        what = f"upload of blob {digest} to {self._where(repository)}"
+        location, offset, failures = self._start_upload(repository, what), 0, 0
+        fh = _open_at(opener, 0)
+        try:
+            while offset < size:
+                length = min(CHUNK_SIZE, size - offset)
+                headers = {"Content-Type": "application/octet-stream", "Content-Range": f"{offset}-{offset + length - 1}",
+                           "Content-Length": str(length)}
+                try:
+                    response = self._request("PATCH", location, scopes=self._scopes(repository, "pull,push"),
+                                             what=what, expect=(202, 416), headers=headers,
+                                             body=lambda: _Body(fh, length, offset, on_progress))
+                    response.close()
+                    if response.status_code == 202:
+                        location = urljoin(location, response.headers.get("Location") or location)
+                        offset += length
+                        failures = 0
+                        continue
+                    failures += 1  # 416: the registry holds another amount than we thought; ask it how much
+                except TransferError:
+                    failures += 1
+                    if failures >= MAX_RETRIES:
+                        raise
+                if failures >= MAX_RETRIES:
+                    raise RegistryError(f"registry {self.registry}: {what} failed: it refused the chunk at {offset} "
+                                        f"{failures} times")
+                held = self._upload_status(repository, location, what)
+                if held is None:  # the registry forgot the session (restarted, expired): start again
+                    location, held = self._start_upload(repository, what), 0
+                fh.close()
+                offset = min(held, size)
+                fh = _open_at(opener, offset)
+            self._finish_upload(repository, digest, location, what, None, 0)
+        finally:
+            fh.close()
+
+    def fetch_blob(self, repository: str, digest: str, out: BinaryIO, *, size: int | None = None,
+                   on_progress: OnProgress | None = None) -> int:
+        """Stream blob ``digest`` into ``out``, hashing it; its size. RegistryError naming the blob when its bytes
+        do not hash to ``digest`` (or differ from ``size``): the caller writes to a temp file and drops it then."""
+        what = f"download of blob {digest} from {self._where(repository)}"
+        algorithm, _, expected = digest.partition(":")
+        if algorithm != "sha256":
+            raise RegistryError(f"blob {digest} of {self._where(repository)}: only sha256 digests are supported")
+        response = self._request("GET", f"/v2/{repository}/blobs/{digest}", scopes=self._scopes(repository),
+                                 what=what, expect=(200, 404), stream=True)
+        if response.status_code == 404:
+            response.close()
+            raise RegistryError(f"registry {self.registry} has no blob {digest} in {repository}")
+        hasher, done = hashlib.sha256(), 0
+        with response, self._transport.failures(what):
+            for data in response.iter_content(READ_CHUNK):
+                hasher.update(data)
+                out.write(data)
+                done += len(data)
+                if size is not None and done > size:
+                    break
+                if on_progress:
+                    on_progress(done)
+        if size is not None and done != size:
+            raise RegistryError(f"blob {digest} from {self._where(repository)}: got {done} bytes, expected {size}")
+        if hasher.hexdigest() != expected:
+            raise RegistryError(f"blob {digest} from {self._where(repository)} does not match its digest "
+                                f"(got sha256:{hasher.hexdigest()})")
+        return done
+
+    # --- manifests -------------------------------------------------------------------------------------------
+
+    def get_manifest(self, repository: str, ref: str) -> Manifest:
+        """The manifest (or index) ``ref`` (tag or digest) names, its bytes verified against its digest."""
+        what = f"manifest {ref} of {self._where(repository)}"
+        response = self._request("GET", f"/v2/{repository}/manifests/{ref}", scopes=self._scopes(repository),
+                                 what=what, expect=(200, 404), headers={"Accept": ", ".join(MANIFEST_TYPES)},
+                                 stream=True)
+        if response.status_code == 404:
+            response.close()
+            raise RegistryError(f"registry {self.registry} has no manifest {ref} in {repository}")
+        with response, self._transport.failures(what):
+            data = response.raw.read(MAX_MANIFEST + 1, decode_content=True)
+        if len(data) > MAX_MANIFEST:
+            raise RegistryError(f"registry {self.registry}: {what} is larger than {MAX_MANIFEST >> 20} MiB")
+        media_type = self._manifest_type(response.headers.get("Content-Type", ""), data, what)
+        digest = sha256_digest(data)
+        claimed = response.headers.get("Docker-Content-Digest")
+        if (ref.startswith("sha256:") and ref != digest) or (claimed and claimed.startswith("sha256:")
+                                                             and claimed != digest):
+            raise RegistryError(f"registry {self.registry}: {what} does not match its digest (got {digest})")
+        return Manifest(data, media_type, digest)
+
+    def _manifest_type(self, content_type: str, data: bytes, what: str) -> str:
+        content_type = content_type.split(";")[0].strip()
+        try:
+            document = json.loads(data)
+        except ValueError:
+            document = None
+        if not isinstance(document, dict):
+            shown = f"{content_type or 'no content type'}, not JSON"
+            raise RegistryError(f"registry {self.registry} answered {what} with something that is not a manifest "
+                                f"({shown})")
+        media_type = document.get("mediaType") if isinstance(document.get("mediaType"), str) else None
+        for candidate in (content_type, media_type):
+            if candidate in MANIFEST_TYPES:
+                return candidate
+        raise RegistryError(f"registry {self.registry} answered {what} with {content_type or 'no content type'}, "
+                            "not an OCI or Docker v2 manifest")
+
+    def manifest_descriptor(self, repository: str, ref: str) -> dict | None:
+        """``{mediaType, digest, size}`` of the manifest ``ref`` names (HEAD), or None when there is none."""
+        response = self._request("HEAD", f"/v2/{repository}/manifests/{ref}", scopes=self._scopes(repository),
+                                 what=f"manifest {ref} of {self._where(repository)}", expect=(200, 404),
+                                 headers={"Accept": ", ".join(MANIFEST_TYPES)})
+        response.close()
+        if response.status_code == 404:
+            return None
+        digest = response.headers.get("Docker-Content-Digest")
+        media_type = response.headers.get("Content-Type", "").split(";")[0].strip()
+        if not digest or media_type not in MANIFEST_TYPES:  # a registry that does not say: read it
+            manifest = self.get_manifest(repository, ref)
+            return {"mediaType": manifest.media_type, "digest": manifest.digest, "size": len(manifest.data)}
+        return {"mediaType": media_type, "digest": digest, "size": int(response.headers.get("Content-Length") or 0)}
+
+    def put_manifest(self, repository: str, ref: str, data: bytes, media_type: str) -> str:
+        """Put a manifest under ``ref`` (a tag, or its own digest); its digest."""
+        digest = sha256_digest(data)
+        if ref.startswith("sha256:") and ref != digest:
+            raise RegistryError(f"manifest for {self._where(repository)}@{ref}: its bytes hash to {digest}")
+        what = f"manifest {ref} of {self._where(repository)}"
+        response = self._request("PUT", f"/v2/{repository}/manifests/{ref}", scopes=self._scopes(repository,
+                                 "pull,push"), what=what, expect=(201,), body=data,
+                                 headers={"Content-Type": media_type})
+        response.close()
+        if response.headers.get("OCI-Subject"):
+            with self._lock:
+                self._referrers_api[repository] = True
+        claimed = response.headers.get("Docker-Content-Digest")
+        if claimed and claimed != digest:
+            raise RegistryError(f"registry {self.registry} stored {what} as {claimed}, not {digest}")
+        return digest
