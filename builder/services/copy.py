@@ -82,6 +82,8 @@ def copy(source_text: str, target_text: str, *, ca_cert: Path | None = None, on_
     try:
         src = client_factory(source.registry, ca_cert=ca_cert)
         dst = src if dest.registry == source.registry else client_factory(dest.registry, ca_cert=ca_cert)
+        for client, ref in ((src, source), (dst, dest)):
+            client.ping(ref.repository)  # auth settled before blobs move in parallel
         known = KnownBlobs(dest.registry)
         top = src.get_manifest(source.repository, source.ref)
         if top.media_type in INDEX_TYPES:

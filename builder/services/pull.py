@@ -167,6 +167,7 @@ def pull(target: str, *, credentials=None, ca_cert: Path | None = None, on_progr
     what = f"pull of {source}"
     try:
         client = client_factory(source.registry, credentials=credentials, ca_cert=ca_cert)
+        client.ping(source.repository)  # auth settled before layers come down in parallel
         manifest = _pick(client, source.repository, client.get_manifest(source.repository, source.ref), what)
         config_ref, remote_layers = _parse(manifest, what)
         config, doc = _fetch_config(client, source.repository, layout, config_ref, what)

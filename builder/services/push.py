@@ -102,9 +102,10 @@ def push(kind: str, ref: str, target: str, *, credentials=None, ca_cert: Path | 
     what = f"push of {dest}"
     result = TransferResult(str(dest))
     try:
+        client = client_factory(dest.registry, credentials=credentials, ca_cert=ca_cert)
+        client.ping(dest.repository)  # auth settled (and refused early) before blobs go up in parallel
         layers = compress_layers(layout, image.layers)
         manifest = remote_manifest(image, layers)
-        client = client_factory(dest.registry, credentials=credentials, ca_cert=ca_cert)
         known = KnownBlobs(dest.registry)
         blobs = [Blob(image.config.digest, image.config.size, file_source(layout.blob_path(image.config.digest)),
                       "config"), *(_layer_blob(layout, layer, item) for layer, item in zip(image.layers, layers))]
