@@ -1,13 +1,22 @@
-"""Real registries for tests and benchmarks: Debian's docker-registry on a loopback port (plain, or htpasswd over
-TLS with a self-signed CA), and what a test reads from the registry's own side (its access log, its storage)."""
+"""Real registries for tests and benchmarks: Debian's docker-registry on a loopback port (plain, htpasswd over TLS
+with a self-signed CA, or Bearer tokens from a small token server), a fault proxy to put in front of it, and what a
+test reads from the registry's own side (its access log, its storage)."""
 
 from __future__ import annotations
 
+import base64
+import http.client
+import json
 import re
 import shutil
 import socket
 import subprocess
+import threading
 import time
+import uuid
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qsl, urlsplit
 
 import pytest
 
@@ -21,11 +30,11 @@ class Registry:
 
     USER, PASSWORD = "alice", "s3cret-Passw0rd"
 
-    def __init__(self, root, *, secure: bool = False):
+    def __init__(self, root, *, secure: bool = False, token: bool = False, token_lifetime: float = 300.0):
         self.binary = shutil.which("docker-registry")
         if self.binary is None:
             pytest.skip("docker-registry is not installed")
-        self.root, self.secure, self.proc = root, secure, None
+        self.root, self.secure, self.proc, self.tokens = root, secure, None, None
         root.mkdir(parents=True, exist_ok=True)
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
@@ -42,6 +51,10 @@ class Registry:
                            capture_output=True)
             extra = (f"  tls:\n    certificate: {self.certs / 'server.crt'}\n    key: {self.certs / 'server.key'}\n"
                      f"auth:\n  htpasswd:\n    realm: swcli-test\n    path: {root / 'htpasswd'}\n")
+        if token:
+            self.tokens = TokenServer(root / "token", self.USER, self.PASSWORD, lifetime=token_lifetime)
+            extra = (f"auth:\n  token:\n    realm: {self.tokens.realm}\n    service: {TokenServer.SERVICE}\n"
+                     f"    issuer: {TokenServer.ISSUER}\n    rootcertbundle: {self.tokens.cert}\n")
         self.config = root / "registry.yml"
         self.config.write_text(f"version: 0.1\nlog:\n  level: info\n  accesslog:\n    disabled: false\nstorage:\n"
                                f"  filesystem:\n    rootdirectory: {root / 'blobs'}\n  delete:\n    enabled: true\n"
@@ -86,6 +99,8 @@ class Registry:
         if self.proc and self.proc.poll() is None:
             self.proc.terminate()
             self.proc.wait(timeout=10)
+        if self.tokens is not None:
+            self.tokens.stop()
 
     def skopeo(self, *args: str, creds: bool = True) -> subprocess.CompletedProcess:
         """Run skopeo against this registry, verifying TLS with our CA when secure."""
@@ -100,6 +115,225 @@ class Registry:
         return subprocess.run(command, capture_output=True, text=True)
 
 
+def access_log(log, pattern: str = "") -> list[str]:
+    """``METHOD path status`` of every request the registry answered whose path matches ``pattern``, in order."""
+    found = re.findall(r'"([A-Z]+) (/v2/[^ ]*) HTTP/[0-9.]+" (\d+)', log.read_text())
+    return [f"{method} {path.split('?')[0]} {status}" for method, path, status in found if re.search(pattern, path)]
+
+
 def uploaded_blobs(log) -> int:
     """Blob uploads the registry completed (PUT .../blobs/uploads/<id>?digest=...), from its own access log."""
     return len(re.findall(r'"PUT /v2/[^ ]+/blobs/uploads/[^ ]+digest=sha256', log.read_text()))
+
+
+def stored_blob(root, digest: str):
+    """Where the registry keeps a blob's bytes in its filesystem storage (to check them from its side)."""
+    hexdigest = digest.split(":", 1)[1]
+    return root / "blobs" / "docker/registry/v2/blobs/sha256" / hexdigest[:2] / hexdigest / "data"
+
+
+def _b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+class TokenServer:
+    """A Bearer token server for docker-registry's ``auth: token`` mode, in a thread on a loopback port.
+
+    ``GET /token?service=..&scope=..`` with Basic auth answers ``{"token": <JWT>}``: RS256 signed by the ``openssl``
+    CLI with a self-signed key whose certificate rides in the JWT header (``x5c``) and is the registry's
+    ``rootcertbundle``. It grants every scope asked by the one known user, nothing to anyone else. Tokens live
+    ``lifetime`` seconds; like many token servers it does not say so (no ``expires_in``), so a client learns about
+    an expired token from the registry's 401. ``requests`` records the scopes of every token it issued.
+    """
+
+    SERVICE, ISSUER = "swcli-test-registry", "swcli-test-issuer"
+    REGISTRY_LEEWAY = 60  # docker-registry accepts a token this long after its `exp`: issue it that much earlier
+
+    def __init__(self, root, user: str, password: str, *, lifetime: float = 300.0):
+        root.mkdir(parents=True, exist_ok=True)
+        self.key, self.cert, self.lifetime = root / "token.key", root / "token.crt", lifetime
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(self.key),
+                        "-out", str(self.cert), "-days", "2", "-subj", "/CN=swcli test token issuer"],
+                       check=True, capture_output=True)
+        der = subprocess.run(["openssl", "x509", "-in", str(self.cert), "-outform", "DER"], check=True,
+                             capture_output=True).stdout
+        self._x5c = base64.b64encode(der).decode()
+        self._basic = "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+        self._user = user
+        self.requests: list[list[str]] = []
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self):  # noqa: N802
+                query = parse_qsl(urlsplit(self.path).query)
+                if self.headers.get("Authorization") != server._basic:
+                    self.send_response(401)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                scopes = [v for k, v in query if k == "scope"]
+                server.requests.append(scopes)
+                body = json.dumps({"token": server.sign(scopes)}).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.realm = f"http://127.0.0.1:{self._httpd.server_address[1]}/token"
+        threading.Thread(target=self._httpd.serve_forever, daemon=True).start()
+
+    def sign(self, scopes: list[str]) -> str:
+        access = []
+        for scope in scopes:
+            kind, name, actions = scope.split(":")[0], ":".join(scope.split(":")[1:-1]), scope.split(":")[-1]
+            access.append({"type": kind, "name": name, "actions": actions.split(",")})
+        now = int(time.time())
+        claims = {"iss": self.ISSUER, "sub": self._user, "aud": self.SERVICE, "jti": uuid.uuid4().hex,
+                  "iat": now, "nbf": now - 5, "exp": int(now + self.lifetime - self.REGISTRY_LEEWAY),
+                  "access": access}
+        header = {"typ": "JWT", "alg": "RS256", "x5c": [self._x5c]}
+        signing_input = f"{_b64url(json.dumps(header).encode())}.{_b64url(json.dumps(claims).encode())}"
+        signature = subprocess.run(["openssl", "dgst", "-sha256", "-sign", str(self.key)],
+                                   input=signing_input.encode(), check=True, capture_output=True).stdout
+        return f"{signing_input}.{_b64url(signature)}"
+
+    def stop(self) -> None:
+        self._httpd.shutdown()
+        self._httpd.server_close()
+
+
+@dataclass
+class Rule:
+    """What the proxy does to requests matching ``method`` and the ``path`` regex (searched in path+query).
+
+    ``action``: ``"garbage"`` (200, an HTML page), ``"hang"`` (accept, never answer), ``"status"`` (answer
+    ``status`` with no body), ``"cut"`` (forward, then drop both connections after ``after`` bytes: of the request
+    body when it has one, else of the response body), ``"flip"`` (forward, flip one byte of the response body).
+    ``skip``: matching requests let through untouched first; ``times``: how many requests it then applies to
+    (None: all); ``hits`` counts them.
+    """
+
+    method: str
+    path: str
+    action: str
+    status: int = 500
+    after: int = 0
+    skip: int = 0
+    times: int | None = None
+    hits: int = field(default=0)
+
+
+class FaultProxy:
+    """A ThreadingHTTPServer on a loopback port forwarding to the registry at ``upstream`` (host:port), except
+    where one of ``rules`` matches. ``address`` is what a client uses instead of the registry's."""
+
+    HOP = {"connection", "keep-alive", "transfer-encoding", "proxy-connection", "te", "upgrade"}
+
+    def __init__(self, upstream: str, rules: list[Rule]):
+        self.upstream, self.rules = upstream, rules
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def handle_one(self):
+                rule = proxy._match(self.command, self.path)
+                action = rule.action if rule else "forward"
+                if action == "hang":
+                    proxy._stop.wait()
+                    self.close_connection = True
+                    return
+                if action in ("garbage", "status"):
+                    self._drain()
+                    body = b"<html><body>502 Bad Gateway, try later</body></html>" if action == "garbage" else b""
+                    self.send_response(200 if action == "garbage" else rule.status)
+                    self.send_header("Content-Type", "text/html")
+                    self.send_header("Content-Length", str(len(body)))
+                    self.end_headers()
+                    self.wfile.write(body)
+                    return
+                self._forward(rule if action in ("cut", "flip") else None)
+
+            do_GET = do_HEAD = do_POST = do_PUT = do_PATCH = do_DELETE = handle_one  # noqa: E731
+
+            def _drain(self):
+                left = int(self.headers.get("Content-Length") or 0)
+                while left > 0:
+                    left -= len(self.rfile.read(min(left, 1 << 20)) or b"x" * left)
+
+            def _forward(self, rule):
+                host, port = proxy.upstream.rsplit(":", 1)
+                upstream = http.client.HTTPConnection(host, int(port), timeout=60)
+                upstream.putrequest(self.command, self.path, skip_host=True, skip_accept_encoding=True)
+                for key, value in self.headers.items():
+                    if key.lower() not in proxy.HOP:
+                        upstream.putheader(key, value)
+                upstream.endheaders()
+                left = int(self.headers.get("Content-Length") or 0)
+                cut_request = rule is not None and rule.action == "cut" and left > 0
+                sent = 0
+                while left > 0:
+                    data = self.rfile.read(min(left, 1 << 16))
+                    if not data:
+                        break
+                    if cut_request and sent + len(data) >= rule.after:
+                        upstream.send(data[: rule.after - sent])
+                        upstream.sock.shutdown(socket.SHUT_RDWR)  # both sides see the transfer break off
+                        upstream.close()
+                        self.close_connection = True
+                        self.connection.shutdown(socket.SHUT_RDWR)
+                        return
+                    upstream.send(data)
+                    sent += len(data)
+                    left -= len(data)
+                response = upstream.getresponse()
+                body = response.read() if self.command != "HEAD" else b""
+                upstream.close()
+                if rule is not None and rule.action == "flip" and body:
+                    body = body[:len(body) // 2] + bytes([body[len(body) // 2] ^ 0xFF]) + body[len(body) // 2 + 1:]
+                self.send_response(response.status)
+                for key, value in response.getheaders():
+                    if key.lower() not in proxy.HOP and key.lower() != "content-length":
+                        self.send_header(key, value)
+                length = response.getheader("Content-Length") if self.command == "HEAD" else str(len(body))
+                self.send_header("Content-Length", length or "0")
+                self.end_headers()
+                if rule is not None and rule.action == "cut" and body:
+                    self.wfile.write(body[:rule.after])
+                    self.wfile.flush()
+                    self.close_connection = True
+                    self.connection.shutdown(socket.SHUT_RDWR)
+                    return
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._httpd.daemon_threads = True
+        self.address = f"127.0.0.1:{self._httpd.server_address[1]}"
+        threading.Thread(target=self._httpd.serve_forever, daemon=True).start()
+
+    def _match(self, method: str, path: str) -> Rule | None:
+        with self._lock:
+            for rule in self.rules:
+                if rule.method != method or not re.search(rule.path, path):
+                    continue
+                if rule.skip:
+                    rule.skip -= 1
+                elif rule.times is None or rule.hits < rule.times:
+                    rule.hits += 1
+                    return rule
+        return None
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._httpd.shutdown()
+        self._httpd.server_close()

@@ -19,7 +19,7 @@ from builder.registry import client as client_module
 from builder.registry.auth import Credentials, stored_credentials
 from builder.registry.client import MEDIA_OCI_MANIFEST, RegistryClient
 from builder.registry.reference import Reference
-from tests.registry_servers import Registry, uploaded_blobs
+from tests.registry_servers import FaultProxy, Registry, Rule, access_log, stored_blob, uploaded_blobs
 
 EMPTY_CONFIG = b"{}"
 
@@ -230,3 +230,212 @@ def test_wrong_credentials(secure):
     anonymous = RegistryClient(secure.address, ca_cert=secure.certs / "ca.crt")
     with pytest.raises(RegistryError, match=f"needs credentials .*swcli login {secure.address}"):
         anonymous.blob_size("core/tls", "sha256:" + "2" * 64)
+
+
+# --- chunked uploads that break ----------------------------------------------------------------------------------
+
+@pytest.fixture()
+def small_chunks(monkeypatch):
+    """Chunked uploads from 1 MiB up, in 256 KiB chunks, so a test blob of a few MiB takes several PATCHes."""
+    monkeypatch.setattr(client_module, "CHUNKED_THRESHOLD", 1 << 20)
+    monkeypatch.setattr(client_module, "CHUNK_SIZE", 256 << 10)
+
+
+def proxied(registry, *rules: Rule) -> FaultProxy:
+    return FaultProxy(registry.address, list(rules))
+
+
+def test_chunked_upload_resumes_from_the_registrys_range(registry, small_chunks):
+    layer = os.urandom(3 << 20)
+    digest, size, opener = blob(layer)
+    # the connection breaks as the 3rd chunk starts: the registry keeps the session and says (Range) it holds 512 KiB
+    proxy = proxied(registry, Rule("PATCH", r"/blobs/uploads/", "cut", after=0, skip=2, times=1))
+    seen = []
+    try:
+        RegistryClient(proxy.address).upload_blob("chunked/resume", digest, size, opener, on_progress=seen.append)
+    finally:
+        proxy.stop()
+    assert proxy.rules[0].hits == 1
+    log = [line.split()[0] + " " + line.split()[2] for line in access_log(registry.log, "chunked/resume")]
+    assert log[:5] == ["POST 202", "PATCH 202", "PATCH 202", "PATCH 500", "GET 204"] and log[-1] == "PUT 201"
+    assert log.count("POST 202") == 1 and log.count("PATCH 202") == size // (256 << 10)
+    assert seen[-1] == size
+    assert stored_blob(registry.root, digest).read_bytes() == layer
+
+
+def test_chunked_upload_restarts_when_the_registry_drops_the_session(registry, small_chunks):
+    layer = os.urandom(2 << 20)
+    digest, size, opener = blob(layer)
+    # cut in the middle of the 2nd chunk: docker-registry 2.8 keeps the partial bytes, then refuses the session
+    # ("upload resumed at wrong offset": 404 BLOB_UPLOAD_INVALID), so a new session starts from byte 0
+    proxy = proxied(registry, Rule("PATCH", r"/blobs/uploads/", "cut", after=100 << 10, skip=1, times=1))
+    try:
+        RegistryClient(proxy.address).upload_blob("chunked/restart", digest, size, opener)
+    finally:
+        proxy.stop()
+    log = [line.split()[0] + " " + line.split()[2] for line in access_log(registry.log, "chunked/restart")]
+    assert log.count("POST 202") == 2 and "GET 404" in log and log[-1] == "PUT 201"
+    assert stored_blob(registry.root, digest).read_bytes() == layer
+
+
+def test_chunked_upload_gives_up_after_repeated_breaks(registry, small_chunks):
+    digest, size, opener = blob(os.urandom(2 << 20))
+    proxy = proxied(registry, Rule("PATCH", r"/blobs/uploads/", "cut", after=1000))
+    try:
+        with pytest.raises(RegistryError) as err:
+            RegistryClient(proxy.address).upload_blob("chunked/never", digest, size, opener)
+    finally:
+        proxy.stop()
+    assert f"upload of blob {digest} to {proxy.address}/chunked/never broke off" in str(err.value)
+
+
+def test_parallel_uploads_through_one_client(registry, small_chunks):
+    client = RegistryClient(registry.address)
+    blobs = [blob(os.urandom((i + 1) << 19)) for i in range(4)]  # 0.5 to 2 MiB: monolithic and chunked
+    errors = []
+
+    def upload(digest, size, opener):
+        try:
+            client.upload_blob("threads/four", digest, size, opener)
+        except Exception as err:  # noqa: BLE001 - reported below
+            errors.append(err)
+
+    threads = [threading.Thread(target=upload, args=b) for b in blobs]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert [client.blob_size("threads/four", d) for d, _, _ in blobs] == [s for _, s, _ in blobs]
+
+
+# --- registries that misbehave ---------------------------------------------------------------------------------
+
+def test_garbage_manifest_answer(registry):
+    push_image(RegistryClient(registry.address), "faults/garbage", "v1", b"layer")
+    proxy = proxied(registry, Rule("GET", r"/manifests/", "garbage"))
+    try:
+        with pytest.raises(RegistryError) as err:
+            RegistryClient(proxy.address).get_manifest("faults/garbage", "v1")
+    finally:
+        proxy.stop()
+    assert str(err.value) == (f"registry {proxy.address} answered manifest v1 of {proxy.address}/faults/garbage "
+                              "with something that is not a manifest (text/html, not JSON)")
+
+
+def test_hanging_registry_times_out(registry, monkeypatch):
+    monkeypatch.setenv("SWCLI_REGISTRY_TIMEOUT", "2")
+    proxy = proxied(registry, Rule("HEAD", r"/blobs/", "hang"))
+    started = time.monotonic()
+    try:
+        with pytest.raises(RegistryError) as err:
+            RegistryClient(proxy.address).blob_size("faults/hang", "sha256:" + "3" * 64)
+    finally:
+        proxy.stop()
+    assert time.monotonic() - started < 8
+    assert f"registry {proxy.address} did not answer within 2 s (blob sha256:{'3' * 64}" in str(err.value)
+
+
+def test_5xx_on_one_blob(registry):
+    layer = os.urandom(20_000)
+    digest, size, opener = blob(layer)
+    proxy = proxied(registry, Rule("PUT", r"/blobs/uploads/.*digest=sha256%3A" + digest[7:], "status", status=500))
+    try:
+        client = RegistryClient(proxy.address)
+        client.upload_blob("faults/five", *blob(b"another blob")[0:3])
+        with pytest.raises(RegistryError) as err:
+            client.upload_blob("faults/five", digest, size, opener)
+    finally:
+        proxy.stop()
+    assert str(err.value) == (f"registry {proxy.address}: upload of blob {digest} to {proxy.address}/faults/five "
+                              "failed: HTTP 500")
+
+
+def test_5xx_once_is_retried(registry):
+    digest, size, opener = blob(os.urandom(20_000))
+    proxy = proxied(registry, Rule("PUT", r"/blobs/uploads/", "status", status=503, times=1))
+    try:
+        RegistryClient(proxy.address).upload_blob("faults/once", digest, size, opener)
+    finally:
+        proxy.stop()
+    assert stored_blob(registry.root, digest).exists()
+
+
+def test_flipped_byte_on_fetch(registry):
+    layer = os.urandom(100_000)
+    push_image(RegistryClient(registry.address), "faults/flip", "v1", layer)
+    digest = blob(layer)[0]
+    proxy = proxied(registry, Rule("GET", r"/blobs/sha256:", "flip"))
+    try:
+        with pytest.raises(RegistryError) as err:
+            RegistryClient(proxy.address).fetch_blob("faults/flip", digest, io.BytesIO())
+    finally:
+        proxy.stop()
+    assert str(err.value).startswith(f"blob {digest} from {proxy.address}/faults/flip does not match its digest")
+
+
+def test_cut_download_is_one_line(registry):
+    layer = os.urandom(100_000)
+    push_image(RegistryClient(registry.address), "faults/cutdl", "v1", layer)
+    proxy = proxied(registry, Rule("GET", r"/blobs/sha256:", "cut", after=5000))
+    try:
+        with pytest.raises(RegistryError) as err:
+            RegistryClient(proxy.address).fetch_blob("faults/cutdl", blob(layer)[0], io.BytesIO())
+    finally:
+        proxy.stop()
+    assert f"download of blob {blob(layer)[0]}" in str(err.value) and "\n" not in str(err.value)
+
+
+# --- Bearer tokens -----------------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def token_registry(tmp_path_factory):
+    if __import__("shutil").which("openssl") is None:
+        pytest.skip("openssl is not installed")
+    reg = Registry(tmp_path_factory.mktemp("token-registry"), token=True)
+    yield reg
+    reg.stop()
+
+
+def test_bearer_token_push_pull_and_mount_scopes(token_registry):
+    client = RegistryClient(token_registry.address, credentials=Credentials(Registry.USER, Registry.PASSWORD))
+    client.ping()
+    layer = os.urandom(40_000)
+    push_image(client, "tok/source", "v1", layer)
+    assert client.mount_blob("tok/target", blob(layer)[0], "tok/source") is True
+    out = io.BytesIO()
+    client.fetch_blob("tok/target", blob(layer)[0], out)
+    assert out.getvalue() == layer
+    issued = token_registry.tokens.requests
+    assert ["repository:tok/source:pull,push"] in issued
+    assert ["repository:tok/target:pull,push", "repository:tok/source:pull"] in issued
+    assert len(issued) <= 5  # tokens are cached per scope set, not fetched per request
+
+
+def test_bearer_wrong_credentials(token_registry):
+    client = RegistryClient(token_registry.address, credentials=Credentials(Registry.USER, "wrong"))
+    with pytest.raises(RegistryError) as err:
+        client.ping()
+    assert "token server" in str(err.value) and "refused the credentials" in str(err.value)
+    assert "wrong" not in str(err.value)
+
+
+def test_expired_token_mid_push_is_refreshed(tmp_path, small_chunks):
+    reg = Registry(tmp_path / "short-tokens", token=True, token_lifetime=2)
+    try:
+        client = RegistryClient(reg.address, credentials=Credentials(Registry.USER, Registry.PASSWORD))
+        layer = os.urandom(1 << 20 | 12345)
+        digest, size, opener = blob(layer)
+        slept = []
+
+        def slow_network(done):
+            if not slept:
+                slept.append(done)
+                time.sleep(3)  # the token of this upload expires between two chunks
+
+        client.upload_blob("tok/expiry", digest, size, opener, on_progress=slow_network)
+        assert stored_blob(reg.root, digest).read_bytes() == layer
+        assert reg.tokens.requests.count([f"repository:tok/expiry:pull,push"]) == 2  # the first one expired
+        assert any(line.endswith(" 401") for line in access_log(reg.log, "tok/expiry")[2:])
+    finally:
+        reg.stop()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -84,19 +85,35 @@ class _Body:
                 self.on_progress(self.start + sent)
 
 
-def _open_at(opener: Callable[[], BinaryIO], offset: int) -> BinaryIO:
-    fh = opener()
-    if offset:
-        if fh.seekable():
-            fh.seek(offset)
-        else:
-            left = offset
-            while left:
-                skipped = fh.read(min(READ_CHUNK, left))
-                if not skipped:
-                    break
-                left -= len(skipped)
-    return fh
+class _Source:
+    """The bytes of a blob being uploaded, from any offset: the open file is sought back (or opened again with
+    ``opener`` and skipped forward when it cannot seek) before every attempt, so a retried request never sends
+    from where a broken one stopped reading."""
+
+    def __init__(self, opener: Callable[[], BinaryIO]):
+        self.opener, self.fh = opener, None
+
+    def at(self, offset: int) -> BinaryIO:
+        if self.fh is not None and self.fh.seekable():
+            self.fh.seek(offset)
+            return self.fh
+        self.close()
+        self.fh = self.opener()
+        left = offset
+        while left:
+            skipped = self.fh.read(min(READ_CHUNK, left))
+            if not skipped:
+                break
+            left -= len(skipped)
+        return self.fh
+
+    def body(self, offset: int, length: int, on_progress: OnProgress | None) -> Callable[[], _Body]:
+        return lambda: _Body(self.at(offset), length, offset, on_progress)
+
+    def close(self) -> None:
+        if self.fh is not None:
+            self.fh.close()
+            self.fh = None
 
 
 class RegistryClient:
@@ -219,69 +236,65 @@ class RegistryClient:
 
     def _upload_monolithic(self, repository, digest, size, opener, on_progress) -> None:
         what = f"upload of blob {digest} to {self._where(repository)}"
-        for attempt in range(1, MAX_RETRIES + 1):
-            fh = None
-            try:
-                location = self._start_upload(repository, what)
-                fh = opener()
-                self._finish_upload(repository, digest, location, what, lambda: _Body(fh, size, 0, on_progress), size)
-                return
-            except TransferError:
-                if attempt == MAX_RETRIES:
-                    raise
-            finally:
-                if fh is not None:
-                    fh.close()
+        source = _Source(opener)
+        try:
+            for attempt in range(1, MAX_RETRIES + 1):
+                try:
+                    location = self._start_upload(repository, what)
+                    self._finish_upload(repository, digest, location, what, source.body(0, size, on_progress), size)
+                    return
+                except TransferError:
+                    if attempt == MAX_RETRIES:
+                        raise
+        finally:
+            source.close()
 
-    def _upload_status(self, repository: str, location: str, what: str) -> int | None:
-        """Bytes the registry holds of an upload session (from its ``Range``), or None when it forgot the session."""
+    def _upload_status(self, repository: str, location: str, what: str) -> tuple[str, int] | None:
+        """Where an upload session continues and how many bytes the registry holds of it (its ``Range``), or None
+        when the registry forgot the session (or gave up on it)."""
         response = self._request("GET", location, scopes=self._scopes(repository, "pull,push"), what=what,
                                  expect=(204, 404))
         response.close()
         if response.status_code == 404:
             return None
-        end = response.headers.get("Range", "0-0").rpartition("-")[2]
-        try:
-            return int(end) + 1 if int(end) > 0 else 0
-        except ValueError:
-            return 0
+        match = re.fullmatch(r"\s*(?:bytes=)?0-(-?\d+)\s*", response.headers.get("Range", ""))
+        end = int(match.group(1)) if match else 0
+        return urljoin(location, response.headers.get("Location") or location), end + 1 if end > 0 else 0
 
     def _upload_chunked(self, repository, digest, size, opener, on_progress) -> None:
         what = f"upload of blob {digest} to {self._where(repository)}"
-        location, offset, failures = self._start_upload(repository, what), 0, 0
-        fh = _open_at(opener, 0)
+        scopes = self._scopes(repository, "pull,push")
+        location, offset, failures, source = self._start_upload(repository, what), 0, 0, _Source(opener)
         try:
             while offset < size:
                 length = min(CHUNK_SIZE, size - offset)
-                headers = {"Content-Type": "application/octet-stream", "Content-Range": f"{offset}-{offset + length - 1}",
-                           "Content-Length": str(length)}
+                headers = {"Content-Type": "application/octet-stream", "Content-Length": str(length),
+                           "Content-Range": f"{offset}-{offset + length - 1}"}
                 try:
-                    response = self._request("PATCH", location, scopes=self._scopes(repository, "pull,push"),
-                                             what=what, expect=(202, 416), headers=headers,
-                                             body=lambda: _Body(fh, length, offset, on_progress))
-                    response.close()
-                    if response.status_code == 202:
-                        location = urljoin(location, response.headers.get("Location") or location)
-                        offset += length
-                        failures = 0
-                        continue
-                    failures += 1  # 416: the registry holds another amount than we thought; ask it how much
+                    response = self._request("PATCH", location, scopes=scopes, what=what, expect=(202, 404, 416),
+                                             headers=headers, body=source.body(offset, length, on_progress))
                 except TransferError:
                     failures += 1
                     if failures >= MAX_RETRIES:
                         raise
-                if failures >= MAX_RETRIES:
-                    raise RegistryError(f"registry {self.registry}: {what} failed: it refused the chunk at {offset} "
-                                        f"{failures} times")
-                held = self._upload_status(repository, location, what)
-                if held is None:  # the registry forgot the session (restarted, expired): start again
-                    location, held = self._start_upload(repository, what), 0
-                fh.close()
-                offset = min(held, size)
-                fh = _open_at(opener, offset)
+                    status = self._upload_status(repository, location, what)
+                else:
+                    response.close()
+                    if response.status_code == 202:
+                        location = urljoin(location, response.headers.get("Location") or location)
+                        offset, failures = offset + length, 0
+                        continue
+                    failures += 1  # 404: the registry gave up on the session; 416: it holds another amount
+                    if failures >= MAX_RETRIES:
+                        raise RegistryError(f"registry {self.registry}: {what} failed: the chunk at byte {offset} "
+                                            f"was refused {failures} times (HTTP {response.status_code})")
+                    status = None if response.status_code == 404 else self._upload_status(repository, location, what)
+                if status is None:  # the registry forgot the session (restarted, gave up): start again
+                    status = self._start_upload(repository, what), 0
+                location, offset = status[0], min(status[1], size)
             self._finish_upload(repository, digest, location, what, None, 0)
         finally:
-            fh.close()
+            source.close()
 
     def fetch_blob(self, repository: str, digest: str, out: BinaryIO, *, size: int | None = None,
                    on_progress: OnProgress | None = None) -> int:
