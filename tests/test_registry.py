@@ -424,3 +424,109 @@ def test_docker_pull_of_a_pushed_model_image_evaluates_like_in_process(engine, c
         assert (out / "metrics.json").read_bytes() == (tmp_path / "local" / "metrics.json").read_bytes()
     finally:
         engine.images.remove(target, force=True)
+
+
+# --- bad input: a registry (behind a fault proxy) that answers garbage, hangs, fails one blob, flips a byte -------
+
+@pytest.fixture()
+def pushed_model(cli, project, runtime, plain_registry, tmp_path, monkeypatch):  # noqa: F811
+    """The model pushed (directly) to the plain registry, then a fresh empty store: what a pull starts from.
+    Returns the remote manifest (layers, config)."""
+    model_dir, _ = project
+    build_model(cli, model_dir, runtime)
+    assert cli("model", "push", "modthree", f"{plain_registry.address}/team/modthree:v1").code == 0
+    raw = json.loads(plain_registry.skopeo("inspect", "--raw",
+                                           f"docker://{plain_registry.address}/team/modthree:v1").stdout)
+    monkeypatch.setenv("SWCLI_HOME", str(tmp_path / "fresh-home"))
+    return raw
+
+
+def refused(res, *words) -> str:
+    errors = [line for line in res.err.splitlines() if line.startswith("swcli: error:")]
+    assert res.code == 5 and len(errors) == 1 and res.err.strip().splitlines()[-1] == errors[0], res.err
+    assert "Traceback" not in res.err
+    for word in words:
+        assert word in errors[0], errors[0]
+    return errors[0]
+
+
+def assert_nothing_pulled(tmp_path) -> None:
+    """No store entry, no ref in the layout, no staging folder and no temp blob left behind."""
+    store = Store()
+    assert store.list("dataset") == store.list("model") == store.list("runtime") == []
+    layout = store_layout()
+    assert (layout.refs() if (layout.root / "index.json").exists() else {}) == {}
+    assert not list(layout.blobs.glob(".tmp-*")) if layout.blobs.exists() else True
+    tmp = tmp_path / "fresh-home" / "tmp"
+    assert not [p for p in tmp.glob("*") if not p.name.endswith(".lock")] if tmp.exists() else True
+
+
+def test_a_pull_from_a_registry_answering_garbage_is_one_line_and_leaves_nothing(cli, pushed_model,
+                                                                                plain_registry, tmp_path):
+    from tests.registry_servers import FaultProxy, Rule
+
+    proxy = FaultProxy(plain_registry.address, [Rule("GET", r"/manifests/", "garbage")])
+    try:
+        refused(cli("pull", f"{proxy.address}/team/modthree:v1"), "pull of", "not a manifest")
+    finally:
+        proxy.stop()
+    assert_nothing_pulled(tmp_path)
+
+
+def test_a_hanging_registry_times_out_in_seconds(cli, project, runtime, plain_registry, monkeypatch):  # noqa: F811
+    from tests.registry_servers import FaultProxy, Rule
+
+    model_dir, _ = project
+    build_model(cli, model_dir, runtime)
+    monkeypatch.setenv("SWCLI_REGISTRY_TIMEOUT", "2")
+    proxy = FaultProxy(plain_registry.address, [Rule("HEAD", r"/blobs/", "hang")])
+    try:
+        started = time.monotonic()
+        res = cli("model", "push", "modthree", f"{proxy.address}/team/modthree:v1")
+        assert time.monotonic() - started < 20
+    finally:
+        proxy.stop()
+    refused(res, "push of")
+    assert plain_registry.skopeo("inspect", f"docker://{plain_registry.address}/team/modthree:v1").returncode != 0
+
+
+def test_a_5xx_on_one_blob_fails_the_push_with_no_tag_and_the_pull_with_nothing_written(
+        cli, project, runtime, plain_registry, tmp_path, monkeypatch):  # noqa: F811
+    from tests.registry_servers import FaultProxy, Rule
+
+    model_dir, _ = project
+    build_model(cli, model_dir, runtime)
+    config = local_image("swmp/modthree:latest").image_id.partition(":")[2]
+    proxy = FaultProxy(plain_registry.address, [Rule("PUT", rf"/blobs/uploads/.*digest=sha256%3A{config}", "status",
+                                                     status=503)])
+    try:
+        res = cli("model", "push", "modthree", f"{proxy.address}/team/modthree:v1")
+    finally:
+        proxy.stop()
+    refused(res, "push of", "503")
+    assert plain_registry.skopeo("inspect", f"docker://{plain_registry.address}/team/modthree:v1").returncode != 0
+
+    assert cli("model", "push", "modthree", f"{plain_registry.address}/team/modthree:v1").code == 0
+    layer = json.loads(plain_registry.skopeo("inspect", "--raw", f"docker://{plain_registry.address}/team/modthree:v1")
+                       .stdout)["layers"][-1]["digest"]
+    monkeypatch.setenv("SWCLI_HOME", str(tmp_path / "fresh-home"))
+    proxy = FaultProxy(plain_registry.address, [Rule("GET", rf"/blobs/{layer}", "status", status=500)])
+    try:
+        refused(cli("pull", f"{proxy.address}/team/modthree:v1"), "pull of", "500")
+    finally:
+        proxy.stop()
+    assert_nothing_pulled(tmp_path)
+
+
+def test_a_digest_mismatch_on_pull_is_refused_and_leaves_nothing(cli, pushed_model, plain_registry, tmp_path):
+    from tests.registry_servers import FaultProxy, Rule
+
+    layer = pushed_model["layers"][-1]["digest"]
+    proxy = FaultProxy(plain_registry.address, [Rule("GET", rf"/blobs/{layer}", "flip")])
+    try:
+        refused(cli("pull", f"{proxy.address}/team/modthree:v1"), "pull of", layer, "digest")
+    finally:
+        proxy.stop()
+    assert_nothing_pulled(tmp_path)
+    res = cli("pull", f"{plain_registry.address}/team/modthree:v1")  # the same pull, unharmed, completes
+    assert res.code == 0, res.err

@@ -37,20 +37,23 @@ ENTRY_IN_IMAGE = {"dataset": "/dataset", "model": "/opt/swcli/model"}
 
 class _Gunzip:
     """A file object that gunzips what is written to it into ``out`` (several gzip members too), bounded in
-    memory whatever the ratio."""
+    memory whatever the ratio. Bytes that are not gzip are noted and the rest ignored, so the download goes on
+    to its digest check: a damaged blob is reported as one that does not match its digest."""
 
     def __init__(self, out):
         self.out = out
         self.engine = isal_zlib.decompressobj(31)
+        self.failure: str | None = None
 
     def write(self, data: bytes) -> int:
-        try:
-            return self._write(data)
-        except isal_zlib.error as err:
-            raise RegistryError(f"not a gzip stream ({one_line(err)})") from None
+        if self.failure is None:
+            try:
+                self._write(data)
+            except isal_zlib.error as err:
+                self.failure = one_line(err)
+        return len(data)
 
-    def _write(self, data: bytes) -> int:
-        n = len(data)
+    def _write(self, data: bytes) -> None:
         while data:
             self.out.write(self.engine.decompress(data, CHUNK))
             data = self.engine.unconsumed_tail
@@ -60,9 +63,10 @@ class _Gunzip:
                 data = self.engine.unused_data + data
                 if data:
                     self.engine = isal_zlib.decompressobj(31)
-        return n
 
     def finish(self, what: str) -> None:
+        if self.failure is not None:
+            raise RegistryError(f"{what}: not a gzip stream ({self.failure})")
         if not self.engine.eof:
             raise RegistryError(f"{what}: the gzip stream ends early")
 
