@@ -152,16 +152,20 @@ def member(name: str, kind: bytes = tarfile.REGTYPE, data: bytes = b"", link: st
 
 
 def hostile_layer(layout, members) -> object:
+    """A layer blob: a tar of ``members`` (written as given, nothing normalised), or raw bytes that are no tar."""
     from builder.images.oci import MEDIA_LAYER
 
     with layout.writer(MEDIA_LAYER) as out:
-        with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as tar:
-            for name, kind, data, link in members:
-                info = tarfile.TarInfo(name)
-                info.type, info.linkname, info.size, info.mode = kind, link, len(data), 0o755
-                if kind == tarfile.CHRTYPE:
-                    info.devmajor, info.devminor = 1, 3
-                tar.addfile(info, io.BytesIO(data) if kind == tarfile.REGTYPE else None)
+        if isinstance(members, bytes):
+            out.write(members)
+        else:
+            with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as tar:
+                for name, kind, data, link in members:
+                    info = tarfile.TarInfo(name)
+                    info.type, info.linkname, info.size, info.mode = kind, link, len(data), 0o755
+                    if kind == tarfile.CHRTYPE:
+                        info.devmajor, info.devminor = 1, 3
+                    tar.addfile(info, io.BytesIO(data) if kind == tarfile.REGTYPE else None)
     return out.descriptor
 
 
@@ -179,6 +183,7 @@ HAND_MADE = {
     "folder-is-a-link": ([[member("dataset", tarfile.SYMTYPE, link="/etc")]], "not a folder"),
     "through-a-link": ([[member("dataset/", tarfile.DIRTYPE), member("dataset/sub", tarfile.SYMTYPE, link=".")],
                         [member("dataset/sub/manifest.json", data=GOOD_MANIFEST)]], "passes through the link"),
+    "not-a-tar": ([b"\x7fELF" + bytes(2000)], "not a readable tar"),
     "whited-out": ([[member("dataset/", tarfile.DIRTYPE), member("dataset/manifest.json", data=GOOD_MANIFEST)],
                     [member("dataset/.wh.manifest.json")]], "manifest.json: missing"),
 }
@@ -200,3 +205,23 @@ def test_layers_reaching_out_of_the_folder_are_refused(cli, swcli_home, plain_re
     monkeypatch.setenv("SWCLI_HOME", str(swcli_home))
     assert_refused(cli, swcli_home, ref, "not recording it", *words.split("|"))
     assert not (tmp_path / "evil").exists() and not (swcli_home / "evil").exists()
+
+
+def test_unpack_applies_layers_like_an_engine(tmp_path):
+    """Later files win, whiteouts delete, an opaque whiteout empties its folder, links inside stay links."""
+    from builder.images.oci import Layout
+    from builder.images.unpack import unpack
+
+    layout = Layout(tmp_path / "oci")
+    layers = [hostile_layer(layout, [member("opt/", tarfile.DIRTYPE), member("dataset/", tarfile.DIRTYPE),
+                                     member("dataset/a", data=b"old"), member("dataset/gone", data=b"x"),
+                                     member("dataset/sub/b", data=b"b"), member("elsewhere", data=b"e")]),
+              hostile_layer(layout, [member("dataset/a", data=b"new"), member("dataset/.wh.gone"),
+                                     member("dataset/sub/.wh..wh..opq"), member("dataset/sub/c", data=b"c"),
+                                     member("dataset/link", tarfile.SYMTYPE, link="sub/c")])]
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    unpack(layout, layers, "/dataset", dest)
+    assert sorted(str(p.relative_to(dest)) for p in dest.rglob("*")) == ["a", "link", "sub", "sub/c"]
+    assert (dest / "a").read_bytes() == b"new" and (dest / "link").readlink().as_posix() == "sub/c"
+    assert oct((dest / "a").stat().st_mode & 0o7777) == "0o755"

@@ -351,6 +351,30 @@ def test_copy_between_registries_keeps_the_digest_and_sends_only_missing_blobs(
     assert res.code == 5 and "copy of" in res.err and len(res.err.strip().splitlines()) == 1, res.err
 
 
+def test_a_runtime_push_attaches_its_sbom_as_a_referrer_once(cli, runtime, plain_registry):
+    """Needs the SBOM writer (builder.images.sbom) and the client's referrers support; skipped until both exist."""
+    sbom = pytest.importorskip("builder.images.sbom")
+    from builder.registry.client import RegistryClient
+
+    if not hasattr(RegistryClient, "put_referrer"):
+        pytest.skip("the registry client has no put_referrer yet")
+    expected = sbom.read_sbom(store_layout(), local_image(f"swrt/{runtime}:latest"))
+    assert expected, "a runtime image carries its SBOM"
+    target = f"{plain_registry.address}/team/env:v1"
+    for _ in range(2):  # the second push attaches nothing new
+        res = cli("runtime", "push", runtime, target)
+        assert res.code == 0, res.err
+    digest = json.loads(plain_registry.skopeo("inspect", f"docker://{target}").stdout)["Digest"]
+    client = RegistryClient(plain_registry.address)
+    found = client.referrers("team/env", digest, sbom.SBOM_MEDIA_TYPE)
+    assert len(found) == 1 and found[0]["artifactType"] == sbom.SBOM_MEDIA_TYPE
+    artifact = json.loads(client.get_manifest("team/env", found[0]["digest"]).data)
+    assert artifact["subject"]["digest"] == digest
+    held = io.BytesIO()
+    client.fetch_blob("team/env", artifact["layers"][0]["digest"], held)
+    assert held.getvalue() == expected
+
+
 def test_registry_dying_mid_push_leaves_nothing_corrupt_and_the_next_push_completes(cli, runtime, plain_registry,
                                                                                    tmp_path):
     """Kill the registry as soon as it has started taking a blob; the push fails in one line, the registry has

@@ -142,16 +142,19 @@ def unpack(layout: Layout, layers: Iterable[Descriptor], inside: str, dest: Path
     """Extract the image folder ``inside`` (e.g. ``/dataset``) into the existing folder ``dest``."""
     folder = _Folder(inside, Path(dest))
     for layer in layers:
-        with tarfile.open(layout.blob_path(layer.digest), mode="r:") as tar:
-            for member in tar:
-                parts, climbs = _parts(member.name)
-                if not parts:
-                    continue
-                if climbs:
-                    folder.climbing(member, parts)
-                elif parts[-1].startswith(WHITEOUT):
-                    folder.whiteout(parts)
-                else:
-                    folder.member(tar, member, parts)
+        try:
+            with tarfile.open(layout.blob_path(layer.digest), mode="r:") as tar:
+                for member in tar:
+                    parts, climbs = _parts(member.name)
+                    if not parts:
+                        continue
+                    if climbs:
+                        folder.climbing(member, parts)
+                    elif parts[-1].startswith(WHITEOUT):
+                        folder.whiteout(parts)
+                    else:
+                        folder.member(tar, member, parts)
+        except tarfile.TarError as err:
+            raise UnpackError(f"layer {layer.digest} is not a readable tar ({' '.join(str(err).split())})") from None
     if not folder.seen:
         raise UnpackError(f"{folder.inside} is not in the image")

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import stat
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -31,6 +32,7 @@ INDEX_TYPES = ("application/vnd.oci.image.index.v1+json", "application/vnd.docke
 GZIP_LAYERS = ("application/vnd.oci.image.layer.v1.tar+gzip", "application/vnd.docker.image.rootfs.diff.tar.gzip")
 PLAIN_LAYERS = (MEDIA_LAYER, "application/vnd.docker.image.rootfs.diff.tar")
 MAX_CONFIG = 4 << 20
+DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
 # where each kind's store entry lives inside its image; a runtime's entry is only its manifest, made from labels
 ENTRY_IN_IMAGE = {"dataset": "/dataset", "model": "/opt/swcli/model"}
 
@@ -75,12 +77,21 @@ def _pick(client, repository: str, manifest, what: str):
     """An image manifest: ``manifest`` itself, or its index's linux/amd64 entry."""
     if manifest.media_type not in INDEX_TYPES:
         return manifest
-    entries = json.loads(manifest.data).get("manifests") or []
-    for entry in entries:
-        platform = entry.get("platform") or {} if isinstance(entry, dict) else {}
-        if platform.get("os") == "linux" and platform.get("architecture") == "amd64":
-            return client.get_manifest(repository, entry["digest"])
+    try:
+        for entry in json.loads(manifest.data).get("manifests") or []:
+            platform = entry.get("platform") or {}
+            if platform.get("os") == "linux" and platform.get("architecture") == "amd64":
+                return client.get_manifest(repository, _digest(entry["digest"], what))
+    except (KeyError, TypeError, AttributeError) as err:
+        raise RegistryError(f"{what}: not an image index ({one_line(err)})") from None
     raise RegistryError(f"{what}: the index has no linux/amd64 image")
+
+
+def _digest(value: object, what: str) -> str:
+    """A sha256 digest from a manifest or config, checked before it becomes a URL or a file name."""
+    if not isinstance(value, str) or not DIGEST.fullmatch(value):
+        raise RegistryError(f"{what}: {value!r} is not a sha256 digest")
+    return value
 
 
 def _parse(manifest, what: str) -> tuple[Descriptor, list[Descriptor]]:
@@ -90,6 +101,8 @@ def _parse(manifest, what: str) -> tuple[Descriptor, list[Descriptor]]:
         layers = [Descriptor.from_json(layer) for layer in doc["layers"]]
     except (ValueError, KeyError, TypeError, AttributeError) as err:
         raise RegistryError(f"{what}: not an image manifest ({one_line(err)})") from None
+    for blob in (config, *layers):
+        _digest(blob.digest, what)
     for layer in layers:
         if layer.media_type not in GZIP_LAYERS + PLAIN_LAYERS:
             raise RegistryError(f"{what}: layer {layer.digest} is {layer.media_type}; swcli reads gzip or plain "
@@ -176,7 +189,7 @@ def pull(target: str, *, credentials=None, ca_cert: Path | None = None, on_progr
         config_ref, remote_layers = _parse(manifest, what)
         config, doc = _fetch_config(client, source.repository, layout, config_ref, what)
         kind, name, version = check_labels(str(source), (doc.get("config") or {}).get("Labels") or {})
-        diff_ids = list(doc["rootfs"]["diff_ids"])
+        diff_ids = [_digest(d, f"{what}: config rootfs.diff_ids") for d in doc["rootfs"]["diff_ids"]]
         if len(diff_ids) != len(remote_layers):
             raise RegistryError(f"{what}: the manifest has {len(remote_layers)} layers, the config "
                                 f"{len(diff_ids)} diff_ids")

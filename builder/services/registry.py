@@ -20,7 +20,7 @@ import fcntl
 import json
 import os
 import threading
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO, Callable, ContextManager, Iterable
@@ -184,11 +184,10 @@ def send_blobs(client, repository: str, blobs: Iterable[Blob], result: TransferR
     pool = ThreadPoolExecutor(max_workers=BLOB_WORKERS, thread_name_prefix="blob")
     try:
         futures = [pool.submit(_send_one, client, repository, b, known, result, report, also_from) for b in unique]
-        for future in futures:
-            exc = future.exception()
-            if exc is not None:
-                pool.shutdown(wait=True, cancel_futures=True)
-                raise exc
+        done, _ = wait(futures, return_when=FIRST_EXCEPTION)
+        failed = next((f.exception() for f in futures if f in done and f.exception() is not None), None)
+        if failed is not None:
+            raise failed
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
         known.save()
