@@ -9,19 +9,16 @@ output as it is written, straight into the layout's blobs (``Layout.writer``).
 A record ``$SWCLI_HOME/cache/gzip/<diff_id hex>.json`` = {digest, size, compressor} remembers each result, so a
 second push, to any registry, compresses nothing. A record is used only when it names this compressor and its blob
 is in the layout with its size; :func:`compressed` with ``verify`` also re-hashes that blob, and a record whose blob
-is missing or corrupt is redone (to the same bytes). ISA-L releases the GIL, so :func:`compress_layers` compresses
-several layers at once on threads.
+is missing or corrupt is redone (to the same bytes). ISA-L releases the GIL, so several threads compress several
+layers at once (a push compresses each layer on the worker that then uploads it).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
 
 import isal
 from isal import isal_zlib
@@ -128,22 +125,4 @@ def compressed(layout: Layout, layer: Descriptor, *, verify: bool = False, folde
     write_json_atomic(_record_path(folder, layer.digest),
                       {"digest": made.digest, "size": made.size, "compressor": COMPRESSOR})
     return made
-
-
-def compress_layers(layout: Layout, layers: Iterable[Descriptor], *, verify: bool = False,
-                    workers: int | None = None, folder: Path | None = None) -> list[Compressed]:
-    """:func:`compressed` for each layer (the same order), several at once; each distinct layer is done once."""
-    layers = list(layers)
-    unique = list({layer.digest: layer for layer in layers}.values())
-    workers = max(1, min(workers or os.cpu_count() or 1, len(unique) or 1))
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="gzip") as pool:
-        futures = {layer.digest: pool.submit(compressed, layout, layer, verify=verify, folder=folder)
-                   for layer in unique}
-        try:
-            done = {digest: future.result() for digest, future in futures.items()}
-        except BaseException:
-            for future in futures.values():
-                future.cancel()
-            raise
-    return [done[layer.digest] for layer in layers]
 

@@ -3,7 +3,8 @@
 The remote image is an OCI manifest with the same config blob (so the same image id) and the layers gzipped by
 :mod:`builder.images.compress` (deterministic, cached per layer: the same image pushed from two machines has the
 same manifest digest, and a second push to any registry compresses nothing). Blobs are skipped, mounted or uploaded
-by :func:`~builder.services.registry.send_blobs`; the manifest is PUT last, once every blob is in, so a push that
+by :func:`~builder.services.registry.send_blobs`, each layer compressed on the worker that sends it (largest
+first, so compressing overlaps uploading); the manifest is PUT last, once every blob is in, so a push that
 fails leaves no tag. A runtime image's CycloneDX SBOM, when it carries one, is attached to the pushed manifest as a
 referrer artifact.
 """
@@ -11,6 +12,7 @@ referrer artifact.
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 from pathlib import Path
 
@@ -85,7 +87,7 @@ def push(kind: str, ref: str, target: str, *, credentials=None, ca_cert: Path | 
          client_factory=open_client) -> TransferResult:
     """Push the image of ``ref`` (a store entry or an image in the layout) as ``target`` (REGISTRY/REPO[:TAG])."""
     from builder.images.build import store_layout
-    from builder.images.compress import compress_layers
+    from builder.images.compress import compressed
     from builder.images.image import read_image
     from builder.registry.reference import Reference
     from builder.services.images import image_for
@@ -104,12 +106,18 @@ def push(kind: str, ref: str, target: str, *, credentials=None, ca_cert: Path | 
     try:
         client = client_factory(dest.registry, credentials=credentials, ca_cert=ca_cert)
         client.ping(dest.repository)  # auth settled (and refused early) before blobs go up in parallel
-        layers = compress_layers(layout, image.layers)
-        manifest = remote_manifest(image, layers)
+        made: dict[str, object] = {}
+
+        def prepare(layer) -> Blob:  # on a worker thread: compressing one layer overlaps uploading another
+            made[layer.digest] = compressed(layout, layer)
+            return _layer_blob(layout, layer, made[layer.digest])
+
+        largest_first = sorted({layer.digest: layer for layer in image.layers}.values(), key=lambda b: -b.size)
         known = KnownBlobs(dest.registry)
-        blobs = [Blob(image.config.digest, image.config.size, file_source(layout.blob_path(image.config.digest)),
-                      "config"), *(_layer_blob(layout, layer, item) for layer, item in zip(image.layers, layers))]
-        send_blobs(client, dest.repository, blobs, result, known, on_progress=on_progress)
+        send_blobs(client, dest.repository, [
+            Blob(image.config.digest, image.config.size, file_source(layout.blob_path(image.config.digest)), "config"),
+            *(functools.partial(prepare, layer) for layer in largest_first)], result, known, on_progress=on_progress)
+        manifest = remote_manifest(image, [made[layer.digest] for layer in image.layers])
         result.digest = client.put_manifest(dest.repository, dest.tag, manifest, MEDIA_MANIFEST)
     except RegistryError as err:
         raise RegistryError(f"{what} failed: {err}") from None

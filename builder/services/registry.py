@@ -148,8 +148,9 @@ def file_source(path: Path) -> Callable[[], ContextManager[Opener]]:
     return lambda: contextlib.nullcontext(lambda: open(path, "rb"))
 
 
-def _send_one(client, repository: str, blob: Blob, known: KnownBlobs, result: TransferResult,
+def _send_one(client, repository: str, item: Blob | Callable[[], Blob], known: KnownBlobs, result: TransferResult,
               report: OnProgress, also_from: str | None) -> None:
+    blob = item() if callable(item) else item
     if client.blob_size(repository, blob.digest) is not None:
         report(LayerProgress(blob.name, "Layer already exists"))
         result.existing.append(blob.digest)
@@ -169,10 +170,11 @@ def _send_one(client, repository: str, blob: Blob, known: KnownBlobs, result: Tr
     known.learn(blob.digest, repository)
 
 
-def send_blobs(client, repository: str, blobs: Iterable[Blob], result: TransferResult, known: KnownBlobs, *,
-               on_progress: OnProgress | None = None, also_from: str | None = None) -> None:
+def send_blobs(client, repository: str, blobs: Iterable[Blob | Callable[[], Blob]], result: TransferResult,
+               known: KnownBlobs, *, on_progress: OnProgress | None = None, also_from: str | None = None) -> None:
     """Put every blob in ``repository`` (skipped, mounted or uploaded), several at once; the first failure is
-    raised once the blobs already moving have finished, and no new one starts after it."""
+    raised once the blobs already moving have finished, and no new one starts after it. A callable item makes
+    its blob on the worker thread first (a push compresses a layer there, so compressing overlaps uploading)."""
     lock = threading.Lock()
 
     def report(event: LayerProgress) -> None:
@@ -180,7 +182,7 @@ def send_blobs(client, repository: str, blobs: Iterable[Blob], result: TransferR
             with lock:
                 on_progress(event)
 
-    unique = list({b.digest: b for b in blobs}.values())
+    unique = list({b if callable(b) else b.digest: b for b in blobs}.values())
     pool = ThreadPoolExecutor(max_workers=BLOB_WORKERS, thread_name_prefix="blob")
     try:
         futures = [pool.submit(_send_one, client, repository, b, known, result, report, also_from) for b in unique]
