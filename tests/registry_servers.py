@@ -141,12 +141,14 @@ class TokenServer:
 
     ``GET /token?service=..&scope=..`` with Basic auth answers ``{"token": <JWT>}``: RS256 signed by the ``openssl``
     CLI with a self-signed key whose certificate rides in the JWT header (``x5c``) and is the registry's
-    ``rootcertbundle``. It grants every scope asked by the one known user, nothing to anyone else. Tokens live
+    ``rootcertbundle``. It grants every scope asked by the one known user (or by ``POST`` with the identity token
+    ``REFRESH``, ``grant_type=refresh_token``), nothing to anyone else. Tokens live
     ``lifetime`` seconds; like many token servers it does not say so (no ``expires_in``), so a client learns about
     an expired token from the registry's 401. ``requests`` records the scopes of every token it issued.
     """
 
     SERVICE, ISSUER = "swcli-test-registry", "swcli-test-issuer"
+    REFRESH = "swcli-test-identity-token"  # the identity token (`identitytoken` in a Docker config) it accepts
     REGISTRY_LEEWAY = 60  # docker-registry accepts a token this long after its `exp`: issue it that much earlier
 
     def __init__(self, root, user: str, password: str, *, lifetime: float = 300.0):
@@ -165,13 +167,20 @@ class TokenServer:
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self):  # noqa: N802
-                query = parse_qsl(urlsplit(self.path).query)
-                if self.headers.get("Authorization") != server._basic:
+                scopes = [v for k, v in parse_qsl(urlsplit(self.path).query) if k == "scope"]
+                self._answer(self.headers.get("Authorization") == server._basic, scopes)
+
+            def do_POST(self):  # noqa: N802 - the OAuth2 form an identity token (refresh token) is traded with
+                form = dict(parse_qsl(self.rfile.read(int(self.headers.get("Content-Length") or 0)).decode()))
+                valid = form.get("grant_type") == "refresh_token" and form.get("refresh_token") == server.REFRESH
+                self._answer(valid, form.get("scope", "").split())
+
+            def _answer(self, allowed: bool, scopes: list[str]):
+                if not allowed:
                     self.send_response(401)
                     self.send_header("Content-Length", "0")
                     self.end_headers()
                     return
-                scopes = [v for k, v in query if k == "scope"]
                 server.requests.append(scopes)
                 body = json.dumps({"token": server.sign(scopes)}).encode()
                 self.send_response(200)
@@ -212,8 +221,9 @@ class Rule:
     """What the proxy does to requests matching ``method`` and the ``path`` regex (searched in path+query).
 
     ``action``: ``"garbage"`` (200, an HTML page), ``"hang"`` (accept, never answer), ``"status"`` (answer
-    ``status`` with no body), ``"cut"`` (forward, then drop both connections after ``after`` bytes: of the request
-    body when it has one, else of the response body), ``"flip"`` (forward, flip one byte of the response body).
+    ``status`` with ``body``, of ``content_type``), ``"cut"`` (forward, then drop both connections after ``after``
+    bytes: of the request body when it has one, else of the response body), ``"flip"`` (forward, flip one byte of
+    the response body).
     ``skip``: matching requests let through untouched first; ``times``: how many requests it then applies to
     (None: all); ``hits`` counts them.
     """
@@ -222,6 +232,8 @@ class Rule:
     path: str
     action: str
     status: int = 500
+    body: bytes = b""
+    content_type: str = "text/html"
     after: int = 0
     skip: int = 0
     times: int | None = None
@@ -252,9 +264,9 @@ class FaultProxy:
                     return
                 if action in ("garbage", "status"):
                     self._drain()
-                    body = b"<html><body>502 Bad Gateway, try later</body></html>" if action == "garbage" else b""
+                    body = b"<html><body>502 Bad Gateway, try later</body></html>" if action == "garbage" else rule.body
                     self.send_response(200 if action == "garbage" else rule.status)
-                    self.send_header("Content-Type", "text/html")
+                    self.send_header("Content-Type", rule.content_type)
                     self.send_header("Content-Length", str(len(body)))
                     self.end_headers()
                     self.wfile.write(body)

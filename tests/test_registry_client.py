@@ -336,6 +336,20 @@ def test_hanging_registry_times_out(registry, monkeypatch):
     assert f"registry {proxy.address} did not answer within 2 s (blob sha256:{'3' * 64}" in str(err.value)
 
 
+def test_registry_that_accepts_and_never_answers(monkeypatch):
+    import socket
+    monkeypatch.setenv("SWCLI_REGISTRY_TIMEOUT", "2")
+    with socket.socket() as silent:  # the kernel accepts connections; nobody ever reads or answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        address = f"127.0.0.1:{silent.getsockname()[1]}"
+        started = time.monotonic()
+        with pytest.raises(RegistryError) as err:
+            RegistryClient(address).ping()
+    assert time.monotonic() - started < 6
+    assert str(err.value).startswith(f"registry {address} did not answer within 2 s (the API check (GET /v2/))")
+
+
 def test_5xx_on_one_blob(registry):
     layer = os.urandom(20_000)
     digest, size, opener = blob(layer)
@@ -420,6 +434,19 @@ def test_bearer_wrong_credentials(token_registry):
     assert "wrong" not in str(err.value)
 
 
+def test_bearer_with_identity_token_and_credential_helper(token_registry, tmp_path, monkeypatch):
+    from tests.registry_servers import TokenServer
+
+    write_config(tmp_path, {"auths": {f"https://{token_registry.address}": {"identitytoken": TokenServer.REFRESH}}})
+    client = RegistryClient(token_registry.address)
+    push_image(client, "tok/identity", "v1", os.urandom(1000))
+    assert client.manifest_descriptor("tok/identity", "v1") is not None
+    fake_helper(tmp_path, monkeypatch, "vault", {token_registry.address: (Registry.USER, Registry.PASSWORD)})
+    write_config(tmp_path, {"credHelpers": {token_registry.address: "vault"}})
+    RegistryClient(token_registry.address).ping("tok/identity")
+
+
+@pytest.mark.slow
 def test_expired_token_mid_push_is_refreshed(tmp_path, small_chunks):
     reg = Registry(tmp_path / "short-tokens", token=True, token_lifetime=2)
     try:
@@ -435,7 +462,67 @@ def test_expired_token_mid_push_is_refreshed(tmp_path, small_chunks):
 
         client.upload_blob("tok/expiry", digest, size, opener, on_progress=slow_network)
         assert stored_blob(reg.root, digest).read_bytes() == layer
-        assert reg.tokens.requests.count([f"repository:tok/expiry:pull,push"]) == 2  # the first one expired
+        assert reg.tokens.requests.count(["repository:tok/expiry:pull,push"]) == 2  # the first one expired
         assert any(line.endswith(" 401") for line in access_log(reg.log, "tok/expiry")[2:])
     finally:
         reg.stop()
+
+
+# --- referrers ---------------------------------------------------------------------------------------------------
+
+EVAL_TYPE, SBOM_TYPE = "application/vnd.swcli.eval.v1+json", "application/vnd.cyclonedx+json"
+
+
+def artifact(client: RegistryClient, repository: str, subject: str, artifact_type: str, content: bytes) -> bytes:
+    """An OCI artifact manifest about ``subject``: the empty config, one blob, its ``artifactType``."""
+    empty = b"{}"
+    for data in (empty, content):
+        digest, size, opener = blob(data)
+        client.upload_blob(repository, digest, size, opener)
+    return json.dumps({
+        "schemaVersion": 2, "mediaType": MEDIA_OCI_MANIFEST, "artifactType": artifact_type,
+        "config": {"mediaType": "application/vnd.oci.empty.v1+json", "digest": blob(empty)[0], "size": 2},
+        "layers": [{"mediaType": "application/json", "digest": blob(content)[0], "size": len(content)}],
+        "subject": {"mediaType": MEDIA_OCI_MANIFEST, "digest": subject, "size": 1},
+        "annotations": {"org.opencontainers.image.created": "2026-01-01T00:00:00Z"}}, sort_keys=True).encode()
+
+
+def test_referrers_fallback_tag_index(registry):
+    client = RegistryClient(registry.address)
+    subject = push_image(client, "refs/model", "v1", os.urandom(5_000))
+    assert client.referrers("refs/model", subject) == []
+    evaluation = artifact(client, "refs/model", subject, EVAL_TYPE, b'{"accuracy": 0.9}')
+    sbom = artifact(client, "refs/model", subject, SBOM_TYPE, b'{"bomFormat": "CycloneDX"}')
+    eval_digest = client.put_referrer("refs/model", evaluation)
+    assert client.put_referrer("refs/model", evaluation) == eval_digest  # twice: listed once
+    sbom_digest = client.put_referrer("refs/model", sbom)
+    listed = client.referrers("refs/model", subject)
+    assert [d["digest"] for d in listed] == [eval_digest, sbom_digest]
+    assert listed[0] == {"mediaType": MEDIA_OCI_MANIFEST, "digest": eval_digest, "size": len(evaluation),
+                         "artifactType": EVAL_TYPE,
+                         "annotations": {"org.opencontainers.image.created": "2026-01-01T00:00:00Z"}}
+    assert [d["digest"] for d in client.referrers("refs/model", subject, SBOM_TYPE)] == [sbom_digest]
+    # what another client (a fresh one, or skopeo) sees: the spec's fallback tag
+    index = RegistryClient(registry.address).get_manifest("refs/model", "sha256-" + subject[7:])
+    assert [m["digest"] for m in json.loads(index.data)["manifests"]] == [eval_digest, sbom_digest]
+    assert "GET /v2/refs/model/referrers/" + subject + " 404" in access_log(registry.log, "referrers")
+
+
+def test_put_referrer_needs_a_subject(registry):
+    with pytest.raises(RegistryError, match="must be a JSON manifest with a subject digest"):
+        RegistryClient(registry.address).put_referrer("refs/none", b'{"schemaVersion": 2}')
+
+
+def test_referrers_api_when_the_registry_has_one(registry):
+    subject = "sha256:" + "4" * 64
+    listing = {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": [
+        {"mediaType": MEDIA_OCI_MANIFEST, "digest": "sha256:" + "5" * 64, "size": 10, "artifactType": EVAL_TYPE},
+        {"mediaType": MEDIA_OCI_MANIFEST, "digest": "sha256:" + "6" * 64, "size": 11, "artifactType": SBOM_TYPE}]}
+    proxy = proxied(registry, Rule("GET", r"/referrers/", "status", status=200, body=json.dumps(listing).encode(),
+                                   content_type="application/vnd.oci.image.index.v1+json"))
+    try:
+        client = RegistryClient(proxy.address)
+        assert client.referrers("refs/api", subject) == listing["manifests"]
+        assert [d["artifactType"] for d in client.referrers("refs/api", subject, SBOM_TYPE)] == [SBOM_TYPE]
+    finally:
+        proxy.stop()

@@ -74,7 +74,8 @@ def _from_helper(helper: str, registry: str, config: Path) -> Credentials | None
         said = " ".join(done.stdout.decode(errors="replace").split())[:200]
         if "credentials not found" in said.lower():
             return None
-        raise RegistryError(f"credential helper {program} failed for {registry}: {said or 'exit ' + str(done.returncode)}")
+        said = said or f"exit status {done.returncode}"
+        raise RegistryError(f"credential helper {program} failed for {registry}: {said}")
     try:
         answer = json.loads(done.stdout)
         username, secret = answer["Username"], answer["Secret"]

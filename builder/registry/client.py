@@ -11,13 +11,13 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Callable, Iterator
 from urllib.parse import parse_qsl, urlencode, urljoin, urlsplit, urlunsplit
 
 from builder.errors import RegistryError
+from builder.registry import referrers
 from builder.registry.auth import Authenticator, Credentials, stored_credentials
 from builder.registry.transport import TransferError, Transport
 
@@ -125,7 +125,6 @@ class RegistryClient:
         self._transport = Transport(registry, ca_cert=ca_cert, timeout=timeout)
         self._auth = Authenticator(registry, credentials if credentials is not None
                                    else (lambda: stored_credentials(registry)), self._transport.request)
-        self._lock = threading.Lock()
         self._referrers_api: dict[str, bool] = {}  # repository -> whether the registry has the referrers API
 
     # --- plumbing -------------------------------------------------------------------------------------------
@@ -392,9 +391,20 @@ class RegistryClient:
                                  headers={"Content-Type": media_type})
         response.close()
         if response.headers.get("OCI-Subject"):
-            with self._lock:
-                self._referrers_api[repository] = True
+            self._referrers_api[repository] = True
         claimed = response.headers.get("Docker-Content-Digest")
         if claimed and claimed != digest:
             raise RegistryError(f"registry {self.registry} stored {what} as {claimed}, not {digest}")
         return digest
+
+    # --- referrers (builder.registry.referrers) -----------------------------------------------------------------
+
+    def referrers(self, repository: str, digest: str, artifact_type: str | None = None) -> list[dict]:
+        """Descriptors (mediaType, digest, size, artifactType, annotations) of the manifests whose subject is
+        ``digest``: from the referrers API, else from the ``sha256-<hex>`` fallback index; [] when none."""
+        return referrers.referrers(self, repository, digest, artifact_type)
+
+    def put_referrer(self, repository: str, data: bytes, media_type: str = MEDIA_OCI_MANIFEST) -> str:
+        """Put an artifact manifest that has a ``subject``; list it in the fallback index when the registry has no
+        referrers API (idempotent; see :mod:`builder.registry.referrers` for the race of concurrent writers)."""
+        return referrers.put_referrer(self, repository, data, media_type)

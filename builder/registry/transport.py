@@ -5,7 +5,8 @@
   registries). A certificate that fails verification is never skipped.
 * Trust: the system CAs, plus ``ca_cert``, plus every ``*.crt`` in ``/etc/docker/certs.d/<host:port>/`` (the root
   is ``$SWCLI_DOCKER_CERTS_D`` when set), plus a client certificate ``*.cert``/``*.key`` pair found there.
-* Timeouts: 10 s to connect, then ``timeout`` (default ``$SWCLI_REGISTRY_TIMEOUT``, else 30 s) between bytes.
+* Timeouts: 10 s (or ``timeout`` if shorter) to connect and shake hands, then ``timeout`` between bytes
+  (default ``$SWCLI_REGISTRY_TIMEOUT``, else 30 s).
 * Errors: every failure to talk to the registry is a :class:`RegistryError` whose one line names the registry and
   what was being done (``what``), never a traceback from ``requests``.
 """
@@ -115,6 +116,9 @@ class Transport:
     def __init__(self, registry: str, *, ca_cert: Path | None = None, timeout: float | None = None):
         self.registry = registry
         self.read_timeout = timeout if timeout is not None else default_timeout()
+        # connecting includes the TLS handshake: a registry that accepts and then says nothing must not get 10 s
+        # when the user asked for 2
+        self.timeouts = (min(CONNECT_TIMEOUT, self.read_timeout), self.read_timeout)
         self.ca_cert = ca_cert
         self._context = _ssl_context(registry, ca_cert)
         self._local = threading.local()
@@ -144,21 +148,24 @@ class Transport:
         if not plain_http_allowed(self.registry):
             return https
         try:
-            self.session().get(f"{https}/v2/", timeout=(CONNECT_TIMEOUT, self.read_timeout)).close()
+            self.session().get(f"{https}/v2/", timeout=self.timeouts).close()
             return https
         except requests.exceptions.SSLError as err:
             if "CERTIFICATE_VERIFY_FAILED" in str(err):
                 return https  # it speaks TLS with a certificate we do not trust: say so, do not downgrade
             return f"http://{self.registry}"
+        except requests.exceptions.Timeout as err:
+            with self.failures("the API check (GET /v2/)"):
+                raise err  # a registry that hangs: say so now rather than wait a second time
         except requests.exceptions.RequestException:
-            return https  # let the real request report it
+            return https  # refused, unknown host...: the real request says so, naming what it was for
 
     def url(self, path: str) -> str:
         return self.base + path
 
     def request(self, method: str, url: str, *, what: str, **kwargs) -> requests.Response:
         """One HTTP request; RegistryError naming the registry and ``what`` when it cannot be made or answered."""
-        kwargs.setdefault("timeout", (CONNECT_TIMEOUT, self.read_timeout))
+        kwargs.setdefault("timeout", self.timeouts)
         with self.failures(what):
             return self.session().request(method, url, **kwargs)
 
@@ -175,7 +182,7 @@ class Transport:
             raise RegistryError(f"registry {self.registry}: TLS failed ({what}): {_cause(err)}") from None
         except requests.exceptions.ConnectTimeout:
             raise RegistryError(f"registry {self.registry} is unreachable: no connection within "
-                                f"{CONNECT_TIMEOUT:g} s ({what})") from None
+                                f"{self.timeouts[0]:g} s ({what})") from None
         except (requests.exceptions.ReadTimeout, TimeoutError):
             raise RegistryError(f"registry {self.registry} did not answer within {self.read_timeout:g} s ({what}); "
                                 "raise SWCLI_REGISTRY_TIMEOUT if it is only slow") from None

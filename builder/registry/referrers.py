@@ -1,0 +1,107 @@
+"""Artifacts that refer to an image (evaluations, SBOMs): the referrers API, and the spec's tag fallback.
+
+OCI distribution-spec 1.1 lets a manifest name a ``subject`` (the image it is about). A registry with the referrers
+API indexes such manifests itself and lists them at ``GET /v2/<name>/referrers/<digest>``; it says so by answering
+the manifest ``PUT`` with an ``OCI-Subject`` header, or that ``GET`` with 200 and an index. A registry without it
+(docker-registry 2.8, Docker Hub, GHCR today) answers 404 there; then the client keeps the list itself in an image
+index tagged ``sha256-<hex of the subject>`` (the "Referrers Tag Schema"), by read-modify-write.
+
+That read-modify-write is idempotent (a descriptor already listed is not added again) but not atomic: two writers
+adding different referrers to the same subject at the same moment can each read the old index, and the second
+``PUT`` drops the first one's entry. docker-registry has no conditional ``PUT`` (``If-Match``) to prevent it, as the
+spec acknowledges; a lost entry shows as a missing referrer and is repaired by putting that artifact again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import TYPE_CHECKING
+
+from builder.errors import RegistryError
+
+if TYPE_CHECKING:
+    from builder.registry.client import RegistryClient
+
+MEDIA_OCI_INDEX = "application/vnd.oci.image.index.v1+json"
+DESCRIPTOR_KEYS = ("mediaType", "digest", "size", "artifactType", "annotations")
+
+
+def fallback_tag(digest: str) -> str:
+    """``sha256:<hex>`` -> ``sha256-<hex>``: the tag of the index listing the referrers of ``digest``."""
+    algorithm, _, hexdigest = digest.partition(":")
+    return f"{algorithm}-{hexdigest}"[:128]
+
+
+def _descriptors(client: RegistryClient, index: bytes, where: str) -> list[dict]:
+    try:
+        manifests = json.loads(index).get("manifests")
+    except (ValueError, AttributeError):
+        manifests = None
+    if not isinstance(manifests, list) or not all(isinstance(m, dict) and "digest" in m for m in manifests):
+        raise RegistryError(f"registry {client.registry}: {where} is not an image index of referrers")
+    return [{k: m[k] for k in DESCRIPTOR_KEYS if k in m} for m in manifests]
+
+
+def _api_listing(client: RegistryClient, repository: str, digest: str, artifact_type: str | None) -> list[dict] | None:
+    """The referrers API's answer, or None when the registry has no such API (404 there)."""
+    path = f"/v2/{repository}/referrers/{digest}" + (f"?artifactType={artifact_type}" if artifact_type else "")
+    what = f"referrers of {digest} in {client.registry}/{repository}"
+    response = client._request("GET", path, scopes=client._scopes(repository), what=what, expect=(200, 404),
+                               headers={"Accept": MEDIA_OCI_INDEX})
+    response.close()
+    if response.status_code == 404:
+        return None
+    return _descriptors(client, response.content, what)
+
+
+def has_api(client: RegistryClient, repository: str, digest: str) -> bool:
+    known = client._referrers_api.get(repository)
+    if known is None:
+        known = _api_listing(client, repository, digest, None) is not None
+        client._referrers_api[repository] = known
+    return known
+
+
+def referrers(client: RegistryClient, repository: str, digest: str, artifact_type: str | None = None) -> list[dict]:
+    found = _api_listing(client, repository, digest, artifact_type) if client._referrers_api.get(repository,
+                                                                                                   True) else None
+    if found is None:
+        client._referrers_api[repository] = False
+        tag = fallback_tag(digest)
+        if client.manifest_descriptor(repository, tag) is None:
+            return []
+        found = _descriptors(client, client.get_manifest(repository, tag).data,
+                             f"referrers index {tag} of {client.registry}/{repository}")
+    # a registry may ignore the artifactType filter (it says so in OCI-Filters-Applied): filter here either way
+    return [d for d in found if artifact_type is None or d.get("artifactType") == artifact_type]
+
+
+def put_referrer(client: RegistryClient, repository: str, data: bytes, media_type: str) -> str:
+    try:
+        document = json.loads(data)
+        subject = document["subject"]["digest"]
+    except (ValueError, KeyError, TypeError):
+        raise RegistryError(f"an artifact for {client.registry}/{repository} must be a JSON manifest with a "
+                            "subject digest") from None
+    digest = client.put_manifest(repository, "sha256:" + hashlib.sha256(data).hexdigest(), data, media_type)
+    if has_api(client, repository, subject):
+        return digest
+    descriptor = {"mediaType": media_type, "digest": digest, "size": len(data)}
+    artifact_type = document.get("artifactType") or (document.get("config") or {}).get("mediaType")
+    if artifact_type:
+        descriptor["artifactType"] = artifact_type
+    if document.get("annotations"):
+        descriptor["annotations"] = document["annotations"]
+    tag = fallback_tag(subject)
+    if client.manifest_descriptor(repository, tag) is None:
+        index = {"schemaVersion": 2, "mediaType": MEDIA_OCI_INDEX, "manifests": []}
+    else:
+        index = json.loads(client.get_manifest(repository, tag).data)
+        _descriptors(client, json.dumps(index).encode(), f"referrers index {tag} of {client.registry}/{repository}")
+    if any(m.get("digest") == digest for m in index["manifests"]):
+        return digest  # already listed: putting the same artifact twice lists it once
+    index["manifests"].append(descriptor)
+    client.put_manifest(repository, tag, json.dumps(index, sort_keys=True, separators=(",", ":")).encode(),
+                        MEDIA_OCI_INDEX)
+    return digest
