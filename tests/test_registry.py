@@ -27,6 +27,9 @@ from tests.test_images_docker import engine, project  # noqa: F401  (fixtures re
 from tests.test_model import model_dir  # noqa: F401
 
 
+ENGINE_HOST = os.environ.get("DOCKER_HOST")  # for the one command that wants the engine: `pull --load`
+
+
 @pytest.fixture(autouse=True)
 def no_engine(monkeypatch):
     """Every swcli call here runs with no reachable engine (an engine fixture, module-scoped, is made before)."""
@@ -449,6 +452,27 @@ def test_docker_pull_of_a_pushed_model_image_evaluates_like_in_process(engine, c
     finally:
         engine.images.remove(target, force=True)
 
+
+
+@pytest.mark.docker
+def test_pull_load_puts_the_image_in_the_engine_under_its_local_names(engine, cli, project, runtime,  # noqa: F811
+                                                                      plain_registry, tmp_path, monkeypatch):
+    model_dir, _ = project
+    build_model(cli, model_dir, runtime)
+    image_id = local_image("swmp/modthree:latest").image_id
+    target = f"{plain_registry.address}/team/modthree:v1"
+    assert cli("model", "push", "modthree", target).code == 0
+    monkeypatch.setenv("SWCLI_HOME", str(tmp_path / "fresh-home"))
+    if ENGINE_HOST is None:
+        monkeypatch.delenv("DOCKER_HOST")
+    else:
+        monkeypatch.setenv("DOCKER_HOST", ENGINE_HOST)
+    res = cli("pull", target, "--load")
+    assert res.code == 0, res.err
+    version = Store().resolve("model", "modthree").version
+    for tag in (f"swmp/modthree:{version}", "swmp/modthree:latest", target):
+        assert engine.images.get(tag).id == image_id
+    engine.images.remove(target, force=True)
 
 # --- bad input: a registry (behind a fault proxy) that answers garbage, hangs, fails one blob, flips a byte -------
 
