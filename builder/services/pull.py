@@ -212,7 +212,8 @@ def pull(target: str, *, credentials=None, ca_cert: Path | None = None, on_progr
         from builder.images.daemon import load as load_image
         from builder.images.engine import connect
 
-        load_image(engine or connect(), layout, image, tags + ([f"{source.registry}/{source.repository}:{source.tag}"] if source.tag and not source.digest else []))
+        pulled_as = [f"{source.registry}/{source.repository}:{source.tag}"] if source.tag and not source.digest else []
+        load_image(engine or connect(), layout, image, tags + pulled_as)
     return TransferResult(tags[0], digest=manifest.digest)
 
 

@@ -229,7 +229,8 @@ def _helper_for(config: dict, registry: str) -> str | None:
     return (config.get("credHelpers") or {}).get(registry) or config.get("credsStore")
 
 
-def login(registry: str, username: str, password: str, *, ca_cert: Path | None = None, client_factory=open_client) -> Path:
+def login(registry: str, username: str, password: str, *, ca_cert: Path | None = None,
+          client_factory=open_client) -> Path:
     """Check the credentials with the registry itself (``GET /v2/`` with them), then store them for later pushes,
     pulls and copies, the way `docker login` stores them, so both tools share one login: through the configured
     credential helper when there is one, otherwise base64 in the config file (created with mode 0600)."""
