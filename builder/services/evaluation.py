@@ -256,42 +256,6 @@ def _batches(records: Iterable, size: int) -> Iterator[list]:
         yield batch
 
 
-class _Lines:
-    """results.jsonl being written (to a temp file); an OSError (full disk...) is an OutputError naming ``shown``."""
-
-    def __init__(self, path: Path, shown: Path, *, append: bool = False):
-        self.path, self.shown = path, shown
-        try:
-            self._fh = open(path, "a" if append else "w", encoding="utf-8", buffering=1 << 20)
-        except OSError as err:
-            raise OutputError(shown, err) from None
-
-    def write(self, line: str) -> None:
-        try:
-            self._fh.write(line)
-            self._fh.write("\n")
-        except OSError as err:
-            raise OutputError(self.shown, err, f" (what was written is kept as {self.shown}.partial)") from None
-
-    def flush(self) -> None:
-        """Hand the lines written so far to the OS: a killed process loses none of them (no fsync: a crash of the
-        machine may)."""
-        try:
-            self._fh.flush()
-        except OSError as err:
-            raise OutputError(self.shown, err, f" (what was written is kept as {self.shown}.partial)") from None
-
-    def close(self) -> None:
-        try:
-            self._fh.close()
-        except OSError as err:
-            raise OutputError(self.shown, err, f" (what was written is kept as {self.shown}.partial)") from None
-
-    def abandon(self) -> None:
-        with contextlib.suppress(OSError):  # the error that stopped the run is the one to report
-            self._fh.close()
-
-
 class _Ppl:
     """The ppl phase: feeds the handler, writes one line per record, applies ignore_error."""
 
@@ -450,16 +414,9 @@ def run_evaluation(
         return EvalResult(output_dir, resuming.stored_metrics(output_dir, previous), previous,
                           note=f"{output_dir} holds a finished run (status {previous['status']}); nothing to resume")
     phase = _Ppl(handler, ctx, None, log)
-    note = None
-    if previous is None:
-        resuming.clear(output_dir)
-    else:
-        first = shard["start"] if shard is not None else 0
-        kept = resuming.recover(output_dir, first, total)
-        resuming.carry_over(run, previous, kept)
-        records = resuming.remaining(records, first, kept.lines)
-        phase.kept, phase.ok, phase.failed = kept.lines, kept.ok, kept.failed
-        note = f"resumed after {kept.lines} of {total if total is not None else '?'} records"
+    records, kept = resuming.pick_up(output_dir, run, previous, records, total)
+    phase.kept, phase.ok, phase.failed = kept.lines, kept.ok, kept.failed
+    note = None if previous is None else f"resumed after {kept.lines} of {'?' if total is None else total} records"
     prepare_output(output_dir, run)
     started = time.perf_counter()
     results, tmp_results = output_dir / RESULTS, output_dir / resuming.TMP
@@ -469,7 +426,7 @@ def run_evaluation(
         _finish(run, output_dir, phase, started, times["cmp_started"], status=status, error=error)
 
     try:
-        phase.out = _Lines(tmp_results, results, append=previous is not None)
+        phase.out = resuming.ResultsWriter(tmp_results, results, append=previous is not None)
         phase.run(records, size, progress)
         phase.out.close()
         os.replace(tmp_results, results)

@@ -19,6 +19,9 @@ Rules (see ``docs/resume.md``):
   runs only on the records after the kept ones and its lines are appended, so the final results.jsonl and
   metrics.json equal an uninterrupted run's.
 
+The results file is written by :class:`ResultsWriter`, flushed after every ppl call, so a kill loses at most
+the record (or batch) in flight.
+
 Records are numbered consecutively (index = first + position), as a dataset reader's are. A reader, or a
 :class:`RecordRange`, skips the kept records without reading them; any other iterable reads and drops them.
 """
@@ -26,6 +29,7 @@ Records are numbered consecutively (index = first + position), as a dataset read
 from __future__ import annotations
 
 import collections
+import contextlib
 import itertools
 import json
 import os
@@ -155,6 +159,57 @@ def carry_over(run: dict, previous: dict, kept: Kept) -> None:
 
 
 # ---------------------------------------------------------------------------------------------- results
+
+
+class ResultsWriter:
+    """results.jsonl being written (to a temp file, appended to on a resume); an OSError (full disk...) is an
+    OutputError naming ``shown``. The runner flushes it after every ppl call."""
+
+    def __init__(self, path: Path, shown: Path, *, append: bool = False):
+        self.path, self.shown = path, shown
+        try:
+            self._fh = open(path, "a" if append else "w", encoding="utf-8", buffering=1 << 20)
+        except OSError as err:
+            raise OutputError(shown, err) from None
+
+    def write(self, line: str) -> None:
+        try:
+            self._fh.write(line)
+            self._fh.write("\n")
+        except OSError as err:
+            raise OutputError(self.shown, err, f" (what was written is kept as {self.shown}.partial)") from None
+
+    def flush(self) -> None:
+        """Hand the lines written so far to the OS: a killed process loses none of them (no fsync: a crash of the
+        machine may)."""
+        try:
+            self._fh.flush()
+        except OSError as err:
+            raise OutputError(self.shown, err, f" (what was written is kept as {self.shown}.partial)") from None
+
+    def close(self) -> None:
+        try:
+            self._fh.close()
+        except OSError as err:
+            raise OutputError(self.shown, err, f" (what was written is kept as {self.shown}.partial)") from None
+
+    def abandon(self) -> None:
+        with contextlib.suppress(OSError):  # the error that stopped the run is the one to report
+            self._fh.close()
+
+
+def pick_up(output_dir: Path, run: dict, previous: dict | None, records: Iterable, total: int | None
+            ) -> tuple[Iterable, Kept]:
+    """Before the ppl phase: a fresh run (``previous`` None) clears the folder's earlier outputs; a resumed one
+    recovers the results kept, records the resume in ``run`` and gets the records still to predict."""
+    if previous is None:
+        clear(output_dir)
+        return records, Kept()
+    first = run["shard"]["start"] if run.get("shard") else 0
+    kept = recover(output_dir, first, total)
+    carry_over(run, previous, kept)
+    return remaining(records, first, kept.lines), kept
+
 
 
 def clear(output_dir: Path) -> None:
