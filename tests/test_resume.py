@@ -20,6 +20,7 @@ from builder.errors import EvalError
 from builder.services.evaluation import run_evaluation
 from builder.services.k8s import K8sOptions, render
 from builder.services.resume import ResumeError
+from tests.test_images_docker import engine, tiny_runtime  # noqa: F401  (fixtures reused)
 from tests.test_model import MODEL_YAML
 from tests.test_runner import SeedStyle, records
 
@@ -27,7 +28,8 @@ REPO = Path(__file__).resolve().parent.parent
 GOLDEN = Path(__file__).parent / "golden"
 
 # predicts v % 3 except for multiples of 7; every ppl call is appended to $CALLS first, then sleeps $SLEEP;
-# cmp sleeps $CMP_SLEEP before scoring, so a test can kill the process during cmp
+# cmp sleeps $CMP_SLEEP before scoring, so a test can kill the process during cmp. In a container (`job run`),
+# calls go to /output/calls, and record 20 ends the process at once (like kill -9) when /output/crash-once exists
 HANDLER = '''
 import os
 import time
@@ -41,8 +43,11 @@ class Counted(PipelineHandler):
         super().__init__(merge_label=True, ignore_error=True)
 
     def ppl(self, data, **kw):
-        with open(os.environ["CALLS"], "a") as fh:
+        with open(os.environ.get("CALLS", "/output/calls"), "a") as fh:
             fh.write(f"{kw['index']}\\n")
+        if kw["index"] == 20 and os.path.exists("/output/crash-once"):
+            os.remove("/output/crash-once")
+            os._exit(9)
         time.sleep(float(os.environ.get("SLEEP", "0")))
         v = data[0]
         if v == 13:
@@ -349,3 +354,27 @@ def test_k8s_eval_pods_carry_resume(mount):
     assert text.count("- --resume") == 1  # the eval pods; the merge redoes its merge
     off = render(K8sOptions(model_image="r.example/swmp/m:1", dataset_image="r.example/swds/d:1", resume=False))
     assert "--resume" not in off
+
+
+@pytest.mark.docker
+@pytest.mark.parametrize("shards", [1, 2])
+def test_job_run_resume_continues_a_container_that_died(engine, cli, tiny_dataset, tiny_runtime, tmp_path,  # noqa: F811
+                                                        monkeypatch, shards):
+    from builder.services.job import run_job
+
+    assert cli("dataset", "build", tiny_dataset).code == 0
+    res = cli("model", "build", write_model(tmp_path / "model"), "--skip-gen-env", "--runtime", tiny_runtime)
+    assert res.code == 0, res.err
+    monkeypatch.setenv("CALLS", str(tmp_path / "calls-local"))
+    assert cli("model", "eval", "modthree", "--dataset", "tiny", "-o", tmp_path / "local").code == 0
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "crash-once").write_text("")
+    assert run_job("modthree", "tiny", out, client=engine, log=lambda line: None, shards=shards) == 9
+    first = calls(out / "calls")
+    (out / "calls").unlink()
+    assert run_job("modthree", "tiny", out, client=engine, log=lambda line: None, shards=shards, resume=True) == 0
+    stop = 50 if shards == 1 else 25
+    assert 20 in first and calls(out / "calls") == list(range(20, stop))  # only shard 0's records after the crash
+    for name in ("metrics.json", "results.jsonl"):
+        assert (out / name).read_bytes() == (tmp_path / "local" / name).read_bytes()
