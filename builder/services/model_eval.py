@@ -30,6 +30,7 @@ class EvalOptions:
     device: str | None = None
     record: bool = True  # list the run in $SWCLI_HOME/runs (not inside a container: its store dies with it)
     shard: str | None = None  # "I/N": ppl over one slice only, for `swcli eval merge`
+    resume: bool = False  # continue the interrupted run in output_dir (builder.services.resume)
 
 
 def resolve_dataset(ref_or_dir: str, store: Store) -> tuple[Path, dict]:
@@ -102,6 +103,8 @@ def evaluate(options: EvalOptions, *, store: Store | None = None, progress: Prog
     store = store or Store()
     if options.output_dir is not None:
         check_output_dir(Path(options.output_dir), store)
+    elif options.resume:
+        raise EvalError("--resume needs --output DIR: the folder of the run to continue")
     root, spec, model_info = model_source(options.model, store)
     image_id = model_image_id(model_info, store)
     if image_id:
@@ -129,12 +132,14 @@ def evaluate(options: EvalOptions, *, store: Store | None = None, progress: Prog
     records, total, shard_info = reader, len(reader), None
     if shard is not None:
         start, stop = shard.range(len(reader))
-        records, total = reader.iter_records(start, stop), stop - start
+        from builder.services.resume import RecordRange
+
+        records, total = RecordRange(reader, start, stop), stop - start
         shard_info = {"index": shard.index, "count": shard.count, "start": start, "stop": stop}
     try:
         with reader:
             return run_evaluation(handler, records, output_dir, context=context, batch_size=options.batch_size,
-                                  total=total, progress=progress, shard=shard_info)
+                                  total=total, progress=progress, shard=shard_info, resume=options.resume)
     finally:
         if options.record and shard is None and (Path(output_dir) / "run.json").is_file():
             from builder.services.runs import record_run
