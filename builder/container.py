@@ -37,6 +37,7 @@ def eval_(
     device: Optional[str] = typer.Option(None, "--device", help="Passed to the handler (cpu, cuda)."),
     shard: Optional[str] = typer.Option(None, "--shard", help="I/N; default JOB_COMPLETION_INDEX/JOB_COMPLETION_COUNT when set."),
     output: Path = typer.Option(OUTPUT_DIR, "--output", help="Where metrics.json, results.jsonl and run.json go."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the interrupted run in --output (a finished run is left as it is; an empty folder starts fresh)."),
 ) -> None:
     """Run the model over every record of the mounted dataset, then cmp."""
     from builder.cli._summary import print_summary
@@ -47,7 +48,9 @@ def eval_(
         raise EvalError(f"no dataset mounted at {DATASET_DIR}: run with --volumes-from <dataset container> "
                         f"or -v <dataset dir>:{DATASET_DIR}")
     result = evaluate(EvalOptions(model=str(MODEL_DIR), dataset=str(DATASET_DIR), output_dir=output,
-                                  batch_size=batch_size, device=device, record=False, shard=shard))
+                                  batch_size=batch_size, device=device, record=False, shard=shard, resume=resume))
+    if result.note:
+        print(result.note)
     if result.metrics is not None:
         print_summary(result.metrics, result.run)
     print(f"outputs: {output}")

@@ -179,6 +179,22 @@ def test_mount_across_repositories(registry):
     assert client.mount_blob("core/target", missing, "core/source") is False
 
 
+def test_values_that_are_not_digests_or_names_never_reach_a_url(registry, tmp_path):
+    """A digest or repository read from a registry's answer (an index entry, a referrer) is checked first."""
+    import io
+
+    client = RegistryClient(registry.address)
+    for call in (lambda: client.fetch_blob("core/x", "sha256:../../v2/_catalog", io.BytesIO()),
+                 lambda: client.blob_size("core/x", "sha256:" + "A" * 64),
+                 lambda: client.get_manifest("core/x", "../../_catalog"),
+                 lambda: client.get_manifest("core/../x", "v1"),
+                 lambda: client.referrers("core/x", "latest?x=1")):
+        with pytest.raises(RegistryError) as err:
+            call()
+        assert "is not a" in str(err.value)
+    assert not any("_catalog" in line for line in registry.log.read_text().splitlines())
+
+
 def test_fetch_missing_blob_names_it(registry):
     client = RegistryClient(registry.address)
     missing = "sha256:" + "1" * 64
@@ -204,6 +220,31 @@ def test_basic_auth_over_tls_with_ca_cert(secure):
     client.ping("core/tls")
     push_image(client, "core/tls", "v1", os.urandom(10_000))
     assert client.manifest_descriptor("core/tls", "v1") is not None
+
+
+def test_threads_challenged_together_all_retry_with_credentials(secure):
+    """Threads that go out at once before anyone has seen the Basic challenge each get a 401, and each retries with
+    the credentials: which thread learnt the challenge first does not decide who fails."""
+    import threading
+
+    for attempt in range(3):
+        client = RegistryClient(secure.address, credentials=Credentials(Registry.USER, Registry.PASSWORD),
+                                ca_cert=secure.certs / "ca.crt")
+        start, errors = threading.Barrier(6), []
+
+        def ask(n: int) -> None:
+            start.wait()
+            try:
+                client.blob_size("core/race", "sha256:" + f"{attempt}{n}".rjust(64, "0"))
+            except RegistryError as err:
+                errors.append(str(err))
+
+        threads = [threading.Thread(target=ask, args=(n,)) for n in range(6)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert errors == []
 
 
 def test_certs_d_and_stored_credentials(secure, tmp_path):

@@ -26,21 +26,18 @@ def record_progress(description: str, total: int | None = None) -> Iterator[Call
 LAYER_DONE = {"Pushed", "Layer already exists", "Pull complete", "Already exists"}
 
 
+def layer_done(status: str) -> bool:
+    return status in LAYER_DONE or status.startswith("Mounted from ")
+
+
 @contextlib.contextmanager
 def layer_progress(description: str) -> Iterator[Callable]:
-    """Yield ``on_progress(LayerProgress)`` for a push or pull: one byte bar per layer on a terminal, else one
-    line per finished layer on stderr (what a CI log wants)."""
+    """Yield ``on_progress(LayerProgress)`` for a push, pull or copy: one byte bar per blob on a terminal, else one
+    line per finished blob on stderr (what a CI log wants)."""
     if not sys.stderr.isatty():
-        retrying: set[str] = set()
 
         def log_done(event) -> None:
-            # the engine counts a retry down once a second: one line when it starts, not one per second
-            if event.status.startswith("Retrying") and event.layer not in retrying:
-                retrying.add(event.layer)
-                print(f"{event.layer}: {event.status}", file=sys.stderr)
-            elif not event.status.startswith("Retrying"):
-                retrying.discard(event.layer)
-            if event.status in LAYER_DONE:
+            if layer_done(event.status):
                 print(f"{event.layer}: {event.status}", file=sys.stderr)
 
         yield log_done
@@ -50,19 +47,15 @@ def layer_progress(description: str) -> Iterator[Callable]:
     with Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
                   transient=True) as bar:
         tasks: dict[str, object] = {}
-        totals: dict[str, int] = {}
 
         def show(event) -> None:
             if event.layer not in tasks:
-                tasks[event.layer] = bar.add_task(f"{description} {event.layer}", total=None)
+                tasks[event.layer] = bar.add_task(f"{description} {event.layer}", total=event.total)
             task = tasks[event.layer]
             if event.total:
-                totals[event.layer] = event.total
                 bar.update(task, completed=event.current or 0, total=event.total)
-            if event.status.startswith("Retrying"):  # the engine retries a failed upload 5 times, waiting longer each
-                bar.update(task, description=f"{event.layer}: {event.status}")
-            if event.status in LAYER_DONE:
-                total = totals.get(event.layer, 1)
+            if layer_done(event.status):
+                total = event.total or 1
                 bar.update(task, description=f"{event.layer}: {event.status}", completed=total, total=total)
 
         yield show

@@ -1,5 +1,7 @@
 """Registry commands: `swcli dataset|model|runtime push`, and the top-level `pull`, `copy`, `login`, `logout`.
 
+All of them talk to the registry over the distribution API; none needs a Docker engine (`pull --load` does).
+
 Passwords come from stdin (``--password-stdin``) or a hidden prompt, never from a flag: a flag lands in shell
 history and in ``ps``. Nothing here prints a credential.
 """
@@ -7,6 +9,7 @@ history and in ``ps``. Nothing here prints a credential.
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 from typing import Optional
 
 import typer
@@ -15,6 +18,8 @@ from builder.cli._output import console
 
 USERNAME_HELP = "With --password-stdin; default: the credentials `swcli login` (or `docker login`) stored."
 PASSWORD_HELP = "Read the password from stdin (never from a flag)."
+CA_CERT_HELP = ("A CA certificate (PEM) to trust for the registry's TLS, besides the system's and "
+                "/etc/docker/certs.d/HOST:PORT/*.crt.")
 
 
 def password_from_stdin() -> str:
@@ -22,8 +27,10 @@ def password_from_stdin() -> str:
     return sys.stdin.readline().rstrip("\r\n")
 
 
-def auth_from(username: str | None, password_stdin: bool) -> dict | None:
+def credentials_from(username: str | None, password_stdin: bool):
+    """Credentials for this one call (``--username`` + ``--password-stdin``), else None: the stored ones."""
     from builder.errors import SwcliError
+    from builder.registry.auth import Credentials
 
     if password_stdin and not username:
         raise SwcliError("--password-stdin needs --username")
@@ -31,18 +38,19 @@ def auth_from(username: str | None, password_stdin: bool) -> dict | None:
         raise SwcliError("give the password on stdin with --password-stdin (never as a flag)")
     if not username:
         return None
-    return {"username": username, "password": password_from_stdin()}
+    return Credentials(username, password_from_stdin())
 
 
-def push_cli(kind: str, ref: str, target: str, username: str | None, password_stdin: bool) -> None:
+def push_cli(kind: str, ref: str, target: str, username: str | None, password_stdin: bool,
+             ca_cert: Path | None) -> None:
     from builder.cli._progress import layer_progress
-    from builder.services.registry import push
+    from builder.services.push import push
 
-    auth = auth_from(username, password_stdin)
+    credentials = credentials_from(username, password_stdin)
     with layer_progress("push") as on_progress:
-        result = push(kind, ref, target, auth=auth, on_progress=on_progress)
-    console.print(f"pushed {result.ref}@{result.digest}: {len(result.pushed)} layer(s) uploaded, "
-                  f"{len(result.existing)} already there")
+        result = push(kind, ref, target, credentials=credentials, ca_cert=ca_cert, on_progress=on_progress)
+    console.print(f"pushed {result.ref}@{result.digest}: {len(result.pushed)} blob(s) uploaded, "
+                  f"{len(result.mounted)} mounted, {len(result.existing)} already there")
 
 
 def add_push_command(app: typer.Typer, kind: str) -> None:
@@ -54,9 +62,11 @@ def add_push_command(app: typer.Typer, kind: str) -> None:
         target: str = typer.Argument(..., help="REGISTRY/REPO[:TAG], e.g. 127.0.0.1:5000/team/NAME:v1."),
         username: Optional[str] = typer.Option(None, "--username", "-u", help=USERNAME_HELP),
         password_stdin: bool = typer.Option(False, "--password-stdin", help=PASSWORD_HELP),
+        ca_cert: Optional[Path] = typer.Option(None, "--ca-cert", help=CA_CERT_HELP),
     ) -> None:
-        """Push the image to a registry; layers it already has are not uploaded again."""
-        push_cli(kind, ref, target, username, password_stdin)
+        """Push the image from the store to a registry (no Docker engine needed); blobs it already has are not
+        uploaded again, blobs another repository of it holds are mounted."""
+        push_cli(kind, ref, target, username, password_stdin, ca_cert)
 
 
 def add_registry_commands(app: typer.Typer) -> None:
@@ -64,46 +74,53 @@ def add_registry_commands(app: typer.Typer) -> None:
 
     @app.command("pull")
     def pull(
-        target: str = typer.Argument(..., help="REGISTRY/REPO[:TAG] of an swcli image."),
+        target: str = typer.Argument(..., help="REGISTRY/REPO[:TAG|@DIGEST] of an swcli image."),
         username: Optional[str] = typer.Option(None, "--username", "-u", help=USERNAME_HELP),
         password_stdin: bool = typer.Option(False, "--password-stdin", help=PASSWORD_HELP),
         image_only: bool = typer.Option(False, "--image-only", help="Do not record it in the local store (a dataset's "
-                                        "shards are copied out of its image otherwise)."),
+                                        "shards are extracted from its layers otherwise)."),
+        load: bool = typer.Option(False, "--load", help="Also load it into the Docker engine, for `docker run`."),
+        ca_cert: Optional[Path] = typer.Option(None, "--ca-cert", help=CA_CERT_HELP),
     ) -> None:
-        """Pull an swcli image, tag it locally by its labels (swds/, swmp/, swrt/NAME:VERSION) and record it in the
-        store, so refs, `info`, `eval` and `job run` use it as if it had been built here."""
+        """Pull an swcli image into the store's OCI layout (no Docker engine needed), tag it by its labels (swds/,
+        swmp/, swrt/NAME:VERSION) and record it in the store, so refs, `info`, `eval` and `job run` use it as if it
+        had been built here."""
         from builder.cli._progress import layer_progress
-        from builder.services.registry import pull as pull_image
+        from builder.services.pull import pull as pull_image
 
-        auth = auth_from(username, password_stdin)
+        credentials = credentials_from(username, password_stdin)
         with layer_progress("pull") as on_progress:
-            result = pull_image(target, auth=auth, on_progress=on_progress, record=not image_only)
+            result = pull_image(target, credentials=credentials, ca_cert=ca_cert, on_progress=on_progress,
+                                record=not image_only, load=load)
         console.print(f"pulled {target} as {result.ref}")
 
     @app.command("copy")
     def copy(
         source: str = typer.Argument(..., help="REGISTRY/REPO[:TAG] to copy from."),
         target: str = typer.Argument(..., help="REGISTRY/REPO[:TAG] to copy to."),
+        ca_cert: Optional[Path] = typer.Option(None, "--ca-cert", help=CA_CERT_HELP),
     ) -> None:
-        """Copy an swcli image between registries through the engine; only layers the target lacks are sent.
+        """Copy an swcli image between registries, same digest on both sides; only blobs the target lacks are sent.
 
         Credentials for both come from `swcli login` (or `docker login`) to each registry.
         """
         from builder.cli._progress import layer_progress
-        from builder.services.registry import copy as copy_image
+        from builder.services.copy import copy as copy_image
 
         with layer_progress("copy") as on_progress:
-            result = copy_image(source, target, on_progress=on_progress)
-        console.print(f"copied {source} to {result.ref}@{result.digest}: {len(result.pushed)} layer(s) uploaded, "
-                      f"{len(result.existing)} already there")
+            result = copy_image(source, target, ca_cert=ca_cert, on_progress=on_progress)
+        console.print(f"copied {source} to {result.ref}@{result.digest}: {len(result.pushed)} blob(s) uploaded, "
+                      f"{len(result.mounted)} mounted, {len(result.existing)} already there")
 
     @app.command("login")
     def login(
         registry: str = typer.Argument(..., help="Registry host[:port], e.g. 127.0.0.1:5000 or registry.example."),
         username: str = typer.Option(..., "--username", "-u", help="Registry user."),
         password_stdin: bool = typer.Option(False, "--password-stdin", help=PASSWORD_HELP + " Default: a hidden prompt."),
+        ca_cert: Optional[Path] = typer.Option(None, "--ca-cert", help=CA_CERT_HELP),
     ) -> None:
-        """Check credentials with the registry and store them where `docker login` does, for push, pull and copy."""
+        """Check credentials with the registry itself and store them where `docker login` does, for push, pull and
+        copy."""
         from builder.errors import SwcliError
         from builder.services.registry import login as login_service
 
@@ -113,7 +130,7 @@ def add_registry_commands(app: typer.Typer) -> None:
             password = typer.prompt("Password", hide_input=True)
         else:
             raise SwcliError("stdin is not a terminal: give the password with --password-stdin")
-        path = login_service(registry, username, password)
+        path = login_service(registry, username, password, ca_cert=ca_cert)
         console.print(f"logged in to {registry} as {username} (credentials in {path})")
 
     @app.command("logout")

@@ -18,9 +18,21 @@ def _fmt(value) -> str:
     return "-" if value is None else f"{value:.4f}" if isinstance(value, float) else str(value)
 
 
+CA_CERT = typer.Option(None, "--ca-cert", help="A CA certificate (PEM) to trust for the registry, besides the system's "
+                       "and /etc/docker/certs.d/<host:port>/.")
+
+
 @app.command("list")
-def list_(output: OutputFormat = typer.Option(OutputFormat.table, "--output", "-o", help="table or json.")) -> None:
-    """Every recorded run, newest first; unreadable ones are named on stderr."""
+def list_(
+    output: OutputFormat = typer.Option(OutputFormat.table, "--output", "-o", help="table or json."),
+    image: Optional[str] = typer.Option(None, "--image", metavar="REGISTRY/REPO[:TAG|@DIGEST]",
+                                        help="List the evaluations attached to this model image instead."),
+    ca_cert: Optional[Path] = CA_CERT,
+) -> None:
+    """Every recorded run, newest first (unreadable ones named on stderr); with --image, those attached to an image."""
+    if image is not None:
+        _list_attached(image, output, ca_cert)
+        return
     from builder.services.runs import scan_runs
 
     runs, problems = scan_runs()
@@ -148,3 +160,52 @@ def merge(
     out, metrics, run = merge_service(list(parts), output, model=model)
     print_summary(metrics, run)
     console.print(f"outputs: {out}")
+
+
+def _list_attached(image: str, output: OutputFormat, ca_cert: Path | None) -> None:
+    from builder.services.attach import HEADLINE, attached, default_client
+
+    rows = attached(image, client_for=default_client(ca_cert))
+    if output is OutputFormat.json:
+        print_json(rows)
+        return
+    metrics = [k for k in HEADLINE if k != "weighted-f1" and any(k in r["metrics"] for r in rows)]  # all in json
+    table = Table(title=f"evaluations attached to {escape(image)}", title_justify="left")
+    # the digest and the run id are what `eval pull` takes: never cut, whatever else has to wrap
+    for column in ("digest", "run"):
+        table.add_column(column, no_wrap=True, min_width=max((len(str(r[column])) for r in rows), default=0))
+    for column in ("dataset", *metrics, "created"):
+        table.add_column(column)
+    for r in rows:
+        table.add_row(*(escape(str(v)) for v in (r["digest"], r["run"], r["dataset"],
+                                                  *(_fmt(r["metrics"].get(k)) for k in metrics), str(r["created"])[:19])))
+    console.print(table)
+
+
+@app.command("attach")
+def attach(
+    run_ref: str = typer.Argument(..., metavar="RUN", help="Run id, unique prefix, 'latest', or a run folder."),
+    image: str = typer.Argument(..., metavar="REGISTRY/REPO[:TAG|@DIGEST]", help="The model image the run evaluated."),
+    ca_cert: Optional[Path] = CA_CERT,
+) -> None:
+    """Push a run (metrics, run.json, results, HTML report) as an OCI artifact attached to the image it evaluated."""
+    from builder.services.attach import attach as attach_service, default_client
+
+    done = attach_service(run_ref, image, client_for=default_client(ca_cert))
+    console.print(f"attached {done.repository}@{done.digest} (subject {done.subject})", markup=False)
+
+
+@app.command("pull")
+def pull(
+    ref: str = typer.Argument(..., metavar="REGISTRY/REPO@DIGEST | REGISTRY/REPO[:TAG]",
+                             help="An attached evaluation by digest, or the model image with --run."),
+    run_id: Optional[str] = typer.Option(None, "--run", help="Pick the evaluation of this run among the image's."),
+    ca_cert: Optional[Path] = CA_CERT,
+) -> None:
+    """Fetch an attached evaluation into the run history (digests verified), for eval show/report/diff and gates."""
+    from builder.services.attach import default_client
+    from builder.services.attach_pull import pull as pull_service
+
+    got = pull_service(ref, run_id=run_id, client_for=default_client(ca_cert))
+    what = "pulled" if got.new else "already in the history:"
+    console.print(f"{what} run {got.id} ({got.digest}) in {got.path}", markup=False)

@@ -16,11 +16,12 @@ def run(
     dataset: str = typer.Option(..., "--dataset", "-d", help="Dataset ref or image (swds/NAME:TAG)."),
     output: Path = typer.Option(Path("out"), "--output", "-o", help="Host folder that receives metrics.json, results.jsonl, run.json."),
     shards: int = typer.Option(1, "--shards", "-n", help="Run N eval containers at once, one shard each, then merge (the k8s Indexed Job, on this machine)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the interrupted run (or shard parts) in --output; finished parts are left as they are."),
 ) -> None:
     """docker run the model image's eval with the dataset image's /dataset mounted; exits with its exit code."""
     from builder.services.job import run_job
 
-    code = run_job(model, dataset, output, log=typer.echo, shards=shards)
+    code = run_job(model, dataset, output, log=typer.echo, shards=shards, resume=resume)
     if code:
         raise typer.Exit(code)
     typer.echo(f"outputs: {output.resolve()}")
@@ -39,6 +40,7 @@ def k8s(
     image_pull_secret: Optional[List[str]] = typer.Option(None, "--image-pull-secret", help="Repeatable."),
     merge_wait: int = typer.Option(6 * 3600, "--merge-wait", help="Seconds the merge Job waits for every shard's part before it fails naming the missing ones."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Write the manifests here (default: stdout)."),
+    resume: bool = typer.Option(True, "--resume/--no-resume", help="A replaced eval pod continues its shard's part on the volume (default) or starts it over."),
 ) -> None:
     """Emit a PVC, an Indexed Job running `eval --shard` in N pods, and the merge Job, as one YAML stream."""
     from builder.services.images import image_for
@@ -49,7 +51,7 @@ def k8s(
     opts = K8sOptions(model_image=image_for("model", model, store), dataset_image=image_for("dataset", dataset, store),
                       shards=shards, namespace=namespace, output_pvc=DEFAULT_PVC if output_pvc is None else output_pvc,
                       create_pvc=output_pvc is None, dataset_mount=dataset_mount, cpu=cpu, memory=memory,
-                      image_pull_secrets=list(image_pull_secret or []), merge_wait=merge_wait)
+                      image_pull_secrets=list(image_pull_secret or []), merge_wait=merge_wait, resume=resume)
     if out is None:
         typer.echo(render(opts), nl=False)
     else:

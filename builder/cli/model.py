@@ -59,15 +59,19 @@ def eval_(
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Output folder (default: a new run under $SWCLI_HOME/runs)."),
     device: Optional[str] = typer.Option(None, "--device", help="Passed to the handler's __init__ (e.g. cpu, cuda)."),
     shard: Optional[str] = typer.Option(None, "--shard", help="I/N: ppl over slice I (0-based) of N only; merge the parts with `swcli eval merge`. Default: JOB_COMPLETION_INDEX/JOB_COMPLETION_COUNT when set."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the interrupted run in --output: ppl only on the records not yet scored (a finished run is left as it is)."),
 ) -> None:
     """Run the model's handler over every record, then cmp; write metrics.json, results.jsonl and run.json."""
     from builder.cli._progress import record_progress
     from builder.cli._summary import print_summary
     from builder.services.model_eval import EvalOptions, evaluate
 
-    options = EvalOptions(model=model, dataset=dataset, output_dir=output, batch_size=batch_size, device=device, shard=shard)
+    options = EvalOptions(model=model, dataset=dataset, output_dir=output, batch_size=batch_size, device=device, shard=shard,
+                          resume=resume)
     with record_progress("evaluating") as progress:
         result = evaluate(options, progress=progress)
+    if result.note:
+        console.print(result.note, markup=False)
     if result.run.get("status") == "partial":
         s = result.run["shard"]
         console.print(f"shard {s['index']}/{s['count']}: records {s['start']}..{s['stop'] - 1} predicted; "

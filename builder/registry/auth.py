@@ -172,17 +172,18 @@ class Authenticator:
             return {"Authorization": "Bearer " + self._token(scopes)}
         return {}
 
-    def challenged(self, response, scopes: tuple[str, ...]) -> bool:
-        """Learn from a 401; True when retrying the request with new headers may succeed."""
+    def challenged(self, response, scopes: tuple[str, ...], sent: dict[str, str]) -> bool:
+        """Learn from a 401 to a request that carried ``sent`` headers; True when retrying it with new headers may
+        succeed. A Basic retry is decided by what this request sent, not by which thread saw the challenge first:
+        threads that went out together without credentials all retry, and credentials refused once are refused."""
         header = response.headers.get("WWW-Authenticate", "")
         scheme, params = parse_challenge(header)
         key = " ".join(scopes)
         with self._lock:
-            first = self._scheme != scheme
             self._scheme, self._params = scheme, params
             self._tokens.pop(key, None)  # a refused token expired or was revoked: fetch a new one
         if scheme == "basic":
-            return first and self.credentials is not None
+            return not sent.get("Authorization", "").startswith("Basic ") and self.credentials is not None
         return scheme == "bearer"  # the caller retries once, so a token refused twice is an error
 
     def _token(self, scopes: tuple[str, ...]) -> str:

@@ -35,6 +35,22 @@ MAX_RETRIES = 3               # failed attempts in a row (no progress between th
 OnProgress = Callable[[int], None]
 
 
+REPOSITORY_RE = re.compile(r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*")
+DIGEST_RE = re.compile(r"sha256:[0-9a-f]{64}")
+TAG_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
+
+
+def api_path(repository: str, kind: str, ref: str = "") -> str:
+    """``/v2/<repository>/<kind>/<ref>``, refusing in one line a repository, digest or tag that is not one (a
+    value read from a registry's own answer, such as an index entry, must not steer the URL)."""
+    if not isinstance(repository, str) or not REPOSITORY_RE.fullmatch(repository):
+        raise RegistryError(f"{repository!r} is not a repository name")
+    if ref and not (DIGEST_RE.fullmatch(ref) if kind in ("blobs", "referrers") or ":" in ref else TAG_RE.fullmatch(ref)):
+        raise RegistryError(f"{ref!r} is not a {'digest' if kind != 'manifests' else 'tag or digest'} "
+                            f"(in {repository})")
+    return f"/v2/{repository}/{kind}/{ref}"
+
+
 @dataclass(frozen=True)
 class Manifest:
     data: bytes       # the exact bytes (digest = sha256(data))
@@ -139,7 +155,7 @@ class RegistryClient:
             sent.update(self._auth.headers(scopes))
             data = body() if callable(body) else body
             response = self._transport.request(method, url, what=what, headers=sent, data=data, stream=stream)
-            if response.status_code == 401 and attempt == 1 and self._auth.challenged(response, scopes):
+            if response.status_code == 401 and attempt == 1 and self._auth.challenged(response, scopes, sent):
                 response.close()
                 continue
             break
@@ -179,7 +195,7 @@ class RegistryClient:
 
     def blob_size(self, repository: str, digest: str) -> int | None:
         """The size of ``digest`` in ``repository`` (HEAD), or None when the registry does not have it there."""
-        response = self._request("HEAD", f"/v2/{repository}/blobs/{digest}", scopes=self._scopes(repository),
+        response = self._request("HEAD", api_path(repository, "blobs", digest), scopes=self._scopes(repository),
                                  what=f"blob {digest} of {self._where(repository)}", expect=(200, 404))
         response.close()
         if response.status_code == 404:
@@ -189,7 +205,7 @@ class RegistryClient:
     def mount_blob(self, repository: str, digest: str, from_repository: str) -> bool:
         """Cross-mount ``digest`` from another repository of the same registry; False when the registry would not."""
         what = f"mount of blob {digest} from {from_repository} into {self._where(repository)}"
-        response = self._request("POST", f"/v2/{repository}/blobs/uploads/?" + urlencode(
+        response = self._request("POST", api_path(repository, "blobs") + "uploads/?" + urlencode(
             {"mount": digest, "from": from_repository}), scopes=self._scopes(repository, "pull,push", from_repository),
             what=what, expect=(201, 202))
         response.close()
@@ -212,7 +228,7 @@ class RegistryClient:
             self._upload_monolithic(repository, digest, size, opener, on_progress)
 
     def _start_upload(self, repository: str, what: str) -> str:
-        response = self._request("POST", f"/v2/{repository}/blobs/uploads/", scopes=self._scopes(repository,
+        response = self._request("POST", api_path(repository, "blobs") + "uploads/", scopes=self._scopes(repository,
                                  "pull,push"), what=what, expect=(202,))
         response.close()
         location = response.headers.get("Location")
@@ -303,7 +319,7 @@ class RegistryClient:
         algorithm, _, expected = digest.partition(":")
         if algorithm != "sha256":
             raise RegistryError(f"blob {digest} of {self._where(repository)}: only sha256 digests are supported")
-        response = self._request("GET", f"/v2/{repository}/blobs/{digest}", scopes=self._scopes(repository),
+        response = self._request("GET", api_path(repository, "blobs", digest), scopes=self._scopes(repository),
                                  what=what, expect=(200, 404), stream=True)
         if response.status_code == 404:
             response.close()
@@ -330,7 +346,7 @@ class RegistryClient:
     def get_manifest(self, repository: str, ref: str) -> Manifest:
         """The manifest (or index) ``ref`` (tag or digest) names, its bytes verified against its digest."""
         what = f"manifest {ref} of {self._where(repository)}"
-        response = self._request("GET", f"/v2/{repository}/manifests/{ref}", scopes=self._scopes(repository),
+        response = self._request("GET", api_path(repository, "manifests", ref), scopes=self._scopes(repository),
                                  what=what, expect=(200, 404), headers={"Accept": ", ".join(MANIFEST_TYPES)},
                                  stream=True)
         if response.status_code == 404:
@@ -367,7 +383,7 @@ class RegistryClient:
 
     def manifest_descriptor(self, repository: str, ref: str) -> dict | None:
         """``{mediaType, digest, size}`` of the manifest ``ref`` names (HEAD), or None when there is none."""
-        response = self._request("HEAD", f"/v2/{repository}/manifests/{ref}", scopes=self._scopes(repository),
+        response = self._request("HEAD", api_path(repository, "manifests", ref), scopes=self._scopes(repository),
                                  what=f"manifest {ref} of {self._where(repository)}", expect=(200, 404),
                                  headers={"Accept": ", ".join(MANIFEST_TYPES)})
         response.close()
@@ -386,7 +402,7 @@ class RegistryClient:
         if ref.startswith("sha256:") and ref != digest:
             raise RegistryError(f"manifest for {self._where(repository)}@{ref}: its bytes hash to {digest}")
         what = f"manifest {ref} of {self._where(repository)}"
-        response = self._request("PUT", f"/v2/{repository}/manifests/{ref}", scopes=self._scopes(repository,
+        response = self._request("PUT", api_path(repository, "manifests", ref), scopes=self._scopes(repository,
                                  "pull,push"), what=what, expect=(201,), body=data,
                                  headers={"Content-Type": media_type})
         response.close()

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from urllib.parse import urlencode
 from typing import TYPE_CHECKING
 
 from builder.errors import RegistryError
@@ -45,7 +46,10 @@ def _descriptors(client: RegistryClient, index: bytes, where: str) -> list[dict]
 
 def _api_listing(client: RegistryClient, repository: str, digest: str, artifact_type: str | None) -> list[dict] | None:
     """The referrers API's answer, or None when the registry has no such API (404 there)."""
-    path = f"/v2/{repository}/referrers/{digest}" + (f"?artifactType={artifact_type}" if artifact_type else "")
+    from builder.registry.client import api_path  # client imports this module
+
+    query = f"?{urlencode({'artifactType': artifact_type})}" if artifact_type else ""
+    path = api_path(repository, "referrers", digest) + query
     what = f"referrers of {digest} in {client.registry}/{repository}"
     response = client._request("GET", path, scopes=client._scopes(repository), what=what, expect=(200, 404),
                                headers={"Accept": MEDIA_OCI_INDEX})

@@ -4,7 +4,9 @@ This is the one runner: ``swcli model eval`` calls it in-process and the model i
 inside the container, so both give the same files. Outputs (format in ``docs/runner.md``):
 
 - ``results.jsonl``: one line per record (index, label, result, pr, error), streamed to a temp file and renamed
-  when the ppl phase ends, so a crash never leaves a file that looks complete;
+  when the ppl phase ends, so a crash never leaves a file that looks complete. The temp file is flushed after
+  every ppl call, so a process killed with ``kill -9`` loses at most the record (or batch) in flight and
+  ``--resume`` (:mod:`builder.services.resume`) continues from the rest;
 - ``metrics.json``: what ``cmp`` returned (the ``multi_classification`` document, usually);
 - ``run.json``: what ran on what, counts, timings and status. Written (status ``running``, padded to
   ``RUN_RESERVE`` bytes) before the first record, so that on a full disk the final status can still be written
@@ -14,8 +16,8 @@ Scoring (``cmp``, the counts fallback, ``metrics.json``, the final run.json) is 
 uses too. Anything that stops a run is one line naming the record or file (:class:`OutputError` for a file that
 could not be written, :class:`EvalInterrupted` for Ctrl-C, exit code 130).
 
-Per-record overhead is kept to a few microseconds (buffered writes, no per-record flush or progress redraw)
-because the seed's handler predicts one record per call.
+Per-record overhead is kept to a few microseconds (buffered lines pushed to the OS once per ppl call, no
+progress redraw per record) because the seed's handler predicts one record per call.
 """
 
 from __future__ import annotations
@@ -230,6 +232,7 @@ class EvalResult:
     output_dir: Path
     metrics: Any
     run: dict
+    note: str | None = None  # what --resume did: continued after N records, or found the run finished
 
     @property
     def ok(self) -> bool:
@@ -253,34 +256,6 @@ def _batches(records: Iterable, size: int) -> Iterator[list]:
         yield batch
 
 
-class _Lines:
-    """results.jsonl being written (to a temp file); an OSError (full disk...) is an OutputError naming ``shown``."""
-
-    def __init__(self, path: Path, shown: Path):
-        self.path, self.shown = path, shown
-        try:
-            self._fh = open(path, "w", encoding="utf-8", buffering=1 << 20)
-        except OSError as err:
-            raise OutputError(shown, err) from None
-
-    def write(self, line: str) -> None:
-        try:
-            self._fh.write(line)
-            self._fh.write("\n")
-        except OSError as err:
-            raise OutputError(self.shown, err, f" (what was written is kept as {self.shown}.partial)") from None
-
-    def close(self) -> None:
-        try:
-            self._fh.close()
-        except OSError as err:
-            raise OutputError(self.shown, err, f" (what was written is kept as {self.shown}.partial)") from None
-
-    def abandon(self) -> None:
-        with contextlib.suppress(OSError):  # the error that stopped the run is the one to report
-            self._fh.close()
-
-
 class _Ppl:
     """The ppl phase: feeds the handler, writes one line per record, applies ignore_error."""
 
@@ -293,6 +268,7 @@ class _Ppl:
         self.log = log
         self.ok = 0
         self.failed = 0
+        self.kept = 0  # records scored by an earlier run that --resume continues (counted in ok and failed)
         self.ppl_seconds = 0.0
 
     def _label(self, rec) -> Any:
@@ -368,16 +344,19 @@ class _Ppl:
             self._store(rec, output)
 
     def run(self, records: Iterable, size: int, progress: Progress | None) -> None:
-        done = 0
+        done = self.kept
+        flush = self.out.flush
         if size == 1:
             for rec in records:
                 self.one(rec)
+                flush()
                 done += 1
                 if progress and done % PROGRESS_EVERY == 0:
                     progress(done)
         else:
             for recs in _batches(records, size):
                 self.batch(recs)
+                flush()
                 done += len(recs)
                 if progress:
                     progress(done)
@@ -396,12 +375,16 @@ def run_evaluation(
     progress: Progress | None = None,
     log: Callable[[str], None] | None = None,
     shard: dict | None = None,
+    resume: bool = False,
 ) -> EvalResult:
     """Run ``handler`` over ``records`` (objects with ``.index``, ``.data``, ``.label``) into ``output_dir``.
 
     With ``shard`` (``{index, count, start, stop}``) only the ppl phase runs: the output is a part for
-    ``swcli eval merge`` (run.json status ``partial``), and an empty slice is fine.
+    ``swcli eval merge`` (run.json status ``partial``), and an empty slice is fine. With ``resume`` the run in
+    ``output_dir`` is continued (see :mod:`builder.services.resume`); without, its earlier outputs are removed.
     """
+    from builder.services import resume as resuming
+
     ctx = context or EvalContext()
     log = log or (lambda msg: print(f"swcli: warning: {msg}", file=sys.stderr))
     output_dir = Path(output_dir)
@@ -426,17 +409,24 @@ def run_evaluation(
     }
     if shard is not None:
         run["shard"] = shard
+    previous = resuming.previous_run(output_dir, run) if resume else None
+    if previous is not None and resuming.finished(output_dir, previous):
+        return EvalResult(output_dir, resuming.stored_metrics(output_dir, previous), previous,
+                          note=f"{output_dir} holds a finished run (status {previous['status']}); nothing to resume")
+    phase = _Ppl(handler, ctx, None, log)
+    records, kept = resuming.pick_up(output_dir, run, previous, records, total)
+    phase.kept, phase.ok, phase.failed = kept.lines, kept.ok, kept.failed
+    note = None if previous is None else f"resumed after {kept.lines} of {'?' if total is None else total} records"
     prepare_output(output_dir, run)
     started = time.perf_counter()
-    results, tmp_results = output_dir / RESULTS, output_dir / f".{RESULTS}.tmp"
-    phase = _Ppl(handler, ctx, None, log)
+    results, tmp_results = output_dir / RESULTS, output_dir / resuming.TMP
     times = {"cmp_started": None}
 
     def finish(status: str, error: str | None = None) -> None:
         _finish(run, output_dir, phase, started, times["cmp_started"], status=status, error=error)
 
     try:
-        phase.out = _Lines(tmp_results, results)
+        phase.out = resuming.ResultsWriter(tmp_results, results, append=previous is not None)
         phase.run(records, size, progress)
         phase.out.close()
         os.replace(tmp_results, results)
@@ -452,14 +442,14 @@ def run_evaluation(
     run["records"].update(total=phase.ok + phase.failed, ok=phase.ok, failed=phase.failed)
     if shard is not None:
         finish("partial")
-        return EvalResult(output_dir, None, run)
+        return EvalResult(output_dir, None, run, note)
     if phase.ok == 0:
         finish("failed", "no record was predicted")
         raise EvalError(f"no record was predicted ({phase.failed} failed); nothing to score")
     times["cmp_started"] = time.perf_counter()
     metrics = score(handler, output_dir, {"records": phase.ok + phase.failed, "ok": phase.ok, "failed": phase.failed},
                     finish)
-    return EvalResult(output_dir, metrics, run)
+    return EvalResult(output_dir, metrics, run, note)
 
 
 def _batch_size(handler: PipelineHandler, requested: int | None) -> int:
@@ -490,7 +480,8 @@ def _finish(run: dict, output_dir: Path, phase: _Ppl, started: float, cmp_starte
             "ppl_calls": round(phase.ppl_seconds, 3),
             "cmp": round(now - cmp_started, 3) if cmp_started is not None else None,
         },
-        records_per_second=round((phase.ok + phase.failed) / (ppl_end - started), 1) if ppl_end > started else None,
+        records_per_second=round((phase.ok + phase.failed - phase.kept) / (ppl_end - started), 1)
+        if ppl_end > started else None,
     )
     if error:
         run["error"] = error

@@ -9,6 +9,9 @@ starts first and waits (`merge --wait`), then N eval containers run at once, eac
 ``JOB_COMPLETION_INDEX``, writing ``parts/<index>``; the merge scores their union into the output folder. Each
 shard gets an equal share of the host's cores as its thread count, so N shards do not oversubscribe the CPU.
 
+With ``resume`` every eval container gets ``--resume``: an interrupted run (or shard part) in the output folder
+is continued, a finished part is left as it is, and the merge runs again over the parts.
+
 A container that exits non-zero (a handler that calls ``os._exit``, a crash in native code, the OOM killer) is
 reported as ``container IMAGE (eval[ shard I]|merge) exited with code N; last log lines:`` and the last
 ``TAIL_LINES`` lines of its own log, fetched once it has stopped, since with several containers streaming at once
@@ -32,7 +35,7 @@ TAIL_LINES = 20
 
 def run_job(model: str, dataset: str, output_dir: Path, *, store: Store | None = None, client=None,
             log: Callable[[str], None] = print, extra_args: list[str] | None = None, shards: int = 1,
-            merge_wait: int = 3600) -> int:
+            merge_wait: int = 3600, resume: bool = False) -> int:
     """Evaluate in containers; returns the exit code of the eval (or of the first failing shard, or the merge)."""
     if shards < 1:
         raise DockerError(f"--shards must be >= 1, got {shards}")
@@ -44,13 +47,14 @@ def run_job(model: str, dataset: str, output_dir: Path, *, store: Store | None =
             raise DockerError(f"image {image} is not in the local engine; build it (swcli ... build) or pull it")
     output_dir = Path(output_dir).resolve()
     output_dir.mkdir(parents=True, exist_ok=True)
+    extra_args = [*(["--resume"] if resume else []), *(extra_args or [])]
     common = {"volumes": {str(output_dir): {"bind": "/output", "mode": "rw"}}, "user": f"{os.getuid()}:{os.getgid()}",
               "detach": True}
     data_container = client.containers.create(dataset_image, command=["true"])
     started: list = []
     try:
         if shards == 1:
-            started.append(client.containers.run(model_image, ["eval", *(extra_args or [])],
+            started.append(client.containers.run(model_image, ["eval", *extra_args],
                                                  volumes_from=[data_container.id], **common))
             code = _follow(started, log, prefix=False)[0]
             if code:
@@ -61,7 +65,7 @@ def run_job(model: str, dataset: str, output_dir: Path, *, store: Store | None =
                                                                "--wait", str(merge_wait)], **common))
             for index in range(shards):
                 started.append(client.containers.run(
-                    model_image, ["eval", "--output", f"/output/parts/{index}", *(extra_args or [])],
+                    model_image, ["eval", "--output", f"/output/parts/{index}", *extra_args],
                     volumes_from=[data_container.id], **common,
                     environment={"JOB_COMPLETION_INDEX": str(index), "JOB_COMPLETION_COUNT": str(shards),
                                  "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}))

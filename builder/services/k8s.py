@@ -8,6 +8,12 @@ pods from being scheduled. The dataset reaches the pods either by an init contai
 image into an emptyDir (works on every cluster; the dataset image has `cp`), or as an image volume
 (`volumes[].image`, on by default from Kubernetes 1.35). Pods run as uid 1000, non-root, with a read-only root
 filesystem and every capability dropped.
+
+A pod that is replaced (evicted, its node lost, a retry after a failure) continues its shard where the last one
+stopped: the eval args carry ``--resume`` (``resume=False`` drops it) and each part lives on the output volume, so
+the new pod runs ``ppl`` only on the records its part does not hold yet, a part already finished is left as it
+is, and an empty folder simply starts fresh. A part in that folder from another model or dataset version makes
+the pod fail naming both (give the Job another ``name``).
 """
 
 from __future__ import annotations
@@ -86,6 +92,7 @@ class K8sOptions:
     backoff_limit: int = 2
     merge_wait: int = 6 * 3600
     name: str | None = None
+    resume: bool = True  # eval pods continue the part already on the volume (see the module docstring)
 
     def __post_init__(self) -> None:
         self.check()
@@ -178,7 +185,8 @@ def manifests(opts: K8sOptions) -> list[dict]:
     if opts.create_pvc:
         docs.append({"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": meta(opts.output_pvc),
                      "spec": {"accessModes": ["ReadWriteMany"], "resources": {"requests": {"storage": opts.pvc_size}}}})
-    eval_args = ["eval", "--shard", f"$(JOB_COMPLETION_INDEX)/{opts.shards}", "--output", f"/output/{base}/parts/$(JOB_COMPLETION_INDEX)"]
+    eval_args = ["eval", "--shard", f"$(JOB_COMPLETION_INDEX)/{opts.shards}", "--output",
+                 f"/output/{base}/parts/$(JOB_COMPLETION_INDEX)", *(["--resume"] if opts.resume else [])]
     docs.append({
         "apiVersion": "batch/v1", "kind": "Job", "metadata": meta(base),
         "spec": {"completionMode": "Indexed", "completions": opts.shards, "parallelism": opts.shards,

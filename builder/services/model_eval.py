@@ -11,7 +11,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from builder.api.model import PipelineHandler
-from builder.errors import EvalError, USER_CODE_ERRORS, UserCodeError
+from builder.errors import EvalError, SwcliError, USER_CODE_ERRORS, UserCodeError
 from builder.loader import load_class
 from builder.services.evaluation import EvalContext, EvalResult, Progress, run_evaluation
 from builder.services.model_build import model_source
@@ -30,6 +30,7 @@ class EvalOptions:
     device: str | None = None
     record: bool = True  # list the run in $SWCLI_HOME/runs (not inside a container: its store dies with it)
     shard: str | None = None  # "I/N": ppl over one slice only, for `swcli eval merge`
+    resume: bool = False  # continue the interrupted run in output_dir (builder.services.resume)
 
 
 def resolve_dataset(ref_or_dir: str, store: Store) -> tuple[Path, dict]:
@@ -47,6 +48,25 @@ def label_names(manifest: dict) -> dict[str, str] | None:
     if not isinstance(names, dict) or not names:
         return None
     return {str(k): str(v) for k, v in names.items()}
+
+
+def model_image_id(model_info: dict, store: Store) -> str | None:
+    """The id (config digest) of the store's image ``swmp/<name>:<version>`` of an evaluated store model, or None.
+
+    Inside the model image, and for a source folder or a model never built into an image, there is none: the
+    model's name and version (a content digest of its code and weights) are then what identify it. Only the layout
+    reader is imported (the image holds no jinja2, which the image builder needs)."""
+    if not model_info.get("version"):
+        return None
+    from builder.images.image import read_image
+    from builder.images.oci import Layout
+    from builder.refs import image_tags
+
+    try:
+        image = read_image(Layout(store.root / "oci"), image_tags("model", model_info["name"], model_info["version"])[0])
+    except (SwcliError, OSError):
+        return None  # an unreadable layout is not this run's problem: the run just does not name an image
+    return image.image_id if image is not None else None
 
 
 def new_run_id(model: str, dataset: str) -> str:
@@ -83,7 +103,12 @@ def evaluate(options: EvalOptions, *, store: Store | None = None, progress: Prog
     store = store or Store()
     if options.output_dir is not None:
         check_output_dir(Path(options.output_dir), store)
+    elif options.resume:
+        raise EvalError("--resume needs --output DIR: the folder of the run to continue")
     root, spec, model_info = model_source(options.model, store)
+    image_id = model_image_id(model_info, store)
+    if image_id:
+        model_info = {**model_info, "image": image_id}
     dataset_dir, dataset_manifest = resolve_dataset(options.dataset, store)
     from builder.services.sharding import parse_shard
 
@@ -107,12 +132,14 @@ def evaluate(options: EvalOptions, *, store: Store | None = None, progress: Prog
     records, total, shard_info = reader, len(reader), None
     if shard is not None:
         start, stop = shard.range(len(reader))
-        records, total = reader.iter_records(start, stop), stop - start
+        from builder.services.resume import RecordRange
+
+        records, total = RecordRange(reader, start, stop), stop - start
         shard_info = {"index": shard.index, "count": shard.count, "start": start, "stop": stop}
     try:
         with reader:
             return run_evaluation(handler, records, output_dir, context=context, batch_size=options.batch_size,
-                                  total=total, progress=progress, shard=shard_info)
+                                  total=total, progress=progress, shard=shard_info, resume=options.resume)
     finally:
         if options.record and shard is None and (Path(output_dir) / "run.json").is_file():
             from builder.services.runs import record_run

@@ -1,30 +1,40 @@
-"""Pushing, pulling and copying swcli images through the Docker engine, and remembering registry credentials.
+"""What push, pull and copy share, and `swcli login`/`logout`: all over the distribution API, no Docker engine.
 
-docker-py's push and pull answer HTTP 200 and report failures inside the stream (docker-py #3161), so every
-event is checked for `error`/`errorDetail`. Credentials come, in this order, from `--username` with the password
-on stdin (passed to the engine for that one call), or from the Docker config the engine's clients already share
-(`swcli login` writes it the way `docker login` does, through a credential helper when one is configured). They
-are never logged, echoed, or written into an image or label. Layers the registry already has are not uploaded
-again: the engine checks each blob first ("Layer already exists").
+Sending one blob (:func:`send_blobs`) is the same whoever sends it: ``HEAD`` (the registry has it: skipped), else
+a cross-repository mount from a repository of the same registry known to hold it (``$SWCLI_HOME/cache/
+registry-blobs.json`` remembers ``registry -> {digest: repository}`` as transfers succeed; a mount is tried only
+when one is known), else an upload. Several blobs move at once on a small thread pool, each reporting
+:class:`LayerProgress`. Every registry failure is a one-line :class:`~builder.errors.RegistryError` (exit 5).
+
+Credentials come from ``--username`` with the password on stdin (that one call only), or from the Docker config as
+`docker login` and `swcli login` leave it (``credHelpers`` > ``credsStore`` > ``auths``; read by
+:mod:`builder.registry.auth`). `swcli login` checks them against the registry itself (``GET /v2/``), then stores
+them the way `docker login` does. No password or token is logged, echoed or written into an image.
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
+import fcntl
 import json
 import os
+import threading
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import BinaryIO, Callable, ContextManager, Iterable
 
-from builder.errors import RegistryError, SwcliError
-from builder.images.engine import connect, image_exists
-from builder.refs import KIND_PREFIX, image_name, is_version, name_problem
+from builder.errors import RegistryError
+from builder.refs import KIND_PREFIX, is_version, name_problem
+from builder.store import swcli_home, write_bytes_atomic
+
+BLOB_WORKERS = 4
 
 
 @dataclass(frozen=True)
 class LayerProgress:
-    """One event of a transfer, as the engine reports it per layer: ``current``/``total`` bytes while moving."""
+    """One event of a transfer, per blob: ``current``/``total`` bytes while moving, then a final status."""
 
     layer: str
     status: str
@@ -33,6 +43,7 @@ class LayerProgress:
 
 
 OnProgress = Callable[[LayerProgress], None]
+Opener = Callable[[], BinaryIO]
 
 
 @dataclass
@@ -40,69 +51,19 @@ class TransferResult:
     ref: str
     pushed: list[str] = field(default_factory=list)
     existing: list[str] = field(default_factory=list)
+    mounted: list[str] = field(default_factory=list)
     digest: str | None = None
 
 
-def split_target(target: str) -> tuple[str, str]:
-    """``registry/repo[:tag]`` -> (repository, tag); a port colon is not a tag."""
-    last = target.rsplit("/", 1)[-1]
-    if ":" in last:
-        repo, _, tag = target.rpartition(":")
-        return repo, tag
-    return target, "latest"
+def one_line(text: object) -> str:
+    return " ".join(str(text).split())
 
 
-def _one_line(text: object) -> str:
-    """One line of an engine error: an APIError's own explanation, not its HTTP wrapper."""
-    return " ".join(str(getattr(text, "explanation", None) or text).split())
+def open_client(registry: str, *, credentials=None, ca_cert: Path | None = None):
+    """A :class:`~builder.registry.client.RegistryClient` for ``registry`` (stored credentials when none given)."""
+    from builder.registry.client import RegistryClient
 
-
-def _events(stream: Iterable[dict], what: str, on_progress: OnProgress | None) -> Iterable[dict]:
-    """Yield the engine's events, raising on an in-band error and reporting per-layer progress on the way."""
-    for event in stream:
-        if "error" in event or "errorDetail" in event:
-            detail = (event.get("errorDetail") or {}).get("message") or event.get("error")
-            raise RegistryError(f"{what} failed: {_one_line(detail)}")
-        if on_progress and event.get("id") and event.get("status"):
-            detail = event.get("progressDetail") or {}
-            on_progress(LayerProgress(event["id"], event["status"], detail.get("current"), detail.get("total")))
-        yield event
-
-
-def _push_tagged(client, repo: str, tag: str, auth: dict | None, on_progress: OnProgress | None) -> TransferResult:
-    from docker.errors import APIError, DockerException
-
-    result = TransferResult(f"{repo}:{tag}")
-    what = f"push of {repo}:{tag}"
-    try:
-        for event in _events(client.api.push(repo, tag, stream=True, decode=True, auth_config=auth), what, on_progress):
-            status, layer, aux = event.get("status", ""), event.get("id", ""), event.get("aux") or {}
-            if status == "Pushed":
-                result.pushed.append(layer)
-            elif status == "Layer already exists":
-                result.existing.append(layer)
-            result.digest = aux.get("Digest") or result.digest
-    except (APIError, DockerException) as err:
-        raise RegistryError(f"{what} failed: {_one_line(err)}") from None
-    if result.digest is None:
-        raise RegistryError(f"{what} failed: the engine reported no manifest digest")
-    return result
-
-
-def _pull_labelled(client, target: str, auth: dict | None, on_progress: OnProgress | None):
-    """Pull ``target``; return the image after checking it is an swcli image (its labels say what it is)."""
-    from docker.errors import APIError, DockerException
-
-    repo, tag = split_target(target)
-    what = f"pull of {repo}:{tag}"
-    try:
-        for _ in _events(client.api.pull(repo, tag, stream=True, decode=True, auth_config=auth), what, on_progress):
-            pass
-        image = client.images.get(f"{repo}:{tag}")
-    except (APIError, DockerException) as err:
-        raise RegistryError(f"{what} failed: {_one_line(err)}") from None
-    check_labels(f"{repo}:{tag}", image.labels or {})
-    return image
+    return RegistryClient(registry, credentials=credentials, ca_cert=ca_cert)
 
 
 def check_labels(what: str, labels: dict) -> tuple[str, str, str]:
@@ -122,162 +83,116 @@ def check_labels(what: str, labels: dict) -> tuple[str, str, str]:
     return kind, name, version
 
 
-def push(kind: str, ref: str, target: str, *, auth: dict | None = None, client=None,
-         on_progress: OnProgress | None = None) -> TransferResult:
-    """Tag the local image of ``ref`` as ``target`` and push it; returns which layers went up and which existed."""
-    client = client or connect()
-    from builder.services.images import image_for
+# --- which repository of a registry holds which blob --------------------------------------------------------------
 
-    image = image_for(kind, ref)
-    if not image_exists(client, image):
-        raise RegistryError(f"image {image} is not in the local engine; build it first (swcli {kind} build)")
-    repo, tag = split_target(target)
-    client.images.get(image).tag(repo, tag)
-    return _push_tagged(client, repo, tag, auth, on_progress)
+class KnownBlobs:
+    """``registry -> {digest: repository}`` learnt from transfers, for cross-repository mounts.
 
+    Read once when a transfer starts; what it learns is merged into the file under an ``flock`` when it ends, so
+    concurrent pushes add to it instead of overwriting each other."""
 
-def pull(target: str, *, auth: dict | None = None, client=None, on_progress: OnProgress | None = None,
-         store=None, record: bool = True) -> TransferResult:
-    """Pull ``target``, tag it as the local swcli name its labels give (`swmp/<name>:<version>`, `:latest`) and,
-    unless ``record`` is off, record it in the local store, so refs, `info` and `job run` work as if built here."""
-    from builder.store import Store
+    def __init__(self, registry: str, path: Path | None = None):
+        self.registry = registry
+        self.path = path or swcli_home() / "cache" / "registry-blobs.json"
+        self.known = dict(self._read().get(registry) or {})
+        self.learnt: dict[str, str] = {}
+        self._lock = threading.Lock()
 
-    client = client or connect()
-    repo, _ = split_target(target)
-    image = _pull_labelled(client, target, auth, on_progress)
-    kind, name, version = check_labels(target, image.labels)
-    if record:  # verified and recorded before the local tags exist: a refused image is not `swds/<name>:latest`
-        record_pulled(client, image, target, store or Store())
-    local = image_name(kind, name)
-    image.tag(local, version)
-    image.tag(local, "latest")
-    result = TransferResult(f"{local}:{version}")
-    result.digest = next((d.rpartition("@")[2] for d in image.attrs.get("RepoDigests") or [] if d.startswith(repo + "@")), None)
-    return result
-
-
-# where each kind's store entry lives inside its image; a runtime's entry is only its manifest, made from labels
-ENTRY_IN_IMAGE = {"dataset": "/dataset", "model": "/opt/swcli/model"}
-
-
-def record_pulled(client, image, target: str, store):
-    """Put a pulled image's store entry in place: copied out of the image (dataset shards, model source and
-    manifest) and verified like `dataset info --verify` before it is published, or, for a runtime, written from
-    its labels. An entry already present is left as it is."""
-    from builder.errors import RefNotFoundError
-    from builder.images.engine import copy_out
-    from builder.store import utc_now, write_json_atomic
-
-    kind, name, version = check_labels(target, image.labels)
-    try:
-        return store.resolve(kind, f"{name}:{version}")
-    except RefNotFoundError:
-        pass
-    with store.stage(kind) as staged:
-        if kind in ENTRY_IN_IMAGE:
-            inside = ENTRY_IN_IMAGE[kind]
-            try:
-                copy_out(client, image.id, inside, staged)
-                verify_pulled(kind, name, version, staged)
-            except SwcliError as err:  # name the file as it is in the image, not in the staging folder
-                raise RegistryError(f"{target}: not recording it: "
-                                    f"{str(err).replace(str(staged), f'{inside}')}") from None
-        else:
-            write_json_atomic(staged / "manifest.json", {
-                "kind": kind, "name": name, "version": version, "mode": image.labels.get("io.swcli.env-mode"),
-                "image": f"{image_name(kind, name)}:{version}", "image_id": image.id, "created": utc_now(),
-                "source": f"pulled from {target}"})
-        return store.publish(kind, name, version, staged)
-
-
-def verify_pulled(kind: str, name: str, version: str, folder: Path) -> None:
-    """Check an entry copied out of an image before it is trusted: its manifest agrees with the labels, and a
-    dataset verifies like `dataset info --verify`, a model's files all sit inside src/ with their sha256."""
-    from builder.services.dataset_build import verify_dataset
-    from builder.store import Entry
-
-    path = folder / "manifest.json"
-    try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise RegistryError(f"{path}: missing; the image holds no swcli {kind} entry") from None
-    except (OSError, ValueError, RecursionError) as err:
-        raise RegistryError(f"{path}: not a readable manifest ({_one_line(err)})") from None
-    if not isinstance(manifest, dict):
-        raise RegistryError(f"{path}: not a manifest (expected a JSON object)")
-    for key, label in (("kind", kind), ("name", name), ("version", version)):
-        if manifest.get(key) != label:
-            raise RegistryError(f"{path}: field '{key}': the manifest says {manifest.get(key)!r}, "
-                                f"the label io.swcli.{key} says {label!r}")
-    if kind == "dataset":
-        verify_dataset(Entry(kind, name, version, folder, manifest))
-    else:
-        verify_model_files(folder, manifest, path)
-
-
-def _inside_path_problem(rel: object) -> str | None:
-    """Why ``rel`` is not a relative path that stays inside its folder, or None."""
-    if not isinstance(rel, str) or not rel:
-        return f"expected a relative path, got {rel!r}"
-    parts = rel.split("/")
-    if rel.startswith("/") or "\\" in rel or "\0" in rel or any(p in ("", ".", "..") for p in parts):
-        return f"{rel!r} is not a relative path inside src/"
-    return None
-
-
-def verify_model_files(folder: Path, manifest: dict, where: Path) -> None:
-    from builder.store import sha256_file
-
-    """Every file the manifest lists is inside ``src/``, a regular file of its size and sha256 (a link: a link
-    with its recorded target, staying inside src/); errors name the manifest, the field and the file."""
-    import stat
-
-    files = manifest.get("files")
-    if not isinstance(files, list):
-        raise RegistryError(f"{where}: field 'files': expected a list")
-    src = folder / "src"
-    for n, item in enumerate(files):
-        field = f"files[{n}]"
-        if not isinstance(item, dict):
-            raise RegistryError(f"{where}: field '{field}': expected an object")
-        rel = item.get("path")
-        problem = _inside_path_problem(rel)
-        if problem:
-            raise RegistryError(f"{where}: field '{field}.path': {problem}")
-        path = src / rel
-        if any((src / "/".join(rel.split("/")[:k])).is_symlink() for k in range(1, rel.count("/") + 1)):
-            raise RegistryError(f"{where}: field '{field}.path': {rel!r} passes through a link")
+    def _read(self) -> dict:
         try:
-            st = path.lstat()
-        except FileNotFoundError:
-            raise RegistryError(f"{where}: field '{field}.path': src/{rel} is not in the image") from None
-        link = item.get("link")
-        if link is not None:
-            target = (path.parent / str(link)).resolve()
-            if not stat.S_ISLNK(st.st_mode) or os.readlink(path) != link or not target.is_relative_to(src.resolve()):
-                raise RegistryError(f"{where}: field '{field}.link': src/{rel} is not a link to {link!r} inside src/")
-            continue
-        if not stat.S_ISREG(st.st_mode):
-            raise RegistryError(f"{where}: field '{field}.path': src/{rel} is not a regular file")
-        if st.st_size != item.get("size"):
-            raise RegistryError(f"{where}: field '{field}.size': src/{rel} is {st.st_size} bytes, "
-                                f"the manifest says {item.get('size')!r}")
-        if sha256_file(path) != item.get("sha256"):
-            raise RegistryError(f"{where}: field '{field}.sha256': src/{rel} differs from the manifest")
+            data = json.loads(self.path.read_text(encoding="utf-8"))
+        except (OSError, ValueError, RecursionError):
+            return {}  # missing or damaged: a cache, not a record; mounts are only an optimisation
+        return data if isinstance(data, dict) else {}
+
+    def holder(self, digest: str, besides: str) -> str | None:
+        """A repository other than ``besides`` known to hold ``digest``."""
+        with self._lock:
+            repo = self.learnt.get(digest) or self.known.get(digest)
+        return repo if isinstance(repo, str) and repo != besides else None
+
+    def learn(self, digest: str, repository: str) -> None:
+        with self._lock:
+            self.learnt[digest] = repository
+
+    def save(self) -> None:
+        if not self.learnt:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path.with_name(self.path.name + ".lock"), "a+") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            data = self._read()
+            mine = data.get(self.registry) if isinstance(data.get(self.registry), dict) else {}
+            data[self.registry] = {**mine, **self.learnt}
+            write_bytes_atomic(self.path, json.dumps(data, indent=1, sort_keys=True).encode())
 
 
-def copy(source: str, target: str, *, source_auth: dict | None = None, target_auth: dict | None = None, client=None,
-         on_progress: OnProgress | None = None) -> TransferResult:
-    """Copy an swcli image from one registry to another through the engine: pull ``source``, push as ``target``.
+# --- sending blobs ------------------------------------------------------------------------------------------------
 
-    The engine keeps the layers it pulled, so copying the next version of a model moves only its changed layers
-    both ways. The local swcli tags are left as they were: a copy is not a pull.
-    """
-    client = client or connect()
-    image = _pull_labelled(client, source, source_auth, on_progress)
-    repo, tag = split_target(target)
-    image.tag(repo, tag)
-    return _push_tagged(client, repo, tag, target_auth, on_progress)
+@dataclass(frozen=True)
+class Blob:
+    """A blob to put in a repository. ``source()`` is entered only when it must be uploaded and yields an opener
+    (a fresh file object at 0 each call): a push verifies its cached gzip there, a copy fetches into a temp file."""
+
+    digest: str
+    size: int
+    source: Callable[[], ContextManager[Opener]]
+    label: str = ""
+
+    @property
+    def name(self) -> str:
+        return self.label or self.digest.partition(":")[2][:12]
+
+
+def file_source(path: Path) -> Callable[[], ContextManager[Opener]]:
+    return lambda: contextlib.nullcontext(lambda: open(path, "rb"))
+
+
+def _send_one(client, repository: str, item: Blob | Callable[[], Blob], known: KnownBlobs, result: TransferResult,
+              report: OnProgress, also_from: str | None) -> None:
+    blob = item() if callable(item) else item
+    if client.blob_size(repository, blob.digest) is not None:
+        report(LayerProgress(blob.name, "Layer already exists"))
+        result.existing.append(blob.digest)
+        known.learn(blob.digest, repository)
+        return
+    for source_repo in dict.fromkeys(r for r in (also_from, known.holder(blob.digest, repository)) if r):
+        if source_repo != repository and client.mount_blob(repository, blob.digest, source_repo):
+            report(LayerProgress(blob.name, f"Mounted from {source_repo}"))
+            result.mounted.append(blob.digest)
+            known.learn(blob.digest, repository)
+            return
+    with blob.source() as opener:
+        client.upload_blob(repository, blob.digest, blob.size, opener,
+                           on_progress=lambda sent: report(LayerProgress(blob.name, "Pushing", sent, blob.size)))
+    report(LayerProgress(blob.name, "Pushed", blob.size, blob.size))
+    result.pushed.append(blob.digest)
+    known.learn(blob.digest, repository)
+
+
+def send_blobs(client, repository: str, blobs: Iterable[Blob | Callable[[], Blob]], result: TransferResult,
+               known: KnownBlobs, *, on_progress: OnProgress | None = None, also_from: str | None = None) -> None:
+    """Put every blob in ``repository`` (skipped, mounted or uploaded), several at once; the first failure is
+    raised once the blobs already moving have finished, and no new one starts after it. A callable item makes
+    its blob on the worker thread first (a push compresses a layer there, so compressing overlaps uploading)."""
+    lock = threading.Lock()
+
+    def report(event: LayerProgress) -> None:
+        if on_progress:
+            with lock:
+                on_progress(event)
+
+    unique = list({b if callable(b) else b.digest: b for b in blobs}.values())
+    pool = ThreadPoolExecutor(max_workers=BLOB_WORKERS, thread_name_prefix="blob")
+    try:
+        futures = [pool.submit(_send_one, client, repository, b, known, result, report, also_from) for b in unique]
+        done, _ = wait(futures, return_when=FIRST_EXCEPTION)
+        failed = next((f.exception() for f in futures if f in done and f.exception() is not None), None)
+        if failed is not None:
+            raise failed
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+        known.save()
 
 
 # --- credentials -------------------------------------------------------------------------------------------------
@@ -293,7 +208,7 @@ def _read_config(path: Path) -> dict:
     try:
         config = json.loads(path.read_text())
     except (OSError, ValueError, RecursionError) as err:
-        raise RegistryError(f"{path}: not a readable Docker config ({_one_line(err)})") from None
+        raise RegistryError(f"{path}: not a readable Docker config ({one_line(err)})") from None
     if not isinstance(config, dict):
         raise RegistryError(f"{path}: not a Docker config (expected a JSON object)")
     return config
@@ -314,21 +229,19 @@ def _helper_for(config: dict, registry: str) -> str | None:
     return (config.get("credHelpers") or {}).get(registry) or config.get("credsStore")
 
 
-def login(registry: str, username: str, password: str, *, client=None) -> Path:
-    """Check the credentials with the registry (through the engine), then store them for later pushes and pulls.
-
-    Stored the way `docker login` stores them, so both tools share one login: through the configured credential
-    helper when there is one, otherwise base64 in the config file, which is created with mode 0600.
-    """
-    from docker.errors import APIError, DockerException
+def login(registry: str, username: str, password: str, *, ca_cert: Path | None = None,
+          client_factory=open_client) -> Path:
+    """Check the credentials with the registry itself (``GET /v2/`` with them), then store them for later pushes,
+    pulls and copies, the way `docker login` stores them, so both tools share one login: through the configured
+    credential helper when there is one, otherwise base64 in the config file (created with mode 0600)."""
+    from builder.registry.auth import Credentials
 
     if not username or not password:
         raise RegistryError(f"login to {registry} needs a username and a non-empty password")
-    client = client or connect()
     try:
-        client.login(username=username, password=password, registry=registry, reauth=True)
-    except (APIError, DockerException) as err:
-        raise RegistryError(f"login to {registry} failed: {_one_line(err)}") from None
+        client_factory(registry, credentials=Credentials(username, password), ca_cert=ca_cert).ping()
+    except RegistryError as err:
+        raise RegistryError(f"login to {registry} failed: {err}") from None
     path = docker_config_path()
     config = _read_config(path)
     helper = _helper_for(config, registry)
@@ -340,7 +253,7 @@ def login(registry: str, username: str, password: str, *, client=None) -> Path:
             CredentialStore(helper).store(server=registry, username=username, secret=password)
         except StoreError as err:
             raise RegistryError(f"login to {registry}: credential helper docker-credential-{helper} failed: "
-                                f"{_one_line(err)}") from None
+                                f"{one_line(err)}") from None
         config.setdefault("auths", {}).setdefault(registry, {})
     else:
         token = base64.b64encode(f"{username}:{password}".encode()).decode()
@@ -365,7 +278,7 @@ def logout(registry: str) -> bool:
         except CredentialsNotFound:
             pass
         except StoreError as err:
-            raise RegistryError(f"logout from {registry}: credential helper failed: {_one_line(err)}") from None
+            raise RegistryError(f"logout from {registry}: credential helper failed: {one_line(err)}") from None
     if registry in (config.get("auths") or {}):
         del config["auths"][registry]
         _write_config(path, config)

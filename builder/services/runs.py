@@ -124,7 +124,7 @@ def check_run(where: str, run: Any) -> dict:
     for key in ("model", "dataset", "records"):
         _expect(where, key, run.get(key), _obj, "an object")
     for key, value in (run.get("model") or {}).items():
-        if key in ("name", "version", "source"):
+        if key in ("name", "version", "source", "ref", "image"):
             _expect(where, f"model.{key}", value, _str, "a string")
     dataset = run.get("dataset") or {}
     for key in ("name", "version"):

@@ -1,0 +1,221 @@
+"""Evaluations attached to the model image they measured: `swcli eval attach`, `eval list --image`, `eval pull`.
+
+An attached evaluation is an OCI artifact manifest (distribution-spec 1.1) in the model image's repository:
+``artifactType`` :data:`ARTIFACT_TYPE`, the empty config, one layer per run file (metrics.json, run.json,
+results.jsonl, report.html; each named by its ``org.opencontainers.image.title``), ``subject`` the model image's
+manifest, and annotations carrying what a listing shows (run id, dataset, headline metrics, created), so listing
+needs no blob. Every field comes from the run's own files, never from the clock: the same run attached twice is the
+same artifact digest. The registry's referrers API lists them, or the ``sha256-<hex>`` fallback tag index.
+
+Pulling one back into the run history is :mod:`builder.services.attach_pull`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from builder.errors import EvalError, RegistryError
+from builder.images.oci import MEDIA_MANIFEST, canonical_json
+from builder.services.runs import Run, RunError, metric_value, resolve_run
+from builder.store import Store
+
+ARTIFACT_TYPE = "application/vnd.swcli.evaluation.v1+json"
+MEDIA_EMPTY = "application/vnd.oci.empty.v1+json"
+EMPTY = b"{}"
+EMPTY_DESCRIPTOR = {"mediaType": MEDIA_EMPTY, "digest": "sha256:" + hashlib.sha256(EMPTY).hexdigest(), "size": 2,
+                    "data": "e30="}
+TITLE = "org.opencontainers.image.title"
+CREATED = "org.opencontainers.image.created"
+# the run files an artifact carries, by layer title (exactly these names: a title is never a path)
+FILES = {"metrics.json": "application/vnd.swcli.evaluation.metrics.v1+json",
+         "run.json": "application/vnd.swcli.evaluation.run.v1+json",
+         "results.jsonl": "application/x-ndjson",
+         "report.html": "text/html"}
+REQUIRED = ("metrics.json", "run.json", "results.jsonl")
+HEADLINE = ("accuracy", "macro-f1", "weighted-f1", "roc_auc")  # GATE_KEYS names, as `--fail-under` spells them
+A = "io.swcli.evaluation."  # annotation prefix
+MAX_CONFIG = 4 << 20  # an image config larger than this is not one of ours
+MODEL_MEDIA = {MEDIA_MANIFEST, "application/vnd.docker.distribution.manifest.v2+json"}
+
+ClientFor = Callable[[str], object]  # registry host -> RegistryClient
+
+
+def default_client(ca_cert: Path | None = None) -> ClientFor:
+    def make(registry: str):
+        from builder.registry.client import RegistryClient
+
+        return RegistryClient(registry, ca_cert=ca_cert)
+
+    return make
+
+
+def reference(text: str):
+    from builder.registry.reference import Reference
+
+    return Reference.parse(text)
+
+
+# --------------------------------------------------------------------------------------------------- attach
+
+
+@dataclass(frozen=True)
+class Attached:
+    digest: str  # the artifact manifest's
+    subject: str  # the model image manifest's
+    repository: str  # REGISTRY/REPO
+
+
+def model_of(client, ref) -> tuple[dict, dict]:
+    """The model image ``ref`` names: (its manifest descriptor, its config's labels); refuses anything else."""
+    manifest = client.get_manifest(ref.repository, ref.ref)
+    where = f"{ref.registry}/{ref.repository}@{manifest.digest}"
+    if manifest.media_type not in MODEL_MEDIA:
+        raise EvalError(f"{where} is a {manifest.media_type}, not an image manifest; name the model image itself "
+                        "(one platform's manifest, by tag or digest)")
+    try:
+        config = json.loads(manifest.data)["config"]
+        digest, size = str(config["digest"]), int(config["size"])
+    except (ValueError, KeyError, TypeError) as err:
+        raise RegistryError(f"{where}: the manifest has no readable config descriptor ({err})") from None
+    if size > MAX_CONFIG:
+        raise EvalError(f"{where}: its config is {size} bytes; not a swcli model image")
+    buf = io.BytesIO()
+    client.fetch_blob(ref.repository, digest, buf, size=size)
+    try:
+        labels = json.loads(buf.getvalue()).get("config", {}).get("Labels") or {}
+    except (ValueError, AttributeError) as err:
+        raise RegistryError(f"{where}: config {digest} is not an image config ({err})") from None
+    if labels.get("io.swcli.kind") != "model":
+        raise EvalError(f"{where} is not a swcli model image (label io.swcli.kind is {labels.get('io.swcli.kind')!r})")
+    descriptor = {"mediaType": manifest.media_type, "digest": manifest.digest, "size": len(manifest.data)}
+    return {**descriptor, "config": digest}, labels
+
+
+def check_same_model(run: Run, model: dict, labels: dict, where: str) -> None:
+    """Refuse, naming both digests, unless the run evaluated exactly this image (by image id when the run recorded
+    one, else by the model version, itself a digest of the code and weights the image carries)."""
+    recorded = run.run.get("model") or {}
+    if recorded.get("image"):
+        if recorded["image"] != model["config"]:
+            raise EvalError(f"run {run.id} evaluated image {recorded['image']}, not {where} (image {model['config']}); "
+                            "attach a run of that image")
+        return
+    version, name = recorded.get("version"), recorded.get("name")
+    if not version:
+        raise EvalError(f"run {run.id} evaluated a source folder, not a built model; only a run of a store model or a "
+                        "model image can be attached")
+    if (name, version) != (labels.get("io.swcli.name"), labels.get("io.swcli.version")):
+        raise EvalError(f"run {run.id} evaluated model {name}:{version}, not {where} (image {model['config']}, "
+                        f"model {labels.get('io.swcli.name')}:{labels.get('io.swcli.version')}); attach a run of that model")
+
+
+def annotations(run: Run, model: dict) -> dict[str, str]:
+    """What `eval list --image` shows, as strings; ``created`` is the run's own time, so attaching is repeatable."""
+    out = {CREATED: str(run.run.get("finished") or run.run.get("started")), f"{A}run": run.id,
+           f"{A}dataset": str(run.dataset.get("name")), f"{A}dataset.version": str(run.dataset.get("version")),
+           f"{A}model": str((run.run.get("model") or {}).get("name")), f"{A}image": model["config"],
+           f"{A}records": str((run.run.get("records") or {}).get("ok"))}
+    for key in HEADLINE:
+        value = metric_value(run.metrics, key)
+        if isinstance(value, (int, float)):
+            out[f"{A}metric.{key}"] = repr(float(value))
+    return out
+
+
+def check_complete(run: Run) -> None:
+    """Only a succeeded run with its three files is attached (a failed one has no metrics.json to gate on)."""
+    if run.run.get("status") != "succeeded":
+        raise EvalError(f"run {run.id} is {run.run.get('status')}; only a succeeded run can be attached")
+    for name in REQUIRED:
+        if not (run.path / name).is_file():
+            raise RunError(f"{run.path / name} is missing; run {run.id} is incomplete")
+
+
+def _run_files(run: Run, scratch: Path) -> dict[str, Path]:
+    """The files to attach by title; the HTML report is rendered (into ``scratch``) when the run holds none."""
+    files = {name: run.path / name for name in FILES}
+    if not files["report.html"].is_file():
+        from builder.report import render_report
+
+        files["report.html"] = render_report(run, scratch / "report.html")
+    return files
+
+
+def _upload(client, repository: str, path: Path) -> dict:
+    from builder.store import sha256_file
+
+    digest, size = "sha256:" + sha256_file(path), path.stat().st_size
+    if client.blob_size(repository, digest) != size:
+        client.upload_blob(repository, digest, size, lambda: open(path, "rb"))
+    return {"digest": digest, "size": size}
+
+
+def attach(run_ref: str, image: str, *, store: Store | None = None, client_for: ClientFor | None = None) -> Attached:
+    """Push run ``run_ref`` as an evaluation artifact whose subject is the model image ``image``."""
+    run = resolve_run(run_ref, store or Store())
+    check_complete(run)
+    ref = reference(image)
+    client = (client_for or default_client())(ref.registry)
+    model, labels = model_of(client, ref)
+    check_same_model(run, model, labels, f"{ref.registry}/{ref.repository}@{model['digest']}")
+    with tempfile.TemporaryDirectory(prefix="swcli-attach-") as scratch:
+        files = _run_files(run, Path(scratch))
+        if client.blob_size(ref.repository, EMPTY_DESCRIPTOR["digest"]) != len(EMPTY):
+            client.upload_blob(ref.repository, EMPTY_DESCRIPTOR["digest"], len(EMPTY), lambda: io.BytesIO(EMPTY))
+        layers = [{"mediaType": FILES[name], **_upload(client, ref.repository, path), "annotations": {TITLE: name}}
+                  for name, path in files.items()]
+    subject = {k: model[k] for k in ("mediaType", "digest", "size")}
+    manifest = {"schemaVersion": 2, "mediaType": MEDIA_MANIFEST, "artifactType": ARTIFACT_TYPE,
+                "config": EMPTY_DESCRIPTOR, "layers": layers, "subject": subject,
+                "annotations": annotations(run, model)}
+    digest = client.put_referrer(ref.repository, canonical_json(manifest), MEDIA_MANIFEST)
+    return Attached(digest, model["digest"], f"{ref.registry}/{ref.repository}")
+
+
+# ----------------------------------------------------------------------------------------------------- list
+
+
+def subject_digest(client, ref) -> str:
+    """The manifest digest of the image ``ref`` names (HEAD when it is given by tag)."""
+    if ref.digest:
+        return ref.digest
+    found = client.manifest_descriptor(ref.repository, ref.ref)
+    if found is None:
+        raise RegistryError(f"{ref.registry}/{ref.repository}:{ref.tag}: no such image")
+    return found["digest"]
+
+
+def listing(client, repository: str, subject: str) -> list[dict]:
+    """The evaluations whose subject is ``subject``, newest first, from the referrers' annotations."""
+    rows = []
+    for desc in client.referrers(repository, subject, ARTIFACT_TYPE):
+        if desc.get("artifactType") != ARTIFACT_TYPE:
+            continue
+        notes = desc.get("annotations") or {}
+        rows.append({"digest": desc.get("digest"), "run": notes.get(f"{A}run"), "dataset": notes.get(f"{A}dataset"),
+                     "dataset_version": notes.get(f"{A}dataset.version"), "model": notes.get(f"{A}model"),
+                     "image": notes.get(f"{A}image"), "records": notes.get(f"{A}records"),
+                     "metrics": {k: _number(notes.get(f"{A}metric.{k}")) for k in HEADLINE if f"{A}metric.{k}" in notes},
+                     "created": notes.get(CREATED)})
+    rows.sort(key=lambda r: (str(r["created"] or ""), str(r["digest"])), reverse=True)
+    return rows
+
+
+def attached(image: str, *, client_for: ClientFor | None = None) -> list[dict]:
+    """The evaluations attached to ``image``, newest first (no blob is fetched)."""
+    ref = reference(image)
+    client = (client_for or default_client())(ref.registry)
+    return listing(client, ref.repository, subject_digest(client, ref))
+
+
+def _number(text) -> float | None:
+    try:
+        return float(text)
+    except (TypeError, ValueError):
+        return None
