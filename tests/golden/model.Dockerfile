@@ -4,9 +4,9 @@ FROM swrt/cifar-env:abc
 ENV SWCLI_RUNTIME="swrt/cifar-env:abc"
 # weights change less often than code: their own layer, before it
 COPY --chown=0:0 weights/ /opt/swcli/model/src/
-COPY --chown=0:0 code/ /opt/swcli/model/src/
-# the manifest and env lock: with src/ above, the whole store entry (what `swcli pull` records)
-COPY --chown=0:0 meta/ /opt/swcli/model/
+# the code (src/), the manifest and the env lock: the whole store entry (what `swcli pull` records), in one layer
+# that changes with the code, so a code-only change pushes one layer
+COPY --chown=0:0 model/ /opt/swcli/model/
 LABEL org.opencontainers.image.title="cifar_net" \
       org.opencontainers.image.version="abc123" \
       org.opencontainers.image.description="CIFAR10 test set" \
