@@ -11,9 +11,12 @@ alignment) and never checked its CRC on read; both are fixed here and tested.
 from __future__ import annotations
 
 import errno
+import hashlib
 import mmap
 import os
+import queue
 import struct
+import threading
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -65,6 +68,42 @@ class VolumeInfo:
     name: str
     records: int
     size: int
+    sha256: str = ""
+
+
+class _Hasher(threading.Thread):
+    """sha256 of each volume, on a thread of its own while the writer writes: the bytes handed over are hashed in
+    order; ``None`` ends a volume. hashlib drops the GIL for big buffers, so hashing and writing overlap on two
+    cores. The queue is bounded: a writer ahead of the hash waits rather than holding records in memory."""
+
+    def __init__(self, depth: int = 256):
+        super().__init__(name="swds-hasher", daemon=True)
+        self.queue: queue.Queue = queue.Queue(maxsize=depth)
+        self.digests: list[str] = []
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        sha = hashlib.sha256()
+        while True:
+            item = self.queue.get()
+            if item is None:
+                self.digests.append(sha.hexdigest())
+                sha = hashlib.sha256()
+            elif item is StopIteration:
+                return
+            elif self.error is None:
+                try:
+                    for part in item:
+                        sha.update(part)
+                except BaseException as err:  # noqa: BLE001 - handed to the writer's thread
+                    self.error = err
+
+    def finish(self) -> list[str]:
+        self.queue.put(StopIteration)
+        self.join()
+        if self.error is not None:
+            raise self.error
+        return self.digests
 
 
 class ShardWriter:
@@ -72,6 +111,7 @@ class ShardWriter:
 
     A new volume starts whenever the next record would push the current one past ``volume_size``; a record larger
     than ``volume_size`` on its own gets a volume of its own. Writes are buffered; nothing is fsynced per record.
+    Each volume's sha256 is computed while it is written (:class:`_Hasher`), so no volume is read back.
     """
 
     def __init__(self, directory: Path, alignment_size: int, volume_size: int, buffer_size: int = 1 << 20):
@@ -88,6 +128,8 @@ class ShardWriter:
         self._offset = 0
         self._volume_records = 0
         self._pad = bytes(alignment_size)
+        self._hasher = _Hasher()
+        self._hasher.start()
 
     @property
     def count(self) -> int:
@@ -103,6 +145,7 @@ class ShardWriter:
     def _finish_volume(self) -> None:
         if self._fh is not None:
             self._fh.close()
+            self._hasher.queue.put(None)
             self._volumes.append(VolumeInfo(volume_name(len(self._volumes)), self._volume_records, self._offset))
             self._fh = None
 
@@ -116,12 +159,14 @@ class ShardWriter:
         crc = zlib.crc32(label, zlib.crc32(data))
         index = self._count
         fh = self._fh
-        fh.write(record_header(index, len(data), len(label), crc))
+        header = record_header(index, len(data), len(label), crc)
+        pad = self._pad[: size - RECORD_HEADER.size - len(data) - len(label)]
+        self._hasher.queue.put((header, data, label, pad))
+        fh.write(header)
         fh.write(data)
         fh.write(label)
-        pad = size - RECORD_HEADER.size - len(data) - len(label)
         if pad:
-            fh.write(self._pad[:pad])
+            fh.write(pad)
         self._entries += INDEX_ENTRY.pack(len(self._volumes), self._offset, len(data), len(label), crc)
         self._offset += size
         self._volume_records += 1
@@ -129,8 +174,10 @@ class ShardWriter:
         return index
 
     def close(self) -> list[VolumeInfo]:
-        """Finish the last volume and write the index; returns the volumes written."""
+        """Finish the last volume and write the index; returns the volumes written, with their sha256."""
         self._finish_volume()
+        digests = self._hasher.finish()
+        self._volumes = [VolumeInfo(v.name, v.records, v.size, sha) for v, sha in zip(self._volumes, digests)]
         header = INDEX_HEADER.pack(
             INDEX_MAGIC, FORMAT_VERSION, 0, self._count, INDEX_ENTRY.size, len(self._volumes), self.alignment, 0
         )
@@ -145,6 +192,9 @@ class ShardWriter:
         if self._fh is not None:
             self._fh.close()
             self._fh = None
+        if self._hasher.is_alive():
+            self._hasher.queue.put(StopIteration)
+            self._hasher.join()
 
 
 class ManifestError(SwcliError):

@@ -24,6 +24,8 @@ _UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
 
 DEFAULT_ALIGNMENT_SIZE = "4k"
 DEFAULT_VOLUME_SIZE = "64M"
+DEFAULT_LAYER_SIZE = 256 << 20  # volumes per image layer; never below attr.volume_size when left unset
+MAX_LAYER_SIZE = 4 << 30  # registries cap layer sizes (GHCR at 10 GB), and big layers push and pull slowly
 
 
 @dataclass(frozen=True)
@@ -272,6 +274,7 @@ DATASET_FIELDS = {
 DATASET_ATTR_FIELDS = {
     "alignment_size": Field((str, int), default=DEFAULT_ALIGNMENT_SIZE),
     "volume_size": Field((str, int), default=DEFAULT_VOLUME_SIZE),
+    "layer_size": Field((str, int), default=None, help="volumes per image layer, at most 4G (default 256M)"),
 }
 
 
@@ -293,6 +296,7 @@ class DatasetSpec:
     volume_size: int
     raw: dict = field(repr=False)
     label_names: dict[str, str] | None = None
+    layer_size: int = DEFAULT_LAYER_SIZE
 
 
 def load_dataset_spec(path: str | Path) -> DatasetSpec:
@@ -302,7 +306,9 @@ def load_dataset_spec(path: str | Path) -> DatasetSpec:
     values = check_fields(doc, doc.data, DATASET_FIELDS)
     attr = check_fields(doc, values["attr"] or {}, DATASET_ATTR_FIELDS, prefix="attr.")
     sizes = {}
-    for key in ("alignment_size", "volume_size"):
+    for key in ("alignment_size", "volume_size", "layer_size"):
+        if attr[key] is None:
+            continue
         try:
             sizes[key] = parse_size(attr[key])
         except ValueError as err:
@@ -314,6 +320,12 @@ def load_dataset_spec(path: str | Path) -> DatasetSpec:
         raise doc.error(
             f"{attr['volume_size']!r} is smaller than attr.alignment_size {attr['alignment_size']!r}", "attr.volume_size"
         )
+    layer_size = sizes.get("layer_size", max(DEFAULT_LAYER_SIZE, sizes["volume_size"]))
+    if layer_size > MAX_LAYER_SIZE:
+        raise doc.error(f"{attr['layer_size']!r} is above 4G, the most an image layer may hold", "attr.layer_size")
+    if layer_size < sizes["volume_size"]:
+        raise doc.error(f"{attr['layer_size']!r} is smaller than attr.volume_size {attr['volume_size']!r}",
+                        "attr.layer_size")
     root = file.resolve().parent
     return DatasetSpec(
         path=file,
@@ -330,6 +342,7 @@ def load_dataset_spec(path: str | Path) -> DatasetSpec:
         volume_size=sizes["volume_size"],
         raw=doc.data,
         label_names=_label_names(doc, values["labels"]),
+        layer_size=layer_size,
     )
 
 

@@ -23,7 +23,7 @@ def test_build_pairs_records_across_files_in_sorted_order(cli, tiny_dataset):
     assert m["records"] == 50 and m["totals"]["shards"] == len(m["shards"]) > 1
     with DatasetReader(entry.path) as reader:
         assert [(r.data, r.label) for r in reader] == [(bytes([i]) * (10 + i), bytes([i % 3])) for i in range(50)]
-    assert m["spec"]["name"] == "tiny" and m["attr"] == {"alignment_size": 64, "volume_size": 1024}
+    assert m["spec"]["name"] == "tiny" and m["attr"] == {"alignment_size": 64, "volume_size": 1024, "layer_size": 256 << 20}
 
 
 def test_same_inputs_give_the_same_version_and_bytes(cli, tiny_dataset, tmp_path):

@@ -20,7 +20,8 @@ COMMON = {"swcli_version": "0.0.0-test", "base_image": "swcli/base:bookworm-py3.
 
 
 CASES = {
-    "dataset": dict(COMMON, extra_labels=[("io.swcli.records", "10000")]),
+    "dataset": dict(COMMON, extra_labels=[("io.swcli.records", "10000"), ("io.swcli.dataset.layers", "2")],
+                    dataset_layers=["layers/00000", "layers/00001"]),
     "runtime": dict(COMMON, name="cifar-env", site_packages="/opt/swcli/env/lib/python3.11/site-packages",
                     env_prefix="/opt/swcli/env", conda=False,
                     env_layers=[{"dir": "layers/00-torch"}, {"dir": "layers/01-rest"}],
@@ -50,7 +51,7 @@ def test_layers_are_ordered_slowest_first():
 def test_user_text_cannot_add_instructions(evil):
     text = render_dockerfile("dataset", **dict(CASES["dataset"], description=evil, name=evil))
     instructions = [line.split()[0] for line in text.splitlines() if line and not line.startswith((" ", "#"))]
-    assert instructions == ["FROM", "COPY", "VOLUME", "LABEL", "USER", "CMD"]
+    assert instructions == ["FROM", "COPY", "COPY", "COPY", "VOLUME", "LABEL", "USER", "CMD"]
     assert "\nRUN" not in text
 
 

@@ -193,30 +193,58 @@ def realize(recipe: Recipe, *, layout: Layout | None = None, client=None, load: 
 # ----------------------------------------------------------------------------------------------- dataset
 
 
-def dataset_recipe(entry: Entry, base_image: str = DEFAULT_BASE) -> Recipe:
+def dataset_recipe(entry: Entry, base_image: str = DEFAULT_BASE, *, layout: Layout | None = None,
+                   store: bool = True, verify: bool = False) -> tuple[Recipe, list[NewLayer], int]:
+    """The dataset's volume layers (from the cache, else tarred now: into ``layout`` when ``store``, else only
+    hashed), then the meta layer's spec: manifest, index, ``layers.json`` and any other file of the entry.
+    Returns the recipe, the volume layers realized, and how many of them were tarred now."""
+    from builder.images import dataset_layers as dl
+
     m = entry.manifest
-    files = [e for e in ctx.from_tree("dataset", entry.path) if e.arcname != "dataset/manifest.json"]
-    files.append(ctx.from_bytes("dataset/manifest.json", image_manifest(m)))
-    known = {f"dataset/{s['file']}": s["sha256"] for s in m.get("shards", []) if isinstance(s, dict)}
-    extra = [("io.swcli.records", str(m.get("records"))), ("io.swcli.format", m.get("format", ""))]
+    layout = layout or store_layout()
+    planned = dl.volume_layers(m, entry.path / "manifest.json")
+    specs, done, written = [], [], 0
+    for layer in planned:
+        desc, fresh = dl.realize_volume_layer(layer, entry.path, layout, store=store, verify=verify)
+        names = [s.file for s in layer.shards]
+        comment = f"dataset {entry.name} volumes {names[0]}..{names[-1]}" if len(names) > 1 else f"dataset {entry.name} volume {names[0]}"
+        specs.append(LayerSpec(layer.src, dl.DEST, comment, layer.key, layer.entries(entry.path)))
+        done.append(NewLayer(desc, comment))
+        written += fresh
+    volumes = {s.file for layer in planned for s in layer.shards}
+    meta = [ctx.ContextEntry(f"meta/{e.arcname.split('/', 1)[1]}", e.source, e.data, e.executable, e.link, e.st)
+            for e in ctx.from_tree("dataset", entry.path)
+            if e.arcname.split("/", 1)[1] not in volumes and e.arcname != "dataset/manifest.json"]
+    meta.append(ctx.from_bytes("meta/manifest.json", image_manifest(m)))
+    meta.append(ctx.from_bytes(f"meta/{dl.LAYERS_NAME}", dl.layers_json(dl.layer_size_of(m), planned,
+                                                                          [layer.blob for layer in done])))
+    specs.append(LayerSpec("meta", dl.DEST, f"dataset {entry.name} manifest, index and layers.json",
+                           entries_content_key("dataset meta", meta), meta))
+    extra = [("io.swcli.records", str(m.get("records"))), ("io.swcli.format", m.get("format", "")),
+             (dl.LAYERS_LABEL, str(len(planned)))]
     desc = m.get("desc", "")
-    return Recipe(
-        "dataset", entry.name, entry.version, base_image, "--base-image",
-        [LayerSpec("dataset", "/dataset", f"dataset {entry.name} ({m.get('records')} records)",
-                   entries_content_key("dataset", files, known), files)],
+    recipe = Recipe(
+        "dataset", entry.name, entry.version, base_image, "--base-image", specs,
         ConfigChanges(labels=labels("dataset", entry.name, entry.version, desc, extra), user=USER, volumes=("/dataset",),
                       cmd=["ls", "-l", "/dataset"]),
-        {"description": desc, "extra_labels": extra})
+        {"description": desc, "extra_labels": extra, "dataset_layers": [layer.src for layer in planned]})
+    return recipe, done, written
 
 
 def build_dataset_image(entry: Entry, *, base_image: str = DEFAULT_BASE, client=None, dockerfile_only: Path | None = None,
                         log: Log | None = None, load: bool = True, verify: bool = False) -> ImageResult:
-    """`swds/<name>:<version>`: the shards, index and manifest at /dataset, on a base that has `cp` for init containers."""
+    """`swds/<name>:<version>`: the volumes in bounded layers, then the manifest, index and layers.json at
+    /dataset, on a base that has `cp` for init containers (layout: docs/shard-format.md, "Image layers")."""
+    started = time.perf_counter()
     check_inputs("--base-image", base_image, dockerfile_only, entry.name, entry.version)
-    recipe = dataset_recipe(entry, base_image)
+    layout = store_layout()
+    recipe, volume_layers, written = dataset_recipe(entry, base_image, layout=layout, store=dockerfile_only is None,
+                                                    verify=verify)
     if dockerfile_only is not None:
         return _write_context(recipe, dockerfile_only)
-    return realize(recipe, client=client, load=load, log=log, verify=verify)
+    meta, more = _layers(layout, recipe.layers[-1:], nocache=False, verify=verify)
+    return realize(recipe, layout=layout, client=client, load=load, log=log, verify=verify, started=started,
+                   layers=volume_layers + meta, written=written + more)
 
 
 # ----------------------------------------------------------------------------------------------- runtime

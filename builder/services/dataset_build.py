@@ -1,7 +1,7 @@
 """Building a dataset: run the user's slicer over the raw files and write the records into shards.
 
-The build streams: records go to disk as the slicer yields them and are hashed on the way, so memory stays
-flat whatever the dataset size. It writes into a staging directory and publishes with one rename, so a slicer
+The build streams: records go to disk as the slicer yields them and each volume is hashed on the way, on a thread
+of its own (no shard is read back), so memory stays flat whatever the dataset size. It writes into a staging directory and publishes with one rename, so a slicer
 that raises, a count mismatch or Ctrl-C leaves nothing in the store.
 """
 
@@ -22,7 +22,7 @@ from builder import __version__
 from builder.api.dataset import BuildExecutor
 from builder.errors import DatasetBuildError, USER_CODE_ERRORS, UserCodeError
 from builder.loader import load_class
-from builder.shards import ShardWriter
+from builder.shards import INDEX_NAME, ShardWriter, VolumeInfo
 from builder.snapshot import glob_regex  # the .swignore glob: one semantics for every pattern
 from builder.spec import DatasetSpec, load_dataset_spec
 from builder.store import Entry, Store, make_version, sha256_file, utc_now, write_json_atomic
@@ -123,7 +123,6 @@ def build_dataset(
     except USER_CODE_ERRORS as err:
         raise UserCodeError(f"{spec.process}: constructor raised {type(err).__name__}: {err}", ref=spec.process) from None
 
-    digest = hashlib.sha256(json.dumps(spec.raw, sort_keys=True, default=str).encode())
     with store.stage("dataset") as staged:
         writer = ShardWriter(staged, spec.alignment_size, spec.volume_size)
         data_bytes = label_bytes = 0
@@ -138,10 +137,6 @@ def build_dataset(
                     raise _count_mismatch(spec, data_item is _MISSING, writer.count, data_files, label_files, slicer)
                 data, label = data_item[2], label_item[2]
                 writer.add(data, label)
-                digest.update(len(data).to_bytes(8, "little"))
-                digest.update(data)
-                digest.update(len(label).to_bytes(8, "little"))
-                digest.update(label)
                 data_bytes += len(data)
                 label_bytes += len(label)
                 if progress and writer.count % 1024 == 0:
@@ -154,7 +149,7 @@ def build_dataset(
         volumes = writer.close()
         if progress:
             progress(writer.count)
-        version = make_version(digest.digest())
+        version = dataset_version(spec, volumes, staged / INDEX_NAME)
         manifest = _manifest(spec, version, writer.count, volumes, staged, data_bytes, label_bytes, started)
         names = label_names(spec, slicer)
         if names is not None:
@@ -162,6 +157,17 @@ def build_dataset(
         write_json_atomic(staged / "manifest.json", manifest)
         entry = store.publish("dataset", spec.name, version, staged)
     return DatasetBuildResult(entry, writer.count, len(volumes), time.perf_counter() - started)
+
+
+def dataset_version(spec: DatasetSpec, volumes: list[VolumeInfo], index: Path) -> str:
+    """The version names the bytes: the spec, then every volume's name, size and sha256 (hashed as they were
+    written), then the index (records -> places and lengths, small). The same records and attrs give the same
+    volumes, so the same version, and no record is hashed twice."""
+    digest = hashlib.sha256(json.dumps(spec.raw, sort_keys=True, default=str).encode())
+    for vol in volumes:
+        digest.update(f"\n{vol.name}\0{vol.records}\0{vol.size}\0{vol.sha256}".encode())
+    digest.update(f"\n{INDEX_NAME}\0{sha256_file(index)}".encode())
+    return make_version(digest.digest())
 
 
 def label_names(spec: DatasetSpec, slicer: BuildExecutor) -> dict[str, str] | None:
@@ -224,7 +230,7 @@ def _count_mismatch(spec, data_ran_out, seen, data_files, label_files, slicer) -
 def _manifest(spec, version, count, volumes, staged: Path, data_bytes, label_bytes, started) -> dict:
     shards = []
     for vol in volumes:
-        shards.append({"file": vol.name, "records": vol.records, "size": vol.size, "sha256": sha256_file(staged / vol.name)})
+        shards.append({"file": vol.name, "records": vol.records, "size": vol.size, "sha256": vol.sha256})
     index = staged / "index.swidx"
     return {
         "kind": "dataset",
@@ -233,7 +239,7 @@ def _manifest(spec, version, count, volumes, staged: Path, data_bytes, label_byt
         "created": utc_now(),
         "format": "swds/2",
         "records": count,
-        "attr": {"alignment_size": spec.alignment_size, "volume_size": spec.volume_size},
+        "attr": {"alignment_size": spec.alignment_size, "volume_size": spec.volume_size, "layer_size": spec.layer_size},
         "totals": {
             "records": count,
             "data_bytes": data_bytes,

@@ -1,0 +1,206 @@
+"""A dataset image's layers: volumes grouped into bounded layers in volume order, then one small meta layer.
+
+Volumes (``data-NNNNN.swds``) go into layers greedily, in order: a layer takes volumes while its total stays within
+``attr.layer_size``; a volume bigger than that is a layer of its own. Appending records changes only the last
+volume(s), so every earlier layer keeps its bytes and digest, and a new version re-ships only its tail and the meta
+layer. The meta layer (last) holds the manifest, the shard index and ``layers.json``, which says which layer holds
+each volume, so a reader with only a registry fetches just the layers a record range needs
+(docs/shard-format.md, "Image layers").
+
+A volume layer's tar is written straight from the shard files with big reads, and is the same bytes
+``layers.write_tar`` makes of the same entries (tested); its cache key is made from the volumes' sha256 in the
+manifest, so an unchanged layer is never tarred, nor a volume hashed, again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import tarfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from builder.images import context as ctx
+from builder.images.layers import LayerCache, _info, content_key, placed
+from builder.images.oci import MEDIA_LAYER, Descriptor, Layout
+from builder.shards import ShardFile, manifest_layout, plain_name_problem
+from builder.spec import DEFAULT_LAYER_SIZE, MAX_LAYER_SIZE
+
+LAYERS_NAME = "layers.json"
+LAYERS_LABEL = "io.swcli.dataset.layers"  # the number of volume layers; the meta layer follows them
+DEST = "/dataset"
+CHUNK = 8 << 20
+
+
+class LayersFileError(ValueError):
+    """A layers.json that is not what :func:`layers_json` writes; the message names the file and the field."""
+
+
+def layer_size_of(manifest: dict) -> int:
+    """``attr.layer_size`` of a dataset manifest; manifests written before it existed get the default."""
+    size = (manifest.get("attr") or {}).get("layer_size")
+    return size if isinstance(size, int) and 0 < size <= MAX_LAYER_SIZE else DEFAULT_LAYER_SIZE
+
+
+def plan_layers(shards: list[ShardFile], layer_size: int) -> list[list[ShardFile]]:
+    """Volumes in order, grouped greedily into layers of at most ``layer_size`` bytes of volumes; a volume larger
+    than that is a layer alone. A group depends only on the volumes before and in it, so appending never moves an
+    earlier boundary."""
+    groups: list[list[ShardFile]] = []
+    total = 0
+    for shard in shards:
+        if groups and total + shard.size <= layer_size:
+            groups[-1].append(shard)
+            total += shard.size
+        else:
+            groups.append([shard])
+            total = shard.size
+    return groups
+
+
+@dataclass(frozen=True)
+class VolumeLayer:
+    """One planned layer: its folder in a build context (``layers/00003``), its volumes and its cache key."""
+
+    src: str
+    shards: tuple[ShardFile, ...]
+    key: str
+
+    def entries(self, folder: Path) -> list[ctx.ContextEntry]:
+        """Context entries of its volumes (``layers/00003/data-00012.swds``) from the dataset's ``folder``."""
+        return [ctx.from_file(f"{self.src}/{s.file}", folder / s.file) for s in self.shards]
+
+
+def volume_layers(manifest: dict, where: Path) -> list[VolumeLayer]:
+    """The planned volume layers of a dataset manifest (checked by ``manifest_layout``; ``where`` names it)."""
+    out = []
+    for n, group in enumerate(plan_layers(manifest_layout(manifest, where).shards, layer_size_of(manifest))):
+        key = content_key("dataset volumes", ((f"{DEST[1:]}/{s.file}", s.sha256, False, None) for s in group))
+        out.append(VolumeLayer(f"layers/{n:05d}", tuple(group), key))
+    return out
+
+
+# ----------------------------------------------------------------------------------------------- writing
+
+
+def write_volume_tar(entries: list[ctx.ContextEntry], out) -> None:
+    """The tar ``layers.write_tar`` makes of ``entries`` (regular files only, placed under one folder), written
+    with big reads: the ``dataset`` folder, then each file's header, bytes and padding, then the end blocks and
+    the padding to a whole record, as tarfile does."""
+    entries = sorted(entries, key=lambda e: e.arcname)
+    top = entries[0].arcname.split("/", 1)[0]
+
+    def header(info: tarfile.TarInfo) -> bytes:
+        return info.tobuf(tarfile.GNU_FORMAT, tarfile.ENCODING, "surrogateescape")
+
+    written = 0
+
+    def put(data) -> None:
+        nonlocal written
+        out.write(data)
+        written += len(data)
+
+    put(header(_info(top, tarfile.DIRTYPE, 0o755)))
+    buffer = bytearray(CHUNK)
+    view = memoryview(buffer)
+    for entry in entries:
+        size = entry.stat().st_size
+        put(header(_info(entry.arcname, tarfile.REGTYPE, 0o755 if entry.executable else 0o644, size)))
+        left = size
+        with open(entry.source, "rb", buffering=0) as fh:
+            while left:
+                n = fh.readinto(view[: min(CHUNK, left)])
+                if not n:
+                    raise OSError(f"{entry.source}: file shrank while it was being tarred")
+                put(view[:n])
+                left -= n
+        if size % tarfile.BLOCKSIZE:
+            put(bytes(tarfile.BLOCKSIZE - size % tarfile.BLOCKSIZE))
+    put(bytes(2 * tarfile.BLOCKSIZE))
+    if written % tarfile.RECORDSIZE:
+        put(bytes(tarfile.RECORDSIZE - written % tarfile.RECORDSIZE))
+
+
+class _Digest:
+    """A sink that only hashes and counts (the diff_id of a layer a ``--dockerfile-only`` build does not store)."""
+
+    def __init__(self):
+        self.sha = hashlib.sha256()
+        self.size = 0
+
+    def write(self, data) -> None:
+        self.sha.update(data)
+        self.size += len(data)
+
+
+def realize_volume_layer(layer: VolumeLayer, folder: Path, layout: Layout, *, store: bool = True,
+                         verify: bool = False) -> tuple[Descriptor, bool]:
+    """The layer's blob descriptor and whether it was tarred now: from the cache when its key is known, else
+    written into the layout (``store``) or only hashed (for a context folder, where the diff_id is all we need)."""
+    cache = LayerCache(layout)
+    desc = cache.get(layer.key)
+    if desc is not None and verify and not layout.verify(desc.digest):
+        layout.discard(desc.digest)
+        cache.forget(layer.key)
+        desc = None
+    if desc is not None:
+        return desc, False
+    entries = placed(layer.entries(folder), layer.src, DEST)
+    if not store:
+        sink = _Digest()
+        write_volume_tar(entries, sink)
+        return Descriptor(MEDIA_LAYER, "sha256:" + sink.sha.hexdigest(), sink.size), True
+    with layout.writer(MEDIA_LAYER) as out:
+        write_volume_tar(entries, out)
+    desc = out.descriptor  # type: ignore[attr-defined]
+    cache.put(layer.key, desc)
+    return desc, True
+
+
+# ----------------------------------------------------------------------------------------------- layers.json
+
+
+def layers_json(layer_size: int, layers: list[VolumeLayer], blobs: list[Descriptor]) -> bytes:
+    """``{"layer_size", "layers": [{"diff_id", "size", "volumes"}]}``: the volume layers in image order (without
+    the meta layer), sorted keys, two-space indent, one trailing newline; the same inputs give the same bytes."""
+    doc = {"layer_size": layer_size,
+           "layers": [{"diff_id": blob.digest, "size": blob.size, "volumes": [s.file for s in layer.shards]}
+                      for layer, blob in zip(layers, blobs, strict=True)]}
+    return (json.dumps(doc, indent=2, sort_keys=True) + "\n").encode()
+
+
+def read_layers_json(data: bytes, where: str = LAYERS_NAME) -> dict:
+    """Parse and check a layers.json (``where`` names it in errors): every diff_id a sha256 digest, sizes
+    non-negative integers, volumes plain file names, each volume in one layer only."""
+    try:
+        doc = json.loads(data)
+    except (ValueError, RecursionError) as err:
+        raise LayersFileError(f"{where}: not valid JSON: {err}") from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("layers"), list):
+        raise LayersFileError(f"{where}: field 'layers': expected a list")
+    if not _count(doc.get("layer_size")):
+        raise LayersFileError(f"{where}: field 'layer_size': expected a non-negative integer")
+    seen: set[str] = set()
+    for n, layer in enumerate(doc["layers"]):
+        field = f"layers[{n}]"
+        if not isinstance(layer, dict):
+            raise LayersFileError(f"{where}: field '{field}': expected an object")
+        digest = layer.get("diff_id")
+        hexd = digest[7:] if isinstance(digest, str) and digest.startswith("sha256:") else ""
+        if len(hexd) != 64 or any(c not in "0123456789abcdef" for c in hexd):
+            raise LayersFileError(f"{where}: field '{field}.diff_id': {digest!r} is not a sha256 digest")
+        if not _count(layer.get("size")):
+            raise LayersFileError(f"{where}: field '{field}.size': expected a non-negative integer")
+        volumes = layer.get("volumes")
+        if not isinstance(volumes, list) or not volumes:
+            raise LayersFileError(f"{where}: field '{field}.volumes': expected a non-empty list of file names")
+        for name in volumes:
+            problem = plain_name_problem(name)
+            if problem or name in seen:
+                raise LayersFileError(f"{where}: field '{field}.volumes': {problem or f'{name!r} is listed twice'}")
+            seen.add(name)
+    return doc
+
+
+def _count(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
