@@ -38,16 +38,22 @@ def eval_(
     shard: Optional[str] = typer.Option(None, "--shard", help="I/N; default JOB_COMPLETION_INDEX/JOB_COMPLETION_COUNT when set."),
     output: Path = typer.Option(OUTPUT_DIR, "--output", help="Where metrics.json, results.jsonl and run.json go."),
     resume: bool = typer.Option(False, "--resume", help="Continue the interrupted run in --output (a finished run is left as it is; an empty folder starts fresh)."),
+    dataset: Optional[str] = typer.Option(None, "--dataset", help="REGISTRY/REPO[:TAG|@DIGEST]: read the dataset image from its registry, only the layers of --shard (cached under $SWCLI_HOME/cache); no mount needed. Credentials from $DOCKER_CONFIG/config.json."),
 ) -> None:
-    """Run the model over every record of the mounted dataset, then cmp."""
+    """Run the model over every record of the mounted dataset (or the one --dataset names), then cmp."""
     from builder.cli._summary import print_summary
     from builder.errors import EvalError
     from builder.services.model_eval import EvalOptions, evaluate
 
-    if not (DATASET_DIR / "manifest.json").is_file():
+    if dataset is None and not (DATASET_DIR / "manifest.json").is_file():
         raise EvalError(f"no dataset mounted at {DATASET_DIR}: run with --volumes-from <dataset container> "
-                        f"or -v <dataset dir>:{DATASET_DIR}")
-    result = evaluate(EvalOptions(model=str(MODEL_DIR), dataset=str(DATASET_DIR), output_dir=output,
+                        f"or -v <dataset dir>:{DATASET_DIR}, or name a dataset image with --dataset REGISTRY/REPO:TAG")
+    if dataset is not None:
+        from builder.services.remote_dataset import is_registry_ref
+
+        if not is_registry_ref(dataset):
+            raise EvalError(f"--dataset {dataset}: expected a dataset image in a registry, REGISTRY/REPO[:TAG|@DIGEST]")
+    result = evaluate(EvalOptions(model=str(MODEL_DIR), dataset=dataset or str(DATASET_DIR), output_dir=output,
                                   batch_size=batch_size, device=device, record=False, shard=shard, resume=resume))
     if result.note:
         print(result.note)

@@ -1,0 +1,153 @@
+"""`model eval --dataset REGISTRY/REPO:TAG --shard I/N`: only the slice's layers are fetched (counted on the real
+registry's side), into a verified cache a second run reuses; the results equal a local eval's; bad input is one line.
+
+No Docker engine: the dataset image is written with `--no-load` and pushed by the daemonless client."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+
+from builder.images import dataset_layers as dl
+from tests.registry_servers import Registry, access_log, stored_blob
+from tests.test_dataset_build import one_line_error
+from tests.test_dataset_layers import built, project
+from tests.test_model import model_dir  # noqa: F401  (fixture reused)
+
+RECORDS = 300  # ~300..500 bytes each in 4k volumes, 12k layers: about 35 volumes in 12 layers
+
+
+@pytest.fixture(autouse=True)
+def no_engine(monkeypatch):
+    monkeypatch.setenv("DOCKER_HOST", "unix:///nonexistent")
+
+
+@pytest.fixture()
+def registry(tmp_path):
+    reg = Registry(tmp_path / "registry")
+    yield reg
+    reg.stop()
+
+
+@pytest.fixture()
+def pushed(cli, tmp_path, registry, model_dir):  # noqa: F811
+    """The model in the store, the layered dataset image pushed; (ref, entry, image)."""
+    entry, image = built(cli, project(tmp_path / "p", RECORDS))
+    assert cli("model", "build", "--no-image", "--skip-gen-env", model_dir).code == 0
+    ref = f"{registry.address}/team/tiny:v1"
+    res = cli("dataset", "push", f"tiny:{entry.version}", ref)
+    assert res.code == 0, res.err
+    return ref, entry, image
+
+
+def blob_gets(reg: Registry) -> list[str]:
+    """Digests of the blobs the registry served (GET .../blobs/<digest> answered 200), in order."""
+    return [line.split("/blobs/")[1].split()[0] for line in access_log(reg.log, r"/blobs/sha256:")
+            if line.startswith("GET") and line.endswith(" 200")]
+
+
+def remote_layers(reg: Registry, ref: str) -> list[dict]:
+    """The pushed manifest's layer descriptors (as the registry stores them: compressed)."""
+    res = reg.skopeo("inspect", "--raw", f"docker://{ref}")
+    assert res.returncode == 0, res.stderr
+    return json.loads(res.stdout)["layers"]
+
+
+def test_a_shard_fetches_only_its_layers_and_evaluates_like_a_local_run(cli, tmp_path, registry, pushed):
+    ref, entry, image = pushed
+    count = int(image.labels[dl.LAYERS_LABEL])
+    layers = remote_layers(registry, ref)
+    meta = json.loads(json.dumps(layers[-1]))
+    for index in range(4):
+        before = len(blob_gets(registry))
+        out = tmp_path / f"remote{index}"
+        res = cli("model", "eval", "modthree", "--dataset", ref, "--shard", f"{index}/4", "-o", out)
+        assert res.code == 0, res.err
+        local = tmp_path / f"local{index}"
+        assert cli("model", "eval", "modthree", "--dataset", "tiny", "--shard", f"{index}/4", "-o", local).code == 0
+        assert (out / "results.jsonl").read_bytes() == (local / "results.jsonl").read_bytes()
+        run = json.loads((out / "run.json").read_text())
+        assert run["dataset"]["version"] == entry.version and run["shard"]["index"] == index
+        fetched = set(blob_gets(registry)[before:])
+        volume_blobs = {layer["digest"] for layer in layers[-1 - count:-1]} & fetched
+        if index == 0:
+            assert meta["digest"] in fetched
+        # about a quarter of the volume layers, plus at most one shared at each edge
+        assert 1 <= len(volume_blobs) <= count // 4 + 2, (index, len(volume_blobs), count)
+        # nothing of the base image, and nothing fetched twice within a run
+        assert fetched <= {layer["digest"] for layer in layers[-1 - count:]} | {json.loads(
+            registry.skopeo("inspect", "--raw", f"docker://{ref}").stdout)["config"]["digest"]}
+    # every volume layer was needed by some shard, and each was fetched once over the four runs
+    gets = [d for d in blob_gets(registry) if d in {layer["digest"] for layer in layers[-1 - count:-1]}]
+    assert sorted(set(gets)) == sorted(layer["digest"] for layer in layers[-1 - count:-1])
+    assert len(gets) <= count + 3  # a layer straddling two shards is fetched by the first only (shared cache)
+
+
+def test_a_second_run_of_the_same_slice_downloads_nothing(cli, tmp_path, registry, pushed):
+    ref, _, _ = pushed
+    assert cli("model", "eval", "modthree", "--dataset", ref, "--shard", "1/3", "-o", tmp_path / "a").code == 0
+    before = access_log(registry.log)
+    res = cli("model", "eval", "modthree", "--dataset", ref, "--shard", "1/3", "-o", tmp_path / "b")
+    assert res.code == 0, res.err
+    after = access_log(registry.log)[len(before):]
+    assert [line for line in after if line.startswith("GET")] == []  # a HEAD resolves the tag; no byte is fetched
+    assert (tmp_path / "a" / "results.jsonl").read_bytes() == (tmp_path / "b" / "results.jsonl").read_bytes()
+
+
+def test_a_whole_run_from_the_registry_equals_a_local_one(cli, tmp_path, registry, pushed):
+    ref, _, _ = pushed
+    digest = json.loads(registry.skopeo("inspect", f"docker://{ref}").stdout)["Digest"]
+    by_digest = f"{ref.rsplit(':', 1)[0]}@{digest}"
+    assert cli("model", "eval", "modthree", "--dataset", by_digest, "-o", tmp_path / "r").code == 0
+    assert cli("model", "eval", "modthree", "--dataset", "tiny", "-o", tmp_path / "l").code == 0
+    for name in ("results.jsonl", "metrics.json"):
+        assert (tmp_path / "r" / name).read_bytes() == (tmp_path / "l" / name).read_bytes()
+
+
+def test_a_model_image_is_not_a_dataset(cli, tmp_path, registry, pushed, model_dir):  # noqa: F811
+    assert cli("model", "build", "--no-load", "--skip-gen-env", model_dir).code == 0 or pytest.skip("no runtime")
+    ref = f"{registry.address}/team/modthree:1"
+    assert cli("model", "push", "modthree", ref).code == 0
+    one_line_error(cli("model", "eval", "modthree", "--dataset", ref, "--shard", "0/2"),
+                   "is a model image, not a dataset")
+
+
+def test_a_shard_spec_beyond_the_dataset_is_one_line(cli, registry, pushed):
+    ref, _, _ = pushed
+    one_line_error(cli("model", "eval", "modthree", "--dataset", ref, "--shard", f"3/{RECORDS + 1}"),
+                   f"has {RECORDS} records")
+    one_line_error(cli("model", "eval", "modthree", "--dataset", "tiny", "--shard", f"3/{RECORDS + 1}"),
+                   f"has {RECORDS} records")
+
+
+def test_a_missing_layer_is_one_line_and_nothing_is_cached(cli, tmp_path, registry, pushed, swcli_home):
+    ref, _, image = pushed
+    layers = remote_layers(registry, ref)
+    lost = layers[-2]["digest"]  # the last volume layer: the last shard needs it
+    stored_blob(registry.root, lost).unlink()
+    res = cli("model", "eval", "modthree", "--dataset", ref, "--shard", "2/3", "-o", tmp_path / "x")
+    assert res.code == 5
+    one_line_error(res, lost)
+    cached = swcli_home / "cache" / "registry" / "layers"
+    assert all(not p.name.startswith(".") for p in cached.iterdir())  # no temp left behind
+    assert image.diff_ids[-2].split(":")[1] not in {p.name for p in cached.iterdir()}
+
+
+def test_a_layer_whose_bytes_do_not_match_is_refused_and_not_cached(cli, tmp_path, registry, pushed, swcli_home):
+    ref, _, image = pushed
+    layers = remote_layers(registry, ref)
+    path = stored_blob(registry.root, layers[-2]["digest"])
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+    res = cli("model", "eval", "modthree", "--dataset", ref, "--shard", "2/3", "-o", tmp_path / "x")
+    assert res.code == 5 and re.search("does not match its digest|not a readable layer", res.err), res.err
+    one_line_error(res, layers[-2]["digest"])
+    cached = swcli_home / "cache" / "registry" / "layers"
+    assert image.diff_ids[-2].split(":")[1] not in {p.name for p in cached.iterdir()}
+
+
+def test_an_unknown_image_is_one_line(cli, registry, pushed):
+    one_line_error(cli("model", "eval", "modthree", "--dataset", f"{registry.address}/team/nothing:v1"), "nothing")
