@@ -106,6 +106,7 @@ def test_a_whole_run_from_the_registry_equals_a_local_one(cli, tmp_path, registr
         assert (tmp_path / "r" / name).read_bytes() == (tmp_path / "l" / name).read_bytes()
 
 
+@pytest.mark.slow  # builds the model image (no engine)
 def test_a_model_image_is_not_a_dataset(cli, tmp_path, registry, pushed, model_dir):  # noqa: F811
     assert cli("model", "build", "--no-load", "--skip-gen-env", model_dir).code == 0 or pytest.skip("no runtime")
     ref = f"{registry.address}/team/modthree:1"
@@ -151,3 +152,76 @@ def test_a_layer_whose_bytes_do_not_match_is_refused_and_not_cached(cli, tmp_pat
 
 def test_an_unknown_image_is_one_line(cli, registry, pushed):
     one_line_error(cli("model", "eval", "modthree", "--dataset", f"{registry.address}/team/nothing:v1"), "nothing")
+
+
+# ----------------------------------------------------------------------------------------- parts in the registry
+
+
+def container(monkeypatch, entry_dir, *args) -> int:
+    """The model image's entrypoint, run in-process on the store's model entry (what the image has baked in)."""
+    import builder.container as image
+
+    monkeypatch.setattr(image, "MODEL_DIR", entry_dir)
+    return image.main([str(a) for a in args])
+
+
+@pytest.mark.slow  # builds the model image (no engine)
+def test_parts_go_to_the_registry_and_the_merge_attaches_the_evaluation(cli, tmp_path, registry, pushed, model_dir,  # noqa: F811
+                                                                        monkeypatch, capsys):
+    from builder.services.attach import attached
+    from builder.services.registry_parts import PART_TYPE
+    from builder.store import Store
+
+    ref, _, _ = pushed
+    res = cli("model", "build", "--no-load", "--skip-gen-env", model_dir)
+    if res.code != 0:
+        pytest.skip(f"no model image here: {res.err.strip()}")
+    model_ref = f"{registry.address}/team/modthree:1"
+    assert cli("model", "push", "modthree", model_ref).code == 0
+    entry = Store().resolve("model", "modthree").path
+    for index in range(3):
+        code = container(monkeypatch, entry, "eval", "--shard", f"{index}/3", "--output", tmp_path / "pod" / str(index),
+                         "--dataset", ref, "--push-part", model_ref, "--job", "j1", "--resume")
+        assert code == 0, capsys.readouterr().err
+    # a pod replaced after it pushed: one listing, no eval
+    (tmp_path / "pod" / "1" / "results.jsonl").unlink()
+    assert container(monkeypatch, entry, "eval", "--shard", "1/3", "--output", tmp_path / "pod" / "1", "--dataset", ref,
+                     "--push-part", model_ref, "--job", "j1") == 0
+    assert "already attached" in capsys.readouterr().out and not (tmp_path / "pod" / "1" / "results.jsonl").exists()
+    # another job's part is not mixed in
+    assert container(monkeypatch, entry, "eval", "--shard", "0/2", "--output", tmp_path / "other", "--dataset", ref,
+                     "--push-part", model_ref, "--job", "j2") == 0
+    code = container(monkeypatch, entry, "merge-registry", model_ref, "--job", "j1", "--output", tmp_path / "merge")
+    assert code == 0, capsys.readouterr().err
+    assert cli("model", "eval", "modthree", "--dataset", "tiny", "-o", tmp_path / "single").code == 0
+    for name in ("results.jsonl", "metrics.json"):
+        assert (tmp_path / "merge" / "merged" / name).read_bytes() == (tmp_path / "single" / name).read_bytes()
+    rows = attached(model_ref)
+    assert len(rows) == 1 and rows[0]["records"] == str(RECORDS)
+    # the attached evaluation comes back with `eval pull`
+    res = cli("eval", "pull", f"{model_ref.rsplit(':', 1)[0]}@{rows[0]['digest']}")
+    assert res.code == 0, res.err
+    listed = json.loads(registry.skopeo("inspect", "--raw", f"docker://{model_ref.rsplit(':', 1)[0]}:sha256-"
+                                        + json.loads(registry.skopeo("inspect", f"docker://{model_ref}").stdout)
+                                        ["Digest"].split(":")[1]).stdout)
+    assert sum(m.get("artifactType") == PART_TYPE for m in listed["manifests"]) == 4  # 3 of j1, 1 of j2
+
+
+@pytest.mark.slow  # builds the model image (no engine)
+def test_a_merge_without_every_part_names_the_missing_ones(cli, tmp_path, registry, pushed, model_dir,  # noqa: F811
+                                                           monkeypatch, capsys):
+    from builder.store import Store
+
+    ref, _, _ = pushed
+    if cli("model", "build", "--no-load", "--skip-gen-env", model_dir).code != 0:
+        pytest.skip("no model image here")
+    model_ref = f"{registry.address}/team/modthree:1"
+    assert cli("model", "push", "modthree", model_ref).code == 0
+    entry = Store().resolve("model", "modthree").path
+    assert container(monkeypatch, entry, "eval", "--shard", "1/3", "--output", tmp_path / "p1", "--dataset", ref,
+                     "--push-part", model_ref, "--job", "j1") == 0
+    capsys.readouterr()
+    code = container(monkeypatch, entry, "merge-registry", model_ref, "--job", "j1", "--output", tmp_path / "m",
+                     "--wait", "0.5")
+    err = capsys.readouterr().err
+    assert code != 0 and "missing shard(s) 0, 2 of 3" in err and len(err.strip().splitlines()) == 1, err
