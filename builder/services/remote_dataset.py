@@ -28,7 +28,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from isal import isal_zlib
+try:  # ISA-L where the host has it; the model image may carry only the standard library's zlib
+    from isal import isal_zlib as _zlib
+except ImportError:  # pragma: no cover - depends on the image's packages
+    import zlib as _zlib
 
 from builder.errors import EvalError, RegistryError
 from builder.images.dataset_layers import LAYERS_LABEL, LAYERS_NAME, LayersFileError, read_layers_json
@@ -38,6 +41,10 @@ from builder.store import Store
 ClientFor = Callable[[str], object]  # registry host -> RegistryClient
 MAX_SMALL = 4 << 20  # a manifest or config larger than this is not one of ours
 META_FILES = {MANIFEST_NAME, INDEX_NAME, LAYERS_NAME}
+# the distribution spec's names (as builder.services.pull knows them; not imported: the image has no ISA-L)
+INDEX_TYPES = ("application/vnd.oci.image.index.v1+json", "application/vnd.docker.distribution.manifest.list.v2+json")
+GZIP_LAYERS = ("application/vnd.oci.image.layer.v1.tar+gzip", "application/vnd.docker.image.rootfs.diff.tar.gzip")
+PLAIN_LAYERS = ("application/vnd.oci.image.layer.v1.tar", "application/vnd.docker.image.rootfs.diff.tar")
 TOP = "dataset"  # the folder every layer's entries sit in (/dataset)
 
 
@@ -120,35 +127,34 @@ class _Fetcher:
         return path.read_bytes()
 
     def manifest(self) -> tuple[str, dict]:
-        """The image manifest's digest and document (a tag is resolved with a HEAD; an index to linux/amd64)."""
-        from builder.services.pull import INDEX_TYPES, _pick
-
+        """The image manifest's digest and document: a tag is resolved with a HEAD, an index to its linux/amd64
+        image; a manifest in the cache (by digest) is not fetched again."""
         digest = self.ref.digest
         if digest is None:
             found = self.client.manifest_descriptor(self.repo, self.ref.ref)
             if found is None:
                 raise RegistryError(f"{self.ref}: no such image in registry {self.ref.registry}")
             digest = found["digest"]
+        for _ in range(2):  # an index, then the image it lists
+            doc = json.loads(self._manifest_bytes(digest))
+            if doc.get("mediaType") not in INDEX_TYPES and "manifests" not in doc:
+                return digest, doc
+            digest = _platform(doc, self.where(digest))
+        raise RegistryError(f"{self.where(digest)}: an index inside an index; name the dataset image itself")
+
+    def _manifest_bytes(self, digest: str) -> bytes:
         path = self.root / "blobs" / "sha256" / _hex(digest, str(self.ref))
-        data = path.read_bytes() if path.is_file() else None
-        if data is None or hashlib.sha256(data).hexdigest() != path.name:
-            got = _pick(self.client, self.repo, self.client.get_manifest(self.repo, digest), str(self.ref))
-            data, digest = got.data, got.digest
-            self.downloaded += len(data)
-            path = self.root / "blobs" / "sha256" / _hex(digest, str(self.ref))
-            if not path.is_file():
-                path.parent.mkdir(parents=True, exist_ok=True)
-                tmp = _tmp(path)
-                tmp.write_bytes(data)
-                os.replace(tmp, path)
-        try:
-            doc = json.loads(data)
-        except ValueError as err:
-            raise RegistryError(f"{self.where(digest)}: the manifest is not JSON ({err})") from None
-        if doc.get("mediaType") in INDEX_TYPES or "manifests" in doc:  # a cached index: pick again, from the cache
-            got = _pick(self.client, self.repo, _Cached(data, doc.get("mediaType")), str(self.ref))
-            return got.digest, json.loads(got.data)
-        return digest, doc
+        if path.is_file():
+            data = path.read_bytes()
+            if hashlib.sha256(data).hexdigest() == path.name:
+                return data
+        data = self.client.get_manifest(self.repo, digest).data  # the client checks it against the digest
+        self.downloaded += len(data)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = _tmp(path)
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+        return data
 
     def layer(self, blob: dict, diff_id: str, expect: dict[str, int | None], what: str, *, others: bool = False) -> Path:
         """The folder layer ``blob`` unpacks to, holding the files ``expect`` (name -> size, None: any), and
@@ -156,8 +162,6 @@ class _Fetcher:
         final = self.root / "layers" / _hex(diff_id, what)
         if final.is_dir():
             return final
-        from builder.services.pull import GZIP_LAYERS, PLAIN_LAYERS
-
         media = blob.get("mediaType")
         if media not in GZIP_LAYERS + PLAIN_LAYERS:
             raise RegistryError(f"{what} is {media}; swcli reads gzip or plain tar layers")
@@ -184,12 +188,13 @@ class _Fetcher:
         return final
 
 
-@dataclass
-class _Cached:
-    """A cached index, shaped like the client's Manifest for :func:`builder.services.pull._pick`."""
-
-    data: bytes
-    media_type: str | None
+def _platform(index: dict, where: str) -> str:
+    """The digest of an index's linux/amd64 image."""
+    for entry in index.get("manifests") or []:
+        platform = (entry.get("platform") or {}) if isinstance(entry, dict) else {}
+        if platform.get("os") == "linux" and platform.get("architecture") == "amd64":
+            return str(entry.get("digest"))
+    raise RegistryError(f"{where}: the index has no linux/amd64 image")
 
 
 def _hex(digest: str, what: str) -> str:
@@ -221,26 +226,24 @@ class _Gunzipped:
     """A readable stream of the gunzipped bytes of ``source`` (several gzip members too)."""
 
     def __init__(self, source):
-        self.source, self.engine, self.pending = source, isal_zlib.decompressobj(31), b""
+        self.source, self.engine, self.pending = source, _zlib.decompressobj(31), b""
 
     def read(self, size: int = -1) -> bytes:
         size = size if size and size > 0 else 1 << 20
         while True:
-            if self.pending:
-                out = self.engine.decompress(self.pending, size)
-                self.pending = self.engine.unconsumed_tail
+            # with no input, an unfinished member may still hold output (a match cut by ``size``): ask for it
+            out = self.engine.decompress(self.pending, size) if self.pending or not self.engine.eof else b""
+            if self.engine.eof:  # a member ended: the rest is unused_data (zlib also leaves it in unconsumed_tail)
+                self.pending = self.engine.unused_data
+                self.engine = _zlib.decompressobj(31)
             else:
-                out = self.engine.decompress(b"", size) if not self.engine.eof else b""
-            if self.engine.eof and self.engine.unused_data:
-                self.pending = self.engine.unused_data + self.pending
-                self.engine = isal_zlib.decompressobj(31)
+                self.pending = self.engine.unconsumed_tail
             if out:
                 return out
             if not self.pending:
-                more = self.source.read(1 << 20)
-                if not more:
+                self.pending = self.source.read(1 << 20)
+                if not self.pending:
                     return b""
-                self.pending = more
 
 
 def _unpack(blob: Path, gzipped: bool, folder: Path, expect: dict[str, int | None], what: str, others: bool) -> str:
@@ -270,7 +273,7 @@ def _unpack(blob: Path, gzipped: bool, folder: Path, expect: dict[str, int | Non
                     with tar.extractfile(member) as src, open(folder / name, "wb") as out:
                         shutil.copyfileobj(src, out, 1 << 20)
                     seen.add(name)
-        except (tarfile.TarError, isal_zlib.error, EOFError) as err:
+        except (tarfile.TarError, _zlib.error, EOFError) as err:
             raise RegistryError(f"{what}: not a readable layer tar ({err})") from None
         missing = sorted(set(expect) - seen)
         if missing:
@@ -308,8 +311,11 @@ def open_slice(text: str, shard=None, *, store: Store | None = None, client_for:
 
     ref = Reference.parse(text)
     if client_for is None:
-        from builder.registry.client import RegistryClient
-
+        try:
+            from builder.registry.client import RegistryClient
+        except ImportError as err:  # a model image whose environment lacks requests
+            raise EvalError(f"--dataset {text}: reading from a registry needs the {err.name!r} package in this "
+                            "environment") from None
         client_for = RegistryClient
     fetch = _Fetcher(client_for(ref.registry), ref, cache_root(store))
     digest, doc = fetch.manifest()
