@@ -6,6 +6,7 @@ No Docker engine: the dataset image is written with `--no-load` and pushed by th
 from __future__ import annotations
 
 import json
+import os
 import re
 
 import pytest
@@ -14,8 +15,10 @@ from builder.images import dataset_layers as dl
 from tests.registry_servers import Registry, access_log, stored_blob
 from tests.test_dataset_build import one_line_error
 from tests.test_dataset_layers import built, project
+from tests.test_images_docker import engine, tiny_runtime  # noqa: F401  (fixtures reused)
 from tests.test_model import model_dir  # noqa: F401  (fixture reused)
 
+ENGINE = os.environ.get("DOCKER_HOST")  # the docker test builds its model image through the engine
 RECORDS = 300  # ~300..500 bytes each in 4k volumes, 12k layers: about 35 volumes in 12 layers
 
 
@@ -229,3 +232,30 @@ def test_layers_unpack_with_the_standard_librarys_zlib_too(monkeypatch):
     finally:
         monkeypatch.undo()
         importlib.reload(rd)
+
+
+@pytest.mark.docker
+def test_the_model_image_reads_its_shard_from_the_registry(engine, cli, tmp_path, registry, tiny_runtime,  # noqa: F811
+                                                            model_dir, monkeypatch):  # noqa: F811
+    """`docker run MODEL eval --dataset REGISTRY/REPO:TAG --shard 1/3`: no mount, the same results as in-process."""
+    monkeypatch.delenv("DOCKER_HOST") if ENGINE is None else monkeypatch.setenv("DOCKER_HOST", ENGINE)
+    entry, _ = built(cli, project(tmp_path / "p", RECORDS))
+    ref = f"{registry.address}/team/tiny:v1"
+    assert cli("dataset", "push", f"tiny:{entry.version}", ref).code == 0
+    res = cli("model", "build", model_dir, "--skip-gen-env", "--runtime", tiny_runtime)
+    assert res.code == 0, res.err
+    from builder.refs import image_tags
+    from builder.store import Store
+
+    model = Store().resolve("model", "modthree")
+    out = tmp_path / "out"
+    out.mkdir()
+    logs = engine.containers.run(image_tags("model", model.name, model.version)[0],
+                                 ["eval", "--dataset", ref, "--shard", "1/3", "--output", "/output"],
+                                 network_mode="host", user=f"{os.getuid()}:{os.getgid()}", remove=True,
+                                 environment={"SWCLI_HOME": "/output/.swcli"},
+                                 volumes={str(out): {"bind": "/output", "mode": "rw"}})
+    assert b"outputs: /output" in logs
+    local = tmp_path / "local"
+    assert cli("model", "eval", "modthree", "--dataset", "tiny", "--shard", "1/3", "-o", local).code == 0
+    assert (out / "results.jsonl").read_bytes() == (local / "results.jsonl").read_bytes()

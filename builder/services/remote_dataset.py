@@ -307,16 +307,14 @@ def volume_range(manifest: dict, start: int, stop: int, where: str) -> list[str]
 def open_slice(text: str, shard=None, *, store: Store | None = None, client_for: ClientFor | None = None) -> RemoteSlice:
     """Fetch what records of shard ``shard`` (a :class:`~builder.services.sharding.Shard`, None: all) of the
     dataset image ``text`` need into the cache; the reader over them is :meth:`RemoteSlice.reader`."""
-    from builder.registry.reference import Reference
-
+    try:
+        from builder.registry.client import RegistryClient
+        from builder.registry.reference import Reference
+    except ImportError as err:  # a model image whose environment lacks requests
+        raise EvalError(f"--dataset {text}: reading from a registry needs the {err.name!r} package in this "
+                        "environment") from None
     ref = Reference.parse(text)
-    if client_for is None:
-        try:
-            from builder.registry.client import RegistryClient
-        except ImportError as err:  # a model image whose environment lacks requests
-            raise EvalError(f"--dataset {text}: reading from a registry needs the {err.name!r} package in this "
-                            "environment") from None
-        client_for = RegistryClient
+    client_for = client_for or RegistryClient
     fetch = _Fetcher(client_for(ref.registry), ref, cache_root(store))
     digest, doc = fetch.manifest()
     where = fetch.where(digest)
