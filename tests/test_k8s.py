@@ -140,6 +140,7 @@ def test_registry_dataset_mount_keeps_the_volume_parts():
     (dict(model_image="swmp/m:1"), ["--model", "--parts registry", "names no registry"]),
     (dict(parts="nfs"), ["--parts", "volume or registry"]),
     (dict(registry_secret="Bad_Name"), ["--registry-secret", "DNS-1123"]),
+    (dict(output_pvc="mine", create_pvc=False), ["--output-pvc", "uses no volume"]),
 ])
 def test_registry_mode_refuses_what_it_cannot_reach(kw, words):
     from builder.services.k8s import K8sOptionError

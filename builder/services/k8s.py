@@ -136,6 +136,8 @@ class K8sOptions:
             fail("--dataset", registry_ref_problem(self.dataset_image, "--dataset-mount registry"))
         if self.parts == "registry":
             fail("--model", registry_ref_problem(self.model_image, "--parts registry"))
+            if self.output_pvc != DEFAULT_PVC or not self.create_pvc:
+                raise K8sOptionError("--output-pvc", "--parts registry uses no volume; drop --output-pvc")
         if self.registry_secret is not None:
             fail("--registry-secret", dns_subdomain_problem(self.registry_secret))
         for flag, value in (("--cpu", self.cpu), ("--memory", self.memory)):
