@@ -1,7 +1,9 @@
-"""The entrypoint of model images: `docker run <model image> [eval | merge | info | --help]`.
+"""The entrypoint of model images: `docker run <model image> [eval | merge | merge-registry | info | --help]`.
 
 `eval` runs the very runner of `swcli model eval` on the model baked in at /opt/swcli/model against the dataset
-mounted at /dataset (`--volumes-from` a dataset container, or `-v DIR:/dataset`) and writes /output. It is a typer
+mounted at /dataset (`--volumes-from` a dataset container, or `-v DIR:/dataset`), or read from a registry with
+`--dataset REGISTRY/REPO:TAG` (only its shard's layers), and writes /output; with `--push-part` it attaches the
+finished shard part to the model image, and `merge-registry` merges those parts (docs/kubernetes.md). It is a typer
 app run through the same error mapping as `swcli` (``builder.cli._run``): a bad flag or value is one line and
 exit 2, a user error one line and its exit code.
 """

@@ -97,6 +97,9 @@ def test_a_second_run_of_the_same_slice_downloads_nothing(cli, tmp_path, registr
     after = access_log(registry.log)[len(before):]
     assert [line for line in after if line.startswith("GET")] == []  # a HEAD resolves the tag; no byte is fetched
     assert (tmp_path / "a" / "results.jsonl").read_bytes() == (tmp_path / "b" / "results.jsonl").read_bytes()
+    # --resume works on a registry dataset as on a local one: the finished part is left as it is
+    res = cli("model", "eval", "modthree", "--dataset", ref, "--shard", "1/3", "-o", tmp_path / "a", "--resume")
+    assert res.code == 0 and "finished" in res.out, res.out + res.err
 
 
 def test_a_whole_run_from_the_registry_equals_a_local_one(cli, tmp_path, registry, pushed):
