@@ -74,13 +74,23 @@ class VolumeInfo:
 class _Hasher(threading.Thread):
     """sha256 of each volume, on a thread of its own while the writer writes: the bytes handed over are hashed in
     order; ``None`` ends a volume. hashlib drops the GIL for big buffers, so hashing and writing overlap on two
-    cores. The queue is bounded: a writer ahead of the hash waits rather than holding records in memory."""
+    cores. At most ``limit`` bytes wait to be hashed (or one record, if it is bigger): a writer ahead of the hash
+    waits rather than holding records in memory."""
 
-    def __init__(self, depth: int = 256):
+    def __init__(self, limit: int = 64 << 20):
         super().__init__(name="swds-hasher", daemon=True)
-        self.queue: queue.Queue = queue.Queue(maxsize=depth)
+        self.queue: queue.SimpleQueue = queue.SimpleQueue()
         self.digests: list[str] = []
         self.error: BaseException | None = None
+        self._limit, self._pending = limit, 0
+        self._room = threading.Condition()
+
+    def put(self, parts: tuple, size: int) -> None:
+        with self._room:
+            while self._pending and self._pending + size > self._limit:
+                self._room.wait()
+            self._pending += size
+        self.queue.put((parts, size))
 
     def run(self) -> None:
         sha = hashlib.sha256()
@@ -89,14 +99,19 @@ class _Hasher(threading.Thread):
             if item is None:
                 self.digests.append(sha.hexdigest())
                 sha = hashlib.sha256()
-            elif item is StopIteration:
+                continue
+            if item is StopIteration:
                 return
-            elif self.error is None:
+            parts, size = item
+            if self.error is None:
                 try:
-                    for part in item:
+                    for part in parts:
                         sha.update(part)
                 except BaseException as err:  # noqa: BLE001 - handed to the writer's thread
                     self.error = err
+            with self._room:
+                self._pending -= size
+                self._room.notify()
 
     def finish(self) -> list[str]:
         self.queue.put(StopIteration)
@@ -161,7 +176,7 @@ class ShardWriter:
         fh = self._fh
         header = record_header(index, len(data), len(label), crc)
         pad = self._pad[: size - RECORD_HEADER.size - len(data) - len(label)]
-        self._hasher.queue.put((header, data, label, pad))
+        self._hasher.put((header, data, label, pad), size)
         fh.write(header)
         fh.write(data)
         fh.write(label)

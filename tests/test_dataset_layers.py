@@ -111,6 +111,21 @@ def test_layer_size_default_is_256m_or_the_volume_size(tmp_path):
     assert load_dataset_spec(project(tmp_path / "c", 3, layer="4G")).layer_size == 4 << 30
 
 
+def test_volumes_are_hashed_while_written_with_little_held_back(tmp_path, monkeypatch):
+    """The writer's sha256 of each volume equals the file's, also when records outgrow the hasher's byte budget
+    (here 1 KiB: every record waits for the one before it to be hashed)."""
+    from builder import shards
+
+    monkeypatch.setattr(shards._Hasher.__init__, "__defaults__", (1024,))
+    writer = shards.ShardWriter(tmp_path, 64, 8 * KIB)
+    for i in range(200):
+        writer.add(bytes([i % 256]) * (100 + 37 * i), b"label")
+    volumes = writer.close()
+    assert len(volumes) > 5
+    for vol in volumes:
+        assert vol.sha256 == hashlib.sha256((tmp_path / vol.name).read_bytes()).hexdigest()
+
+
 # ----------------------------------------------------------------------------------------------- the tar
 
 
@@ -176,6 +191,39 @@ def test_unchanged_volume_layers_are_never_tarred_again(cli, tmp_path, monkeypat
     entry = Store().resolve("dataset", "tiny")
     result = build.build_dataset_image(entry, load=False)
     assert tarred == [] and result.layers_written == 0
+
+
+def test_an_entry_carrying_a_layers_json_builds_the_same_image(cli, tmp_path):
+    """A dataset pulled from an image may hold the image's layers.json: it is written anew, not copied twice."""
+    from builder.images import build
+
+    entry, image = built(cli, project(tmp_path / "p", 60))
+    stale = entry.path / dl.LAYERS_NAME
+    stale.parent.chmod(0o755)
+    stale.write_text("{}")
+    assert build.build_dataset_image(entry, load=False).image_id == image.image_id
+
+
+def test_ctrl_c_inside_a_volume_layer_leaves_no_temp_blob_and_no_ref(cli, tmp_path, monkeypatch):
+    from builder.images import build
+
+    assert cli("dataset", "build", project(tmp_path / "p", 60), "--no-image").code == 0
+    entry = Store().resolve("dataset", "tiny")
+    real = dl.write_volume_tar
+
+    def ctrl_c_halfway(entries, out):
+        out.write(b"\0" * (1 << 17))
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(dl, "write_volume_tar", ctrl_c_halfway)
+    with pytest.raises(KeyboardInterrupt):
+        build.build_dataset_image(entry, load=False)
+    layout = build.store_layout()
+    assert not [ref for ref in layout.refs() if ref.startswith("swds/tiny:")]
+    assert not list(layout.blobs.glob(".tmp-*"))
+    monkeypatch.setattr(dl, "write_volume_tar", real)
+    # nothing of the interrupted build was kept: every volume layer and the meta layer are written now
+    assert build.build_dataset_image(entry, load=False).layers_written == len(dl.volume_layers(entry.manifest, entry.path)) + 1
 
 
 def test_dockerfile_only_context_holds_the_same_layers_json(cli, tmp_path):

@@ -409,7 +409,7 @@ def test_dataset_image_copies_out_like_an_init_container_and_lists(engine, built
         mp.setenv("SWCLI_HOME", str(built.home))
         entry = Store().resolve("dataset", NAMES["dataset"])
     shards = sorted(p.name for p in entry.path.iterdir() if p.name != "manifest.json")
-    assert sorted(p.name for p in out.iterdir()) == sorted([*shards, "manifest.json"])
+    assert sorted(p.name for p in out.iterdir()) == sorted([*shards, "manifest.json", "layers.json"])
     assert all((out / name).read_bytes() == (entry.path / name).read_bytes() for name in shards)
     listing = engine.containers.run(tag, remove=True).decode()  # the default command: ls -l /dataset
     assert all(name in listing for name in shards)

@@ -6,6 +6,7 @@ Every image and container made here is removed afterwards.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import subprocess
@@ -40,7 +41,8 @@ def engine():
     for image in client.images.list():
         for tag in image.tags:
             if tag not in before:
-                client.images.remove(tag, force=True)
+                with contextlib.suppress(docker.errors.ImageNotFound):  # another session on this engine got there first
+                    client.images.remove(tag, force=True)
 
 
 @pytest.fixture()

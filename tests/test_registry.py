@@ -355,12 +355,9 @@ def test_copy_between_registries_keeps_the_digest_and_sends_only_missing_blobs(
 
 
 def test_a_runtime_push_attaches_its_sbom_as_a_referrer_once(cli, runtime, plain_registry):
-    """Needs the SBOM writer (builder.images.sbom) and the client's referrers support; skipped until both exist."""
-    sbom = pytest.importorskip("builder.images.sbom")
+    from builder.images import sbom
     from builder.registry.client import RegistryClient
 
-    if not hasattr(RegistryClient, "put_referrer"):
-        pytest.skip("the registry client has no put_referrer yet")
     expected = sbom.read_sbom(store_layout(), local_image(f"swrt/{runtime}:latest"))
     assert expected, "a runtime image carries its SBOM"
     target = f"{plain_registry.address}/team/env:v1"

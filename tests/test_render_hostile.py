@@ -45,6 +45,8 @@ def _set(case: dict, path: tuple, value) -> dict:
         out["extra_labels"][0] = (value, val) if path[1] == "key" else (key, value)
     elif path[0] == "env_layers":
         out["env_layers"] = [{"dir": value}] + out["env_layers"][1:]
+    elif path[0] == "dataset_layers":
+        out["dataset_layers"] = [value] + out["dataset_layers"][1:]
     else:
         out[path[0]] = value
     return out
@@ -53,7 +55,7 @@ def _set(case: dict, path: tuple, value) -> dict:
 # every variable the template reads, per kind (conda/weights are booleans that only choose lines)
 VARIABLES = {
     "dataset": [("base_image",), ("name",), ("version",), ("description",), ("swcli_version",),
-                ("extra_labels", "key"), ("extra_labels", "value")],
+                ("dataset_layers", "dir"), ("extra_labels", "key"), ("extra_labels", "value")],
     "runtime": [("base_image",), ("name",), ("version",), ("description",), ("swcli_version",), ("env_prefix",),
                 ("site_packages",), ("env_layers", "dir"), ("extra_labels", "key"), ("extra_labels", "value")],
     "model": [("base_image",), ("name",), ("version",), ("description",), ("swcli_version",),

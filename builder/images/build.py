@@ -211,10 +211,11 @@ def dataset_recipe(entry: Entry, base_image: str = DEFAULT_BASE, *, layout: Layo
         specs.append(LayerSpec(layer.src, dl.DEST, comment, layer.key, layer.entries(entry.path)))
         done.append(NewLayer(desc, comment))
         written += fresh
-    volumes = {s.file for layer in planned for s in layer.shards}
+    # every other file of the entry (the index...), but the manifest and a layers.json a pulled entry may carry:
+    # both are written anew
+    skip = {s.file for layer in planned for s in layer.shards} | {"manifest.json", dl.LAYERS_NAME}
     meta = [ctx.ContextEntry(f"meta/{e.arcname.split('/', 1)[1]}", e.source, e.data, e.executable, e.link, e.st)
-            for e in ctx.from_tree("dataset", entry.path)
-            if e.arcname.split("/", 1)[1] not in volumes and e.arcname != "dataset/manifest.json"]
+            for e in ctx.from_tree("dataset", entry.path) if e.arcname.split("/", 1)[1] not in skip]
     meta.append(ctx.from_bytes("meta/manifest.json", image_manifest(m)))
     meta.append(ctx.from_bytes(f"meta/{dl.LAYERS_NAME}", dl.layers_json(dl.layer_size_of(m), planned,
                                                                           [layer.blob for layer in done])))
@@ -417,11 +418,18 @@ def build_model_image(entry: Entry, runtime_image: str, *, client=None, dockerfi
 
 def export_dataset_image(image: str, directory: Path, *, client=None) -> int:
     """Copy /dataset out of a dataset image into ``directory`` (created; must be absent or an empty folder, checked
-    before the engine is asked); returns files written. Folders and files get the umask's modes."""
+    before the engine is asked); returns files written. Folders and files get the umask's modes. The image's
+    layers.json describes the image, not the dataset: it is left out, so the folder is the store entry's."""
+    from builder.images.dataset_layers import LAYERS_NAME
     from builder.images.engine import check_target, copy_out
 
     check_target(Path(directory))
     client = client or connect()
     if not image_exists(client, image):
         raise DockerError(f"image {image} is not in the local engine")
-    return copy_out(client, image, "/dataset", Path(directory))
+    written = copy_out(client, image, "/dataset", Path(directory))
+    try:
+        (Path(directory) / LAYERS_NAME).unlink()
+    except FileNotFoundError:
+        return written
+    return written - 1

@@ -14,9 +14,13 @@ manifest, so an unchanged layer is never tarred, nor a volume hashed, again.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import os
 import tarfile
+import tempfile
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -86,7 +90,8 @@ def volume_layers(manifest: dict, where: Path) -> list[VolumeLayer]:
 def write_volume_tar(entries: list[ctx.ContextEntry], out) -> None:
     """The tar ``layers.write_tar`` makes of ``entries`` (regular files only, placed under one folder), written
     with big reads: the ``dataset`` folder, then each file's header, bytes and padding, then the end blocks and
-    the padding to a whole record, as tarfile does."""
+    the padding to a whole record, as tarfile does. ``out.write`` must be done with a chunk once the write after
+    the next one is called (two read buffers alternate)."""
     entries = sorted(entries, key=lambda e: e.arcname)
     top = entries[0].arcname.split("/", 1)[0]
 
@@ -101,14 +106,17 @@ def write_volume_tar(entries: list[ctx.ContextEntry], out) -> None:
         written += len(data)
 
     put(header(_info(top, tarfile.DIRTYPE, 0o755)))
-    buffer = bytearray(CHUNK)
-    view = memoryview(buffer)
+    # two buffers in turn: a sink may still be hashing the previous chunk while the next one is read
+    views = [memoryview(bytearray(CHUNK)), memoryview(bytearray(CHUNK))]
+    turn = 0
     for entry in entries:
         size = entry.stat().st_size
         put(header(_info(entry.arcname, tarfile.REGTYPE, 0o755 if entry.executable else 0o644, size)))
         left = size
         with open(entry.source, "rb", buffering=0) as fh:
             while left:
+                view = views[turn]
+                turn ^= 1
                 n = fh.readinto(view[: min(CHUNK, left)])
                 if not n:
                     raise OSError(f"{entry.source}: file shrank while it was being tarred")
@@ -121,16 +129,53 @@ def write_volume_tar(entries: list[ctx.ContextEntry], out) -> None:
         put(bytes(tarfile.RECORDSIZE - written % tarfile.RECORDSIZE))
 
 
-class _Digest:
-    """A sink that only hashes and counts (the diff_id of a layer a ``--dockerfile-only`` build does not store)."""
+class _HashingSink:
+    """Hashes what is written on a second thread while the caller writes it to ``fh`` (if any) and reads the next
+    chunk: hashlib releases the GIL, so on two cores a layer costs about the slower of hashing and writing, not
+    their sum. A chunk is hashed before the write after it returns (see :func:`write_volume_tar`)."""
 
-    def __init__(self):
-        self.sha = hashlib.sha256()
-        self.size = 0
+    def __init__(self, fh=None):
+        self.fh, self.sha, self.size = fh, hashlib.sha256(), 0
+        self._thread: threading.Thread | None = None
+
+    def _wait(self) -> None:
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
 
     def write(self, data) -> None:
-        self.sha.update(data)
+        self._wait()
+        if len(data) < 1 << 16:  # tar headers and padding: not worth a thread
+            self.sha.update(data)
+        else:
+            self._thread = threading.Thread(target=self.sha.update, args=(data,))
+            self._thread.start()
+        if self.fh is not None:
+            self.fh.write(data)
         self.size += len(data)
+
+    def digest(self) -> str:
+        self._wait()
+        return "sha256:" + self.sha.hexdigest()
+
+
+def _store_layer(layout: Layout, entries: list[ctx.ContextEntry]) -> Descriptor:
+    """Tar ``entries`` into the layout as a blob named by its digest, the way ``Layout.writer`` does (a temp
+    name carrying our pid, read-only, renamed into place), hashing beside the write."""
+    layout.blobs.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".tmp-{os.getpid()}-", dir=layout.blobs)
+    try:
+        with os.fdopen(fd, "wb", buffering=0) as fh:
+            sink = _HashingSink(fh)
+            write_volume_tar(entries, sink)
+            digest = sink.digest()
+        os.chmod(tmp, 0o444)
+        os.replace(tmp, layout.blob_path(digest))
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    return Descriptor(MEDIA_LAYER, digest, sink.size)
 
 
 def realize_volume_layer(layer: VolumeLayer, folder: Path, layout: Layout, *, store: bool = True,
@@ -147,12 +192,10 @@ def realize_volume_layer(layer: VolumeLayer, folder: Path, layout: Layout, *, st
         return desc, False
     entries = placed(layer.entries(folder), layer.src, DEST)
     if not store:
-        sink = _Digest()
+        sink = _HashingSink()
         write_volume_tar(entries, sink)
-        return Descriptor(MEDIA_LAYER, "sha256:" + sink.sha.hexdigest(), sink.size), True
-    with layout.writer(MEDIA_LAYER) as out:
-        write_volume_tar(entries, out)
-    desc = out.descriptor  # type: ignore[attr-defined]
+        return Descriptor(MEDIA_LAYER, sink.digest(), sink.size), True
+    desc = _store_layer(layout, entries)
     cache.put(layer.key, desc)
     return desc, True
 

@@ -74,14 +74,6 @@ def attach_sbom(client, repository: str, subject_digest: str, subject_size: int,
     return client.put_referrer(repository, artifact)
 
 
-def _read_sbom(layout: Layout, image) -> bytes | None:
-    try:
-        from builder.images.sbom import read_sbom
-    except ImportError:  # images without the SBOM writer (builder.images.sbom) have none to attach
-        return None
-    return read_sbom(layout, image)
-
-
 def push(kind: str, ref: str, target: str, *, credentials=None, ca_cert: Path | None = None,
          on_progress: OnProgress | None = None, layout: Layout | None = None, store=None,
          client_factory=open_client) -> TransferResult:
@@ -122,7 +114,9 @@ def push(kind: str, ref: str, target: str, *, credentials=None, ca_cert: Path | 
     except RegistryError as err:
         raise RegistryError(f"{what} failed: {err}") from None
     if kind == "runtime":
-        sbom = _read_sbom(layout, image)
+        from builder.images.sbom import read_sbom
+
+        sbom = read_sbom(layout, image)
         if sbom is not None:
             try:
                 attach_sbom(client, dest.repository, result.digest, len(manifest), sbom, known, TransferResult(""))
