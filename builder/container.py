@@ -1,7 +1,9 @@
-"""The entrypoint of model images: `docker run <model image> [eval | merge | info | --help]`.
+"""The entrypoint of model images: `docker run <model image> [eval | merge | merge-registry | info | --help]`.
 
 `eval` runs the very runner of `swcli model eval` on the model baked in at /opt/swcli/model against the dataset
-mounted at /dataset (`--volumes-from` a dataset container, or `-v DIR:/dataset`) and writes /output. It is a typer
+mounted at /dataset (`--volumes-from` a dataset container, or `-v DIR:/dataset`), or read from a registry with
+`--dataset REGISTRY/REPO:TAG` (only its shard's layers), and writes /output; with `--push-part` it attaches the
+finished shard part to the model image, and `merge-registry` merges those parts (docs/kubernetes.md). It is a typer
 app run through the same error mapping as `swcli` (``builder.cli._run``): a bad flag or value is one line and
 exit 2, a user error one line and its exit code.
 """
@@ -38,22 +40,47 @@ def eval_(
     shard: Optional[str] = typer.Option(None, "--shard", help="I/N; default JOB_COMPLETION_INDEX/JOB_COMPLETION_COUNT when set."),
     output: Path = typer.Option(OUTPUT_DIR, "--output", help="Where metrics.json, results.jsonl and run.json go."),
     resume: bool = typer.Option(False, "--resume", help="Continue the interrupted run in --output (a finished run is left as it is; an empty folder starts fresh)."),
+    dataset: Optional[str] = typer.Option(None, "--dataset", help="REGISTRY/REPO[:TAG|@DIGEST]: read the dataset image from its registry, only the layers of --shard (cached under $SWCLI_HOME/cache); no mount needed. Credentials from $DOCKER_CONFIG/config.json."),
+    push_part: Optional[str] = typer.Option(None, "--push-part", help="REGISTRY/REPO:TAG of this model image: push the finished shard part as an artifact attached to it (for `merge-registry`); a part already pushed for --job is not run again."),
+    job: Optional[str] = typer.Option(None, "--job", help="The job id the pushed part is filed under (with --push-part)."),
 ) -> None:
-    """Run the model over every record of the mounted dataset, then cmp."""
+    """Run the model over every record of the mounted dataset (or the one --dataset names), then cmp."""
     from builder.cli._summary import print_summary
     from builder.errors import EvalError
     from builder.services.model_eval import EvalOptions, evaluate
 
-    if not (DATASET_DIR / "manifest.json").is_file():
+    if dataset is None and not (DATASET_DIR / "manifest.json").is_file():
         raise EvalError(f"no dataset mounted at {DATASET_DIR}: run with --volumes-from <dataset container> "
-                        f"or -v <dataset dir>:{DATASET_DIR}")
-    result = evaluate(EvalOptions(model=str(MODEL_DIR), dataset=str(DATASET_DIR), output_dir=output,
+                        f"or -v <dataset dir>:{DATASET_DIR}, or name a dataset image with --dataset REGISTRY/REPO:TAG")
+    if dataset is not None:
+        from builder.services.remote_dataset import is_registry_ref
+
+        if not is_registry_ref(dataset):
+            raise EvalError(f"--dataset {dataset}: expected a dataset image in a registry, REGISTRY/REPO[:TAG|@DIGEST]")
+    if (push_part is None) != (job is None):
+        raise EvalError("--push-part and --job go together: the model image to attach the part to, and the job id")
+    if push_part is not None:
+        from builder.services.registry_parts import find_part
+        from builder.services.sharding import parse_shard
+
+        index = parse_shard(shard)
+        if index is None:
+            raise EvalError("--push-part needs --shard I/N (or JOB_COMPLETION_INDEX): a part is one shard")
+        pushed = find_part(push_part, job, index.index)
+        if pushed is not None:
+            print(f"shard {index} of job {job} is already attached to {push_part} ({pushed}); nothing to do")
+            return
+    result = evaluate(EvalOptions(model=str(MODEL_DIR), dataset=dataset or str(DATASET_DIR), output_dir=output,
                                   batch_size=batch_size, device=device, record=False, shard=shard, resume=resume))
     if result.note:
         print(result.note)
     if result.metrics is not None:
         print_summary(result.metrics, result.run)
     print(f"outputs: {output}")
+    if push_part is not None and result.run.get("status") == "partial":
+        from builder.services.registry_parts import push_part as push
+
+        print(f"part pushed: {push(output, push_part, job)} (subject {push_part})")
 
 
 @app.command("merge")
@@ -80,6 +107,36 @@ def merge(
     metrics, run = merge_parts(parts, output, handler)
     print_summary(metrics, run)
     print(f"outputs: {output}")
+
+
+@app.command("merge-registry")
+def merge_registry(
+    image: str = typer.Argument(..., help="REGISTRY/REPO:TAG of this model image: the parts are its referrers."),
+    job: str = typer.Option(..., "--job", help="The job id the eval pods pushed their parts under."),
+    output: Path = typer.Option(..., "--output", help="Where the parts are fetched and the merged run goes."),
+    wait: float = typer.Option(0.0, "--wait", min=0, help="Seconds to wait for every shard's part."),
+    attach: bool = typer.Option(True, "--attach/--no-attach", help="Attach the merged evaluation to IMAGE (like `swcli eval attach`)."),
+) -> None:
+    """Pull the shard parts attached to IMAGE for --job, cmp over them, attach the merged evaluation to IMAGE."""
+    from builder.api.model import PipelineHandler
+    from builder.cli._summary import print_summary
+    from builder.loader import load_class
+    from builder.services.model_build import model_source
+    from builder.services.model_eval import make_handler
+    from builder.services.registry_parts import attach_merged, pull_parts
+    from builder.services.sharding import merge_parts
+
+    root, spec, _ = model_source(str(MODEL_DIR))
+    handler = make_handler(load_class(spec.ppl, root, PipelineHandler, spec_file=spec.path, field="run.ppl"), spec.ppl, None)
+    if wait > 0:
+        _warm_metrics()
+    parts = pull_parts(image, job, output / "parts", wait=wait, log=print)
+    metrics, run = merge_parts(parts, output / "merged", handler)
+    print_summary(metrics, run)
+    print(f"outputs: {output / 'merged'}")
+    if attach:
+        done = attach_merged(output / "merged", image)
+        print(f"attached {done.digest} to {done.repository}@{done.subject}")
 
 
 @app.command("info")

@@ -34,7 +34,9 @@ def k8s(
     shards: int = typer.Option(1, "--shards", "-n", help="Pods of the Indexed Job, one shard each."),
     namespace: Optional[str] = typer.Option(None, "--namespace"),
     output_pvc: Optional[str] = typer.Option(None, "--output-pvc", help="Existing ReadWriteMany PVC for outputs (default: one is created)."),
-    dataset_mount: str = typer.Option("init", "--dataset-mount", help="init (copy by an init container; any cluster) or image (image volume; Kubernetes >= 1.35 by default)."),
+    dataset_mount: str = typer.Option("init", "--dataset-mount", help="init (copy by an init container; any cluster), image (image volume; Kubernetes >= 1.35 by default) or registry (each pod fetches only its shard's layers; needs REGISTRY/REPO:TAG)."),
+    parts: str = typer.Option("volume", "--parts", help="volume (parts on a ReadWriteMany PVC) or registry (each pod attaches its part to the model image; the merge pulls them and attaches the merged evaluation; no PVC)."),
+    registry_secret: Optional[str] = typer.Option(None, "--registry-secret", help="A kubernetes.io/dockerconfigjson Secret the pods read (and, with --parts registry, push) the registry with."),
     cpu: Optional[str] = typer.Option(None, "--cpu", help="CPU request and limit per pod, e.g. 2."),
     memory: Optional[str] = typer.Option(None, "--memory", help="Memory request and limit per pod, e.g. 4Gi."),
     image_pull_secret: Optional[List[str]] = typer.Option(None, "--image-pull-secret", help="Repeatable."),
@@ -42,7 +44,7 @@ def k8s(
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Write the manifests here (default: stdout)."),
     resume: bool = typer.Option(True, "--resume/--no-resume", help="A replaced eval pod continues its shard's part on the volume (default) or starts it over."),
 ) -> None:
-    """Emit a PVC, an Indexed Job running `eval --shard` in N pods, and the merge Job, as one YAML stream."""
+    """Emit a PVC (unless --parts registry), an Indexed Job running `eval --shard` in N pods, and the merge Job, as one YAML stream."""
     from builder.services.images import image_for
     from builder.services.k8s import DEFAULT_PVC, K8sOptions, render, write_manifests
     from builder.store import Store
@@ -50,7 +52,7 @@ def k8s(
     store = Store()
     opts = K8sOptions(model_image=image_for("model", model, store), dataset_image=image_for("dataset", dataset, store),
                       shards=shards, namespace=namespace, output_pvc=DEFAULT_PVC if output_pvc is None else output_pvc,
-                      create_pvc=output_pvc is None, dataset_mount=dataset_mount, cpu=cpu, memory=memory,
+                      create_pvc=output_pvc is None, dataset_mount=dataset_mount, parts=parts, registry_secret=registry_secret, cpu=cpu, memory=memory,
                       image_pull_secrets=list(image_pull_secret or []), merge_wait=merge_wait, resume=resume)
     if out is None:
         typer.echo(render(opts), nl=False)

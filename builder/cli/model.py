@@ -54,7 +54,7 @@ def _say_built(result) -> None:
 @app.command("eval")
 def eval_(
     model: str = typer.Argument(..., help="Model ref, store entry directory, or a folder with model.yaml."),
-    dataset: str = typer.Option(..., "--dataset", "-d", help="Dataset ref or dataset directory."),
+    dataset: str = typer.Option(..., "--dataset", "-d", help="Dataset ref, dataset directory, or a dataset image in a registry (REGISTRY/REPO[:TAG|@DIGEST]: only the layers of --shard are fetched, into $SWCLI_HOME/cache)."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", "-b", help="Records per ppl call (handlers that opted in to batching)."),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Output folder (default: a new run under $SWCLI_HOME/runs)."),
     device: Optional[str] = typer.Option(None, "--device", help="Passed to the handler's __init__ (e.g. cpu, cuda)."),

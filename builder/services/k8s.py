@@ -5,14 +5,22 @@ the output volume; the merge Job runs the model image's `merge --wait` over the 
 dependency, so the merge waits (up to ``merge_wait`` seconds) until every index has a finished part, and all of it
 is applied at once. While waiting it holds only a small CPU request, so on a full cluster it cannot keep eval
 pods from being scheduled. The dataset reaches the pods either by an init container that copies `/dataset` out of the dataset
-image into an emptyDir (works on every cluster; the dataset image has `cp`), or as an image volume
-(`volumes[].image`, on by default from Kubernetes 1.35). Pods run as uid 1000, non-root, with a read-only root
-filesystem and every capability dropped.
+image into an emptyDir (works on every cluster; the dataset image has `cp`), as an image volume
+(`volumes[].image`, on by default from Kubernetes 1.35), or, with ``dataset_mount="registry"``, not at all: each
+pod's `eval --dataset REGISTRY/REPO:TAG` fetches only the layers of its own shard
+(:mod:`builder.services.remote_dataset`) into a cache on its /tmp emptyDir, so the N pods together move about the
+dataset once. Pods run as uid 1000, non-root, with a read-only root filesystem and every capability dropped.
+
+With ``parts="registry"`` there is no volume shared between pods (no ReadWriteMany PVC): each eval pod pushes its
+part as an artifact attached to the model image and the merge pod's `merge-registry` pulls them, merges and
+attaches the merged evaluation (:mod:`builder.services.registry_parts`). Registry credentials come from the
+``kubernetes.io/dockerconfigjson`` Secret ``registry_secret``, mounted where ``DOCKER_CONFIG`` points.
 
 A pod that is replaced (evicted, its node lost, a retry after a failure) continues its shard where the last one
 stopped: the eval args carry ``--resume`` (``resume=False`` drops it) and each part lives on the output volume, so
 the new pod runs ``ppl`` only on the records its part does not hold yet, a part already finished is left as it
-is, and an empty folder simply starts fresh. A part in that folder from another model or dataset version makes
+is, and an empty folder simply starts fresh (with ``parts="registry"`` the part lives on the pod's emptyDir, so a
+replaced pod starts its shard over, unless its part was already pushed: then it stops at once). A part in that folder from another model or dataset version makes
 the pod fail naming both (give the Job another ``name``).
 """
 
@@ -40,6 +48,10 @@ _DNS_SUBDOMAIN_RE = re.compile(rf"{_DNS_LABEL}(?:\.{_DNS_LABEL})*")
 _QUANTITY_RE = re.compile(r"(?P<sign>[+-]?)(?P<number>[0-9]+(?:\.[0-9]*)?|\.[0-9]+)"
                           r"(?:[eE][+-]?[0-9]+|Ki|Mi|Gi|Ti|Pi|Ei|[mkMGTPE])?")
 DEFAULT_PVC = "swcli-eval-output"
+DATASET_MOUNTS = ("init", "image", "registry")
+DOCKER_CONFIG = "/etc/swcli/registry"  # where the registry Secret's config.json is mounted
+SWCLI_HOME = "/tmp/swcli"  # the pods' store and registry cache: on the tmp emptyDir (the root filesystem is read-only)
+SCRATCH = "/tmp/swcli-out"  # outputs of a pod whose part goes to the registry
 
 
 class K8sOptionError(SwcliError):
@@ -85,7 +97,9 @@ class K8sOptions:
     output_pvc: str = DEFAULT_PVC
     create_pvc: bool = True
     pvc_size: str = "1Gi"
-    dataset_mount: str = "init"  # init | image
+    dataset_mount: str = "init"  # init | image | registry
+    parts: str = "volume"  # volume (a ReadWriteMany PVC) | registry (artifacts attached to the model image)
+    registry_secret: str | None = None  # a kubernetes.io/dockerconfigjson Secret the pods read the registry with
     cpu: str | None = None
     memory: str | None = None
     image_pull_secrets: list[str] = field(default_factory=list)
@@ -114,8 +128,18 @@ class K8sOptions:
             fail("--namespace", dns_label_problem(self.namespace))
         fail("--output-pvc", dns_subdomain_problem(self.output_pvc))
         fail("pvc_size", quantity_problem(self.pvc_size))
-        if self.dataset_mount not in ("init", "image"):
-            raise K8sOptionError("--dataset-mount", f"must be init or image, got {self.dataset_mount!r}")
+        if self.dataset_mount not in DATASET_MOUNTS:
+            raise K8sOptionError("--dataset-mount", f"must be init, image or registry, got {self.dataset_mount!r}")
+        if self.parts not in ("volume", "registry"):
+            raise K8sOptionError("--parts", f"must be volume or registry, got {self.parts!r}")
+        if self.dataset_mount == "registry":
+            fail("--dataset", registry_ref_problem(self.dataset_image, "--dataset-mount registry"))
+        if self.parts == "registry":
+            fail("--model", registry_ref_problem(self.model_image, "--parts registry"))
+            if self.output_pvc != DEFAULT_PVC or not self.create_pvc:
+                raise K8sOptionError("--output-pvc", "--parts registry uses no volume; drop --output-pvc")
+        if self.registry_secret is not None:
+            fail("--registry-secret", dns_subdomain_problem(self.registry_secret))
         for flag, value in (("--cpu", self.cpu), ("--memory", self.memory)):
             if value is not None:
                 fail(flag, quantity_problem(value))
@@ -125,6 +149,18 @@ class K8sOptions:
             raise K8sOptionError("backoff_limit", f"must be >= 0, got {self.backoff_limit}")
         if isinstance(self.merge_wait, bool) or not isinstance(self.merge_wait, int) or self.merge_wait < 1:
             raise K8sOptionError("--merge-wait", f"must be a positive number of seconds, got {self.merge_wait}")
+
+
+def registry_ref_problem(image: str, mode: str) -> str | None:
+    """The pods read ``image`` with swcli's registry client, so it must name its registry (REGISTRY/REPO:TAG)."""
+    from builder.errors import RegistryError
+    from builder.registry.reference import Reference
+
+    try:
+        Reference.parse(image)
+    except RegistryError as err:
+        return f"{mode} needs an image in a registry: {err}"
+    return None
 
 
 def _dns_name(text: str) -> str:
@@ -150,11 +186,21 @@ def _merge_resources(opts: K8sOptions) -> dict:
 
 
 def _pod(opts: K8sOptions, args: list[str], *, with_dataset: bool, env: list[dict], resources: dict) -> dict:
-    volumes = [{"name": "output", "persistentVolumeClaim": {"claimName": opts.output_pvc}},
-               {"name": "tmp", "emptyDir": {}}]
-    mounts = [{"name": "output", "mountPath": "/output"}, {"name": "tmp", "mountPath": "/tmp"}]
+    volumes, mounts = [], []
+    if opts.parts == "volume":
+        volumes.append({"name": "output", "persistentVolumeClaim": {"claimName": opts.output_pvc}})
+        mounts.append({"name": "output", "mountPath": "/output"})
+    volumes.append({"name": "tmp", "emptyDir": {}})
+    mounts.append({"name": "tmp", "mountPath": "/tmp"})
+    if _uses_registry(opts):
+        env = [*env, {"name": "SWCLI_HOME", "value": SWCLI_HOME}]
+        if opts.registry_secret:
+            volumes.append({"name": "registry-auth", "secret": {"secretName": opts.registry_secret, "items": [
+                {"key": ".dockerconfigjson", "path": "config.json"}]}})
+            mounts.append({"name": "registry-auth", "mountPath": DOCKER_CONFIG, "readOnly": True})
+            env.append({"name": "DOCKER_CONFIG", "value": DOCKER_CONFIG})
     init = []
-    if with_dataset:
+    if with_dataset and opts.dataset_mount != "registry":
         mounts.append({"name": "dataset", "mountPath": "/dataset", "readOnly": True})
         if opts.dataset_mount == "image":
             volumes.append({"name": "dataset", "image": {"reference": opts.dataset_image, "pullPolicy": "IfNotPresent"}})
@@ -175,6 +221,10 @@ def _pod(opts: K8sOptions, args: list[str], *, with_dataset: bool, env: list[dic
     return pod
 
 
+def _uses_registry(opts: K8sOptions) -> bool:
+    return opts.dataset_mount == "registry" or opts.parts == "registry"
+
+
 def manifests(opts: K8sOptions) -> list[dict]:
     """PVC (optional), the Indexed eval Job, the merge Job: plain dicts, ready for yaml.safe_dump_all."""
     opts.check()  # a dataclass can be changed after __init__
@@ -182,11 +232,16 @@ def manifests(opts: K8sOptions) -> list[dict]:
     labels = {"app.kubernetes.io/managed-by": "swcli", "app.kubernetes.io/name": base}
     meta = lambda name: {"name": name, "labels": dict(labels), **({"namespace": opts.namespace} if opts.namespace else {})}  # noqa: E731
     docs = []
-    if opts.create_pvc:
+    if opts.create_pvc and opts.parts == "volume":
         docs.append({"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": meta(opts.output_pvc),
                      "spec": {"accessModes": ["ReadWriteMany"], "resources": {"requests": {"storage": opts.pvc_size}}}})
-    eval_args = ["eval", "--shard", f"$(JOB_COMPLETION_INDEX)/{opts.shards}", "--output",
-                 f"/output/{base}/parts/$(JOB_COMPLETION_INDEX)", *(["--resume"] if opts.resume else [])]
+    out = f"/output/{base}/parts/$(JOB_COMPLETION_INDEX)" if opts.parts == "volume" else f"{SCRATCH}/part"
+    eval_args = ["eval", "--shard", f"$(JOB_COMPLETION_INDEX)/{opts.shards}", "--output", out,
+                 *(["--resume"] if opts.resume else [])]
+    if opts.dataset_mount == "registry":
+        eval_args += ["--dataset", opts.dataset_image]
+    if opts.parts == "registry":
+        eval_args += ["--push-part", opts.model_image, "--job", base]
     docs.append({
         "apiVersion": "batch/v1", "kind": "Job", "metadata": meta(base),
         "spec": {"completionMode": "Indexed", "completions": opts.shards, "parallelism": opts.shards,
@@ -195,7 +250,10 @@ def manifests(opts: K8sOptions) -> list[dict]:
                               "spec": _pod(opts, eval_args, with_dataset=True, resources=_resources(opts),
                                            env=[{"name": "JOB_COMPLETION_COUNT", "value": str(opts.shards)}])}},
     })
-    merge_args = ["merge", f"/output/{base}/parts", "--output", f"/output/{base}/merged", "--wait", str(opts.merge_wait)]
+    if opts.parts == "volume":
+        merge_args = ["merge", f"/output/{base}/parts", "--output", f"/output/{base}/merged", "--wait", str(opts.merge_wait)]
+    else:
+        merge_args = ["merge-registry", opts.model_image, "--job", base, "--output", SCRATCH, "--wait", str(opts.merge_wait)]
     docs.append({
         "apiVersion": "batch/v1", "kind": "Job", "metadata": meta(f"{base}-merge"),
         "spec": {"backoffLimit": opts.backoff_limit,

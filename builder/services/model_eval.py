@@ -42,6 +42,23 @@ def resolve_dataset(ref_or_dir: str, store: Store) -> tuple[Path, dict]:
     return entry.path, entry.manifest
 
 
+def open_dataset(ref: str, shard, store: Store) -> tuple[DatasetReader, dict]:
+    """A reader and the manifest of a local dataset (ref, entry folder) or, for ``REGISTRY/REPO[:TAG|@DIGEST]``,
+    of the records of ``shard`` fetched from the registry (:mod:`builder.services.remote_dataset`)."""
+    from builder.services.remote_dataset import is_registry_ref, open_slice
+
+    if is_registry_ref(ref):
+        remote = open_slice(ref, shard, store=store)
+        return remote.reader(), remote.manifest
+    dataset_dir, manifest = resolve_dataset(ref, store)
+    reader = DatasetReader(dataset_dir, manifest)
+    if shard is not None and shard.count > len(reader) > 0:
+        reader.close()
+        raise EvalError(f"shard {shard}: dataset {manifest.get('name')} has {len(reader)} records, so at most "
+                        f"{len(reader)} shards")
+    return reader, manifest
+
+
 def label_names(manifest: dict) -> dict[str, str] | None:
     """The dataset manifest's ``label_names`` ({label value: name}, keys as strings), or None when it has none."""
     names = manifest.get("label_names")
@@ -109,11 +126,10 @@ def evaluate(options: EvalOptions, *, store: Store | None = None, progress: Prog
     image_id = model_image_id(model_info, store)
     if image_id:
         model_info = {**model_info, "image": image_id}
-    dataset_dir, dataset_manifest = resolve_dataset(options.dataset, store)
     from builder.services.sharding import parse_shard
 
     shard = parse_shard(options.shard)  # before any expensive work: a bad spec fails fast
-    reader = DatasetReader(dataset_dir, dataset_manifest)
+    reader, dataset_manifest = open_dataset(options.dataset, shard, store)
     if len(reader) == 0:
         raise EvalError(f"dataset {dataset_manifest.get('name')} has no records")
     handler_cls = load_class(spec.ppl, root, PipelineHandler, spec_file=spec.path, field="run.ppl")

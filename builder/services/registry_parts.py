@@ -1,0 +1,154 @@
+"""Shard parts kept in the registry instead of a shared volume (`job k8s --parts registry`).
+
+Each eval pod pushes its finished part (``results.jsonl`` and ``run.json``) as an OCI artifact whose subject is
+the model image: artifactType :data:`PART_TYPE`, the empty config, one layer per file (named by its title), and
+annotations saying the job id, the shard index and the shard count, so a listing needs no blob. The merge pod
+lists the model image's referrers, keeps the parts of its job, waits until every index 0..N-1 is there, pulls them
+(every blob checked against its digest), merges them (:func:`builder.services.sharding.merge_parts`) and attaches
+the merged evaluation to the model image like `swcli eval attach` does. No ReadWriteMany volume is involved.
+
+A pod replaced after it pushed its part finds the part listed and stops at once (:func:`find_part`), so a retry
+costs one listing; the results of a part are the same bytes whichever pod wrote them.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import time
+from pathlib import Path
+
+from builder.errors import RegistryError
+from builder.images.oci import MEDIA_MANIFEST, canonical_json
+from builder.services.attach import (ARTIFACT_TYPE, CREATED, EMPTY, EMPTY_DESCRIPTOR, FILES, TITLE, Attached, ClientFor,
+                                     _upload, annotations, check_complete, check_same_model, default_client, model_of,
+                                     reference)
+from builder.services.sharding import MergeError
+
+PART_TYPE = "application/vnd.swcli.eval-part.v1+json"
+P = "io.swcli.part."  # annotation prefix: job, index, count
+PART_FILES = {"results.jsonl": "application/x-ndjson", "run.json": "application/vnd.swcli.evaluation.run.v1+json"}
+
+
+def _empty_config(client, repository: str) -> None:
+    if client.blob_size(repository, EMPTY_DESCRIPTOR["digest"]) != len(EMPTY):
+        client.upload_blob(repository, EMPTY_DESCRIPTOR["digest"], len(EMPTY), lambda: io.BytesIO(EMPTY))
+
+
+def _put_artifact(client, ref, subject: dict, artifact_type: str, files: dict[str, tuple[Path, str]],
+                  notes: dict[str, str]) -> str:
+    """Upload ``files`` (title -> (path, media type)) and put the artifact manifest whose subject is ``subject``."""
+    _empty_config(client, ref.repository)
+    layers = [{"mediaType": media, **_upload(client, ref.repository, path), "annotations": {TITLE: title}}
+              for title, (path, media) in files.items()]
+    manifest = {"schemaVersion": 2, "mediaType": MEDIA_MANIFEST, "artifactType": artifact_type,
+                "config": EMPTY_DESCRIPTOR, "layers": layers,
+                "subject": {k: subject[k] for k in ("mediaType", "digest", "size")}, "annotations": notes}
+    return client.put_referrer(ref.repository, canonical_json(manifest), MEDIA_MANIFEST)
+
+
+def _parts(client, ref, subject: str, job: str) -> dict[int, dict]:
+    """The parts of ``job`` listed as referrers of ``subject``, by shard index (the newest when one is listed
+    twice: a pod that pushed, then was replaced before it exited)."""
+    found: dict[int, dict] = {}
+    for desc in sorted(client.referrers(ref.repository, subject, PART_TYPE),
+                       key=lambda d: (str((d.get("annotations") or {}).get(CREATED)), str(d.get("digest")))):
+        notes = desc.get("annotations") or {}
+        if desc.get("artifactType") != PART_TYPE or notes.get(f"{P}job") != job:
+            continue
+        try:
+            index, count = int(notes[f"{P}index"]), int(notes[f"{P}count"])
+        except (KeyError, ValueError):
+            continue
+        found[index] = {**desc, "index": index, "count": count}
+    return found
+
+
+def find_part(image: str, job: str, index: int, *, client_for: ClientFor | None = None) -> str | None:
+    """The digest of shard ``index``'s part of ``job`` already attached to ``image``, else None."""
+    ref = reference(image)
+    client = (client_for or default_client())(ref.registry)
+    model, _ = model_of(client, ref)
+    part = _parts(client, ref, model["digest"], job).get(index)
+    return part["digest"] if part else None
+
+
+def push_part(part_dir: Path, image: str, job: str, *, client_for: ClientFor | None = None) -> str:
+    """Push the finished shard part in ``part_dir`` as an artifact of the model image ``image``; its digest."""
+    part_dir = Path(part_dir)
+    try:
+        run = json.loads((part_dir / "run.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise MergeError(f"{part_dir / 'run.json'}: unreadable ({err})") from None
+    shard = run.get("shard") or {}
+    if run.get("status") != "partial" or not isinstance(shard.get("index"), int):
+        raise MergeError(f"{part_dir}: not a finished shard part (status {run.get('status')!r})")
+    ref = reference(image)
+    client = (client_for or default_client())(ref.registry)
+    model, _ = model_of(client, ref)
+    notes = {CREATED: str(run.get("finished") or run.get("started")), f"{P}job": job,
+             f"{P}index": str(shard["index"]), f"{P}count": str(shard["count"])}
+    files = {name: (part_dir / name, media) for name, media in PART_FILES.items()}
+    return _put_artifact(client, ref, model, PART_TYPE, files, notes)
+
+
+def pull_parts(image: str, job: str, folder: Path, *, wait: float = 0.0, poll: float = 2.0, log=None,
+               client_for: ClientFor | None = None) -> list[Path]:
+    """Wait (up to ``wait`` seconds) until every shard of ``job`` has a part attached to ``image``, then fetch each
+    into ``folder/<index>/``; the part folders, in shard order. After ``wait`` the missing indices are named."""
+    ref = reference(image)
+    client = (client_for or default_client())(ref.registry)
+    model, _ = model_of(client, ref)
+    deadline, reported = time.monotonic() + wait, None
+    while True:
+        parts = _parts(client, ref, model["digest"], job)
+        count = next(iter(parts.values()))["count"] if parts else None
+        missing = sorted(set(range(count)) - set(parts)) if count else None
+        if missing == []:
+            break
+        if time.monotonic() >= deadline:
+            what = f"missing shard(s) {', '.join(map(str, missing))} of {count}" if missing else "no part"
+            raise MergeError(f"job {job} on {ref}: {what} after waiting {wait:g} s")
+        if log and (count, missing) != reported:
+            log(f"waiting for the parts of job {job}: " + (f"{count - len(missing)} of {count} pushed" if count
+                                                            else "none pushed yet"))
+            reported = (count, missing)
+        time.sleep(poll)
+    out = []
+    for index in range(count):
+        where = f"{ref.registry}/{ref.repository}@{parts[index]['digest']}"
+        manifest = json.loads(client.get_manifest(ref.repository, parts[index]["digest"]).data)
+        layers = {(layer.get("annotations") or {}).get(TITLE): layer for layer in manifest.get("layers") or []}
+        if set(layers) != set(PART_FILES) or manifest.get("artifactType") != PART_TYPE:
+            raise RegistryError(f"{where}: not a shard part (layers {sorted(map(str, layers))})")
+        target = Path(folder) / str(index)
+        target.mkdir(parents=True, exist_ok=True)
+        for name, layer in layers.items():
+            with open(target / name, "wb") as fh:
+                client.fetch_blob(ref.repository, str(layer.get("digest")), fh, size=layer.get("size"))
+        out.append(target)
+    return out
+
+
+def attach_merged(run_dir: Path, image: str, *, client_for: ClientFor | None = None) -> Attached:
+    """Attach the merged run in ``run_dir`` to ``image`` as `eval attach` does; with the HTML report only where it
+    can be rendered (the model image has no jinja2: `eval pull` does not need the report)."""
+    from builder.services.runs import load_run
+
+    run = load_run(Path(run_dir))
+    check_complete(run)
+    ref = reference(image)
+    client = (client_for or default_client())(ref.registry)
+    model, labels = model_of(client, ref)
+    check_same_model(run, model, labels, f"{ref.registry}/{ref.repository}@{model['digest']}")
+    files = {name: (run.path / name, media) for name, media in FILES.items() if (run.path / name).is_file()}
+    if "report.html" not in files:
+        try:
+            from builder.report import render_report
+
+            files["report.html"] = (render_report(run, run.path / "report.html"), FILES["report.html"])
+        except ImportError:
+            pass
+    digest = _put_artifact(client, ref, model, ARTIFACT_TYPE, files, annotations(run, model))
+    return Attached(digest, model["digest"], f"{ref.registry}/{ref.repository}")
+

@@ -1,0 +1,371 @@
+"""A dataset image read straight from a registry, one record range at a time, with no engine.
+
+`eval --dataset REGISTRY/REPO[:TAG|@DIGEST] --shard I/N` opens the dataset through here. The image layout is the one
+:mod:`builder.images.dataset_layers` writes: volume layers in volume order, then a small meta layer (manifest,
+shard index, ``layers.json``). The reader fetches the manifest and the config (label ``io.swcli.kind`` must be
+``dataset``), then the meta layer, works out from the manifest's per-volume record counts which volumes hold
+records ``[start, stop)``, and fetches only the layers that hold those volumes.
+
+Everything fetched goes into a cache under ``$SWCLI_HOME/cache/registry`` keyed by digest: manifests and configs
+as blobs (``blobs/sha256/<hex>``), layers as the folders their tar unpacks to (``layers/<diff_id hex>/``). A blob
+is written to a temp name, its digest checked by the client, then renamed; a layer is unpacked into a temp folder
+while its uncompressed bytes are hashed, and renamed into place only when that hash is the config's diff_id and
+the folder holds exactly the volumes ``layers.json`` names, at the sizes the manifest gives. Nothing unverified is
+ever under a cache name, so a second run of the same slice (by digest, or by a tag that still names the same
+manifest) downloads nothing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import secrets
+import shutil
+import tarfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+try:  # ISA-L where the host has it; the model image may carry only the standard library's zlib
+    from isal import isal_zlib as _zlib
+except ImportError:  # pragma: no cover - depends on the image's packages
+    import zlib as _zlib
+
+from builder.errors import EvalError, RegistryError
+from builder.images.dataset_layers import LAYERS_LABEL, LAYERS_NAME, LayersFileError, read_layers_json
+from builder.shards import INDEX_NAME, MANIFEST_NAME, DatasetReader, ManifestError, manifest_layout
+from builder.store import Store
+
+ClientFor = Callable[[str], object]  # registry host -> RegistryClient
+MAX_SMALL = 4 << 20  # a manifest or config larger than this is not one of ours
+META_FILES = {MANIFEST_NAME, INDEX_NAME, LAYERS_NAME}
+# the distribution spec's names (as builder.services.pull knows them; not imported: the image has no ISA-L)
+INDEX_TYPES = ("application/vnd.oci.image.index.v1+json", "application/vnd.docker.distribution.manifest.list.v2+json")
+GZIP_LAYERS = ("application/vnd.oci.image.layer.v1.tar+gzip", "application/vnd.docker.image.rootfs.diff.tar.gzip")
+PLAIN_LAYERS = ("application/vnd.oci.image.layer.v1.tar", "application/vnd.docker.image.rootfs.diff.tar")
+TOP = "dataset"  # the folder every layer's entries sit in (/dataset)
+
+
+def is_registry_ref(text: str) -> bool:
+    """``REGISTRY/REPO...`` (the first component a host: has '.' or ':' or is localhost) and not a local path."""
+    first, slash, _ = text.partition("/")
+    if not slash or Path(text).expanduser().exists():
+        return False
+    return "." in first or ":" in first or first == "localhost"
+
+
+def cache_root(store: Store | None = None) -> Path:
+    return (store or Store()).root / "cache" / "registry"
+
+
+def _tmp(path: Path) -> Path:
+    return path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(3)}.tmp")
+
+
+class SliceReader(DatasetReader):
+    """A dataset reader whose volumes live in the cached layer folders (``volumes``: name -> file); the manifest
+    and index come from the meta layer's folder. A volume outside the slice is simply missing."""
+
+    def __init__(self, meta_dir: Path, manifest: dict, volumes: dict[str, Path]):
+        self._cached = dict(volumes)
+        super().__init__(meta_dir, manifest)
+
+    def volume_path(self, number: int) -> Path:
+        path = super().volume_path(number)
+        return self._cached.get(path.name, path)
+
+
+@dataclass
+class RemoteSlice:
+    """What :func:`open_slice` fetched: the image by digest, its dataset manifest and the slice's cached volumes."""
+
+    reference: str  # REGISTRY/REPO@sha256:...
+    meta_dir: Path
+    manifest: dict
+    start: int
+    stop: int
+    volumes: dict[str, Path]
+    layers: int  # volume layers of the image
+    layers_used: int  # of which the slice needed
+    downloaded: int  # bytes this call fetched from the registry (0 when everything was cached)
+
+    def reader(self) -> SliceReader:
+        return SliceReader(self.meta_dir, self.manifest, self.volumes)
+
+
+class _Fetcher:
+    """One image in one repository, fetched through the cache (see the module docstring)."""
+
+    def __init__(self, client, ref, root: Path):
+        self.client, self.ref, self.root = client, ref, root
+        self.repo = ref.repository
+        self.downloaded = 0
+
+    def where(self, digest: str | None = None) -> str:
+        return f"{self.ref.registry}/{self.repo}" + (f"@{digest}" if digest else "")
+
+    def blob(self, digest: str, size: int | None, what: str) -> bytes:
+        """A small blob (config), from the cache or fetched, verified and cached."""
+        path = self.root / "blobs" / "sha256" / _hex(digest, what)
+        if path.is_file():
+            data = path.read_bytes()
+            if hashlib.sha256(data).hexdigest() == path.name:
+                return data
+        if size is not None and size > MAX_SMALL:
+            raise EvalError(f"{what} is {size} bytes; not a swcli dataset image")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = _tmp(path)
+        try:
+            with open(tmp, "wb") as out:
+                self.downloaded += self.client.fetch_blob(self.repo, digest, out, size=size)
+            os.replace(tmp, path)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
+        return path.read_bytes()
+
+    def manifest(self) -> tuple[str, dict]:
+        """The image manifest's digest and document: a tag is resolved with a HEAD, an index to its linux/amd64
+        image; a manifest in the cache (by digest) is not fetched again."""
+        digest = self.ref.digest
+        if digest is None:
+            found = self.client.manifest_descriptor(self.repo, self.ref.ref)
+            if found is None:
+                raise RegistryError(f"{self.ref}: no such image in registry {self.ref.registry}")
+            digest = found["digest"]
+        for _ in range(2):  # an index, then the image it lists
+            doc = json.loads(self._manifest_bytes(digest))
+            if doc.get("mediaType") not in INDEX_TYPES and "manifests" not in doc:
+                return digest, doc
+            digest = _platform(doc, self.where(digest))
+        raise RegistryError(f"{self.where(digest)}: an index inside an index; name the dataset image itself")
+
+    def _manifest_bytes(self, digest: str) -> bytes:
+        path = self.root / "blobs" / "sha256" / _hex(digest, str(self.ref))
+        if path.is_file():
+            data = path.read_bytes()
+            if hashlib.sha256(data).hexdigest() == path.name:
+                return data
+        data = self.client.get_manifest(self.repo, digest).data  # the client checks it against the digest
+        self.downloaded += len(data)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = _tmp(path)
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+        return data
+
+    def layer(self, blob: dict, diff_id: str, expect: dict[str, int | None], what: str, *, others: bool = False) -> Path:
+        """The folder layer ``blob`` unpacks to, holding the files ``expect`` (name -> size, None: any), and
+        other plain files only when ``others``."""
+        final = self.root / "layers" / _hex(diff_id, what)
+        if final.is_dir():
+            return final
+        media = blob.get("mediaType")
+        if media not in GZIP_LAYERS + PLAIN_LAYERS:
+            raise RegistryError(f"{what} is {media}; swcli reads gzip or plain tar layers")
+        digest = str(blob.get("digest"))
+        _hex(digest, what)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        download, folder = _tmp(final.with_suffix(".blob")), _tmp(final)
+        try:
+            with open(download, "wb") as out:
+                self.downloaded += self.client.fetch_blob(self.repo, digest, out, size=blob.get("size"))
+            folder.mkdir()
+            got = _unpack(download, media in GZIP_LAYERS, folder, expect, what, others)
+            if got != diff_id:
+                raise RegistryError(f"{what}: its content is {got}, not the config's diff_id {diff_id}")
+            try:
+                os.replace(folder, final)
+            except OSError:  # another process put the same verified layer there first
+                if not final.is_dir():
+                    raise
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                download.unlink()
+            shutil.rmtree(folder, ignore_errors=True)
+        return final
+
+
+def _platform(index: dict, where: str) -> str:
+    """The digest of an index's linux/amd64 image."""
+    for entry in index.get("manifests") or []:
+        platform = (entry.get("platform") or {}) if isinstance(entry, dict) else {}
+        if platform.get("os") == "linux" and platform.get("architecture") == "amd64":
+            return str(entry.get("digest"))
+    raise RegistryError(f"{where}: the index has no linux/amd64 image")
+
+
+def _hex(digest: str, what: str) -> str:
+    """The hex of a sha256 digest, checked before it becomes a file name or a URL."""
+    algorithm, _, value = str(digest).partition(":")
+    if algorithm != "sha256" or len(value) != 64 or any(c not in "0123456789abcdef" for c in value):
+        raise RegistryError(f"{what}: {digest!r} is not a sha256 digest")
+    return value
+
+
+class _Hashing:
+    """A read-only file over ``source`` that hashes every byte read (the layer's diff_id)."""
+
+    def __init__(self, source):
+        self.source, self.sha = source, hashlib.sha256()
+
+    def read(self, size: int = -1) -> bytes:
+        data = self.source.read(size)
+        self.sha.update(data)
+        return data
+
+    def drain(self) -> str:
+        while self.read(1 << 20):
+            pass
+        return "sha256:" + self.sha.hexdigest()
+
+
+class _Gunzipped:
+    """A readable stream of the gunzipped bytes of ``source`` (several gzip members too)."""
+
+    def __init__(self, source):
+        self.source, self.engine, self.pending = source, _zlib.decompressobj(31), b""
+
+    def read(self, size: int = -1) -> bytes:
+        size = size if size and size > 0 else 1 << 20
+        while True:
+            # with no input, an unfinished member may still hold output (a match cut by ``size``): ask for it
+            out = self.engine.decompress(self.pending, size) if self.pending or not self.engine.eof else b""
+            if self.engine.eof:  # a member ended: the rest is unused_data (zlib also leaves it in unconsumed_tail)
+                self.pending = self.engine.unused_data
+                self.engine = _zlib.decompressobj(31)
+            else:
+                self.pending = self.engine.unconsumed_tail
+            if out:
+                return out
+            if not self.pending:
+                self.pending = self.source.read(1 << 20)
+                if not self.pending:
+                    return b""
+
+
+def _unpack(blob: Path, gzipped: bool, folder: Path, expect: dict[str, int | None], what: str, others: bool) -> str:
+    """Unpack the layer tar in ``blob`` into ``folder`` (``dataset/<name>`` -> ``<name>``); its diff_id.
+
+    Only the ``dataset`` folder and regular files ``dataset/<name>`` are accepted: every name in ``expect`` (at its
+    size, unless None), and other plain names only when ``others``. Anything else (a link, a path elsewhere or
+    deeper, a missing or extra file) is refused naming it."""
+    from builder.shards import plain_name_problem
+
+    seen: set[str] = set()
+    with open(blob, "rb") as raw:
+        stream = _Hashing(_Gunzipped(raw) if gzipped else raw)
+        try:
+            with tarfile.open(fileobj=stream, mode="r|") as tar:
+                for member in tar:
+                    if member.isdir() and member.name.rstrip("/") == TOP:
+                        continue
+                    top, _, name = member.name.partition("/")
+                    known = name in expect or (others and plain_name_problem(name) is None)
+                    if not member.isfile() or top != TOP or not known or name in seen:
+                        raise RegistryError(f"{what}: unexpected entry {member.name!r} (expected only "
+                                            f"{', '.join(sorted(expect))} under /{TOP})")
+                    if expect.get(name) is not None and member.size != expect[name]:
+                        raise RegistryError(f"{what}: {member.name} is {member.size} bytes, the dataset manifest "
+                                            f"says {expect[name]}")
+                    with tar.extractfile(member) as src, open(folder / name, "wb") as out:
+                        shutil.copyfileobj(src, out, 1 << 20)
+                    seen.add(name)
+        except (tarfile.TarError, _zlib.error, EOFError) as err:
+            raise RegistryError(f"{what}: not a readable layer tar ({err})") from None
+        missing = sorted(set(expect) - seen)
+        if missing:
+            raise RegistryError(f"{what}: {', '.join(missing)} missing from the layer")
+        return stream.drain()
+
+
+def _labels(config: bytes, where: str) -> tuple[dict, list[str]]:
+    try:
+        doc = json.loads(config)
+        labels = (doc.get("config") or {}).get("Labels") or {}
+        diff_ids = doc["rootfs"]["diff_ids"]
+        if not isinstance(labels, dict) or not isinstance(diff_ids, list):
+            raise TypeError("labels or rootfs.diff_ids of the wrong type")
+    except (ValueError, KeyError, TypeError, AttributeError) as err:
+        raise RegistryError(f"{where}: the config is not an image config ({err})") from None
+    return labels, [str(d) for d in diff_ids]
+
+
+def volume_range(manifest: dict, start: int, stop: int, where: str) -> list[str]:
+    """The volumes holding records ``[start, stop)``: volumes hold consecutive records, in order (the writer's
+    rule), so the manifest's per-volume record counts say where each begins."""
+    names, first = [], 0
+    for shard in manifest_layout(manifest, where).shards:
+        if first < stop and first + shard.records > start:
+            names.append(shard.file)
+        first += shard.records
+    return names
+
+
+def open_slice(text: str, shard=None, *, store: Store | None = None, client_for: ClientFor | None = None) -> RemoteSlice:
+    """Fetch what records of shard ``shard`` (a :class:`~builder.services.sharding.Shard`, None: all) of the
+    dataset image ``text`` need into the cache; the reader over them is :meth:`RemoteSlice.reader`."""
+    try:
+        from builder.registry.client import RegistryClient
+        from builder.registry.reference import Reference
+    except ImportError as err:  # a model image whose environment lacks requests
+        raise EvalError(f"--dataset {text}: reading from a registry needs the {err.name!r} package in this "
+                        "environment") from None
+    ref = Reference.parse(text)
+    client_for = client_for or RegistryClient
+    fetch = _Fetcher(client_for(ref.registry), ref, cache_root(store))
+    digest, doc = fetch.manifest()
+    where = fetch.where(digest)
+    try:
+        config, blobs = doc["config"], list(doc["layers"])
+    except (KeyError, TypeError) as err:
+        raise RegistryError(f"{where}: not an image manifest (no {err})") from None
+    labels, diff_ids = _labels(fetch.blob(str(config.get("digest")), config.get("size"), f"config of {where}"), where)
+    kind = labels.get("io.swcli.kind")
+    if kind != "dataset":
+        raise EvalError(f"{ref} is a {kind} image, not a dataset" if kind in ("model", "runtime")
+                        else f"{ref} is not a swcli dataset image (label io.swcli.kind is {kind!r})")
+    try:
+        count = int(labels[LAYERS_LABEL])
+    except (KeyError, ValueError):
+        raise EvalError(f"{ref}: no {LAYERS_LABEL} label; the image predates dataset layers, rebuild and push it") from None
+    if len(blobs) != len(diff_ids) or not 0 <= count < len(blobs):
+        raise RegistryError(f"{where}: {len(blobs)} layers, {len(diff_ids)} diff_ids, {count} dataset layers: "
+                            "the manifest and config do not agree")
+    meta_dir = fetch.layer(blobs[-1], diff_ids[-1], dict.fromkeys(META_FILES),
+                           f"meta layer {blobs[-1].get('digest')} of {where}", others=True)
+    try:
+        manifest = json.loads((meta_dir / MANIFEST_NAME).read_text(encoding="utf-8"))
+        layers = read_layers_json((meta_dir / LAYERS_NAME).read_bytes(), f"{where}: /{TOP}/{LAYERS_NAME}")
+        shards = {s.file: s.size for s in manifest_layout(manifest, f"{where}: /{TOP}/{MANIFEST_NAME}").shards}
+    except (ValueError, LayersFileError, ManifestError) as err:
+        raise RegistryError(str(err).splitlines()[0]) from None
+    positions = range(len(blobs) - 1 - count, len(blobs) - 1)
+    if [entry["diff_id"] for entry in layers["layers"]] != [diff_ids[i] for i in positions]:
+        raise RegistryError(f"{where}: /{TOP}/{LAYERS_NAME} does not list the image's {count} dataset layers")
+    records = manifest.get("records", 0)
+    start, stop = (0, records) if shard is None else shard.range(records)
+    if shard is not None and shard.count > records:
+        raise EvalError(f"shard {shard}: dataset {ref} has {records} records, so at most {records} shards")
+    wanted = set(volume_range(manifest, start, stop, f"{where}: /{TOP}/{MANIFEST_NAME}"))
+    volumes: dict[str, Path] = {}
+    used = 0
+    for position, entry in zip(positions, layers["layers"]):
+        if not wanted.intersection(entry["volumes"]):
+            continue
+        expect = {}
+        for name in entry["volumes"]:
+            if name not in shards:
+                raise RegistryError(f"{where}: {LAYERS_NAME} names volume {name}, which the manifest does not list")
+            expect[name] = shards[name]
+        folder = fetch.layer(blobs[position], diff_ids[position], expect,
+                             f"layer {blobs[position].get('digest')} of {where}")
+        volumes.update({name: folder / name for name in entry["volumes"]})
+        used += 1
+    lost = sorted(wanted - set(volumes))
+    if lost:
+        raise RegistryError(f"{where}: no layer holds volume(s) {', '.join(lost)} ({LAYERS_NAME} lists none)")
+    return RemoteSlice(f"{ref.registry}/{ref.repository}@{digest}", meta_dir, manifest, start, stop, volumes, count,
+                       used, fetch.downloaded)

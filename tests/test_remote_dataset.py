@@ -1,0 +1,264 @@
+"""`model eval --dataset REGISTRY/REPO:TAG --shard I/N`: only the slice's layers are fetched (counted on the real
+registry's side), into a verified cache a second run reuses; the results equal a local eval's; bad input is one line.
+
+No Docker engine: the dataset image is written with `--no-load` and pushed by the daemonless client."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+
+import pytest
+
+from builder.images import dataset_layers as dl
+from tests.registry_servers import Registry, access_log, stored_blob
+from tests.test_dataset_build import one_line_error
+from tests.test_dataset_layers import built, project
+from tests.test_images_docker import engine, tiny_runtime  # noqa: F401  (fixtures reused)
+from tests.test_model import model_dir  # noqa: F401  (fixture reused)
+
+ENGINE = os.environ.get("DOCKER_HOST")  # the docker test builds its model image through the engine
+RECORDS = 300  # ~300..500 bytes each in 4k volumes, 12k layers: about 35 volumes in 12 layers
+
+
+@pytest.fixture(autouse=True)
+def no_engine(monkeypatch):
+    monkeypatch.setenv("DOCKER_HOST", "unix:///nonexistent")
+
+
+@pytest.fixture()
+def registry(tmp_path):
+    reg = Registry(tmp_path / "registry")
+    yield reg
+    reg.stop()
+
+
+@pytest.fixture()
+def pushed(cli, tmp_path, registry, model_dir):  # noqa: F811
+    """The model in the store, the layered dataset image pushed; (ref, entry, image)."""
+    entry, image = built(cli, project(tmp_path / "p", RECORDS))
+    assert cli("model", "build", "--no-image", "--skip-gen-env", model_dir).code == 0
+    ref = f"{registry.address}/team/tiny:v1"
+    res = cli("dataset", "push", f"tiny:{entry.version}", ref)
+    assert res.code == 0, res.err
+    return ref, entry, image
+
+
+def blob_gets(reg: Registry) -> list[str]:
+    """Digests of the blobs the registry served (GET .../blobs/<digest> answered 200), in order."""
+    return [line.split("/blobs/")[1].split()[0] for line in access_log(reg.log, r"/blobs/sha256:")
+            if line.startswith("GET") and line.endswith(" 200")]
+
+
+def remote_layers(reg: Registry, ref: str) -> list[dict]:
+    """The pushed manifest's layer descriptors (as the registry stores them: compressed)."""
+    res = reg.skopeo("inspect", "--raw", f"docker://{ref}")
+    assert res.returncode == 0, res.stderr
+    return json.loads(res.stdout)["layers"]
+
+
+def test_a_shard_fetches_only_its_layers_and_evaluates_like_a_local_run(cli, tmp_path, registry, pushed):
+    ref, entry, image = pushed
+    count = int(image.labels[dl.LAYERS_LABEL])
+    layers = remote_layers(registry, ref)
+    meta = json.loads(json.dumps(layers[-1]))
+    for index in range(4):
+        before = len(blob_gets(registry))
+        out = tmp_path / f"remote{index}"
+        res = cli("model", "eval", "modthree", "--dataset", ref, "--shard", f"{index}/4", "-o", out)
+        assert res.code == 0, res.err
+        local = tmp_path / f"local{index}"
+        assert cli("model", "eval", "modthree", "--dataset", "tiny", "--shard", f"{index}/4", "-o", local).code == 0
+        assert (out / "results.jsonl").read_bytes() == (local / "results.jsonl").read_bytes()
+        run = json.loads((out / "run.json").read_text())
+        assert run["dataset"]["version"] == entry.version and run["shard"]["index"] == index
+        fetched = set(blob_gets(registry)[before:])
+        volume_blobs = {layer["digest"] for layer in layers[-1 - count:-1]} & fetched
+        if index == 0:
+            assert meta["digest"] in fetched
+        # about a quarter of the volume layers, plus at most one shared at each edge
+        assert 1 <= len(volume_blobs) <= count // 4 + 2, (index, len(volume_blobs), count)
+        # nothing of the base image, and nothing fetched twice within a run
+        assert fetched <= {layer["digest"] for layer in layers[-1 - count:]} | {json.loads(
+            registry.skopeo("inspect", "--raw", f"docker://{ref}").stdout)["config"]["digest"]}
+    # every volume layer was needed by some shard, and each was fetched once over the four runs
+    gets = [d for d in blob_gets(registry) if d in {layer["digest"] for layer in layers[-1 - count:-1]}]
+    assert sorted(set(gets)) == sorted(layer["digest"] for layer in layers[-1 - count:-1])
+    assert len(gets) <= count + 3  # a layer straddling two shards is fetched by the first only (shared cache)
+
+
+def test_a_second_run_of_the_same_slice_downloads_nothing(cli, tmp_path, registry, pushed):
+    ref, _, _ = pushed
+    assert cli("model", "eval", "modthree", "--dataset", ref, "--shard", "1/3", "-o", tmp_path / "a").code == 0
+    before = access_log(registry.log)
+    res = cli("model", "eval", "modthree", "--dataset", ref, "--shard", "1/3", "-o", tmp_path / "b")
+    assert res.code == 0, res.err
+    after = access_log(registry.log)[len(before):]
+    assert [line for line in after if line.startswith("GET")] == []  # a HEAD resolves the tag; no byte is fetched
+    assert (tmp_path / "a" / "results.jsonl").read_bytes() == (tmp_path / "b" / "results.jsonl").read_bytes()
+    # --resume works on a registry dataset as on a local one: the finished part is left as it is
+    res = cli("model", "eval", "modthree", "--dataset", ref, "--shard", "1/3", "-o", tmp_path / "a", "--resume")
+    assert res.code == 0 and "finished" in res.out, res.out + res.err
+
+
+def test_a_whole_run_from_the_registry_equals_a_local_one(cli, tmp_path, registry, pushed):
+    ref, _, _ = pushed
+    digest = json.loads(registry.skopeo("inspect", f"docker://{ref}").stdout)["Digest"]
+    by_digest = f"{ref.rsplit(':', 1)[0]}@{digest}"
+    assert cli("model", "eval", "modthree", "--dataset", by_digest, "-o", tmp_path / "r").code == 0
+    assert cli("model", "eval", "modthree", "--dataset", "tiny", "-o", tmp_path / "l").code == 0
+    for name in ("results.jsonl", "metrics.json"):
+        assert (tmp_path / "r" / name).read_bytes() == (tmp_path / "l" / name).read_bytes()
+
+
+def test_a_shard_spec_beyond_the_dataset_is_one_line(cli, registry, pushed):
+    ref, _, _ = pushed
+    one_line_error(cli("model", "eval", "modthree", "--dataset", ref, "--shard", f"3/{RECORDS + 1}"),
+                   f"has {RECORDS} records")
+    one_line_error(cli("model", "eval", "modthree", "--dataset", "tiny", "--shard", f"3/{RECORDS + 1}"),
+                   f"has {RECORDS} records")
+
+
+def test_a_missing_layer_is_one_line_and_nothing_is_cached(cli, tmp_path, registry, pushed, swcli_home):
+    ref, _, image = pushed
+    layers = remote_layers(registry, ref)
+    lost = layers[-2]["digest"]  # the last volume layer: the last shard needs it
+    stored_blob(registry.root, lost).unlink()
+    res = cli("model", "eval", "modthree", "--dataset", ref, "--shard", "2/3", "-o", tmp_path / "x")
+    assert res.code == 5
+    one_line_error(res, lost)
+    cached = swcli_home / "cache" / "registry" / "layers"
+    assert all(not p.name.startswith(".") for p in cached.iterdir())  # no temp left behind
+    assert image.diff_ids[-2].split(":")[1] not in {p.name for p in cached.iterdir()}
+
+
+def test_a_layer_whose_bytes_do_not_match_is_refused_and_not_cached(cli, tmp_path, registry, pushed, swcli_home):
+    ref, _, image = pushed
+    layers = remote_layers(registry, ref)
+    path = stored_blob(registry.root, layers[-2]["digest"])
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+    res = cli("model", "eval", "modthree", "--dataset", ref, "--shard", "2/3", "-o", tmp_path / "x")
+    assert res.code == 5 and re.search("does not match its digest|not a readable layer", res.err), res.err
+    one_line_error(res, layers[-2]["digest"])
+    cached = swcli_home / "cache" / "registry" / "layers"
+    assert image.diff_ids[-2].split(":")[1] not in {p.name for p in cached.iterdir()}
+
+
+def test_an_unknown_image_is_one_line(cli, registry, pushed):
+    one_line_error(cli("model", "eval", "modthree", "--dataset", f"{registry.address}/team/nothing:v1"), "nothing")
+
+
+# ----------------------------------------------------------------------------------------- parts in the registry
+
+
+def container(monkeypatch, entry_dir, *args) -> int:
+    """The model image's entrypoint, run in-process on the store's model entry (what the image has baked in)."""
+    import builder.container as image
+
+    monkeypatch.setattr(image, "MODEL_DIR", entry_dir)
+    return image.main([str(a) for a in args])
+
+
+@pytest.mark.slow  # builds the model image (no engine)
+def test_parts_go_to_the_registry_and_the_merge_attaches_the_evaluation(cli, tmp_path, registry, pushed, model_dir,  # noqa: F811
+                                                                        monkeypatch, capsys):
+    from builder.services.attach import attached
+    from builder.services.registry_parts import PART_TYPE
+    from builder.store import Store
+
+    ref, _, _ = pushed
+    res = cli("model", "build", "--no-load", "--skip-gen-env", model_dir)
+    if res.code != 0:
+        pytest.skip(f"no model image here: {res.err.strip()}")
+    model_ref = f"{registry.address}/team/modthree:1"
+    assert cli("model", "push", "modthree", model_ref).code == 0
+    entry = Store().resolve("model", "modthree").path
+    one_line_error(cli("model", "eval", "modthree", "--dataset", model_ref, "--shard", "0/2"),
+                   "is a model image, not a dataset")
+    # a merge before every part is there waits, then names the missing ones
+    assert container(monkeypatch, entry, "eval", "--shard", "1/3", "--output", tmp_path / "pod" / "1",
+                     "--dataset", ref, "--push-part", model_ref, "--job", "j1") == 0
+    capsys.readouterr()
+    assert container(monkeypatch, entry, "merge-registry", model_ref, "--job", "j1", "--output", tmp_path / "early",
+                     "--wait", "0.5") != 0
+    err = capsys.readouterr().err
+    assert "missing shard(s) 0, 2 of 3" in err and len(err.strip().splitlines()) == 1, err
+    for index in (0, 2):
+        code = container(monkeypatch, entry, "eval", "--shard", f"{index}/3", "--output", tmp_path / "pod" / str(index),
+                         "--dataset", ref, "--push-part", model_ref, "--job", "j1", "--resume")
+        assert code == 0, capsys.readouterr().err
+    # a pod replaced after it pushed: one listing, no eval
+    (tmp_path / "pod" / "1" / "results.jsonl").unlink()
+    assert container(monkeypatch, entry, "eval", "--shard", "1/3", "--output", tmp_path / "pod" / "1", "--dataset", ref,
+                     "--push-part", model_ref, "--job", "j1") == 0
+    assert "already attached" in capsys.readouterr().out and not (tmp_path / "pod" / "1" / "results.jsonl").exists()
+    # another job's part is not mixed in
+    assert container(monkeypatch, entry, "eval", "--shard", "0/2", "--output", tmp_path / "other", "--dataset", ref,
+                     "--push-part", model_ref, "--job", "j2") == 0
+    code = container(monkeypatch, entry, "merge-registry", model_ref, "--job", "j1", "--output", tmp_path / "merge")
+    assert code == 0, capsys.readouterr().err
+    assert cli("model", "eval", "modthree", "--dataset", "tiny", "-o", tmp_path / "single").code == 0
+    for name in ("results.jsonl", "metrics.json"):
+        assert (tmp_path / "merge" / "merged" / name).read_bytes() == (tmp_path / "single" / name).read_bytes()
+    rows = attached(model_ref)
+    assert len(rows) == 1 and rows[0]["records"] == str(RECORDS)
+    # the attached evaluation comes back with `eval pull`
+    res = cli("eval", "pull", f"{model_ref.rsplit(':', 1)[0]}@{rows[0]['digest']}")
+    assert res.code == 0, res.err
+    listed = json.loads(registry.skopeo("inspect", "--raw", f"docker://{model_ref.rsplit(':', 1)[0]}:sha256-"
+                                        + json.loads(registry.skopeo("inspect", f"docker://{model_ref}").stdout)
+                                        ["Digest"].split(":")[1]).stdout)
+    assert sum(m.get("artifactType") == PART_TYPE for m in listed["manifests"]) == 4  # 3 of j1, 1 of j2
+    # the pod that pushed shard 1 first was replaced after its push: still one part per index, merged once
+
+
+def test_layers_unpack_with_the_standard_librarys_zlib_too(monkeypatch):
+    """The model image may carry no ISA-L: the gunzip stream then runs on zlib, multi-member gzip included."""
+    import gzip
+    import importlib
+    import io
+    import sys
+
+    import builder.services.remote_dataset as rd
+
+    monkeypatch.setitem(sys.modules, "isal", None)
+    plain = importlib.reload(rd)
+    try:
+        assert plain._zlib.__name__ == "zlib"
+        data = bytes(range(256)) * 5000
+        stream = plain._Gunzipped(io.BytesIO(gzip.compress(data[:700_000]) + gzip.compress(data[700_000:])))
+        out = b"".join(iter(lambda: stream.read(65536), b""))
+        assert out == data
+    finally:
+        monkeypatch.undo()
+        importlib.reload(rd)
+
+
+@pytest.mark.docker
+def test_the_model_image_reads_its_shard_from_the_registry(engine, cli, tmp_path, registry, tiny_runtime,  # noqa: F811
+                                                            model_dir, monkeypatch):  # noqa: F811
+    """`docker run MODEL eval --dataset REGISTRY/REPO:TAG --shard 1/3`: no mount, the same results as in-process."""
+    monkeypatch.delenv("DOCKER_HOST") if ENGINE is None else monkeypatch.setenv("DOCKER_HOST", ENGINE)
+    entry, _ = built(cli, project(tmp_path / "p", RECORDS))
+    ref = f"{registry.address}/team/tiny:v1"
+    assert cli("dataset", "push", f"tiny:{entry.version}", ref).code == 0
+    res = cli("model", "build", model_dir, "--skip-gen-env", "--runtime", tiny_runtime)
+    assert res.code == 0, res.err
+    from builder.refs import image_tags
+    from builder.store import Store
+
+    model = Store().resolve("model", "modthree")
+    out = tmp_path / "out"
+    out.mkdir()
+    logs = engine.containers.run(image_tags("model", model.name, model.version)[0],
+                                 ["eval", "--dataset", ref, "--shard", "1/3", "--output", "/output"],
+                                 network_mode="host", user=f"{os.getuid()}:{os.getgid()}", remove=True,
+                                 environment={"SWCLI_HOME": "/output/.swcli"},
+                                 volumes={str(out): {"bind": "/output", "mode": "rw"}})
+    assert b"outputs: /output" in logs
+    local = tmp_path / "local"
+    assert cli("model", "eval", "modthree", "--dataset", "tiny", "--shard", "1/3", "-o", local).code == 0
+    assert (out / "results.jsonl").read_bytes() == (local / "results.jsonl").read_bytes()
