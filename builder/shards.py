@@ -38,6 +38,7 @@ INDEX_HEADER = struct.Struct("<4sHHQIIQQ")
 # volume, offset, data length, label length, payload crc
 INDEX_ENTRY = struct.Struct("<IQIII")
 INDEX_TRAILER = struct.Struct("<I")  # crc32 of header + entries
+RELEASE_EVERY = 32 << 20  # a sequential read hands back the pages it has read every this many bytes
 
 
 def volume_name(number: int) -> str:
@@ -421,15 +422,40 @@ class DatasetReader:
         return Record(i, data, label)
 
     def iter_records(self, start: int = 0, stop: int | None = None) -> Iterator[Record]:
-        """Records ``start`` to ``stop`` in order; index entries are decoded in blocks, not one lookup each."""
+        """Records ``start`` to ``stop`` in order; index entries are decoded in blocks, not one lookup each.
+
+        Pages already read are handed back as the walk goes (every ``RELEASE_EVERY`` bytes, and a volume is unmapped
+        when the walk leaves it), so the process's resident memory stays flat however large the dataset is."""
         stop = self._count if stop is None else min(stop, self._count)
         start = max(start, 0)
         block = 4096
+        current, released = -1, 0
         for first in range(start, stop, block):
             last = min(first + block, stop)
             raw = self._index[INDEX_HEADER.size + first * INDEX_ENTRY.size : INDEX_HEADER.size + last * INDEX_ENTRY.size]
             for i, entry in enumerate(INDEX_ENTRY.iter_unpack(raw), first):
+                volume, offset = entry[0], entry[1]
+                if volume != current:
+                    if current >= 0:
+                        self._unmap(current)
+                    current, released = volume, offset & ~(mmap.PAGESIZE - 1)
+                elif offset - released >= RELEASE_EVERY:
+                    released = self._release(volume, released, offset)
                 yield self._read(i, *entry)
+
+    def _unmap(self, number: int) -> None:
+        vol = self._volumes.pop(number, None)
+        if isinstance(vol, mmap.mmap):
+            vol.close()
+
+    def _release(self, number: int, start: int, end: int) -> int:
+        """Drop the pages of volume ``number`` from ``start`` (page-aligned) up to the page holding ``end`` from this
+        process's memory (they stay in the page cache); returns where the next release starts."""
+        vol = self._volumes.get(number)
+        end &= ~(mmap.PAGESIZE - 1)
+        if isinstance(vol, mmap.mmap) and end > start and hasattr(vol, "madvise"):
+            vol.madvise(mmap.MADV_DONTNEED, start, end - start)
+        return end
 
     def __iter__(self) -> Iterator[Record]:
         return self.iter_records()

@@ -18,6 +18,7 @@ import numpy as np
 from builder.errors import EvalError
 
 KIND = "multi_classification"
+IMPORTS = ("sklearn.metrics",)  # imported on first use only: a handler module loads without scikit-learn
 NORMALIZE_MODES = (None, "true", "pred", "all")
 
 
@@ -160,6 +161,7 @@ def multi_classification(
                 all_labels=all_labels,
             )
 
+        wrapper.imports = IMPORTS  # type: ignore[attr-defined]  # the runner loads them while ppl runs
         return wrapper
 
     return decorator

@@ -4,9 +4,9 @@ This is the one runner: ``swcli model eval`` calls it in-process and the model i
 inside the container, so both give the same files. Outputs (format in ``docs/runner.md``):
 
 - ``results.jsonl``: one line per record (index, label, result, pr, error), streamed to a temp file and renamed
-  when the ppl phase ends, so a crash never leaves a file that looks complete. The temp file is flushed after
-  every ppl call, so a process killed with ``kill -9`` loses at most the record (or batch) in flight and
-  ``--resume`` (:mod:`builder.services.resume`) continues from the rest;
+  when the ppl phase ends, so a crash never leaves a file that looks complete. The temp file is flushed at
+  least every 20 ms and after every slower ppl call, so a process killed with ``kill -9`` loses at most the
+  record (or batch) in flight plus 20 ms of work, and ``--resume`` (:mod:`builder.services.resume`) continues from the rest;
 - ``metrics.json``: what ``cmp`` returned (the ``multi_classification`` document, usually);
 - ``run.json``: what ran on what, counts, timings and status. Written (status ``running``, padded to
   ``RUN_RESERVE`` bytes) before the first record, so that on a full disk the final status can still be written
@@ -16,15 +16,15 @@ Scoring (``cmp``, the counts fallback, ``metrics.json``, the final run.json) is 
 uses too. Anything that stops a run is one line naming the record or file (:class:`OutputError` for a file that
 could not be written, :class:`EvalInterrupted` for Ctrl-C, exit code 130).
 
-Per-record overhead is kept to a few microseconds (buffered lines pushed to the OS once per ppl call, no
-progress redraw per record) because the seed's handler predicts one record per call.
+The ppl phase itself is :mod:`builder.services.ppl_phase`. While it runs, the next records are read and checked
+in a background thread and ``cmp``'s libraries are imported in another (:mod:`builder.services.prefetch`), so a
+run costs less wall time than doing the same steps in turn.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
-import math
 import os
 import sys
 import time
@@ -35,16 +35,15 @@ from typing import Any, Callable, Iterable, Iterator
 from builder import __version__
 from builder.api.model import PipelineHandler
 from builder.errors import EvalError, SwcliError, USER_CODE_ERRORS
+from builder.services.ppl_phase import PplPhase, Progress, _finite, to_jsonable, unserialisable
+from builder.services.prefetch import read_ahead, warm_imports
 from builder.store import utc_now
 
 RESULTS = "results.jsonl"
 METRICS = "metrics.json"
 RUN = "run.json"
-MAX_LOGGED_ERRORS = 20
-PROGRESS_EVERY = 256
 RUN_RESERVE = 4096  # bytes run.json is padded to before the run: its final text is written over it on a full disk
 
-Progress = Callable[[int], None]
 Finish = Callable[..., None]  # finish(status, error=None): record the end of the run in run.json
 
 
@@ -62,49 +61,6 @@ class EvalInterrupted(SwcliError):
     """Ctrl-C during an evaluation or a merge: what was predicted is kept and run.json says ``interrupted``."""
 
     exit_code = 130
-
-
-def to_jsonable(obj: Any) -> Any:
-    """``json.dumps`` default: numpy scalars and arrays, tensors, bytes and tuples become plain JSON."""
-    if hasattr(obj, "tolist"):  # numpy arrays and scalars, torch tensors
-        return obj.tolist()
-    if hasattr(obj, "item"):
-        return obj.item()
-    if isinstance(obj, (bytes, bytearray)):
-        return list(obj)
-    if isinstance(obj, (set, frozenset)):
-        return sorted(obj)
-    raise TypeError(f"{type(obj).__name__} is not JSON-serialisable")
-
-
-def _finite(obj: Any) -> Any:
-    """Replace NaN/inf (e.g. ``exp`` of a large logit) with null: strict JSON has no such numbers."""
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {k: _finite(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_finite(v) for v in obj]
-    return obj
-
-
-# one encoder for the whole run: json.dumps with non-default arguments builds a new encoder per call
-_ENCODER = json.JSONEncoder(default=to_jsonable, allow_nan=False, separators=(",", ":"))
-_LENIENT = json.JSONEncoder(default=to_jsonable, separators=(",", ":"))
-
-
-def dump_line(record: dict) -> str:
-    try:
-        return _ENCODER.encode(record)
-    except ValueError:  # a non-finite float somewhere: take the slow path once for this record
-        return _ENCODER.encode(_finite(json.loads(_LENIENT.encode(record))))
-
-
-def unserialisable(err: Exception) -> str:
-    """Why a value could not be stored as JSON: not serialisable (TypeError, ValueError for a cycle) or nested
-    too deeply (RecursionError), or a ``tolist`` that raised."""
-    deep = " (nested too deeply)" if isinstance(err, RecursionError) else ""
-    return f"cannot be stored as JSON{deep}: {type(err).__name__}: {err}"
 
 
 def json_text(obj: Any) -> str:
@@ -239,131 +195,6 @@ class EvalResult:
         return self.run.get("status") in ("succeeded", "partial")
 
 
-def _split_output(out: Any) -> tuple[Any, Any]:
-    if isinstance(out, tuple) and len(out) == 2:
-        return out
-    return out, None
-
-
-def _batches(records: Iterable, size: int) -> Iterator[list]:
-    batch: list = []
-    for rec in records:
-        batch.append(rec)
-        if len(batch) == size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
-
-
-class _Ppl:
-    """The ppl phase: feeds the handler, writes one line per record, applies ignore_error."""
-
-    def __init__(self, handler: PipelineHandler, ctx: EvalContext, out, log):
-        self.handler = handler
-        self.merge_label = getattr(handler, "merge_label", True)
-        self.ignore_error = getattr(handler, "ignore_error", False)
-        self.kw = {"dataset_name": ctx.dataset_name, "dataset_version": ctx.dataset_version}
-        self.out = out
-        self.log = log
-        self.ok = 0
-        self.failed = 0
-        self.kept = 0  # records scored by an earlier run that --resume continues (counted in ok and failed)
-        self.ppl_seconds = 0.0
-
-    def _label(self, rec) -> Any:
-        if self.merge_label:
-            return self.handler.handle_label(rec.label, index=rec.index, **self.kw)
-        return list(rec.label)
-
-    def _fail(self, rec, message: str) -> None:
-        if not self.ignore_error:
-            raise EvalError(f"record {rec.index}: {message}")
-        self.failed += 1
-        if self.failed <= MAX_LOGGED_ERRORS:
-            self.log(f"record {rec.index}: {message} (skipped: ignore_error=True)")
-        elif self.failed == MAX_LOGGED_ERRORS + 1:
-            self.log("more records failed; see results.jsonl for every error")
-        self.out.write(dump_line({"index": rec.index, "label": None, "result": None, "pr": None, "error": message}))
-
-    def _store(self, rec, output: Any) -> None:
-        try:
-            label = self._label(rec)
-        except USER_CODE_ERRORS as err:
-            self._fail(rec, f"handle_label raised {type(err).__name__}: {err}")
-            return
-        result, pr = _split_output(output)
-        try:
-            line = dump_line({"index": rec.index, "label": label, "result": result, "pr": pr, "error": None})
-        except USER_CODE_ERRORS as err:  # TypeError, ValueError (a cycle), RecursionError, a tolist() that raised...
-            self._fail(rec, self._unstorable(label, err))
-            return
-        self.out.write(line)
-        self.ok += 1
-
-    def _unstorable(self, label: Any, err: Exception) -> str:
-        try:
-            dump_line({"label": label})
-        except USER_CODE_ERRORS as label_err:
-            return f"what handle_label returned {unserialisable(label_err)}"
-        return f"what ppl returned {unserialisable(err)}"
-
-    def one(self, rec) -> None:
-        t0 = time.perf_counter()
-        try:
-            output = self.handler.ppl(rec.data, index=rec.index, label=rec.label, **self.kw)
-        except USER_CODE_ERRORS as err:
-            self.ppl_seconds += time.perf_counter() - t0
-            self._fail(rec, f"ppl raised {type(err).__name__}: {err}")
-            return
-        self.ppl_seconds += time.perf_counter() - t0
-        self._store(rec, output)
-
-    def batch(self, recs: list) -> None:
-        t0 = time.perf_counter()
-        try:
-            outputs = self.handler.ppl(
-                [r.data for r in recs], indices=[r.index for r in recs], label=[r.label for r in recs], **self.kw
-            )
-            if not hasattr(outputs, "__len__"):
-                outputs = list(outputs)
-            if len(outputs) != len(recs):
-                raise EvalError(
-                    f"records {recs[0].index}-{recs[-1].index}: batched ppl returned {len(outputs)} outputs for "
-                    f"{len(recs)} records"
-                )
-        except EvalError:
-            raise
-        except USER_CODE_ERRORS as err:
-            self.ppl_seconds += time.perf_counter() - t0
-            for rec in recs:
-                self._fail(rec, f"ppl (batch) raised {type(err).__name__}: {err}")
-            return
-        self.ppl_seconds += time.perf_counter() - t0
-        for rec, output in zip(recs, outputs):
-            self._store(rec, output)
-
-    def run(self, records: Iterable, size: int, progress: Progress | None) -> None:
-        done = self.kept
-        flush = self.out.flush
-        if size == 1:
-            for rec in records:
-                self.one(rec)
-                flush()
-                done += 1
-                if progress and done % PROGRESS_EVERY == 0:
-                    progress(done)
-        else:
-            for recs in _batches(records, size):
-                self.batch(recs)
-                flush()
-                done += len(recs)
-                if progress:
-                    progress(done)
-        if progress:
-            progress(done)
-
-
 def run_evaluation(
     handler: PipelineHandler,
     records: Iterable,
@@ -413,7 +244,7 @@ def run_evaluation(
     if previous is not None and resuming.finished(output_dir, previous):
         return EvalResult(output_dir, resuming.stored_metrics(output_dir, previous), previous,
                           note=f"{output_dir} holds a finished run (status {previous['status']}); nothing to resume")
-    phase = _Ppl(handler, ctx, None, log)
+    phase = PplPhase(handler, ctx.dataset_name, ctx.dataset_version, None, log)
     records, kept = resuming.pick_up(output_dir, run, previous, records, total)
     phase.kept, phase.ok, phase.failed = kept.lines, kept.ok, kept.failed
     note = None if previous is None else f"resumed after {kept.lines} of {'?' if total is None else total} records"
@@ -425,9 +256,12 @@ def run_evaluation(
     def finish(status: str, error: str | None = None) -> None:
         _finish(run, output_dir, phase, started, times["cmp_started"], status=status, error=error)
 
+    if shard is None:  # cmp's libraries load while the model computes
+        warm_imports(getattr(handler.cmp, "imports", ()))
     try:
         phase.out = resuming.ResultsWriter(tmp_results, results, append=previous is not None)
-        phase.run(records, size, progress)
+        with contextlib.closing(read_ahead(records)) as ahead:  # the reader thread stops before the caller
+            phase.run(ahead, size, progress)                    # closes the dataset, whatever happens
         phase.out.close()
         os.replace(tmp_results, results)
     except BaseException as err:
@@ -466,7 +300,7 @@ def _batch_size(handler: PipelineHandler, requested: int | None) -> int:
     return requested
 
 
-def _finish(run: dict, output_dir: Path, phase: _Ppl, started: float, cmp_started: float | None, *, status: str,
+def _finish(run: dict, output_dir: Path, phase: PplPhase, started: float, cmp_started: float | None, *, status: str,
             error: str | None = None) -> None:
     now = time.perf_counter()
     ppl_end = cmp_started if cmp_started is not None else now
