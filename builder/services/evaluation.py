@@ -4,9 +4,8 @@ This is the one runner: ``swcli model eval`` calls it in-process and the model i
 inside the container, so both give the same files. Outputs (format in ``docs/runner.md``):
 
 - ``results.jsonl``: one line per record (index, label, result, pr, error), streamed to a temp file and renamed
-  when the ppl phase ends, so a crash never leaves a file that looks complete. The temp file is flushed at
-  least every 20 ms and after every slower ppl call, so a process killed with ``kill -9`` loses at most the
-  record (or batch) in flight plus 20 ms of work, and ``--resume`` (:mod:`builder.services.resume`) continues from the rest;
+  when the ppl phase ends, so a crash never leaves a file that looks complete. The temp file is flushed after
+  every ppl call, so a process killed with ``kill -9`` loses at most the record (or batch) in flight, and ``--resume`` (:mod:`builder.services.resume`) continues from the rest;
 - ``metrics.json``: what ``cmp`` returned (the ``multi_classification`` document, usually);
 - ``run.json``: what ran on what, counts, timings and status. Written (status ``running``, padded to
   ``RUN_RESERVE`` bytes) before the first record, so that on a full disk the final status can still be written
