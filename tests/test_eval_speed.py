@@ -13,7 +13,7 @@ from builder.api.metric import multi_classification
 from builder.api.model import PipelineHandler
 from builder.errors import ShardCorruptError
 from builder.services.evaluation import RESULTS, EvalInterrupted, run_evaluation
-from builder.services.prefetch import read_ahead, warm_imports
+from builder.services.prefetch import read_ahead
 from builder.shards import DatasetReader, Record, ShardWriter
 
 
@@ -138,7 +138,3 @@ def test_a_sequential_walk_hands_back_what_it_read(tmp_path, monkeypatch):
 
 def test_cmp_names_the_libraries_the_runner_loads_early():
     assert Echo().cmp.imports == ("sklearn.metrics",)
-    thread = warm_imports(["builder_no_such_module", "json"])
-    thread.join(5)
-    assert not thread.is_alive()
-    assert warm_imports([]) is None

@@ -15,10 +15,12 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from builder.api import metric_worker
 from builder.errors import EvalError
 
 KIND = "multi_classification"
 IMPORTS = ("sklearn.metrics",)  # imported on first use only: a handler module loads without scikit-learn
+# (the runner imports them in a helper process while ppl runs: builder.api.metric_worker)
 NORMALIZE_MODES = (None, "true", "pred", "all")
 
 
@@ -150,16 +152,22 @@ def multi_classification(
                     f"got {type(returned).__name__}"
                 )
             y_true, y_pred, y_pr = (*returned, None) if len(returned) == 2 else returned
-            return compute_multi_classification(
-                y_true,
-                y_pred,
-                y_pr if show_roc_auc else None,
+            options = dict(
                 confusion_matrix_normalize=confusion_matrix_normalize,
                 show_hamming_loss=show_hamming_loss,
                 show_cohen_kappa_score=show_cohen_kappa_score,
                 show_roc_auc=show_roc_auc,
                 all_labels=all_labels,
             )
+            y_pr = y_pr if show_roc_auc else None
+            helper = metric_worker.active()  # the runner's process that imported scikit-learn during ppl
+            if helper is not None:
+                y_true, y_pred = list(y_true), list(y_pred)  # they may be iterators: read them once
+                y_pr = None if y_pr is None else list(y_pr)
+                doc = helper.compute(y_true, y_pred, y_pr, options)
+                if doc is not None:
+                    return doc
+            return compute_multi_classification(y_true, y_pred, y_pr, **options)
 
         wrapper.imports = IMPORTS  # type: ignore[attr-defined]  # the runner loads them while ppl runs
         return wrapper

@@ -16,8 +16,8 @@ uses too. Anything that stops a run is one line naming the record or file (:clas
 could not be written, :class:`EvalInterrupted` for Ctrl-C, exit code 130).
 
 The ppl phase itself is :mod:`builder.services.ppl_phase`. While it runs, the next records are read and checked
-in a background thread and ``cmp``'s libraries are imported in another (:mod:`builder.services.prefetch`), so a
-run costs less wall time than doing the same steps in turn.
+in a background thread (:mod:`builder.services.prefetch`) and ``cmp``'s libraries are imported in a helper
+process (:mod:`builder.api.metric_worker`), so a run costs less wall time than doing the same steps in turn.
 """
 
 from __future__ import annotations
@@ -32,10 +32,11 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
 from builder import __version__
+from builder.api.metric_worker import scoring_helper
 from builder.api.model import PipelineHandler
 from builder.errors import EvalError, SwcliError, USER_CODE_ERRORS
 from builder.services.ppl_phase import PplPhase, Progress, _finite, to_jsonable, unserialisable
-from builder.services.prefetch import read_ahead, warm_imports
+from builder.services.prefetch import read_ahead
 from builder.store import utc_now
 
 RESULTS = "results.jsonl"
@@ -64,7 +65,10 @@ class EvalInterrupted(SwcliError):
 
 def json_text(obj: Any) -> str:
     """``obj`` as indented strict JSON (numpy values plain, NaN/inf null); raises what encoding raised."""
-    return json.dumps(_finite(json.loads(json.dumps(obj, default=to_jsonable))), indent=2, allow_nan=False) + "\n"
+    try:  # one pass, unless there is a NaN/inf to replace (a metrics document is ~1 MB of ROC points)
+        return json.dumps(obj, default=to_jsonable, indent=2, allow_nan=False) + "\n"
+    except ValueError:
+        return json.dumps(_finite(json.loads(json.dumps(obj, default=to_jsonable))), indent=2, allow_nan=False) + "\n"
 
 
 def write_atomic(path: Path, text: str) -> None:
@@ -180,6 +184,7 @@ class EvalContext:
     device: str | None = None
     runtime: str = ""
     label_names: dict | None = None  # the dataset manifest's {label value: name}, copied into run["dataset"]
+    threads: int | None = None  # torch's intra-op threads during ppl (builder.services.threads); None: no torch
 
 
 @dataclass
@@ -233,6 +238,7 @@ def run_evaluation(
         "runtime": ctx.runtime,
         "batch_size": size,
         "device": ctx.device,
+        "threads": ctx.threads,
         "records": {"total": total, "ok": 0, "failed": 0},
         "started": utc_now(),
         "swcli_version": __version__,
@@ -255,34 +261,34 @@ def run_evaluation(
     def finish(status: str, error: str | None = None) -> None:
         _finish(run, output_dir, phase, started, times["cmp_started"], status=status, error=error)
 
-    if shard is None:  # cmp's libraries load while the model computes
-        warm_imports(getattr(handler.cmp, "imports", ()))
-    try:
-        phase.out = resuming.ResultsWriter(tmp_results, results, append=previous is not None)
-        with contextlib.closing(read_ahead(records)) as ahead:  # the reader thread stops before the caller
-            phase.run(ahead, size, progress)                    # closes the dataset, whatever happens
-        phase.out.close()
-        os.replace(tmp_results, results)
-    except BaseException as err:
-        if phase.out is not None:
-            phase.out.abandon()
-        partial = output_dir / f"{RESULTS}.partial"
-        with contextlib.suppress(OSError):  # keep what was predicted: the user may want to look at it
-            os.replace(tmp_results, partial)
-        done = phase.ok + phase.failed
-        raise stopped(err, finish, f"interrupted after {done} record{'s' * (done != 1)}; partial results in "
-                                   f"{partial}, run.json (status interrupted) in {output_dir / RUN}") from None
-    run["records"].update(total=phase.ok + phase.failed, ok=phase.ok, failed=phase.failed)
-    if shard is not None:
-        finish("partial")
-        return EvalResult(output_dir, None, run, note)
-    if phase.ok == 0:
-        finish("failed", "no record was predicted")
-        raise EvalError(f"no record was predicted ({phase.failed} failed); nothing to score")
-    times["cmp_started"] = time.perf_counter()
-    metrics = score(handler, output_dir, {"records": phase.ok + phase.failed, "ok": phase.ok, "failed": phase.failed},
-                    finish)
-    return EvalResult(output_dir, metrics, run, note)
+    # cmp's libraries load in a helper process while the model computes (builder.api.metric_worker)
+    with scoring_helper(getattr(handler.cmp, "imports", ()) if shard is None else ()):
+        try:
+            phase.out = resuming.ResultsWriter(tmp_results, results, append=previous is not None)
+            with contextlib.closing(read_ahead(records)) as ahead:  # the reader thread stops before the caller
+                phase.run(ahead, size, progress)                    # closes the dataset, whatever happens
+            phase.out.close()
+            os.replace(tmp_results, results)
+        except BaseException as err:
+            if phase.out is not None:
+                phase.out.abandon()
+            partial = output_dir / f"{RESULTS}.partial"
+            with contextlib.suppress(OSError):  # keep what was predicted: the user may want to look at it
+                os.replace(tmp_results, partial)
+            done = phase.ok + phase.failed
+            raise stopped(err, finish, f"interrupted after {done} record{'s' * (done != 1)}; partial results in "
+                                       f"{partial}, run.json (status interrupted) in {output_dir / RUN}") from None
+        run["records"].update(total=phase.ok + phase.failed, ok=phase.ok, failed=phase.failed)
+        if shard is not None:
+            finish("partial")
+            return EvalResult(output_dir, None, run, note)
+        if phase.ok == 0:
+            finish("failed", "no record was predicted")
+            raise EvalError(f"no record was predicted ({phase.failed} failed); nothing to score")
+        times["cmp_started"] = time.perf_counter()
+        counts = {"records": phase.ok + phase.failed, "ok": phase.ok, "failed": phase.failed}
+        metrics = score(handler, output_dir, counts, finish)
+        return EvalResult(output_dir, metrics, run, note)
 
 
 def _batch_size(handler: PipelineHandler, requested: int | None) -> int:

@@ -1,20 +1,18 @@
-"""Overlap the runner's own work with the model's: read ahead of ``ppl`` and import ``cmp``'s libraries early.
+"""Overlap the runner's own work with the model's: read ahead of ``ppl``.
 
 - :func:`read_ahead` reads and checks (CRCs) the next records in a background thread while ``ppl`` runs on the
   current ones. Records come out in the same order; an error reading record *i* (a corrupt shard) is raised by
   the consumer after records before *i* were handed out, exactly where a plain loop would have raised it. The
   read-ahead is bounded (``depth`` chunks of at most ``chunk_records`` records or ``chunk_bytes`` bytes), so memory
   stays flat whatever the dataset's size; closing the generator (Ctrl-C, a failed record) stops the thread.
-- :func:`warm_imports` imports the modules ``cmp`` will need (scikit-learn for ``@multi_classification``) in a
-  background thread, so the import costs no wall time when the model computes without holding the GIL. A failed
-  import is ignored here: ``cmp`` imports again and reports it.
 
-Both help most on a machine with a core to spare; on one core they cost a thread switch per chunk.
+It helps most on a machine with a core to spare; on one core it costs a thread switch per chunk. ``cmp``'s
+libraries are imported early too, in a helper process rather than a thread (:mod:`builder.api.metric_worker`):
+an import holds the GIL nearly all the time and slowed ``ppl`` as much as it saved.
 """
 
 from __future__ import annotations
 
-import importlib
 import queue
 import threading
 from typing import Any, Iterable, Iterator
@@ -79,21 +77,3 @@ def read_ahead(records: Iterable, *, chunk_records: int = CHUNK_RECORDS, chunk_b
     finally:
         stop.set()
         thread.join()
-
-
-def warm_imports(modules: Iterable[str]) -> threading.Thread | None:
-    """Start importing ``modules`` in a background thread (None when there is nothing to import)."""
-    names = [m for m in modules if isinstance(m, str)]
-    if not names:
-        return None
-
-    def load() -> None:
-        for name in names:
-            try:
-                importlib.import_module(name)
-            except Exception:  # noqa: BLE001 - cmp imports it again and reports the error
-                return
-
-    thread = threading.Thread(target=load, name="swcli-warm-imports", daemon=True)
-    thread.start()
-    return thread
