@@ -43,6 +43,7 @@ def eval_(
     dataset: Optional[str] = typer.Option(None, "--dataset", help="REGISTRY/REPO[:TAG|@DIGEST]: read the dataset image from its registry, only the layers of --shard (cached under $SWCLI_HOME/cache); no mount needed. Credentials from $DOCKER_CONFIG/config.json."),
     push_part: Optional[str] = typer.Option(None, "--push-part", help="REGISTRY/REPO:TAG of this model image: push the finished shard part as an artifact attached to it (for `merge-registry`); a part already pushed for --job is not run again."),
     job: Optional[str] = typer.Option(None, "--job", help="The job id the pushed part is filed under (with --push-part)."),
+    threads: Optional[int] = typer.Option(None, "--threads", min=0, help="torch intra-op threads for ppl (default: 1 for a one-record handler, torch's own for a batching one; 0: torch's default)."),
 ) -> None:
     """Run the model over every record of the mounted dataset (or the one --dataset names), then cmp."""
     from builder.cli._summary import print_summary
@@ -71,7 +72,8 @@ def eval_(
             print(f"shard {index} of job {job} is already attached to {push_part} ({pushed}); nothing to do")
             return
     result = evaluate(EvalOptions(model=str(MODEL_DIR), dataset=dataset or str(DATASET_DIR), output_dir=output,
-                                  batch_size=batch_size, device=device, record=False, shard=shard, resume=resume))
+                                  batch_size=batch_size, device=device, record=False, shard=shard, resume=resume,
+                                  threads=threads))
     if result.note:
         print(result.note)
     if result.metrics is not None:
@@ -163,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
         args = ["eval"]
     elif args[0] == "help":
         args = ["--help"]
-    return run(app, args, PROG)
+    return run(app, args, PROG, exiting=argv is None)
 
 
 if __name__ == "__main__":

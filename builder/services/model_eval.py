@@ -15,6 +15,7 @@ from builder.errors import EvalError, SwcliError, USER_CODE_ERRORS, UserCodeErro
 from builder.loader import load_class
 from builder.services.evaluation import EvalContext, EvalResult, Progress, run_evaluation
 from builder.services.model_build import model_source
+from builder.services.threads import apply_threads, torch_threads
 from builder.shards import DatasetReader
 from builder.store import Store, read_entry
 
@@ -31,6 +32,7 @@ class EvalOptions:
     record: bool = True  # list the run in $SWCLI_HOME/runs (not inside a container: its store dies with it)
     shard: str | None = None  # "I/N": ppl over one slice only, for `swcli eval merge`
     resume: bool = False  # continue the interrupted run in output_dir (builder.services.resume)
+    threads: int | None = None  # torch intra-op threads: None auto, 0 torch's default (builder.services.threads)
 
 
 def resolve_dataset(ref_or_dir: str, store: Store) -> tuple[Path, dict]:
@@ -133,7 +135,10 @@ def evaluate(options: EvalOptions, *, store: Store | None = None, progress: Prog
     if len(reader) == 0:
         raise EvalError(f"dataset {dataset_manifest.get('name')} has no records")
     handler_cls = load_class(spec.ppl, root, PipelineHandler, spec_file=spec.path, field="run.ppl")
+    default_threads = torch_threads()
     handler = make_handler(handler_cls, spec.ppl, options.device)
+    batching = int(options.batch_size or getattr(handler, "batch_size", 1) or 1) > 1
+    threads = apply_threads(options.threads, batching=batching, before_handler=default_threads)
     output_dir = options.output_dir or store.runs_dir / new_run_id(spec.name, str(dataset_manifest.get("name")))
     context = EvalContext(
         dataset_name=str(dataset_manifest.get("name", "")),
@@ -144,6 +149,7 @@ def evaluate(options: EvalOptions, *, store: Store | None = None, progress: Prog
         # the model image sets SWCLI_RUNTIME to the runtime image it was built FROM; in-process it is this env
         runtime=os.environ.get("SWCLI_RUNTIME") or f"local:{sys.prefix}",
         label_names=label_names(dataset_manifest),
+        threads=threads,
     )
     records, total, shard_info = reader, len(reader), None
     if shard is not None:
