@@ -47,7 +47,7 @@ def _root(
 
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; user errors become ``swcli: error: <one line>`` and a non-zero exit code (see ``_run``)."""
-    return run(app, argv, "swcli")
+    return run(app, argv, "swcli", exiting=argv is None)
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ Usage errors are recognised by their class's name anywhere in the MRO (``ClickEx
 
 from __future__ import annotations
 
+import gc
 import sys
 
 import typer
@@ -41,8 +42,21 @@ def _os_error_line(err: OSError) -> str:
     return f"{where}: {what}"
 
 
-def run(app: typer.Typer, argv: list[str] | None, prog_name: str) -> int:
-    """Run a typer app and map whatever it raises to one stderr line and an exit code."""
+def run(app: typer.Typer, argv: list[str] | None, prog_name: str, *, exiting: bool = False) -> int:
+    """Run a typer app and map whatever it raises to one stderr line and an exit code.
+
+    ``exiting``: the process ends when this returns (a console script, not a test calling ``main``). The command
+    is done and its files are closed then, so the interpreter's final garbage collection is kept off what it
+    loaded: walking torch's object graph at exit costs ~0.4 s of every ``model eval`` (measured here).
+    """
+    try:
+        return _run(app, argv, prog_name)
+    finally:
+        if exiting:
+            gc.freeze()
+
+
+def _run(app: typer.Typer, argv: list[str] | None, prog_name: str) -> int:
     try:
         result = app(args=argv, prog_name=prog_name, standalone_mode=False)
     except SwcliError as err:
