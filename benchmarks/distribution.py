@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -39,13 +38,6 @@ def swcli(*args: str) -> None:
     code = main([str(a) for a in args])
     if code:
         raise SystemExit(f"swcli {' '.join(map(str, args))} exited {code}")
-
-
-def uploaded_bytes(registry_root: Path, log: Path, since: int) -> tuple[int, int]:
-    """(blobs, bytes) uploaded after byte ``since`` of the access log: each PUT ...?digest= completes one blob."""
-    digests = re.findall(r'"PUT /v2/[^ ]+/blobs/uploads/[^ ]+digest=sha256%3A([0-9a-f]{64})', log.read_text()[since:])
-    store = registry_root / "blobs" / "docker" / "registry" / "v2" / "blobs" / "sha256"
-    return len(digests), sum((store / d[:2] / d / "data").stat().st_size for d in digests)
 
 
 def bench_shards(dataset: str, counts: list[int], repeat: int) -> None:
@@ -100,7 +92,7 @@ def bench_push(project: Path) -> None:
     from builder.images.engine import connect
     from builder.images.image import read_image
     from docker.errors import ImageNotFound
-    from tests.registry_servers import Registry
+    from tests.registry_servers import Registry, uploads
 
     registries = [Registry(Path(tempfile.mkdtemp(prefix=f"swcli-bench-registry-{n}-"))) for n in range(3)]
     ours, theirs, fresh = registries
@@ -119,7 +111,7 @@ def bench_push(project: Path) -> None:
         records = {p.name: p.stat().st_mtime_ns for p in cache_dir().glob("*.json")}
         elapsed = timed(swcli, "model", "push", "cifar_net", f"{registry.address}/{repo}:{tag}")
         time.sleep(0.5)  # the access log line is written as the request completes
-        blobs, sent = uploaded_bytes(registry.root, registry.log, since)
+        blobs, sent = uploads(registry.root, registry.log, since)
         made = sum(1 for p in cache_dir().glob("*.json") if records.get(p.name) != p.stat().st_mtime_ns)
         rows.append((label, elapsed, blobs, sent, made))
         show(rows[-1])
@@ -132,7 +124,7 @@ def bench_push(project: Path) -> None:
         since = len(theirs.log.read_text())
         elapsed = timed(docker_push, engine_ref)
         time.sleep(0.5)
-        rows.append(("docker push, same image, empty registry", elapsed, *uploaded_bytes(theirs.root, theirs.log, since),
+        rows.append(("docker push, same image, empty registry", elapsed, *uploads(theirs.root, theirs.log, since),
                      None))
         show(rows[-1])
         with contextlib.suppress(ImageNotFound):  # the engine is shared: another's clean-up may have come first

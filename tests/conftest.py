@@ -7,6 +7,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import sklearn.metrics  # noqa: F401  (loaded once for the session: otherwise every in-process `model eval` here
+#                        starts a scoring helper that imports it again, ~1.5 s each; tests/test_metric_worker.py
+#                        and the subprocess tests cover the helper)
 
 from builder.cli import main
 
@@ -17,6 +20,22 @@ def swcli_home(tmp_path, monkeypatch) -> Path:
     home = tmp_path / "swcli-home"
     monkeypatch.setenv("SWCLI_HOME", str(home))
     return home
+
+
+@pytest.fixture()
+def no_engine(monkeypatch):
+    """No Docker engine answers: what runs here must talk to registries (or the store) alone."""
+    monkeypatch.setenv("DOCKER_HOST", "unix:///nonexistent")
+
+
+@pytest.fixture()
+def registry(tmp_path):
+    """A real docker-registry on a loopback port, plain HTTP, stopped after the test."""
+    from tests.registry_servers import Registry
+
+    reg = Registry(tmp_path / "registry")
+    yield reg
+    reg.stop()
 
 
 @dataclass

@@ -121,9 +121,19 @@ def access_log(log, pattern: str = "") -> list[str]:
     return [f"{method} {path.split('?')[0]} {status}" for method, path, status in found if re.search(pattern, path)]
 
 
+UPLOAD_DONE = re.compile(r'"PUT /v2/[^ ]+/blobs/uploads/[^ ]+digest=sha256%3A([0-9a-f]{64})')
+
+
 def uploaded_blobs(log) -> int:
     """Blob uploads the registry completed (PUT .../blobs/uploads/<id>?digest=...), from its own access log."""
-    return len(re.findall(r'"PUT /v2/[^ ]+/blobs/uploads/[^ ]+digest=sha256', log.read_text()))
+    return len(UPLOAD_DONE.findall(log.read_text()))
+
+
+def uploads(root, log, since: int = 0) -> tuple[int, int]:
+    """(blobs, bytes) the registry at ``root`` received after byte ``since`` of its access log ``log``: each
+    completed upload counted from the log, its size read from the registry's own storage."""
+    digests = UPLOAD_DONE.findall(log.read_text()[since:])
+    return len(digests), sum(stored_blob(root, f"sha256:{d}").stat().st_size for d in digests)
 
 
 def stored_blob(root, digest: str):

@@ -21,23 +21,10 @@ from builder.images.image import ConfigChanges, NewLayer, read_image, write_imag
 from builder.images.oci import MEDIA_LAYER
 from builder.store import Store
 from tests.conftest import write_tiny_dataset
-from tests.registry_servers import Registry
 from tests.test_model import HANDLER, MODEL_YAML
 
 RUNTIME = "swcli-test/tinyrt:1"
 REPO = "team/modthree"
-
-
-@pytest.fixture()
-def no_engine(monkeypatch):
-    monkeypatch.setenv("DOCKER_HOST", "unix:///nonexistent")
-
-
-@pytest.fixture()
-def registry(tmp_path):
-    reg = Registry(tmp_path / "registry")
-    yield reg
-    reg.stop()
 
 
 def stand_in_runtime() -> None:

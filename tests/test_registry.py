@@ -22,7 +22,7 @@ import pytest
 from builder.images.build import store_layout
 from builder.images.image import read_image
 from builder.store import Store
-from tests.registry_servers import Registry, uploaded_blobs
+from tests.registry_servers import Registry, uploaded_blobs, uploads
 from tests.test_images_docker import engine, project  # noqa: F401  (fixtures reused)
 from tests.test_model import model_dir  # noqa: F401
 
@@ -77,10 +77,7 @@ def local_image(ref: str):
 
 def uploaded_bytes(reg: Registry, since: int = 0) -> tuple[int, int]:
     """(blobs, bytes) uploaded after byte ``since`` of the registry's access log."""
-    digests = re.findall(r'"PUT /v2/[^ ]+/blobs/uploads/[^ ]+digest=sha256%3A([0-9a-f]{64})',
-                         reg.log.read_text()[since:])
-    store = reg.root / "blobs" / "docker" / "registry" / "v2" / "blobs" / "sha256"
-    return len(digests), sum((store / d[:2] / d / "data").stat().st_size for d in digests)
+    return uploads(reg.root, reg.log, since)
 
 
 def test_push_sends_only_changed_layers_and_mounts_across_repositories(cli, project, runtime, plain_registry,

@@ -23,15 +23,8 @@ RECORDS = 300  # ~300..500 bytes each in 4k volumes, 12k layers: about 35 volume
 
 
 @pytest.fixture(autouse=True)
-def no_engine(monkeypatch):
-    monkeypatch.setenv("DOCKER_HOST", "unix:///nonexistent")
-
-
-@pytest.fixture()
-def registry(tmp_path):
-    reg = Registry(tmp_path / "registry")
-    yield reg
-    reg.stop()
+def _no_engine(no_engine):
+    """Every test here runs with no reachable engine (the docker test's engine fixture is made before)."""
 
 
 @pytest.fixture()
