@@ -378,3 +378,31 @@ def test_job_run_resume_continues_a_container_that_died(engine, cli, tiny_datase
     assert 20 in first and calls(out / "calls") == list(range(20, stop))  # only shard 0's records after the crash
     for name in ("metrics.json", "results.jsonl"):
         assert (out / name).read_bytes() == (tmp_path / "local" / name).read_bytes()
+
+
+def test_a_second_run_into_a_folder_in_use_stops_and_touches_nothing(built, cli, tmp_path):
+    """Two runs in one folder would interleave their results: the second (a fresh run or a --resume) stops with one
+    line naming the holder, the first's files stay as they were, and the lock dies with its process."""
+    from builder.services.run_lock import LOCK
+
+    out = tmp_path / "out"
+    first = eval_process(out, tmp_path / "calls-first", SLEEP="0.05")
+    try:
+        deadline = time.monotonic() + 60
+        while lines_in(out) < 2:
+            assert first.poll() is None and time.monotonic() < deadline, first.communicate()
+            time.sleep(0.01)
+        before = {p.name: p.read_bytes() for p in out.iterdir() if p.name != ".results.jsonl.tmp"}
+        for extra in ((), ("--resume",)):
+            res = cli("model", "eval", "modthree", "--dataset", "tiny", "-o", out, *extra)
+            assert res.code == 1 and res.err == (f"swcli: error: {out} is in use by another run (process "
+                                                 f"{first.pid}); wait for it to end, or give another --output\n")
+        assert {p.name: p.read_bytes() for p in out.iterdir() if p.name != ".results.jsonl.tmp"} == before
+        os.kill(first.pid, signal.SIGKILL)
+    finally:
+        first.kill()
+        first.communicate(timeout=60)
+    assert (out / LOCK).exists()  # left by the killed run, but not held: the resume goes ahead
+    done = resume(out, tmp_path / "calls-resume")
+    assert done.returncode == 0, done.stderr
+    same_outputs(out, built)

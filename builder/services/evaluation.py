@@ -37,6 +37,7 @@ from builder.api.model import PipelineHandler
 from builder.errors import EvalError, SwcliError, USER_CODE_ERRORS
 from builder.services.ppl_phase import PplPhase, Progress, _finite, to_jsonable, unserialisable
 from builder.services.prefetch import read_ahead
+from builder.services.run_lock import output_lock
 from builder.store import utc_now
 
 RESULTS = "results.jsonl"
@@ -245,50 +246,51 @@ def run_evaluation(
     }
     if shard is not None:
         run["shard"] = shard
-    previous = resuming.previous_run(output_dir, run) if resume else None
-    if previous is not None and resuming.finished(output_dir, previous):
-        return EvalResult(output_dir, resuming.stored_metrics(output_dir, previous), previous,
-                          note=f"{output_dir} holds a finished run (status {previous['status']}); nothing to resume")
-    phase = PplPhase(handler, ctx.dataset_name, ctx.dataset_version, None, log)
-    records, kept = resuming.pick_up(output_dir, run, previous, records, total)
-    phase.kept, phase.ok, phase.failed = kept.lines, kept.ok, kept.failed
-    note = None if previous is None else f"resumed after {kept.lines} of {'?' if total is None else total} records"
-    prepare_output(output_dir, run)
-    started = time.perf_counter()
-    results, tmp_results = output_dir / RESULTS, output_dir / resuming.TMP
-    times = {"cmp_started": None}
+    with output_lock(output_dir):  # one run at a time in a folder (builder.services.run_lock)
+        previous = resuming.previous_run(output_dir, run) if resume else None
+        if previous is not None and resuming.finished(output_dir, previous):
+            note = f"{output_dir} holds a finished run (status {previous['status']}); nothing to resume"
+            return EvalResult(output_dir, resuming.stored_metrics(output_dir, previous), previous, note=note)
+        phase = PplPhase(handler, ctx.dataset_name, ctx.dataset_version, None, log)
+        records, kept = resuming.pick_up(output_dir, run, previous, records, total)
+        phase.kept, phase.ok, phase.failed = kept.lines, kept.ok, kept.failed
+        note = None if previous is None else f"resumed after {kept.lines} of {'?' if total is None else total} records"
+        prepare_output(output_dir, run)
+        started = time.perf_counter()
+        results, tmp_results = output_dir / RESULTS, output_dir / resuming.TMP
+        times = {"cmp_started": None}
 
-    def finish(status: str, error: str | None = None) -> None:
-        _finish(run, output_dir, phase, started, times["cmp_started"], status=status, error=error)
+        def finish(status: str, error: str | None = None) -> None:
+            _finish(run, output_dir, phase, started, times["cmp_started"], status=status, error=error)
 
-    # cmp's libraries load in a helper process while the model computes (builder.api.metric_worker)
-    with scoring_helper(getattr(handler.cmp, "imports", ()) if shard is None else ()):
-        try:
-            phase.out = resuming.ResultsWriter(tmp_results, results, append=previous is not None)
-            with contextlib.closing(read_ahead(records)) as ahead:  # the reader thread stops before the caller
-                phase.run(ahead, size, progress)                    # closes the dataset, whatever happens
-            phase.out.close()
-            os.replace(tmp_results, results)
-        except BaseException as err:
-            if phase.out is not None:
-                phase.out.abandon()
-            partial = output_dir / f"{RESULTS}.partial"
-            with contextlib.suppress(OSError):  # keep what was predicted: the user may want to look at it
-                os.replace(tmp_results, partial)
-            done = phase.ok + phase.failed
-            raise stopped(err, finish, f"interrupted after {done} record{'s' * (done != 1)}; partial results in "
-                                       f"{partial}, run.json (status interrupted) in {output_dir / RUN}") from None
-        run["records"].update(total=phase.ok + phase.failed, ok=phase.ok, failed=phase.failed)
-        if shard is not None:
-            finish("partial")
-            return EvalResult(output_dir, None, run, note)
-        if phase.ok == 0:
-            finish("failed", "no record was predicted")
-            raise EvalError(f"no record was predicted ({phase.failed} failed); nothing to score")
-        times["cmp_started"] = time.perf_counter()
-        counts = {"records": phase.ok + phase.failed, "ok": phase.ok, "failed": phase.failed}
-        metrics = score(handler, output_dir, counts, finish)
-        return EvalResult(output_dir, metrics, run, note)
+        # cmp's libraries load in a helper process while the model computes (builder.api.metric_worker)
+        with scoring_helper(getattr(handler.cmp, "imports", ()) if shard is None else ()):
+            try:
+                phase.out = resuming.ResultsWriter(tmp_results, results, append=previous is not None)
+                with contextlib.closing(read_ahead(records)) as ahead:  # the reader thread stops before the caller
+                    phase.run(ahead, size, progress)                    # closes the dataset, whatever happens
+                phase.out.close()
+                os.replace(tmp_results, results)
+            except BaseException as err:
+                if phase.out is not None:
+                    phase.out.abandon()
+                partial = output_dir / f"{RESULTS}.partial"
+                with contextlib.suppress(OSError):  # keep what was predicted: the user may want to look at it
+                    os.replace(tmp_results, partial)
+                done = phase.ok + phase.failed
+                raise stopped(err, finish, f"interrupted after {done} record{'s' * (done != 1)}; partial results in "
+                                           f"{partial}, run.json (status interrupted) in {output_dir / RUN}") from None
+            run["records"].update(total=phase.ok + phase.failed, ok=phase.ok, failed=phase.failed)
+            if shard is not None:
+                finish("partial")
+                return EvalResult(output_dir, None, run, note)
+            if phase.ok == 0:
+                finish("failed", "no record was predicted")
+                raise EvalError(f"no record was predicted ({phase.failed} failed); nothing to score")
+            times["cmp_started"] = time.perf_counter()
+            counts = {"records": phase.ok + phase.failed, "ok": phase.ok, "failed": phase.failed}
+            metrics = score(handler, output_dir, counts, finish)
+            return EvalResult(output_dir, metrics, run, note)
 
 
 def _batch_size(handler: PipelineHandler, requested: int | None) -> int:
