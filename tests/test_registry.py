@@ -31,16 +31,13 @@ ENGINE_HOST = os.environ.get("DOCKER_HOST")  # for the one command that wants th
 
 
 @pytest.fixture(autouse=True)
-def no_engine(monkeypatch):
+def _no_engine(no_engine):
     """Every swcli call here runs with no reachable engine (an engine fixture, module-scoped, is made before)."""
-    monkeypatch.setenv("DOCKER_HOST", "unix:///nonexistent")
 
 
 @pytest.fixture()
-def plain_registry(tmp_path):
-    reg = Registry(tmp_path / "plain")
-    yield reg
-    reg.stop()
+def plain_registry(registry):
+    return registry
 
 
 @pytest.fixture()
