@@ -104,6 +104,11 @@ def test_model_image_entrypoint_help_info_and_errors(engine, cli, project, tiny_
         container.remove(force=True)
     user = engine.images.get(image).attrs["Config"]["User"]
     assert user == "1000:1000"
+    # cmp's scoring helper works inside the image (a broken one would only show as a silent in-process fallback)
+    probe = ("from builder.api.metric_worker import MetricWorker; w = MetricWorker(['sklearn.metrics']); "
+             "doc = w.compute([0, 1, 1], [0, 1, 0], None, {'show_roc_auc': False, 'all_labels': [0, 1]}); w.close(); "
+             "print(doc['summary']['accuracy'])")
+    assert engine.containers.run(image, ["-c", probe], entrypoint=["python3"], remove=True).strip() == b"0.6666666666666666"
 
 
 def test_code_only_change_reuses_runtime_and_weights_layers(engine, cli, project, tiny_runtime):
