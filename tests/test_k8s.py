@@ -41,7 +41,8 @@ def test_indexed_job_shape():
     assert {"name": "JOB_COMPLETION_COUNT", "value": "3"} in container["env"]
     assert pod["securityContext"]["runAsNonRoot"] is True and container["securityContext"]["readOnlyRootFilesystem"] is True
     init = pod["initContainers"][0]
-    assert init["image"] == "registry.example/swds/cifar10:def" and init["command"][0] == "cp"
+    assert init["image"] == "registry.example/swds/cifar10:def" and init["command"][:2] == ["sh", "-c"]
+    assert init["command"][-1] == "3" and init["env"][0]["name"] == "SWCLI_SLICE_COPY"
     merger = merge["spec"]["template"]["spec"]["containers"][0]
     assert merger["args"][0] == "merge" and merger["args"][-2:] == ["--wait", str(6 * 3600)]  # applied with the eval Job
     assert "initContainers" not in merge["spec"]["template"]["spec"]

@@ -4,8 +4,9 @@ The eval Job runs the model image's `eval --shard $(JOB_COMPLETION_INDEX)/N` in 
 the output volume; the merge Job runs the model image's `merge --wait` over the parts. Kubernetes has no Job-to-Job
 dependency, so the merge waits (up to ``merge_wait`` seconds) until every index has a finished part, and all of it
 is applied at once. While waiting it holds only a small CPU request, so on a full cluster it cannot keep eval
-pods from being scheduled. The dataset reaches the pods either by an init container that copies `/dataset` out of the dataset
-image into an emptyDir (works on every cluster; the dataset image has `cp`), as an image volume
+pods from being scheduled. The dataset reaches the pods either by an init container that copies the volumes of the
+pod's own shard out of the dataset image into an emptyDir (works on every cluster; :mod:`builder.services.k8s_slice`),
+as an image volume
 (`volumes[].image`, on by default from Kubernetes 1.35), or, with ``dataset_mount="registry"``, not at all: each
 pod's `eval --dataset REGISTRY/REPO:TAG` fetches only the layers of its own shard
 (:mod:`builder.services.remote_dataset`) into a cache on its /tmp emptyDir, so the N pods together move about the
@@ -31,6 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from builder.errors import SwcliError
+from builder.services.k8s_slice import init_command, init_env
 from builder.refs import image_ref_problem
 
 POD_SECURITY = {"runAsNonRoot": True, "runAsUser": 1000, "runAsGroup": 1000, "fsGroup": 1000,
@@ -206,8 +208,8 @@ def _pod(opts: K8sOptions, args: list[str], *, with_dataset: bool, env: list[dic
             volumes.append({"name": "dataset", "image": {"reference": opts.dataset_image, "pullPolicy": "IfNotPresent"}})
         else:
             volumes.append({"name": "dataset", "emptyDir": {}})
-            init.append({"name": "dataset", "image": opts.dataset_image, "command": ["cp", "-a", "/dataset/.", "/copy/"],
-                         "volumeMounts": [{"name": "dataset", "mountPath": "/copy"}],
+            init.append({"name": "dataset", "image": opts.dataset_image, "command": init_command(opts.shards),
+                         "env": init_env(), "volumeMounts": [{"name": "dataset", "mountPath": "/copy"}],
                          "securityContext": CONTAINER_SECURITY})
     container = {"name": "eval", "image": opts.model_image, "args": args, "env": env, "volumeMounts": mounts,
                  "securityContext": CONTAINER_SECURITY}
@@ -266,7 +268,14 @@ def manifests(opts: K8sOptions) -> list[dict]:
 def render(opts: K8sOptions) -> str:
     import yaml
 
-    return yaml.safe_dump_all(manifests(opts), sort_keys=False)
+    class Dumper(yaml.SafeDumper):
+        """Multi-line strings (the init container's program) as readable ``|`` blocks."""
+
+    def text(dumper, value: str):
+        return dumper.represent_scalar("tag:yaml.org,2002:str", value, style="|" if "\n" in value else None)
+
+    Dumper.add_representer(str, text)
+    return yaml.dump_all(manifests(opts), Dumper=Dumper, sort_keys=False)
 
 
 def write_manifests(opts: K8sOptions, path: Path) -> Path:

@@ -1,0 +1,64 @@
+"""`--dataset-mount init`: the init container, run for real in a dataset image, copies only its shard's volumes,
+and `eval --shard` reads that copy exactly as it reads the whole dataset."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from builder.services.k8s_slice import PROGRAM, PROGRAM_ENV, init_command
+from builder.services.remote_dataset import volume_range
+from builder.services.sharding import Shard
+from builder.store import Store
+from tests.test_dataset_layers import project
+from tests.test_images_docker import engine  # noqa: F401  (fixture reused)
+from tests.test_model import model_dir  # noqa: F401  (fixture reused)
+
+pytestmark = pytest.mark.docker
+
+
+def run_init(engine, image: str, shards: int, index: int, out) -> str:  # noqa: F811
+    out.mkdir()
+    os.chmod(out, 0o777)  # the pod's emptyDir is writable by uid 1000
+    command = init_command(shards)
+    logs = engine.containers.run(image, command[1:], entrypoint=command[:1], user="1000:1000", remove=True,
+                                 environment={"JOB_COMPLETION_INDEX": str(index), PROGRAM_ENV: PROGRAM},
+                                 volumes={str(out): {"bind": "/copy", "mode": "rw"}})
+    return logs.decode()
+
+
+def test_each_pod_copies_only_the_volumes_of_its_shard(engine, cli, model_dir, tmp_path):  # noqa: F811
+    res = cli("dataset", "build", project(tmp_path / "p", 300))
+    assert res.code == 0, res.err
+    entry = Store().resolve("dataset", "tiny")
+    image = f"swds/tiny:{entry.version}"
+    volumes = [s["file"] for s in entry.manifest["shards"]]
+    assert len(volumes) > 20
+    everything = set(engine.containers.run(image, ["ls", "-A", "/dataset"], remove=True).decode().split())
+    assert {p.name for p in entry.path.iterdir()} <= everything
+    assert cli("model", "build", "--no-image", "--skip-gen-env", model_dir).code == 0
+    total = sum(s["records"] for s in entry.manifest["shards"])
+    try:
+        copied_volumes = 0
+        for index in range(3):
+            out = tmp_path / f"copy-{index}"
+            logs = run_init(engine, image, 3, index, out)
+            start, stop = Shard(index, 3).range(total)
+            wanted = volume_range(entry.manifest, start, stop, "test")
+            assert {p.name for p in out.iterdir()} == everything - (set(volumes) - set(wanted))
+            assert len(wanted) < len(volumes) / 2
+            assert f"records {start}..{stop} of {total}: copied {len(wanted)} of {len(volumes)} volumes" in logs
+            copied_volumes += len(wanted)
+            for name in wanted:
+                assert (out / name).read_bytes() == (entry.path / name).read_bytes()
+            # the shard read from the slice-only copy gives the bytes it gives from the whole dataset
+            for where, source in (("copy", out), ("whole", "tiny")):
+                res = cli("model", "eval", "modthree", "--dataset", source, "--shard", f"{index}/3",
+                          "-o", tmp_path / f"eval-{where}-{index}")
+                assert res.code == 0, res.err
+            assert (tmp_path / f"eval-copy-{index}" / "results.jsonl").read_bytes() == \
+                (tmp_path / f"eval-whole-{index}" / "results.jsonl").read_bytes()
+        assert copied_volumes <= len(volumes) + 2  # N pods move about the dataset once (a shared edge volume each)
+    finally:
+        engine.images.remove(image, force=True)
