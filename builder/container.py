@@ -43,7 +43,7 @@ def eval_(
     dataset: Optional[str] = typer.Option(None, "--dataset", help="REGISTRY/REPO[:TAG|@DIGEST]: read the dataset image from its registry, only the layers of --shard (cached under $SWCLI_HOME/cache); no mount needed. Credentials from $DOCKER_CONFIG/config.json."),
     push_part: Optional[str] = typer.Option(None, "--push-part", help="REGISTRY/REPO:TAG of this model image: push the finished shard part as an artifact attached to it (for `merge-registry`); a part already pushed for --job is not run again."),
     job: Optional[str] = typer.Option(None, "--job", help="The job id the pushed part is filed under (with --push-part)."),
-    threads: Optional[int] = typer.Option(None, "--threads", min=0, help="torch intra-op threads for ppl (default: 1 for a one-record handler, torch's own for a batching one; 0: torch's default)."),
+    threads: Optional[int] = typer.Option(None, "--threads", min=0, help="torch intra-op threads for ppl (default: torch's pool less one, at least 1, for a one-record handler, torch's own for a batching one; 0: torch's default)."),
 ) -> None:
     """Run the model over every record of the mounted dataset (or the one --dataset names), then cmp."""
     from builder.cli._summary import print_summary

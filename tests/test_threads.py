@@ -26,6 +26,9 @@ def test_auto_gives_a_one_record_handler_one_thread_and_leaves_a_batching_one_al
     assert torch.get_num_threads() == 2
     assert apply_threads(None, batching=False, before_handler=2) == 1
     assert torch.get_num_threads() == 1
+    assert apply_threads(None, batching=False, before_handler=1) == 1  # one core: one thread, never zero
+    torch.set_num_threads(4)  # a bigger machine: one core left for the runner, the rest for the model
+    assert apply_threads(None, batching=False, before_handler=4) == 3
 
 
 def test_the_users_choice_stands(monkeypatch):

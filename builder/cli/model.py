@@ -60,7 +60,7 @@ def eval_(
     device: Optional[str] = typer.Option(None, "--device", help="Passed to the handler's __init__ (e.g. cpu, cuda)."),
     shard: Optional[str] = typer.Option(None, "--shard", help="I/N: ppl over slice I (0-based) of N only; merge the parts with `swcli eval merge`. Default: JOB_COMPLETION_INDEX/JOB_COMPLETION_COUNT when set."),
     resume: bool = typer.Option(False, "--resume", help="Continue the interrupted run in --output: ppl only on the records not yet scored (a finished run is left as it is)."),
-    threads: Optional[int] = typer.Option(None, "--threads", min=0, help="torch intra-op threads for ppl. Default: 1 for a one-record handler (frees a core for reading ahead and loading cmp's libraries), torch's own for a batching one; OMP_NUM_THREADS or the handler's own torch.set_num_threads win. 0: torch's default."),
+    threads: Optional[int] = typer.Option(None, "--threads", min=0, help="torch intra-op threads for ppl. Default: torch's pool less one (at least 1) for a one-record handler (frees a core for reading ahead and loading cmp's libraries), torch's own for a batching one; OMP_NUM_THREADS or the handler's own torch.set_num_threads win. 0: torch's default."),
 ) -> None:
     """Run the model's handler over every record, then cmp; write metrics.json, results.jsonl and run.json."""
     from builder.cli._progress import record_progress

@@ -8,7 +8,8 @@ scikit-learn for ``cmp`` (:mod:`builder.api.metric_worker`). With that helper an
 10,000 calls take 4.2 s; with one thread, 3.2 s.
 
 So the default (``auto``) is:
-- a one-record handler (``batch_size`` 1): one intra-op thread;
+- a one-record handler (``batch_size`` 1): torch's pool less one thread, at least one (on 2 cores: one thread),
+  so one core stays free for the runner without starving a heavy per-record model on a big machine;
 - a batching handler: torch's own choice (a batched forward is big enough to split);
 - either way, what the user decided stands: ``OMP_NUM_THREADS`` / ``MKL_NUM_THREADS`` in the environment, or a
   handler whose ``__init__`` called ``torch.set_num_threads``.
@@ -51,7 +52,7 @@ def apply_threads(requested: int | None, *, batching: bool, before_handler: int 
             before_handler is not None and current != before_handler)
         if batching or user_decided:
             return current
-        requested = 1
+        requested = max(1, current - 1)
     if requested and requested != current:
         torch.set_num_threads(requested)
     return int(torch.get_num_threads())
