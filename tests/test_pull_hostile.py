@@ -19,7 +19,7 @@ import pytest
 from builder.images.build import store_layout
 from builder.store import Store
 from tests.test_images_docker import BASE, engine  # noqa: F401  (fixture reused)
-from tests.test_registry import no_engine, plain_registry  # noqa: F401  (fixtures reused)
+from tests.test_registry import _no_engine, plain_registry  # noqa: F401  (fixtures reused; no engine in any test here)
 
 VERSION = "abcd1234efgh5678"
 
