@@ -137,14 +137,20 @@ def check_complete(run: Run) -> None:
             raise RunError(f"{run.path / name} is missing; run {run.id} is incomplete")
 
 
-def _run_files(run: Run, scratch: Path) -> dict[str, Path]:
-    """The files to attach by title; the HTML report is rendered (into ``scratch``) when the run holds none."""
-    files = {name: run.path / name for name in FILES}
-    if not files["report.html"].is_file():
-        from builder.report import render_report
-
-        files["report.html"] = render_report(run, scratch / "report.html")
-    return files
+def _run_files(run: Run, scratch: Path, *, report_optional: bool = False) -> dict[str, tuple[Path, str]]:
+    """The files to attach (title -> (path, media type)), in :data:`FILES` order; the HTML report is rendered (into
+    ``scratch``) when the run holds none, or left out when ``report_optional`` and there is no jinja2 to render it
+    (the model image's merge: `eval pull` does not need the report)."""
+    files = {name: (run.path / name, media) for name, media in FILES.items() if (run.path / name).is_file()}
+    if "report.html" not in files:
+        try:
+            from builder.report import render_report
+        except ImportError:
+            if not report_optional:
+                raise
+        else:
+            files["report.html"] = (render_report(run, scratch / "report.html"), FILES["report.html"])
+    return {name: files[name] for name in FILES if name in files}
 
 
 def _upload(client, repository: str, path: Path) -> dict:
@@ -156,26 +162,37 @@ def _upload(client, repository: str, path: Path) -> dict:
     return {"digest": digest, "size": size}
 
 
-def attach(run_ref: str, image: str, *, store: Store | None = None, client_for: ClientFor | None = None) -> Attached:
-    """Push run ``run_ref`` as an evaluation artifact whose subject is the model image ``image``."""
-    run = resolve_run(run_ref, store or Store())
+def put_artifact(client, ref, subject: dict, artifact_type: str, files: dict[str, tuple[Path, str]],
+                 notes: dict[str, str]) -> str:
+    """Upload ``files`` (title -> (path, media type)), the empty config, and put the artifact manifest whose subject
+    is ``subject``; returns its digest."""
+    if client.blob_size(ref.repository, EMPTY_DESCRIPTOR["digest"]) != len(EMPTY):
+        client.upload_blob(ref.repository, EMPTY_DESCRIPTOR["digest"], len(EMPTY), lambda: io.BytesIO(EMPTY))
+    layers = [{"mediaType": media, **_upload(client, ref.repository, path), "annotations": {TITLE: title}}
+              for title, (path, media) in files.items()]
+    manifest = {"schemaVersion": 2, "mediaType": MEDIA_MANIFEST, "artifactType": artifact_type,
+                "config": EMPTY_DESCRIPTOR, "layers": layers,
+                "subject": {k: subject[k] for k in ("mediaType", "digest", "size")}, "annotations": notes}
+    return client.put_referrer(ref.repository, canonical_json(manifest), MEDIA_MANIFEST)
+
+
+def attach_run(run: Run, image: str, *, client_for: ClientFor | None = None, report_optional: bool = False
+               ) -> Attached:
+    """Push the loaded ``run`` as an evaluation artifact whose subject is the model image ``image``."""
     check_complete(run)
     ref = reference(image)
     client = (client_for or default_client())(ref.registry)
     model, labels = model_of(client, ref)
     check_same_model(run, model, labels, f"{ref.registry}/{ref.repository}@{model['digest']}")
     with tempfile.TemporaryDirectory(prefix="swcli-attach-") as scratch:
-        files = _run_files(run, Path(scratch))
-        if client.blob_size(ref.repository, EMPTY_DESCRIPTOR["digest"]) != len(EMPTY):
-            client.upload_blob(ref.repository, EMPTY_DESCRIPTOR["digest"], len(EMPTY), lambda: io.BytesIO(EMPTY))
-        layers = [{"mediaType": FILES[name], **_upload(client, ref.repository, path), "annotations": {TITLE: name}}
-                  for name, path in files.items()]
-    subject = {k: model[k] for k in ("mediaType", "digest", "size")}
-    manifest = {"schemaVersion": 2, "mediaType": MEDIA_MANIFEST, "artifactType": ARTIFACT_TYPE,
-                "config": EMPTY_DESCRIPTOR, "layers": layers, "subject": subject,
-                "annotations": annotations(run, model)}
-    digest = client.put_referrer(ref.repository, canonical_json(manifest), MEDIA_MANIFEST)
+        files = _run_files(run, Path(scratch), report_optional=report_optional)
+        digest = put_artifact(client, ref, model, ARTIFACT_TYPE, files, annotations(run, model))
     return Attached(digest, model["digest"], f"{ref.registry}/{ref.repository}")
+
+
+def attach(run_ref: str, image: str, *, store: Store | None = None, client_for: ClientFor | None = None) -> Attached:
+    """Push run ``run_ref`` as an evaluation artifact whose subject is the model image ``image``."""
+    return attach_run(resolve_run(run_ref, store or Store()), image, client_for=client_for)
 
 
 # ----------------------------------------------------------------------------------------------------- list

@@ -13,38 +13,18 @@ costs one listing; the results of a part are the same bytes whichever pod wrote 
 
 from __future__ import annotations
 
-import io
 import json
 import time
 from pathlib import Path
 
 from builder.errors import RegistryError
-from builder.images.oci import MEDIA_MANIFEST, canonical_json
-from builder.services.attach import (ARTIFACT_TYPE, CREATED, EMPTY, EMPTY_DESCRIPTOR, FILES, TITLE, Attached, ClientFor,
-                                     _upload, annotations, check_complete, check_same_model, default_client, model_of,
-                                     reference)
+from builder.services.attach import (CREATED, TITLE, Attached, ClientFor, annotations, attach_run, default_client,
+                                     model_of, put_artifact, reference)
 from builder.services.sharding import MergeError
 
 PART_TYPE = "application/vnd.swcli.eval-part.v1+json"
 P = "io.swcli.part."  # annotation prefix: job, index, count
 PART_FILES = {"results.jsonl": "application/x-ndjson", "run.json": "application/vnd.swcli.evaluation.run.v1+json"}
-
-
-def _empty_config(client, repository: str) -> None:
-    if client.blob_size(repository, EMPTY_DESCRIPTOR["digest"]) != len(EMPTY):
-        client.upload_blob(repository, EMPTY_DESCRIPTOR["digest"], len(EMPTY), lambda: io.BytesIO(EMPTY))
-
-
-def _put_artifact(client, ref, subject: dict, artifact_type: str, files: dict[str, tuple[Path, str]],
-                  notes: dict[str, str]) -> str:
-    """Upload ``files`` (title -> (path, media type)) and put the artifact manifest whose subject is ``subject``."""
-    _empty_config(client, ref.repository)
-    layers = [{"mediaType": media, **_upload(client, ref.repository, path), "annotations": {TITLE: title}}
-              for title, (path, media) in files.items()]
-    manifest = {"schemaVersion": 2, "mediaType": MEDIA_MANIFEST, "artifactType": artifact_type,
-                "config": EMPTY_DESCRIPTOR, "layers": layers,
-                "subject": {k: subject[k] for k in ("mediaType", "digest", "size")}, "annotations": notes}
-    return client.put_referrer(ref.repository, canonical_json(manifest), MEDIA_MANIFEST)
 
 
 def _parts(client, ref, subject: str, job: str) -> dict[int, dict]:
@@ -89,7 +69,7 @@ def push_part(part_dir: Path, image: str, job: str, *, client_for: ClientFor | N
     notes = {CREATED: str(run.get("finished") or run.get("started")), f"{P}job": job,
              f"{P}index": str(shard["index"]), f"{P}count": str(shard["count"])}
     files = {name: (part_dir / name, media) for name, media in PART_FILES.items()}
-    return _put_artifact(client, ref, model, PART_TYPE, files, notes)
+    return put_artifact(client, ref, model, PART_TYPE, files, notes)
 
 
 def pull_parts(image: str, job: str, folder: Path, *, wait: float = 0.0, poll: float = 2.0, log=None,
@@ -135,20 +115,5 @@ def attach_merged(run_dir: Path, image: str, *, client_for: ClientFor | None = N
     can be rendered (the model image has no jinja2: `eval pull` does not need the report)."""
     from builder.services.runs import load_run
 
-    run = load_run(Path(run_dir))
-    check_complete(run)
-    ref = reference(image)
-    client = (client_for or default_client())(ref.registry)
-    model, labels = model_of(client, ref)
-    check_same_model(run, model, labels, f"{ref.registry}/{ref.repository}@{model['digest']}")
-    files = {name: (run.path / name, media) for name, media in FILES.items() if (run.path / name).is_file()}
-    if "report.html" not in files:
-        try:
-            from builder.report import render_report
-
-            files["report.html"] = (render_report(run, run.path / "report.html"), FILES["report.html"])
-        except ImportError:
-            pass
-    digest = _put_artifact(client, ref, model, ARTIFACT_TYPE, files, annotations(run, model))
-    return Attached(digest, model["digest"], f"{ref.registry}/{ref.repository}")
+    return attach_run(load_run(Path(run_dir)), image, client_for=client_for, report_optional=True)
 
