@@ -268,3 +268,27 @@ def test_pull_refuses_an_artifact_listed_under_another_image(cli, world, monkeyp
     monkeypatch.setenv("SWCLI_HOME", str(tmp_path / "other-home"))
     res = cli("eval", "pull", f"{registry.address}/{REPO}:v2", "--run", world["runs"][0])
     assert res.code == 1 and f"but its subject is {world['digest']}" in res.err, res.err
+
+
+def test_the_merge_pod_attaches_without_a_report_where_there_is_no_jinja2(cli, tmp_path, monkeypatch):
+    """The model image has no jinja2: its merge attaches the run without report.html; `eval attach` (where a
+    report is owed) still fails loudly."""
+    from builder.services.attach import _run_files
+    from builder.services.runs import load_run
+
+    assert cli("dataset", "build", write_tiny_dataset(tmp_path / "ds", [(bytes([i]) * 12, i % 3) for i in range(9)]),
+               "--no-image").code == 0
+    model = tmp_path / "m"
+    (model / "code").mkdir(parents=True)
+    (model / "code" / "__init__.py").write_text("")
+    (model / "code" / "ppl.py").write_text(HANDLER)
+    (model / "models").mkdir()
+    (model / "models" / "weights.json").write_text('{"offset": 0}')
+    (model / "model.yaml").write_text(MODEL_YAML)
+    assert cli("model", "eval", model, "--dataset", "tiny", "-o", tmp_path / "run").code == 0
+    run = load_run(tmp_path / "run")
+    monkeypatch.setitem(sys.modules, "jinja2", None)  # as in the model image
+    files = _run_files(run, tmp_path, report_optional=True)
+    assert list(files) == ["metrics.json", "run.json", "results.jsonl"]
+    with pytest.raises(ImportError):
+        _run_files(run, tmp_path)

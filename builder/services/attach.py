@@ -143,13 +143,13 @@ def _run_files(run: Run, scratch: Path, *, report_optional: bool = False) -> dic
     (the model image's merge: `eval pull` does not need the report)."""
     files = {name: (run.path / name, media) for name, media in FILES.items() if (run.path / name).is_file()}
     if "report.html" not in files:
-        try:
-            from builder.report import render_report
+        from builder.report import render_report
+
+        try:  # render_report imports jinja2 itself: the model image has none
+            files["report.html"] = (render_report(run, scratch / "report.html"), FILES["report.html"])
         except ImportError:
             if not report_optional:
                 raise
-        else:
-            files["report.html"] = (render_report(run, scratch / "report.html"), FILES["report.html"])
     return {name: files[name] for name in FILES if name in files}
 
 
