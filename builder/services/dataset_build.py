@@ -231,7 +231,7 @@ def _manifest(spec, version, count, volumes, staged: Path, data_bytes, label_byt
     shards = []
     for vol in volumes:
         shards.append({"file": vol.name, "records": vol.records, "size": vol.size, "sha256": vol.sha256})
-    index = staged / "index.swidx"
+    index = staged / INDEX_NAME
     return {
         "kind": "dataset",
         "name": spec.name,
