@@ -62,6 +62,7 @@ def test_a_run_records_its_threads_and_the_flag_is_checked(cli, tmp_path, tiny_d
     res = cli("model", "eval", model, "--dataset", "tiny", "-o", tmp_path / "auto")
     assert res.code == 0, res.err
     assert json.loads((tmp_path / "auto" / "run.json").read_text())["threads"] == 1
+    assert torch.get_num_threads() == 2  # put back after the run: the next evaluate() here starts from the same
     res = cli("model", "eval", model, "--dataset", "tiny", "-o", tmp_path / "two", "--threads", "2")
     assert res.code == 0, res.err
     assert json.loads((tmp_path / "two" / "run.json").read_text())["threads"] == 2

@@ -224,7 +224,7 @@ def run_evaluation(
     ctx = context or EvalContext()
     log = log or (lambda msg: print(f"swcli: warning: {msg}", file=sys.stderr))
     output_dir = Path(output_dir)
-    size = _batch_size(handler, batch_size)
+    size = resolve_batch_size(handler, batch_size)
     if total is None and hasattr(records, "__len__"):
         total = len(records)  # type: ignore[arg-type]
     dataset = {"name": ctx.dataset_name, "version": ctx.dataset_version}
@@ -293,7 +293,7 @@ def run_evaluation(
             return EvalResult(output_dir, metrics, run, note)
 
 
-def _batch_size(handler: PipelineHandler, requested: int | None) -> int:
+def resolve_batch_size(handler: PipelineHandler, requested: int | None) -> int:
     own = int(getattr(handler, "batch_size", 1) or 1)
     if requested is None or requested == own:
         return own

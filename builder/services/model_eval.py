@@ -13,9 +13,9 @@ from pathlib import Path
 from builder.api.model import PipelineHandler
 from builder.errors import EvalError, SwcliError, USER_CODE_ERRORS, UserCodeError
 from builder.loader import load_class
-from builder.services.evaluation import EvalContext, EvalResult, Progress, run_evaluation
+from builder.services.evaluation import EvalContext, EvalResult, Progress, resolve_batch_size, run_evaluation
 from builder.services.model_build import model_source
-from builder.services.threads import apply_threads, torch_threads
+from builder.services.threads import apply_threads, restore_threads, torch_threads
 from builder.shards import DatasetReader
 from builder.store import Store, read_entry
 
@@ -137,8 +137,9 @@ def evaluate(options: EvalOptions, *, store: Store | None = None, progress: Prog
     handler_cls = load_class(spec.ppl, root, PipelineHandler, spec_file=spec.path, field="run.ppl")
     default_threads = torch_threads()
     handler = make_handler(handler_cls, spec.ppl, options.device)
-    batching = int(options.batch_size or getattr(handler, "batch_size", 1) or 1) > 1
-    threads = apply_threads(options.threads, batching=batching, before_handler=default_threads)
+    handler_threads = torch_threads()  # put back when the run ends: a second evaluate() here starts from the same
+    threads = apply_threads(options.threads, batching=resolve_batch_size(handler, options.batch_size) > 1,
+                            before_handler=default_threads)
     output_dir = options.output_dir or store.runs_dir / new_run_id(spec.name, str(dataset_manifest.get("name")))
     context = EvalContext(
         dataset_name=str(dataset_manifest.get("name", "")),
@@ -163,6 +164,7 @@ def evaluate(options: EvalOptions, *, store: Store | None = None, progress: Prog
             return run_evaluation(handler, records, output_dir, context=context, batch_size=options.batch_size,
                                   total=total, progress=progress, shard=shard_info, resume=options.resume)
     finally:
+        restore_threads(handler_threads)
         if options.record and shard is None and (Path(output_dir) / "run.json").is_file():
             from builder.services.runs import record_run
 

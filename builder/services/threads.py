@@ -56,3 +56,11 @@ def apply_threads(requested: int | None, *, batching: bool, before_handler: int 
     if requested and requested != current:
         torch.set_num_threads(requested)
     return int(torch.get_num_threads())
+
+
+def restore_threads(count: int | None) -> None:
+    """Put torch's intra-op threads back to ``count`` (what :func:`torch_threads` said before the run), so a
+    process that evaluates again (a notebook, a test session) does not start from this run's choice."""
+    torch = sys.modules.get("torch")
+    if torch is not None and count and int(torch.get_num_threads()) != count:
+        torch.set_num_threads(count)
