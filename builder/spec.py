@@ -320,6 +320,9 @@ def load_dataset_spec(path: str | Path) -> DatasetSpec:
         raise doc.error(
             f"{attr['volume_size']!r} is smaller than attr.alignment_size {attr['alignment_size']!r}", "attr.volume_size"
         )
+    if "layer_size" not in sizes and sizes["volume_size"] > MAX_LAYER_SIZE:
+        raise doc.error(f"{attr['volume_size']!r} is above 4G, the most an image layer (one volume at least) may hold",
+                        "attr.volume_size")
     layer_size = sizes.get("layer_size", max(DEFAULT_LAYER_SIZE, sizes["volume_size"]))
     if layer_size > MAX_LAYER_SIZE:
         raise doc.error(f"{attr['layer_size']!r} is above 4G, the most an image layer may hold", "attr.layer_size")

@@ -100,6 +100,15 @@ def test_layer_size_above_4g_is_refused_in_one_line_naming_the_file_and_field(tm
     assert "dataset.yaml" in message and "attr.layer_size" in message and "4G" in message
 
 
+def test_a_volume_above_4g_without_a_layer_size_names_the_volume_size(tmp_path):
+    from builder.errors import SpecError
+
+    with pytest.raises(SpecError) as err:
+        load_dataset_spec(project(tmp_path / "p", 3, volume="8G", layer=None))
+    message = str(err.value)
+    assert "attr.volume_size" in message and "'8G' is above 4G" in message and "None" not in message
+
+
 def test_layer_size_below_the_volume_size_is_refused(tmp_path):
     message = spec_error(tmp_path, "  layer_size: 2k\n")
     assert "attr.layer_size" in message and "smaller than attr.volume_size" in message
