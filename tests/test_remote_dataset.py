@@ -255,3 +255,12 @@ def test_the_model_image_reads_its_shard_from_the_registry(engine, cli, tmp_path
     local = tmp_path / "local"
     assert cli("model", "eval", "modthree", "--dataset", "tiny", "--shard", "1/3", "-o", local).code == 0
     assert (out / "results.jsonl").read_bytes() == (local / "results.jsonl").read_bytes()
+
+
+def test_a_missing_path_is_reported_as_a_path_not_as_an_image_reference():
+    from builder.services.remote_dataset import is_registry_ref
+
+    assert is_registry_ref("127.0.0.1:5000/team/tiny:v1") and is_registry_ref("registry.example/team/tiny")
+    for path in ("./data.v2/cifar", "../x.y/z", "/srv/data.v2/cifar", "~/data.v2/cifar"):
+        assert not is_registry_ref(path), path
+

@@ -49,9 +49,10 @@ TOP = "dataset"  # the folder every layer's entries sit in (/dataset)
 
 
 def is_registry_ref(text: str) -> bool:
-    """``REGISTRY/REPO...`` (the first component a host: has '.' or ':' or is localhost) and not a local path."""
+    """``REGISTRY/REPO...`` (the first component a host: has '.' or ':' or is localhost) and not a local path: one
+    spelled as a path (``./``, ``../``, ``/``, ``~``) is a path even when it does not exist, so the user is told so."""
     first, slash, _ = text.partition("/")
-    if not slash or Path(text).expanduser().exists():
+    if not slash or text.startswith((".", "/", "~")) or Path(text).expanduser().exists():
         return False
     return "." in first or ":" in first or first == "localhost"
 
