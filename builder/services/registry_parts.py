@@ -18,8 +18,8 @@ import time
 from pathlib import Path
 
 from builder.errors import RegistryError
-from builder.services.attach import (CREATED, TITLE, Attached, ClientFor, annotations, attach_run, default_client,
-                                     model_of, put_artifact, reference)
+from builder.services.attach import (CREATED, TITLE, Attached, ClientFor, attach_run, default_client, model_of,
+                                     put_artifact, reference)
 from builder.services.sharding import MergeError
 
 PART_TYPE = "application/vnd.swcli.eval-part.v1+json"
