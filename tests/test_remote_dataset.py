@@ -264,3 +264,23 @@ def test_a_missing_path_is_reported_as_a_path_not_as_an_image_reference():
     for path in ("./data.v2/cifar", "../x.y/z", "/srv/data.v2/cifar", "~/data.v2/cifar"):
         assert not is_registry_ref(path), path
 
+
+
+def test_a_malformed_part_listing_is_one_line_not_a_traceback():
+    from builder.errors import RegistryError
+    from builder.services.attach import TITLE
+    from builder.services.attach_pull import artifact_layers
+    from builder.services.registry_parts import PART_FILES, PART_TYPE
+
+    good = {"digest": "sha256:" + "a" * 64, "size": 3}
+    for manifest, says in (
+            ({"artifactType": PART_TYPE, "layers": "x"}, "layer title None"),
+            ({"artifactType": PART_TYPE, "layers": ["x"]}, "layer title None"),
+            ({"artifactType": PART_TYPE, "layers": [{**good, "annotations": {TITLE: "run.json"}}] * 2}, "repeated"),
+            ({"artifactType": PART_TYPE, "layers": [{"annotations": {TITLE: "run.json"}}]}, "no sha256 digest"),
+            ({"artifactType": PART_TYPE, "layers": [{**good, "annotations": {TITLE: "run.json"}}]},
+             "no results.jsonl layer; not a complete shard part"),
+            ({"artifactType": "other", "layers": []}, "is not a swcli shard part")):
+        with pytest.raises(RegistryError, match=says):
+            artifact_layers(manifest, "r/x@sha256:1", artifact_type=PART_TYPE, files=PART_FILES,
+                            required=tuple(PART_FILES), kind="shard part", error=RegistryError)

@@ -58,21 +58,24 @@ def _artifact_digest(client, ref, run_id: str | None) -> tuple[str, str | None]:
     return rows[0]["digest"], subject
 
 
-def _layers(manifest: dict, where: str) -> dict[str, dict]:
-    """The artifact's layers by title: each title exactly one of :data:`FILES`, at most once, the required present."""
-    if manifest.get("artifactType") != ARTIFACT_TYPE:
-        raise EvalError(f"{where} is not a swcli evaluation (artifactType {manifest.get('artifactType')!r})")
+def artifact_layers(manifest: dict, where: str, *, artifact_type: str = ARTIFACT_TYPE, files=FILES,
+                    required=REQUIRED, kind: str = "evaluation", error: type = EvalError) -> dict[str, dict]:
+    """The artifact's layers by title: each title exactly one of ``files``, at most once, the ``required`` present,
+    each with a sha256 digest and a size (an evaluation here; a shard part in :mod:`registry_parts`)."""
+    if manifest.get("artifactType") != artifact_type:
+        raise error(f"{where} is not a swcli {kind} (artifactType {manifest.get('artifactType')!r})")
     layers = {}
-    for layer in manifest.get("layers") or []:
+    entries = manifest.get("layers") or []
+    for layer in entries if isinstance(entries, list) else [None]:
         title = ((layer.get("annotations") or {}) if isinstance(layer, dict) else {}).get(TITLE)
-        if title not in FILES or title in layers:
-            raise EvalError(f"{where}: layer title {title!r} is not one of {', '.join(FILES)} (or is repeated)")
+        if title not in files or title in layers:
+            raise error(f"{where}: layer title {title!r} is not one of {', '.join(files)} (or is repeated)")
         if not (_is_digest(layer.get("digest")) and isinstance(layer.get("size"), int) and layer["size"] >= 0):
-            raise EvalError(f"{where}: layer {title} has no sha256 digest and size")
+            raise error(f"{where}: layer {title} has no sha256 digest and size")
         layers[title] = layer
-    missing = [name for name in REQUIRED if name not in layers]
+    missing = [name for name in required if name not in layers]
     if missing:
-        raise EvalError(f"{where}: no {missing[0]} layer; not a complete evaluation")
+        raise error(f"{where}: no {missing[0]} layer; not a complete {kind}")
     return layers
 
 
@@ -123,7 +126,7 @@ def pull(ref_text: str, *, run_id: str | None = None, store: Store | None = None
         raise RegistryError(f"{where}: the manifest is not JSON") from None
     if not isinstance(manifest, dict):
         raise EvalError(f"{where} is not a swcli evaluation")
-    layers = _layers(manifest, where)
+    layers = artifact_layers(manifest, where)
     subject = (manifest.get("subject") or {}).get("digest") if isinstance(manifest.get("subject"), dict) else None
     if expected and subject != expected:  # a listing (a fallback index anyone with push rights writes) that lies
         raise EvalError(f"{where} is listed as attached to {ref} ({expected}) but its subject is {subject}")

@@ -18,8 +18,9 @@ import time
 from pathlib import Path
 
 from builder.errors import RegistryError
-from builder.services.attach import (CREATED, TITLE, Attached, ClientFor, attach_run, default_client, model_of,
+from builder.services.attach import (CREATED, Attached, ClientFor, attach_run, default_client, model_of,
                                      put_artifact, reference)
+from builder.services.attach_pull import artifact_layers
 from builder.services.sharding import MergeError
 
 PART_TYPE = "application/vnd.swcli.eval-part.v1+json"
@@ -98,9 +99,8 @@ def pull_parts(image: str, job: str, folder: Path, *, wait: float = 0.0, poll: f
     for index in range(count):
         where = f"{ref.registry}/{ref.repository}@{parts[index]['digest']}"
         manifest = json.loads(client.get_manifest(ref.repository, parts[index]["digest"]).data)
-        layers = {(layer.get("annotations") or {}).get(TITLE): layer for layer in manifest.get("layers") or []}
-        if set(layers) != set(PART_FILES) or manifest.get("artifactType") != PART_TYPE:
-            raise RegistryError(f"{where}: not a shard part (layers {sorted(map(str, layers))})")
+        layers = artifact_layers(manifest if isinstance(manifest, dict) else {}, where, artifact_type=PART_TYPE,
+                                 files=PART_FILES, required=tuple(PART_FILES), kind="shard part", error=RegistryError)
         target = Path(folder) / str(index)
         target.mkdir(parents=True, exist_ok=True)
         for name, layer in layers.items():
