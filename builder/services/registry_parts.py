@@ -14,14 +14,13 @@ costs one listing; the results of a part are the same bytes whichever pod wrote 
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 from builder.errors import RegistryError
 from builder.services.attach import (CREATED, Attached, ClientFor, attach_run, default_client, model_of,
                                      put_artifact, reference)
 from builder.services.attach_pull import artifact_layers
-from builder.services.sharding import MergeError
+from builder.services.sharding import MergeError, wait_for_indices
 
 PART_TYPE = "application/vnd.swcli.eval-part.v1+json"
 P = "io.swcli.part."  # annotation prefix: job, index, count
@@ -80,21 +79,14 @@ def pull_parts(image: str, job: str, folder: Path, *, wait: float = 0.0, poll: f
     ref = reference(image)
     client = (client_for or default_client())(ref.registry)
     model, _ = model_of(client, ref)
-    deadline, reported = time.monotonic() + wait, None
-    while True:
+
+    def look() -> tuple[int | None, set[int], dict[int, dict]]:
         parts = _parts(client, ref, model["digest"], job)
-        count = next(iter(parts.values()))["count"] if parts else None
-        missing = sorted(set(range(count)) - set(parts)) if count else None
-        if missing == []:
-            break
-        if time.monotonic() >= deadline:
-            what = f"missing shard(s) {', '.join(map(str, missing))} of {count}" if missing else "no part"
-            raise MergeError(f"job {job} on {ref}: {what} after waiting {wait:g} s")
-        if log and (count, missing) != reported:
-            log(f"waiting for the parts of job {job}: " + (f"{count - len(missing)} of {count} pushed" if count
-                                                            else "none pushed yet"))
-            reported = (count, missing)
-        time.sleep(poll)
+        return (next(iter(parts.values()))["count"] if parts else None), set(parts), parts
+
+    parts = wait_for_indices(look, wait, poll=poll, log=log, where=f"job {job} on {ref}", none="no part",
+                             waiting=f"the parts of job {job}", done="pushed")
+    count = next(iter(parts.values()))["count"]
     out = []
     for index in range(count):
         where = f"{ref.registry}/{ref.repository}@{parts[index]['digest']}"

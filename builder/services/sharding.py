@@ -126,20 +126,32 @@ def wait_for_parts(parts_dir: Path, timeout: float, *, poll: float = 0.5, log=No
     ``timeout`` seconds the missing indices are named.
     """
     parts_dir = Path(parts_dir)
-    deadline = time.monotonic() + timeout
-    reported = None
-    while True:
+
+    def look() -> tuple[int | None, set[int], list[Path]]:
         parts = sorted(p for p in parts_dir.iterdir() if p.is_dir()) if parts_dir.is_dir() else []
         finished = [f for f in map(_finished_index, parts) if f]
-        count = finished[0][1] if finished else None
-        missing = sorted(set(range(count)) - {i for i, _ in finished}) if count else None
+        return (finished[0][1] if finished else None), {i for i, _ in finished}, parts
+
+    return wait_for_indices(look, timeout, poll=poll, log=log, where=str(parts_dir), none="no finished part",
+                            waiting=f"parts in {parts_dir}", done="finished")
+
+
+def wait_for_indices(look, timeout: float, *, poll: float, log, where: str, none: str, waiting: str, done: str):
+    """Call ``look()`` -> (N or None, indices present, value) every ``poll`` seconds until indices 0..N-1 are all
+    present, and return that value; after ``timeout`` seconds a MergeError names the missing ones (``none`` when
+    there is no part at all). Progress goes to ``log`` when it changes. Shared by the volume and registry merges."""
+    deadline, reported = time.monotonic() + timeout, None
+    while True:
+        count, present, value = look()
+        missing = sorted(set(range(count)) - present) if count else None
         if missing == []:
-            return parts
+            return value
         if time.monotonic() >= deadline:
-            what = f"missing shard(s) {', '.join(map(str, missing))} of {count}" if missing else "no finished part"
-            raise MergeError(f"{parts_dir}: {what} after waiting {timeout:g} s")
+            what = f"missing shard(s) {', '.join(map(str, missing))} of {count}" if missing else none
+            raise MergeError(f"{where}: {what} after waiting {timeout:g} s")
         if log and (count, missing) != reported:
-            log(f"waiting for parts in {parts_dir}: " + (f"{count - len(missing)} of {count} finished" if count else "none finished yet"))
+            log(f"waiting for {waiting}: " + (f"{count - len(missing)} of {count} {done}" if count
+                                              else f"none {done} yet"))
             reported = (count, missing)
         time.sleep(poll)
 
