@@ -38,6 +38,47 @@ def registry(tmp_path):
     reg.stop()
 
 
+@pytest.fixture(autouse=True)
+def _no_docker_volume_left(request):
+    """A docker test fails when it leaves a volume behind. A dataset image declares VOLUME /dataset, so every
+    container of it gets an anonymous volume holding a copy of the dataset; removing the container without ``v``
+    keeps that copy on disk for good (in swcli as in a test)."""
+    client = _engine() if request.node.get_closest_marker("docker") else None
+    before = {v.name for v in client.volumes.list()} if client else set()
+    yield
+    if client:
+        left = {v.name for v in client.volumes.list()} - before
+        for name in left:
+            client.volumes.get(name).remove(force=True)
+        assert not left, f"{len(left)} docker volume(s) left behind"
+
+
+def _engine():
+    try:
+        import docker
+
+        client = docker.from_env(timeout=120)
+        client.ping()
+        return client
+    except Exception:  # no engine: the test skips itself
+        return None
+
+
+def run_removed(engine, image: str, command=None, **kwargs) -> bytes:
+    """``docker run --rm IMAGE COMMAND``: stdout, or ContainerError with stderr. docker-py's ``remove=True``
+    removes the container but not its anonymous volumes."""
+    from docker.errors import ContainerError
+
+    container = engine.containers.run(image, command, detach=True, **kwargs)
+    try:
+        code = container.wait()["StatusCode"]
+        if code:
+            raise ContainerError(container, code, command, image, container.logs(stdout=False, stderr=True))
+        return container.logs(stdout=True, stderr=False)
+    finally:
+        container.remove(v=True, force=True)
+
+
 @dataclass
 class CliResult:
     code: int

@@ -18,6 +18,7 @@ from builder.images.context import ContextEntry
 from builder.images.image import ConfigChanges, Image, NewLayer, read_image, write_image
 from builder.images.layers import write_layer
 from builder.images.oci import MEDIA_CONFIG, Layout
+from tests.conftest import run_removed
 from tests.test_images_docker import BASE, engine  # noqa: F401  (fixture reused)
 
 pytestmark = pytest.mark.docker
@@ -92,7 +93,7 @@ def test_load_runs_and_later_loads_send_only_the_new_layer(engine, layout, made)
     assert first.image_id == hello.image_id == engine.images.get("swcli-test-daemon/hello:1").id
     assert (first.layers_sent, first.layers_skipped) == (1, 1)
     assert first.bytes_sent < hello.layers[-1].size + (16 << 10)  # config, layer, manifest: not the 200 MB base
-    out = engine.containers.run("swcli-test-daemon/hello:1", remove=True)
+    out = run_removed(engine, "swcli-test-daemon/hello:1")
     assert out == b"hello from the layout\n"
 
     more = _image(layout, hello, {"srv/more.bin": os.urandom(1 << 20)}, ref="t/more")
@@ -130,7 +131,7 @@ def test_a_code_only_change_sends_the_code_layer(engine, layout, made):  # noqa:
     print(f"model v2, code only: {code.bytes_sent} bytes in {code.seconds:.3f} s")
     assert (code.layers_sent, code.layers_skipped) == (1, 3)
     assert code.bytes_sent < v2.layers[-1].size + (16 << 10)  # the code layer and some headers, no weights
-    out = engine.containers.run("swcli-test-daemon/model:v2", ["cat", "/opt/model/code.py"], remove=True)
+    out = run_removed(engine, "swcli-test-daemon/model:v2", ["cat", "/opt/model/code.py"])
     assert out == b"print('v2')\n"
 
 

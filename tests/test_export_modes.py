@@ -10,6 +10,7 @@ import pytest
 
 from builder.images.engine import apply_umask, check_target
 from builder.store import Store
+from tests.conftest import run_removed
 from tests.test_images_docker import engine  # noqa: F401  (fixture reused; skips without an engine)
 
 
@@ -95,8 +96,8 @@ def test_an_export_is_readable_by_a_container_running_as_another_user(engine, cl
     assert set(got.values()) == {0o777 & ~mask, 0o666 & ~mask}
     assert cli("dataset", "info", target, "--verify").code == 0
     entry = Store().resolve("dataset", "tiny")
-    out = engine.containers.run(f"swds/tiny:{entry.version}", ["sh", "-c", "ls /dataset && cat /dataset/*.swds | wc -c"],
-                                user="1000:1000", volumes={str(target): {"bind": "/dataset", "mode": "ro"}}, remove=True)
+    out = run_removed(engine, f"swds/tiny:{entry.version}", ["sh", "-c", "ls /dataset && cat /dataset/*.swds | wc -c"],
+                      user="1000:1000", volumes={str(target): {"bind": "/dataset", "mode": "ro"}})
     listed = out.decode().split()
     assert sorted(listed[:-1]) == sorted(p.name for p in entry.path.iterdir())
     assert int(listed[-1]) == entry.manifest["totals"]["shard_bytes"]

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import write_tiny_dataset
+from tests.conftest import run_removed, write_tiny_dataset
 from tests.test_model import HANDLER, MODEL_YAML
 
 BASE = "swcli/base:bookworm-py3.11"
@@ -257,7 +257,7 @@ def filesystem(client, image: str, root: str) -> dict[str, tuple]:
                     files[path] = (f"type {m.type!r}", *meta, "")
         return files
     finally:
-        container.remove(force=True)
+        container.remove(v=True, force=True)
 
 
 def differences(ours: dict, theirs: dict) -> list[str]:
@@ -403,23 +403,22 @@ def test_dataset_image_copies_out_like_an_init_container_and_lists(engine, built
     out = tmp_path / "out"
     out.mkdir()
     os.chmod(out, 0o777)  # the image runs as 1000:1000
-    engine.containers.run(tag, ["cp", "-r", "/dataset/.", "/out/"], volumes={str(out): {"bind": "/out", "mode": "rw"}},
-                          remove=True)
+    run_removed(engine, tag, ["cp", "-r", "/dataset/.", "/out/"], volumes={str(out): {"bind": "/out", "mode": "rw"}})
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("SWCLI_HOME", str(built.home))
         entry = Store().resolve("dataset", NAMES["dataset"])
     shards = sorted(p.name for p in entry.path.iterdir() if p.name != "manifest.json")
     assert sorted(p.name for p in out.iterdir()) == sorted([*shards, "manifest.json", "layers.json"])
     assert all((out / name).read_bytes() == (entry.path / name).read_bytes() for name in shards)
-    listing = engine.containers.run(tag, remove=True).decode()  # the default command: ls -l /dataset
+    listing = run_removed(engine, tag).decode()  # the default command: ls -l /dataset
     assert all(name in listing for name in shards)
 
 
 def test_runtime_image_runs_help_and_imports_the_env(engine, built):
     tag = in_engine(engine, built, "runtime")
-    assert b"Usage: docker run IMAGE" in engine.containers.run(tag, remove=True)  # CMD --help
-    out = engine.containers.run(tag, ["-c", "import paritypkg, builder; print(paritypkg.VALUE)"],
-                                entrypoint=["python3"], remove=True)
+    assert b"Usage: docker run IMAGE" in run_removed(engine, tag)  # CMD --help
+    out = run_removed(engine, tag, ["-c", "import paritypkg, builder; print(paritypkg.VALUE)"],
+                      entrypoint=["python3"])
     assert out.strip() == b"3"
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from builder.store import Store
+from tests.conftest import run_removed
 from tests.test_model import model_dir  # noqa: F401  (fixture reused)
 
 REPO = Path(__file__).resolve().parent.parent
@@ -85,7 +86,7 @@ def test_model_image_entrypoint_help_info_and_errors(engine, cli, project, tiny_
     model_dir, _ = project
     cli("model", "build", model_dir, "--skip-gen-env", "--runtime", tiny_runtime)
     image = "swmp/modthree:latest"
-    help_text = engine.containers.run(image, ["--help"], remove=True)
+    help_text = run_removed(engine, image, ["--help"])
     assert b"Usage: docker run IMAGE" in help_text and b"eval" in help_text and b"merge" in help_text
     bad = engine.containers.run(image, ["eval", "--batch-size", "x"], detach=True)  # the same one-line usage errors
     try:
@@ -93,22 +94,22 @@ def test_model_image_entrypoint_help_info_and_errors(engine, cli, project, tiny_
         err = bad.logs(stdout=False, stderr=True).decode()
         assert err.startswith("swcli: error: ") and "--batch-size" in err and len(err.strip().splitlines()) == 1, err
     finally:
-        bad.remove(force=True)
-    info = json.loads(engine.containers.run(image, ["info"], remove=True))
+        bad.remove(v=True, force=True)
+    info = json.loads(run_removed(engine, image, ["info"]))
     assert info["name"] == "modthree"
     container = engine.containers.run(image, detach=True)  # default command eval, nothing mounted
     try:
         assert container.wait()["StatusCode"] == 1
         assert b"no dataset mounted at /dataset" in container.logs()
     finally:
-        container.remove(force=True)
+        container.remove(v=True, force=True)
     user = engine.images.get(image).attrs["Config"]["User"]
     assert user == "1000:1000"
     # cmp's scoring helper works inside the image (a broken one would only show as a silent in-process fallback)
     probe = ("from builder.api.metric_worker import MetricWorker; w = MetricWorker(['sklearn.metrics']); "
              "doc = w.compute([0, 1, 1], [0, 1, 0], None, {'show_roc_auc': False, 'all_labels': [0, 1]}); w.close(); "
              "print(doc['summary']['accuracy'])")
-    assert engine.containers.run(image, ["-c", probe], entrypoint=["python3"], remove=True).strip() == b"0.6666666666666666"
+    assert run_removed(engine, image, ["-c", probe], entrypoint=["python3"]).strip() == b"0.6666666666666666"
 
 
 def test_code_only_change_reuses_runtime_and_weights_layers(engine, cli, project, tiny_runtime):
@@ -191,8 +192,8 @@ def test_model_without_runtime_gets_one_from_pip_req(engine, cli, project, tmp_p
     assert "on swrt/modthree-env:" in res.out
     runtime = Store().resolve("runtime", "modthree-env")
     assert runtime.manifest["mode"] == "venv" and "six==" in (runtime.path / "env.lock").read_text()
-    out = engine.containers.run("swmp/modthree:latest", ["-c", "import six, builder; print(six.__name__)"],
-                                entrypoint=["python3"], remove=True)
+    out = run_removed(engine, "swmp/modthree:latest", ["-c", "import six, builder; print(six.__name__)"],
+                      entrypoint=["python3"])
     assert out.strip() == b"six"
     assert cli("dataset", "build", data_dir).code == 0
     assert cli("job", "run", "--model", "modthree", "--dataset", "tiny", "-o", tmp_path / "out").code == 0

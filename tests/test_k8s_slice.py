@@ -11,6 +11,7 @@ from builder.services.k8s_slice import PROGRAM, PROGRAM_ENV, init_command
 from builder.services.remote_dataset import volume_range
 from builder.services.sharding import Shard
 from builder.store import Store
+from tests.conftest import run_removed
 from tests.test_dataset_layers import project
 from tests.test_images_docker import engine  # noqa: F401  (fixture reused)
 from tests.test_model import model_dir  # noqa: F401  (fixture reused)
@@ -22,9 +23,9 @@ def run_init(engine, image: str, shards: int, index: int, out) -> str:  # noqa: 
     out.mkdir()
     os.chmod(out, 0o777)  # the pod's emptyDir is writable by uid 1000
     command = init_command(shards)
-    logs = engine.containers.run(image, command[1:], entrypoint=command[:1], user="1000:1000", remove=True,
-                                 environment={"JOB_COMPLETION_INDEX": str(index), PROGRAM_ENV: PROGRAM},
-                                 volumes={str(out): {"bind": "/copy", "mode": "rw"}})
+    logs = run_removed(engine, image, command[1:], entrypoint=command[:1], user="1000:1000",
+                       environment={"JOB_COMPLETION_INDEX": str(index), PROGRAM_ENV: PROGRAM},
+                       volumes={str(out): {"bind": "/copy", "mode": "rw"}})
     return logs.decode()
 
 
@@ -35,7 +36,7 @@ def test_each_pod_copies_only_the_volumes_of_its_shard(engine, cli, model_dir, t
     image = f"swds/tiny:{entry.version}"
     volumes = [s["file"] for s in entry.manifest["shards"]]
     assert len(volumes) > 20
-    everything = set(engine.containers.run(image, ["ls", "-A", "/dataset"], remove=True).decode().split())
+    everything = set(run_removed(engine, image, ["ls", "-A", "/dataset"]).decode().split())
     assert {p.name for p in entry.path.iterdir()} <= everything
     assert cli("model", "build", "--no-image", "--skip-gen-env", model_dir).code == 0
     total = sum(s["records"] for s in entry.manifest["shards"])

@@ -22,6 +22,7 @@ import pytest
 from builder.images.build import store_layout
 from builder.images.image import read_image
 from builder.store import Store
+from tests.conftest import run_removed
 from tests.registry_servers import Registry, uploaded_blobs, uploads
 from tests.test_images_docker import engine, project  # noqa: F401  (fixtures reused)
 from tests.test_model import model_dir  # noqa: F401
@@ -436,9 +437,9 @@ def test_docker_pull_of_a_pushed_model_image_evaluates_like_in_process(engine, c
         out.mkdir()
         os.chmod(out, 0o777)
         dataset = Store().resolve("dataset", "tiny").path
-        engine.containers.run(target, ["eval"], remove=True, user=f"{os.getuid()}:{os.getgid()}",
-                              volumes={str(dataset): {"bind": "/dataset", "mode": "ro"},
-                                       str(out): {"bind": "/output", "mode": "rw"}})
+        run_removed(engine, target, ["eval"], user=f"{os.getuid()}:{os.getgid()}",
+                    volumes={str(dataset): {"bind": "/dataset", "mode": "ro"},
+                             str(out): {"bind": "/output", "mode": "rw"}})
         assert (out / "metrics.json").read_bytes() == (tmp_path / "local" / "metrics.json").read_bytes()
     finally:
         engine.images.remove(target, force=True)

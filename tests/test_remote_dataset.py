@@ -12,6 +12,7 @@ import re
 import pytest
 
 from builder.images import dataset_layers as dl
+from tests.conftest import run_removed
 from tests.registry_servers import Registry, access_log, stored_blob
 from tests.test_dataset_build import one_line_error
 from tests.test_dataset_layers import built, project
@@ -246,11 +247,11 @@ def test_the_model_image_reads_its_shard_from_the_registry(engine, cli, tmp_path
     model = Store().resolve("model", "modthree")
     out = tmp_path / "out"
     out.mkdir()
-    logs = engine.containers.run(image_tags("model", model.name, model.version)[0],
-                                 ["eval", "--dataset", ref, "--shard", "1/3", "--output", "/output"],
-                                 network_mode="host", user=f"{os.getuid()}:{os.getgid()}", remove=True,
-                                 environment={"SWCLI_HOME": "/output/.swcli"},
-                                 volumes={str(out): {"bind": "/output", "mode": "rw"}})
+    logs = run_removed(engine, image_tags("model", model.name, model.version)[0],
+                       ["eval", "--dataset", ref, "--shard", "1/3", "--output", "/output"],
+                       network_mode="host", user=f"{os.getuid()}:{os.getgid()}",
+                       environment={"SWCLI_HOME": "/output/.swcli"},
+                       volumes={str(out): {"bind": "/output", "mode": "rw"}})
     assert b"outputs: /output" in logs
     local = tmp_path / "local"
     assert cli("model", "eval", "modthree", "--dataset", "tiny", "--shard", "1/3", "-o", local).code == 0

@@ -15,6 +15,7 @@ from builder.images.env import RuntimeError_, conda_tree, env_layers, split_laye
 from builder.spec import SpecError
 from builder.services.runtime_build import EnvResolveError, load_runtime_spec, resolved_venv
 from builder.store import Store
+from tests.conftest import run_removed
 
 
 def write(path: Path, text: str = "x", size: int = 0) -> Path:
@@ -173,8 +174,8 @@ def test_conda_runtime_image_runs_the_packed_env(tmp_path):
     env = make_conda_env(tmp_path / "conda")
     result, manifest = build_runtime_image("swcli-test-conda", env, client=client)
     try:
-        out = client.containers.run(result.tags[0], ["-c", "import hello, sys; print(hello.PREFIX, sys.executable)"],
-                                    entrypoint=["python3"], remove=True).decode()
+        out = run_removed(client, result.tags[0], ["-c", "import hello, sys; print(hello.PREFIX, sys.executable)"],
+                          entrypoint=["python3"]).decode()
         assert out.split() == ["/opt/swcli/env", "/opt/swcli/env/bin/python3"]
         assert manifest["mode"] == "conda"
     finally:

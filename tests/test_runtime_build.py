@@ -11,6 +11,7 @@ import pytest
 
 from builder.services.runtime_build import build_runtime
 from builder.store import Store
+from tests.conftest import run_removed
 from tests.test_dataset_build import one_line_error
 
 LOCK = "six==1.16.0\nnumpy==1.26.4\n"
@@ -156,8 +157,8 @@ def test_built_runtime_keeps_the_one_lock_in_image_and_store(tmp_path, counting_
     try:
         assert len(calls(counting_env)) == 1
         assert (entry.path / "env.lock").read_text() == LOCK and entry.manifest["env_lock"] == "pip-freeze"
-        out = client.containers.run(result.tags[0], ["-c", "print(open('/opt/swcli/env.lock').read(), end='')"],
-                                    entrypoint=["python3"], remove=True).decode()
+        out = run_removed(client, result.tags[0], ["-c", "print(open('/opt/swcli/env.lock').read(), end='')"],
+                          entrypoint=["python3"]).decode()
         assert out == LOCK
     finally:
         for tag in result.tags:

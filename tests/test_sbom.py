@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from builder.images.sbom import SBOM_MEDIA_TYPE, SBOM_PATH, read_image_file, read_sbom
+from tests.conftest import run_removed
 
 DIST_INFOS = {  # folder -> METADATA: each way a distribution can state its license
     "Demo_Expr-1.2.dist-info": "Name: Demo_Expr\nVersion: 1.2\nLicense-Expression: MIT OR Apache-2.0\n"
@@ -354,7 +355,7 @@ def test_docker_run_can_cat_the_sbom(base_ready, tmp_path, monkeypatch):
     monkeypatch.setenv("SWCLI_HOME", str(tmp_path / "home"))
     result, _ = build_runtime_image("swcli-test-sbom", sbom_venv(tmp_path / "venv"), client=client)
     try:
-        out = client.containers.run(result.tags[0], ["cat", SBOM_PATH], entrypoint=[], remove=True)
+        out = run_removed(client, result.tags[0], ["cat", SBOM_PATH], entrypoint=[])
         assert out == read_sbom(store_layout(), read_image(store_layout(), result.tags[0]))
     finally:
         for tag in result.tags:

@@ -157,5 +157,5 @@ def copy_out(client, image: str, path: str, directory: Path) -> int:
         staging.rename(directory)  # `get_archive("X/.")` names X's entries "./...": staging is X's copy
         return sum(1 for p in directory.rglob("*") if p.is_file())
     finally:
-        container.remove(force=True)
+        container.remove(v=True, force=True)  # v: a dataset image's VOLUME /dataset gets an anonymous copy
         shutil.rmtree(staging, ignore_errors=True)

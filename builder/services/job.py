@@ -87,7 +87,7 @@ def run_job(model: str, dataset: str, output_dir: Path, *, store: Store | None =
     finally:
         for container in (*started, data_container):
             try:
-                container.remove(force=True)
+                container.remove(v=True, force=True)  # v: the dataset's VOLUME is a full copy of it on disk
             except Exception:  # already gone: nothing to clean
                 pass
 
