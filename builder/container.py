@@ -41,7 +41,7 @@ def eval_(
     output: Path = typer.Option(OUTPUT_DIR, "--output", help="Where metrics.json, results.jsonl and run.json go."),
     resume: bool = typer.Option(False, "--resume", help="Continue the interrupted run in --output (a finished run is left as it is; an empty folder starts fresh)."),
     dataset: Optional[str] = typer.Option(None, "--dataset", help="REGISTRY/REPO[:TAG|@DIGEST]: read the dataset image from its registry, only the layers of --shard (cached under $SWCLI_HOME/cache); no mount needed. Credentials from $DOCKER_CONFIG/config.json."),
-    push_part: Optional[str] = typer.Option(None, "--push-part", help="REGISTRY/REPO:TAG of this model image: push the finished shard part as an artifact attached to it (for `merge-registry`); a part already pushed for --job is not run again."),
+    push_part: Optional[str] = typer.Option(None, "--push-part", help="REGISTRY/REPO:TAG of this model image: push the finished shard part as an artifact attached to it (for `merge-registry`); a part already pushed for --job over the same dataset version and shard count is not run again."),
     job: Optional[str] = typer.Option(None, "--job", help="The job id the pushed part is filed under (with --push-part)."),
     threads: Optional[int] = typer.Option(None, "--threads", min=0, help="torch intra-op threads for ppl (default: torch's pool less one, at least 1, for a one-record handler, torch's own for a batching one; 0: torch's default)."),
 ) -> None:
@@ -67,9 +67,10 @@ def eval_(
         index = parse_shard(shard)
         if index is None:
             raise EvalError("--push-part needs --shard I/N (or JOB_COMPLETION_INDEX): a part is one shard")
-        pushed = find_part(push_part, job, index.index)
+        key = _dataset_key(dataset)
+        pushed = find_part(push_part, job, key, index)
         if pushed is not None:
-            print(f"shard {index} of job {job} is already attached to {push_part} ({pushed}); nothing to do")
+            print(f"shard {index} of job {job} over {key} is already attached to {push_part} ({pushed}); nothing to do")
             return
     result = evaluate(EvalOptions(model=str(MODEL_DIR), dataset=dataset or str(DATASET_DIR), output_dir=output,
                                   batch_size=batch_size, device=device, record=False, shard=shard, resume=resume,
@@ -115,6 +116,8 @@ def merge(
 def merge_registry(
     image: str = typer.Argument(..., help="REGISTRY/REPO:TAG of this model image: the parts are its referrers."),
     job: str = typer.Option(..., "--job", help="The job id the eval pods pushed their parts under."),
+    dataset: str = typer.Option(..., "--dataset", help="REGISTRY/REPO[:TAG|@DIGEST] of the dataset image the pods evaluate: only parts over its NAME:VERSION are merged (a tag is resolved now)."),
+    shards: Optional[int] = typer.Option(None, "--shards", min=1, help="The pods' shard count: parts cut another way are not merged."),
     output: Path = typer.Option(..., "--output", help="Where the parts are fetched and the merged run goes."),
     wait: float = typer.Option(0.0, "--wait", min=0, help="Seconds to wait for every shard's part."),
     attach: bool = typer.Option(True, "--attach/--no-attach", help="Attach the merged evaluation to IMAGE (like `swcli eval attach`)."),
@@ -132,7 +135,9 @@ def merge_registry(
     handler = make_handler(load_class(spec.ppl, root, PipelineHandler, spec_file=spec.path, field="run.ppl"), spec.ppl, None)
     if wait > 0:
         _warm_metrics()
-    parts = pull_parts(image, job, output / "parts", wait=wait, log=print)
+    from builder.services.remote_dataset import dataset_key
+
+    parts = pull_parts(image, job, dataset_key(dataset), output / "parts", shards=shards, wait=wait, log=print)
     metrics, run = merge_parts(parts, output / "merged", handler)
     print_summary(metrics, run)
     print(f"outputs: {output / 'merged'}")
@@ -147,6 +152,18 @@ def info() -> None:
     from builder.store import read_entry
 
     print(json.dumps(read_entry("model", MODEL_DIR).manifest, indent=2))
+
+
+def _dataset_key(dataset: str | None) -> str:
+    """``NAME:VERSION`` of the dataset this pod evaluates: the registry image --dataset names, else the mounted one."""
+    if dataset is not None:
+        from builder.services.remote_dataset import dataset_key
+
+        return dataset_key(dataset)
+    from builder.store import read_entry
+
+    manifest = read_entry("dataset", DATASET_DIR).manifest
+    return f"{manifest.get('name')}:{manifest.get('version')}"
 
 
 def _warm_metrics() -> None:

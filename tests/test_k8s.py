@@ -139,6 +139,8 @@ def test_registry_dataset_mount_keeps_the_volume_parts():
 @pytest.mark.parametrize(("kw", "words"), [
     (dict(dataset_image="swds/d:1"), ["--dataset", "--dataset-mount registry", "names no registry"]),
     (dict(model_image="swmp/m:1"), ["--model", "--parts registry", "names no registry"]),
+    # the merge resolves the dataset to the version its parts are filed under, whatever the mount
+    (dict(dataset_image="swds/d:1", dataset_mount="image"), ["--dataset", "--parts registry", "names no registry"]),
     (dict(parts="nfs"), ["--parts", "volume or registry"]),
     (dict(registry_secret="Bad_Name"), ["--registry-secret", "DNS-1123"]),
     (dict(output_pvc="mine", create_pvc=False), ["--output-pvc", "uses no volume"]),

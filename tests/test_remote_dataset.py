@@ -176,8 +176,8 @@ def test_parts_go_to_the_registry_and_the_merge_attaches_the_evaluation(cli, tmp
     assert container(monkeypatch, entry, "eval", "--shard", "1/3", "--output", tmp_path / "pod" / "1",
                      "--dataset", ref, "--push-part", model_ref, "--job", "j1") == 0
     capsys.readouterr()
-    assert container(monkeypatch, entry, "merge-registry", model_ref, "--job", "j1", "--output", tmp_path / "early",
-                     "--wait", "0.5") != 0
+    assert container(monkeypatch, entry, "merge-registry", model_ref, "--job", "j1", "--dataset", ref,
+                     "--output", tmp_path / "early", "--wait", "0.5") != 0
     err = capsys.readouterr().err
     assert "missing shard(s) 0, 2 of 3" in err and len(err.strip().splitlines()) == 1, err
     for index in (0, 2):
@@ -189,10 +189,15 @@ def test_parts_go_to_the_registry_and_the_merge_attaches_the_evaluation(cli, tmp
     assert container(monkeypatch, entry, "eval", "--shard", "1/3", "--output", tmp_path / "pod" / "1", "--dataset", ref,
                      "--push-part", model_ref, "--job", "j1") == 0
     assert "already attached" in capsys.readouterr().out and not (tmp_path / "pod" / "1" / "results.jsonl").exists()
-    # another job's part is not mixed in
+    # another job's part is not mixed in, nor a part of this job cut into another number of shards (not reused
+    # either: the 0/2 pod evaluates)
     assert container(monkeypatch, entry, "eval", "--shard", "0/2", "--output", tmp_path / "other", "--dataset", ref,
                      "--push-part", model_ref, "--job", "j2") == 0
-    code = container(monkeypatch, entry, "merge-registry", model_ref, "--job", "j1", "--output", tmp_path / "merge")
+    assert container(monkeypatch, entry, "eval", "--shard", "0/2", "--output", tmp_path / "halves", "--dataset", ref,
+                     "--push-part", model_ref, "--job", "j1") == 0
+    assert (tmp_path / "halves" / "results.jsonl").is_file()
+    code = container(monkeypatch, entry, "merge-registry", model_ref, "--job", "j1", "--dataset", ref, "--shards", "3",
+                     "--output", tmp_path / "merge")
     assert code == 0, capsys.readouterr().err
     assert cli("model", "eval", "modthree", "--dataset", "tiny", "-o", tmp_path / "single").code == 0
     for name in ("results.jsonl", "metrics.json"):
@@ -205,8 +210,23 @@ def test_parts_go_to_the_registry_and_the_merge_attaches_the_evaluation(cli, tmp
     listed = json.loads(registry.skopeo("inspect", "--raw", f"docker://{model_ref.rsplit(':', 1)[0]}:sha256-"
                                         + json.loads(registry.skopeo("inspect", f"docker://{model_ref}").stdout)
                                         ["Digest"].split(":")[1]).stdout)
-    assert sum(m.get("artifactType") == PART_TYPE for m in listed["manifests"]) == 4  # 3 of j1, 1 of j2
+    assert sum(m.get("artifactType") == PART_TYPE for m in listed["manifests"]) == 5  # 3 + 1 of j1, 1 of j2
     # the pod that pushed shard 1 first was replaced after its push: still one part per index, merged once
+
+    # the next run of job j1, on a new dataset version re-pushed under the same tag: the old parts are not its own
+    newer, _ = built(cli, project(tmp_path / "p2", RECORDS + 30))
+    assert cli("dataset", "push", f"tiny:{newer.version}", ref).code == 0
+    capsys.readouterr()
+    assert container(monkeypatch, entry, "eval", "--shard", "1/3", "--output", tmp_path / "next" / "1", "--dataset",
+                     ref, "--push-part", model_ref, "--job", "j1") == 0
+    out = capsys.readouterr().out
+    assert "already attached" not in out, out
+    run = json.loads((tmp_path / "next" / "1" / "run.json").read_text())
+    assert run["dataset"]["version"] == newer.version
+    code = container(monkeypatch, entry, "merge-registry", model_ref, "--job", "j1", "--dataset", ref, "--shards", "3",
+                     "--output", tmp_path / "next-merge", "--wait", "0.5")
+    err = capsys.readouterr().err
+    assert code != 0 and "missing shard(s) 0, 2 of 3" in err and f"tiny:{newer.version}" in err, err
 
 
 def test_layers_unpack_with_the_standard_librarys_zlib_too(monkeypatch):

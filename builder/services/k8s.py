@@ -138,6 +138,8 @@ class K8sOptions:
             fail("--dataset", registry_ref_problem(self.dataset_image, "--dataset-mount registry"))
         if self.parts == "registry":
             fail("--model", registry_ref_problem(self.model_image, "--parts registry"))
+            # the merge resolves the dataset image to the NAME:VERSION its parts are filed under
+            fail("--dataset", registry_ref_problem(self.dataset_image, "--parts registry"))
             if self.output_pvc != DEFAULT_PVC or not self.create_pvc:
                 raise K8sOptionError("--output-pvc", "--parts registry uses no volume; drop --output-pvc")
         if self.registry_secret is not None:
@@ -255,7 +257,8 @@ def manifests(opts: K8sOptions) -> list[dict]:
     if opts.parts == "volume":
         merge_args = ["merge", f"/output/{base}/parts", "--output", f"/output/{base}/merged", "--wait", str(opts.merge_wait)]
     else:
-        merge_args = ["merge-registry", opts.model_image, "--job", base, "--output", SCRATCH, "--wait", str(opts.merge_wait)]
+        merge_args = ["merge-registry", opts.model_image, "--job", base, "--dataset", opts.dataset_image,
+                      "--shards", str(opts.shards), "--output", SCRATCH, "--wait", str(opts.merge_wait)]
     docs.append({
         "apiVersion": "batch/v1", "kind": "Job", "metadata": meta(f"{base}-merge"),
         "spec": {"backoffLimit": opts.backoff_limit,

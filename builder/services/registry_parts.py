@@ -2,13 +2,19 @@
 
 Each eval pod pushes its finished part (``results.jsonl`` and ``run.json``) as an OCI artifact whose subject is
 the model image: artifactType :data:`PART_TYPE`, the empty config, one layer per file (named by its title), and
-annotations saying the job id, the shard index and the shard count, so a listing needs no blob. The merge pod
-lists the model image's referrers, keeps the parts of its job, waits until every index 0..N-1 is there, pulls them
+annotations saying the job id, the dataset evaluated (``NAME:VERSION``), the shard index and the shard count, so a
+listing needs no blob. The merge pod resolves the dataset image it is given to its ``NAME:VERSION``, lists the model
+image's referrers, keeps the parts of its job and that dataset, waits until every index 0..N-1 is there, pulls them
 (every blob checked against its digest), merges them (:func:`builder.services.sharding.merge_parts`) and attaches
 the merged evaluation to the model image like `swcli eval attach` does. No ReadWriteMany volume is involved.
 
 A pod replaced after it pushed its part finds the part listed and stops at once (:func:`find_part`), so a retry
 costs one listing; the results of a part are the same bytes whichever pod wrote them.
+
+Why the dataset is in the key: the job id is the Job's name, which a later run of the same model on a new dataset
+version (a re-pushed ``:latest``, say) shares. Its pods would take the old parts for their own and stop, and its
+merge would attach the old dataset's metrics. Parts of another dataset version are now not seen at all; the model
+is the subject, so parts of another model image are not listed either.
 """
 
 from __future__ import annotations
@@ -23,33 +29,42 @@ from builder.services.attach_pull import artifact_layers
 from builder.services.sharding import MergeError, wait_for_indices
 
 PART_TYPE = "application/vnd.swcli.eval-part.v1+json"
-P = "io.swcli.part."  # annotation prefix: job, index, count
+P = "io.swcli.part."  # annotation prefix: job, dataset, index, count
 PART_FILES = {"results.jsonl": "application/x-ndjson", "run.json": "application/vnd.swcli.evaluation.run.v1+json"}
 
 
-def _parts(client, ref, subject: str, job: str) -> dict[int, dict]:
-    """The parts of ``job`` listed as referrers of ``subject``, by shard index (the newest when one is listed
-    twice: a pod that pushed, then was replaced before it exited)."""
+def dataset_of(run: dict) -> str:
+    """The ``NAME:VERSION`` key of the dataset a run evaluated (its run.json)."""
+    dataset = run.get("dataset") or {}
+    return f"{dataset.get('name')}:{dataset.get('version')}"
+
+
+def _parts(client, ref, subject: str, job: str, dataset: str, count: int | None) -> dict[int, dict]:
+    """The parts of ``job`` over ``dataset`` in ``count`` shards (None: any) listed as referrers of ``subject``, by
+    shard index (the newest when one is listed twice: a pod that pushed, then was replaced before it exited)."""
     found: dict[int, dict] = {}
     for desc in sorted(client.referrers(ref.repository, subject, PART_TYPE),
                        key=lambda d: (str((d.get("annotations") or {}).get(CREATED)), str(d.get("digest")))):
         notes = desc.get("annotations") or {}
-        if desc.get("artifactType") != PART_TYPE or notes.get(f"{P}job") != job:
+        if desc.get("artifactType") != PART_TYPE or notes.get(f"{P}job") != job or notes.get(f"{P}dataset") != dataset:
             continue
         try:
-            index, count = int(notes[f"{P}index"]), int(notes[f"{P}count"])
+            index, part_count = int(notes[f"{P}index"]), int(notes[f"{P}count"])
         except (KeyError, ValueError):
             continue
-        found[index] = {**desc, "index": index, "count": count}
+        if count is not None and part_count != count:
+            continue
+        found[index] = {**desc, "index": index, "count": part_count}
     return found
 
 
-def find_part(image: str, job: str, index: int, *, client_for: ClientFor | None = None) -> str | None:
-    """The digest of shard ``index``'s part of ``job`` already attached to ``image``, else None."""
+def find_part(image: str, job: str, dataset: str, shard, *, client_for: ClientFor | None = None) -> str | None:
+    """The digest of the part of ``shard`` (a :class:`~builder.services.sharding.Shard`) of ``job`` over
+    ``dataset`` (``NAME:VERSION``) already attached to ``image``, else None."""
     ref = reference(image)
     client = (client_for or default_client())(ref.registry)
     model, _ = model_of(client, ref)
-    part = _parts(client, ref, model["digest"], job).get(index)
+    part = _parts(client, ref, model["digest"], job, dataset, shard.count).get(shard.index)
     return part["digest"] if part else None
 
 
@@ -66,26 +81,27 @@ def push_part(part_dir: Path, image: str, job: str, *, client_for: ClientFor | N
     ref = reference(image)
     client = (client_for or default_client())(ref.registry)
     model, _ = model_of(client, ref)
-    notes = {CREATED: str(run.get("finished") or run.get("started")), f"{P}job": job,
+    notes = {CREATED: str(run.get("finished") or run.get("started")), f"{P}job": job, f"{P}dataset": dataset_of(run),
              f"{P}index": str(shard["index"]), f"{P}count": str(shard["count"])}
     files = {name: (part_dir / name, media) for name, media in PART_FILES.items()}
     return put_artifact(client, ref, model, PART_TYPE, files, notes)
 
 
-def pull_parts(image: str, job: str, folder: Path, *, wait: float = 0.0, poll: float = 2.0, log=None,
-               client_for: ClientFor | None = None) -> list[Path]:
-    """Wait (up to ``wait`` seconds) until every shard of ``job`` has a part attached to ``image``, then fetch each
-    into ``folder/<index>/``; the part folders, in shard order. After ``wait`` the missing indices are named."""
+def pull_parts(image: str, job: str, dataset: str, folder: Path, *, shards: int | None = None, wait: float = 0.0,
+               poll: float = 2.0, log=None, client_for: ClientFor | None = None) -> list[Path]:
+    """Wait (up to ``wait`` seconds) until every shard of ``job`` over ``dataset`` (``NAME:VERSION``; in ``shards``
+    shards when given) has a part attached to ``image``, then fetch each into ``folder/<index>/``; the part
+    folders, in shard order. After ``wait`` the missing indices are named."""
     ref = reference(image)
     client = (client_for or default_client())(ref.registry)
     model, _ = model_of(client, ref)
 
     def look() -> tuple[int | None, set[int], dict[int, dict]]:
-        parts = _parts(client, ref, model["digest"], job)
+        parts = _parts(client, ref, model["digest"], job, dataset, shards)
         return (next(iter(parts.values()))["count"] if parts else None), set(parts), parts
 
-    parts = wait_for_indices(look, wait, poll=poll, log=log, where=f"job {job} on {ref}", none="no part",
-                             waiting=f"the parts of job {job}", done="pushed")
+    parts = wait_for_indices(look, wait, poll=poll, log=log, where=f"job {job} over dataset {dataset} on {ref}",
+                             none="no part", waiting=f"the parts of job {job}", done="pushed")
     count = next(iter(parts.values()))["count"]
     out = []
     for index in range(count):

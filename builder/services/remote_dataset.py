@@ -305,9 +305,9 @@ def volume_range(manifest: dict, start: int, stop: int, where: str) -> list[str]
     return names
 
 
-def open_slice(text: str, shard=None, *, store: Store | None = None, client_for: ClientFor | None = None) -> RemoteSlice:
-    """Fetch what records of shard ``shard`` (a :class:`~builder.services.sharding.Shard`, None: all) of the
-    dataset image ``text`` need into the cache; the reader over them is :meth:`RemoteSlice.reader`."""
+def _dataset_image(text: str, store: Store | None, client_for: ClientFor | None):
+    """The dataset image ``text`` names: (ref, fetcher, manifest digest, layer descriptors, config labels, diff_ids);
+    one line when it is not there or not a swcli dataset image."""
     try:
         from builder.registry.client import RegistryClient
         from builder.registry.reference import Reference
@@ -328,6 +328,21 @@ def open_slice(text: str, shard=None, *, store: Store | None = None, client_for:
     if kind != "dataset":
         raise EvalError(f"{ref} is a {kind} image, not a dataset" if kind in ("model", "runtime")
                         else f"{ref} is not a swcli dataset image (label io.swcli.kind is {kind!r})")
+    return ref, fetch, digest, blobs, labels, diff_ids
+
+
+def dataset_key(text: str, *, store: Store | None = None, client_for: ClientFor | None = None) -> str:
+    """``NAME:VERSION`` of the dataset image ``text`` (a tag is resolved now): what a run of it evaluates. The
+    version is the content's, so a re-pushed tag with new records gives a new key. Fetches a manifest and a config."""
+    _, _, _, _, labels, _ = _dataset_image(text, store, client_for)
+    return f"{labels.get('io.swcli.name')}:{labels.get('io.swcli.version')}"
+
+
+def open_slice(text: str, shard=None, *, store: Store | None = None, client_for: ClientFor | None = None) -> RemoteSlice:
+    """Fetch what records of shard ``shard`` (a :class:`~builder.services.sharding.Shard`, None: all) of the
+    dataset image ``text`` need into the cache; the reader over them is :meth:`RemoteSlice.reader`."""
+    ref, fetch, digest, blobs, labels, diff_ids = _dataset_image(text, store, client_for)
+    where = fetch.where(digest)
     try:
         count = int(labels[LAYERS_LABEL])
     except (KeyError, ValueError):
