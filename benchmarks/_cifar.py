@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import os
 import shutil
 import subprocess
@@ -27,6 +28,7 @@ def ensure_batches() -> Path:
 def example_copy() -> Path:
     """A throwaway copy of the example whose data/ links to the real batches; SWCLI_HOME points inside it."""
     work = Path(tempfile.mkdtemp(prefix="swcli-bench-"))
+    atexit.register(shutil.rmtree, work, True)  # its store holds the dataset and model: gone when the run ends
     project = work / "cifar10"
     shutil.copytree(EXAMPLE, project, ignore=shutil.ignore_patterns("data", "__pycache__"))
     (project / "data").mkdir()

@@ -17,6 +17,7 @@
 from __future__ import annotations
 
 import argparse
+import atexit
 import contextlib
 import os
 import shutil
@@ -47,6 +48,7 @@ def bench_shards(dataset: str, counts: list[int], repeat: int) -> None:
     from builder.services.job import run_job
 
     out_root = Path(tempfile.mkdtemp(prefix="swcli-bench-shards-"))
+    atexit.register(shutil.rmtree, out_root, True)
     best: dict[int, tuple[float, float]] = {}
     for count in counts:
         for attempt in range(repeat):

@@ -18,9 +18,11 @@ Uses the store's ``cifar_net`` model and ``cifar10`` dataset (``make demo`` leav
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
 import os
 import statistics
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -90,6 +92,7 @@ def main() -> int:
     if args.baseline:
         contenders["baseline"] = dict(env, PYTHONPATH=str(args.baseline.resolve()))
     work = Path(tempfile.mkdtemp(prefix="swcli-vs-script-"))
+    atexit.register(shutil.rmtree, work, True)  # 2 x --repeat result folders
     script = work / "script.py"
     script.write_text(SCRIPT)
     swcli = [sys.executable, "-c", "import sys; from builder.cli import main; sys.exit(main())"]
