@@ -107,7 +107,7 @@ def merge(
         _warm_metrics()
         wait_for_parts(parts_dir, wait, log=print)
     parts = sorted(p for p in parts_dir.iterdir() if p.is_dir()) if parts_dir.is_dir() else []
-    metrics, run = merge_parts(parts, output, handler)
+    metrics, run = merge_parts(parts, output, handler, model=_model_manifest())
     print_summary(metrics, run)
     print(f"outputs: {output}")
 
@@ -138,7 +138,7 @@ def merge_registry(
     from builder.services.remote_dataset import dataset_key
 
     parts = pull_parts(image, job, dataset_key(dataset), output / "parts", shards=shards, wait=wait, log=print)
-    metrics, run = merge_parts(parts, output / "merged", handler)
+    metrics, run = merge_parts(parts, output / "merged", handler, model=_model_manifest())
     print_summary(metrics, run)
     print(f"outputs: {output / 'merged'}")
     if attach:
@@ -152,6 +152,13 @@ def info() -> None:
     from builder.store import read_entry
 
     print(json.dumps(read_entry("model", MODEL_DIR).manifest, indent=2))
+
+
+def _model_manifest() -> dict:
+    """The manifest of the model baked into this image: a merge takes only parts that are runs of it."""
+    from builder.store import read_entry
+
+    return read_entry("model", MODEL_DIR).manifest
 
 
 def _dataset_key(dataset: str | None) -> str:

@@ -128,6 +128,30 @@ def test_merge_waits_for_parts_written_later_and_names_what_never_came(cli, buil
         wait_for_parts(tmp_path / "never-written", timeout=0.1, poll=0.05)
 
 
+def test_the_image_merge_takes_only_parts_of_its_own_model(cli, built, tmp_path, monkeypatch, capsys):
+    """A merge Job reads /output/<job>/parts, where an earlier job of the same name may have left finished parts
+    of another model: those are refused in one line, never merged under this image's name."""
+    import builder.container as image
+    from builder.store import Store
+
+    model_dir, single = built
+    parts = run_shards(cli, tmp_path, 3)
+    old = Store().resolve("model", "modthree").path
+    (model_dir / "models" / "weights.json").write_text(json.dumps({"offset": 1}))
+    assert cli("model", "build", "--no-image", "--skip-gen-env", model_dir).code == 0
+    new = Store().resolve("model", "modthree:latest").path
+    assert new != old
+    capsys.readouterr()
+    monkeypatch.setattr(image, "MODEL_DIR", new)
+    assert image.main(["merge", str(parts[0].parent), "--output", str(tmp_path / "stale")]) != 0
+    err = capsys.readouterr().err
+    assert "is a run of model modthree:" in err and "not of this image's" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "stale" / "metrics.json").exists()
+    monkeypatch.setattr(image, "MODEL_DIR", old)
+    assert image.main(["merge", str(parts[0].parent), "--output", str(tmp_path / "merged")]) == 0
+    assert (tmp_path / "merged" / "metrics.json").read_bytes() == (single / "metrics.json").read_bytes()
+
+
 def test_image_merge_command_refuses_bad_arguments_in_one_line(capsys):
     from builder.container import main as image_main
 

@@ -79,12 +79,19 @@ def _load_part(path: Path) -> dict:
     return run
 
 
-def check_parts(parts: list[Path]) -> list[dict]:
-    """The parts' run.json, sorted by shard index, after checking they belong together and are complete."""
+def check_parts(parts: list[Path], *, model: dict | None = None) -> list[dict]:
+    """The parts' run.json, sorted by shard index, after checking they belong together and are complete; with
+    ``model`` (a model manifest: the model image's own), that they are runs of that model version too."""
     if not parts:
         raise MergeError("no parts given")
     runs = [_load_part(p) for p in parts]
     first = runs[0]
+    if model is not None:
+        theirs = first.get("model") or {}
+        if (theirs.get("name"), theirs.get("version")) != (model.get("name"), model.get("version")):
+            raise MergeError(f"{first['_path']} is a run of model {theirs.get('name')}:{theirs.get('version')}, "
+                             f"not of this image's {model.get('name')}:{model.get('version')} (parts of an "
+                             "earlier job under the same name?)")
     for run in runs[1:]:
         for key, what in (("model", "model"), ("dataset", "dataset"), ("handler", "handler")):
             if run.get(key) != first.get(key):
@@ -156,7 +163,8 @@ def wait_for_indices(look, timeout: float, *, poll: float, log, where: str, none
         time.sleep(poll)
 
 
-def merge_parts(parts: list[Path], output_dir: Path, handler, *, log=None) -> tuple[object, dict]:
+def merge_parts(parts: list[Path], output_dir: Path, handler, *, model: dict | None = None, log=None
+                ) -> tuple[object, dict]:
     """Concatenate the parts' results in shard order into ``output_dir`` and score them with ``handler.cmp``.
 
     Scoring is the single run's :func:`~builder.services.evaluation.score`, so a merge whose cmp fails (or is
@@ -164,7 +172,7 @@ def merge_parts(parts: list[Path], output_dir: Path, handler, *, log=None) -> tu
     """
     from builder.services.evaluation import RESULTS, RUN, OutputError, prepare_output, score, stopped, write_run
 
-    runs = check_parts(parts)
+    runs = check_parts(parts, model=model)
     output_dir = Path(output_dir)
     ok = sum(r["records"]["ok"] for r in runs)
     failed = sum(r["records"]["failed"] for r in runs)
