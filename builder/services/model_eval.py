@@ -12,6 +12,7 @@ from pathlib import Path
 
 from builder.api.model import PipelineHandler
 from builder.errors import EvalError, SwcliError, USER_CODE_ERRORS, UserCodeError
+from builder.gcpolicy import loading
 from builder.loader import load_class
 from builder.services.evaluation import EvalContext, EvalResult, Progress, resolve_batch_size, run_evaluation
 from builder.services.model_build import model_source
@@ -134,9 +135,10 @@ def evaluate(options: EvalOptions, *, store: Store | None = None, progress: Prog
     reader, dataset_manifest = open_dataset(options.dataset, shard, store)
     if len(reader) == 0:
         raise EvalError(f"dataset {dataset_manifest.get('name')} has no records")
-    handler_cls = load_class(spec.ppl, root, PipelineHandler, spec_file=spec.path, field="run.ppl")
-    default_threads = torch_threads()
-    handler = make_handler(handler_cls, spec.ppl, options.device)
+    with loading():  # torch and the model: no garbage to look for (builder.gcpolicy)
+        handler_cls = load_class(spec.ppl, root, PipelineHandler, spec_file=spec.path, field="run.ppl")
+        default_threads = torch_threads()
+        handler = make_handler(handler_cls, spec.ppl, options.device)
     handler_threads = torch_threads()  # put back when the run ends: a second evaluate() here starts from the same
     threads = apply_threads(options.threads, batching=resolve_batch_size(handler, options.batch_size) > 1,
                             before_handler=default_threads)
