@@ -119,7 +119,8 @@ def test_registry_mode_has_no_init_copy_no_image_volume_and_no_shared_volume():
         assert {"name": "registry-auth", "mountPath": "/etc/swcli/registry", "readOnly": True} in \
             pod["containers"][0]["volumeMounts"]
     args = job["spec"]["template"]["spec"]["containers"][0]["args"]
-    assert args[:3] == ["eval", "--shard", "$(JOB_COMPLETION_INDEX)/3"] and "--resume" in args
+    # the part is on the pod's emptyDir, which a replaced pod does not get back: nothing to resume from
+    assert args[:3] == ["eval", "--shard", "$(JOB_COMPLETION_INDEX)/3"] and "--resume" not in args
     assert args[args.index("--dataset") + 1] == "r.example:5000/team/d:1"
     assert args[args.index("--push-part") + 1] == "r.example:5000/team/m:1"
     assert args[args.index("--job") + 1] == job["metadata"]["name"]
@@ -133,7 +134,7 @@ def test_registry_dataset_mount_keeps_the_volume_parts():
     pod = job["spec"]["template"]["spec"]
     assert pvc["kind"] == "PersistentVolumeClaim" and "initContainers" not in pod
     assert {v["name"] for v in pod["volumes"]} == {"output", "tmp"}
-    assert "--push-part" not in pod["containers"][0]["args"]
+    assert "--push-part" not in pod["containers"][0]["args"] and "--resume" in pod["containers"][0]["args"]
 
 
 @pytest.mark.parametrize(("kw", "words"), [
@@ -143,6 +144,7 @@ def test_registry_dataset_mount_keeps_the_volume_parts():
     (dict(dataset_image="swds/d:1", dataset_mount="image"), ["--dataset", "--parts registry", "names no registry"]),
     (dict(parts="nfs"), ["--parts", "volume or registry"]),
     (dict(registry_secret="Bad_Name"), ["--registry-secret", "DNS-1123"]),
+    (dict(dataset_mount="init", parts="volume"), ["--registry-secret", "drop --registry-secret"]),
     (dict(output_pvc="mine", create_pvc=False), ["--output-pvc", "uses no volume"]),
 ])
 def test_registry_mode_refuses_what_it_cannot_reach(kw, words):

@@ -21,7 +21,8 @@ A pod that is replaced (evicted, its node lost, a retry after a failure) continu
 stopped: the eval args carry ``--resume`` (``resume=False`` drops it) and each part lives on the output volume, so
 the new pod runs ``ppl`` only on the records its part does not hold yet, a part already finished is left as it
 is, and an empty folder simply starts fresh (with ``parts="registry"`` the part lives on the pod's emptyDir, so a
-replaced pod starts its shard over, unless its part was already pushed: then it stops at once). A part in that folder from another model or dataset version makes
+replaced pod starts its shard over without ``--resume``, unless its part was already pushed: then it stops at
+once). A part in that folder from another model or dataset version makes
 the pod fail naming both (give the Job another ``name``).
 """
 
@@ -144,6 +145,9 @@ class K8sOptions:
                 raise K8sOptionError("--output-pvc", "--parts registry uses no volume; drop --output-pvc")
         if self.registry_secret is not None:
             fail("--registry-secret", dns_subdomain_problem(self.registry_secret))
+            if not _uses_registry(self):  # it would be mounted nowhere: a typo'd mode, not a wish
+                raise K8sOptionError("--registry-secret", "only --dataset-mount registry and --parts registry read "
+                                     "the registry from the pods; add one of them, or drop --registry-secret")
         for flag, value in (("--cpu", self.cpu), ("--memory", self.memory)):
             if value is not None:
                 fail(flag, quantity_problem(value))
@@ -240,8 +244,10 @@ def manifests(opts: K8sOptions) -> list[dict]:
         docs.append({"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": meta(opts.output_pvc),
                      "spec": {"accessModes": ["ReadWriteMany"], "resources": {"requests": {"storage": opts.pvc_size}}}})
     out = f"/output/{base}/parts/$(JOB_COMPLETION_INDEX)" if opts.parts == "volume" else f"{SCRATCH}/part"
+    # a registry part lives on the pod's emptyDir, which a replaced pod does not get back: nothing to resume
+    resume = opts.resume and opts.parts == "volume"
     eval_args = ["eval", "--shard", f"$(JOB_COMPLETION_INDEX)/{opts.shards}", "--output", out,
-                 *(["--resume"] if opts.resume else [])]
+                 *(["--resume"] if resume else [])]
     if opts.dataset_mount == "registry":
         eval_args += ["--dataset", opts.dataset_image]
     if opts.parts == "registry":
