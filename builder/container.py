@@ -95,6 +95,7 @@ def merge(
     """cmp over the shard parts in PARTS_DIR's subfolders, first waiting for every part to finish."""
     from builder.api.model import PipelineHandler
     from builder.cli._summary import print_summary
+    from builder.gcpolicy import loading
     from builder.loader import load_class
     from builder.services.model_build import model_source
     from builder.services.model_eval import make_handler
@@ -102,7 +103,9 @@ def merge(
 
     # load the handler (and with it torch and the like) before waiting: the imports overlap the shards' work
     root, spec, _ = model_source(str(MODEL_DIR))
-    handler = make_handler(load_class(spec.ppl, root, PipelineHandler, spec_file=spec.path, field="run.ppl"), spec.ppl, None)
+    with loading():  # builder.gcpolicy
+        handler = make_handler(load_class(spec.ppl, root, PipelineHandler, spec_file=spec.path, field="run.ppl"),
+                               spec.ppl, None)
     if wait > 0:
         _warm_metrics()
         wait_for_parts(parts_dir, wait, log=print)
@@ -117,7 +120,7 @@ def merge_registry(
     image: str = typer.Argument(..., help="REGISTRY/REPO:TAG of this model image: the parts are its referrers."),
     job: str = typer.Option(..., "--job", help="The job id the eval pods pushed their parts under."),
     dataset: str = typer.Option(..., "--dataset", help="REGISTRY/REPO[:TAG|@DIGEST] of the dataset image the pods evaluate: only parts over its NAME:VERSION are merged (a tag is resolved now)."),
-    shards: Optional[int] = typer.Option(None, "--shards", min=1, help="The pods' shard count: parts cut another way are not merged."),
+    shards: int = typer.Option(..., "--shards", min=1, help="The pods' shard count: parts cut another way are not merged."),
     output: Path = typer.Option(..., "--output", help="Where the parts are fetched and the merged run goes."),
     wait: float = typer.Option(0.0, "--wait", min=0, help="Seconds to wait for every shard's part."),
     attach: bool = typer.Option(True, "--attach/--no-attach", help="Attach the merged evaluation to IMAGE (like `swcli eval attach`)."),
@@ -125,6 +128,7 @@ def merge_registry(
     """Pull the shard parts attached to IMAGE for --job, cmp over them, attach the merged evaluation to IMAGE."""
     from builder.api.model import PipelineHandler
     from builder.cli._summary import print_summary
+    from builder.gcpolicy import loading
     from builder.loader import load_class
     from builder.services.model_build import model_source
     from builder.services.model_eval import make_handler
@@ -132,12 +136,14 @@ def merge_registry(
     from builder.services.sharding import merge_parts
 
     root, spec, _ = model_source(str(MODEL_DIR))
-    handler = make_handler(load_class(spec.ppl, root, PipelineHandler, spec_file=spec.path, field="run.ppl"), spec.ppl, None)
+    with loading():  # builder.gcpolicy
+        handler = make_handler(load_class(spec.ppl, root, PipelineHandler, spec_file=spec.path, field="run.ppl"),
+                               spec.ppl, None)
     if wait > 0:
         _warm_metrics()
     from builder.services.remote_dataset import dataset_key
 
-    parts = pull_parts(image, job, dataset_key(dataset), output / "parts", shards=shards, wait=wait, log=print)
+    parts = pull_parts(image, job, dataset_key(dataset), shards, output / "parts", wait=wait, log=print)
     metrics, run = merge_parts(parts, output / "merged", handler, model=_model_manifest())
     print_summary(metrics, run)
     print(f"outputs: {output / 'merged'}")

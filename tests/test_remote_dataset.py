@@ -176,7 +176,7 @@ def test_parts_go_to_the_registry_and_the_merge_attaches_the_evaluation(cli, tmp
     assert container(monkeypatch, entry, "eval", "--shard", "1/3", "--output", tmp_path / "pod" / "1",
                      "--dataset", ref, "--push-part", model_ref, "--job", "j1") == 0
     capsys.readouterr()
-    assert container(monkeypatch, entry, "merge-registry", model_ref, "--job", "j1", "--dataset", ref,
+    assert container(monkeypatch, entry, "merge-registry", model_ref, "--job", "j1", "--dataset", ref, "--shards", "3",
                      "--output", tmp_path / "early", "--wait", "0.5") != 0
     err = capsys.readouterr().err
     assert "missing shard(s) 0, 2 of 3" in err and len(err.strip().splitlines()) == 1, err

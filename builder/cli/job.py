@@ -42,7 +42,7 @@ def k8s(
     image_pull_secret: Optional[List[str]] = typer.Option(None, "--image-pull-secret", help="Repeatable."),
     merge_wait: int = typer.Option(6 * 3600, "--merge-wait", help="Seconds the merge Job waits for every shard's part before it fails naming the missing ones."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Write the manifests here (default: stdout)."),
-    resume: bool = typer.Option(True, "--resume/--no-resume", help="A replaced eval pod continues its shard's part on the volume (default) or starts it over."),
+    resume: bool = typer.Option(True, "--resume/--no-resume", help="A replaced eval pod continues its shard's part on the volume (default) or starts it over. Not used with --parts registry: the part is on the pod's emptyDir."),
 ) -> None:
     """Emit a PVC (unless --parts registry), an Indexed Job running `eval --shard` in N pods, and the merge Job, as one YAML stream."""
     from builder.services.images import image_for

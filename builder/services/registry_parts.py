@@ -39,8 +39,8 @@ def dataset_of(run: dict) -> str:
     return f"{dataset.get('name')}:{dataset.get('version')}"
 
 
-def _parts(client, ref, subject: str, job: str, dataset: str, count: int | None) -> dict[int, dict]:
-    """The parts of ``job`` over ``dataset`` in ``count`` shards (None: any) listed as referrers of ``subject``, by
+def _parts(client, ref, subject: str, job: str, dataset: str, count: int) -> dict[int, dict]:
+    """The parts of ``job`` over ``dataset`` in ``count`` shards listed as referrers of ``subject``, by
     shard index (the newest when one is listed twice: a pod that pushed, then was replaced before it exited)."""
     found: dict[int, dict] = {}
     for desc in sorted(client.referrers(ref.repository, subject, PART_TYPE),
@@ -52,7 +52,7 @@ def _parts(client, ref, subject: str, job: str, dataset: str, count: int | None)
             index, part_count = int(notes[f"{P}index"]), int(notes[f"{P}count"])
         except (KeyError, ValueError):
             continue
-        if count is not None and part_count != count:
+        if part_count != count:
             continue
         found[index] = {**desc, "index": index, "count": part_count}
     return found
@@ -87,11 +87,11 @@ def push_part(part_dir: Path, image: str, job: str, *, client_for: ClientFor | N
     return put_artifact(client, ref, model, PART_TYPE, files, notes)
 
 
-def pull_parts(image: str, job: str, dataset: str, folder: Path, *, shards: int | None = None, wait: float = 0.0,
+def pull_parts(image: str, job: str, dataset: str, shards: int, folder: Path, *, wait: float = 0.0,
                poll: float = 2.0, log=None, client_for: ClientFor | None = None) -> list[Path]:
-    """Wait (up to ``wait`` seconds) until every shard of ``job`` over ``dataset`` (``NAME:VERSION``; in ``shards``
-    shards when given) has a part attached to ``image``, then fetch each into ``folder/<index>/``; the part
-    folders, in shard order. After ``wait`` the missing indices are named."""
+    """Wait (up to ``wait`` seconds) until every shard of ``job`` over ``dataset`` (``NAME:VERSION``) cut into
+    ``shards`` has a part attached to ``image``, then fetch each into ``folder/<index>/``; the part folders, in
+    shard order. After ``wait`` the missing indices are named."""
     ref = reference(image)
     client = (client_for or default_client())(ref.registry)
     model, _ = model_of(client, ref)
