@@ -152,6 +152,19 @@ def test_the_image_merge_takes_only_parts_of_its_own_model(cli, built, tmp_path,
     assert (tmp_path / "merged" / "metrics.json").read_bytes() == (single / "metrics.json").read_bytes()
 
 
+def test_a_pod_with_a_mounted_dataset_files_its_part_under_the_version_it_evaluates(built, monkeypatch):
+    """--push-part with the dataset mounted (--dataset-mount init|image): the key the pod looks its part up by is
+    the one its run.json, and so the pushed part, carries."""
+    import builder.container as image
+    from builder.services.registry_parts import dataset_of
+    from builder.store import Store
+
+    _, single = built
+    monkeypatch.setattr(image, "DATASET_DIR", Store().resolve("dataset", "tiny").path)
+    run = json.loads((single / "run.json").read_text())
+    assert image._dataset_key(None) == dataset_of(run) == f"tiny:{run['dataset']['version']}"
+
+
 def test_image_merge_command_refuses_bad_arguments_in_one_line(capsys):
     from builder.container import main as image_main
 
