@@ -93,19 +93,14 @@ def merge(
     wait: float = typer.Option(0.0, "--wait", min=0, help="Seconds to wait for every shard's part (the Kubernetes merge Job)."),
 ) -> None:
     """cmp over the shard parts in PARTS_DIR's subfolders, first waiting for every part to finish."""
-    from builder.api.model import PipelineHandler
     from builder.cli._summary import print_summary
-    from builder.gcpolicy import loading
-    from builder.loader import load_class
     from builder.services.model_build import model_source
-    from builder.services.model_eval import make_handler
+    from builder.services.model_eval import load_handler
     from builder.services.sharding import merge_parts, wait_for_parts
 
     # load the handler (and with it torch and the like) before waiting: the imports overlap the shards' work
     root, spec, _ = model_source(str(MODEL_DIR))
-    with loading():  # builder.gcpolicy
-        handler = make_handler(load_class(spec.ppl, root, PipelineHandler, spec_file=spec.path, field="run.ppl"),
-                               spec.ppl, None)
+    handler = load_handler(root, spec)
     if wait > 0:
         _warm_metrics()
         wait_for_parts(parts_dir, wait, log=print)
@@ -126,19 +121,14 @@ def merge_registry(
     attach: bool = typer.Option(True, "--attach/--no-attach", help="Attach the merged evaluation to IMAGE (like `swcli eval attach`)."),
 ) -> None:
     """Pull the shard parts attached to IMAGE for --job, cmp over them, attach the merged evaluation to IMAGE."""
-    from builder.api.model import PipelineHandler
     from builder.cli._summary import print_summary
-    from builder.gcpolicy import loading
-    from builder.loader import load_class
     from builder.services.model_build import model_source
-    from builder.services.model_eval import make_handler
+    from builder.services.model_eval import load_handler
     from builder.services.registry_parts import attach_merged, pull_parts
     from builder.services.sharding import merge_parts
 
     root, spec, _ = model_source(str(MODEL_DIR))
-    with loading():  # builder.gcpolicy
-        handler = make_handler(load_class(spec.ppl, root, PipelineHandler, spec_file=spec.path, field="run.ppl"),
-                               spec.ppl, None)
+    handler = load_handler(root, spec)
     if wait > 0:
         _warm_metrics()
     from builder.services.remote_dataset import dataset_key

@@ -94,6 +94,14 @@ def new_run_id(model: str, dataset: str) -> str:
     return f"{stamp}-{model}-{dataset}-{secrets.token_hex(2)}"
 
 
+def load_handler(root: Path, spec, device: str | None = None) -> PipelineHandler:
+    """The handler ``spec.ppl`` names, imported from ``root`` and made, with the collector off (builder.gcpolicy):
+    what `eval merge` and the image's merges score with."""
+    with loading():
+        return make_handler(load_class(spec.ppl, root, PipelineHandler, spec_file=spec.path, field="run.ppl"),
+                            spec.ppl, device)
+
+
 def make_handler(cls: type, ref: str, device: str | None) -> PipelineHandler:
     """Instantiate the user's handler; ``device`` is passed only when asked for and accepted."""
     kwargs = {}
@@ -185,7 +193,7 @@ def merge(parts: list[Path], output_dir: Path | None = None, *, model: str | Non
     if not ref:
         raise EvalError("the parts do not say which model made them; pass --model")
     root, spec, _ = model_source(ref, store)
-    handler = make_handler(load_class(spec.ppl, root, PipelineHandler, spec_file=spec.path, field="run.ppl"), spec.ppl, None)
+    handler = load_handler(root, spec)
     output_dir = output_dir or store.runs_dir / new_run_id(spec.name, str(first["dataset"].get("name")) + "-merged")
     try:
         metrics, run = merge_parts(parts, output_dir, handler)
