@@ -305,3 +305,52 @@ def test_a_malformed_part_listing_is_one_line_not_a_traceback():
         with pytest.raises(RegistryError, match=says):
             artifact_layers(manifest, "r/x@sha256:1", artifact_type=PART_TYPE, files=PART_FILES,
                             required=tuple(PART_FILES), kind="shard part", error=RegistryError)
+
+
+def _layer_blob(path, files: dict[str, bytes], trailing: int = 0):
+    """A gzip layer like the dataset writer's (``dataset/<name>`` entries), with ``trailing`` zero bytes after the
+    tar's end inside the gzip stream."""
+    import gzip
+    import io
+    import tarfile
+
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w") as tar:
+        for name, data in files.items():
+            info = tarfile.TarInfo(f"dataset/{name}")
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    path.write_bytes(gzip.compress(raw.getvalue() + bytes(trailing)))
+    return path
+
+
+def test_a_layer_with_megabytes_of_zeros_after_its_tar_is_refused(tmp_path):
+    """A few KiB of gzip can unpack to gigabytes of zeros after the tar's end: hashed, never written, but bounded."""
+    from builder.errors import RegistryError
+    from builder.services import remote_dataset as rd
+
+    ok = _layer_blob(tmp_path / "ok.gz", {"a.swds": b"x" * 100}, trailing=4096)
+    (tmp_path / "ok").mkdir()
+    assert rd._unpack(ok, True, tmp_path / "ok", {"a.swds": 100}, "layer ok", False).startswith("sha256:")
+    bomb = _layer_blob(tmp_path / "bomb.gz", {"a.swds": b"x" * 100}, trailing=rd.TRAILING_MAX + 1)
+    assert bomb.stat().st_size < 16 << 10
+    (tmp_path / "bomb").mkdir()
+    with pytest.raises(RegistryError, match="bytes after the end of its tar") as err:
+        rd._unpack(bomb, True, tmp_path / "bomb", {"a.swds": 100}, "layer sha256:b", False)
+    assert "\n" not in str(err.value)
+
+
+def test_an_entry_bigger_than_the_free_disk_is_refused_before_it_is_written(tmp_path, monkeypatch):
+    import shutil as sh
+
+    from builder.errors import RegistryError
+    from builder.services import remote_dataset as rd
+
+    blob = _layer_blob(tmp_path / "l.gz", {"a.swds": b"x" * 5000})
+    (tmp_path / "out").mkdir()
+    real = sh.disk_usage
+    monkeypatch.setattr(rd.shutil, "disk_usage",
+                        lambda p: real(p)._replace(free=rd.DISK_SPARE + 4999))  # one byte short
+    with pytest.raises(RegistryError, match=r"a.swds is 5000 bytes; .* has 4999 free") as err:
+        rd._unpack(blob, True, tmp_path / "out", {"a.swds": 5000}, "layer sha256:c", False)
+    assert "\n" not in str(err.value) and not (tmp_path / "out" / "a.swds").exists()

@@ -40,6 +40,8 @@ from builder.store import Store
 
 ClientFor = Callable[[str], object]  # registry host -> RegistryClient
 MAX_SMALL = 4 << 20  # a manifest or config larger than this is not one of ours
+DISK_SPARE = 256 << 20  # a layer entry is not unpacked when it would leave less than this free
+TRAILING_MAX = 1 << 20  # bytes after a layer's tar end (zero padding: tarfile writes at most 10 KiB)
 META_FILES = {MANIFEST_NAME, INDEX_NAME, LAYERS_NAME}
 # the distribution spec's names (as builder.services.pull knows them; not imported: the image has no ISA-L)
 INDEX_TYPES = ("application/vnd.oci.image.index.v1+json", "application/vnd.docker.distribution.manifest.list.v2+json")
@@ -217,9 +219,14 @@ class _Hashing:
         self.sha.update(data)
         return data
 
-    def drain(self) -> str:
-        while self.read(1 << 20):
-            pass
+    def drain(self, limit: int, what: str) -> str:
+        """Hash what follows the tar's end (its zero padding) and return the diff_id; more than ``limit`` bytes of
+        it is refused: a small compressed blob may unpack to gigabytes of zeros there."""
+        left = limit
+        while data := self.read(1 << 20):
+            left -= len(data)
+            if left < 0:
+                raise RegistryError(f"{what}: more than {limit} bytes after the end of its tar; not a swcli layer")
         return "sha256:" + self.sha.hexdigest()
 
 
@@ -271,6 +278,10 @@ def _unpack(blob: Path, gzipped: bool, folder: Path, expect: dict[str, int | Non
                     if expect.get(name) is not None and member.size != expect[name]:
                         raise RegistryError(f"{what}: {member.name} is {member.size} bytes, the dataset manifest "
                                             f"says {expect[name]}")
+                    free = shutil.disk_usage(folder).free - DISK_SPARE
+                    if member.size > free:  # refused before a byte is written, not at ENOSPC halfway
+                        raise RegistryError(f"{what}: {member.name} is {member.size} bytes; {folder.parent} has "
+                                            f"{max(free, 0)} free beyond {DISK_SPARE} kept spare")
                     with tar.extractfile(member) as src, open(folder / name, "wb") as out:
                         shutil.copyfileobj(src, out, 1 << 20)
                     seen.add(name)
@@ -279,7 +290,7 @@ def _unpack(blob: Path, gzipped: bool, folder: Path, expect: dict[str, int | Non
         missing = sorted(set(expect) - seen)
         if missing:
             raise RegistryError(f"{what}: {', '.join(missing)} missing from the layer")
-        return stream.drain()
+        return stream.drain(TRAILING_MAX, what)
 
 
 def _labels(config: bytes, where: str) -> tuple[dict, list[str]]:
