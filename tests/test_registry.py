@@ -570,3 +570,27 @@ def test_a_digest_mismatch_on_pull_is_refused_and_leaves_nothing(cli, pushed_mod
     assert_nothing_pulled(tmp_path)
     res = cli("pull", f"{plain_registry.address}/team/modthree:v1")  # the same pull, unharmed, completes
     assert res.code == 0, res.err
+
+
+def test_known_blobs_keep_the_newest_per_registry_and_merge_concurrent_pushes(tmp_path, monkeypatch):
+    """registry-blobs.json (where a cross-repository mount can come from) is a bounded cache: what a push just
+    learnt goes last, the oldest digests go when a registry holds more than KNOWN_PER_REGISTRY."""
+    from builder.services import registry as reg
+
+    monkeypatch.setattr(reg, "KNOWN_PER_REGISTRY", 3)
+    path = tmp_path / "registry-blobs.json"
+    first, second = reg.KnownBlobs("r:5000", path), reg.KnownBlobs("r:5000", path)  # two pushes at once
+    for n in (5, 1, 2):  # learning order, not sorted order, says which are the oldest
+        first.learn(f"sha256:{n}", "team/a")
+    second.learn("sha256:0", "team/b")
+    other = reg.KnownBlobs("q:5000", path)
+    other.learn("sha256:0", "team/q")
+    first.save(), second.save(), other.save()
+    data = json.loads(path.read_text())
+    assert list(data["r:5000"]) == ["sha256:1", "sha256:2", "sha256:0"] and data["q:5000"] == {"sha256:0": "team/q"}
+    again = reg.KnownBlobs("r:5000", path)
+    again.learn("sha256:1", "team/c")  # learnt again: newest now, with its new holder
+    again.save()
+    assert list(json.loads(path.read_text())["r:5000"].items()) == [
+        ("sha256:2", "team/a"), ("sha256:0", "team/b"), ("sha256:1", "team/c")]
+    assert reg.KnownBlobs("r:5000", path).holder("sha256:1", besides="team/x") == "team/c"

@@ -2,8 +2,8 @@
 
 Sending one blob (:func:`send_blobs`) is the same whoever sends it: ``HEAD`` (the registry has it: skipped), else
 a cross-repository mount from a repository of the same registry known to hold it (``$SWCLI_HOME/cache/
-registry-blobs.json`` remembers ``registry -> {digest: repository}`` as transfers succeed; a mount is tried only
-when one is known), else an upload. Several blobs move at once on a small thread pool, each reporting
+registry-blobs.json`` remembers ``registry -> {digest: repository}`` as transfers succeed, the newest 20,000 per
+registry; a mount is tried only when one is known), else an upload. Several blobs move at once on a small thread pool, each reporting
 :class:`LayerProgress`. Every registry failure is a one-line :class:`~builder.errors.RegistryError` (exit 5).
 
 Credentials come from ``--username`` with the password on stdin (that one call only), or from the Docker config as
@@ -85,6 +85,9 @@ def check_labels(what: str, labels: dict) -> tuple[str, str, str]:
 
 # --- which repository of a registry holds which blob --------------------------------------------------------------
 
+KNOWN_PER_REGISTRY = 20_000  # digests remembered per registry (~2 MB of JSON); the oldest go first
+
+
 class KnownBlobs:
     """``registry -> {digest: repository}`` learnt from transfers, for cross-repository mounts.
 
@@ -123,8 +126,11 @@ class KnownBlobs:
             fcntl.flock(lock, fcntl.LOCK_EX)
             data = self._read()
             mine = data.get(self.registry) if isinstance(data.get(self.registry), dict) else {}
-            data[self.registry] = {**mine, **self.learnt}
-            write_bytes_atomic(self.path, json.dumps(data, indent=1, sort_keys=True).encode())
+            # what was just learnt goes last, and only the newest KNOWN_PER_REGISTRY stay: the file stays small
+            merged = {digest: repo for digest, repo in mine.items() if digest not in self.learnt}
+            merged.update(self.learnt)
+            data[self.registry] = dict(list(merged.items())[-KNOWN_PER_REGISTRY:])
+            write_bytes_atomic(self.path, json.dumps(data, indent=1).encode())  # in learning order: oldest first
 
 
 # --- sending blobs ------------------------------------------------------------------------------------------------
