@@ -55,10 +55,12 @@ def open_dataset(ref: str, shard, store: Store) -> tuple[DatasetReader, dict]:
         return remote.reader(), remote.manifest
     dataset_dir, manifest = resolve_dataset(ref, store)
     reader = DatasetReader(dataset_dir, manifest)
-    if shard is not None and shard.count > len(reader) > 0:
-        reader.close()
-        raise EvalError(f"shard {shard}: dataset {manifest.get('name')} has {len(reader)} records, so at most "
-                        f"{len(reader)} shards")
+    if shard is not None:
+        try:
+            shard.check_fits(len(reader), str(manifest.get("name")))
+        except EvalError:
+            reader.close()
+            raise
     return reader, manifest
 
 

@@ -374,8 +374,8 @@ def open_slice(text: str, shard=None, *, store: Store | None = None, client_for:
         raise RegistryError(f"{where}: /{TOP}/{LAYERS_NAME} does not list the image's {count} dataset layers")
     records = manifest.get("records", 0)
     start, stop = (0, records) if shard is None else shard.range(records)
-    if shard is not None and shard.count > records:
-        raise EvalError(f"shard {shard}: dataset {ref} has {records} records, so at most {records} shards")
+    if shard is not None:
+        shard.check_fits(records, str(ref))
     wanted = set(volume_range(manifest, start, stop, f"{where}: /{TOP}/{MANIFEST_NAME}"))
     volumes: dict[str, Path] = {}
     used = 0

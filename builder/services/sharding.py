@@ -38,6 +38,14 @@ class Shard:
     def range(self, total: int) -> tuple[int, int]:
         return self.index * total // self.count, (self.index + 1) * total // self.count
 
+    def check_fits(self, total: int, dataset: str) -> None:
+        """One line when ``dataset``'s ``total`` records cannot make ``count`` non-empty shards (an empty dataset
+        is refused as such elsewhere). The same words for a local dataset and a registry one."""
+        if self.count > total > 0:
+            from builder.errors import EvalError
+
+            raise EvalError(f"shard {self}: dataset {dataset} has {total} records, so at most {total} shards")
+
     def __str__(self) -> str:
         return f"{self.index}/{self.count}"
 
