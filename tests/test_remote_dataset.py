@@ -141,6 +141,16 @@ def test_a_layer_whose_bytes_do_not_match_is_refused_and_not_cached(cli, tmp_pat
     assert image.diff_ids[-2].split(":")[1] not in {p.name for p in cached.iterdir()}
 
 
+def test_more_shards_than_records_is_one_line_before_any_layer_is_fetched(cli, registry, pushed):
+    ref, _, _ = pushed
+    before = len(blob_gets(registry))
+    res = cli("model", "eval", "modthree", "--dataset", ref, "--shard", f"0/{RECORDS + 1}")
+    assert res.code == 1
+    one_line_error(res, f"shard 0/{RECORDS + 1}: dataset {ref} has {RECORDS} records, so at most {RECORDS} shards")
+    layers = remote_layers(registry, ref)
+    assert not {layer["digest"] for layer in layers[:-1]} & set(blob_gets(registry)[before:])  # no volume layer
+
+
 def test_an_unknown_image_is_one_line(cli, registry, pushed):
     one_line_error(cli("model", "eval", "modthree", "--dataset", f"{registry.address}/team/nothing:v1"), "nothing")
 

@@ -165,6 +165,12 @@ def test_a_pod_with_a_mounted_dataset_files_its_part_under_the_version_it_evalua
     assert image._dataset_key(None) == dataset_of(run) == f"tiny:{run['dataset']['version']}"
 
 
+def test_more_shards_than_records_is_one_line(cli, built):
+    res = cli("model", "eval", "modthree", "--dataset", "tiny", "--shard", "3/51")
+    assert res.code == 1
+    one_line_error(res, "shard 3/51: dataset tiny has 50 records, so at most 50 shards")
+
+
 def test_image_merge_command_refuses_bad_arguments_in_one_line(capsys):
     from builder.container import main as image_main
 
