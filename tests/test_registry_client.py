@@ -549,6 +549,35 @@ def test_referrers_fallback_tag_index(registry):
     assert "GET /v2/refs/model/referrers/" + subject + " 404" in access_log(registry.log, "referrers")
 
 
+def test_referrers_put_at_once_are_all_listed_without_the_referrers_api(registry):
+    """docker-registry has no referrers API and no conditional PUT: 8 writers adding to the fallback index at once
+    left 2-3 of the 8 listed (the `--parts registry` pods finish together). Each writer now checks that its entry
+    stayed and puts it back."""
+    import threading
+
+    client = RegistryClient(registry.address)
+    subject = push_image(client, "refs/race", "v1", os.urandom(5_000))
+    docs = [artifact(client, "refs/race", subject, EVAL_TYPE, b'{"part": %d}' % n) for n in range(8)]
+    start, digests, errors = threading.Barrier(len(docs)), [], []
+
+    def put(doc: bytes) -> None:
+        mine = RegistryClient(registry.address)  # a pod each
+        start.wait()
+        try:
+            digests.append(mine.put_referrer("refs/race", doc))
+        except Exception as err:  # noqa: BLE001  (reported by the assertion below)
+            errors.append(err)
+
+    threads = [threading.Thread(target=put, args=(doc,)) for doc in docs]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors and len(digests) == len(docs)
+    listed = {d["digest"] for d in RegistryClient(registry.address).referrers("refs/race", subject)}
+    assert listed == set(digests)
+
+
 def test_put_referrer_needs_a_subject(registry):
     with pytest.raises(RegistryError, match="must be a JSON manifest with a subject digest"):
         RegistryClient(registry.address).put_referrer("refs/none", b'{"schemaVersion": 2}')
