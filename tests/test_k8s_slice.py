@@ -61,5 +61,19 @@ def test_each_pod_copies_only_the_volumes_of_its_shard(engine, cli, model_dir, t
             assert (tmp_path / f"eval-copy-{index}" / "results.jsonl").read_bytes() == \
                 (tmp_path / f"eval-whole-{index}" / "results.jsonl").read_bytes()
         assert copied_volumes <= len(volumes) + 2  # N pods move about the dataset once (a shared edge volume each)
+        # an image without python3 (a --base-image of the user's): the init copies the whole dataset, as before.
+        # PATH names a folder holding only cp, so `command -v python3` finds none (merged /usr has it everywhere)
+        only_cp = tmp_path / "only-cp"
+        only_cp.mkdir()
+        (only_cp / "cp").symlink_to("/usr/bin/cp")
+        out = tmp_path / "copy-no-python"
+        out.mkdir()
+        os.chmod(out, 0o777)
+        command = init_command(3)
+        run_removed(engine, image, command[1:], entrypoint=["/bin/sh"], user="1000:1000",
+                    environment={"JOB_COMPLETION_INDEX": "0", PROGRAM_ENV: PROGRAM, "PATH": "/only-cp"},
+                    volumes={str(out): {"bind": "/copy", "mode": "rw"}, str(only_cp): {"bind": "/only-cp", "mode": "ro"}})
+        assert {p.name for p in out.iterdir()} == everything
+        assert all((out / name).read_bytes() == (entry.path / name).read_bytes() for name in volumes)
     finally:
         engine.images.remove(image, force=True)

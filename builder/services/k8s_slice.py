@@ -37,8 +37,10 @@ for name in sorted(os.listdir("/dataset")):
 print(f"records {start}..{stop} of {total}: copied {len(shards) - len(skip)} of {len(shards)} volumes")
 """
 
+# the fallback copies the entries, not the folder: `cp -a /dataset/. /copy/` also sets /copy's own times, which
+# uid 1000 may not do on an emptyDir it does not own ("preserving times for '/copy/.': Operation not permitted")
 SCRIPT = (f'if command -v python3 >/dev/null 2>&1; then exec python3 -I -c "${PROGRAM_ENV}" "$1"; '
-          'else exec cp -a /dataset/. /copy/; fi')
+          'else exec cp -a /dataset/* /copy/; fi')
 
 
 def init_command(shards: int) -> list[str]:
