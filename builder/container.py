@@ -131,9 +131,11 @@ def merge_registry(
     handler = load_handler(root, spec)
     if wait > 0:
         _warm_metrics()
-    from builder.services.remote_dataset import dataset_key
+    from builder.services.registry_parts import dataset_key
+    from builder.services.remote_dataset import dataset_identity
 
-    parts = pull_parts(image, job, dataset_key(dataset), shards, output / "parts", wait=wait, log=print)
+    parts = pull_parts(image, job, dataset_key(dataset_identity(dataset)), shards, output / "parts", wait=wait,
+                       log=print)
     metrics, run = merge_parts(parts, output / "merged", handler, model=_model_manifest())
     print_summary(metrics, run)
     print(f"outputs: {output / 'merged'}")
@@ -159,14 +161,15 @@ def _model_manifest() -> dict:
 
 def _dataset_key(dataset: str | None) -> str:
     """``NAME:VERSION`` of the dataset this pod evaluates: the registry image --dataset names, else the mounted one."""
-    if dataset is not None:
-        from builder.services.remote_dataset import dataset_key
+    from builder.services.registry_parts import dataset_key
 
-        return dataset_key(dataset)
+    if dataset is not None:
+        from builder.services.remote_dataset import dataset_identity
+
+        return dataset_key(dataset_identity(dataset))
     from builder.store import read_entry
 
-    manifest = read_entry("dataset", DATASET_DIR).manifest
-    return f"{manifest.get('name')}:{manifest.get('version')}"
+    return dataset_key(read_entry("dataset", DATASET_DIR).manifest)
 
 
 def _warm_metrics() -> None:

@@ -156,13 +156,13 @@ def test_a_pod_with_a_mounted_dataset_files_its_part_under_the_version_it_evalua
     """--push-part with the dataset mounted (--dataset-mount init|image): the key the pod looks its part up by is
     the one its run.json, and so the pushed part, carries."""
     import builder.container as image
-    from builder.services.registry_parts import dataset_of
+    from builder.services.registry_parts import dataset_key
     from builder.store import Store
 
     _, single = built
     monkeypatch.setattr(image, "DATASET_DIR", Store().resolve("dataset", "tiny").path)
     run = json.loads((single / "run.json").read_text())
-    assert image._dataset_key(None) == dataset_of(run) == f"tiny:{run['dataset']['version']}"
+    assert image._dataset_key(None) == dataset_key(run["dataset"]) == f"tiny:{run['dataset']['version']}"
 
 
 def test_more_shards_than_records_is_one_line(cli, built):

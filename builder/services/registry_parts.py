@@ -33,9 +33,10 @@ P = "io.swcli.part."  # annotation prefix: job, dataset, index, count
 PART_FILES = {"results.jsonl": "application/x-ndjson", "run.json": "application/vnd.swcli.evaluation.run.v1+json"}
 
 
-def dataset_of(run: dict) -> str:
-    """The ``NAME:VERSION`` key of the dataset a run evaluated (its run.json)."""
-    dataset = run.get("dataset") or {}
+def dataset_key(dataset: dict) -> str:
+    """The ``NAME:VERSION`` key parts are filed under, from a dataset's ``name`` and ``version``: run.json's
+    ``dataset``, a dataset manifest, or a dataset image's labels (:func:`~builder.services.remote_dataset.
+    dataset_identity`). The pod that pushes, the pod that looks its part up and the merge must agree on it."""
     return f"{dataset.get('name')}:{dataset.get('version')}"
 
 
@@ -81,7 +82,7 @@ def push_part(part_dir: Path, image: str, job: str, *, client_for: ClientFor | N
     ref = reference(image)
     client = (client_for or default_client())(ref.registry)
     model, _ = model_of(client, ref)
-    notes = {CREATED: str(run.get("finished") or run.get("started")), f"{P}job": job, f"{P}dataset": dataset_of(run),
+    notes = {CREATED: str(run.get("finished") or run.get("started")), f"{P}job": job, f"{P}dataset": dataset_key(run.get("dataset") or {}),
              f"{P}index": str(shard["index"]), f"{P}count": str(shard["count"])}
     files = {name: (part_dir / name, media) for name, media in PART_FILES.items()}
     return put_artifact(client, ref, model, PART_TYPE, files, notes)
@@ -98,13 +99,12 @@ def pull_parts(image: str, job: str, dataset: str, shards: int, folder: Path, *,
 
     def look() -> tuple[int | None, set[int], dict[int, dict]]:
         parts = _parts(client, ref, model["digest"], job, dataset, shards)
-        return (next(iter(parts.values()))["count"] if parts else None), set(parts), parts
+        return (shards if parts else None), set(parts), parts  # None: "no part" yet, as the volume merge says
 
     parts = wait_for_indices(look, wait, poll=poll, log=log, where=f"job {job} over dataset {dataset} on {ref}",
                              none="no part", waiting=f"the parts of job {job}", done="pushed")
-    count = next(iter(parts.values()))["count"]
     out = []
-    for index in range(count):
+    for index in range(shards):  # _parts kept only parts cut into ``shards``
         where = f"{ref.registry}/{ref.repository}@{parts[index]['digest']}"
         manifest = json.loads(client.get_manifest(ref.repository, parts[index]["digest"]).data)
         layers = artifact_layers(manifest if isinstance(manifest, dict) else {}, where, artifact_type=PART_TYPE,

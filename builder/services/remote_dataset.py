@@ -342,11 +342,12 @@ def _dataset_image(text: str, store: Store | None, client_for: ClientFor | None)
     return ref, fetch, digest, blobs, labels, diff_ids
 
 
-def dataset_key(text: str, *, store: Store | None = None, client_for: ClientFor | None = None) -> str:
-    """``NAME:VERSION`` of the dataset image ``text`` (a tag is resolved now): what a run of it evaluates. The
-    version is the content's, so a re-pushed tag with new records gives a new key. Fetches a manifest and a config."""
+def dataset_identity(text: str, *, store: Store | None = None, client_for: ClientFor | None = None) -> dict:
+    """``{"name", "version"}`` of the dataset image ``text`` (a tag is resolved now), from its labels: what a run of
+    it evaluates. The version is the content's, so a re-pushed tag with new records gives a new one. Fetches a
+    manifest and a config."""
     _, _, _, _, labels, _ = _dataset_image(text, store, client_for)
-    return f"{labels.get('io.swcli.name')}:{labels.get('io.swcli.version')}"
+    return {"name": labels.get("io.swcli.name"), "version": labels.get("io.swcli.version")}
 
 
 def open_slice(text: str, shard=None, *, store: Store | None = None, client_for: ClientFor | None = None) -> RemoteSlice:
