@@ -31,6 +31,8 @@ if TYPE_CHECKING:
     from builder.registry.client import RegistryClient
 
 MEDIA_OCI_INDEX = "application/vnd.oci.image.index.v1+json"
+MAX_ROUNDS = 30  # read-modify-writes of the fallback index one put may make before it gives up
+MIN_SETTLE = 0.5  # seconds a writer waits before it looks whether its entry stayed
 DESCRIPTOR_KEYS = ("mediaType", "digest", "size", "artifactType", "annotations")
 
 
@@ -106,25 +108,20 @@ def put_referrer(client: RegistryClient, repository: str, data: bytes, media_typ
     tag = fallback_tag(subject)
     for _ in range(MAX_ROUNDS):
         started = time.monotonic()
-        if _listed(client, repository, tag, descriptor):
+        if _listed(client, repository, tag, descriptor, add=True):
             return digest  # already listed: putting the same artifact twice lists it once
         settle = max(MIN_SETTLE, 4 * (time.monotonic() - started))
         time.sleep(settle * random.uniform(0.5, 1.5))
-        if _listed(client, repository, tag, None, digest):
+        if _listed(client, repository, tag, descriptor, add=False):
             return digest
     raise RegistryError(f"registry {client.registry}: {digest} could not stay listed in the referrers index {tag} "
                         f"of {repository} ({MAX_ROUNDS} tries; other writers kept replacing it)")
 
 
-MAX_ROUNDS = 30
-MIN_SETTLE = 0.5  # seconds
-
-
-def _listed(client: RegistryClient, repository: str, tag: str, descriptor: dict | None, digest: str | None = None
-            ) -> bool:
-    """Whether the fallback index ``tag`` lists ``descriptor`` (or ``digest``); with ``descriptor``, one
-    read-modify-write adds it when it is not, and False says it was added (check again later)."""
-    digest = digest or descriptor["digest"]
+def _listed(client: RegistryClient, repository: str, tag: str, descriptor: dict, *, add: bool) -> bool:
+    """Whether the fallback index ``tag`` lists ``descriptor``; when it does not and ``add``, one read-modify-write
+    adds it (still False: another writer may drop it again, so look later)."""
+    digest = descriptor["digest"]
     if client.manifest_descriptor(repository, tag) is None:
         index = {"schemaVersion": 2, "mediaType": MEDIA_OCI_INDEX, "manifests": []}
     else:
@@ -132,7 +129,7 @@ def _listed(client: RegistryClient, repository: str, tag: str, descriptor: dict 
         _descriptors(client, json.dumps(index).encode(), f"referrers index {tag} of {client.registry}/{repository}")
     if any(m.get("digest") == digest for m in index["manifests"]):
         return True
-    if descriptor is None:
+    if not add:
         return False
     index["manifests"].append(descriptor)
     client.put_manifest(repository, tag, json.dumps(index, sort_keys=True, separators=(",", ":")).encode(),

@@ -3,8 +3,8 @@
 Sending one blob (:func:`send_blobs`) is the same whoever sends it: ``HEAD`` (the registry has it: skipped), else
 a cross-repository mount from a repository of the same registry known to hold it (``$SWCLI_HOME/cache/
 registry-blobs.json`` remembers ``registry -> {digest: repository}`` as transfers succeed, the newest 20,000 per
-registry; a mount is tried only when one is known), else an upload. Several blobs move at once on a small thread pool, each reporting
-:class:`LayerProgress`. Every registry failure is a one-line :class:`~builder.errors.RegistryError` (exit 5).
+registry; a mount is tried only when one is known), else an upload. Several blobs move at once on a small thread
+pool, each reporting :class:`LayerProgress`. Every registry failure is a one-line :class:`~builder.errors.RegistryError` (exit 5).
 
 Credentials come from ``--username`` with the password on stdin (that one call only), or from the Docker config as
 `docker login` and `swcli login` leave it (``credHelpers`` > ``credsStore`` > ``auths``; read by
