@@ -45,7 +45,7 @@ def _no_docker_volume_left(request):
     container of it gets an anonymous volume holding a copy of the dataset; removing the container without ``v``
     keeps that copy on disk for good (in swcli as in a test). Only dangling volumes count (no container uses
     them): another process's volumes in use are neither blamed nor touched."""
-    client = _engine() if request.node.get_closest_marker("docker") else None
+    client = engine_or_none() if request.node.get_closest_marker("docker") else None
     if client is None:
         yield
         return
@@ -60,11 +60,12 @@ def _no_docker_volume_left(request):
     assert not left, f"{len(left)} docker volume(s) left behind"
 
 
-def _engine():
+def engine_or_none(timeout: int = 120):
+    """A docker-py client whose engine answered a ping, else None."""
     try:
         import docker
 
-        client = docker.from_env(timeout=120)
+        client = docker.from_env(timeout=timeout)
         client.ping()
         return client
     except Exception:  # no engine: the test skips itself

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import run_removed, write_tiny_dataset
+from tests.conftest import engine_or_none, run_removed, write_tiny_dataset
 from tests.test_model import HANDLER, MODEL_YAML
 
 BASE = "swcli/base:bookworm-py3.11"
@@ -50,10 +50,8 @@ def swcli(*args) -> None:
 @pytest.fixture(scope="module")
 def engine():
     docker = pytest.importorskip("docker")
-    try:
-        client = docker.from_env(timeout=300)
-        client.ping()
-    except Exception:
+    client = engine_or_none(timeout=300)
+    if client is None:
         pytest.skip("no Docker engine answers a ping")
     try:
         client.images.get(BASE)
