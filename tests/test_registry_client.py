@@ -578,6 +578,29 @@ def test_referrers_put_at_once_are_all_listed_without_the_referrers_api(registry
     assert listed == set(digests)
 
 
+def test_a_500_on_the_fallback_index_put_costs_a_round_not_the_put(registry, monkeypatch):
+    """docker-registry answers 500 to tag PUTs that race each other (seen in CI with 8 writers, and here with 24 on
+    a loaded machine): the writer tries again after its settle time instead of failing its push."""
+    from builder.registry import referrers
+    from builder.registry.transport import TransferError
+
+    monkeypatch.setattr(referrers, "MIN_SETTLE", 0.05)
+    client = RegistryClient(registry.address)
+    subject = push_image(client, "refs/flaky", "v1", os.urandom(5_000))
+    doc = artifact(client, "refs/flaky", subject, EVAL_TYPE, b'{"part": 0}')
+    real, refused = client.put_manifest, []
+
+    def put_manifest(repository, ref, data, media_type):
+        if ref.startswith("sha256-") and not refused:
+            refused.append(ref)
+            raise TransferError(f"registry {client.registry}: manifest {ref} failed: HTTP 500 (UNKNOWN: unknown error)")
+        return real(repository, ref, data, media_type)
+
+    monkeypatch.setattr(client, "put_manifest", put_manifest)
+    digest = client.put_referrer("refs/flaky", doc)
+    assert refused and [d["digest"] for d in RegistryClient(registry.address).referrers("refs/flaky", subject)] == [digest]
+
+
 def test_put_referrer_needs_a_subject(registry):
     with pytest.raises(RegistryError, match="must be a JSON manifest with a subject digest"):
         RegistryClient(registry.address).put_referrer("refs/none", b'{"schemaVersion": 2}')

@@ -12,7 +12,8 @@ adding different referrers to the same subject at the same moment can each read 
 spec acknowledges. That is no corner case: the N pods of `job k8s --parts registry` finish together, and 8
 writers at once left 2 or 3 entries of 8 (measured against docker-registry 2.8). So every writer checks its own
 entry after a settle time (four times its own read-modify-write, at least 0.5 s, jittered) and puts it back when
-another writer dropped it, until it is still there after a settle time. A writer that read the index before our
+another writer dropped it, until it is still there after a settle time. docker-registry may also answer 500 to a
+tag ``PUT`` that races another: that costs a round too, not the put. A writer that read the index before our
 ``PUT`` has written by then (its read-modify-write is about as long as ours), so an entry seen then stays.
 """
 
@@ -26,6 +27,7 @@ from urllib.parse import urlencode
 from typing import TYPE_CHECKING
 
 from builder.errors import RegistryError
+from builder.registry.transport import TransferError
 
 if TYPE_CHECKING:
     from builder.registry.client import RegistryClient
@@ -106,14 +108,23 @@ def put_referrer(client: RegistryClient, repository: str, data: bytes, media_typ
     if document.get("annotations"):
         descriptor["annotations"] = document["annotations"]
     tag = fallback_tag(subject)
+    failed: TransferError | None = None
     for _ in range(MAX_ROUNDS):
         started = time.monotonic()
-        if _listed(client, repository, tag, descriptor, add=True):
-            return digest  # already listed: putting the same artifact twice lists it once
+        try:
+            if _listed(client, repository, tag, descriptor, add=True):
+                return digest  # already listed: putting the same artifact twice lists it once
+        except TransferError as err:  # docker-registry answers 500 to tag PUTs that race: one more round
+            failed = err
         settle = max(MIN_SETTLE, 4 * (time.monotonic() - started))
         time.sleep(settle * random.uniform(0.5, 1.5))
-        if _listed(client, repository, tag, descriptor, add=False):
-            return digest
+        try:
+            if _listed(client, repository, tag, descriptor, add=False):
+                return digest
+        except TransferError as err:
+            failed = err
+    if failed is not None:
+        raise failed
     raise RegistryError(f"registry {client.registry}: {digest} could not stay listed in the referrers index {tag} "
                         f"of {repository} ({MAX_ROUNDS} tries; other writers kept replacing it)")
 
