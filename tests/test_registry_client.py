@@ -298,7 +298,10 @@ def test_chunked_upload_resumes_from_the_registrys_range(registry, small_chunks)
         proxy.stop()
     assert proxy.rules[0].hits == 1
     log = [line.split()[0] + " " + line.split()[2] for line in access_log(registry.log, "chunked/resume")]
-    assert log[:5] == ["POST 202", "PATCH 202", "PATCH 202", "PATCH 500", "GET 204"] and log[-1] == "PUT 201"
+    # the registry logs the cut PATCH when its handler gives up on the dead connection, which may come after it
+    # answered the client's GET: the two are the 4th and 5th lines in either order
+    assert log[:3] == ["POST 202", "PATCH 202", "PATCH 202"] and sorted(log[3:5]) == ["GET 204", "PATCH 500"]
+    assert log[-1] == "PUT 201"
     assert log.count("POST 202") == 1 and log.count("PATCH 202") == size // (256 << 10)
     assert seen[-1] == size
     assert stored_blob(registry.root, digest).read_bytes() == layer
