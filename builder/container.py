@@ -44,6 +44,7 @@ def eval_(
     push_part: Optional[str] = typer.Option(None, "--push-part", help="REGISTRY/REPO:TAG of this model image: push the finished shard part as an artifact attached to it (for `merge-registry`); a part already pushed for --job over the same dataset version and shard count is not run again."),
     job: Optional[str] = typer.Option(None, "--job", help="The job id the pushed part is filed under (with --push-part)."),
     threads: Optional[int] = typer.Option(None, "--threads", min=0, help="torch intra-op threads for ppl (default: torch's pool less one, at least 1, for a one-record handler, torch's own for a batching one; 0: torch's default)."),
+    workers: Optional[int] = typer.Option(None, "--workers", min=1, help="Processes running ppl, forked once the model is loaded, each with one torch thread; results are the same. Default: the CPUs this process may use (affinity, cgroup quota) on a CPU run of 1,024 records or more whose torch threads nobody set (--threads, OMP_NUM_THREADS, the handler), else 1."),
 ) -> None:
     """Run the model over every record of the mounted dataset (or the one --dataset names), then cmp."""
     from builder.cli._summary import print_summary
@@ -74,7 +75,7 @@ def eval_(
             return
     result = evaluate(EvalOptions(model=str(MODEL_DIR), dataset=dataset or str(DATASET_DIR), output_dir=output,
                                   batch_size=batch_size, device=device, record=False, shard=shard, resume=resume,
-                                  threads=threads))
+                                  threads=threads, workers=workers))
     if result.note:
         print(result.note)
     if result.metrics is not None:

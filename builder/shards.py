@@ -361,6 +361,7 @@ class DatasetReader:
             raise ShardCorruptError(index_path, 20, f"index counts {self._volume_count} volumes, the manifest lists "
                                                     f"{len(self._names)} shards")
         self._volumes: dict[int, mmap.mmap | bytes] = {}
+        self._walk = (-1, 0)  # where the last iter_records left off: (volume, pages handed back up to there)
 
     def _load_manifest(self) -> dict:
         import json
@@ -445,11 +446,12 @@ class DatasetReader:
         """Records ``start`` to ``stop`` in order; index entries are decoded in blocks, not one lookup each.
 
         Pages already read are handed back as the walk goes (every ``RELEASE_EVERY`` bytes, and a volume is unmapped
-        when the walk leaves it), so the process's resident memory stays flat however large the dataset is."""
+        when the walk leaves it), so the process's resident memory stays flat however large the dataset is. A walk
+        in many calls that move forward (a ppl worker's chunks) hands pages back as one walk does."""
         stop = self._count if stop is None else min(stop, self._count)
         start = max(start, 0)
         block = 4096
-        current, released = -1, 0
+        current, released = self._walk
         for first in range(start, stop, block):
             last = min(first + block, stop)
             raw = self._index[INDEX_HEADER.size + first * INDEX_ENTRY.size : INDEX_HEADER.size + last * INDEX_ENTRY.size]
@@ -459,8 +461,10 @@ class DatasetReader:
                     if current >= 0:
                         self._unmap(current)
                     current, released = volume, offset & ~(mmap.PAGESIZE - 1)
+                    self._walk = (current, released)
                 elif offset - released >= RELEASE_EVERY:
                     released = self._release(volume, released, offset)
+                    self._walk = (current, released)
                 yield self._read(i, *entry)
 
     def _unmap(self, number: int) -> None:

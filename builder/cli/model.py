@@ -61,6 +61,7 @@ def eval_(
     shard: Optional[str] = typer.Option(None, "--shard", help="I/N: ppl over slice I (0-based) of N only; merge the parts with `swcli eval merge`. Default: JOB_COMPLETION_INDEX/JOB_COMPLETION_COUNT when set."),
     resume: bool = typer.Option(False, "--resume", help="Continue the interrupted run in --output: ppl only on the records not yet scored (a finished run is left as it is)."),
     threads: Optional[int] = typer.Option(None, "--threads", min=0, help="torch intra-op threads for ppl. Default: torch's pool less one (at least 1) for a one-record handler (frees a core for reading ahead and loading cmp's libraries), torch's own for a batching one; OMP_NUM_THREADS or the handler's own torch.set_num_threads win. 0: torch's default."),
+    workers: Optional[int] = typer.Option(None, "--workers", min=1, help="Processes running ppl, forked once the model is loaded, each with one torch thread; results are the same. Default: the CPUs this process may use (affinity, cgroup quota) on a CPU run of 1,024 records or more whose torch threads nobody set (--threads, OMP_NUM_THREADS, the handler), else 1."),
 ) -> None:
     """Run the model's handler over every record, then cmp; write metrics.json, results.jsonl and run.json."""
     from builder.cli._progress import record_progress
@@ -68,7 +69,7 @@ def eval_(
     from builder.services.model_eval import EvalOptions, evaluate
 
     options = EvalOptions(model=model, dataset=dataset, output_dir=output, batch_size=batch_size, device=device, shard=shard,
-                          resume=resume, threads=threads)
+                          resume=resume, threads=threads, workers=workers)
     with record_progress("evaluating") as progress:
         result = evaluate(options, progress=progress)
     if result.note:

@@ -36,6 +36,7 @@ from builder.api.metric_worker import scoring_helper
 from builder.api.model import PipelineHandler
 from builder.errors import EvalError, SwcliError, USER_CODE_ERRORS
 from builder.services.ppl_phase import PplPhase, Progress, _finite, to_jsonable, unserialisable
+from builder.services.ppl_workers import range_of
 from builder.services.prefetch import read_ahead
 from builder.services.run_lock import output_lock
 from builder.store import utc_now
@@ -212,12 +213,15 @@ def run_evaluation(
     log: Callable[[str], None] | None = None,
     shard: dict | None = None,
     resume: bool = False,
+    workers: int = 1,
 ) -> EvalResult:
     """Run ``handler`` over ``records`` (objects with ``.index``, ``.data``, ``.label``) into ``output_dir``.
 
     With ``shard`` (``{index, count, start, stop}``) only the ppl phase runs: the output is a part for
     ``swcli eval merge`` (run.json status ``partial``), and an empty slice is fine. With ``resume`` the run in
     ``output_dir`` is continued (see :mod:`builder.services.resume`); without, its earlier outputs are removed.
+    With ``workers`` > 1 and records readable by range (a dataset reader, a record range), ``ppl`` runs in that
+    many forked processes (:mod:`builder.services.ppl_workers`); the outputs are the same.
     """
     from builder.services import resume as resuming
 
@@ -240,6 +244,7 @@ def run_evaluation(
         "batch_size": size,
         "device": ctx.device,
         "threads": ctx.threads,
+        "workers": workers,
         "records": {"total": total, "ok": 0, "failed": 0},
         "started": utc_now(),
         "swcli_version": __version__,
@@ -252,6 +257,7 @@ def run_evaluation(
             note = f"{output_dir} holds a finished run (status {previous['status']}); nothing to resume"
             return EvalResult(output_dir, resuming.stored_metrics(output_dir, previous), previous, note=note)
         phase = PplPhase(handler, ctx.dataset_name, ctx.dataset_version, None, log)
+        readable = range_of(records) if workers > 1 else None  # (reader, start, stop), before pick_up moves on
         records, kept = resuming.pick_up(output_dir, run, previous, records, total)
         phase.kept, phase.ok, phase.failed = kept.lines, kept.ok, kept.failed
         note = None if previous is None else f"resumed after {kept.lines} of {'?' if total is None else total} records"
@@ -263,15 +269,25 @@ def run_evaluation(
         def finish(status: str, error: str | None = None) -> None:
             _finish(run, output_dir, phase, started, times["cmp_started"], status=status, error=error)
 
+        span = _still_to_predict(readable, kept.lines)
+        if span is None:
+            run["workers"] = 1  # nothing left to predict, or records only a loop can read
+        else:
+            run["threads"] = 1  # each worker's (builder.services.ppl_workers)
+        try:  # forked before the scoring helper starts: a worker must not hold that helper's pipe open
+            pool = _start_pool(workers, handler, ctx, span, size)
+        except BaseException as err:
+            raise stopped(err, finish, "interrupted while starting the ppl workers") from None
         # cmp's libraries load in a helper process while the model computes (builder.api.metric_worker)
         with scoring_helper(getattr(handler.cmp, "imports", ()) if shard is None else ()):
             try:
                 phase.out = resuming.ResultsWriter(tmp_results, results, append=previous is not None)
-                with contextlib.closing(read_ahead(records)) as ahead:  # the reader thread stops before the caller
-                    phase.run(ahead, size, progress)                    # closes the dataset, whatever happens
+                _predict(phase, records, size, progress, pool, span)
                 phase.out.close()
                 os.replace(tmp_results, results)
             except BaseException as err:
+                if pool is not None:
+                    pool.close()
                 if phase.out is not None:
                     phase.out.abandon()
                 partial = output_dir / f"{RESULTS}.partial"
@@ -291,6 +307,43 @@ def run_evaluation(
             counts = {"records": phase.ok + phase.failed, "ok": phase.ok, "failed": phase.failed}
             metrics = score(handler, output_dir, counts, finish)
             return EvalResult(output_dir, metrics, run, note)
+
+
+
+
+def _still_to_predict(readable: tuple | None, kept: int) -> tuple | None:
+    """``(reader, start, stop)`` of the records after the ``kept`` ones, or None when none are left."""
+    if readable is None or readable[1] + kept >= readable[2]:
+        return None
+    return readable[0], readable[1] + kept, readable[2]
+
+
+def _start_pool(workers: int, handler: PipelineHandler, ctx: EvalContext, span: tuple | None, size: int):
+    """The ppl workers (:mod:`builder.services.ppl_workers`) for ``span``, or None to predict in this process."""
+    if span is None:
+        return None
+    from builder.services.ppl_workers import WorkerPool
+
+    def make_phase(out, log: Callable[[str], None]) -> PplPhase:  # runs in a worker: log every failure
+        return PplPhase(handler, ctx.dataset_name, ctx.dataset_version, out, log, max_logged=None)
+
+    return WorkerPool(workers, make_phase, span[0], size)
+
+
+def _predict(phase: PplPhase, records: Iterable, size: int, progress: Progress | None, pool, span) -> None:
+    """The ppl phase: in this process, reading ahead in a thread, or by ``pool``'s workers, which are stopped
+    when it ends (their memory is not needed for cmp)."""
+    if pool is None:
+        with contextlib.closing(read_ahead(records)) as ahead:  # the reader thread stops before the caller
+            phase.run(ahead, size, progress)                    # closes the dataset, whatever happens
+        return
+    from builder.services.ppl_workers import CHUNK
+
+    _, start, stop = span
+    try:
+        phase.run_pooled(pool, start, stop, size if size > 1 else CHUNK, progress)
+    finally:
+        pool.close()
 
 
 def resolve_batch_size(handler: PipelineHandler, requested: int | None) -> int:

@@ -16,7 +16,8 @@ from builder.gcpolicy import loading
 from builder.loader import load_class
 from builder.services.evaluation import EvalContext, EvalResult, Progress, resolve_batch_size, run_evaluation
 from builder.services.model_build import model_source
-from builder.services.threads import apply_threads, restore_threads, torch_threads
+from builder.services.ppl_workers import choose_workers
+from builder.services.threads import apply_threads, restore_threads, torch_threads, user_decided
 from builder.shards import DatasetReader
 from builder.store import Store, read_entry
 
@@ -34,6 +35,7 @@ class EvalOptions:
     shard: str | None = None  # "I/N": ppl over one slice only, for `swcli eval merge`
     resume: bool = False  # continue the interrupted run in output_dir (builder.services.resume)
     threads: int | None = None  # torch intra-op threads: None auto, 0 torch's default (builder.services.threads)
+    workers: int | None = None  # processes running ppl: None auto (builder.services.ppl_workers)
 
 
 def resolve_dataset(ref_or_dir: str, store: Store) -> tuple[Path, dict]:
@@ -131,6 +133,9 @@ def check_output_dir(output_dir: Path, store: Store) -> None:
 def evaluate(options: EvalOptions, *, store: Store | None = None, progress: Progress | None = None) -> EvalResult:
     """Run the model's handler over the dataset; outputs go to ``options.output_dir`` or a new run dir."""
     store = store or Store()
+    if (options.workers or 1) > 1 and (options.threads or 1) > 1:
+        raise EvalError(f"--threads {options.threads} with --workers {options.workers}: each ppl worker runs torch on "
+                        "one thread (OpenMP's pool does not survive fork); give one of them")
     if options.output_dir is not None:
         check_output_dir(Path(options.output_dir), store)
     elif options.resume:
@@ -150,6 +155,7 @@ def evaluate(options: EvalOptions, *, store: Store | None = None, progress: Prog
         default_threads = torch_threads()
         handler = make_handler(handler_cls, spec.ppl, options.device)
     handler_threads = torch_threads()  # put back when the run ends: a second evaluate() here starts from the same
+    threads_decided = options.threads not in (None, 1) or user_decided(default_threads)  # before auto changes them
     threads = apply_threads(options.threads, batching=resolve_batch_size(handler, options.batch_size) > 1,
                             before_handler=default_threads)
     output_dir = options.output_dir or store.runs_dir / new_run_id(spec.name, str(dataset_manifest.get("name")))
@@ -171,10 +177,13 @@ def evaluate(options: EvalOptions, *, store: Store | None = None, progress: Prog
 
         records, total = RecordRange(reader, start, stop), stop - start
         shard_info = {"index": shard.index, "count": shard.count, "start": start, "stop": stop}
+    workers = choose_workers(options.workers, device=options.device, records=total,
+                             threads_decided=threads_decided)
     try:
         with reader:
             return run_evaluation(handler, records, output_dir, context=context, batch_size=options.batch_size,
-                                  total=total, progress=progress, shard=shard_info, resume=options.resume)
+                                  total=total, progress=progress, shard=shard_info, resume=options.resume,
+                                  workers=workers)
     finally:
         restore_threads(handler_threads)
         if options.record and shard is None and (Path(output_dir) / "run.json").is_file():

@@ -86,13 +86,16 @@ def _batches(records: Iterable, size: int) -> Iterator[list]:
 class PplPhase:
     """Feeds the handler, writes one line per record to ``out``, applies ignore_error; counts what it did."""
 
-    def __init__(self, handler: Any, dataset_name: str, dataset_version: str, out, log: Callable[[str], None]):
+    def __init__(self, handler: Any, dataset_name: str, dataset_version: str, out, log: Callable[[str], None],
+                 max_logged: int | None = MAX_LOGGED_ERRORS):
         self.handler = handler
         self.merge_label = getattr(handler, "merge_label", True)
         self.ignore_error = getattr(handler, "ignore_error", False)
         self.kw = {"dataset_name": dataset_name, "dataset_version": dataset_version}
         self.out = out
         self.log = log
+        self.max_logged = max_logged  # None: log every failure (a ppl worker's; the evaluating process caps them)
+        self.reported = 0
         self.ok = 0
         self.failed = 0
         self.kept = 0  # records scored by an earlier run that --resume continues (counted in ok and failed)
@@ -107,11 +110,16 @@ class PplPhase:
         if not self.ignore_error:
             raise EvalError(f"record {rec.index}: {message}")
         self.failed += 1
-        if self.failed <= MAX_LOGGED_ERRORS:
-            self.log(f"record {rec.index}: {message} (skipped: ignore_error=True)")
-        elif self.failed == MAX_LOGGED_ERRORS + 1:
-            self.log("more records failed; see results.jsonl for every error")
+        self.report(f"record {rec.index}: {message} (skipped: ignore_error=True)")
         self.out.write(dump_line({"index": rec.index, "label": None, "result": None, "pr": None, "error": message}))
+
+    def report(self, message: str) -> None:
+        """Log a skipped record's failure: the first ``max_logged`` of a run, then one line saying there are more."""
+        self.reported += 1
+        if self.max_logged is None or self.reported <= self.max_logged:
+            self.log(message)
+        elif self.reported == self.max_logged + 1:
+            self.log("more records failed; see results.jsonl for every error")
 
     def _store(self, rec, output: Any) -> None:
         try:
@@ -188,5 +196,32 @@ class PplPhase:
                 if progress:
                     progress(done)
         flush()
+        if progress:
+            progress(done)
+
+    def take(self, chunk) -> None:
+        """A ppl worker's answer for one chunk (:mod:`builder.services.ppl_workers`): its lines written, its counts
+        added, its failures logged, then handed to the OS like the lines of one ppl call."""
+        for line in chunk.lines:
+            self.out.write(line)
+        self.ok += chunk.ok
+        self.failed += chunk.failed
+        self.ppl_seconds += chunk.ppl_seconds
+        for message in chunk.failures:
+            self.report(message)
+        self.out.flush()
+
+    def run_pooled(self, pool, start: int, stop: int, size: int, progress: Progress | None) -> None:
+        """Records ``[start, stop)`` predicted by ``pool``'s workers, in chunks of ``size``, written in order."""
+        done = self.kept
+
+        def emit(chunk) -> None:
+            nonlocal done
+            self.take(chunk)
+            done += len(chunk.lines)
+            if progress:
+                progress(done)
+
+        pool.run(start, stop, size, emit)
         if progress:
             progress(done)

@@ -35,6 +35,14 @@ def torch_threads() -> int | None:
     return None if torch is None else int(torch.get_num_threads())
 
 
+def user_decided(before_handler: int | None) -> bool:
+    """The user chose torch's thread count: ``OMP_NUM_THREADS``/``MKL_NUM_THREADS``, or a handler whose
+    ``__init__`` changed it from ``before_handler`` (:func:`torch_threads` before the handler was made)."""
+    current = torch_threads()
+    return any(os.environ.get(name) for name in USER_SETTINGS) or (
+        before_handler is not None and current is not None and current != before_handler)
+
+
 def apply_threads(requested: int | None, *, batching: bool, before_handler: int | None) -> int | None:
     """Set torch's intra-op threads for the run; return the count in force (None without torch).
 
@@ -48,9 +56,7 @@ def apply_threads(requested: int | None, *, batching: bool, before_handler: int 
         return None
     current = int(torch.get_num_threads())
     if requested is None:
-        user_decided = any(os.environ.get(name) for name in USER_SETTINGS) or (
-            before_handler is not None and current != before_handler)
-        if batching or user_decided:
+        if batching or user_decided(before_handler):
             return current
         requested = max(1, current - 1)
     if requested and requested != current:

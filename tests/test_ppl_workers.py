@@ -1,0 +1,348 @@
+"""`swcli model eval --workers N`: ppl in N forked processes writes what one process writes, byte for byte, and
+keeps one process's meaning for every failure: a record that fails (logged in order, or stopping the run), a
+corrupt record, a worker that dies, Ctrl-C, and kill -9 of the evaluating process followed by --resume.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from builder.errors import EvalError, ShardCorruptError
+from builder.services import ppl_workers
+from builder.services.ppl_workers import _cgroup_quota, _pack, _unpack, choose_workers
+from builder.shards import INDEX_ENTRY, INDEX_HEADER, RECORD_HEADER, DatasetReader
+from builder.store import Store
+from tests.conftest import write_tiny_dataset
+from tests.test_resume import HANDLER, calls, write_model
+
+REPO = Path(__file__).resolve().parent.parent
+RECORDS = 300  # record i: bytes([i % 251]) * (8 + i % 5), label i % 3; the handler fails records whose byte is 13
+
+# the counting handler of test_resume, plus: a batching variant that logs each batch's indices, one that stops at
+# the first failure, and one whose worker dies at $DIE_AT
+HANDLERS = HANDLER + '''
+
+class Strict(Counted):
+    def __init__(self, device="cpu"):
+        PipelineHandler.__init__(self, merge_label=True, ignore_error=False)
+
+
+class Dies(Counted):
+    def ppl(self, data, **kw):
+        if kw["index"] == int(os.environ.get("DIE_AT", "-1")):
+            os.kill(os.getpid(), 9)
+        return super().ppl(data, **kw)
+
+
+class Batched(Counted):
+    def __init__(self, device="cpu"):
+        PipelineHandler.__init__(self, merge_label=True, ignore_error=True, batch_size=8)
+
+    def ppl(self, data, **kw):
+        with open(os.environ["BATCHES"], "a") as fh:
+            fh.write(",".join(map(str, kw["indices"])) + "\\n")
+        out = []
+        for record, index in zip(data, kw["indices"]):
+            try:
+                out.append(Counted.ppl(self, record, index=index))
+            except ValueError:
+                out.append(([0], [[0.5, 0.25, 0.25]]))
+        return out
+'''
+
+
+def use_handler(root: Path, name: str) -> Path:
+    write_model(root)
+    (root / "code" / "ppl.py").write_text(HANDLERS)
+    (root / "model.yaml").write_text((root / "model.yaml").read_text().replace("code.ppl:Counted", f"code.ppl:{name}"))
+    return root
+
+
+@pytest.fixture()
+def model(cli, tmp_path, monkeypatch):
+    """The 300-record dataset and a model with handler ``name`` in the test's store; CALLS and BATCHES set."""
+    data = write_tiny_dataset(tmp_path / "ds", [(bytes([i % 251]) * (8 + i % 5), i % 3) for i in range(RECORDS)],
+                              files=3, volume="4k")
+    assert cli("dataset", "build", "--no-image", data).code == 0
+    monkeypatch.setenv("BATCHES", str(tmp_path / "batches"))
+
+    def build(name: str) -> None:
+        res = cli("model", "build", "--no-image", "--skip-gen-env", use_handler(tmp_path / f"model-{name}", name))
+        assert res.code == 0, res.err
+
+    return build
+
+
+def run(cli, out: Path, workers: int, *extra: str):
+    return cli("model", "eval", "modthree", "--dataset", "tiny", "-o", out, "--workers", workers, *extra)
+
+
+def same_files(a: Path, b: Path, names=("results.jsonl", "metrics.json")) -> None:
+    for name in names:
+        assert (a / name).read_bytes() == (b / name).read_bytes(), name
+
+
+@pytest.fixture()
+def small_chunks(monkeypatch):
+    monkeypatch.setattr(ppl_workers, "CHUNK", 7)  # 43 chunks over 300 records: every worker gets many
+
+
+def test_workers_write_what_one_process_writes_and_log_failures_in_order(cli, model, tmp_path, monkeypatch,
+                                                                         small_chunks):
+    model("Counted")
+    monkeypatch.setenv("CALLS", str(tmp_path / "calls-1"))
+    one = run(cli, tmp_path / "one", 1)
+    monkeypatch.setenv("CALLS", str(tmp_path / "calls-3"))
+    three = run(cli, tmp_path / "three", 3)
+    assert one.code == 0 and three.code == 0, three.err
+    same_files(tmp_path / "one", tmp_path / "three")
+    assert sorted(calls(tmp_path / "calls-3")) == list(range(RECORDS))  # every record predicted once
+    failures = [line for line in three.err.splitlines() if "thirteen" in line]
+    assert failures == [line for line in one.err.splitlines() if "thirteen" in line]
+    assert [line.split(":")[2].strip() for line in failures] == ["record 13", "record 264"]
+    runs = {name: json.loads((tmp_path / name / "run.json").read_text()) for name in ("one", "three")}
+    assert (runs["one"]["workers"], runs["three"]["workers"], runs["three"]["threads"]) == (1, 3, 1)
+    assert runs["three"]["records"] == runs["one"]["records"] == {"total": RECORDS, "ok": RECORDS - 2, "failed": 2}
+
+
+def test_a_batching_handler_gets_the_same_batches(cli, model, tmp_path, monkeypatch):
+    model("Batched")
+    batches = {}
+    for workers in (1, 2):
+        monkeypatch.setenv("BATCHES", str(tmp_path / f"batches-{workers}"))
+        monkeypatch.setenv("CALLS", str(tmp_path / f"calls-{workers}"))
+        assert run(cli, tmp_path / f"w{workers}", workers).code == 0
+        batches[workers] = sorted((tmp_path / f"batches-{workers}").read_text().split(), key=lambda b: int(b.split(",")[0]))
+    assert batches[1] == batches[2] and len(batches[1]) == -(-RECORDS // 8)
+    same_files(tmp_path / "w1", tmp_path / "w2")
+
+
+def test_a_failed_record_stops_the_run_after_the_lines_before_it(cli, model, tmp_path, monkeypatch, small_chunks):
+    model("Strict")
+    monkeypatch.setenv("CALLS", str(tmp_path / "calls"))
+    one, two = run(cli, tmp_path / "one", 1), run(cli, tmp_path / "two", 2)
+    assert one.code == two.code == 1
+    assert two.err.strip().splitlines()[-1] == one.err.strip().splitlines()[-1].replace(str(tmp_path / "one"),
+                                                                                         str(tmp_path / "two"))
+    assert "record 13: ppl raised ValueError: thirteen" in two.err
+    same_files(tmp_path / "one", tmp_path / "two", names=("results.jsonl.partial",))
+    assert len((tmp_path / "two" / "results.jsonl.partial").read_text().splitlines()) == 13
+
+
+def test_a_corrupt_record_is_the_same_error_and_exit_code(cli, model, tmp_path, monkeypatch, small_chunks, swcli_home):
+    model("Counted")
+    entry = Store().resolve("dataset", "tiny")
+    reader = DatasetReader(entry.path)
+    volume, offset, *_ = INDEX_ENTRY.unpack_from(reader._index, INDEX_HEADER.size + 200 * INDEX_ENTRY.size)
+    path = reader.volume_path(volume)
+    reader.close()
+    raw = bytearray(path.read_bytes())
+    raw[offset + RECORD_HEADER.size] ^= 0xFF
+    path.chmod(0o644)
+    path.write_bytes(bytes(raw))
+    monkeypatch.setenv("CALLS", str(tmp_path / "calls"))
+    one, two = run(cli, tmp_path / "one", 1), run(cli, tmp_path / "two", 2)
+    assert one.code == two.code == 3
+    assert "(record 200): payload checksum mismatch" in two.err
+    assert [line for line in two.err.splitlines() if "corrupt shard" in line][0].split("; partial")[0] == \
+        [line for line in one.err.splitlines() if "corrupt shard" in line][0].split("; partial")[0]
+    same_files(tmp_path / "one", tmp_path / "two", names=("results.jsonl.partial",))
+
+
+def test_a_worker_that_dies_is_one_line_naming_its_records(cli, model, tmp_path, monkeypatch, small_chunks):
+    model("Dies")
+    monkeypatch.setenv("CALLS", str(tmp_path / "calls"))
+    monkeypatch.setenv("DIE_AT", "150")
+    res = run(cli, tmp_path / "out", 2)
+    assert res.code == 1
+    line = res.err.strip().splitlines()[-1]
+    assert "was killed by SIGKILL (out of memory? the OOM killer sends SIGKILL) while predicting records" in line
+    assert "Traceback" not in res.err
+    first, last = (int(n) for n in line.split("while predicting records ")[1].split(";")[0].split("-"))
+    assert first <= 150 <= last  # the chunks it held, the one it died in among them
+    kept = [json.loads(raw)["index"] for raw in (tmp_path / "out" / "results.jsonl.partial").read_text().splitlines()]
+    assert kept == list(range(len(kept))) and len(kept) <= 150
+    assert json.loads((tmp_path / "out" / "run.json").read_text())["status"] == "failed"
+
+
+def test_threads_and_gpu_runs_do_not_fork(cli, model, tmp_path):
+    model("Counted")
+    res = run(cli, tmp_path / "out", 2, "--threads", "2")
+    assert res.code == 1 and "--threads 2 with --workers 2: each ppl worker runs torch on one thread" in res.err
+    assert not (tmp_path / "out").exists()  # refused before anything was loaded or written
+    res = run(cli, tmp_path / "out", 2, "--device", "cuda")
+    assert res.code == 1 and "--workers 2: CUDA does not survive fork" in res.err
+
+
+# ------------------------------------------------------------------------------------ the process, from outside
+
+
+def eval_process(out: Path, calls_file: Path, *extra: str, **env: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "builder", "model", "eval", "modthree", "--dataset", "tiny", "-o", str(out),
+         "--workers", "2", *extra],
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+        env={**os.environ, "CALLS": str(calls_file), **env})
+
+
+def children(pid: int) -> list[int]:
+    """The ppl workers of ``pid`` (its children other than the scoring helper)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            cmdline = (stat.parent / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if int(fields[1]) == pid and b"metric_worker" not in cmdline:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def gone(pids: list[int], timeout: float = 10) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        alive = []
+        for pid in pids:
+            try:
+                state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+            except OSError:
+                continue
+            if state != "Z":
+                alive.append(pid)
+        if not alive:
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def wait_for(proc: subprocess.Popen, ready, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not ready():
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+        time.sleep(0.01)
+
+
+@pytest.mark.slow
+def test_kill_9_kills_the_workers_and_resume_gives_the_uninterrupted_outputs(cli, model, tmp_path, monkeypatch):
+    model("Counted")
+    monkeypatch.setenv("CALLS", str(tmp_path / "calls-reference"))
+    assert run(cli, tmp_path / "reference", 1).code == 0
+    out, first, second = tmp_path / "out", tmp_path / "calls-1", tmp_path / "calls-2"
+    proc = eval_process(out, first, SLEEP="0.01", SWCLI_HOME=os.environ["SWCLI_HOME"])
+    try:
+        wait_for(proc, lambda: len(calls(first)) >= 150)
+        workers = children(proc.pid)
+        assert len(workers) == 2
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert gone(workers), "ppl workers outlived the evaluating process"
+    kept = (out / ".results.jsonl.tmp").read_bytes().count(b"\n")
+    assert 0 < kept < RECORDS
+    proc = eval_process(out, second, "--resume", SWCLI_HOME=os.environ["SWCLI_HOME"])
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 0, stderr
+    assert f"resumed after {kept} of {RECORDS} records" in stdout
+    assert sorted(calls(second)) == list(range(kept, RECORDS))
+    same_files(out, tmp_path / "reference")
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_the_workers_and_keeps_the_results_in_order(cli, model, tmp_path, monkeypatch):
+    model("Counted")
+    out = tmp_path / "out"
+    proc = eval_process(out, tmp_path / "calls", SLEEP="0.01", SWCLI_HOME=os.environ["SWCLI_HOME"])
+    try:
+        wait_for(proc, lambda: (out / ".results.jsonl.tmp").exists() and (out / ".results.jsonl.tmp").stat().st_size)
+        workers = children(proc.pid)
+        os.killpg(proc.pid, signal.SIGINT)  # what a terminal's Ctrl-C does: the whole foreground group
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, err
+    assert gone(workers)
+    lines = [json.loads(raw)["index"] for raw in (out / "results.jsonl.partial").read_text().splitlines()]
+    assert lines == list(range(len(lines))) and lines
+    assert err.strip().splitlines()[-1].startswith(f"swcli: error: interrupted after {len(lines)} records")
+    assert "Traceback" not in err
+    assert json.loads((out / "run.json").read_text())["status"] == "interrupted"
+
+
+# ------------------------------------------------------------------------------------------------ units
+
+
+@pytest.mark.parametrize("kwargs, budget, expected", [
+    ({}, 4, 4),  # the CPUs this process may use
+    ({}, 64, ppl_workers.AUTO_MAX_WORKERS),
+    ({"device": "cuda"}, 4, 1),
+    ({"threads_decided": True}, 4, 1),
+    ({"records": ppl_workers.AUTO_MIN_RECORDS - 1}, 4, 1),
+])
+def test_auto_workers(kwargs, budget, expected):
+    args = {"device": None, "threads_decided": False, "records": 10_000, **kwargs}
+    assert choose_workers(None, budget=lambda: budget, **args) == expected
+
+
+def test_requested_workers_are_checked():
+    assert choose_workers(3, device="cpu", threads_decided=True, records=5) == 3  # asked for: given
+    with pytest.raises(EvalError, match="--workers must be >= 1"):
+        choose_workers(0, device=None, threads_decided=False, records=5)
+    with pytest.raises(EvalError, match="CUDA does not survive fork"):
+        choose_workers(2, device="cuda:1", threads_decided=False, records=5)
+
+
+def test_cgroup_quotas(tmp_path):
+    assert _cgroup_quota(tmp_path) is None  # no cgroup files: unlimited
+    (tmp_path / "cpu.max").write_text("max 100000\n")
+    assert _cgroup_quota(tmp_path) is None
+    (tmp_path / "cpu.max").write_text("150000 100000\n")
+    assert _cgroup_quota(tmp_path) == 1.5
+    (tmp_path / "cpu.max").unlink()
+    (tmp_path / "cpu").mkdir()
+    (tmp_path / "cpu" / "cpu.cfs_quota_us").write_text("50000\n")
+    (tmp_path / "cpu" / "cpu.cfs_period_us").write_text("100000\n")
+    assert _cgroup_quota(tmp_path) == 0.5
+    (tmp_path / "cpu" / "cpu.cfs_quota_us").write_text("-1\n")
+    assert _cgroup_quota(tmp_path) is None
+
+
+def test_errors_cross_the_pipe_with_their_class_and_data():
+    err = _unpack(_pack(ShardCorruptError("data-00001.swds", 4096, "payload checksum mismatch", record=7)))
+    assert type(err) is ShardCorruptError and err.exit_code == 3 and err.record == 7
+    assert str(err) == "corrupt shard data-00001.swds at offset 4096 (record 7): payload checksum mismatch"
+
+    class Local(Exception):  # not importable by name: comes back as an EvalError saying what it was
+        pass
+
+    back = _unpack(_pack(Local("odd")))
+    assert isinstance(back, EvalError) and str(back) == "odd"
+
+
+def test_a_walk_in_chunks_hands_pages_back_like_one_walk(tmp_path, monkeypatch):
+    from builder import shards
+    from builder.shards import ShardWriter
+
+    released = []
+    monkeypatch.setattr(shards, "RELEASE_EVERY", 4096)
+    writer = ShardWriter(tmp_path, 64, 1 << 20)
+    for i in range(400):
+        writer.add(bytes([i % 251]) * 1000, b"x")
+    writer.close()
+    reader = DatasetReader(tmp_path)
+    monkeypatch.setattr(reader, "_release", lambda v, start, end: released.append(end) or end & ~4095)
+    for lo in range(0, 400, 10):  # 40 calls of 10 records (~10 KB): each under RELEASE_EVERY on its own
+        assert [r.index for r in reader.iter_records(lo, lo + 10)] == list(range(lo, lo + 10))
+    assert len(released) >= 80  # ~400 KB walked, handed back about every 4 KB
+    reader.close()
