@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# Tools some tests use to check our outputs independently: skopeo (saved and pushed images), Chromium (the HTML report
+# Tools some tests use to check our outputs independently: skopeo (saved and pushed images), umoci (unpacks our OCI
+# layouts as a second reader), Chromium (the HTML report
 # in a real browser) and a real registry (docker-registry, served on 127.0.0.1 by the tests, plain and with htpasswd
 # auth over TLS: htpasswd and openssl). Installed from Debian packages when missing and we are root; otherwise those tests skip.
 set -uo pipefail
 missing=()
 command -v skopeo >/dev/null 2>&1 || missing+=(skopeo)
+command -v umoci >/dev/null 2>&1 || missing+=(umoci)
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 command -v docker-registry >/dev/null 2>&1 || missing+=(docker-registry)
 command -v htpasswd >/dev/null 2>&1 || missing+=(apache2-utils)  # the registry's htpasswd auth
