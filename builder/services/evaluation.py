@@ -331,7 +331,7 @@ def _start_pool(workers: int, handler: PipelineHandler, ctx: EvalContext, span: 
 
 
 def _predict(phase: PplPhase, records: Iterable, size: int, progress: Progress | None, pool, span) -> None:
-    """The ppl phase: in this process, reading ahead in a thread, or by ``pool``'s workers, which are stopped
+    """The ppl phase: in this process, reading ahead in a thread, or by ``pool``'s workers, which are let go
     when it ends (their memory is not needed for cmp)."""
     if pool is None:
         with contextlib.closing(read_ahead(records)) as ahead:  # the reader thread stops before the caller
@@ -340,10 +340,8 @@ def _predict(phase: PplPhase, records: Iterable, size: int, progress: Progress |
     from builder.services.ppl_workers import CHUNK
 
     _, start, stop = span
-    try:
-        phase.run_pooled(pool, start, stop, size if size > 1 else CHUNK, progress)
-    finally:
-        pool.close()
+    phase.run_pooled(pool, start, stop, size if size > 1 else CHUNK, progress)
+    pool.close(wait=False)  # every chunk is in; a failure's caller stops them for good
 
 
 def resolve_batch_size(handler: PipelineHandler, requested: int | None) -> int:

@@ -288,12 +288,15 @@ class WorkerPool:
         return WorkerError(f"ppl worker {worker.number} (pid {worker.process.pid}) {how}{hint} while predicting "
                            f"records {first}-{last}")
 
-    def close(self) -> None:
-        """Stop every worker (idempotent): close its pipe, give it a moment, then kill it."""
+    def close(self, wait: bool = True) -> None:
+        """Stop every worker (idempotent): close its pipe, which ends an idle worker, and with ``wait`` give each a
+        moment, then kill it (one still in a ppl call after Ctrl-C or a failure). Without ``wait`` (every chunk
+        answered) nothing waits for the exits (~10 ms each for a process holding torch): multiprocessing reaps
+        them at the next start or at exit."""
         for worker in self.workers:
             worker.conn.close()
         deadline = time.monotonic() + 0.5
-        for worker in self.workers:
+        for worker in self.workers if wait else ():
             worker.process.join(max(0.0, deadline - time.monotonic()))
             if worker.process.is_alive():
                 worker.process.kill()
