@@ -452,6 +452,10 @@ class DatasetReader:
         start = max(start, 0)
         block = 4096
         current, released = self._walk
+        if start < stop and current >= 0:
+            volume, offset = INDEX_ENTRY.unpack_from(self._index, INDEX_HEADER.size + start * INDEX_ENTRY.size)[:2]
+            if volume == current and offset < released:  # a walk that starts behind the last one hands back from here
+                released = offset & ~(mmap.PAGESIZE - 1)
         for first in range(start, stop, block):
             last = min(first + block, stop)
             raw = self._index[INDEX_HEADER.size + first * INDEX_ENTRY.size : INDEX_HEADER.size + last * INDEX_ENTRY.size]

@@ -109,7 +109,8 @@ def test_workers_write_what_one_process_writes_and_log_failures_in_order(cli, mo
     assert failures == [line for line in one.err.splitlines() if "thirteen" in line]
     assert [line.split(":")[2].strip() for line in failures] == ["record 13", "record 264"]
     runs = {name: json.loads((tmp_path / name / "run.json").read_text()) for name in ("one", "three")}
-    assert (runs["one"]["workers"], runs["three"]["workers"], runs["three"]["threads"]) == (1, 3, 1)
+    assert (runs["one"]["workers"], runs["three"]["workers"]) == (1, 3)
+    assert runs["three"]["threads"] is None  # the handler does not use torch
     assert runs["three"]["records"] == runs["one"]["records"] == {"total": RECORDS, "ok": RECORDS - 2, "failed": 2}
 
 
@@ -164,13 +165,35 @@ def test_a_worker_that_dies_is_one_line_naming_its_records(cli, model, tmp_path,
     res = run(cli, tmp_path / "out", 2)
     assert res.code == 1
     line = res.err.strip().splitlines()[-1]
-    assert "was killed by SIGKILL (out of memory? the OOM killer sends SIGKILL) while predicting records" in line
+    assert "was killed by SIGKILL (out of memory? the OOM killer sends SIGKILL) holding records" in line
     assert "Traceback" not in res.err
-    first, last = (int(n) for n in line.split("while predicting records ")[1].split(";")[0].split("-"))
+    first, last = (int(n) for n in line.split("holding records ")[1].split(";")[0].split("-"))
     assert first <= 150 <= last  # the chunks it held, the one it died in among them
     kept = [json.loads(raw)["index"] for raw in (tmp_path / "out" / "results.jsonl.partial").read_text().splitlines()]
     assert kept == list(range(len(kept))) and len(kept) <= 150
     assert json.loads((tmp_path / "out" / "run.json").read_text())["status"] == "failed"
+
+
+def test_auto_workers_that_cannot_fork_fall_back_to_one_process(cli, model, tmp_path, monkeypatch):
+    from builder.services import evaluation
+
+    model("Counted")
+    monkeypatch.setenv("CALLS", str(tmp_path / "calls"))
+    assert run(cli, tmp_path / "one", 1).code == 0
+    monkeypatch.setattr(ppl_workers, "AUTO_MIN_RECORDS", 10)
+    monkeypatch.setattr(evaluation, "AUTO_MIN_RECORDS", 10)
+
+    def no_fork(*args):
+        raise BlockingIOError(11, "Resource temporarily unavailable")  # what fork says at a pids limit
+
+    monkeypatch.setattr(ppl_workers.WorkerPool, "_start", no_fork)
+    res = cli("model", "eval", "modthree", "--dataset", "tiny", "-o", tmp_path / "auto")
+    assert res.code == 0, res.err
+    assert "cannot start ppl worker 0 of" in res.err and "predicting in this process instead" in res.err
+    assert json.loads((tmp_path / "auto" / "run.json").read_text())["workers"] == 1
+    same_files(tmp_path / "one", tmp_path / "auto")
+    res = run(cli, tmp_path / "asked", 2)  # asked for: the failure is the run's
+    assert res.code == 1 and "cannot start ppl worker 0 of 2: Resource temporarily unavailable" in res.err
 
 
 def test_threads_and_gpu_runs_do_not_fork(cli, model, tmp_path):
@@ -178,6 +201,8 @@ def test_threads_and_gpu_runs_do_not_fork(cli, model, tmp_path):
     res = run(cli, tmp_path / "out", 2, "--threads", "2")
     assert res.code == 1 and "--threads 2 with --workers 2: each ppl worker runs torch on one thread" in res.err
     assert not (tmp_path / "out").exists()  # refused before anything was loaded or written
+    res = run(cli, tmp_path / "out", 2, "--threads", "0")  # torch's default pool: not one thread either
+    assert res.code == 1 and "--threads 0 with --workers 2" in res.err
     res = run(cli, tmp_path / "out", 2, "--device", "cuda")
     assert res.code == 1 and "--workers 2: CUDA does not survive fork" in res.err
 
@@ -304,18 +329,30 @@ def test_requested_workers_are_checked():
 
 
 def test_cgroup_quotas(tmp_path):
-    assert _cgroup_quota(tmp_path) is None  # no cgroup files: unlimited
-    (tmp_path / "cpu.max").write_text("max 100000\n")
-    assert _cgroup_quota(tmp_path) is None
-    (tmp_path / "cpu.max").write_text("150000 100000\n")
-    assert _cgroup_quota(tmp_path) == 1.5
-    (tmp_path / "cpu.max").unlink()
-    (tmp_path / "cpu").mkdir()
-    (tmp_path / "cpu" / "cpu.cfs_quota_us").write_text("50000\n")
-    (tmp_path / "cpu" / "cpu.cfs_period_us").write_text("100000\n")
-    assert _cgroup_quota(tmp_path) == 0.5
-    (tmp_path / "cpu" / "cpu.cfs_quota_us").write_text("-1\n")
-    assert _cgroup_quota(tmp_path) is None
+    root, member = tmp_path / "cgroup", tmp_path / "self-cgroup"
+    root.mkdir()
+    member.write_text("0::/\n")  # a container's own cgroup namespace
+    assert _cgroup_quota(root, member) is None  # no cgroup files: unlimited
+    (root / "cpu.max").write_text("max 100000\n")
+    assert _cgroup_quota(root, member) is None
+    (root / "cpu.max").write_text("150000 100000\n")
+    assert _cgroup_quota(root, member) == 1.5
+    # the host's namespace: the process sits deeper, and the tightest limit on the way up counts
+    member.write_text("0::/kubepods.slice/pod1/cri-abc.scope\n")
+    (root / "kubepods.slice" / "pod1" / "cri-abc.scope").mkdir(parents=True)
+    (root / "kubepods.slice" / "pod1" / "cpu.max").write_text("50000 100000\n")
+    (root / "kubepods.slice" / "pod1" / "cri-abc.scope" / "cpu.max").write_text("max 100000\n")
+    assert _cgroup_quota(root, member) == 0.5
+    # cgroup v1: the cpu controller's own hierarchy
+    v1 = tmp_path / "v1"
+    (v1 / "cpu,cpuacct" / "docker" / "abc").mkdir(parents=True)
+    member.write_text("4:memory:/docker/abc\n3:cpu,cpuacct:/docker/abc\n0::/\n")
+    (v1 / "cpu,cpuacct" / "docker" / "abc" / "cpu.cfs_quota_us").write_text("250000\n")
+    (v1 / "cpu,cpuacct" / "docker" / "abc" / "cpu.cfs_period_us").write_text("100000\n")
+    assert _cgroup_quota(v1, member) == 2.5
+    (v1 / "cpu,cpuacct" / "docker" / "abc" / "cpu.cfs_quota_us").write_text("-1\n")
+    assert _cgroup_quota(v1, member) is None
+    assert _cgroup_quota(v1, tmp_path / "no-such-file") is None
 
 
 def test_errors_cross_the_pipe_with_their_class_and_data():
@@ -328,6 +365,9 @@ def test_errors_cross_the_pipe_with_their_class_and_data():
 
     back = _unpack(_pack(Local("odd")))
     assert isinstance(back, EvalError) and str(back) == "odd"
+    back = _unpack(_pack(FileNotFoundError(2, "No such file or directory", "/data/vol-0001")))
+    assert type(back) is FileNotFoundError and (back.errno, back.filename) == (2, "/data/vol-0001")
+    assert _unpack(_pack(SystemExit(3))).code == 3
 
 
 def test_a_walk_in_chunks_hands_pages_back_like_one_walk(tmp_path, monkeypatch):
@@ -345,4 +385,7 @@ def test_a_walk_in_chunks_hands_pages_back_like_one_walk(tmp_path, monkeypatch):
     for lo in range(0, 400, 10):  # 40 calls of 10 records (~10 KB): each under RELEASE_EVERY on its own
         assert [r.index for r in reader.iter_records(lo, lo + 10)] == list(range(lo, lo + 10))
     assert len(released) >= 80  # ~400 KB walked, handed back about every 4 KB
+    released.clear()
+    assert len(list(reader.iter_records(0, 400))) == 400  # a second walk from the start hands back as it goes too
+    assert len(released) >= 80
     reader.close()

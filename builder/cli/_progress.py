@@ -7,6 +7,25 @@ import sys
 from typing import Callable, Iterator
 
 
+class _BarUpdate:
+    """``update(done)`` for a rich bar, and :meth:`paused`: the bar's refresh thread stopped for a block, so that a
+    process forked there (``model eval --workers``) copies no lock that thread holds, nor its redirected stdout."""
+
+    def __init__(self, bar, task):
+        self.bar, self.task = bar, task
+
+    def __call__(self, done: int) -> None:
+        self.bar.update(self.task, completed=done)
+
+    @contextlib.contextmanager
+    def paused(self) -> Iterator[None]:
+        self.bar.stop()
+        try:
+            yield
+        finally:
+            self.bar.start()
+
+
 @contextlib.contextmanager
 def record_progress(description: str, total: int | None = None) -> Iterator[Callable[[int], None]]:
     """Yield ``update(done)``; services call it every few hundred records, never per record."""
@@ -19,8 +38,7 @@ def record_progress(description: str, total: int | None = None) -> Iterator[Call
     if total:
         columns.append(TimeRemainingColumn())
     with Progress(*columns, transient=True) as bar:
-        task = bar.add_task(description, total=total)
-        yield lambda done: bar.update(task, completed=done)
+        yield _BarUpdate(bar, bar.add_task(description, total=total))
 
 
 LAYER_DONE = {"Pushed", "Layer already exists", "Pull complete", "Already exists"}

@@ -36,7 +36,7 @@ from builder.api.metric_worker import scoring_helper
 from builder.api.model import PipelineHandler
 from builder.errors import EvalError, SwcliError, USER_CODE_ERRORS
 from builder.services.ppl_phase import PplPhase, Progress, _finite, to_jsonable, unserialisable
-from builder.services.ppl_workers import range_of
+from builder.services.ppl_workers import AUTO_MIN_RECORDS, range_of
 from builder.services.prefetch import read_ahead
 from builder.services.run_lock import output_lock
 from builder.store import utc_now
@@ -214,6 +214,7 @@ def run_evaluation(
     shard: dict | None = None,
     resume: bool = False,
     workers: int = 1,
+    workers_auto: bool = False,
 ) -> EvalResult:
     """Run ``handler`` over ``records`` (objects with ``.index``, ``.data``, ``.label``) into ``output_dir``.
 
@@ -221,7 +222,8 @@ def run_evaluation(
     ``swcli eval merge`` (run.json status ``partial``), and an empty slice is fine. With ``resume`` the run in
     ``output_dir`` is continued (see :mod:`builder.services.resume`); without, its earlier outputs are removed.
     With ``workers`` > 1 and records readable by range (a dataset reader, a record range), ``ppl`` runs in that
-    many forked processes (:mod:`builder.services.ppl_workers`); the outputs are the same.
+    many forked processes (:mod:`builder.services.ppl_workers`); the outputs are the same. ``workers_auto``: the
+    count was not asked for, so a resume with few records left, or a fork that fails, predicts in this process.
     """
     from builder.services import resume as resuming
 
@@ -269,15 +271,15 @@ def run_evaluation(
         def finish(status: str, error: str | None = None) -> None:
             _finish(run, output_dir, phase, started, times["cmp_started"], status=status, error=error)
 
-        span = _still_to_predict(readable, kept.lines)
-        if span is None:
-            run["workers"] = 1  # nothing left to predict, or records only a loop can read
-        else:
-            run["threads"] = 1  # each worker's (builder.services.ppl_workers)
+        span = _still_to_predict(readable, kept.lines, AUTO_MIN_RECORDS if workers_auto else 1)
         try:  # forked before the scoring helper starts: a worker must not hold that helper's pipe open
-            pool = _start_pool(workers, handler, ctx, span, size)
+            pool = _start_pool(workers, handler, ctx, span, size, progress, log if workers_auto else None)
         except BaseException as err:
             raise stopped(err, finish, "interrupted while starting the ppl workers") from None
+        if pool is None:
+            run["workers"] = 1  # nothing left to predict, records only a loop can read, or no fork to be had
+        elif ctx.threads is not None:
+            run["threads"] = 1  # each worker's (builder.services.ppl_workers)
         # cmp's libraries load in a helper process while the model computes (builder.api.metric_worker)
         with scoring_helper(getattr(handler.cmp, "imports", ()) if shard is None else ()):
             try:
@@ -311,23 +313,34 @@ def run_evaluation(
 
 
 
-def _still_to_predict(readable: tuple | None, kept: int) -> tuple | None:
-    """``(reader, start, stop)`` of the records after the ``kept`` ones, or None when none are left."""
-    if readable is None or readable[1] + kept >= readable[2]:
+def _still_to_predict(readable: tuple | None, kept: int, least: int) -> tuple | None:
+    """``(reader, start, stop)`` of the records after the ``kept`` ones, or None when fewer than ``least`` are left."""
+    if readable is None or readable[2] - readable[1] - kept < least:
         return None
     return readable[0], readable[1] + kept, readable[2]
 
 
-def _start_pool(workers: int, handler: PipelineHandler, ctx: EvalContext, span: tuple | None, size: int):
-    """The ppl workers (:mod:`builder.services.ppl_workers`) for ``span``, or None to predict in this process."""
+def _start_pool(workers: int, handler: PipelineHandler, ctx: EvalContext, span: tuple | None, size: int,
+                progress: Progress | None, fallback: Callable[[str], None] | None):
+    """The ppl workers (:mod:`builder.services.ppl_workers`) for ``span``, or None to predict in this process.
+
+    A progress display is paused while they fork (its thread's locks must not be copied held). With ``fallback``
+    (the count was automatic), workers that cannot start are said there and the run goes on in this process."""
     if span is None:
         return None
-    from builder.services.ppl_workers import WorkerPool
+    from builder.services.ppl_workers import WorkerError, WorkerPool
 
     def make_phase(out, log: Callable[[str], None]) -> PplPhase:  # runs in a worker: log every failure
         return PplPhase(handler, ctx.dataset_name, ctx.dataset_version, out, log, max_logged=None)
 
-    return WorkerPool(workers, make_phase, span[0], size)
+    try:
+        with getattr(progress, "paused", contextlib.nullcontext)():
+            return WorkerPool(workers, make_phase, span[0], size)
+    except WorkerError as err:
+        if fallback is None:
+            raise
+        fallback(f"{err}; predicting in this process instead")
+        return None
 
 
 def _predict(phase: PplPhase, records: Iterable, size: int, progress: Progress | None, pool, span) -> None:

@@ -133,7 +133,7 @@ def check_output_dir(output_dir: Path, store: Store) -> None:
 def evaluate(options: EvalOptions, *, store: Store | None = None, progress: Progress | None = None) -> EvalResult:
     """Run the model's handler over the dataset; outputs go to ``options.output_dir`` or a new run dir."""
     store = store or Store()
-    if (options.workers or 1) > 1 and (options.threads or 1) > 1:
+    if (options.workers or 1) > 1 and options.threads not in (None, 1):
         raise EvalError(f"--threads {options.threads} with --workers {options.workers}: each ppl worker runs torch on "
                         "one thread (OpenMP's pool does not survive fork); give one of them")
     if options.output_dir is not None:
@@ -183,7 +183,7 @@ def evaluate(options: EvalOptions, *, store: Store | None = None, progress: Prog
         with reader:
             return run_evaluation(handler, records, output_dir, context=context, batch_size=options.batch_size,
                                   total=total, progress=progress, shard=shard_info, resume=options.resume,
-                                  workers=workers)
+                                  workers=workers, workers_auto=options.workers is None)
     finally:
         restore_threads(handler_threads)
         if options.record and shard is None and (Path(output_dir) / "run.json").is_file():

@@ -33,6 +33,7 @@ import importlib
 import math
 import multiprocessing
 import os
+import pickle
 import signal
 import sys
 import time
@@ -71,15 +72,39 @@ def cpu_budget() -> int:
     return max(1, cpus)
 
 
-def _cgroup_quota(root: Path = Path("/sys/fs/cgroup")) -> float | None:
-    """The CPU quota (in CPUs) of this process's cgroup, v2 ``cpu.max`` or v1 ``cpu.cfs_quota_us``; None when
-    unlimited or unreadable."""
+def _cgroup_quota(root: Path = Path("/sys/fs/cgroup"), membership: Path = Path("/proc/self/cgroup")) -> float | None:
+    """The tightest CPU quota (in CPUs) on this process's cgroup and its ancestors (a limit may sit on a parent:
+    a systemd slice, a pod above its container), v2 ``cpu.max`` or v1 ``cpu.cfs_quota_us``; None when there is
+    none, or nothing can be read."""
+    quotas = [q for q in map(_quota_in, _cgroup_folders(root, membership)) if q is not None]
+    return min(quotas, default=None)
+
+
+def _cgroup_folders(root: Path, membership: Path) -> list[Path]:
+    """The folders of this process's CPU cgroup and its ancestors, from ``/proc/self/cgroup`` (``0::/path`` for
+    v2, ``N:cpu,cpuacct:/path`` for v1); the mount's root alone when that file says nothing."""
+    bases: list[tuple[Path, Path]] = []
+    with contextlib.suppress(OSError):
+        for line in membership.read_text().splitlines():
+            _, controllers, path = (line.split(":", 2) + ["", ""])[:3]
+            if controllers == "":
+                mounts = [root]
+            elif "cpu" in controllers.split(","):
+                mounts = [root / controllers, root / "cpu"]  # v1: "cpu,cpuacct", usually with a "cpu" link
+            else:
+                continue
+            bases += [(mount, Path(path.lstrip("/"))) for mount in mounts]
+    folders = [mount / part for mount, rel in bases for part in (rel, *rel.parents)]
+    return folders or [root, root / "cpu"]
+
+
+def _quota_in(folder: Path) -> float | None:
     with contextlib.suppress(OSError, ValueError):
-        quota, period = (root / "cpu.max").read_text().split()[:2]
+        quota, period = (folder / "cpu.max").read_text().split()[:2]
         return None if quota == "max" else int(quota) / int(period)
     with contextlib.suppress(OSError, ValueError):
-        quota_us = int((root / "cpu" / "cpu.cfs_quota_us").read_text())
-        period_us = int((root / "cpu" / "cpu.cfs_period_us").read_text())
+        quota_us = int((folder / "cpu.cfs_quota_us").read_text())
+        period_us = int((folder / "cpu.cfs_period_us").read_text())
         return None if quota_us <= 0 else quota_us / period_us
     return None
 
@@ -142,19 +167,40 @@ class Chunk:
     error: tuple | None = None  # what stopped the chunk (see _pack), after ``lines``
 
 
-def _chunks(start: int, stop: int, size: int) -> list[tuple[int, int]]:
-    return [(lo, min(lo + size, stop)) for lo in range(start, stop, size)]
+class _Spans:
+    """Chunk ``k`` of records ``[start, stop)`` cut every ``size`` records, computed when asked (a list of every
+    chunk of a 10M-record run would hold 23 MB)."""
+
+    def __init__(self, start: int, stop: int, size: int):
+        self.start, self.stop, self.size = start, stop, size
+
+    def __len__(self) -> int:
+        return -(-(self.stop - self.start) // self.size)
+
+    def __getitem__(self, k: int) -> tuple[int, int]:
+        lo = self.start + k * self.size
+        return lo, min(lo + self.size, self.stop)
 
 
 def _pack(err: BaseException) -> tuple:
-    """An exception as plain data: its class's place, args and attributes (SwcliError subclasses keep their exit
-    code and the names of the culprit; their constructors' arguments are not what ``args`` holds)."""
+    """An exception as data for the pipe: pickled when it comes back equal (OSError keeps errno and filename,
+    SystemExit its code), else its class's place, args and attributes (SwcliError subclasses keep their exit code
+    and the names of the culprit; their constructors do not take what ``args`` holds)."""
+    with contextlib.suppress(Exception):
+        data = pickle.dumps(err)
+        back = pickle.loads(data)
+        if type(back) is type(err) and str(back) == str(err):
+            return ("pickle", data)
     state = {k: v for k, v in vars(err).items() if isinstance(v, (str, int, float, type(None)))}
-    return type(err).__module__, type(err).__qualname__, tuple(str(a) for a in err.args), state, str(err)
+    return ("parts", type(err).__module__, type(err).__qualname__, tuple(str(a) for a in err.args), state, str(err))
 
 
 def _unpack(packed: tuple) -> BaseException:
-    module, name, args, state, text = packed
+    if packed[0] == "pickle":
+        with contextlib.suppress(Exception):
+            return pickle.loads(packed[1])
+        return EvalError("a ppl worker's error could not be read back")
+    _, module, name, args, state, text = packed
     with contextlib.suppress(Exception):
         cls = importlib.import_module(module)
         for part in name.split("."):
@@ -182,7 +228,9 @@ class _Lines(list):
 def _serve(conn: Connection, others: list[Connection], make_phase: Callable[..., Any], reader: Any, size: int,
            parent: int) -> None:
     """A worker's life: take ``(number, start, stop)`` requests until the pipe closes, answer each with a Chunk."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the evaluating process's to handle
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the evaluating process's to handle (blocked till now)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+    sys.stdout, sys.stderr = sys.__stdout__, sys.__stderr__  # not a progress display's proxies: they are the parent's
     with contextlib.suppress(Exception):
         ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
     if os.getppid() != parent:  # the parent died before prctl took effect
@@ -225,12 +273,25 @@ class WorkerPool:
 
     def __init__(self, count: int, make_phase: Callable[..., Any], reader: Any, size: int):
         self.workers: list[_Worker] = []
+        try:
+            self._start(count, make_phase, reader, size)
+        except OSError as err:
+            self.close()
+            raise WorkerError(f"cannot start ppl worker {len(self.workers)} of {count}: {err.strerror or err}") from None
+        except BaseException:  # Ctrl-C (delivered once the forks are done): the workers started go too
+            self.close()
+            raise
+
+    def _start(self, count: int, make_phase: Callable[..., Any], reader: Any, size: int) -> None:
         ctx = multiprocessing.get_context("fork")
         for stream in (sys.stdout, sys.stderr):  # a child's first print would repeat what the parent buffered
             with contextlib.suppress(Exception):
                 stream.flush()
         pairs = [ctx.Pipe() for _ in range(count)]
         parent_ends = [p for p, _ in pairs]
+        # Ctrl-C waits until every worker is started and listed (and ignores it): none can be left behind, and
+        # none prints a traceback for a KeyboardInterrupt met before it could ignore it
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
         try:
             for number, (ours, theirs) in enumerate(pairs):
                 others = parent_ends + [c for i, (_, c) in enumerate(pairs) if i != number]
@@ -238,19 +299,14 @@ class WorkerPool:
                                       name=f"swcli-ppl-{number}", daemon=True)
                 process.start()
                 self.workers.append(_Worker(number, process, ours))
-        except OSError as err:
-            self.close()
-            raise WorkerError(f"cannot start ppl worker {len(self.workers)} of {count}: {err.strerror or err}") from None
-        except BaseException:  # Ctrl-C between two forks: the ones started go too
-            self.close()
-            raise
         finally:
             for _, theirs in pairs:
                 theirs.close()
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
 
     def run(self, start: int, stop: int, size: int, emit: Callable[[Chunk], None]) -> None:
         """Predict records ``[start, stop)`` in chunks of ``size``; ``emit`` each answered chunk in order."""
-        spans = _chunks(start, stop, size)
+        spans = _Spans(start, stop, size)
         answered: dict[int, Chunk] = {}
         next_out = next_in = 0
         window = WINDOW_PER_WORKER * len(self.workers)
@@ -259,8 +315,11 @@ class WorkerPool:
                 worker = min(self.workers, key=lambda w: len(w.held))
                 if len(worker.held) >= AHEAD:
                     break
-                worker.conn.send((next_in, *spans[next_in]))
                 worker.held.append(next_in)
+                try:
+                    worker.conn.send((next_in, *spans[next_in]))
+                except OSError:  # it died between two chunks
+                    raise self._died(worker, spans) from None
                 next_in += 1
             busy = {w.conn: w for w in self.workers if w.held}
             for conn in wait(list(busy)):
@@ -278,15 +337,15 @@ class WorkerPool:
                     raise _unpack(chunk.error)
                 next_out += 1
 
-    def _died(self, worker: _Worker, spans: list[tuple[int, int]]) -> WorkerError:
+    def _died(self, worker: _Worker, spans: _Spans) -> WorkerError:
         worker.process.join(1)
         code = worker.process.exitcode
         how = (f"was killed by {signal.Signals(-code).name}" if code is not None and code < 0 and
                -code in signal.valid_signals() else f"exited with code {code}")
-        first, last = spans[worker.held[0]][0], spans[worker.held[-1]][1] - 1
+        first, last = spans[worker.held[0]][0], spans[worker.held[-1]][1] - 1  # held: never empty here
         hint = " (out of memory? the OOM killer sends SIGKILL)" if code == -signal.SIGKILL else ""
-        return WorkerError(f"ppl worker {worker.number} (pid {worker.process.pid}) {how}{hint} while predicting "
-                           f"records {first}-{last}")
+        return WorkerError(f"ppl worker {worker.number} (pid {worker.process.pid}) {how}{hint} holding records "
+                           f"{first}-{last}")
 
     def close(self, wait: bool = True) -> None:
         """Stop every worker (idempotent): close its pipe, which ends an idle worker, and with ``wait`` give each a
