@@ -311,8 +311,6 @@ def run_evaluation(
             return EvalResult(output_dir, metrics, run, note)
 
 
-
-
 def _still_to_predict(readable: tuple | None, kept: int, least: int) -> tuple | None:
     """``(reader, start, stop)`` of the records after the ``kept`` ones, or None when fewer than ``least`` are left."""
     if readable is None or readable[2] - readable[1] - kept < least:
