@@ -55,7 +55,7 @@ class Trivial(PipelineHandler):
 '''
 
 CHILD = '''
-import json, resource, sys
+import json, multiprocessing, resource, sys, time
 from pathlib import Path
 from builder.services.model_eval import EvalOptions, evaluate
 from builder.store import Store
@@ -64,6 +64,8 @@ store = Store()
 entry = store.resolve("dataset", sys.argv[2])
 result = evaluate(EvalOptions(model=sys.argv[1], dataset=str(entry.path), output_dir=Path(sys.argv[3]), record=False),
                   store=store)
+while multiprocessing.active_children():  # the ppl workers, let go when the ppl phase ended: reaped, so counted
+    time.sleep(0.01)
 print(json.dumps({"records": result.run["records"]["total"], "workers": result.run["workers"],
                   "peak_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
                   "workers_peak_kb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss}))
