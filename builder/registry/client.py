@@ -19,13 +19,9 @@ from urllib.parse import parse_qsl, urlencode, urljoin, urlsplit, urlunsplit
 from builder.errors import RegistryError
 from builder.registry import referrers
 from builder.registry.auth import Authenticator, Credentials, stored_credentials
+from builder.registry.media import DIGEST_RE, MANIFEST_TYPES, MEDIA_OCI_MANIFEST
 from builder.registry.transport import TransferError, Transport
 
-MEDIA_OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
-MEDIA_OCI_INDEX = "application/vnd.oci.image.index.v1+json"
-MEDIA_DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
-MEDIA_DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
-MANIFEST_TYPES = (MEDIA_OCI_MANIFEST, MEDIA_OCI_INDEX, MEDIA_DOCKER_MANIFEST, MEDIA_DOCKER_LIST)
 MAX_MANIFEST = 4 << 20        # the spec lets registries refuse bigger manifests; we refuse to read bigger ones
 CHUNKED_THRESHOLD = 32 << 20  # blobs above this size go up in PATCH chunks, so a broken upload can resume
 CHUNK_SIZE = 32 << 20
@@ -36,7 +32,6 @@ OnProgress = Callable[[int], None]
 
 
 REPOSITORY_RE = re.compile(r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*")
-DIGEST_RE = re.compile(r"sha256:[0-9a-f]{64}")
 TAG_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
 
 

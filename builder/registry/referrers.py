@@ -27,12 +27,12 @@ from urllib.parse import urlencode
 from typing import TYPE_CHECKING
 
 from builder.errors import RegistryError
+from builder.registry.media import MEDIA_OCI_INDEX
 from builder.registry.transport import TransferError
 
 if TYPE_CHECKING:
     from builder.registry.client import RegistryClient
 
-MEDIA_OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 MAX_ROUNDS = 30  # read-modify-writes of the fallback index one put may make before it gives up
 MIN_SETTLE = 0.5  # seconds a writer waits before it looks whether its entry stayed
 DESCRIPTOR_KEYS = ("mediaType", "digest", "size", "artifactType", "annotations")

@@ -16,11 +16,11 @@ import tempfile
 from pathlib import Path
 
 from builder.errors import RegistryError
+from builder.registry.media import INDEX_TYPES
 from builder.services.registry import (Blob, KnownBlobs, OnProgress, TransferResult, check_labels, one_line,
                                        open_client, send_blobs)
 from builder.store import swcli_home
 
-INDEX_TYPES = ("application/vnd.oci.image.index.v1+json", "application/vnd.docker.distribution.manifest.list.v2+json")
 MAX_CONFIG = 4 << 20
 
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import stat
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -25,14 +24,11 @@ from isal import isal_zlib
 from builder.errors import RegistryError, SwcliError
 from builder.images.oci import CHUNK, MEDIA_CONFIG, MEDIA_LAYER, MEDIA_MANIFEST, Descriptor, Layout
 from builder.refs import image_name, image_tags
+from builder.registry.media import GZIP_LAYERS, INDEX_TYPES, PLAIN_LAYERS, checked_digest, linux_amd64
 from builder.services.registry import (BLOB_WORKERS, KnownBlobs, LayerProgress, OnProgress, TransferResult,
                                        check_labels, one_line, open_client)
 
-INDEX_TYPES = ("application/vnd.oci.image.index.v1+json", "application/vnd.docker.distribution.manifest.list.v2+json")
-GZIP_LAYERS = ("application/vnd.oci.image.layer.v1.tar+gzip", "application/vnd.docker.image.rootfs.diff.tar.gzip")
-PLAIN_LAYERS = (MEDIA_LAYER, "application/vnd.docker.image.rootfs.diff.tar")
 MAX_CONFIG = 4 << 20
-DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
 # where each kind's store entry lives inside its image; a runtime's entry is only its manifest, made from labels
 ENTRY_IN_IMAGE = {"dataset": "/dataset", "model": "/opt/swcli/model"}
 
@@ -77,21 +73,7 @@ def _pick(client, repository: str, manifest, what: str):
     """An image manifest: ``manifest`` itself, or its index's linux/amd64 entry."""
     if manifest.media_type not in INDEX_TYPES:
         return manifest
-    try:
-        for entry in json.loads(manifest.data).get("manifests") or []:
-            platform = entry.get("platform") or {}
-            if platform.get("os") == "linux" and platform.get("architecture") == "amd64":
-                return client.get_manifest(repository, _digest(entry["digest"], what))
-    except (KeyError, TypeError, AttributeError) as err:
-        raise RegistryError(f"{what}: not an image index ({one_line(err)})") from None
-    raise RegistryError(f"{what}: the index has no linux/amd64 image")
-
-
-def _digest(value: object, what: str) -> str:
-    """A sha256 digest from a manifest or config, checked before it becomes a URL or a file name."""
-    if not isinstance(value, str) or not DIGEST.fullmatch(value):
-        raise RegistryError(f"{what}: {value!r} is not a sha256 digest")
-    return value
+    return client.get_manifest(repository, linux_amd64(json.loads(manifest.data), what))
 
 
 def _parse(manifest, what: str) -> tuple[Descriptor, list[Descriptor]]:
@@ -102,7 +84,7 @@ def _parse(manifest, what: str) -> tuple[Descriptor, list[Descriptor]]:
     except (ValueError, KeyError, TypeError, AttributeError) as err:
         raise RegistryError(f"{what}: not an image manifest ({one_line(err)})") from None
     for blob in (config, *layers):
-        _digest(blob.digest, what)
+        checked_digest(blob.digest, what)
     for layer in layers:
         if layer.media_type not in GZIP_LAYERS + PLAIN_LAYERS:
             raise RegistryError(f"{what}: layer {layer.digest} is {layer.media_type}; swcli reads gzip or plain "
@@ -189,7 +171,7 @@ def pull(target: str, *, credentials=None, ca_cert: Path | None = None, on_progr
         config_ref, remote_layers = _parse(manifest, what)
         config, doc = _fetch_config(client, source.repository, layout, config_ref, what)
         kind, name, version = check_labels(str(source), (doc.get("config") or {}).get("Labels") or {})
-        diff_ids = [_digest(d, f"{what}: config rootfs.diff_ids") for d in doc["rootfs"]["diff_ids"]]
+        diff_ids = [checked_digest(d, f"{what}: config rootfs.diff_ids") for d in doc["rootfs"]["diff_ids"]]
         if len(diff_ids) != len(remote_layers):
             raise RegistryError(f"{what}: the manifest has {len(remote_layers)} layers, the config "
                                 f"{len(diff_ids)} diff_ids")

@@ -35,6 +35,7 @@ except ImportError:  # pragma: no cover - depends on the image's packages
 
 from builder.errors import EvalError, RegistryError
 from builder.images.dataset_layers import LAYERS_LABEL, LAYERS_NAME, LayersFileError, read_layers_json
+from builder.registry.media import GZIP_LAYERS, INDEX_TYPES, PLAIN_LAYERS, checked_digest, linux_amd64
 from builder.shards import INDEX_NAME, MANIFEST_NAME, DatasetReader, ManifestError, manifest_layout
 from builder.store import Store
 
@@ -43,10 +44,6 @@ MAX_SMALL = 4 << 20  # a manifest or config larger than this is not one of ours
 DISK_SPARE = 256 << 20  # a layer entry is not unpacked when it would leave less than this free
 TRAILING_MAX = 1 << 20  # bytes after a layer's tar end (zero padding: tarfile writes at most 10 KiB)
 META_FILES = {MANIFEST_NAME, INDEX_NAME, LAYERS_NAME}
-# the distribution spec's names (as builder.services.pull knows them; not imported: the image has no ISA-L)
-INDEX_TYPES = ("application/vnd.oci.image.index.v1+json", "application/vnd.docker.distribution.manifest.list.v2+json")
-GZIP_LAYERS = ("application/vnd.oci.image.layer.v1.tar+gzip", "application/vnd.docker.image.rootfs.diff.tar.gzip")
-PLAIN_LAYERS = ("application/vnd.oci.image.layer.v1.tar", "application/vnd.docker.image.rootfs.diff.tar")
 TOP = "dataset"  # the folder every layer's entries sit in (/dataset)
 
 
@@ -142,7 +139,7 @@ class _Fetcher:
             doc = json.loads(self._manifest_bytes(digest))
             if doc.get("mediaType") not in INDEX_TYPES and "manifests" not in doc:
                 return digest, doc
-            digest = _platform(doc, self.where(digest))
+            digest = linux_amd64(doc, self.where(digest))
         raise RegistryError(f"{self.where(digest)}: an index inside an index; name the dataset image itself")
 
     def _manifest_bytes(self, digest: str) -> bytes:
@@ -191,21 +188,9 @@ class _Fetcher:
         return final
 
 
-def _platform(index: dict, where: str) -> str:
-    """The digest of an index's linux/amd64 image."""
-    for entry in index.get("manifests") or []:
-        platform = (entry.get("platform") or {}) if isinstance(entry, dict) else {}
-        if platform.get("os") == "linux" and platform.get("architecture") == "amd64":
-            return str(entry.get("digest"))
-    raise RegistryError(f"{where}: the index has no linux/amd64 image")
-
-
 def _hex(digest: str, what: str) -> str:
     """The hex of a sha256 digest, checked before it becomes a file name or a URL."""
-    algorithm, _, value = str(digest).partition(":")
-    if algorithm != "sha256" or len(value) != 64 or any(c not in "0123456789abcdef" for c in value):
-        raise RegistryError(f"{what}: {digest!r} is not a sha256 digest")
-    return value
+    return checked_digest(digest, what).partition(":")[2]
 
 
 class _Hashing:
