@@ -14,19 +14,14 @@ manifest, so an unchanged layer is never tarred, nor a volume hashed, again.
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
 import json
-import os
 import tarfile
-import tempfile
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 
 from builder.images import context as ctx
 from builder.images.layers import LayerCache, _info, content_key, placed
-from builder.images.oci import MEDIA_LAYER, Descriptor, Layout
+from builder.images.oci import MEDIA_LAYER, Descriptor, HashingWriter, Layout
 from builder.shards import ShardFile, manifest_layout, plain_name_problem
 from builder.spec import DEFAULT_LAYER_SIZE, MAX_LAYER_SIZE
 
@@ -129,53 +124,11 @@ def write_volume_tar(entries: list[ctx.ContextEntry], out) -> None:
         put(bytes(tarfile.RECORDSIZE - written % tarfile.RECORDSIZE))
 
 
-class _HashingSink:
-    """Hashes what is written on a second thread while the caller writes it to ``fh`` (if any) and reads the next
-    chunk: hashlib releases the GIL, so on two cores a layer costs about the slower of hashing and writing, not
-    their sum. A chunk is hashed before the write after it returns (see :func:`write_volume_tar`)."""
-
-    def __init__(self, fh=None):
-        self.fh, self.sha, self.size = fh, hashlib.sha256(), 0
-        self._thread: threading.Thread | None = None
-
-    def _wait(self) -> None:
-        if self._thread is not None:
-            self._thread.join()
-            self._thread = None
-
-    def write(self, data) -> None:
-        self._wait()
-        if len(data) < 1 << 16:  # tar headers and padding: not worth a thread
-            self.sha.update(data)
-        else:
-            self._thread = threading.Thread(target=self.sha.update, args=(data,))
-            self._thread.start()
-        if self.fh is not None:
-            self.fh.write(data)
-        self.size += len(data)
-
-    def digest(self) -> str:
-        self._wait()
-        return "sha256:" + self.sha.hexdigest()
-
-
 def _store_layer(layout: Layout, entries: list[ctx.ContextEntry]) -> Descriptor:
-    """Tar ``entries`` into the layout as a blob named by its digest, the way ``Layout.writer`` does (a temp
-    name carrying our pid, read-only, renamed into place), hashing beside the write."""
-    layout.blobs.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".tmp-{os.getpid()}-", dir=layout.blobs)
-    try:
-        with os.fdopen(fd, "wb", buffering=0) as fh:
-            sink = _HashingSink(fh)
-            write_volume_tar(entries, sink)
-            digest = sink.digest()
-        os.chmod(tmp, 0o444)
-        os.replace(tmp, layout.blob_path(digest))
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    return Descriptor(MEDIA_LAYER, digest, sink.size)
+    """Tar ``entries`` into the layout as a blob named by its digest, hashing beside the write."""
+    with layout.writer(MEDIA_LAYER, behind=True) as out:
+        write_volume_tar(entries, out)
+    return out.descriptor
 
 
 def realize_volume_layer(layer: VolumeLayer, folder: Path, layout: Layout, *, store: bool = True,
@@ -183,21 +136,16 @@ def realize_volume_layer(layer: VolumeLayer, folder: Path, layout: Layout, *, st
     """The layer's blob descriptor and whether it was tarred now: from the cache when its key is known, else
     written into the layout (``store``) or only hashed (for a context folder, where the diff_id is all we need)."""
     cache = LayerCache(layout)
-    desc = cache.get(layer.key)
-    if desc is not None and verify and not layout.verify(desc.digest):
-        layout.discard(desc.digest)
-        cache.forget(layer.key)
-        desc = None
-    if desc is not None:
-        return desc, False
-    entries = placed(layer.entries(folder), layer.src, DEST)
     if not store:
-        sink = _HashingSink()
-        write_volume_tar(entries, sink)
+        desc = cache.get(layer.key)
+        if desc is not None:
+            return desc, False
+        sink = HashingWriter(None, behind=True)
+        write_volume_tar(placed(layer.entries(folder), layer.src, DEST), sink)
         return Descriptor(MEDIA_LAYER, sink.digest(), sink.size), True
-    desc = _store_layer(layout, entries)
-    cache.put(layer.key, desc)
-    return desc, True
+    desc = cache.layer(layer.key, lambda: placed(layer.entries(folder), layer.src, DEST), verify=verify,
+                       write=_store_layer)
+    return desc, cache.misses > 0
 
 
 # ----------------------------------------------------------------------------------------------- layers.json

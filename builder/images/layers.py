@@ -171,9 +171,10 @@ class LayerCache:
         with contextlib.suppress(FileNotFoundError):
             (self.folder / f"{key}.json").unlink()
 
-    def layer(self, key: str, entries_fn, *, verify: bool = False) -> Descriptor:
-        """The cached blob of ``key``, or a new one from ``entries_fn()`` (called only on a miss). With ``verify``,
-        a cached blob is re-hashed first, and one whose bytes changed is dropped and written again."""
+    def layer(self, key: str, entries_fn, *, verify: bool = False, write=None) -> Descriptor:
+        """The cached blob of ``key``, or a new one from ``entries_fn()`` (called only on a miss), tarred by
+        ``write(layout, entries)`` (default :func:`write_layer`). With ``verify``, a cached blob is re-hashed
+        first, and one whose bytes changed is dropped and written again."""
         desc = self.get(key)
         if desc is not None and verify and not self.layout.verify(desc.digest):
             self.layout.discard(desc.digest)
@@ -183,6 +184,6 @@ class LayerCache:
             self.hits += 1
             return desc
         self.misses += 1
-        desc = write_layer(self.layout, entries_fn())
+        desc = (write or write_layer)(self.layout, entries_fn())
         self.put(key, desc)
         return desc

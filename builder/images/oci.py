@@ -21,6 +21,7 @@ import hashlib
 import json
 import os
 import tempfile
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Iterator
@@ -67,24 +68,46 @@ class Descriptor:
         return self.digest.split(":", 1)[1]
 
 
-class _HashingWriter:
-    """A file object that hashes and counts what goes through it."""
+class HashingWriter:
+    """A file object that hashes and counts what goes through it (to ``fh``, or nowhere when it is None).
 
-    def __init__(self, fh: IO[bytes]):
+    ``behind``: chunks of 64 KiB or more are hashed on a second thread while the caller writes them and reads the
+    next (hashlib releases the GIL, so on two cores a big blob costs about the slower of hashing and writing, not
+    their sum). The caller must then leave a chunk alone until the write after the next one returns, as
+    :func:`builder.images.dataset_layers.write_volume_tar`'s two alternating buffers do."""
+
+    def __init__(self, fh: IO[bytes] | None, *, behind: bool = False):
         self.fh = fh
         self.sha = hashlib.sha256()
         self.size = 0
+        self.behind = behind
+        self._thread: threading.Thread | None = None
+
+    def _wait(self) -> None:
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
 
     def write(self, data) -> int:
-        self.sha.update(data)
+        self._wait()
+        if self.behind and len(data) >= 1 << 16:
+            self._thread = threading.Thread(target=self.sha.update, args=(data,))
+            self._thread.start()
+        else:
+            self.sha.update(data)
         self.size += len(data)
-        return self.fh.write(data)
+        return self.fh.write(data) if self.fh is not None else len(data)
 
     def tell(self) -> int:
         return self.size
 
     def flush(self) -> None:
-        self.fh.flush()
+        if self.fh is not None:
+            self.fh.flush()
+
+    def digest(self) -> str:
+        self._wait()
+        return "sha256:" + self.sha.hexdigest()
 
 
 class Layout:
@@ -116,16 +139,17 @@ class Layout:
             write_bytes_atomic(marker, canonical_json({"imageLayoutVersion": "1.0.0"}))
 
     @contextlib.contextmanager
-    def writer(self, media_type: str) -> Iterator[_HashingWriter]:
-        """Stream a blob in; on a clean exit it is renamed to its digest and ``writer.descriptor`` is set."""
+    def writer(self, media_type: str, *, behind: bool = False) -> Iterator[HashingWriter]:
+        """Stream a blob in; on a clean exit it is renamed to its digest and ``writer.descriptor`` is set.
+        ``behind``: hash big chunks on a second thread (see :class:`HashingWriter`)."""
         self._init()
         fd, tmp = tempfile.mkstemp(prefix=f".tmp-{os.getpid()}-", dir=self.blobs)
         try:
             with os.fdopen(fd, "wb") as fh:
-                hashing = _HashingWriter(fh)
+                hashing = HashingWriter(fh, behind=behind)
                 yield hashing
                 fh.flush()
-            digest = "sha256:" + hashing.sha.hexdigest()
+            digest = hashing.digest()
             os.chmod(tmp, 0o444)
             os.replace(tmp, self.blob_path(digest))
             hashing.descriptor = Descriptor(media_type, digest, hashing.size)  # type: ignore[attr-defined]
