@@ -20,8 +20,9 @@ GIL, and a one-record handler's tensors are too small for torch to split. N proc
   the workers ignore SIGINT and are stopped by the evaluating process; if that process is killed, the kernel
   kills the workers (``PR_SET_PDEATHSIG``) and their pipes close.
 
-Only where it is safe and worth it is the default (``auto``, :func:`choose_workers`): a CPU run, torch's threads
-not set by the user, and enough records; the count is the CPUs this process may use (affinity and cgroup quota).
+Only where it is safe and worth it is the default (``auto``, :func:`choose_workers`): a CPU run on Linux, torch's
+threads not set by the user, and enough records; the count is the CPUs this process may use (affinity and cgroup
+quota).
 """
 
 from __future__ import annotations
@@ -133,8 +134,8 @@ def choose_workers(requested: int | None, *, device: str | None, threads_decided
         if requested > 1 and not hasattr(os, "fork"):
             raise EvalError(f"--workers {requested}: this platform cannot fork; use --workers 1")
         return requested
-    if on_gpu or threads_decided or records < AUTO_MIN_RECORDS or not hasattr(os, "fork"):
-        return 1
+    if on_gpu or threads_decided or records < AUTO_MIN_RECORDS or not sys.platform.startswith("linux"):
+        return 1  # (elsewhere fork is missing, or unsafe under system frameworks, and PR_SET_PDEATHSIG is Linux's)
     return min(budget(), AUTO_MAX_WORKERS)
 
 
