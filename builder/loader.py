@@ -69,3 +69,20 @@ def load_class(ref: str, root: Path, base: type, *, spec_file: Path, field: str)
     if not (isinstance(cls, type) and issubclass(cls, base)):
         raise SpecError(spec_file, f"'{ref}' is not a subclass of {base.__module__}.{base.__qualname__}", field=field)
     return cls
+
+
+def module_source(ref: str, root: Path, limit: int = 1 << 20) -> str:
+    """The text of the module ``module:Class`` names under ``root`` (its ``.py`` file, or a package's
+    ``__init__.py``), read without importing it; "" when there is none, it cannot be read, or it is over ``limit``
+    bytes."""
+    parts = ref.partition(":")[0].split(".")
+    if not all(part.isidentifier() for part in parts):
+        return ""
+    base = Path(root).joinpath(*parts)
+    for path in (base.with_suffix(".py"), base / "__init__.py"):
+        try:
+            if path.is_file() and path.stat().st_size <= limit:
+                return path.read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            return ""
+    return ""

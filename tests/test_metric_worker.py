@@ -117,3 +117,28 @@ def test_no_helper_when_the_modules_are_loaded_already_and_close_is_idempotent()
         assert worker is not None and metric_worker.active() is worker
     assert metric_worker.active() is None and worker.proc is None
     worker.close()
+
+
+def test_a_helper_already_importing_the_modules_is_taken_over_not_doubled():
+    if "tabnanny" in sys.modules:
+        pytest.skip("tabnanny is loaded here already")  # a module not loaded here yet, cheap to import
+    with scoring_helper(["tabnanny"]) as early:
+        assert early is not None and metric_worker.active() is early
+        with scoring_helper(["tabnanny"]) as again:  # the run's own request: the early helper serves it
+            assert again is early
+        assert metric_worker.active() is early and early.proc is not None  # the inner block did not close it
+    assert metric_worker.active() is None and early.proc is None
+
+
+def test_cmp_imports_are_guessed_from_the_handler_source_before_it_is_imported(tmp_path):
+    from builder.api.metric import IMPORTS, imports_named_in
+    from builder.loader import module_source
+
+    (tmp_path / "code").mkdir()
+    (tmp_path / "code" / "ppl.py").write_text("from builder.api.metric import multi_classification\n")
+    (tmp_path / "pkg").mkdir()
+    (tmp_path / "pkg" / "__init__.py").write_text("class H: pass\n")
+    assert imports_named_in(module_source("code.ppl:H", tmp_path)) == IMPORTS
+    assert imports_named_in(module_source("pkg:H", tmp_path)) == ()
+    assert module_source("missing.mod:H", tmp_path) == ""
+    assert module_source("../etc:H", tmp_path) == ""  # not a module name: nothing is read

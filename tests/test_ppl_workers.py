@@ -390,3 +390,51 @@ def test_a_walk_in_chunks_hands_pages_back_like_one_walk(tmp_path, monkeypatch):
     assert len(list(reader.iter_records(0, 400))) == 400  # a second walk from the start hands back as it goes too
     assert len(released) >= 80
     reader.close()
+
+
+@pytest.mark.slow
+def test_the_scoring_helper_starts_before_the_handler_loads(cli, model, tmp_path):
+    """In its own process (the test session has scikit-learn loaded, so no helper would start here): the handler
+    module, on import, finds the helper already running beside it; the run ends with no helper or worker left."""
+    model("Counted")
+    src = next(tmp_path.glob("model-Counted/code/ppl.py"))
+    src.write_text("import os, pathlib\n"
+                   "_helpers = [p for p in pathlib.Path('/proc').glob('[0-9]*') if (p / 'stat').exists()\n"
+                   "            and (p / 'stat').read_text().rsplit(')', 1)[1].split()[1] == str(os.getpid())\n"
+                   "            and b'metric_worker' in (p / 'cmdline').read_bytes()]\n"
+                   "pathlib.Path(os.environ['SEEN']).write_text(str(len(_helpers)))\n" + src.read_text())
+    assert cli("model", "build", "--no-image", "--skip-gen-env", src.parent.parent).code == 0
+    proc = eval_process(tmp_path / "out", tmp_path / "calls", SWCLI_HOME=os.environ["SWCLI_HOME"],
+                        SEEN=str(tmp_path / "seen"))
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 0, stderr
+    assert (tmp_path / "seen").read_text() == "1"  # scikit-learn was loading while the handler's module imported
+    assert json.loads((tmp_path / "out" / "run.json").read_text())["workers"] == 2
+    assert not children(proc.pid)
+
+
+def test_workers_do_not_hold_the_scoring_helpers_pipes():
+    """The helper ends when its owner closes its stdin: a worker forked after it must not keep a copy open."""
+    from builder.api.metric_worker import scoring_helper
+
+    if "tabnanny" in sys.modules:
+        pytest.skip("tabnanny is loaded here already")
+    with scoring_helper(["tabnanny"]) as helper:
+        pipes = {os.readlink(f"/proc/self/fd/{f.fileno()}") for f in (helper.proc.stdin, helper.proc.stdout)}
+        pool = ppl_workers.WorkerPool(2, lambda out, log: None, None, 1)
+        try:
+            for worker in pool.workers:
+                deadline = time.monotonic() + 10
+                while True:
+                    held = set()
+                    for fd in Path(f"/proc/{worker.process.pid}/fd").iterdir():
+                        try:
+                            held.add(os.readlink(fd))
+                        except OSError:
+                            continue
+                    if not held & pipes:
+                        break
+                    assert time.monotonic() < deadline, f"worker {worker.number} still holds {held & pipes}"
+                    time.sleep(0.02)
+        finally:
+            pool.close()

@@ -40,6 +40,7 @@ class MetricWorker:
     """A helper process that imports ``modules`` at once and then computes metrics documents on request."""
 
     def __init__(self, modules: Sequence[str]):
+        self.modules = tuple(modules)
         self.proc: subprocess.Popen | None = subprocess.Popen(
             [sys.executable, "-m", __name__, *modules],
             stdin=subprocess.PIPE,
@@ -88,6 +89,7 @@ class MetricWorker:
 
 
 _ACTIVE: MetricWorker | None = None
+_FORGOTTEN: list[MetricWorker] = []  # helpers a forked child let go of (forget_in_child)
 
 
 def active() -> MetricWorker | None:
@@ -99,9 +101,13 @@ def active() -> MetricWorker | None:
 def scoring_helper(modules: Sequence[str]) -> Iterator[MetricWorker | None]:
     """Start a helper importing ``modules`` for the duration of the block; ``@multi_classification`` uses it while
     it is active. None when there is nothing to import: no modules, all of them imported here already (a handler
-    that imports scikit-learn itself, a test session), or the helper cannot start."""
+    that imports scikit-learn itself, a test session), or the helper cannot start. A helper already active that
+    imports them all (one started before the handler loaded) is used as it is, and left to its own block."""
     global _ACTIVE
     names = [m for m in modules if isinstance(m, str) and m not in sys.modules]
+    if names and _ACTIVE is not None and _ACTIVE.proc is not None and set(names) <= set(_ACTIVE.modules):
+        yield _ACTIVE
+        return
     worker = None
     if names:
         with contextlib.suppress(OSError):
@@ -113,6 +119,18 @@ def scoring_helper(modules: Sequence[str]) -> Iterator[MetricWorker | None]:
         _ACTIVE = previous
         if worker is not None:
             worker.close()
+
+
+def forget_in_child() -> None:
+    """In a process forked from the one that started the helper (a ppl worker): close this copy of the helper's
+    pipes, so the helper still sees its stdin close when its owner closes it, and forget it here."""
+    global _ACTIVE
+    worker, _ACTIVE = _ACTIVE, None
+    if worker is not None and worker.proc is not None:
+        for stream in (worker.proc.stdin, worker.proc.stdout):
+            with contextlib.suppress(OSError, ValueError):
+                os.close(stream.fileno())  # not stream.close(): nothing of the owner's may be flushed from here
+        _FORGOTTEN.append(worker)  # kept: its file objects must not be finalized over the closed descriptors
 
 
 def _read_request(stream) -> Any:

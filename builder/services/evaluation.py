@@ -272,7 +272,7 @@ def run_evaluation(
             _finish(run, output_dir, phase, started, times["cmp_started"], status=status, error=error)
 
         span = _still_to_predict(readable, kept.lines, AUTO_MIN_RECORDS if workers_auto else 1)
-        try:  # forked before the scoring helper starts: a worker must not hold that helper's pipe open
+        try:  # a worker closes its copy of the scoring helper's pipes (builder.api.metric_worker.forget_in_child)
             pool = _start_pool(workers, handler, ctx, span, size, progress, log if workers_auto else None)
         except BaseException as err:
             raise stopped(err, finish, "interrupted while starting the ppl workers") from None

@@ -12,8 +12,9 @@ from pathlib import Path
 
 from builder.api.model import PipelineHandler
 from builder.errors import EvalError, SwcliError, USER_CODE_ERRORS, UserCodeError
+from builder.api.metric_worker import scoring_helper
 from builder.gcpolicy import loading
-from builder.loader import load_class
+from builder.loader import load_class, module_source
 from builder.services.evaluation import EvalContext, EvalResult, Progress, resolve_batch_size, run_evaluation
 from builder.services.model_build import model_source
 from builder.services.ppl_workers import choose_workers
@@ -150,6 +151,17 @@ def evaluate(options: EvalOptions, *, store: Store | None = None, progress: Prog
     reader, dataset_manifest = open_dataset(options.dataset, shard, store)
     if len(reader) == 0:
         raise EvalError(f"dataset {dataset_manifest.get('name')} has no records")
+    # cmp's libraries start loading in the scoring helper now, beside torch's import, on the other core; the run
+    # takes the helper over (builder.api.metric_worker). Known from the handler's source: its module is not loaded
+    from builder.api.metric import imports_named_in  # numpy: not before the cheap checks above
+
+    with scoring_helper(imports_named_in(module_source(spec.ppl, root)) if shard is None else ()):
+        return _load_and_run(options, store, progress, root, spec, model_info, shard, reader, dataset_manifest)
+
+
+def _load_and_run(options: EvalOptions, store: Store, progress: Progress | None, root: Path, spec, model_info: dict,
+                  shard, reader: DatasetReader, dataset_manifest: dict) -> EvalResult:
+    """The rest of :func:`evaluate`: build the handler, choose threads and workers, run, record the run."""
     with loading():  # torch and the model: no garbage to look for (builder.gcpolicy)
         handler_cls = load_class(spec.ppl, root, PipelineHandler, spec_file=spec.path, field="run.ppl")
         default_threads = torch_threads()

@@ -43,6 +43,7 @@ from multiprocessing.connection import Connection, wait
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+from builder.api import metric_worker
 from builder.errors import EvalError
 
 CHUNK = 64  # records per chunk for a one-record handler: ~10 ms of the seed's work, ~17 KB of JSON back
@@ -238,6 +239,7 @@ def _serve(conn: Connection, others: list[Connection], make_phase: Callable[...,
         return
     for other in others:  # only our own end stays open here: the parent's death then reads as EOF
         other.close()
+    metric_worker.forget_in_child()  # nor the scoring helper's pipes, which its owner closes to end it
     gc.freeze()  # the parent's objects are not ours to walk (and walking them would copy their pages)
     torch = sys.modules.get("torch")
     if torch is not None:
