@@ -1,7 +1,19 @@
-"""The registry client: OCI distribution-spec 1.1 over HTTP, with no Docker engine (issue 11)."""
+"""The registry client: OCI distribution-spec 1.1 over HTTP, with no Docker engine (issue 11).
 
-from builder.registry.auth import Credentials, stored_credentials
-from builder.registry.client import Manifest, RegistryClient
-from builder.registry.reference import Reference
+The names below load on first use: a module that needs only :mod:`builder.registry.media` or
+:mod:`builder.registry.reference` does not pay for importing ``requests`` (~80 ms), which every ``swcli model
+eval`` would otherwise do before its first check."""
 
-__all__ = ["Credentials", "Manifest", "Reference", "RegistryClient", "stored_credentials"]
+from __future__ import annotations
+
+import importlib
+
+_WHERE = {"Credentials": "auth", "stored_credentials": "auth", "Manifest": "client", "RegistryClient": "client",
+          "Reference": "reference"}
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name: str):
+    if name not in _WHERE:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{_WHERE[name]}"), name)

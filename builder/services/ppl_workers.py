@@ -28,23 +28,23 @@ quota).
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import gc
 import importlib
 import math
-import multiprocessing
 import os
 import pickle
 import signal
 import sys
 import time
 from dataclasses import dataclass, field
-from multiprocessing.connection import Connection, wait
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from builder.api import metric_worker
 from builder.errors import EvalError
+
+if TYPE_CHECKING:  # multiprocessing and ctypes load when workers start, not with every `swcli model eval`
+    from multiprocessing.connection import Connection
 
 CHUNK = 64  # records per chunk for a one-record handler: ~10 ms of the seed's work, ~17 KB of JSON back
 AHEAD = 2  # chunks a worker holds: one computing, one queued, so it never waits for the evaluating process
@@ -234,6 +234,8 @@ def _serve(conn: Connection, others: list[Connection], make_phase: Callable[...,
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
     sys.stdout, sys.stderr = sys.__stdout__, sys.__stderr__  # not a progress display's proxies: they are the parent's
     with contextlib.suppress(Exception):
+        import ctypes
+
         ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
     if os.getppid() != parent:  # the parent died before prctl took effect
         return
@@ -286,6 +288,8 @@ class WorkerPool:
             raise
 
     def _start(self, count: int, make_phase: Callable[..., Any], reader: Any, size: int) -> None:
+        import multiprocessing
+
         ctx = multiprocessing.get_context("fork")
         for stream in (sys.stdout, sys.stderr):  # a child's first print would repeat what the parent buffered
             with contextlib.suppress(Exception):
@@ -309,6 +313,8 @@ class WorkerPool:
 
     def run(self, start: int, stop: int, size: int, emit: Callable[[Chunk], None]) -> None:
         """Predict records ``[start, stop)`` in chunks of ``size``; ``emit`` each answered chunk in order."""
+        from multiprocessing.connection import wait
+
         spans = _Spans(start, stop, size)
         answered: dict[int, Chunk] = {}
         next_out = next_in = 0
