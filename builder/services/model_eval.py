@@ -10,9 +10,9 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
+from builder.api.metric_worker import scoring_helper
 from builder.api.model import PipelineHandler
 from builder.errors import EvalError, SwcliError, USER_CODE_ERRORS, UserCodeError
-from builder.api.metric_worker import scoring_helper
 from builder.gcpolicy import loading
 from builder.loader import load_class, module_source
 from builder.services.evaluation import EvalContext, EvalResult, Progress, resolve_batch_size, run_evaluation
