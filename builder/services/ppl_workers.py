@@ -38,7 +38,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterator
+from typing import TYPE_CHECKING, Any, Callable
 
 from builder.api import metric_worker
 from builder.errors import EvalError
@@ -371,11 +371,3 @@ class WorkerPool:
                 worker.process.join()
         self.workers = []
 
-
-@contextlib.contextmanager
-def worker_pool(count: int, make_phase: Callable[..., Any], reader: Any, size: int) -> Iterator[WorkerPool]:
-    pool = WorkerPool(count, make_phase, reader, size)
-    try:
-        yield pool
-    finally:
-        pool.close()
