@@ -36,3 +36,49 @@ def linux_amd64(index: Any, what: str) -> str:
     except (KeyError, TypeError, AttributeError) as err:
         raise RegistryError(f"{what}: not an image index ({' '.join(str(err).split())})") from None
     raise RegistryError(f"{what}: the index has no linux/amd64 image")
+
+
+# Bounds on what a registry, an image or an artifact may hand us before we parse it (docs/security.md). The
+# distribution spec lets registries refuse manifests over 4 MiB, and distribution/registry does; nothing of ours
+# writes a config or a JSON document near that size.
+MAX_MANIFEST = 4 << 20
+MAX_CONFIG = 4 << 20
+
+
+def checked_descriptor(value: object, what: str, *, max_size: int | None = None) -> dict:
+    """``value`` when it is an OCI descriptor of the right shape: ``mediaType`` a string, ``digest`` a sha256
+    digest, ``size`` a non-negative integer (the spec requires it), ``annotations`` (when present) strings to
+    strings, ``artifactType`` (when present) a string; and, with ``max_size``, ``size`` at most that. Else one
+    line (exit 5) naming ``what`` and the field."""
+    if not isinstance(value, dict):
+        raise RegistryError(f"{what}: a descriptor must be an object, not {type(value).__name__}")
+    media_type = value.get("mediaType")
+    if not isinstance(media_type, str):
+        raise RegistryError(f"{what}: mediaType must be a string, not {type(media_type).__name__}")
+    checked_digest(value.get("digest"), f"{what}: digest")
+    size = value.get("size")
+    if isinstance(size, bool) or not isinstance(size, int) or size < 0:
+        raise RegistryError(f"{what}: size must be a non-negative integer, not {size!r:.40}")
+    if max_size is not None and size > max_size:
+        raise RegistryError(f"{what}: declares {size} bytes, more than the {max_size} allowed")
+    annotations = value.get("annotations", {})
+    if not isinstance(annotations, dict) or not all(isinstance(k, str) and isinstance(v, str)
+                                                    for k, v in annotations.items()):
+        raise RegistryError(f"{what}: annotations must map strings to strings")
+    if not isinstance(value.get("artifactType", ""), str):
+        raise RegistryError(f"{what}: artifactType must be a string")
+    return value
+
+
+def checked_object(value: object, what: str) -> dict:
+    """``value`` when it is a JSON object; else one line (exit 5) naming ``what``."""
+    if not isinstance(value, dict):
+        raise RegistryError(f"{what}: must be an object, not {type(value).__name__}")
+    return value
+
+
+def checked_list(value: object, what: str) -> list:
+    """``value`` when it is a JSON array; else one line (exit 5) naming ``what``."""
+    if not isinstance(value, list):
+        raise RegistryError(f"{what}: must be an array, not {type(value).__name__}")
+    return value
