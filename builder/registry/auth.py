@@ -15,19 +15,22 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import re
-import subprocess
 import threading
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Callable
+from urllib.parse import urlsplit
 
 from builder.errors import RegistryError
+from builder.registry import credstore
+from builder.registry.transport import checked_url, insecure_listed, plain_http_allowed, shown
 
 IDENTITY_TOKEN_USER = "<token>"  # what Docker stores as the username when the secret is an identity token
 TOKEN_MARGIN = 10.0  # seconds: a token this close to its expiry is fetched again before a request
+MAX_TOKEN_ANSWER = 1 << 20  # bytes: a token server's JSON; real ones (JWTs) are a few KB
+MAX_TOKEN_LIFETIME = 86400.0  # seconds: a longer expires_in is taken as a day
+TOKEN_RE = re.compile(r"[\x21-\x7e]{1,65536}")  # what may follow "Bearer " in a header
 
 
 @dataclass(frozen=True)
@@ -40,53 +43,27 @@ class Credentials:
         return self.username == IDENTITY_TOKEN_USER
 
 
-def docker_config_path() -> Path:
-    """``$DOCKER_CONFIG/config.json``, else ``~/.docker/config.json``: where the Docker CLI keeps logins."""
-    return Path(os.environ.get("DOCKER_CONFIG") or Path.home() / ".docker") / "config.json"
-
-
-def _strip_scheme(key: str) -> str:
-    return re.sub(r"^[a-z]+://", "", key).rstrip("/").removesuffix("/v1").removesuffix("/v2").rstrip("/")
-
-
-def _lookup(table: object, registry: str):
-    """The entry of ``table`` for ``registry``, whatever scheme or trailing path its key was written with."""
-    if not isinstance(table, dict):
-        return None
-    if registry in table:
-        return table[registry]
-    for key, value in table.items():
-        if isinstance(key, str) and _strip_scheme(key) == registry:
-            return value
-    return None
-
-
-def _from_helper(helper: str, registry: str, config: Path) -> Credentials | None:
+def _from_helper(helper: str, registry: str) -> Credentials | None:
     """Ask ``docker-credential-<helper> get`` (stdin: the server) for the credentials of ``registry``."""
     program = f"docker-credential-{helper}"
-    try:
-        done = subprocess.run([program, "get"], input=registry.encode(), capture_output=True, timeout=60)
-    except FileNotFoundError:
-        raise RegistryError(f"{config}: credential helper {program} for {registry} is not on PATH") from None
-    except subprocess.TimeoutExpired:
-        raise RegistryError(f"credential helper {program} did not answer for {registry} within 60 s") from None
-    if done.returncode != 0:
-        said = " ".join(done.stdout.decode(errors="replace").split())[:200]
-        if "credentials not found" in said.lower():
+    status, out = credstore.run_helper(helper, "get", registry.encode(), registry)
+    if status != 0:
+        if b"credentials not found" in out.lower():
             return None
-        said = said or f"exit status {done.returncode}"
-        raise RegistryError(f"credential helper {program} failed for {registry}: {said}")
+        raise RegistryError(f"credential helper {program} failed for {registry}: {credstore.helper_said(out, status)}")
     try:
-        answer = json.loads(done.stdout)
+        answer = json.loads(out)
         username, secret = answer["Username"], answer["Secret"]
-    except (ValueError, KeyError, TypeError):
+    except (ValueError, KeyError, TypeError, RecursionError):
         raise RegistryError(f"credential helper {program} answered {registry} with no Username/Secret JSON") from None
+    if not isinstance(secret, str) or not isinstance(username, (str, type(None))):
+        raise RegistryError(f"credential helper {program} answered {registry} with a Username/Secret that is not text")
     if not secret:
         return None
-    return Credentials(str(username or IDENTITY_TOKEN_USER), str(secret))
+    return Credentials(username or IDENTITY_TOKEN_USER, secret)
 
 
-def _from_auths(entry: object, registry: str, config: Path) -> Credentials | None:
+def _from_auths(entry: object, registry: str, config) -> Credentials | None:
     if not isinstance(entry, dict):
         return None
     if entry.get("identitytoken"):
@@ -106,21 +83,29 @@ def _from_auths(entry: object, registry: str, config: Path) -> Credentials | Non
 
 def stored_credentials(registry: str) -> Credentials | None:
     """The credentials ``docker login``/``swcli login`` stored for ``registry``; None when there are none."""
-    path = docker_config_path()
-    try:
-        config = json.loads(path.read_text())
-    except FileNotFoundError:
-        return None
-    except (OSError, ValueError, RecursionError) as err:
-        raise RegistryError(f"{path}: not a readable Docker config ({' '.join(str(err).split())})") from None
-    if not isinstance(config, dict):
-        raise RegistryError(f"{path}: not a Docker config (expected a JSON object)")
-    helper = _lookup(config.get("credHelpers"), registry) or config.get("credsStore")
-    if isinstance(helper, str) and helper:
-        found = _from_helper(helper, registry, path)
+    path = credstore.docker_config_path()
+    config = credstore.read_config(path)
+    helper = credstore.helper_for(config, registry, path)
+    if helper:
+        found = _from_helper(helper, registry)
         if found is not None:
             return found
-    return _from_auths(_lookup(config.get("auths"), registry), registry, path)
+    return _from_auths(credstore.lookup(config.get("auths"), registry), registry, path)
+
+
+def realm_may_get_credentials(realm: str, registry: str) -> bool:
+    """Docker's rule for where a token realm may receive the user's credentials: over https anywhere (the realm
+    is the registry's own choice, and TLS keeps them from everyone else); over plain http only on the registry's
+    own host when that host may be plain http itself (loopback, or listed in $SWCLI_INSECURE_REGISTRIES), or on a
+    ``host[:port]`` the user listed there. A realm on another host over plain http (another loopback address
+    too) gets none: whoever answers there, or listens on the way, would have them."""
+    parts = urlsplit(realm)
+    if parts.scheme == "https":
+        return True
+    if parts.scheme != "http" or not parts.hostname:
+        return False
+    same_host = parts.hostname.lower() == urlsplit(f"//{registry}").hostname
+    return (same_host and plain_http_allowed(registry)) or insecure_listed(parts.netloc)
 
 
 def parse_challenge(header: str) -> tuple[str, dict[str, str]]:
@@ -132,8 +117,8 @@ def parse_challenge(header: str) -> tuple[str, dict[str, str]]:
 
 def _token_expiry(answer: dict) -> float:
     expires_in = answer.get("expires_in")
-    if isinstance(expires_in, (int, float)) and expires_in > 0:
-        return time.time() + float(expires_in)
+    if isinstance(expires_in, (int, float)) and not isinstance(expires_in, bool) and expires_in > 0:
+        return time.time() + min(float(expires_in), MAX_TOKEN_LIFETIME)  # NaN fails "> 0"; inf is capped
     return time.time() + 60.0  # the spec's default lifetime when the server does not say
 
 
@@ -196,29 +181,41 @@ class Authenticator:
         realm = params.get("realm")
         if not realm:
             raise RegistryError(f"registry {self.registry} asked for a Bearer token but named no realm")
+        realm = checked_url(realm, f"registry {self.registry}: the token realm")
         query = [("service", params["service"])] if params.get("service") else []
         query += [("scope", s) for s in scopes] or ([("scope", params["scope"])] if params.get("scope") else [])
         creds = self.credentials
+        if creds is not None and not realm_may_get_credentials(realm, self.registry):
+            raise RegistryError(f"registry {self.registry} asks for credentials at the token realm {shown(realm, 100)}"
+                                ", plain http on another host; swcli sends them there only over https (or to a "
+                                "host listed in SWCLI_INSECURE_REGISTRIES)")
+        what = f"token from {shown(realm, 100)}"
         if creds is not None and creds.is_identity_token:
             form = dict(query) | {"grant_type": "refresh_token", "refresh_token": creds.password, "client_id": "swcli"}
             form["scope"] = " ".join(s for k, s in query if k == "scope")
-            response = self._fetch("POST", realm, data=form, what=f"token from {realm}")
+            response = self._fetch("POST", realm, data=form, what=what, limit=MAX_TOKEN_ANSWER, credentials_for=realm)
         else:
             auth = (creds.username, creds.password) if creds is not None else None
-            response = self._fetch("GET", realm, params=query, auth=auth, what=f"token from {realm}")
+            response = self._fetch("GET", realm, params=query, auth=auth, what=what, limit=MAX_TOKEN_ANSWER,
+                                   credentials_for=realm)
         if response.status_code in (401, 403):
-            raise RegistryError(f"registry {self.registry}: the token server {realm} refused the credentials "
-                                f"(HTTP {response.status_code}); run `swcli login {self.registry}`")
+            raise RegistryError(f"registry {self.registry}: the token server {shown(realm, 100)} refused the "
+                                f"credentials (HTTP {response.status_code}); run `swcli login {self.registry}`")
         if response.status_code != 200:
-            raise RegistryError(f"registry {self.registry}: the token server {realm} answered HTTP "
+            raise RegistryError(f"registry {self.registry}: the token server {shown(realm, 100)} answered HTTP "
                                 f"{response.status_code}")
+        if response.truncated:
+            raise RegistryError(f"registry {self.registry}: the token server {shown(realm, 100)} answered more than "
+                                f"{MAX_TOKEN_ANSWER >> 20} MiB")
         try:
-            answer = response.json()
-            token = answer.get("token") or answer.get("access_token")
-        except (ValueError, AttributeError):
-            token = None
-        if not isinstance(token, str) or not token:
-            raise RegistryError(f"registry {self.registry}: the token server {realm} answered with no token")
+            answer = json.loads(response.body)
+        except (ValueError, RecursionError):
+            answer = None
+        answer = answer if isinstance(answer, dict) else {}
+        token = answer.get("token") or answer.get("access_token")
+        if not isinstance(token, str) or not TOKEN_RE.fullmatch(token):
+            raise RegistryError(f"registry {self.registry}: the token server {shown(realm, 100)} answered with no "
+                                "token (a JSON object whose token is printable text)")
         with self._lock:
             self._tokens[key] = (token, _token_expiry(answer))
         return token

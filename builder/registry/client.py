@@ -19,13 +19,12 @@ from urllib.parse import parse_qsl, urlencode, urljoin, urlsplit, urlunsplit
 from builder.errors import RegistryError
 from builder.registry import referrers
 from builder.registry.auth import Authenticator, Credentials, stored_credentials
-from builder.registry.media import DIGEST_RE, MANIFEST_TYPES, MEDIA_OCI_MANIFEST
-from builder.registry.transport import TransferError, Transport
+from builder.registry.media import DIGEST_RE, MANIFEST_TYPES, MAX_CONFIG, MAX_MANIFEST, MEDIA_OCI_MANIFEST
+from builder.registry.transport import BIG_PIECE, TransferError, Transport, checked_url, origin, shown
 
-MAX_MANIFEST = 4 << 20        # the spec lets registries refuse bigger manifests; we refuse to read bigger ones
 CHUNKED_THRESHOLD = 32 << 20  # blobs above this size go up in PATCH chunks, so a broken upload can resume
 CHUNK_SIZE = 32 << 20
-READ_CHUNK = 1 << 20
+READ_CHUNK = BIG_PIECE        # bytes sent (or read) at a time; the transfer deadline grants time for one piece
 MAX_RETRIES = 3               # failed attempts in a row (no progress between them) before an upload gives up
 
 OnProgress = Callable[[int], None]
@@ -46,6 +45,16 @@ def api_path(repository: str, kind: str, ref: str = "") -> str:
     return f"/v2/{repository}/{kind}/{ref}"
 
 
+def _length(response, what: str | None) -> int | None:
+    """The answer's ``Content-Length`` as a number; None (``what`` None) or one line when it is none."""
+    raw = response.headers.get("Content-Length") or "0"
+    if raw.isascii() and raw.isdigit() and len(raw) <= 18:
+        return int(raw)
+    if what is None:
+        return None
+    raise RegistryError(f"{what}: Content-Length {shown(raw, 40)!r} is not a number")
+
+
 @dataclass(frozen=True)
 class Manifest:
     data: bytes       # the exact bytes (digest = sha256(data))
@@ -64,18 +73,25 @@ def _with_query(url: str, **params: str) -> str:
 
 
 def _error_detail(response) -> str:
-    """The registry's own words (``errors[].code: message``), short, or the start of whatever it answered."""
+    """The registry's own words (``errors[].code: message``), short and escaped; "" when it said nothing usable
+    (the body was read by the transport, at most 64 KiB)."""
     try:
-        errors = json.loads(response.content[:65536]).get("errors") or []
-        said = "; ".join(f"{e.get('code', '')}: {e.get('message', '')}".strip(": ") for e in errors[:3])
-    except (ValueError, AttributeError, TypeError):
-        said = ""
-    return " ".join(said.split())[:200]
+        errors = json.loads(getattr(response, "body", b"") or b"null")
+    except (ValueError, RecursionError):
+        return ""
+    errors = errors.get("errors") if isinstance(errors, dict) else None
+    if not isinstance(errors, list):
+        return ""
+    said = [": ".join(str(e[k]) for k in ("code", "message") if isinstance(e.get(k), (str, int)))
+            for e in errors[:3] if isinstance(e, dict)]
+    return shown("; ".join(s for s in said if s))
 
 
 class _Body:
     """``length`` bytes of ``source`` from its current position, as an iterable requests streams (Content-Length
     known), reporting ``start + bytes sent`` to ``on_progress``."""
+
+    piece = READ_CHUNK
 
     def __init__(self, source: BinaryIO, length: int, start: int, on_progress: OnProgress | None):
         self.source, self.length, self.start, self.on_progress = source, length, start, on_progress
@@ -142,25 +158,31 @@ class RegistryClient:
 
     def _request(self, method: str, path_or_url: str, *, scopes: tuple[str, ...], what: str,
                  expect: tuple[int, ...], body: Callable[[], object] | bytes | None = None,
-                 headers: dict[str, str] | None = None, stream: bool = False):
-        """One request with auth: on a 401 learn the challenge and retry once; RegistryError unless ``expect``."""
+                 headers: dict[str, str] | None = None, limit: int | None = None, stream: tuple[int, ...] = ()):
+        """One request with auth: on a 401 from the registry itself learn the challenge and retry once;
+        RegistryError unless ``expect``. The body is read (``response.body``, at most ``limit`` bytes), except
+        for the statuses in ``stream`` (see :meth:`Transport.request`). The Authorization header goes only to
+        the registry's own origin: the transport drops it on the way to an upload Location or a redirect
+        elsewhere, and a 401 from elsewhere is not a challenge to answer."""
         url = urljoin(self._transport.base + "/", path_or_url) if not path_or_url.startswith("http") else path_or_url
         for attempt in (1, 2):
             sent = dict(headers or {})
             sent.update(self._auth.headers(scopes))
             data = body() if callable(body) else body
-            response = self._transport.request(method, url, what=what, headers=sent, data=data, stream=stream)
-            if response.status_code == 401 and attempt == 1 and self._auth.challenged(response, scopes, sent):
-                response.close()
+            response = self._transport.request(method, url, what=what, headers=sent, data=data, stream=stream,
+                                               **({"limit": limit} if limit is not None else {}))
+            if (response.status_code == 401 and attempt == 1 and origin(response.url) == self._transport.origin
+                    and self._auth.challenged(response, scopes, sent)):
+                self._transport.release(response)
                 continue
             break
         if response.status_code not in expect:
+            self._transport.release(response)
             raise self._failure(response, what)
         return response
 
     def _failure(self, response, what: str) -> RegistryError:
         status, detail = response.status_code, _error_detail(response)
-        response.close()
         said = f" ({detail})" if detail else ""
         if status == 401:
             if self._auth.credentials is None:
@@ -195,7 +217,7 @@ class RegistryClient:
         response.close()
         if response.status_code == 404:
             return None
-        return int(response.headers.get("Content-Length") or 0)
+        return _length(response, f"registry {self.registry}: blob {digest} of {self._where(repository)}")
 
     def mount_blob(self, repository: str, digest: str, from_repository: str) -> bool:
         """Cross-mount ``digest`` from another repository of the same registry; False when the registry would not."""
@@ -205,7 +227,8 @@ class RegistryClient:
             what=what, expect=(201, 202))
         response.close()
         if response.status_code == 202 and response.headers.get("Location"):  # it opened an upload instead: drop it
-            self._request("DELETE", response.headers["Location"], scopes=self._scopes(repository, "pull,push"),
+            self._request("DELETE", self._location(response.headers["Location"], self._transport.base + "/", what),
+                          scopes=self._scopes(repository, "pull,push"),
                           what=what, expect=(204, 404)).close()
         return response.status_code == 201
 
@@ -229,7 +252,12 @@ class RegistryClient:
         location = response.headers.get("Location")
         if not location:
             raise RegistryError(f"registry {self.registry}: {what}: the registry gave no upload Location")
-        return urljoin(self._transport.base + "/", location)
+        return self._location(location, self._transport.base + "/", what)
+
+    def _location(self, location: str, base: str, what: str) -> str:
+        """An upload ``Location`` made absolute and checked (http(s), a host). It may name another origin (a
+        registry may hand uploads to a storage front end): the transport sends no Authorization there."""
+        return checked_url(urljoin(base, location), f"registry {self.registry}: {what}: the upload Location")
 
     def _finish_upload(self, repository: str, digest: str, location: str, what: str,
                        body: Callable[[], object] | None, length: int) -> None:
@@ -269,7 +297,7 @@ class RegistryClient:
             return None
         match = re.fullmatch(r"\s*(?:bytes=)?0-(-?\d+)\s*", response.headers.get("Range", ""))
         end = int(match.group(1)) if match else 0
-        return urljoin(location, response.headers.get("Location") or location), end + 1 if end > 0 else 0
+        return self._location(response.headers.get("Location") or location, location, what), end + 1 if end > 0 else 0
 
     def _upload_chunked(self, repository, digest, size, opener, on_progress) -> None:
         what = f"upload of blob {digest} to {self._where(repository)}"
@@ -291,7 +319,7 @@ class RegistryClient:
                 else:
                     response.close()
                     if response.status_code == 202:
-                        location = urljoin(location, response.headers.get("Location") or location)
+                        location = self._location(response.headers.get("Location") or location, location, what)
                         offset, failures = offset + length, 0
                         continue
                     failures += 1  # 404: the registry gave up on the session; 416: it holds another amount
@@ -309,28 +337,37 @@ class RegistryClient:
     def fetch_blob(self, repository: str, digest: str, out: BinaryIO, *, size: int | None = None,
                    on_progress: OnProgress | None = None) -> int:
         """Stream blob ``digest`` into ``out``, hashing it; its size. RegistryError naming the blob when its bytes
-        do not hash to ``digest`` (or differ from ``size``): the caller writes to a temp file and drops it then."""
+        do not hash to ``digest`` or differ from ``size``: the caller writes to a temp file and drops it then.
+        Never more than ``size`` bytes are read (without ``size``: at most ``MAX_CONFIG``, 4 MiB)."""
         what = f"download of blob {digest} from {self._where(repository)}"
         algorithm, _, expected = digest.partition(":")
         if algorithm != "sha256":
             raise RegistryError(f"blob {digest} of {self._where(repository)}: only sha256 digests are supported")
+        limit = size if size is not None else MAX_CONFIG
         response = self._request("GET", api_path(repository, "blobs", digest), scopes=self._scopes(repository),
-                                 what=what, expect=(200, 404), stream=True)
+                                 what=what, expect=(200, 404), stream=(200,))
         if response.status_code == 404:
-            response.close()
             raise RegistryError(f"registry {self.registry} has no blob {digest} in {repository}")
         hasher, done = hashlib.sha256(), 0
-        with response, self._transport.failures(what):
-            for data in response.iter_content(READ_CHUNK):
+        pieces = self._transport.chunks(response, READ_CHUNK)
+        try:
+            for data in pieces:
+                if done + len(data) > limit:
+                    done += len(data)
+                    break
                 hasher.update(data)
                 out.write(data)
                 done += len(data)
-                if size is not None and done > size:
-                    break
                 if on_progress:
                     on_progress(done)
+        finally:
+            pieces.close()
+        if done > limit and size is None:
+            raise RegistryError(f"blob {digest} from {self._where(repository)} is larger than {MAX_CONFIG >> 20} "
+                                "MiB, and its size was not declared")
         if size is not None and done != size:
-            raise RegistryError(f"blob {digest} from {self._where(repository)}: got {done} bytes, expected {size}")
+            got = f"more than {size}" if done > size else str(done)
+            raise RegistryError(f"blob {digest} from {self._where(repository)}: got {got} bytes, expected {size}")
         if hasher.hexdigest() != expected:
             raise RegistryError(f"blob {digest} from {self._where(repository)} does not match its digest "
                                 f"(got sha256:{hasher.hexdigest()})")
@@ -339,17 +376,16 @@ class RegistryClient:
     # --- manifests -------------------------------------------------------------------------------------------
 
     def get_manifest(self, repository: str, ref: str) -> Manifest:
-        """The manifest (or index) ``ref`` (tag or digest) names, its bytes verified against its digest."""
+        """The manifest (or index) ``ref`` (tag or digest) names, its bytes verified against its digest; at most
+        ``MAX_MANIFEST`` (4 MiB) is read."""
         what = f"manifest {ref} of {self._where(repository)}"
         response = self._request("GET", api_path(repository, "manifests", ref), scopes=self._scopes(repository),
                                  what=what, expect=(200, 404), headers={"Accept": ", ".join(MANIFEST_TYPES)},
-                                 stream=True)
+                                 limit=MAX_MANIFEST)
         if response.status_code == 404:
-            response.close()
             raise RegistryError(f"registry {self.registry} has no manifest {ref} in {repository}")
-        with response, self._transport.failures(what):
-            data = response.raw.read(MAX_MANIFEST + 1, decode_content=True)
-        if len(data) > MAX_MANIFEST:
+        data = response.body
+        if response.truncated:
             raise RegistryError(f"registry {self.registry}: {what} is larger than {MAX_MANIFEST >> 20} MiB")
         media_type = self._manifest_type(response.headers.get("Content-Type", ""), data, what)
         digest = sha256_digest(data)
@@ -360,15 +396,14 @@ class RegistryClient:
         return Manifest(data, media_type, digest)
 
     def _manifest_type(self, content_type: str, data: bytes, what: str) -> str:
-        content_type = content_type.split(";")[0].strip()
+        content_type = shown(content_type.split(";")[0].strip(), 100)
         try:
             document = json.loads(data)
-        except ValueError:
+        except (ValueError, RecursionError):
             document = None
         if not isinstance(document, dict):
-            shown = f"{content_type or 'no content type'}, not JSON"
             raise RegistryError(f"registry {self.registry} answered {what} with something that is not a manifest "
-                                f"({shown})")
+                                f"({content_type or 'no content type'}, not JSON)")
         media_type = document.get("mediaType") if isinstance(document.get("mediaType"), str) else None
         for candidate in (content_type, media_type):
             if candidate in MANIFEST_TYPES:
@@ -384,12 +419,13 @@ class RegistryClient:
         response.close()
         if response.status_code == 404:
             return None
-        digest = response.headers.get("Docker-Content-Digest")
+        digest = response.headers.get("Docker-Content-Digest") or ""
         media_type = response.headers.get("Content-Type", "").split(";")[0].strip()
-        if not digest or media_type not in MANIFEST_TYPES:  # a registry that does not say: read it
-            manifest = self.get_manifest(repository, ref)
+        size = _length(response, None)
+        if not DIGEST_RE.fullmatch(digest) or media_type not in MANIFEST_TYPES or size is None or size > MAX_MANIFEST:
+            manifest = self.get_manifest(repository, ref)  # a registry that does not say (or says nonsense): read it
             return {"mediaType": manifest.media_type, "digest": manifest.digest, "size": len(manifest.data)}
-        return {"mediaType": media_type, "digest": digest, "size": int(response.headers.get("Content-Length") or 0)}
+        return {"mediaType": media_type, "digest": digest, "size": size}
 
     def put_manifest(self, repository: str, ref: str, data: bytes, media_type: str) -> str:
         """Put a manifest under ``ref`` (a tag, or its own digest); its digest."""

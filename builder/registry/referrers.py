@@ -27,7 +27,7 @@ from urllib.parse import urlencode
 from typing import TYPE_CHECKING
 
 from builder.errors import RegistryError
-from builder.registry.media import MEDIA_OCI_INDEX
+from builder.registry.media import MAX_MANIFEST, MEDIA_OCI_INDEX, checked_descriptor, checked_list, checked_object
 from builder.registry.transport import TransferError
 
 if TYPE_CHECKING:
@@ -35,6 +35,7 @@ if TYPE_CHECKING:
 
 MAX_ROUNDS = 30  # read-modify-writes of the fallback index one put may make before it gives up
 MIN_SETTLE = 0.5  # seconds a writer waits before it looks whether its entry stayed
+MAX_REFERRERS = 10_000  # descriptors in one list: ~2 MB of JSON, far more artifacts than one image gets
 DESCRIPTOR_KEYS = ("mediaType", "digest", "size", "artifactType", "annotations")
 
 
@@ -45,12 +46,18 @@ def fallback_tag(digest: str) -> str:
 
 
 def _descriptors(client: RegistryClient, index: bytes, where: str) -> list[dict]:
+    """The descriptors an image index of referrers lists, each checked (media.checked_descriptor: a string where
+    an object belongs, a size that is no number... is one line, exit 5) and cut to :data:`DESCRIPTOR_KEYS`."""
+    what = f"registry {client.registry}: {where}"
     try:
-        manifests = json.loads(index).get("manifests")
-    except (ValueError, AttributeError):
-        manifests = None
-    if not isinstance(manifests, list) or not all(isinstance(m, dict) and "digest" in m for m in manifests):
-        raise RegistryError(f"registry {client.registry}: {where} is not an image index of referrers")
+        document = json.loads(index)
+    except (ValueError, RecursionError):
+        raise RegistryError(f"{what} is not an image index of referrers (not JSON)") from None
+    manifests = checked_list(checked_object(document, what).get("manifests", []), f"{what}: manifests")
+    if len(manifests) > MAX_REFERRERS:
+        raise RegistryError(f"{what} lists {len(manifests)} referrers, more than the {MAX_REFERRERS} swcli reads")
+    for i, entry in enumerate(manifests):
+        checked_descriptor(entry, f"{what}: manifests[{i}]", max_size=MAX_MANIFEST)
     return [{k: m[k] for k in DESCRIPTOR_KEYS if k in m} for m in manifests]
 
 
@@ -62,11 +69,12 @@ def _api_listing(client: RegistryClient, repository: str, digest: str, artifact_
     path = api_path(repository, "referrers", digest) + query
     what = f"referrers of {digest} in {client.registry}/{repository}"
     response = client._request("GET", path, scopes=client._scopes(repository), what=what, expect=(200, 404),
-                               headers={"Accept": MEDIA_OCI_INDEX})
-    response.close()
+                               headers={"Accept": MEDIA_OCI_INDEX}, limit=MAX_MANIFEST)
     if response.status_code == 404:
         return None
-    return _descriptors(client, response.content, what)
+    if response.truncated:
+        raise RegistryError(f"registry {client.registry}: {what}: the list is larger than {MAX_MANIFEST >> 20} MiB")
+    return _descriptors(client, response.body, what)
 
 
 def has_api(client: RegistryClient, repository: str, digest: str) -> bool:
@@ -85,8 +93,7 @@ def referrers(client: RegistryClient, repository: str, digest: str, artifact_typ
         tag = fallback_tag(digest)
         if client.manifest_descriptor(repository, tag) is None:
             return []
-        found = _descriptors(client, client.get_manifest(repository, tag).data,
-                             f"referrers index {tag} of {client.registry}/{repository}")
+        found = _descriptors(client, client.get_manifest(repository, tag).data, f"referrers index {tag} of {repository}")
     # a registry may ignore the artifactType filter (it says so in OCI-Filters-Applied): filter here either way
     return [d for d in found if artifact_type is None or d.get("artifactType") == artifact_type]
 
@@ -136,8 +143,10 @@ def _listed(client: RegistryClient, repository: str, tag: str, descriptor: dict,
     if client.manifest_descriptor(repository, tag) is None:
         index = {"schemaVersion": 2, "mediaType": MEDIA_OCI_INDEX, "manifests": []}
     else:
-        index = json.loads(client.get_manifest(repository, tag).data)
-        _descriptors(client, json.dumps(index).encode(), f"referrers index {tag} of {client.registry}/{repository}")
+        data = client.get_manifest(repository, tag).data
+        _descriptors(client, data, f"referrers index {tag} of {repository}")  # checked: an object with a list
+        index = json.loads(data)
+        index.setdefault("manifests", [])
     if any(m.get("digest") == digest for m in index["manifests"]):
         return True
     if not add:

@@ -1,71 +1,144 @@
-"""HTTP to one registry: scheme, TLS trust, timeouts, one session per thread, and one-line error wording.
+"""HTTP to one registry: scheme, TLS trust, deadlines, bounded bodies, where credentials may go, one session
+per thread, and one-line error wording. Every byte swcli exchanges with a registry or a token server goes through
+:meth:`Transport.request`.
 
 * Scheme: https always; plain http only for loopback hosts and hosts listed in ``$SWCLI_INSECURE_REGISTRIES``
   (comma separated ``host[:port]``), and then only when the host does not speak TLS (as Docker does for insecure
   registries). A certificate that fails verification is never skipped.
 * Trust: the system CAs, plus ``ca_cert``, plus every ``*.crt`` in ``/etc/docker/certs.d/<host:port>/`` (the root
   is ``$SWCLI_DOCKER_CERTS_D`` when set), plus a client certificate ``*.cert``/``*.key`` pair found there.
-* Timeouts: 10 s (or ``timeout`` if shorter) to connect and shake hands, then ``timeout`` between bytes
-  (default ``$SWCLI_REGISTRY_TIMEOUT``, else 30 s).
+* Time: 10 s (or ``timeout`` if shorter) to connect and shake hands, ``timeout`` between bytes (default
+  ``$SWCLI_REGISTRY_TIMEOUT``, else 30 s), and a deadline for the whole exchange (:mod:`builder.registry.deadline`).
+* Bodies: ``Accept-Encoding: identity``; an answer with any other ``Content-Encoding`` is refused before a byte of
+  it is read (a 1 MB gzip body may inflate to 1 GB). Bodies are read here, up to a limit the caller names, checked
+  while reading; only the statuses a caller streams (a blob's 200) are handed over unread.
+* Credentials: an ``Authorization`` header (and ``auth=``) goes only to the origin (scheme, host, port) it belongs
+  to: the registry's, or the token realm the caller names. Redirects are followed here (GET and HEAD, at most
+  :data:`MAX_REDIRECTS`); a hop to another origin carries none.
 * Errors: every failure to talk to the registry is a :class:`RegistryError` whose one line names the registry and
-  what was being done (``what``), never a traceback from ``requests``.
+  what was being done (``what``), never a traceback from ``requests``; text the registry wrote is cut to 200
+  characters with its control characters escaped (:func:`shown`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import http.client
 import ipaddress
+import math
 import os
 import ssl
 import threading
 from pathlib import Path
 from typing import Iterator
+from urllib.parse import urljoin, urlsplit
 
 import requests
+import urllib3
 from requests.adapters import HTTPAdapter
+from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
-from builder.errors import RegistryError
+from builder.errors import RegistryError, SwcliError
+from builder.registry import deadline
 
 CONNECT_TIMEOUT = 10.0
 DEFAULT_TIMEOUT = 30.0
+MAX_TIMEOUT = 86400.0  # a day: more is no timeout at all (and overflows the socket's)
 CERTS_D = "/etc/docker/certs.d"
 POOL_SIZE = 16  # connections kept per host: enough for the parallel layer uploads of one push
+MAX_REDIRECTS = 5
+SMALL_BODY = 64 << 10  # the most read of an answer whose body we do not need (an error, a 202): its first words
+PIECE = 64 << 10       # bytes read at a time from a small answer
+BIG_PIECE = 256 << 10  # bytes a blob is read, or an upload sent, at a time
+SHOWN = 200            # characters of a registry's own text that go into a message
+REDIRECTS = (301, 302, 303, 307, 308)
 
 
 class TransferError(RegistryError):
     """The connection broke in the middle of a request, or the registry answered 5xx: another attempt may work."""
 
 
+class RegistrySettingError(SwcliError):
+    """A setting the user gave (an environment variable, a registry argument) is not one: a usage error, exit 2,
+    like a bad flag value, not a registry's failure."""
+
+    exit_code = 2
+
+
+def shown(text: object, limit: int = SHOWN) -> str:
+    """Text a registry (or a helper) wrote, fit for one line of a message: control characters escaped, whitespace
+    runs collapsed, at most ``limit`` characters."""
+    text = " ".join(str(text).split())
+    cut = text[:limit]
+    safe = "".join(c if c.isprintable() else f"\\x{ord(c):02x}" if ord(c) < 256 else f"\\u{ord(c):04x}"
+                   for c in cut)
+    return safe + ("..." if len(text) > limit else "")
+
+
 def certs_dir(registry: str) -> Path:
     return Path(os.environ.get("SWCLI_DOCKER_CERTS_D") or CERTS_D) / registry
 
 
-def default_timeout() -> float:
-    raw = os.environ.get("SWCLI_REGISTRY_TIMEOUT")
+def _positive_setting(name: str, default: float, maximum: float) -> float:
+    raw = os.environ.get(name)
     if not raw:
-        return DEFAULT_TIMEOUT
+        return default
     try:
         value = float(raw)
     except ValueError:
-        raise RegistryError(f"SWCLI_REGISTRY_TIMEOUT={raw!r} is not a number of seconds") from None
-    if value <= 0:
-        raise RegistryError(f"SWCLI_REGISTRY_TIMEOUT={raw!r} must be positive")
+        value = math.nan
+    if not math.isfinite(value) or not 0 < value <= maximum:
+        raise RegistrySettingError(f"{name}={shown(raw, 40)!r}: expected a number of "
+                                   f"{'seconds' if 'TIMEOUT' in name else 'bytes per second'} above 0 and at most "
+                                   f"{maximum:g}")
     return value
 
 
-def plain_http_allowed(registry: str) -> bool:
-    """Loopback hosts, and the hosts the user listed in $SWCLI_INSECURE_REGISTRIES."""
-    listed = {h.strip() for h in os.environ.get("SWCLI_INSECURE_REGISTRIES", "").split(",") if h.strip()}
-    if registry in listed:
-        return True
-    host = registry.rsplit(":", 1)[0] if registry.count(":") == 1 or registry.startswith("[") else registry
-    host = host.strip("[]")
-    if host == "localhost" or host in listed:
+def default_timeout() -> float:
+    """``$SWCLI_REGISTRY_TIMEOUT`` (seconds, finite, above 0, at most a day), else 30 s; a bad value is exit 2."""
+    return _positive_setting("SWCLI_REGISTRY_TIMEOUT", DEFAULT_TIMEOUT, MAX_TIMEOUT)
+
+
+def min_rate() -> float:
+    """``$SWCLI_REGISTRY_MIN_RATE`` (bytes/s), else :data:`deadline.MIN_RATE`; a bad value is exit 2."""
+    return _positive_setting("SWCLI_REGISTRY_MIN_RATE", deadline.MIN_RATE, float(1 << 40))
+
+
+def _host(registry: str) -> str:
+    """``host`` of ``host[:port]`` (``[v6]:port`` too), lower case, without brackets."""
+    return urlsplit(f"//{registry}").hostname or ""
+
+
+def insecure_listed(registry: str) -> bool:
+    """Whether the user listed ``registry`` (``host:port``, or its host alone) in $SWCLI_INSECURE_REGISTRIES."""
+    listed = {h.strip().lower() for h in os.environ.get("SWCLI_INSECURE_REGISTRIES", "").split(",") if h.strip()}
+    return registry.lower() in listed or _host(registry) in listed
+
+
+def is_loopback(registry: str) -> bool:
+    host = _host(registry)
+    if host == "localhost":
         return True
     try:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def plain_http_allowed(registry: str) -> bool:
+    """Loopback hosts, and the hosts the user listed in $SWCLI_INSECURE_REGISTRIES."""
+    return insecure_listed(registry) or is_loopback(registry)
+
+
+def origin(url: str) -> tuple[str, str, int]:
+    """(scheme, host, port) of an http(s) URL: what credentials are tied to."""
+    parts = urlsplit(url)
+    try:
+        port = parts.port
+    except ValueError:
+        port = -1
+    return parts.scheme.lower(), (parts.hostname or "").lower(), port or {"http": 80, "https": 443}.get(parts.scheme, 0)
 
 
 def _ssl_context(registry: str, ca_cert: Path | None) -> ssl.SSLContext:
@@ -86,14 +159,52 @@ def _ssl_context(registry: str, ca_cert: Path | None) -> ssl.SSLContext:
     return context
 
 
-class _TrustAdapter(HTTPAdapter):
-    def __init__(self, context: ssl.SSLContext):
+# --- connections that the deadline watchdog can cut ----------------------------------------------------------
+
+class _Watched:
+    def connect(self):
+        deadline.attach(self)
+        return super().connect()
+
+    def request(self, *args, **kwargs):
+        deadline.attach(self)
+        return super().request(*args, **kwargs)
+
+
+class _HTTPConnection(_Watched, HTTPConnection):
+    pass
+
+
+class _HTTPSConnection(_Watched, HTTPSConnection):
+    pass
+
+
+class _HTTPPool(HTTPConnectionPool):
+    ConnectionCls = _HTTPConnection
+
+
+class _HTTPSPool(HTTPSConnectionPool):
+    ConnectionCls = _HTTPSConnection
+
+
+_POOLS = {"http": _HTTPPool, "https": _HTTPSPool}
+
+
+class _Adapter(HTTPAdapter):
+    def __init__(self, context: ssl.SSLContext | None):
         self._context = context
         super().__init__(pool_connections=4, pool_maxsize=POOL_SIZE)
 
     def init_poolmanager(self, *args, **kwargs):
-        kwargs["ssl_context"] = self._context
-        return super().init_poolmanager(*args, **kwargs)
+        if self._context is not None:
+            kwargs["ssl_context"] = self._context
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = _POOLS
+
+    def proxy_manager_for(self, proxy, **kwargs):
+        manager = super().proxy_manager_for(proxy, **kwargs)
+        manager.pool_classes_by_scheme = _POOLS
+        return manager
 
 
 def _cause(err: BaseException) -> str:
@@ -107,7 +218,22 @@ def _cause(err: BaseException) -> str:
                          ("Broken pipe", "connection closed by the registry")):
         if needle in text:
             return said
-    return " ".join(text.split())[:160]
+    return shown(text, 160)
+
+
+class _Counted:
+    """A request body (an iterable with a length) that reports what was sent to the exchange's watch."""
+
+    def __init__(self, body, watch: deadline.Watch):
+        self.body, self.watch = body, watch
+
+    def __len__(self) -> int:
+        return len(self.body)
+
+    def __iter__(self):
+        for piece in self.body:
+            yield piece
+            self.watch.progress(len(piece))  # asked for the next piece: this one is sent
 
 
 class Transport:
@@ -116,6 +242,7 @@ class Transport:
     def __init__(self, registry: str, *, ca_cert: Path | None = None, timeout: float | None = None):
         self.registry = registry
         self.read_timeout = timeout if timeout is not None else default_timeout()
+        self.min_rate = min_rate()
         # connecting includes the TLS handshake: a registry that accepts and then says nothing must not get 10 s
         # when the user asked for 2
         self.timeouts = (min(CONNECT_TIMEOUT, self.read_timeout), self.read_timeout)
@@ -130,8 +257,9 @@ class Transport:
         if session is None:
             session = requests.Session()
             session.headers["User-Agent"] = "swcli"
-            session.mount("https://", _TrustAdapter(self._context))
-            session.mount("http://", HTTPAdapter(pool_maxsize=POOL_SIZE))
+            session.headers["Accept-Encoding"] = "identity"
+            session.mount("https://", _Adapter(self._context))
+            session.mount("http://", _Adapter(None))
             self._local.session = session
         return session
 
@@ -143,59 +271,190 @@ class Transport:
                 self._base = self._probe()
             return self._base
 
+    @property
+    def origin(self) -> tuple[str, str, int]:
+        return origin(self.base)
+
     def _probe(self) -> str:
         https = f"https://{self.registry}"
         if not plain_http_allowed(self.registry):
             return https
+        what = "the API check (GET /v2/)"
         try:
-            self.session().get(f"{https}/v2/", timeout=self.timeouts).close()
+            with deadline.watching(self._watch(0)) as watch, self.failures(what, watch, quiet=True):
+                self.session().get(f"{https}/v2/", timeout=self.timeouts, allow_redirects=False).close()
             return https
-        except requests.exceptions.SSLError as err:
+        except _Quiet as quiet:
+            err = quiet.err
+        if isinstance(err, requests.exceptions.SSLError):
             if "CERTIFICATE_VERIFY_FAILED" in str(err):
                 return https  # it speaks TLS with a certificate we do not trust: say so, do not downgrade
             return f"http://{self.registry}"
-        except requests.exceptions.Timeout as err:
-            with self.failures("the API check (GET /v2/)"):
+        if isinstance(err, (requests.exceptions.Timeout, _TooSlow)):
+            with self.failures(what):
                 raise err  # a registry that hangs: say so now rather than wait a second time
-        except requests.exceptions.RequestException:
-            return https  # refused, unknown host...: the real request says so, naming what it was for
+        return https  # refused, unknown host...: the real request says so, naming what it was for
 
     def url(self, path: str) -> str:
         return self.base + path
 
-    def request(self, method: str, url: str, *, what: str, **kwargs) -> requests.Response:
-        """One HTTP request; RegistryError naming the registry and ``what`` when it cannot be made or answered."""
-        kwargs.setdefault("timeout", self.timeouts)
-        with self.failures(what):
-            return self.session().request(method, url, **kwargs)
+    def _watch(self, slack: int) -> deadline.Watch:
+        return deadline.Watch(self.read_timeout, self.min_rate, slack or PIECE)
+
+    def request(self, method: str, url: str, *, what: str, headers: dict[str, str] | None = None,
+                limit: int = SMALL_BODY, stream: tuple[int, ...] = (), credentials_for: str | None = None,
+                auth=None, data=None, **kwargs) -> requests.Response:
+        """One exchange, redirects followed (GET and HEAD), under a deadline; RegistryError naming the registry
+        and ``what`` when it cannot be made or answered.
+
+        The body is read here into ``response.body`` (at most ``limit`` bytes for a 2xx, :data:`SMALL_BODY` for
+        anything else; ``response.truncated`` says there was more, and the rest is not read), unless the status is
+        in ``stream``: then the caller reads it with :meth:`chunks`, which also ends the deadline.
+        ``Authorization`` and ``auth`` go only to the origin of ``credentials_for`` (default: the registry)."""
+        allowed = origin(credentials_for) if credentials_for else self.origin
+        big = bool(stream) or (data is not None and not isinstance(data, (bytes, dict)))
+        watch = self._watch(BIG_PIECE if big else 0)
+        with contextlib.ExitStack() as scope:
+            scope.enter_context(deadline.watching(watch))
+            with self.failures(what, watch):
+                response = self._follow(method, url, allowed, watch, headers or {}, auth, data, kwargs, what)
+                if response.status_code in stream:
+                    response.watch, response.what, response.scope = watch, what, scope.pop_all()
+                    return response
+                response.body, response.truncated = self._read(response, watch,
+                                                               limit if response.status_code < 300 else SMALL_BODY)
+                if watch.expired:
+                    raise _TooSlow()
+                return response
+
+    def _follow(self, method, url, allowed, watch, headers, auth, data, kwargs, what) -> requests.Response:
+        session = self.session()
+        if data is not None and not isinstance(data, (bytes, dict)):
+            data = _Counted(data, watch)
+        for hop in range(MAX_REDIRECTS + 1):
+            mine = origin(url) == allowed
+            sent = headers if mine else {k: v for k, v in headers.items() if k.lower() != "authorization"}
+            response = session.request(method, url, headers=sent, auth=auth if mine else None, data=data,
+                                       stream=True, allow_redirects=False, timeout=self.timeouts, **kwargs)
+            encoding = response.headers.get("Content-Encoding", "").strip().lower()
+            if encoding not in ("", "identity") and method != "HEAD":
+                response.close()
+                raise RegistryError(f"registry {self.registry} answered {what} with Content-Encoding "
+                                    f"{shown(encoding, 40)!r}; swcli asks for and accepts only identity")
+            location = response.headers.get("Location")
+            if response.status_code not in REDIRECTS or method not in ("GET", "HEAD") or not location:
+                return response
+            self._read(response, watch, SMALL_BODY)
+            if hop == MAX_REDIRECTS:
+                raise RegistryError(f"registry {self.registry}: {what}: more than {MAX_REDIRECTS} redirects")
+            url = checked_url(urljoin(url, location), f"registry {self.registry}: {what}: the redirect")
+            kwargs.pop("params", None)  # the Location carries its own query
+        raise AssertionError("unreachable")
+
+    def _read(self, response, watch: deadline.Watch, limit: int) -> tuple[bytes, bool]:
+        """At most ``limit`` bytes of the body, and whether there was more (then the connection is dropped)."""
+        parts, size = [], 0
+        try:
+            while size <= limit:
+                piece = response.raw.read(min(PIECE, limit + 1 - size), decode_content=False)
+                if not piece:
+                    break
+                parts.append(piece)
+                size += len(piece)
+                watch.progress(len(piece))
+        finally:
+            response.close()
+        data = b"".join(parts)
+        return data[:limit], len(data) > limit
+
+    def chunks(self, response, size: int) -> Iterator[bytes]:
+        """The body of a streamed answer (see :meth:`request`) in pieces of ``size`` bytes, under its deadline;
+        closing the generator (or reaching the end) closes the answer and ends the deadline."""
+        watch = response.watch
+        try:
+            with self.failures(response.what, watch):
+                while True:
+                    piece = response.raw.read(size, decode_content=False)
+                    if watch.expired:
+                        raise _TooSlow()
+                    if not piece:
+                        return
+                    watch.progress(len(piece))
+                    yield piece
+        finally:
+            response.close()
+            response.scope.close()
+
+    def release(self, response) -> None:
+        """Close a streamed answer that will not be read, and end its deadline."""
+        if hasattr(response, "scope"):
+            response.close()
+            response.scope.close()
+
+    def too_slow(self, what: str, watch: deadline.Watch) -> RegistryError:
+        return RegistryError(
+            f"registry {self.registry}: {what} was too slow: {watch.done} bytes in {watch.elapsed():.0f} s (swcli "
+            f"allows {self.read_timeout:g} s plus the time the bytes take at {self.min_rate / 1024:g} KiB/s; raise "
+            "SWCLI_REGISTRY_TIMEOUT or lower SWCLI_REGISTRY_MIN_RATE if it is only slow)")
 
     @contextlib.contextmanager
-    def failures(self, what: str) -> Iterator[None]:
-        """Turn what ``requests`` raises inside the block (also while streaming a body) into one RegistryError."""
+    def failures(self, what: str, watch: deadline.Watch | None = None, quiet: bool = False) -> Iterator[None]:
+        """Turn what ``requests`` or ``urllib3`` raise inside the block (also while streaming a body) into one
+        RegistryError; a watch that expired meanwhile makes it "too slow", whatever the broken socket raised."""
         try:
             yield
-        except requests.exceptions.SSLError as err:
+        except RegistryError:
+            if watch is not None and watch.expired:
+                raise self.too_slow(what, watch) from None
+            raise
+        except (requests.exceptions.RequestException, urllib3.exceptions.HTTPError, http.client.HTTPException,
+                OSError, ValueError, _TooSlow) as err:
+            if quiet:
+                raise _Quiet(_TooSlow() if watch is not None and watch.expired else err) from None
+            if watch is not None and watch.expired or isinstance(err, _TooSlow):
+                raise self.too_slow(what, watch or self._watch(0)) from None
+            raise self._wording(err, what) from None
+
+    def _wording(self, err: BaseException, what: str) -> RegistryError:
+        if isinstance(err, requests.exceptions.SSLError):
             if "CERTIFICATE_VERIFY_FAILED" in str(err):
-                raise RegistryError(
+                return RegistryError(
                     f"registry {self.registry}: its TLS certificate is not trusted ({_verify_reason(err)}); pass "
-                    f"--ca-cert or put its CA in {certs_dir(self.registry)}/ca.crt") from None
-            raise RegistryError(f"registry {self.registry}: TLS failed ({what}): {_cause(err)}") from None
-        except requests.exceptions.ConnectTimeout:
-            raise RegistryError(f"registry {self.registry} is unreachable: no connection within "
-                                f"{self.timeouts[0]:g} s ({what})") from None
-        except (requests.exceptions.ReadTimeout, TimeoutError):
-            raise RegistryError(f"registry {self.registry} did not answer within {self.read_timeout:g} s ({what}); "
-                                "raise SWCLI_REGISTRY_TIMEOUT if it is only slow") from None
-        except requests.exceptions.ConnectionError as err:
-            if "timed out" in str(err):
-                raise RegistryError(f"registry {self.registry} did not answer within {self.read_timeout:g} s "
-                                    f"({what}); raise SWCLI_REGISTRY_TIMEOUT if it is only slow") from None
+                    f"--ca-cert or put its CA in {certs_dir(self.registry)}/ca.crt")
+            return RegistryError(f"registry {self.registry}: TLS failed ({what}): {_cause(err)}")
+        if isinstance(err, requests.exceptions.ConnectTimeout):
+            return RegistryError(f"registry {self.registry} is unreachable: no connection within "
+                                 f"{self.timeouts[0]:g} s ({what})")
+        timed_out = (requests.exceptions.ReadTimeout, TimeoutError, urllib3.exceptions.ReadTimeoutError)
+        if isinstance(err, timed_out) or (isinstance(err, requests.exceptions.ConnectionError)
+                                          and "timed out" in str(err)):
+            return RegistryError(f"registry {self.registry} did not answer within {self.read_timeout:g} s ({what}); "
+                                 "raise SWCLI_REGISTRY_TIMEOUT if it is only slow")
+        if isinstance(err, (requests.exceptions.ConnectionError, urllib3.exceptions.ProtocolError,
+                            http.client.HTTPException, ConnectionError)):
             cause = _cause(err)
-            if cause == "connection refused" or cause == "unknown host" or cause == "no route to host":
-                raise RegistryError(f"registry {self.registry} is unreachable: {cause} ({what})") from None
-            raise TransferError(f"registry {self.registry}: {what} broke off: {cause}") from None
-        except (requests.exceptions.RequestException, OSError) as err:
-            raise RegistryError(f"registry {self.registry}: {what} failed: {_cause(err)}") from None
+            if cause in ("connection refused", "unknown host", "no route to host"):
+                return RegistryError(f"registry {self.registry} is unreachable: {cause} ({what})")
+            return TransferError(f"registry {self.registry}: {what} broke off: {cause}")
+        return RegistryError(f"registry {self.registry}: {what} failed: {_cause(err)}")
+
+
+class _TooSlow(Exception):
+    """The exchange's watch expired (its socket was cut)."""
+
+
+class _Quiet(Exception):
+    def __init__(self, err: BaseException):
+        super().__init__(str(err))
+        self.err = err
+
+
+def checked_url(url: str, what: str) -> str:
+    """``url`` when it is an http(s) URL with a host (a Location, a redirect, a token realm); else one line."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname or any(ord(c) < 33 for c in url):
+        raise RegistryError(f"{what} {shown(url, 100)!r} is not an http(s) URL")
+    return url
 
 
 def _verify_reason(err: BaseException) -> str:

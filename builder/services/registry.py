@@ -18,7 +18,6 @@ import base64
 import contextlib
 import fcntl
 import json
-import os
 import threading
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
@@ -203,89 +202,53 @@ def send_blobs(client, repository: str, blobs: Iterable[Blob | Callable[[], Blob
 
 # --- credentials -------------------------------------------------------------------------------------------------
 
-def docker_config_path() -> Path:
-    """Where the Docker CLI and docker-py read credentials: ``$DOCKER_CONFIG/config.json`` or ``~/.docker``."""
-    return Path(os.environ.get("DOCKER_CONFIG") or Path.home() / ".docker") / "config.json"
-
-
-def _read_config(path: Path) -> dict:
-    if not path.exists():
-        return {}
-    try:
-        config = json.loads(path.read_text())
-    except (OSError, ValueError, RecursionError) as err:
-        raise RegistryError(f"{path}: not a readable Docker config ({one_line(err)})") from None
-    if not isinstance(config, dict):
-        raise RegistryError(f"{path}: not a Docker config (expected a JSON object)")
-    return config
-
-
-def _write_config(path: Path, config: dict) -> None:
-    """Write the config readable by its owner only (it may hold base64 credentials), in one rename."""
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        json.dump(config, fh, indent=2)
-        fh.write("\n")
-    os.replace(tmp, path)
-
-
-def _helper_for(config: dict, registry: str) -> str | None:
-    return (config.get("credHelpers") or {}).get(registry) or config.get("credsStore")
-
-
 def login(registry: str, username: str, password: str, *, ca_cert: Path | None = None,
           client_factory=open_client) -> Path:
     """Check the credentials with the registry itself (``GET /v2/`` with them), then store them for later pushes,
     pulls and copies, the way `docker login` stores them, so both tools share one login: through the configured
-    credential helper when there is one, otherwise base64 in the config file (created with mode 0600)."""
+    credential helper when there is one, otherwise base64 in the config file (created with mode 0600). The
+    registry must be ``host[:port]`` (exit 2 otherwise; nothing is sent or stored), and the config is read before
+    anything is sent, so a config that cannot be written back fails before the registry sees the password."""
+    from builder.registry import credstore
     from builder.registry.auth import Credentials
 
+    credstore.checked_registry(registry)
     if not username or not password:
         raise RegistryError(f"login to {registry} needs a username and a non-empty password")
+    path = credstore.docker_config_path()
+    config = credstore.read_config(path)
+    helper = credstore.helper_for(config, registry, path)
     try:
         client_factory(registry, credentials=Credentials(username, password), ca_cert=ca_cert).ping()
     except RegistryError as err:
         raise RegistryError(f"login to {registry} failed: {err}") from None
-    path = docker_config_path()
-    config = _read_config(path)
-    helper = _helper_for(config, registry)
+    auths = config.get("auths") if isinstance(config.get("auths"), dict) else {}
+    for key in credstore.keys_for(auths, registry):  # one entry per registry, under its bare name
+        del auths[key]
     if helper:
-        from docker.credentials import Store as CredentialStore
-        from docker.credentials.errors import StoreError
-
-        try:
-            CredentialStore(helper).store(server=registry, username=username, secret=password)
-        except StoreError as err:
-            raise RegistryError(f"login to {registry}: credential helper docker-credential-{helper} failed: "
-                                f"{one_line(err)}") from None
-        config.setdefault("auths", {}).setdefault(registry, {})
+        credstore.helper_store(helper, registry, username, password)
+        auths[registry] = {}
     else:
-        token = base64.b64encode(f"{username}:{password}".encode()).decode()
-        config.setdefault("auths", {})[registry] = {"auth": token}
-    _write_config(path, config)
+        auths[registry] = {"auth": base64.b64encode(f"{username}:{password}".encode()).decode()}
+    config["auths"] = auths
+    credstore.write_config(path, config)
     return path
 
 
 def logout(registry: str) -> bool:
-    """Forget the stored credentials of ``registry``; False when there were none."""
-    path = docker_config_path()
-    config = _read_config(path)
-    known = registry in (config.get("auths") or {})
-    helper = _helper_for(config, registry)
-    if helper:
-        from docker.credentials import Store as CredentialStore
-        from docker.credentials.errors import CredentialsNotFound, StoreError
+    """Forget the stored credentials of ``registry`` (every key naming it, with or without a scheme, and the
+    helper's secret); False when there were none."""
+    from builder.registry import credstore
 
-        try:
-            CredentialStore(helper).erase(registry)
-            known = True
-        except CredentialsNotFound:
-            pass
-        except StoreError as err:
-            raise RegistryError(f"logout from {registry}: credential helper failed: {one_line(err)}") from None
-    if registry in (config.get("auths") or {}):
-        del config["auths"][registry]
-        _write_config(path, config)
-    return known
+    credstore.checked_registry(registry)
+    path = credstore.docker_config_path()
+    config = credstore.read_config(path)
+    helper = credstore.helper_for(config, registry, path)
+    known = helper is not None and credstore.helper_erase(helper, registry)
+    auths = config.get("auths")
+    keys = credstore.keys_for(auths, registry)
+    for key in keys:
+        del auths[key]
+    if keys:
+        credstore.write_config(path, config)
+    return known or bool(keys)
