@@ -24,7 +24,7 @@ from urllib.parse import urlsplit
 
 from builder.errors import RegistryError
 from builder.registry import credstore
-from builder.registry.transport import checked_url, insecure_listed, plain_http_allowed, shown
+from builder.registry.hosts import checked_url, insecure_listed, plain_http_allowed, shown
 
 IDENTITY_TOKEN_USER = "<token>"  # what Docker stores as the username when the secret is an identity token
 TOKEN_MARGIN = 10.0  # seconds: a token this close to its expiry is fetched again before a request

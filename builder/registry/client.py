@@ -13,7 +13,7 @@ import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Callable, Iterator
+from typing import BinaryIO, Callable
 from urllib.parse import parse_qsl, urlencode, urljoin, urlsplit, urlunsplit
 
 from builder.errors import RegistryError
@@ -21,6 +21,7 @@ from builder.registry import referrers
 from builder.registry.auth import Authenticator, Credentials, stored_credentials
 from builder.registry.media import DIGEST_RE, MANIFEST_TYPES, MAX_CONFIG, MAX_MANIFEST, MEDIA_OCI_MANIFEST
 from builder.registry.transport import BIG_PIECE, TransferError, Transport, checked_url, origin, shown
+from builder.registry.upload import Source
 
 CHUNKED_THRESHOLD = 32 << 20  # blobs above this size go up in PATCH chunks, so a broken upload can resume
 CHUNK_SIZE = 32 << 20
@@ -85,62 +86,6 @@ def _error_detail(response) -> str:
     said = [": ".join(str(e[k]) for k in ("code", "message") if isinstance(e.get(k), (str, int)))
             for e in errors[:3] if isinstance(e, dict)]
     return shown("; ".join(s for s in said if s))
-
-
-class _Body:
-    """``length`` bytes of ``source`` from its current position, as an iterable requests streams (Content-Length
-    known), reporting ``start + bytes sent`` to ``on_progress``."""
-
-    piece = READ_CHUNK
-
-    def __init__(self, source: BinaryIO, length: int, start: int, on_progress: OnProgress | None):
-        self.source, self.length, self.start, self.on_progress = source, length, start, on_progress
-
-    def __len__(self) -> int:
-        return self.length
-
-    def __iter__(self) -> Iterator[bytes]:
-        left, sent = self.length, 0
-        while left:
-            data = self.source.read(min(READ_CHUNK, left))
-            if not data:
-                raise RegistryError(f"the file being uploaded ended {left} bytes early (it changed while pushing?)")
-            left -= len(data)
-            sent += len(data)
-            yield data
-            if self.on_progress:
-                self.on_progress(self.start + sent)
-
-
-class _Source:
-    """The bytes of a blob being uploaded, from any offset: the open file is sought back (or opened again with
-    ``opener`` and skipped forward when it cannot seek) before every attempt, so a retried request never sends
-    from where a broken one stopped reading."""
-
-    def __init__(self, opener: Callable[[], BinaryIO]):
-        self.opener, self.fh = opener, None
-
-    def at(self, offset: int) -> BinaryIO:
-        if self.fh is not None and self.fh.seekable():
-            self.fh.seek(offset)
-            return self.fh
-        self.close()
-        self.fh = self.opener()
-        left = offset
-        while left:
-            skipped = self.fh.read(min(READ_CHUNK, left))
-            if not skipped:
-                break
-            left -= len(skipped)
-        return self.fh
-
-    def body(self, offset: int, length: int, on_progress: OnProgress | None) -> Callable[[], _Body]:
-        return lambda: _Body(self.at(offset), length, offset, on_progress)
-
-    def close(self) -> None:
-        if self.fh is not None:
-            self.fh.close()
-            self.fh = None
 
 
 class RegistryClient:
@@ -274,7 +219,7 @@ class RegistryClient:
 
     def _upload_monolithic(self, repository, digest, size, opener, on_progress) -> None:
         what = f"upload of blob {digest} to {self._where(repository)}"
-        source = _Source(opener)
+        source = Source(opener)
         try:
             for attempt in range(1, MAX_RETRIES + 1):
                 try:
@@ -302,7 +247,7 @@ class RegistryClient:
     def _upload_chunked(self, repository, digest, size, opener, on_progress) -> None:
         what = f"upload of blob {digest} to {self._where(repository)}"
         scopes = self._scopes(repository, "pull,push")
-        location, offset, failures, source = self._start_upload(repository, what), 0, 0, _Source(opener)
+        location, offset, failures, source = self._start_upload(repository, what), 0, 0, Source(opener)
         try:
             while offset < size:
                 length = min(CHUNK_SIZE, size - offset)

@@ -25,7 +25,7 @@ from pathlib import Path
 
 from builder.errors import RegistryError
 from builder.refs import _DOMAIN
-from builder.registry.transport import RegistrySettingError, _positive_setting, shown
+from builder.registry.hosts import RegistrySettingError, positive_setting, shown
 
 MAX_CONFIG_FILE = 1 << 20  # bytes: a config with a thousand logins is ~100 KB
 HELPER_TIMEOUT = 60.0      # seconds: a helper may ask the user to unlock a keychain; $SWCLI_CREDENTIAL_HELPER_TIMEOUT
@@ -140,7 +140,7 @@ def helper_for(config: dict, registry: str, path: Path) -> str | None:
 
 
 def helper_timeout() -> float:
-    return _positive_setting("SWCLI_CREDENTIAL_HELPER_TIMEOUT", HELPER_TIMEOUT, 86400.0)
+    return positive_setting("SWCLI_CREDENTIAL_HELPER_TIMEOUT", HELPER_TIMEOUT, 86400.0)
 
 
 def run_helper(helper: str, action: str, stdin: bytes, registry: str) -> tuple[int, bytes]:

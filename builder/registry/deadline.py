@@ -26,7 +26,7 @@ import threading
 import time
 from typing import Iterator
 
-MIN_RATE = 32 << 10  # bytes/s: 256 kbit/s, below any link a registry is used over; $SWCLI_REGISTRY_MIN_RATE
+from builder.registry.hosts import MIN_RATE  # noqa: F401  (bytes/s; $SWCLI_REGISTRY_MIN_RATE)
 RECUT = 0.2          # seconds: an expired watch shuts its sockets again this often (a connect may have raced it)
 
 

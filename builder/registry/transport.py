@@ -24,8 +24,6 @@ from __future__ import annotations
 
 import contextlib
 import http.client
-import ipaddress
-import math
 import os
 import ssl
 import threading
@@ -39,19 +37,18 @@ from requests.adapters import HTTPAdapter
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
-from builder.errors import RegistryError, SwcliError
+from builder.errors import RegistryError
 from builder.registry import deadline
+from builder.registry.hosts import (RegistrySettingError, checked_url, default_timeout, min_rate, origin,  # noqa: F401
+                                    plain_http_allowed, shown)
 
 CONNECT_TIMEOUT = 10.0
-DEFAULT_TIMEOUT = 30.0
-MAX_TIMEOUT = 86400.0  # a day: more is no timeout at all (and overflows the socket's)
 CERTS_D = "/etc/docker/certs.d"
 POOL_SIZE = 16  # connections kept per host: enough for the parallel layer uploads of one push
 MAX_REDIRECTS = 5
 SMALL_BODY = 64 << 10  # the most read of an answer whose body we do not need (an error, a 202): its first words
 PIECE = 64 << 10       # bytes read at a time from a small answer
 BIG_PIECE = 256 << 10  # bytes a blob is read, or an upload sent, at a time
-SHOWN = 200            # characters of a registry's own text that go into a message
 REDIRECTS = (301, 302, 303, 307, 308)
 
 
@@ -59,86 +56,8 @@ class TransferError(RegistryError):
     """The connection broke in the middle of a request, or the registry answered 5xx: another attempt may work."""
 
 
-class RegistrySettingError(SwcliError):
-    """A setting the user gave (an environment variable, a registry argument) is not one: a usage error, exit 2,
-    like a bad flag value, not a registry's failure."""
-
-    exit_code = 2
-
-
-def shown(text: object, limit: int = SHOWN) -> str:
-    """Text a registry (or a helper) wrote, fit for one line of a message: control characters escaped, whitespace
-    runs collapsed, at most ``limit`` characters."""
-    text = " ".join(str(text).split())
-    cut = text[:limit]
-    safe = "".join(c if c.isprintable() else f"\\x{ord(c):02x}" if ord(c) < 256 else f"\\u{ord(c):04x}"
-                   for c in cut)
-    return safe + ("..." if len(text) > limit else "")
-
-
 def certs_dir(registry: str) -> Path:
     return Path(os.environ.get("SWCLI_DOCKER_CERTS_D") or CERTS_D) / registry
-
-
-def _positive_setting(name: str, default: float, maximum: float) -> float:
-    raw = os.environ.get(name)
-    if not raw:
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        value = math.nan
-    if not math.isfinite(value) or not 0 < value <= maximum:
-        raise RegistrySettingError(f"{name}={shown(raw, 40)!r}: expected a number of "
-                                   f"{'seconds' if 'TIMEOUT' in name else 'bytes per second'} above 0 and at most "
-                                   f"{maximum:g}")
-    return value
-
-
-def default_timeout() -> float:
-    """``$SWCLI_REGISTRY_TIMEOUT`` (seconds, finite, above 0, at most a day), else 30 s; a bad value is exit 2."""
-    return _positive_setting("SWCLI_REGISTRY_TIMEOUT", DEFAULT_TIMEOUT, MAX_TIMEOUT)
-
-
-def min_rate() -> float:
-    """``$SWCLI_REGISTRY_MIN_RATE`` (bytes/s), else :data:`deadline.MIN_RATE`; a bad value is exit 2."""
-    return _positive_setting("SWCLI_REGISTRY_MIN_RATE", deadline.MIN_RATE, float(1 << 40))
-
-
-def _host(registry: str) -> str:
-    """``host`` of ``host[:port]`` (``[v6]:port`` too), lower case, without brackets."""
-    return urlsplit(f"//{registry}").hostname or ""
-
-
-def insecure_listed(registry: str) -> bool:
-    """Whether the user listed ``registry`` (``host:port``, or its host alone) in $SWCLI_INSECURE_REGISTRIES."""
-    listed = {h.strip().lower() for h in os.environ.get("SWCLI_INSECURE_REGISTRIES", "").split(",") if h.strip()}
-    return registry.lower() in listed or _host(registry) in listed
-
-
-def is_loopback(registry: str) -> bool:
-    host = _host(registry)
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def plain_http_allowed(registry: str) -> bool:
-    """Loopback hosts, and the hosts the user listed in $SWCLI_INSECURE_REGISTRIES."""
-    return insecure_listed(registry) or is_loopback(registry)
-
-
-def origin(url: str) -> tuple[str, str, int]:
-    """(scheme, host, port) of an http(s) URL: what credentials are tied to."""
-    parts = urlsplit(url)
-    try:
-        port = parts.port
-    except ValueError:
-        port = -1
-    return parts.scheme.lower(), (parts.hostname or "").lower(), port or {"http": 80, "https": 443}.get(parts.scheme, 0)
 
 
 def _ssl_context(registry: str, ca_cert: Path | None) -> ssl.SSLContext:
@@ -447,14 +366,6 @@ class _Quiet(Exception):
     def __init__(self, err: BaseException):
         super().__init__(str(err))
         self.err = err
-
-
-def checked_url(url: str, what: str) -> str:
-    """``url`` when it is an http(s) URL with a host (a Location, a redirect, a token realm); else one line."""
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname or any(ord(c) < 33 for c in url):
-        raise RegistryError(f"{what} {shown(url, 100)!r} is not an http(s) URL")
-    return url
 
 
 def _verify_reason(err: BaseException) -> str:
