@@ -359,3 +359,134 @@ class FaultProxy:
         self._stop.set()
         self._httpd.shutdown()
         self._httpd.server_close()
+
+
+# --- hostile fakes ----------------------------------------------------------------------------------------------
+
+@dataclass
+class Answer:
+    """What a :class:`HostileServer` sends back. ``body`` is sent ``repeat`` times (a huge body costs the server no
+    memory); ``length``: the Content-Length to declare (None: the true length; -1: none, the body ends when the
+    connection closes); ``chunked``: Transfer-Encoding chunked instead; ``drip``: seconds between single bytes of
+    the body (``drip_head``: of the status line and headers too)."""
+
+    status: int = 200
+    headers: dict = field(default_factory=dict)
+    body: bytes = b""
+    repeat: int = 1
+    length: int | None = None
+    chunked: bool = False
+    drip: float = 0.0
+    drip_head: bool = False
+
+
+@dataclass
+class Seen:
+    method: str
+    path: str
+    headers: dict
+    body: bytes
+
+
+class HostileServer:
+    """A ThreadingHTTPServer on a loopback address (``host``: 127.0.0.1, or 127.0.0.2 for "another host") whose
+    every answer comes from ``answer(seen) -> Answer``. ``seen`` lists every request (method, path with query,
+    headers with lower-case names, the first MiB of the body); ``sent`` counts the body bytes it managed to write."""
+
+    def __init__(self, answer, host: str = "127.0.0.1"):
+        self.answer, self.seen, self.sent = answer, [], 0
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def handle_one(self):
+                left, body = int(self.headers.get("Content-Length") or 0), b""
+                while left > 0:
+                    data = self.rfile.read(min(left, 1 << 20))
+                    if not data:
+                        break
+                    body = body if len(body) >= 1 << 20 else body + data[:(1 << 20) - len(body)]
+                    left -= len(data)
+                seen = Seen(self.command, self.path, {k.lower(): v for k, v in self.headers.items()}, body)
+                with server._lock:
+                    server.seen.append(seen)
+                try:
+                    self._send(server.answer(seen))
+                except (BrokenPipeError, ConnectionResetError, OSError):
+                    self.close_connection = True
+
+            do_GET = do_HEAD = do_POST = do_PUT = do_PATCH = do_DELETE = handle_one  # noqa: E731
+
+            def _send(self, ans: Answer):
+                size = len(ans.body) * ans.repeat
+                head = [f"HTTP/1.1 {ans.status} X\r\n"]
+                headers = dict(ans.headers)
+                if ans.chunked:
+                    headers["Transfer-Encoding"] = "chunked"
+                elif ans.length != -1:
+                    headers.setdefault("Content-Length", str(size if ans.length is None else ans.length))
+                else:
+                    headers["Connection"] = "close"
+                    self.close_connection = True
+                head += [f"{k}: {v}\r\n" for k, v in headers.items()] + ["\r\n"]
+                raw = "".join(head).encode("latin-1")
+                if ans.drip_head:
+                    self._drip(raw, ans.drip)
+                else:
+                    self.wfile.write(raw)
+                if self.command == "HEAD":
+                    return
+                for _ in range(ans.repeat):
+                    if server._stop.is_set():
+                        break
+                    piece = ans.body
+                    if ans.chunked and piece:
+                        piece = f"{len(piece):x}\r\n".encode() + piece + b"\r\n"
+                    if ans.drip:
+                        self._drip(piece, ans.drip)
+                    else:
+                        self.wfile.write(piece)
+                    with server._lock:
+                        server.sent += len(ans.body)
+                if ans.chunked:
+                    self.wfile.write(b"0\r\n\r\n")
+                self.wfile.flush()
+
+            def _drip(self, data: bytes, every: float):
+                for i in range(len(data)):
+                    if server._stop.wait(every):
+                        raise BrokenPipeError
+                    self.wfile.write(data[i:i + 1])
+                    self.wfile.flush()
+
+            def log_message(self, *args):
+                pass
+
+        self._httpd = ThreadingHTTPServer((host, 0), Handler)
+        self._httpd.daemon_threads = True
+        self._httpd.handle_error = lambda request, address: None  # a client that hung up on it is the point
+        self.address = f"{host}:{self._httpd.server_address[1]}"
+        self.url = f"http://{self.address}"
+        threading.Thread(target=self._httpd.serve_forever, daemon=True).start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._httpd.shutdown()
+        self._httpd.server_close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.stop()
+
+
+def basic_challenge(seen: Seen, user: str = Registry.USER, password: str = Registry.PASSWORD) -> Answer | None:
+    """401 with a Basic challenge unless ``seen`` carries ``user:password``; None when it does."""
+    wanted = "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+    if seen.headers.get("authorization") == wanted:
+        return None
+    return Answer(401, {"WWW-Authenticate": 'Basic realm="hostile"'})
