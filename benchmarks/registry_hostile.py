@@ -48,7 +48,8 @@ def run(tree: Path, home: Path, args: list[str], env: dict | None = None, cap: f
                 DOCKER_HOST="unix:///nonexistent", **(env or {}))
     started = time.monotonic()
     proc = subprocess.Popen(["/usr/bin/time", "-f", "%M", "-o", str(peak), sys.executable, "-m", "builder", *args],
-                            env=full, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+                            env=full, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True,
+                            cwd=home)  # not this checkout: `python -m` would import builder from the cwd first
     try:
         _, err = proc.communicate(timeout=cap)
     except subprocess.TimeoutExpired:
@@ -112,6 +113,13 @@ def scenarios(huge: int):
                               ("GET", "/referrers/", Answer(200, {}, chunked=True, **many)))),
         (f"eval list --image: referrers 500, {huge} MiB body", "eval-list",
          lambda realm: routes(("HEAD", "/manifests/", head), ("GET", "/referrers/", Answer(500, {}, **many)))),
+        (f"manifest GET: 500, gzip bomb body ({huge} MiB)", "pull",
+         lambda realm: routes(("GET", "/manifests/", Answer(500, {"Content-Encoding": "gzip"}, bomb)))),
+        (f"token answer: gzip bomb ({huge} MiB)", "pull-login",
+         lambda realm: routes(("GET", "/token", Answer(200, {"Content-Encoding": "gzip"}, bomb)))),
+        (f"eval list --image: referrers gzip bomb ({huge} MiB)", "eval-list",
+         lambda realm: routes(("HEAD", "/manifests/", head),
+                              ("GET", "/referrers/", Answer(200, {"Content-Encoding": "gzip"}, bomb)))),
     ]
 
 
@@ -182,7 +190,7 @@ print(f'{up:.2f} {time.monotonic() - start:.2f}')
                 try:
                     done = subprocess.run([sys.executable, "-c", script, reg.address, str(blob), str(r)],
                                           env=dict(os.environ, PYTHONPATH=str(tree)), capture_output=True, text=True,
-                                          check=True)
+                                          check=True, cwd=tmp)
                     up, down = done.stdout.split()
                     print(f"round {r + 1} {tree}: upload {up} s, fetch {down} s ({size_mib} MiB)", flush=True)
                 finally:

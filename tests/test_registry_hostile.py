@@ -62,7 +62,8 @@ def swcli(tmp_path: Path, *args: str, env: dict | None = None, timeout: float = 
     # pages it shared with it before exec
     with open(out, "wb") as o, open(err, "wb") as e:
         proc = subprocess.Popen(["/usr/bin/time", "-f", "%M", "-o", str(peak), sys.executable, "-m", "builder", *args],
-                                stdout=o, stderr=e, env=full, stdin=subprocess.DEVNULL, start_new_session=True)
+                                stdout=o, stderr=e, env=full, stdin=subprocess.DEVNULL, start_new_session=True,
+                                cwd=tmp_path)
     while True:
         pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
         if pid:
@@ -214,8 +215,8 @@ def _bounded(result: dict, server: HostileServer, *words: str) -> str:
 
 
 def test_gzip_bomb_manifest_is_refused_unread(tmp_path):
-    """A 256 KiB gzip body that inflates to 256 MiB, as a manifest: refused for its Content-Encoding (swcli asked
-    for identity), never inflated, for `pull` and `eval pull`."""
+    """A 256 KiB gzip body that inflates to 256 MiB, as a manifest, an error body or a token answer: refused for
+    its Content-Encoding (swcli asked for identity), never inflated, for `pull`, `eval pull` and `eval list`."""
     bomb = gzip.compress(bytes(HUGE * MB), compresslevel=1)
     answer = Answer(200, {"Content-Type": OCI_MANIFEST, "Content-Encoding": "gzip"}, bomb)
     with HostileServer(routes(("GET", "/manifests/", answer))) as reg:
@@ -223,6 +224,14 @@ def test_gzip_bomb_manifest_is_refused_unread(tmp_path):
         digest = "sha256:" + "0" * 64
         _bounded(swcli(tmp_path, "eval", "pull", f"{reg.address}/team/m@{digest}"), reg, "Content-Encoding")
         assert all(s.headers.get("accept-encoding") == "identity" for s in reg.seen)
+    error = Answer(500, {"Content-Type": "application/json", "Content-Encoding": "gzip"}, bomb)
+    with HostileServer(_eval_list_routes(error)) as reg:  # an error body is no less a body
+        _bounded(swcli(tmp_path, "eval", "list", "--image", f"{reg.address}/team/m:1"), reg, "Content-Encoding")
+    with HostileServer(routes(("GET", "/token", Answer(200, {"Content-Encoding": "gzip"}, bomb)))) as realm:
+        challenge = Answer(401, {"WWW-Authenticate": f'Bearer realm="{realm.url}/token"'})
+        with HostileServer(routes(("GET", "/v2/", challenge), default=challenge)) as reg:
+            store_login(tmp_path, reg.address)
+            _bounded(swcli(tmp_path, "pull", f"{reg.address}/team/m:1"), realm, "Content-Encoding")
 
 
 @pytest.mark.parametrize("chunked", [True, False])

@@ -201,7 +201,7 @@ class Transport:
         what = "the API check (GET /v2/)"
         try:
             with deadline.watching(self._watch(0)) as watch, self.failures(what, watch, quiet=True):
-                self.session().get(f"{https}/v2/", timeout=self.timeouts, allow_redirects=False).close()
+                self.session().get(f"{https}/v2/", timeout=self.timeouts, allow_redirects=False, stream=True).close()
             return https
         except _Quiet as quiet:
             err = quiet.err
@@ -218,7 +218,7 @@ class Transport:
         return self.base + path
 
     def _watch(self, slack: int) -> deadline.Watch:
-        return deadline.Watch(self.read_timeout, self.min_rate, slack or PIECE)
+        return deadline.Watch(self.read_timeout, self.min_rate, max(slack, PIECE))
 
     def request(self, method: str, url: str, *, what: str, headers: dict[str, str] | None = None,
                 limit: int = SMALL_BODY, stream: tuple[int, ...] = (), credentials_for: str | None = None,
@@ -232,7 +232,7 @@ class Transport:
         ``Authorization`` and ``auth`` go only to the origin of ``credentials_for`` (default: the registry)."""
         allowed = origin(credentials_for) if credentials_for else self.origin
         big = bool(stream) or (data is not None and not isinstance(data, (bytes, dict)))
-        watch = self._watch(BIG_PIECE if big else 0)
+        watch = self._watch(BIG_PIECE if big else len(data) if isinstance(data, bytes) else 0)
         with contextlib.ExitStack() as scope:
             scope.enter_context(deadline.watching(watch))
             with self.failures(what, watch):
