@@ -168,18 +168,19 @@ def one(tree: Path, kind: str, make, cap: float, env: dict | None = None):
 
 def speed(trees: list[Path], rounds: int, size_mib: int) -> None:
     script = """
-import hashlib, io, os, sys, time
+import hashlib, io, os, resource, sys, time
 from builder.registry.client import RegistryClient
 data = open(sys.argv[2], 'rb').read()
 digest = 'sha256:' + hashlib.sha256(data).hexdigest()
 client = RegistryClient(sys.argv[1])
-start = time.monotonic()
+cpu = lambda: (lambda u: u.ru_utime + u.ru_stime)(resource.getrusage(resource.RUSAGE_SELF))
+start, c0 = time.monotonic(), cpu()
 client.upload_blob('bench/r' + sys.argv[3], digest, len(data), lambda: io.BytesIO(data))
-up = time.monotonic() - start
-start = time.monotonic()
+up, upcpu = time.monotonic() - start, cpu() - c0
+start, c0 = time.monotonic(), cpu()
 out = io.BytesIO()
 client.fetch_blob('bench/r' + sys.argv[3], digest, out, size=len(data))
-print(f'{up:.2f} {time.monotonic() - start:.2f}')
+print(f'{up:.2f} {upcpu:.2f} {time.monotonic() - start:.2f} {cpu() - c0:.2f}')
 """
     with tempfile.TemporaryDirectory() as tmp:
         blob = Path(tmp) / "blob"
@@ -191,8 +192,9 @@ print(f'{up:.2f} {time.monotonic() - start:.2f}')
                     done = subprocess.run([sys.executable, "-c", script, reg.address, str(blob), str(r)],
                                           env=dict(os.environ, PYTHONPATH=str(tree)), capture_output=True, text=True,
                                           check=True, cwd=tmp)
-                    up, down = done.stdout.split()
-                    print(f"round {r + 1} {tree}: upload {up} s, fetch {down} s ({size_mib} MiB)", flush=True)
+                    up, upcpu, down, downcpu = done.stdout.split()
+                    print(f"round {r + 1} {tree}: upload {up} s (CPU {upcpu} s), fetch {down} s (CPU {downcpu} s) "
+                          f"({size_mib} MiB)", flush=True)
                 finally:
                     reg.stop()
 
@@ -205,17 +207,18 @@ def main() -> None:
     parser.add_argument("--cap", type=float, default=150.0)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--speed-mib", type=int, default=256)
+    parser.add_argument("--only", default="", help="run only the answers whose name contains this")
     args = parser.parse_args()
     trees = [t.resolve() for t in (args.tree or [HERE])]
     parts = args.parts.split(",")
     if "rss" in parts:
         print(f"{'answer':50} {'command':10} exit  peak RSS MB  seconds  message")
-        for name, kind, make in scenarios(args.huge_mib):
+        for name, kind, make in (s for s in scenarios(args.huge_mib) if args.only in s[0]):
             code, rss, seconds, line = one(trees[0], kind, make, args.cap)
             print(f"{name:50} {kind:10} {code:>4}  {rss:>11.0f}  {seconds:>7.1f}  {line}", flush=True)
     if "drip" in parts:
         print(f"{'drip (SWCLI_REGISTRY_TIMEOUT unset: 30 s)':50} exit  seconds  message")
-        for name, kind, make in drips():
+        for name, kind, make in (s for s in drips() if args.only in s[0]):
             code, rss, seconds, line = one(trees[0], kind, make, args.cap)
             print(f"{name:50} {code:>4}  {seconds:>7.1f}  {line}", flush=True)
     if "speed" in parts:
