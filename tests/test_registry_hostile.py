@@ -274,7 +274,7 @@ def test_huge_referrers_list_is_cut(tmp_path):
 
 # --- 3. every wait has a deadline ---------------------------------------------------------------------------------
 
-DRIP_ENV = {"SWCLI_REGISTRY_TIMEOUT": "2"}
+DRIP_ENV = {"SWCLI_REGISTRY_TIMEOUT": "2", "SWCLI_REGISTRY_MIN_RATE": str(256 << 10)}  # slack: one piece, 1 s
 
 
 def _too_slow(result: dict, within: float = 12.0) -> str:
