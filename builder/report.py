@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 
 from builder.errors import SwcliError
-
 from builder.services.runs import Run, flat, label_title
+from builder.text import shown
 
 TOP_WRONG = 12
 CIFAR_RECORD = 3 * 32 * 32
@@ -144,6 +144,22 @@ def _meta(run: Run) -> dict:
             "status": text(run.run.get("status")), "started": text(run.run.get("started"))}
 
 
+def _finalize(value):
+    """Every ``{{ }}`` of the page (a name, a label, a run id from a pulled run, a path) as text with its control
+    characters neutralised (:func:`builder.text.shown`), before autoescape makes it HTML; markup we marked safe
+    stays as it is."""
+    return value if hasattr(value, "__html__") else shown(value)
+
+
+def report_environment(jinja2, folder: Path):
+    """The report's one Jinja environment: autoescape on (labels, names and descriptions are data from the run),
+    every output through :func:`_finalize`, a missing variable an error."""
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(folder)), autoescape=True,
+                             undefined=jinja2.StrictUndefined, finalize=_finalize)
+    env.filters["num"] = lambda v, digits=4: "–" if v is None else (f"{v:.{digits}f}" if isinstance(v, float) else str(v))
+    return env
+
+
 def render_report(run: Run, output: Path, *, image_shape: tuple[int, int, int] | None = None) -> Path:
     """Write the report for ``run`` to ``output`` (written to a temp name, then renamed)."""
     import jinja2
@@ -152,9 +168,7 @@ def render_report(run: Run, output: Path, *, image_shape: tuple[int, int, int] |
 
     wrong = confidently_wrong(run)
     _attach_thumbnails(run, wrong, image_shape)
-    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(templates_dir())), autoescape=True,
-                             undefined=jinja2.StrictUndefined)
-    env.filters["num"] = lambda v, digits=4: "–" if v is None else (f"{v:.{digits}f}" if isinstance(v, float) else str(v))
+    env = report_environment(jinja2, templates_dir())
     summary = run.summary
     names = run.label_names
     html = env.get_template("report.html.j2").render(
