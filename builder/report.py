@@ -39,7 +39,7 @@ def confusion_png(metrics: dict, names: dict[str, str] | None = None) -> str | N
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    labels = [label_title(label, names or {}) for label in metrics.get("all_labels") or range(len(cm["counts"]))]
+    labels = [shown(label_title(label, names or {})) for label in metrics.get("all_labels") or range(len(cm["counts"]))]
     counts = np.asarray(cm["counts"], dtype=float)
     normalised = counts / counts.sum(axis=1, keepdims=True).clip(min=1)
     fig, axes = plt.subplots(1, 2, figsize=(12, 5.2))
@@ -72,7 +72,7 @@ def roc_png(metrics: dict, names: dict[str, str] | None = None) -> str | None:
     fig, ax = plt.subplots(figsize=(7, 6))
     for label, curve in curves.items():
         if curve.get("auc") is not None:
-            ax.plot(curve["fpr"], curve["tpr"], lw=1.4, label=f"{label_title(label, names or {})} (AUC {curve['auc']:.3f})")
+            ax.plot(curve["fpr"], curve["tpr"], lw=1.4, label=f"{shown(label_title(label, names or {}))} (AUC {curve['auc']:.3f})")
     ax.plot([0, 1], [0, 1], "k--", lw=0.8)
     ax.set_xlabel("false positive rate")
     ax.set_ylabel("true positive rate")
