@@ -412,3 +412,31 @@ def test_a_registry_datasets_big_meta_files_are_refused_before_they_are_written(
         one_line(res, 5, f"dataset/{name} is {256 << 20} bytes, more than the {4 << 20}")
         cached = swcli_home / "cache" / "registry" / "layers"
         assert sum(f.stat().st_size for f in cached.rglob("*") if f.is_file()) < 8 << 20
+
+
+# ------------------------------------------------------------------------------------------- the history read back
+
+
+def test_planted_run_files_are_bounded_never_followed_never_waited_on(cli, swcli_home, tmp_path):
+    """A run folder in runs/ may be planted (or pulled): its JSON is read bounded before it is parsed, through no
+    link, and a FIFO in its place is refused at once (a real `swcli eval list` process, with a deadline)."""
+    runs = Store().runs_dir
+    good = {"status": "succeeded", "started": "2026-01-01T00:00:00+0000", "model": {}, "dataset": {}, "records": {}}
+    for name in ("big", "link", "fifo"):
+        (runs / name).mkdir(parents=True)
+        (runs / name / "metrics.json").write_text("{}")
+    (runs / "big" / "run.json").write_text(json.dumps({**good, "pad": " " * (5 << 20)}))
+    (tmp_path / "elsewhere.json").write_text(json.dumps(good))
+    (runs / "link" / "run.json").symlink_to(tmp_path / "elsewhere.json")
+    os.mkfifo(runs / "fifo" / "run.json")
+    env = {**os.environ, "SWCLI_HOME": str(swcli_home), "PYTHONPATH": str(ROOT), "COLUMNS": "300"}
+    done = subprocess.run([sys.executable, "-m", "builder", "eval", "list"], env=env, capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 0, done.stderr
+    warnings = sorted(done.stderr.strip().splitlines())
+    assert len(warnings) == 3, done.stderr
+    assert "big/run.json is unreadable: larger than 4194304 bytes" in warnings[0]
+    assert "fifo/run.json is unreadable: not a regular file" in warnings[1]
+    assert "link/run.json is unreadable: is a symlink" in warnings[2]
+    one_line(cli("eval", "show", "big"), 1, "larger than 4194304 bytes")
+    one_line(cli("eval", "show", "link"), 1, "is a symlink")

@@ -21,10 +21,12 @@ from builder.store import Store
 RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,254}")  # one path component, never '.' or '..'
 # What a run's files may hold before they are parsed (a run folder may be pulled from a registry or planted; see
 # docs/security.md). run.json: a few KB, the label names the most of it (21k ImageNet names are ~0.6 MB). metrics.json:
-# per-label scores, the confusion matrix and ROC curves; 1,000 labels over 50k records is ~10 MB. One results line:
-# a record's scores, ~0.4 MB for 21k labels.
+# per-label scores, the confusion matrix and every ROC point: 1,000 labels over 50k records is ~10 MB, so a pulled
+# one may declare MAX_METRICS; a local run over 1M records and 100 labels is ~120 MB of ROC points, so reading one
+# is bounded by MAX_METRICS_READ. One results line: a record's scores, ~0.4 MB for 21k labels.
 MAX_RUN_JSON = 4 << 20
 MAX_METRICS = 32 << 20
+MAX_METRICS_READ = 256 << 20
 MAX_RESULT_LINE = 8 << 20
 
 
@@ -207,7 +209,7 @@ def read_run_json(path: Path) -> dict:
 def load_run(path: Path, run_id: str | None = None) -> Run:
     path = Path(path)
     return Run(run_id or path.name, path, read_run_json(path / "run.json"),
-               _read_json(path / "metrics.json", check_metrics, MAX_METRICS))
+               _read_json(path / "metrics.json", check_metrics, MAX_METRICS_READ))
 
 
 # --------------------------------------------------------------------------------------------- history
@@ -285,7 +287,7 @@ def _scan(store: Store) -> tuple[list[Run], dict[str, str]]:
                 if not (path / "metrics.json").exists() and meta.get("status") != "succeeded":
                     continue
                 runs.append(Run(path.name, path, meta, _read_json(path / "metrics.json", check_metrics,
-                                                                  MAX_METRICS)))
+                                                                  MAX_METRICS_READ)))
             except RunError as err:
                 problems[path.name] = str(err)
     runs.sort(key=lambda r: (str(r.run.get("started") or ""), r.id), reverse=True)
