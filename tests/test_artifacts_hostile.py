@@ -440,3 +440,32 @@ def test_planted_run_files_are_bounded_never_followed_never_waited_on(cli, swcli
     assert "link/run.json is unreadable: is a symlink" in warnings[2]
     one_line(cli("eval", "show", "big"), 1, "larger than 4194304 bytes")
     one_line(cli("eval", "show", "link"), 1, "is a symlink")
+
+
+def test_wrong_typed_shard_parts_are_one_line_exit_5_for_the_merge(world, proxy, tmp_path):
+    """`--parts registry`: the merge pod lists the model image's parts; a part listed with wrong-typed fields is
+    one line (exit 5), one whose index is not a number or out of range is not a part at all."""
+    from builder.errors import RegistryError
+    from builder.services.registry_parts import PART_TYPE, P, pull_parts
+
+    client = client_of(world["registry"])
+    digest = world["digest"]
+    part = {"mediaType": OCI_MANIFEST, "digest": "sha256:" + "1" * 64, "size": 10, "artifactType": PART_TYPE,
+            "annotations": {f"{P}job": "j", f"{P}dataset": "tiny:v", f"{P}index": "0", f"{P}count": "1"}}
+    # the registry must answer the fallback tag's HEAD: list something there first
+    from builder.images.oci import canonical_json
+
+    client.put_manifest(REPO, f"sha256-{digest[7:]}", canonical_json(
+        {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": []}), OCI_INDEX)
+    image = f"{proxy.address}/{REPO}:v1"
+    for broken in ({**part, "annotations": [f"{P}job", "j"]}, {**part, "size": "10"},
+                   {**part, "annotations": {**part["annotations"], f"{P}index": 0}}):
+        fallback_index(proxy, digest, [broken])
+        with pytest.raises(RegistryError) as err:
+            pull_parts(image, "j", "tiny:v", 1, tmp_path / "parts")
+        assert "\n" not in str(err.value) and "referrer of" in str(err.value)
+    for skipped in ("x", "-1", "1"):
+        fallback_index(proxy, digest, [{**part, "annotations": {**part["annotations"], f"{P}index": skipped}}])
+        with pytest.raises(Exception, match="no part|missing") as err:
+            pull_parts(image, "j", "tiny:v", 1, tmp_path / "parts")
+        assert "\n" not in str(err.value)
