@@ -158,7 +158,7 @@ def _manifest(client, ref, digest: str, expected: str | None) -> tuple[dict, dic
 def _wanted_id(manifest: dict, digest: str) -> str:
     """The run id the artifact says (checked against the run-id grammar: one path component), else one made of
     its digest; ``latest`` names the newest run, so it is never a pulled run's id."""
-    wanted = manifest.get("annotations", {}).get(f"{A}run") or ""
+    wanted = (manifest.get("annotations") or {}).get(f"{A}run") or ""  # checked: strings to strings
     if wanted and wanted != "latest" and run_id_problem(wanted) is None:
         return wanted
     return f"pulled-{checked_digest(digest, 'artifact').split(':')[-1][:12]}"
