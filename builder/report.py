@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 
 from builder.errors import SwcliError
-
 from builder.services.runs import Run, flat, label_title
+from builder.text import shown
 
 TOP_WRONG = 12
 CIFAR_RECORD = 3 * 32 * 32
@@ -39,7 +39,7 @@ def confusion_png(metrics: dict, names: dict[str, str] | None = None) -> str | N
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    labels = [label_title(label, names or {}) for label in metrics.get("all_labels") or range(len(cm["counts"]))]
+    labels = [shown(label_title(label, names or {})) for label in metrics.get("all_labels") or range(len(cm["counts"]))]
     counts = np.asarray(cm["counts"], dtype=float)
     normalised = counts / counts.sum(axis=1, keepdims=True).clip(min=1)
     fig, axes = plt.subplots(1, 2, figsize=(12, 5.2))
@@ -72,7 +72,7 @@ def roc_png(metrics: dict, names: dict[str, str] | None = None) -> str | None:
     fig, ax = plt.subplots(figsize=(7, 6))
     for label, curve in curves.items():
         if curve.get("auc") is not None:
-            ax.plot(curve["fpr"], curve["tpr"], lw=1.4, label=f"{label_title(label, names or {})} (AUC {curve['auc']:.3f})")
+            ax.plot(curve["fpr"], curve["tpr"], lw=1.4, label=f"{shown(label_title(label, names or {}))} (AUC {curve['auc']:.3f})")
     ax.plot([0, 1], [0, 1], "k--", lw=0.8)
     ax.set_xlabel("false positive rate")
     ax.set_ylabel("true positive rate")
@@ -144,6 +144,22 @@ def _meta(run: Run) -> dict:
             "status": text(run.run.get("status")), "started": text(run.run.get("started"))}
 
 
+def _finalize(value):
+    """Every ``{{ }}`` of the page (a name, a label, a run id from a pulled run, a path) as text with its control
+    characters neutralised (:func:`builder.text.shown`), before autoescape makes it HTML; markup we marked safe
+    stays as it is."""
+    return value if hasattr(value, "__html__") else shown(value)
+
+
+def report_environment(jinja2, folder: Path):
+    """The report's one Jinja environment: autoescape on (labels, names and descriptions are data from the run),
+    every output through :func:`_finalize`, a missing variable an error."""
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(folder)), autoescape=True,
+                             undefined=jinja2.StrictUndefined, finalize=_finalize)
+    env.filters["num"] = lambda v, digits=4: "–" if v is None else (f"{v:.{digits}f}" if isinstance(v, float) else str(v))
+    return env
+
+
 def render_report(run: Run, output: Path, *, image_shape: tuple[int, int, int] | None = None) -> Path:
     """Write the report for ``run`` to ``output`` (written to a temp name, then renamed)."""
     import jinja2
@@ -152,9 +168,7 @@ def render_report(run: Run, output: Path, *, image_shape: tuple[int, int, int] |
 
     wrong = confidently_wrong(run)
     _attach_thumbnails(run, wrong, image_shape)
-    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(templates_dir())), autoescape=True,
-                             undefined=jinja2.StrictUndefined)
-    env.filters["num"] = lambda v, digits=4: "–" if v is None else (f"{v:.{digits}f}" if isinstance(v, float) else str(v))
+    env = report_environment(jinja2, templates_dir())
     summary = run.summary
     names = run.label_names
     html = env.get_template("report.html.j2").render(

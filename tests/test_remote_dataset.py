@@ -303,12 +303,13 @@ def test_a_malformed_part_listing_is_one_line_not_a_traceback():
     from builder.services.attach_pull import artifact_layers
     from builder.services.registry_parts import PART_FILES, PART_TYPE
 
-    good = {"digest": "sha256:" + "a" * 64, "size": 3}
+    good = {"mediaType": "application/json", "digest": "sha256:" + "a" * 64, "size": 3}
     for manifest, says in (
-            ({"artifactType": PART_TYPE, "layers": "x"}, "layer title None"),
-            ({"artifactType": PART_TYPE, "layers": ["x"]}, "layer title None"),
+            ({"artifactType": PART_TYPE, "layers": "x"}, "field 'layers': must be an array, not str"),
+            ({"artifactType": PART_TYPE, "layers": ["x"]}, r"layers\[0\]: a descriptor must be an object"),
             ({"artifactType": PART_TYPE, "layers": [{**good, "annotations": {TITLE: "run.json"}}] * 2}, "repeated"),
-            ({"artifactType": PART_TYPE, "layers": [{"annotations": {TITLE: "run.json"}}]}, "no sha256 digest"),
+            ({"artifactType": PART_TYPE, "layers": [{"mediaType": "x", "annotations": {TITLE: "run.json"}}]},
+             "digest: None is not a sha256 digest"),
             ({"artifactType": PART_TYPE, "layers": [{**good, "annotations": {TITLE: "run.json"}}]},
              "no results.jsonl layer; not a complete shard part"),
             ({"artifactType": "other", "layers": []}, "is not a swcli shard part")):

@@ -17,12 +17,15 @@ import typer
 
 from builder.errors import SwcliError
 from builder.gcpolicy import freeze_after_load
+from builder.text import shown
 
 INTERRUPTED = 130
 
 
 def _say(message: str) -> None:
-    print(f"swcli: error: {' '.join(message.split())}", file=sys.stderr)
+    """The one error line: whitespace runs (newlines too) as one space, control characters neutralised (the message
+    may quote a registry's words, a pulled run's field or a file name: :func:`builder.text.shown`)."""
+    print(f"swcli: error: {shown(' '.join(message.split()))}", file=sys.stderr)
 
 
 def _usage_error(err: BaseException) -> bool:

@@ -9,7 +9,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from builder.cli._output import OutputFormat, console, print_json, print_table
+from builder.cli._output import OutputFormat, cell, console, print_json, print_table, warn
 
 app = typer.Typer(help="Look at evaluation runs: tables, HTML reports, diffs, CI gates.", no_args_is_help=True)
 
@@ -37,7 +37,7 @@ def list_(
 
     runs, problems = scan_runs()
     for problem in problems:
-        typer.echo(f"swcli: warning: {problem}", err=True)
+        warn(problem)
     rows = [{"id": r.id, "started": r.run.get("started"), "model": (r.run.get("model") or {}).get("name"),
              "dataset": r.dataset.get("name"), "records": (r.run.get("records") or {}).get("ok"),
              "accuracy": r.summary.get("accuracy"), "status": r.run.get("status"), "path": str(r.path.resolve())} for r in runs]
@@ -78,11 +78,11 @@ def _show_tables(run) -> None:
                 + [(f"{k} f1", _fmt(v.get("f1-score"))) for k, v in run.summary.items() if isinstance(v, dict)])
     labels = run.metrics.get("labels") or {}
     print_table("per label", ["label", "precision", "recall", "f1-score", "support", "AUC"],
-                [(escape(run.label_title(k)), _fmt(v.get("precision")), _fmt(v.get("recall")), _fmt(v.get("f1-score")), _fmt(None if v.get("support") is None else int(v["support"])),
+                [(run.label_title(k), _fmt(v.get("precision")), _fmt(v.get("recall")), _fmt(v.get("f1-score")), _fmt(None if v.get("support") is None else int(v["support"])),
                   _fmt(v.get("auc"))) for k, v in labels.items()])
     counts = (run.metrics.get("confusion_matrix") or {}).get("counts")
     if counts:
-        names = [escape(run.label_title(x)) for x in run.metrics.get("all_labels") or range(len(counts))]
+        names = [cell(run.label_title(x)) for x in run.metrics.get("all_labels") or range(len(counts))]
         table = Table(title="confusion matrix (rows: true, columns: predicted)", title_justify="left")
         table.add_column("")
         for name in names:
@@ -140,7 +140,7 @@ def diff(
     print_table(f"{d['a']['id']} -> {d['b']['id']}", ["metric", "a", "b", "delta"],
                 [(k, _fmt(v["a"]), _fmt(v["b"]), signed(v["delta"])) for k, v in d["summary"].items()])
     print_table("per label (delta b - a)", ["label", "precision", "recall", "f1-score", "AUC"],
-                [(escape(label_title(label, d["label_names"])), *(signed(m.get(k, {}).get("delta")) for k in ("precision", "recall", "f1-score", "auc")))
+                [(label_title(label, d["label_names"]), *(signed(m.get(k, {}).get("delta")) for k in ("precision", "recall", "f1-score", "auc")))
                  for label, m in d["labels"].items()])
     f = d["flipped"]
     console.print(f"records wrong -> right: {f['wrong_to_right']} (e.g. {f['wrong_to_right_indices'][:10]}); "
@@ -170,14 +170,14 @@ def _list_attached(image: str, output: OutputFormat, ca_cert: Path | None) -> No
         print_json(rows)
         return
     metrics = [k for k in HEADLINE if k != "weighted-f1" and any(k in r["metrics"] for r in rows)]  # all in json
-    table = Table(title=f"evaluations attached to {escape(image)}", title_justify="left")
+    table = Table(title=cell(f"evaluations attached to {image}"), title_justify="left")
     # the digest and the run id are what `eval pull` takes: never cut, whatever else has to wrap
     for column in ("digest", "run"):
-        table.add_column(column, no_wrap=True, min_width=max((len(str(r[column])) for r in rows), default=0))
+        table.add_column(column, no_wrap=True, min_width=max((len(cell(r[column])) for r in rows), default=0))
     for column in ("dataset", *metrics, "created"):
         table.add_column(column)
     for r in rows:
-        table.add_row(*(escape(str(v)) for v in (r["digest"], r["run"], r["dataset"],
+        table.add_row(*(cell(v) for v in (r["digest"], r["run"], r["dataset"],
                                                   *(_fmt(r["metrics"].get(k)) for k in metrics), str(r["created"])[:19])))
     console.print(table)
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import io
-import json
+import math
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +22,7 @@ from typing import Callable
 
 from builder.errors import EvalError, RegistryError
 from builder.images.oci import MEDIA_MANIFEST, canonical_json
-from builder.services.runs import Run, RunError, metric_value, resolve_run
+from builder.services.runs import MAX_METRICS, MAX_RUN_JSON, Run, RunError, metric_value, resolve_run
 from builder.store import Store
 
 ARTIFACT_TYPE = "application/vnd.swcli.evaluation.v1+json"
@@ -38,9 +38,14 @@ FILES = {"metrics.json": "application/vnd.swcli.evaluation.metrics.v1+json",
          "results.jsonl": "application/x-ndjson",
          "report.html": "text/html"}
 REQUIRED = ("metrics.json", "run.json", "results.jsonl")
+# the most a layer of each title may declare, checked before it is fetched (docs/security.md): run.json and
+# metrics.json are parsed whole, so they are small (runs.py's read bounds); results.jsonl is streamed to disk,
+# verified, and read a line at a time, so it may be large: 1 KB a record (scores of ~50 labels) for 64M records;
+# report.html embeds two plots and 12 thumbnails (~1 MB), 64 MiB is far beyond any we write
+FILE_CAPS = {"metrics.json": MAX_METRICS, "run.json": MAX_RUN_JSON, "results.jsonl": 64 << 30,
+             "report.html": 64 << 20}
 HEADLINE = ("accuracy", "macro-f1", "weighted-f1", "roc_auc")  # GATE_KEYS names, as `--fail-under` spells them
 A = "io.swcli.evaluation."  # annotation prefix
-MAX_CONFIG = 4 << 20  # an image config larger than this is not one of ours
 MODEL_MEDIA = {MEDIA_MANIFEST, "application/vnd.docker.distribution.manifest.v2+json"}
 
 ClientFor = Callable[[str], object]  # registry host -> RegistryClient
@@ -73,24 +78,20 @@ class Attached:
 
 def model_of(client, ref) -> tuple[dict, dict]:
     """The model image ``ref`` names: (its manifest descriptor, its config's labels); refuses anything else."""
+    from builder.registry.media import MAX_CONFIG, checked_descriptor
+    from builder.services.bounded import image_config, parse
+
     manifest = client.get_manifest(ref.repository, ref.ref)
     where = f"{ref.registry}/{ref.repository}@{manifest.digest}"
     if manifest.media_type not in MODEL_MEDIA:
         raise EvalError(f"{where} is a {manifest.media_type}, not an image manifest; name the model image itself "
                         "(one platform's manifest, by tag or digest)")
-    try:
-        config = json.loads(manifest.data)["config"]
-        digest, size = str(config["digest"]), int(config["size"])
-    except (ValueError, KeyError, TypeError) as err:
-        raise RegistryError(f"{where}: the manifest has no readable config descriptor ({err})") from None
-    if size > MAX_CONFIG:
-        raise EvalError(f"{where}: its config is {size} bytes; not a swcli model image")
-    buf = io.BytesIO()
-    client.fetch_blob(ref.repository, digest, buf, size=size)
-    try:
-        labels = json.loads(buf.getvalue()).get("config", {}).get("Labels") or {}
-    except (ValueError, AttributeError) as err:
-        raise RegistryError(f"{where}: config {digest} is not an image config ({err})") from None
+    doc = parse(manifest.data, where)
+    config = checked_descriptor(doc.get("config") if isinstance(doc, dict) else None, f"{where}: config",
+                                max_size=MAX_CONFIG)
+    digest, buf = config["digest"], io.BytesIO()
+    client.fetch_blob(ref.repository, digest, buf, size=config["size"])
+    labels, _ = image_config(buf.getvalue(), f"{where}: config {digest}")
     if labels.get("io.swcli.kind") != "model":
         raise EvalError(f"{where} is not a swcli model image (label io.swcli.kind is {labels.get('io.swcli.kind')!r})")
     descriptor = {"mediaType": manifest.media_type, "digest": manifest.digest, "size": len(manifest.data)}
@@ -200,21 +201,33 @@ def attach(run_ref: str, image: str, *, store: Store | None = None, client_for: 
 
 def subject_digest(client, ref) -> str:
     """The manifest digest of the image ``ref`` names (HEAD when it is given by tag)."""
+    from builder.registry.media import checked_digest
+
     if ref.digest:
         return ref.digest
     found = client.manifest_descriptor(ref.repository, ref.ref)
     if found is None:
         raise RegistryError(f"{ref.registry}/{ref.repository}:{ref.tag}: no such image")
-    return found["digest"]
+    return checked_digest(found.get("digest"), f"{ref.registry}/{ref.repository}:{ref.tag}: its digest")
+
+
+def referrers_of(client, repository: str, subject: str, artifact_type: str) -> list[dict]:
+    """The descriptors of ``artifact_type`` listed as referrers of ``subject``, each checked (mediaType, digest,
+    size, annotations strings to strings): what a listing (a fallback index anyone with push rights writes) says
+    is one line (exit 5) when it has the wrong shape. Referrers of other types are not looked at."""
+    from builder.registry.media import checked_descriptor
+
+    where = f"referrer of {subject} in {repository}"
+    return [checked_descriptor(desc, f"{where} ({desc.get('digest')!s:.80})")
+            for desc in client.referrers(repository, subject, artifact_type)
+            if isinstance(desc, dict) and desc.get("artifactType") == artifact_type]
 
 
 def listing(client, repository: str, subject: str) -> list[dict]:
     """The evaluations whose subject is ``subject``, newest first, from the referrers' annotations."""
     rows = []
-    for desc in client.referrers(repository, subject, ARTIFACT_TYPE):
-        if desc.get("artifactType") != ARTIFACT_TYPE:
-            continue
-        notes = desc.get("annotations") or {}
+    for desc in referrers_of(client, repository, subject, ARTIFACT_TYPE):
+        notes = desc.get("annotations", {})
         rows.append({"digest": desc.get("digest"), "run": notes.get(f"{A}run"), "dataset": notes.get(f"{A}dataset"),
                      "dataset_version": notes.get(f"{A}dataset.version"), "model": notes.get(f"{A}model"),
                      "image": notes.get(f"{A}image"), "records": notes.get(f"{A}records"),
@@ -232,7 +245,9 @@ def attached(image: str, *, client_for: ClientFor | None = None) -> list[dict]:
 
 
 def _number(text) -> float | None:
+    """A headline metric annotation as a number; None when it is not a finite one."""
     try:
-        return float(text)
+        value = float(text)
     except (TypeError, ValueError):
         return None
+    return value if math.isfinite(value) else None

@@ -24,8 +24,9 @@ from pathlib import Path
 
 from builder.errors import RegistryError
 from builder.services.attach import (CREATED, Attached, ClientFor, attach_run, default_client, model_of,
-                                     put_artifact, reference)
+                                     put_artifact, reference, referrers_of)
 from builder.services.attach_pull import artifact_layers
+from builder.services.bounded import parse
 from builder.services.sharding import MergeError, wait_for_indices
 
 PART_TYPE = "application/vnd.swcli.eval-part.v1+json"
@@ -44,16 +45,16 @@ def _parts(client, ref, subject: str, job: str, dataset: str, count: int) -> dic
     """The parts of ``job`` over ``dataset`` in ``count`` shards listed as referrers of ``subject``, by
     shard index (the newest when one is listed twice: a pod that pushed, then was replaced before it exited)."""
     found: dict[int, dict] = {}
-    for desc in sorted(client.referrers(ref.repository, subject, PART_TYPE),
-                       key=lambda d: (str((d.get("annotations") or {}).get(CREATED)), str(d.get("digest")))):
-        notes = desc.get("annotations") or {}
-        if desc.get("artifactType") != PART_TYPE or notes.get(f"{P}job") != job or notes.get(f"{P}dataset") != dataset:
+    for desc in sorted(referrers_of(client, ref.repository, subject, PART_TYPE),  # each checked: strings, digests
+                       key=lambda d: (d.get("annotations", {}).get(CREATED, ""), d["digest"])):
+        notes = desc.get("annotations", {})
+        if notes.get(f"{P}job") != job or notes.get(f"{P}dataset") != dataset:
             continue
         try:
             index, part_count = int(notes[f"{P}index"]), int(notes[f"{P}count"])
         except (KeyError, ValueError):
             continue
-        if part_count != count:
+        if part_count != count or not 0 <= index < count:
             continue
         found[index] = {**desc, "index": index, "count": part_count}
     return found
@@ -106,14 +107,14 @@ def pull_parts(image: str, job: str, dataset: str, shards: int, folder: Path, *,
     out = []
     for index in range(shards):  # _parts kept only parts cut into ``shards``
         where = f"{ref.registry}/{ref.repository}@{parts[index]['digest']}"
-        manifest = json.loads(client.get_manifest(ref.repository, parts[index]["digest"]).data)
-        layers = artifact_layers(manifest if isinstance(manifest, dict) else {}, where, artifact_type=PART_TYPE,
-                                 files=PART_FILES, required=tuple(PART_FILES), kind="shard part", error=RegistryError)
+        manifest = parse(client.get_manifest(ref.repository, parts[index]["digest"]).data, f"{where}: the manifest")
+        layers = artifact_layers(manifest, where, artifact_type=PART_TYPE, files=PART_FILES,
+                                 required=tuple(PART_FILES), kind="shard part", error=RegistryError)
         target = Path(folder) / str(index)
         target.mkdir(parents=True, exist_ok=True)
-        for name, layer in layers.items():
+        for name, layer in layers.items():  # each declared size capped by its title (attach.FILE_CAPS)
             with open(target / name, "wb") as fh:
-                client.fetch_blob(ref.repository, str(layer.get("digest")), fh, size=layer.get("size"))
+                client.fetch_blob(ref.repository, layer["digest"], fh, size=layer["size"])
         out.append(target)
     return out
 

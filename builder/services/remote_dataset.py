@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 import os
 import secrets
 import shutil
@@ -35,15 +34,21 @@ except ImportError:  # pragma: no cover - depends on the image's packages
 
 from builder.errors import EvalError, RegistryError
 from builder.images.dataset_layers import LAYERS_LABEL, LAYERS_NAME, LayersFileError, read_layers_json
-from builder.registry.media import GZIP_LAYERS, INDEX_TYPES, PLAIN_LAYERS, checked_digest, linux_amd64
+from builder.refs import is_version, name_problem
+from builder.registry.media import (GZIP_LAYERS, INDEX_TYPES, MAX_CONFIG, MAX_MANIFEST, PLAIN_LAYERS,
+                                    checked_descriptor, checked_digest, checked_list, checked_object, linux_amd64)
+from builder.services.bounded import image_config, parse, read_capped, read_json
 from builder.shards import INDEX_NAME, MANIFEST_NAME, DatasetReader, ManifestError, manifest_layout
 from builder.store import Store
 
 ClientFor = Callable[[str], object]  # registry host -> RegistryClient
-MAX_SMALL = 4 << 20  # a manifest or config larger than this is not one of ours
 DISK_SPARE = 256 << 20  # a layer entry is not unpacked when it would leave less than this free
 TRAILING_MAX = 1 << 20  # bytes after a layer's tar end (zero padding: tarfile writes at most 10 KiB)
 META_FILES = {MANIFEST_NAME, INDEX_NAME, LAYERS_NAME}
+# the meta layer's JSON files are parsed whole: each at most what a registry takes as a manifest (4 MiB: a dataset
+# manifest lists ~25,000 volumes in that; layers.json less per volume); the index is mapped, not read, and must be
+# the size the manifest gives, itself what its record count needs (DatasetReader)
+META_MAX = {MANIFEST_NAME: MAX_MANIFEST, LAYERS_NAME: MAX_MANIFEST}
 TOP = "dataset"  # the folder every layer's entries sit in (/dataset)
 
 
@@ -106,15 +111,23 @@ class _Fetcher:
     def where(self, digest: str | None = None) -> str:
         return f"{self.ref.registry}/{self.repo}" + (f"@{digest}" if digest else "")
 
-    def blob(self, digest: str, size: int | None, what: str) -> bytes:
-        """A small blob (config), from the cache or fetched, verified and cached."""
-        path = self.root / "blobs" / "sha256" / _hex(digest, what)
-        if path.is_file():
-            data = path.read_bytes()
+    def _cached(self, path: Path, limit: int) -> bytes | None:
+        """A cached small blob whose bytes still hash to its name (read bounded: the cache is a folder that
+        existed before the command), else None."""
+        with contextlib.suppress(OSError, RegistryError):
+            data = read_capped(path, limit, str(path))
             if hashlib.sha256(data).hexdigest() == path.name:
                 return data
-        if size is not None and size > MAX_SMALL:
-            raise EvalError(f"{what} is {size} bytes; not a swcli dataset image")
+        return None
+
+    def blob(self, descriptor: dict, what: str) -> bytes:
+        """A small blob (config; its descriptor checked, at most :data:`MAX_CONFIG`), from the cache or fetched,
+        verified and cached."""
+        digest, size = descriptor["digest"], descriptor["size"]
+        path = self.root / "blobs" / "sha256" / _hex(digest, what)
+        data = self._cached(path, MAX_CONFIG)
+        if data is not None:
+            return data
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = _tmp(path)
         try:
@@ -124,7 +137,7 @@ class _Fetcher:
         finally:
             with contextlib.suppress(FileNotFoundError):
                 tmp.unlink()
-        return path.read_bytes()
+        return read_capped(path, MAX_CONFIG, what)
 
     def manifest(self) -> tuple[str, dict]:
         """The image manifest's digest and document: a tag is resolved with a HEAD, an index to its linux/amd64
@@ -136,7 +149,7 @@ class _Fetcher:
                 raise RegistryError(f"{self.ref}: no such image in registry {self.ref.registry}")
             digest = found["digest"]
         for _ in range(2):  # an index, then the image it lists
-            doc = json.loads(self._manifest_bytes(digest))
+            doc = checked_object(parse(self._manifest_bytes(digest), self.where(digest)), self.where(digest))
             if doc.get("mediaType") not in INDEX_TYPES and "manifests" not in doc:
                 return digest, doc
             digest = linux_amd64(doc, self.where(digest))
@@ -144,10 +157,9 @@ class _Fetcher:
 
     def _manifest_bytes(self, digest: str) -> bytes:
         path = self.root / "blobs" / "sha256" / _hex(digest, str(self.ref))
-        if path.is_file():
-            data = path.read_bytes()
-            if hashlib.sha256(data).hexdigest() == path.name:
-                return data
+        data = self._cached(path, MAX_MANIFEST)
+        if data is not None:
+            return data
         data = self.client.get_manifest(self.repo, digest).data  # the client checks it against the digest
         self.downloaded += len(data)
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -156,24 +168,23 @@ class _Fetcher:
         os.replace(tmp, path)
         return data
 
-    def layer(self, blob: dict, diff_id: str, expect: dict[str, int | None], what: str, *, others: bool = False) -> Path:
-        """The folder layer ``blob`` unpacks to, holding the files ``expect`` (name -> size, None: any), and
-        other plain files only when ``others``."""
+    def layer(self, blob: dict, diff_id: str, expect: dict[str, int | None], what: str, *, others: bool = False,
+              at_most: dict[str, int] | None = None) -> Path:
+        """The folder layer ``blob`` unpacks to, holding the files ``expect`` (name -> size, None: any size up to
+        ``at_most[name]`` when given), and other plain files only when ``others``."""
         final = self.root / "layers" / _hex(diff_id, what)
         if final.is_dir():
             return final
-        media = blob.get("mediaType")
+        media, digest = blob["mediaType"], blob["digest"]  # a checked descriptor (_dataset_image)
         if media not in GZIP_LAYERS + PLAIN_LAYERS:
-            raise RegistryError(f"{what} is {media}; swcli reads gzip or plain tar layers")
-        digest = str(blob.get("digest"))
-        _hex(digest, what)
+            raise RegistryError(f"{what} is {media!r:.80}; swcli reads gzip or plain tar layers")
         final.parent.mkdir(parents=True, exist_ok=True)
         download, folder = _tmp(final.with_suffix(".blob")), _tmp(final)
         try:
             with open(download, "wb") as out:
-                self.downloaded += self.client.fetch_blob(self.repo, digest, out, size=blob.get("size"))
+                self.downloaded += self.client.fetch_blob(self.repo, digest, out, size=blob["size"])
             folder.mkdir()
-            got = _unpack(download, media in GZIP_LAYERS, folder, expect, what, others)
+            got = _unpack(download, media in GZIP_LAYERS, folder, expect, what, others, at_most)
             if got != diff_id:
                 raise RegistryError(f"{what}: its content is {got}, not the config's diff_id {diff_id}")
             try:
@@ -239,7 +250,8 @@ class _Gunzipped:
                     return b""
 
 
-def _unpack(blob: Path, gzipped: bool, folder: Path, expect: dict[str, int | None], what: str, others: bool) -> str:
+def _unpack(blob: Path, gzipped: bool, folder: Path, expect: dict[str, int | None], what: str, others: bool,
+            at_most: dict[str, int] | None = None) -> str:
     """Unpack the layer tar in ``blob`` into ``folder`` (``dataset/<name>`` -> ``<name>``); its diff_id.
 
     Only the ``dataset`` folder and regular files ``dataset/<name>`` are accepted: every name in ``expect`` (at its
@@ -263,6 +275,9 @@ def _unpack(blob: Path, gzipped: bool, folder: Path, expect: dict[str, int | Non
                     if expect.get(name) is not None and member.size != expect[name]:
                         raise RegistryError(f"{what}: {member.name} is {member.size} bytes, the dataset manifest "
                                             f"says {expect[name]}")
+                    if member.size > (at_most or {}).get(name, member.size):  # refused before it is written
+                        raise RegistryError(f"{what}: {member.name} is {member.size} bytes, more than the "
+                                            f"{at_most[name]} it may be")
                     free = shutil.disk_usage(folder).free - DISK_SPARE
                     if member.size > free:  # refused before a byte is written, not at ENOSPC halfway
                         raise RegistryError(f"{what}: {member.name} is {member.size} bytes; {folder.parent} has "
@@ -278,16 +293,24 @@ def _unpack(blob: Path, gzipped: bool, folder: Path, expect: dict[str, int | Non
         return stream.drain(TRAILING_MAX, what)
 
 
-def _labels(config: bytes, where: str) -> tuple[dict, list[str]]:
+def _meta(meta_dir: Path, labels: dict[str, str], where: str) -> tuple[dict, dict, dict[str, int]]:
+    """The meta layer's dataset manifest (its name and version the image's labels), ``layers.json``, and the
+    volumes' sizes by name: each file bounded before it is parsed, its shape checked."""
+    manifest_at, layers_at = f"{where}: /{TOP}/{MANIFEST_NAME}", f"{where}: /{TOP}/{LAYERS_NAME}"
     try:
-        doc = json.loads(config)
-        labels = (doc.get("config") or {}).get("Labels") or {}
-        diff_ids = doc["rootfs"]["diff_ids"]
-        if not isinstance(labels, dict) or not isinstance(diff_ids, list):
-            raise TypeError("labels or rootfs.diff_ids of the wrong type")
-    except (ValueError, KeyError, TypeError, AttributeError) as err:
-        raise RegistryError(f"{where}: the config is not an image config ({err})") from None
-    return labels, [str(d) for d in diff_ids]
+        manifest = read_json(meta_dir / MANIFEST_NAME, META_MAX[MANIFEST_NAME], manifest_at)
+        layers = read_layers_json(read_capped(meta_dir / LAYERS_NAME, META_MAX[LAYERS_NAME], layers_at), layers_at)
+        layout = manifest_layout(manifest, manifest_at)
+    except (LayersFileError, ManifestError) as err:
+        raise RegistryError(str(err).splitlines()[0]) from None
+    said = (manifest.get("name"), manifest.get("version"))
+    if said != (labels["io.swcli.name"], labels["io.swcli.version"]):  # the run is named after the manifest's
+        raise RegistryError(f"{manifest_at}: names dataset {said[0]!r:.80}:{said[1]!r:.80}, the image's labels "
+                            f"{labels['io.swcli.name']}:{labels['io.swcli.version']}")
+    index = meta_dir / layout.index
+    if not index.is_file() or index.stat().st_size != layout.index_size:
+        raise RegistryError(f"{where}: /{TOP}/{layout.index} is not the {layout.index_size} bytes the manifest says")
+    return manifest, layers, {s.file: s.size for s in layout.shards}
 
 
 def volume_range(manifest: dict, start: int, stop: int, where: str) -> list[str]:
@@ -315,15 +338,18 @@ def _dataset_image(text: str, store: Store | None, client_for: ClientFor | None)
     fetch = _Fetcher(client_for(ref.registry), ref, cache_root(store))
     digest, doc = fetch.manifest()
     where = fetch.where(digest)
-    try:
-        config, blobs = doc["config"], list(doc["layers"])
-    except (KeyError, TypeError) as err:
-        raise RegistryError(f"{where}: not an image manifest (no {err})") from None
-    labels, diff_ids = _labels(fetch.blob(str(config.get("digest")), config.get("size"), f"config of {where}"), where)
+    config = checked_descriptor(doc.get("config"), f"{where}: config", max_size=MAX_CONFIG)
+    blobs = [checked_descriptor(blob, f"{where}: layers[{n}]")
+             for n, blob in enumerate(checked_list(doc.get("layers"), f"{where}: field 'layers'"))]
+    labels, diff_ids = image_config(fetch.blob(config, f"config of {where}"), where)
     kind = labels.get("io.swcli.kind")
     if kind != "dataset":
         raise EvalError(f"{ref} is a {kind} image, not a dataset" if kind in ("model", "runtime")
-                        else f"{ref} is not a swcli dataset image (label io.swcli.kind is {kind!r})")
+                        else f"{ref} is not a swcli dataset image (label io.swcli.kind is {kind!r:.80})")
+    name, version = labels.get("io.swcli.name"), labels.get("io.swcli.version")
+    if name_problem(name) or not is_version(version):  # they name the run, its folder and its parts' key
+        raise RegistryError(f"{where}: labels io.swcli.name {name!r:.80} and io.swcli.version {version!r:.80} are "
+                            "not a dataset name and version")
     return ref, fetch, digest, blobs, labels, diff_ids
 
 
@@ -332,7 +358,7 @@ def dataset_identity(text: str, *, store: Store | None = None, client_for: Clien
     it evaluates. The version is the content's, so a re-pushed tag with new records gives a new one. Fetches a
     manifest and a config."""
     _, _, _, _, labels, _ = _dataset_image(text, store, client_for)
-    return {"name": labels.get("io.swcli.name"), "version": labels.get("io.swcli.version")}
+    return {"name": labels["io.swcli.name"], "version": labels["io.swcli.version"]}  # checked there
 
 
 def open_slice(text: str, shard=None, *, store: Store | None = None, client_for: ClientFor | None = None) -> RemoteSlice:
@@ -348,13 +374,8 @@ def open_slice(text: str, shard=None, *, store: Store | None = None, client_for:
         raise RegistryError(f"{where}: {len(blobs)} layers, {len(diff_ids)} diff_ids, {count} dataset layers: "
                             "the manifest and config do not agree")
     meta_dir = fetch.layer(blobs[-1], diff_ids[-1], dict.fromkeys(META_FILES),
-                           f"meta layer {blobs[-1].get('digest')} of {where}", others=True)
-    try:
-        manifest = json.loads((meta_dir / MANIFEST_NAME).read_text(encoding="utf-8"))
-        layers = read_layers_json((meta_dir / LAYERS_NAME).read_bytes(), f"{where}: /{TOP}/{LAYERS_NAME}")
-        shards = {s.file: s.size for s in manifest_layout(manifest, f"{where}: /{TOP}/{MANIFEST_NAME}").shards}
-    except (ValueError, LayersFileError, ManifestError) as err:
-        raise RegistryError(str(err).splitlines()[0]) from None
+                           f"meta layer {blobs[-1]['digest']} of {where}", others=True, at_most=META_MAX)
+    manifest, layers, shards = _meta(meta_dir, labels, where)
     positions = range(len(blobs) - 1 - count, len(blobs) - 1)
     if [entry["diff_id"] for entry in layers["layers"]] != [diff_ids[i] for i in positions]:
         raise RegistryError(f"{where}: /{TOP}/{LAYERS_NAME} does not list the image's {count} dataset layers")
@@ -373,8 +394,7 @@ def open_slice(text: str, shard=None, *, store: Store | None = None, client_for:
             if name not in shards:
                 raise RegistryError(f"{where}: {LAYERS_NAME} names volume {name}, which the manifest does not list")
             expect[name] = shards[name]
-        folder = fetch.layer(blobs[position], diff_ids[position], expect,
-                             f"layer {blobs[position].get('digest')} of {where}")
+        folder = fetch.layer(blobs[position], diff_ids[position], expect, f"layer {blobs[position]['digest']} of {where}")
         volumes.update({name: folder / name for name in entry["volumes"]})
         used += 1
     lost = sorted(wanted - set(volumes))

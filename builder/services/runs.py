@@ -19,6 +19,15 @@ from builder.errors import SwcliError
 from builder.store import Store
 
 RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,254}")  # one path component, never '.' or '..'
+# What a run's files may hold before they are parsed (a run folder may be pulled from a registry or planted; see
+# docs/security.md). run.json: a few KB, the label names the most of it (21k ImageNet names are ~0.6 MB). metrics.json:
+# per-label scores, the confusion matrix and every ROC point: 1,000 labels over 50k records is ~10 MB, so a pulled
+# one may declare MAX_METRICS; a local run over 1M records and 100 labels is ~120 MB of ROC points, so reading one
+# is bounded by MAX_METRICS_READ. One results line: a record's scores, ~0.4 MB for 21k labels.
+MAX_RUN_JSON = 4 << 20
+MAX_METRICS = 32 << 20
+MAX_METRICS_READ = 256 << 20
+MAX_RESULT_LINE = 8 << 20
 
 
 class RunError(SwcliError):
@@ -59,7 +68,9 @@ class Run:
         path = self.path / "results.jsonl"
         try:
             with open(path, encoding="utf-8") as fh:
-                for number, line in enumerate(fh, 1):
+                for number, line in enumerate(iter(lambda: fh.readline(MAX_RESULT_LINE + 1), ""), 1):
+                    if len(line) > MAX_RESULT_LINE:
+                        raise RunError(f"{path}:{number}: a line longer than {MAX_RESULT_LINE} characters")
                     try:
                         record = json.loads(line)
                     except (ValueError, RecursionError):
@@ -179,19 +190,26 @@ def check_result(where: str, record: Any) -> dict:
     return record
 
 
-def _read_json(path: Path, check: Callable[[str, Any], dict]) -> dict:
+def _read_json(path: Path, check: Callable[[str, Any], dict], limit: int) -> dict:
+    """``path`` parsed and shape-checked, its size bounded (``limit``) while it is read, before it is parsed."""
+    from builder.services.bounded import read_json
+
     try:
-        return check(str(path), json.loads(path.read_text(encoding="utf-8")))
+        return check(str(path), read_json(path, limit, f"{path} is unreadable", error=RunError))
     except FileNotFoundError:
         raise RunError(f"{path} is missing") from None
-    except (OSError, ValueError, RecursionError) as err:
-        raise RunError(f"{path} is unreadable: {getattr(err, 'strerror', None) or err}") from None
+    except OSError as err:
+        raise RunError(f"{path} is unreadable: {err.strerror or err}") from None
+
+
+def read_run_json(path: Path) -> dict:
+    return _read_json(path, check_run, MAX_RUN_JSON)
 
 
 def load_run(path: Path, run_id: str | None = None) -> Run:
     path = Path(path)
-    return Run(run_id or path.name, path, _read_json(path / "run.json", check_run),
-               _read_json(path / "metrics.json", check_metrics))
+    return Run(run_id or path.name, path, read_run_json(path / "run.json"),
+               _read_json(path / "metrics.json", check_metrics, MAX_METRICS_READ))
 
 
 # --------------------------------------------------------------------------------------------- history
@@ -219,7 +237,7 @@ def record_run(output_dir: Path, store: Store | None = None) -> str:
         runs.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise RunError(f"{err.filename or runs}: cannot record the run: {err.strerror or err}") from None
-    run = _read_json(output_dir / "run.json", check_run)
+    run = read_run_json(output_dir / "run.json")
     stamp = str(run.get("started") or "").replace(":", "").replace("-", "").replace("+0000", "")[:15]
     base = _safe_id(f"{stamp}-{output_dir.name}"[:200])
     for n in range(1, 1000):
@@ -265,10 +283,11 @@ def _scan(store: Store) -> tuple[list[Run], dict[str, str]]:
             problems[path.name] = f"{path}: not a run folder"
         elif (path / "run.json").exists():
             try:
-                meta = _read_json(path / "run.json", check_run)
+                meta = read_run_json(path / "run.json")
                 if not (path / "metrics.json").exists() and meta.get("status") != "succeeded":
                     continue
-                runs.append(Run(path.name, path, meta, _read_json(path / "metrics.json", check_metrics)))
+                runs.append(Run(path.name, path, meta, _read_json(path / "metrics.json", check_metrics,
+                                                                  MAX_METRICS_READ)))
             except RunError as err:
                 problems[path.name] = str(err)
     runs.sort(key=lambda r: (str(r.run.get("started") or ""), r.id), reverse=True)
