@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import platform
 import threading
 import time
 from typing import TYPE_CHECKING, Any
@@ -30,7 +29,7 @@ if TYPE_CHECKING:
 TICK = 1.0  # seconds the evaluating process waits for an answer before it looks at the workers' processes
 FORK_QUIET = 0.5  # seconds other threads get to end before a fork (a progress bar's, told to stop, takes 0.1)
 _FUTEX = {"x86_64": 202, "aarch64": 98, "arm64": 98, "riscv64": 98, "ppc64le": 221, "s390x": 238}.get(
-    platform.machine())
+    os.uname().machine)  # (not platform.machine(): importing platform costs every `swcli model eval` ~10 ms)
 _FUTEX_PRIVATE, _FUTEX_CLOCK_REALTIME = 128, 256
 _FUTEX_WAITS = {0, 6, 9, 11, 13}  # WAIT, LOCK_PI, WAIT_BITSET, WAIT_REQUEUE_PI, LOCK_PI2: arg 4 is the timeout
 

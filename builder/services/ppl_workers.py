@@ -47,8 +47,8 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 from builder.api import metric_worker
 from builder.errors import EvalError
 from builder.services import ppl_watch
-from builder.services.ppl_watch import Worker, threads_at_fork
 from builder.services.cpus import _cgroup_quota, cpu_budget  # noqa: F401 - _cgroup_quota: tests
+from builder.services.ppl_watch import Worker, threads_at_fork
 
 if TYPE_CHECKING:  # multiprocessing and ctypes load when workers start, not with every `swcli model eval`
     from multiprocessing.connection import Connection
