@@ -90,7 +90,7 @@ class Pooled(Counted):
 
 class Hidden(Counted):
     """A thread threading does not list (started with _thread, as a native library starts its own) holds a lock
-    for its first 3 s (a warm-up), then ends; ppl takes the lock too. Workers forked in those 3 s get it held."""
+    for its first 5 s (a warm-up), then ends; ppl takes the lock too. Workers forked in those 5 s get it held."""
 
     def __init__(self, device="cpu"):
         super().__init__(device)
@@ -99,7 +99,7 @@ class Hidden(Counted):
         _thread.start_new_thread(self.warm_up, ())
 
     def warm_up(self):
-        time.sleep(3)
+        time.sleep(5)  # the workers fork well within it (~0.1-0.5 s after __init__, more on a loaded machine)
         self.lock.release()
 
     def ppl(self, data, **kw):
