@@ -438,3 +438,65 @@ def test_workers_do_not_hold_the_scoring_helpers_pipes():
                     time.sleep(0.02)
         finally:
             pool.close()
+
+
+def test_a_handler_that_started_threads_keeps_auto_to_one_process_and_refuses_a_count():
+    args = {"device": None, "threads_decided": False, "records": 10_000, "budget": lambda: 4}
+    said = []
+    assert choose_workers(None, handler_threads=["spinner"], warn=said.append, **args) == 1
+    assert said == ["predicting in one process: the handler started threads of its own (spinner): a forked worker "
+                    "would get the locks they hold, but not the threads, and could wait on one forever "
+                    "(docs/runner.md, Workers)"]
+    assert choose_workers(None, handler_threads=["spinner"], warn=said.append, **{**args, "records": 5}) == 1
+    assert len(said) == 1  # auto would not have forked anyway: nothing to say
+    assert choose_workers(1, handler_threads=["spinner"], **args) == 1
+    with pytest.raises(EvalError, match=r"^--workers 2: the handler started threads of its own \(a, b\): .*"
+                                        r"use --workers 1$"):
+        choose_workers(2, handler_threads=["a", "b"], **args)
+
+
+def test_the_fork_chokepoint_refuses_while_another_thread_runs():
+    import threading
+
+    stop = threading.Event()
+    thread = threading.Thread(target=stop.wait, name="someone-else", daemon=True)
+    thread.start()
+    try:
+        with pytest.raises(ppl_workers.WorkerError, match=r"threads are running in this process \(someone-else\)"):
+            ppl_workers.WorkerPool(2, lambda out, log: None, None, 1)
+    finally:
+        stop.set()
+        thread.join()
+
+
+def test_a_process_waiting_on_a_lock_nobody_can_release_is_seen_stuck_and_others_are_not():
+    """ppl_watch.look: a forked child blocked on a lock held at fork (by a thread it does not have) looks the same
+    twice; a child sleeping, waiting with a timeout, or reading a pipe looks like nothing."""
+    import threading
+
+    from builder.services import ppl_watch
+
+    if ppl_watch._FUTEX is None:
+        pytest.skip("no futex syscall number known for this machine")
+    held = threading.Lock()
+    shapes = {"stuck": lambda: held.acquire(), "sleeping": lambda: time.sleep(30),
+              "timed": lambda: held.acquire(timeout=30), "reading": lambda: os.read(os.pipe()[0], 1)}
+    seen = {}
+    held.acquire()
+    for name, wait in shapes.items():
+        pid = os.fork()
+        if pid == 0:
+            try:
+                wait()
+            finally:
+                os._exit(0)
+        try:
+            time.sleep(0.3)
+            first = ppl_watch.look(pid)
+            time.sleep(0.3)
+            seen[name] = first is not None and first == ppl_watch.look(pid)
+        finally:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+    held.release()
+    assert seen == {"stuck": True, "sleeping": False, "timed": False, "reading": False}

@@ -333,7 +333,9 @@ def _start_pool(workers: int, handler: PipelineHandler, ctx: EvalContext, span: 
 
     try:
         with getattr(progress, "paused", contextlib.nullcontext)():
-            return WorkerPool(workers, make_phase, span[0], size)
+            pool = WorkerPool(workers, make_phase, span[0], size)
+        pool.fallback = fallback
+        return pool
     except WorkerError as err:
         if fallback is None:
             raise
@@ -348,10 +350,20 @@ def _predict(phase: PplPhase, records: Iterable, size: int, progress: Progress |
         with contextlib.closing(read_ahead(records)) as ahead:  # the reader thread stops before the caller
             phase.run(ahead, size, progress)                    # closes the dataset, whatever happens
         return
-    from builder.services.ppl_workers import CHUNK
+    from builder.services.ppl_workers import CHUNK, WorkerStuck
 
-    _, start, stop = span
-    phase.run_pooled(pool, start, stop, size if size > 1 else CHUNK, progress)
+    reader, start, stop = span
+    try:
+        phase.run_pooled(pool, start, stop, size if size > 1 else CHUNK, progress)
+    except WorkerStuck as err:  # with an automatic count, one process takes over after the chunks written
+        if pool.fallback is None:
+            raise
+        pool.close()
+        pool.fallback(f"{err.why}; records {err.resume_at}-{stop - 1} are predicted in this process instead")
+        from builder.services.resume import RecordRange
+
+        _predict(phase, RecordRange(reader, err.resume_at, stop), size, progress, None, None)
+        return
     pool.close(wait=False)  # every chunk is in; a failure's caller stops them for good
 
 

@@ -18,7 +18,8 @@ from builder.loader import load_class, module_source
 from builder.services.evaluation import EvalContext, EvalResult, Progress, resolve_batch_size, run_evaluation
 from builder.services.model_build import model_source
 from builder.services.ppl_workers import choose_workers
-from builder.services.threads import apply_threads, restore_threads, torch_threads, user_decided
+from builder.services.threads import (apply_threads, python_threads, restore_threads, started_since, torch_threads,
+                                      user_decided)
 from builder.shards import DatasetReader
 from builder.store import Store, read_entry
 
@@ -162,6 +163,7 @@ def evaluate(options: EvalOptions, *, store: Store | None = None, progress: Prog
 def _load_and_run(options: EvalOptions, store: Store, progress: Progress | None, root: Path, spec, model_info: dict,
                   shard, reader: DatasetReader, dataset_manifest: dict) -> EvalResult:
     """The rest of :func:`evaluate`: build the handler, choose threads and workers, run, record the run."""
+    threads_before = python_threads()  # the handler's own threads make forked workers unsafe (ppl_workers)
     with loading():  # torch and the model: no garbage to look for (builder.gcpolicy)
         handler_cls = load_class(spec.ppl, root, PipelineHandler, spec_file=spec.path, field="run.ppl")
         default_threads = torch_threads()
@@ -189,8 +191,8 @@ def _load_and_run(options: EvalOptions, store: Store, progress: Progress | None,
 
         records, total = RecordRange(reader, start, stop), stop - start
         shard_info = {"index": shard.index, "count": shard.count, "start": start, "stop": stop}
-    workers = choose_workers(options.workers, device=options.device, records=total,
-                             threads_decided=threads_decided)
+    workers = choose_workers(options.workers, device=options.device, records=total, threads_decided=threads_decided,
+                             handler_threads=started_since(threads_before))
     try:
         with reader:
             return run_evaluation(handler, records, output_dir, context=context, batch_size=options.batch_size,

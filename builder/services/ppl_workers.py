@@ -16,9 +16,15 @@ GIL, and a one-record handler's tensors are too small for torch to split. N proc
   process killed with ``kill -9`` loses at most the chunks in flight, which ``--resume`` redoes.
 - Failures mean what they mean in one process: with ``ignore_error=False`` a record that fails, or a corrupt one,
   stops the run after the lines before it are written, with the same error; failed records are logged in order.
-  A worker that dies (the OOM killer, a crash in native code) is one line naming the records it held. Ctrl-C:
-  the workers ignore SIGINT and are stopped by the evaluating process; if that process is killed, the kernel
-  kills the workers (``PR_SET_PDEATHSIG``) and their pipes close.
+  A worker that dies (the OOM killer, a crash in native code) is one line naming the records it held; its death
+  is seen from its process, not its pipe (:mod:`builder.services.ppl_watch`). Ctrl-C: the workers ignore SIGINT
+  and are stopped by the evaluating process; if that process is killed, the kernel kills the workers
+  (``PR_SET_PDEATHSIG``) and their pipes close.
+- Never a hang where one process would finish: a fork copies every lock of the process, held ones included, but
+  only the forking thread. So no worker is forked while another Python thread runs (:meth:`WorkerPool._start`;
+  a handler that started threads keeps ``auto`` to one process, and an asked-for count is refused before the
+  run, :func:`choose_workers`), and a worker that can never move again (a lock held at fork by a thread
+  ``threading`` does not list) is seen and stopped (:class:`WorkerStuck`).
 
 Only where it is safe and worth it is the default (``auto``, :func:`choose_workers`): a CPU run on Linux, torch's
 threads not set by the user, and enough records; the count is the CPUs this process may use (affinity and cgroup
@@ -30,18 +36,19 @@ from __future__ import annotations
 import contextlib
 import gc
 import importlib
-import math
 import os
 import pickle
 import signal
 import sys
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from builder.api import metric_worker
 from builder.errors import EvalError
+from builder.services import ppl_watch
+from builder.services.cpus import _cgroup_quota, cpu_budget  # noqa: F401 - _cgroup_quota: tests
+from builder.services.ppl_watch import Worker, threads_at_fork
 
 if TYPE_CHECKING:  # multiprocessing and ctypes load when workers start, not with every `swcli model eval`
     from multiprocessing.connection import Connection
@@ -58,57 +65,21 @@ class WorkerError(EvalError):
     """A ppl worker died, or could not be started."""
 
 
+class WorkerStuck(WorkerError):
+    """A ppl worker can never move again (:mod:`builder.services.ppl_watch`); ``why``: what was seen;
+    ``resume_at``: the first record not yet written, where one process can take over."""
+
+    def __init__(self, why: str, resume_at: int):
+        super().__init__(f"{why}; use --workers 1")
+        self.why, self.resume_at = why, resume_at
+
+
+def _threads_note(names: Sequence[str]) -> str:
+    return (f"the handler started threads of its own ({', '.join(names)}): a forked worker would get the locks "
+            "they hold, but not the threads, and could wait on one forever")
+
+
 # ------------------------------------------------------------------------------------------- how many
-
-
-def cpu_budget() -> int:
-    """CPUs this process may use: its affinity mask, capped by a cgroup CPU quota (a container's ``--cpus``, a
-    Kubernetes CPU limit), at least 1."""
-    try:
-        cpus = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        cpus = os.cpu_count() or 1
-    quota = _cgroup_quota()
-    if quota is not None:
-        cpus = min(cpus, max(1, math.ceil(quota)))
-    return max(1, cpus)
-
-
-def _cgroup_quota(root: Path = Path("/sys/fs/cgroup"), membership: Path = Path("/proc/self/cgroup")) -> float | None:
-    """The tightest CPU quota (in CPUs) on this process's cgroup and its ancestors (a limit may sit on a parent:
-    a systemd slice, a pod above its container), v2 ``cpu.max`` or v1 ``cpu.cfs_quota_us``; None when there is
-    none, or nothing can be read."""
-    quotas = [q for q in map(_quota_in, _cgroup_folders(root, membership)) if q is not None]
-    return min(quotas, default=None)
-
-
-def _cgroup_folders(root: Path, membership: Path) -> list[Path]:
-    """The folders of this process's CPU cgroup and its ancestors, from ``/proc/self/cgroup`` (``0::/path`` for
-    v2, ``N:cpu,cpuacct:/path`` for v1); the mount's root alone when that file says nothing."""
-    bases: list[tuple[Path, Path]] = []
-    with contextlib.suppress(OSError):
-        for line in membership.read_text().splitlines():
-            _, controllers, path = (line.split(":", 2) + ["", ""])[:3]
-            if controllers == "":
-                mounts = [root]
-            elif "cpu" in controllers.split(","):
-                mounts = [root / controllers, root / "cpu"]  # v1: "cpu,cpuacct", usually with a "cpu" link
-            else:
-                continue
-            bases += [(mount, Path(path.lstrip("/"))) for mount in mounts]
-    folders = [mount / part for mount, rel in bases for part in (rel, *rel.parents)]
-    return folders or [root, root / "cpu"]
-
-
-def _quota_in(folder: Path) -> float | None:
-    with contextlib.suppress(OSError, ValueError):
-        quota, period = (folder / "cpu.max").read_text().split()[:2]
-        return None if quota == "max" else int(quota) / int(period)
-    with contextlib.suppress(OSError, ValueError):
-        quota_us = int((folder / "cpu.cfs_quota_us").read_text())
-        period_us = int((folder / "cpu.cfs_period_us").read_text())
-        return None if quota_us <= 0 else quota_us / period_us
-    return None
 
 
 def _cuda_in_use() -> bool:
@@ -119,12 +90,15 @@ def _cuda_in_use() -> bool:
 
 
 def choose_workers(requested: int | None, *, device: str | None, threads_decided: bool, records: int,
-                   budget: Callable[[], int] = cpu_budget) -> int:
+                   handler_threads: Sequence[str] = (), budget: Callable[[], int] = cpu_budget,
+                   warn: Callable[[str], None] | None = None) -> int:
     """How many processes run ``ppl``: ``requested`` when given (checked), else ``auto``.
 
     ``threads_decided``: the user chose torch's threads (``--threads``, ``OMP_NUM_THREADS``, the handler's own
     ``torch.set_num_threads``); workers would override that with one thread each, so auto keeps one process.
-    ``records``: how many records are still to predict."""
+    ``records``: how many records are still to predict. ``handler_threads``: the names of the Python threads the
+    handler started (:func:`builder.services.threads.started_since`): an asked-for count is refused, auto keeps
+    one process and says so to ``warn`` (default: a warning line on stderr)."""
     on_gpu = (device not in (None, "cpu")) or _cuda_in_use()
     if requested is not None:
         if requested < 1:
@@ -134,10 +108,20 @@ def choose_workers(requested: int | None, *, device: str | None, threads_decided
                             "(--workers 1)")
         if requested > 1 and not hasattr(os, "fork"):
             raise EvalError(f"--workers {requested}: this platform cannot fork; use --workers 1")
+        if requested > 1 and handler_threads:
+            raise EvalError(f"--workers {requested}: {_threads_note(handler_threads)}; use --workers 1")
         return requested
     if on_gpu or threads_decided or records < AUTO_MIN_RECORDS or not sys.platform.startswith("linux"):
         return 1  # (elsewhere fork is missing, or unsafe under system frameworks, and PR_SET_PDEATHSIG is Linux's)
-    return min(budget(), AUTO_MAX_WORKERS)
+    count = min(budget(), AUTO_MAX_WORKERS)
+    if count > 1 and handler_threads:
+        (warn or _warn)(f"predicting in one process: {_threads_note(handler_threads)} (docs/runner.md, Workers)")
+        return 1
+    return count
+
+
+def _warn(message: str) -> None:
+    print(f"swcli: warning: {message}", file=sys.stderr)
 
 
 def range_of(records: Any) -> tuple[Any, int, int] | None:
@@ -267,17 +251,12 @@ def _serve(conn: Connection, others: list[Connection], make_phase: Callable[...,
 # ------------------------------------------------------------------------------------------- parent side
 
 
-class _Worker:
-    def __init__(self, number: int, process: Any, conn: Connection):
-        self.number, self.process, self.conn = number, process, conn
-        self.held: list[int] = []  # chunk numbers sent and not answered, in order
-
-
 class WorkerPool:
     """N forked workers predicting chunks of ``reader``'s records; :meth:`run` writes them in order."""
 
     def __init__(self, count: int, make_phase: Callable[..., Any], reader: Any, size: int):
-        self.workers: list[_Worker] = []
+        self.workers: list[Worker] = []
+        self.fallback: Callable[[str], None] | None = None  # set: a stuck worker hands the rest to one process
         try:
             self._start(count, make_phase, reader, size)
         except OSError as err:
@@ -290,6 +269,10 @@ class WorkerPool:
     def _start(self, count: int, make_phase: Callable[..., Any], reader: Any, size: int) -> None:
         import multiprocessing
 
+        running = threads_at_fork()  # the one chokepoint: no fork while another thread may hold a lock
+        if running:
+            raise WorkerError(f"ppl workers not started: threads are running in this process ({', '.join(running)});"
+                              " a forked worker would get the locks they hold, but not the threads")
         ctx = multiprocessing.get_context("fork")
         for stream in (sys.stdout, sys.stderr):  # a child's first print would repeat what the parent buffered
             with contextlib.suppress(Exception):
@@ -305,7 +288,7 @@ class WorkerPool:
                 process = ctx.Process(target=_serve, args=(theirs, others, make_phase, reader, size, os.getpid()),
                                       name=f"swcli-ppl-{number}", daemon=True)
                 process.start()
-                self.workers.append(_Worker(number, process, ours))
+                self.workers.append(Worker(number, process, ours))
         finally:
             for _, theirs in pairs:
                 theirs.close()
@@ -324,21 +307,23 @@ class WorkerPool:
                 worker = min(self.workers, key=lambda w: len(w.held))
                 if len(worker.held) >= AHEAD:
                     break
+                if not worker.held:
+                    worker.moved = time.monotonic()
                 worker.held.append(next_in)
                 try:
                     worker.conn.send((next_in, *spans[next_in]))
                 except OSError:  # it died between two chunks
                     raise self._died(worker, spans) from None
                 next_in += 1
-            busy = {w.conn: w for w in self.workers if w.held}
-            for conn in wait(list(busy)):
-                worker = busy[conn]
-                try:
-                    chunk = conn.recv()
-                except (EOFError, OSError):
-                    raise self._died(worker, spans) from None
-                worker.held.remove(chunk.number)
-                answered[chunk.number] = chunk
+            busy = [w.conn for w in self.workers if w.held]
+            ready = wait(busy + [w.pidfd for w in self.workers if w.pidfd is not None], timeout=ppl_watch.TICK)
+            for worker in self.workers:
+                if worker.gone(ready):  # by its process: a child of its own may hold its pipe open (ppl_watch)
+                    raise self._died(worker, spans)
+                if worker.conn in ready:
+                    answered.update(self._answer(worker, spans))
+                if worker.stuck(time.monotonic()):
+                    raise self._stuck(worker, spans, spans[next_out][0])
             while next_out in answered:
                 chunk = answered.pop(next_out)
                 emit(chunk)
@@ -346,15 +331,35 @@ class WorkerPool:
                     raise _unpack(chunk.error)
                 next_out += 1
 
-    def _died(self, worker: _Worker, spans: _Spans) -> WorkerError:
+    def _answer(self, worker: Worker, spans: _Spans) -> dict[int, Chunk]:
+        try:
+            chunk = worker.conn.recv()
+        except (EOFError, OSError):
+            raise self._died(worker, spans) from None
+        worker.held.remove(chunk.number)
+        worker.moved, worker.last_look = time.monotonic(), None
+        return {chunk.number: chunk}
+
+    @staticmethod
+    def _records(worker: Worker, spans: _Spans) -> str:
+        if not worker.held:
+            return "holding no records"
+        return f"holding records {spans[worker.held[0]][0]}-{spans[worker.held[-1]][1] - 1}"
+
+    def _died(self, worker: Worker, spans: _Spans) -> WorkerError:
         worker.process.join(1)
         code = worker.process.exitcode
         how = (f"was killed by {signal.Signals(-code).name}" if code is not None and code < 0 and
                -code in signal.valid_signals() else f"exited with code {code}")
-        first, last = spans[worker.held[0]][0], spans[worker.held[-1]][1] - 1  # held: never empty here
         hint = " (out of memory? the OOM killer sends SIGKILL)" if code == -signal.SIGKILL else ""
-        return WorkerError(f"ppl worker {worker.number} (pid {worker.process.pid}) {how}{hint} holding records "
-                           f"{first}-{last}")
+        return WorkerError(f"ppl worker {worker.number} (pid {worker.process.pid}) {how}{hint} "
+                           f"{self._records(worker, spans)}")
+
+    def _stuck(self, worker: Worker, spans: _Spans, resume_at: int) -> WorkerStuck:
+        return WorkerStuck(f"ppl worker {worker.number} (pid {worker.process.pid}) is stuck "
+                           f"{self._records(worker, spans)}: every thread of it waits on a lock that none of them "
+                           "can release (held at fork by a thread Python's threading does not list: a native "
+                           "library's?)", resume_at)
 
     def close(self, wait: bool = True) -> None:
         """Stop every worker (idempotent): close its pipe, which ends an idle worker, and with ``wait`` give each a
@@ -362,7 +367,7 @@ class WorkerPool:
         answered) nothing waits for the exits (~10 ms each for a process holding torch): multiprocessing reaps
         them at the next start or at exit."""
         for worker in self.workers:
-            worker.conn.close()
+            worker.close()
         deadline = time.monotonic() + 0.5
         for worker in self.workers if wait else ():
             worker.process.join(max(0.0, deadline - time.monotonic()))

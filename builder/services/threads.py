@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
 
 from builder.errors import EvalError
 
@@ -70,3 +71,18 @@ def restore_threads(count: int | None) -> None:
     torch = sys.modules.get("torch")
     if torch is not None and count and int(torch.get_num_threads()) != count:
         torch.set_num_threads(count)
+
+
+# ------------------------------------------------------------------------- threads of the handler's own
+
+
+def python_threads() -> set[int]:
+    """The idents of this process's live Python threads, to compare with :func:`started_since` later."""
+    return {t.ident for t in threading.enumerate() if t.ident is not None}
+
+
+def started_since(before: set[int]) -> list[str]:
+    """The names of the live Python threads that were not in ``before`` (:func:`python_threads`): the ones the
+    handler's module or ``__init__`` started. Forked ppl workers would get the locks those threads hold, but not
+    the threads (builder.services.ppl_workers)."""
+    return sorted(t.name for t in threading.enumerate() if t.ident not in before and t.is_alive())
