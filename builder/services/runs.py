@@ -7,6 +7,7 @@ sees every evaluation wherever its files went.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
@@ -56,9 +57,11 @@ class Run:
         return label_title(label, self.label_names)
 
     def results(self) -> Iterator[dict]:
+        from builder import outdir
+
         path = self.path / "results.jsonl"
-        try:
-            with open(path, encoding="utf-8") as fh:
+        try:  # not through a link at the file, not from a FIFO
+            with io.TextIOWrapper(outdir.open_read(path, follow_folder=True), encoding="utf-8") as fh:
                 for number, line in enumerate(fh, 1):
                     try:
                         record = json.loads(line)
@@ -179,9 +182,11 @@ def check_result(where: str, record: Any) -> dict:
     return record
 
 
-def _read_json(path: Path, check: Callable[[str, Any], dict]) -> dict:
+def _read_json(path: Path, check: Callable[[str, Any], dict], limit: int | None = None) -> dict:
+    from builder import outdir  # not through a link at the file, not from a FIFO, bounded before it is parsed
+
     try:
-        return check(str(path), json.loads(path.read_text(encoding="utf-8")))
+        return check(str(path), json.loads(outdir.read_bytes(path, limit or outdir.MAX_RUN_JSON, follow_folder=True)))
     except FileNotFoundError:
         raise RunError(f"{path} is missing") from None
     except (OSError, ValueError, RecursionError) as err:
@@ -191,7 +196,7 @@ def _read_json(path: Path, check: Callable[[str, Any], dict]) -> dict:
 def load_run(path: Path, run_id: str | None = None) -> Run:
     path = Path(path)
     return Run(run_id or path.name, path, _read_json(path / "run.json", check_run),
-               _read_json(path / "metrics.json", check_metrics))
+               _read_json(path / "metrics.json", check_metrics, 64 << 20))  # builder.outdir.MAX_METRICS
 
 
 # --------------------------------------------------------------------------------------------- history
