@@ -221,11 +221,14 @@ def open_read(path: str | Path, *, follow_folder: bool = False) -> IO[bytes]:
 
 def read_bytes(path: str | Path, limit: int = MAX_RUN_JSON, *, follow_folder: bool = False) -> bytes:
     """The bytes of ``path`` (as :func:`open_read`), refused once more than ``limit`` have been read."""
+    chunks, size = [], 0
     with open_read(path, follow_folder=follow_folder) as fh:
-        data = fh.read(limit + 1)
-    if len(data) > limit:
-        raise UnsafeFileError(path, f"is larger than {limit} bytes, more than swcli writes there")
-    return data
+        while chunk := fh.read(1 << 16):  # in blocks: read(limit + 1) would allocate the whole limit each time
+            size += len(chunk)
+            if size > limit:
+                raise UnsafeFileError(path, f"is larger than {limit} bytes, more than swcli writes there")
+            chunks.append(chunk)
+    return b"".join(chunks)
 
 
 def unlink(path: str | Path) -> bool:
