@@ -38,11 +38,11 @@ _IN_PLACE = os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 
 class UnsafeFileError(OSError):
     """A name in a prepared folder that swcli will not open: a link, FIFO, socket, device, a folder where a file
-    belongs, or a file with other hard links where swcli writes in place."""
+    belongs, a file with other hard links where swcli writes in place, or one larger than swcli writes there."""
 
-    def __init__(self, path: str | Path, what: str):
-        super().__init__(errno.EPERM, f"{what}; swcli does not write or read through it (remove it, or use another "
-                                      "folder)", str(path))
+    def __init__(self, path: str | Path, what: str, *, through: bool = True):
+        hint = "; swcli does not write or read through it (remove it, or use another folder)" if through else ""
+        super().__init__(errno.EPERM, what + hint, str(path))
 
 
 def _what(mode: int) -> str | None:
@@ -226,7 +226,8 @@ def read_bytes(path: str | Path, limit: int = MAX_RUN_JSON, *, follow_folder: bo
         while chunk := fh.read(1 << 16):  # in blocks: read(limit + 1) would allocate the whole limit each time
             size += len(chunk)
             if size > limit:
-                raise UnsafeFileError(path, f"is larger than {limit} bytes, more than swcli writes there")
+                raise UnsafeFileError(path, f"is larger than {limit} bytes, more than swcli writes there",
+                                          through=False)
             chunks.append(chunk)
     return b"".join(chunks)
 
