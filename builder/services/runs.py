@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+from builder import outdir
 from builder.errors import SwcliError
 from builder.store import Store
 
@@ -57,8 +58,6 @@ class Run:
         return label_title(label, self.label_names)
 
     def results(self) -> Iterator[dict]:
-        from builder import outdir
-
         path = self.path / "results.jsonl"
         try:  # not through a link at the file, not from a FIFO
             with io.TextIOWrapper(outdir.open_read(path, follow_folder=True), encoding="utf-8") as fh:
@@ -183,9 +182,7 @@ def check_result(where: str, record: Any) -> dict:
 
 
 def _read_json(path: Path, check: Callable[[str, Any], dict], limit: int | None = None) -> dict:
-    from builder import outdir  # not through a link at the file, not from a FIFO, bounded before it is parsed
-
-    try:
+    try:  # not through a link at the file, not from a FIFO, bounded before it is parsed
         return check(str(path), json.loads(outdir.read_bytes(path, limit or outdir.MAX_RUN_JSON, follow_folder=True)))
     except FileNotFoundError:
         raise RunError(f"{path} is missing") from None
@@ -196,7 +193,7 @@ def _read_json(path: Path, check: Callable[[str, Any], dict], limit: int | None 
 def load_run(path: Path, run_id: str | None = None) -> Run:
     path = Path(path)
     return Run(run_id or path.name, path, _read_json(path / "run.json", check_run),
-               _read_json(path / "metrics.json", check_metrics, 64 << 20))  # builder.outdir.MAX_METRICS
+               _read_json(path / "metrics.json", check_metrics, outdir.MAX_METRICS))
 
 
 # --------------------------------------------------------------------------------------------- history
@@ -273,7 +270,8 @@ def _scan(store: Store) -> tuple[list[Run], dict[str, str]]:
                 meta = _read_json(path / "run.json", check_run)
                 if not (path / "metrics.json").exists() and meta.get("status") != "succeeded":
                     continue
-                runs.append(Run(path.name, path, meta, _read_json(path / "metrics.json", check_metrics)))
+                metrics = _read_json(path / "metrics.json", check_metrics, outdir.MAX_METRICS)
+                runs.append(Run(path.name, path, meta, metrics))
             except RunError as err:
                 problems[path.name] = str(err)
     runs.sort(key=lambda r: (str(r.run.get("started") or ""), r.id), reverse=True)
