@@ -7,12 +7,12 @@ since labels, names and descriptions are user data. Numbers shown are the ones i
 from __future__ import annotations
 
 import base64
-import contextlib
 import io
 from pathlib import Path
 
 import numpy as np
 
+from builder import outdir
 from builder.errors import SwcliError
 from builder.services.runs import Run, flat, label_title
 from builder.text import shown
@@ -179,12 +179,8 @@ def render_report(run: Run, output: Path, *, image_shape: tuple[int, int, int] |
         confusion=confusion_png(run.metrics, names), roc=roc_png(run.metrics, names), wrong=wrong,
     )
     output = Path(output)
-    tmp = output.with_name(f".{output.name}.tmp")
-    try:
-        tmp.write_text(html, encoding="utf-8")
-        tmp.replace(output)
+    try:  # a new random temp name renamed over the report: no link at either name is followed (builder.outdir)
+        outdir.write_file(output, html.encode("utf-8"), follow_folder=True)  # -o names a file: its folder is the user's
     except OSError as err:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
         raise SwcliError(f"{output}: cannot write the report: {err.strerror or err}") from None
     return output

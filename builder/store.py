@@ -126,8 +126,16 @@ def write_bytes_atomic(path: Path, data: bytes) -> None:
 
 
 def write_json_atomic(path: Path, obj: Any) -> None:
-    """JSON (indented, strict: no NaN) through :func:`write_bytes_atomic`."""
-    write_bytes_atomic(path, (json.dumps(obj, indent=2, sort_keys=False, allow_nan=False) + "\n").encode("utf-8"))
+    """JSON (indented, strict: no NaN) written to a new random temp name beside ``path`` and renamed over it, never
+    through a link at either name (:func:`builder.outdir.write_file`); its folder is created when missing."""
+    from builder import outdir  # the adapter for files in folders someone else may have prepared
+
+    data = (json.dumps(obj, indent=2, sort_keys=False, allow_nan=False) + "\n").encode("utf-8")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        outdir.write_file(path, data, follow_folder=True)
+    except OSError as err:
+        raise _os_error(path, "cannot write", err) from None
 
 
 @dataclass(frozen=True)

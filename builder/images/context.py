@@ -82,6 +82,8 @@ def check_context_dir(directory: Path) -> None:
     directory = Path(directory)
     if not os.path.lexists(directory):
         return
+    if directory.is_symlink():  # its target is someone else's folder: swcli writes no file through a link
+        raise ContextDirError(directory, "is a symbolic link; give a new or empty folder for --dockerfile-only")
     if not directory.is_dir():
         raise ContextDirError(directory, "exists and is not a folder; give a new or empty folder for --dockerfile-only")
     try:
@@ -118,8 +120,6 @@ def write_context_dir(entries: list[ContextEntry], directory: Path) -> Path:
     that is renamed into place at the end, so a failure leaves nothing half-written.
     """
     directory = Path(directory)
-    if directory.is_symlink() and directory.is_dir():
-        directory = directory.resolve()
     check_context_dir(directory)
     directory.parent.mkdir(parents=True, exist_ok=True)
     names = [e.arcname for e in entries]

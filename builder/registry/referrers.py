@@ -45,9 +45,11 @@ def fallback_tag(digest: str) -> str:
     return f"{algorithm}-{hexdigest}"[:128]
 
 
-def _descriptors(client: RegistryClient, index: bytes, where: str) -> list[dict]:
+def _descriptors(client: RegistryClient, index: bytes, where: str, artifact_type: str | None = None) -> list[dict]:
     """The descriptors an image index of referrers lists, each checked (media.checked_descriptor: a string where
-    an object belongs, a size that is no number... is one line, exit 5) and cut to :data:`DESCRIPTOR_KEYS`."""
+    an object belongs, a size that is no number... is one line, exit 5) and cut to :data:`DESCRIPTOR_KEYS`. With
+    ``artifact_type``, only entries of that type are kept and checked: another tool's referrer, however malformed,
+    does not break ours (every entry must still be an object)."""
     what = f"registry {client.registry}: {where}"
     try:
         document = json.loads(index)
@@ -56,9 +58,11 @@ def _descriptors(client: RegistryClient, index: bytes, where: str) -> list[dict]
     manifests = checked_list(checked_object(document, what).get("manifests", []), f"{what}: manifests")
     if len(manifests) > MAX_REFERRERS:
         raise RegistryError(f"{what} lists {len(manifests)} referrers, more than the {MAX_REFERRERS} swcli reads")
+    kept = []
     for i, entry in enumerate(manifests):
-        checked_descriptor(entry, f"{what}: manifests[{i}]", max_size=MAX_MANIFEST)
-    return [{k: m[k] for k in DESCRIPTOR_KEYS if k in m} for m in manifests]
+        if artifact_type is None or checked_object(entry, f"{what}: manifests[{i}]").get("artifactType") == artifact_type:
+            kept.append(checked_descriptor(entry, f"{what}: manifests[{i}]", max_size=MAX_MANIFEST))
+    return [{k: m[k] for k in DESCRIPTOR_KEYS if k in m} for m in kept]
 
 
 def _api_listing(client: RegistryClient, repository: str, digest: str, artifact_type: str | None) -> list[dict] | None:
@@ -74,7 +78,7 @@ def _api_listing(client: RegistryClient, repository: str, digest: str, artifact_
         return None
     if response.truncated:
         raise RegistryError(f"registry {client.registry}: {what}: the list is larger than {MAX_MANIFEST >> 20} MiB")
-    return _descriptors(client, response.body, what)
+    return _descriptors(client, response.body, what, artifact_type)
 
 
 def has_api(client: RegistryClient, repository: str, digest: str) -> bool:
@@ -93,7 +97,8 @@ def referrers(client: RegistryClient, repository: str, digest: str, artifact_typ
         tag = fallback_tag(digest)
         if client.manifest_descriptor(repository, tag) is None:
             return []
-        found = _descriptors(client, client.get_manifest(repository, tag).data, f"referrers index {tag} of {repository}")
+        found = _descriptors(client, client.get_manifest(repository, tag).data, f"referrers index {tag} of {repository}",
+                             artifact_type)
     # a registry may ignore the artifactType filter (it says so in OCI-Filters-Applied): filter here either way
     return [d for d in found if artifact_type is None or d.get("artifactType") == artifact_type]
 

@@ -8,11 +8,10 @@ disk (a layer's member, a run folder's file) is read here with the cap checked w
 
 from __future__ import annotations
 
-import errno
 import json
-import os
 from pathlib import Path
 
+from builder import outdir
 from builder.errors import RegistryError
 from builder.registry.media import checked_digest, checked_list, checked_object
 
@@ -26,27 +25,13 @@ def parse(data: bytes | str, what: str, *, error: type = RegistryError) -> objec
 
 
 def read_capped(path: Path, limit: int, what: str, *, error: type = RegistryError) -> bytes:
-    """The bytes of the regular file ``path`` (never through a link), at most ``limit``: a larger file is refused
-    after ``limit + 1`` bytes are read, so memory is bounded whatever the file holds."""
+    """The bytes of the regular file ``path`` (never through a link at it, never waiting on a FIFO), at most
+    ``limit``: a larger file is refused while it is read, so memory is bounded whatever the file holds. The one
+    reader of files in folders another program may have prepared is :mod:`builder.outdir`; this names ``what``."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-    except OSError as err:
-        if err.errno == errno.ELOOP:
-            raise error(f"{what}: is a symlink; not read") from None
-        raise
-    with open(fd, "rb") as fh:
-        if not _is_regular(fh.fileno()):
-            raise error(f"{what}: not a regular file")
-        data = fh.read(limit + 1)
-    if len(data) > limit:
-        raise error(f"{what}: larger than {limit} bytes; not read")
-    return data
-
-
-def _is_regular(fd: int) -> bool:
-    import stat
-
-    return stat.S_ISREG(os.fstat(fd).st_mode)
+        return outdir.read_bytes(path, limit, follow_folder=True)
+    except outdir.UnsafeFileError as err:
+        raise error(f"{what}: {err.strerror}") from None
 
 
 def read_json(path: Path, limit: int, what: str, *, error: type = RegistryError) -> object:

@@ -23,6 +23,7 @@ process (:mod:`builder.api.metric_worker`), so a run costs less wall time than d
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import os
 import sys
@@ -31,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
-from builder import __version__
+from builder import __version__, outdir
 from builder.api.metric_worker import scoring_helper
 from builder.api.model import PipelineHandler
 from builder.errors import EvalError, SwcliError, USER_CODE_ERRORS
@@ -44,6 +45,7 @@ from builder.store import utc_now
 RESULTS = "results.jsonl"
 METRICS = "metrics.json"
 RUN = "run.json"
+OUTPUTS = (RUN, METRICS, RESULTS)  # the fixed names a run writes (and resume.py's partial and temp results)
 RUN_RESERVE = 4096  # bytes run.json is padded to before the run: its final text is written over it on a full disk
 
 Finish = Callable[..., None]  # finish(status, error=None): record the end of the run in run.json
@@ -74,23 +76,24 @@ def json_text(obj: Any) -> str:
 
 
 def write_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to a temp file beside ``path`` and rename it over; an OSError is an OutputError naming path."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    """Write ``text`` to a new temp file beside ``path`` and rename it over (:func:`builder.outdir.write_file`: no
+    link at either name is followed); an OSError is an OutputError naming path."""
     try:
-        with open(tmp, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, path)  # open() made it 0666 & ~umask, like any written file
+        outdir.write_file(path, text.encode("utf-8"))
     except OSError as err:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
         raise OutputError(path, err) from None
 
 
 def prepare_output(output_dir: Path, run: dict) -> None:
-    """Create ``output_dir`` and reserve run.json there (status as in ``run``, padded to RUN_RESERVE bytes)."""
+    """Create ``output_dir`` (not a link) and reserve run.json there (status as in ``run``, padded to RUN_RESERVE
+    bytes); a link, FIFO or folder at the name of an output is refused."""
     try:
-        output_dir.mkdir(parents=True, exist_ok=True)
+        outdir.make_folder(output_dir)
+        for name in OUTPUTS:  # a link or FIFO planted at a name written later is refused now, before any work
+            outdir.check_file(output_dir / name)
         write_atomic(output_dir / RUN, json_text(run).ljust(RUN_RESERVE))
+    except outdir.UnsafeFileError as err:
+        raise EvalError(f"{err.filename}: {err.strerror}") from None
     except (OSError, OutputError) as err:
         reason = err.strerror if isinstance(err, OSError) else str(err).rpartition("cannot write: ")[2]
         raise EvalError(f"output directory {output_dir} is not writable: {reason or err}") from None
@@ -103,8 +106,8 @@ def write_run(output_dir: Path, run: dict) -> None:
     try:
         write_atomic(path, text)
     except OutputError as err:
-        try:
-            with open(path, "r+", encoding="utf-8") as fh:  # the reserved page(s): no new blocks needed
+        try:  # the reserved page(s): no new blocks needed; never through a link or into another hard link
+            with open(outdir.open_in_place(path, os.O_RDWR), "w", encoding="utf-8") as fh:
                 fh.write(text)
                 fh.truncate()
         except OSError:
@@ -168,7 +171,7 @@ class ResultsLoader:
         self.path = Path(path)
 
     def __iter__(self) -> Iterator[dict]:
-        with open(self.path, encoding="utf-8") as fh:
+        with io.TextIOWrapper(outdir.open_read(self.path), encoding="utf-8") as fh:  # no link, no FIFO
             for line in fh:
                 item = json.loads(line)
                 if item.get("error") is None:
@@ -286,7 +289,7 @@ def run_evaluation(
                 phase.out = resuming.ResultsWriter(tmp_results, results, append=previous is not None)
                 _predict(phase, records, size, progress, pool, span)
                 phase.out.close()
-                os.replace(tmp_results, results)
+                outdir.replace(tmp_results, results)
             except BaseException as err:
                 if pool is not None:
                     pool.close()
@@ -294,7 +297,7 @@ def run_evaluation(
                     phase.out.abandon()
                 partial = output_dir / f"{RESULTS}.partial"
                 with contextlib.suppress(OSError):  # keep what was predicted: the user may want to look at it
-                    os.replace(tmp_results, partial)
+                    outdir.replace(tmp_results, partial)
                 done = phase.ok + phase.failed
                 raise stopped(err, finish, f"interrupted after {done} record{'s' * (done != 1)}; partial results in "
                                            f"{partial}, run.json (status interrupted) in {output_dir / RUN}") from None

@@ -25,7 +25,8 @@ import threading
 from pathlib import Path
 from typing import Callable
 
-from builder.errors import DockerError
+from builder import outdir
+from builder.errors import DockerError, EvalError
 from builder.images.engine import connect, image_exists
 from builder.services.images import image_for
 from builder.store import Store
@@ -39,14 +40,18 @@ def run_job(model: str, dataset: str, output_dir: Path, *, store: Store | None =
     """Evaluate in containers; returns the exit code of the eval (or of the first failing shard, or the merge)."""
     if shards < 1:
         raise DockerError(f"--shards must be >= 1, got {shards}")
+    output_dir = Path(output_dir)
+    if os.path.lexists(output_dir):
+        _output_folder(output_dir)  # a link (or file) there is refused before any other work
     store = store or Store()
     client = client or connect()
     model_image, dataset_image = image_for("model", model, store), image_for("dataset", dataset, store)
     for image in (model_image, dataset_image):
         if not image_exists(client, image):
             raise DockerError(f"image {image} is not in the local engine; build it (swcli ... build) or pull it")
-    output_dir = Path(output_dir).resolve()
-    output_dir.mkdir(parents=True, exist_ok=True)
+    output_dir = _output_folder(output_dir)
+    if shards > 1:  # the parts' folder too: the containers resolve a link planted there inside their own tree
+        _output_folder(output_dir / "parts")
     extra_args = [*(["--resume"] if resume else []), *(extra_args or [])]
     common = {"volumes": {str(output_dir): {"bind": "/output", "mode": "rw"}}, "user": f"{os.getuid()}:{os.getgid()}",
               "detach": True}
@@ -79,7 +84,7 @@ def run_job(model: str, dataset: str, output_dir: Path, *, store: Store | None =
             code = _follow(started[:1], log, prefix=False)[0]
             if code:
                 _report_exit(started[0], model_image, "merge", code, log)
-        if (output_dir / "run.json").is_file():
+        if outdir.is_file(output_dir / "run.json"):
             from builder.services.runs import record_run
 
             record_run(output_dir, store)
@@ -90,6 +95,16 @@ def run_job(model: str, dataset: str, output_dir: Path, *, store: Store | None =
                 container.remove(v=True, force=True)  # v: the dataset's VOLUME is a full copy of it on disk
             except Exception:  # already gone: nothing to clean
                 pass
+
+
+def _output_folder(path: Path) -> Path:
+    """The output folder to bind-mount, created when missing, never a link to a folder elsewhere (the containers
+    write run.json, results and ``parts/<index>`` there through builder.outdir too); its resolved path."""
+    try:
+        outdir.make_folder(path)
+    except OSError as err:
+        raise EvalError(f"{err.filename or path}: cannot write: {err.strerror or err}") from None
+    return path.resolve()  # only the user's path above it: the folder itself was just checked not to be a link
 
 
 def _follow(containers: list, log: Callable[[str], None], *, prefix: bool) -> list[int]:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from builder import outdir
 from builder.errors import RegistryError
 from builder.services.attach import (CREATED, Attached, ClientFor, attach_run, default_client, model_of,
                                      put_artifact, reference, referrers_of)
@@ -111,9 +112,9 @@ def pull_parts(image: str, job: str, dataset: str, shards: int, folder: Path, *,
         layers = artifact_layers(manifest, where, artifact_type=PART_TYPE, files=PART_FILES,
                                  required=tuple(PART_FILES), kind="shard part", error=RegistryError)
         target = Path(folder) / str(index)
-        target.mkdir(parents=True, exist_ok=True)
+        outdir.make_folder(target)  # never through a link planted in the output folder (builder.outdir)
         for name, layer in layers.items():  # each declared size capped by its title (attach.FILE_CAPS)
-            with open(target / name, "wb") as fh:
+            with outdir.open_temp(target / name) as fh:
                 client.fetch_blob(ref.repository, layer["digest"], fh, size=layer["size"])
         out.append(target)
     return out

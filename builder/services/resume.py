@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
+from builder import outdir
 from builder.errors import EvalError
 from builder.services.evaluation import METRICS, RESULTS, RUN, OutputError
 from builder.services.runs import RunError, check_result
@@ -45,6 +46,7 @@ from builder.store import utc_now
 FINISHED = ("succeeded", "partial")  # partial: a shard part whose ppl phase ended, waiting for `eval merge`
 PARTIAL = f"{RESULTS}.partial"
 TMP = f".{RESULTS}.tmp"
+MAX_LINE = 64 << 20  # a results line longer than this is cut off on --resume (its record is predicted again)
 
 
 class ResumeError(EvalError):
@@ -85,7 +87,7 @@ def previous_run(output_dir: Path, run: dict) -> dict | None:
     Refuses (one line naming both) a run of another model, dataset, shard or batch size, and a merged run."""
     path = output_dir / RUN
     try:
-        text = path.read_text(encoding="utf-8")
+        text = outdir.read_bytes(path, outdir.MAX_RUN_JSON)  # not through a link, not from a FIFO, bounded
     except FileNotFoundError:
         return None
     except OSError as err:
@@ -136,8 +138,8 @@ _IDENTITY = (("model", _model), ("dataset", _dataset), ("shard", _shard), ("batc
 def finished(output_dir: Path, previous: dict) -> bool:
     """The run ended (succeeded, or a shard part done) and its outputs are all there."""
     status = previous.get("status")
-    return (status in FINISHED and (output_dir / RESULTS).is_file()
-            and (status == "partial" or (output_dir / METRICS).is_file()))
+    return (status in FINISHED and outdir.is_file(output_dir / RESULTS)
+            and (status == "partial" or outdir.is_file(output_dir / METRICS)))
 
 
 def stored_metrics(output_dir: Path, previous: dict) -> Any:
@@ -146,7 +148,7 @@ def stored_metrics(output_dir: Path, previous: dict) -> Any:
         return None
     path = output_dir / METRICS
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        return json.loads(outdir.read_bytes(path, outdir.MAX_METRICS))
     except (OSError, ValueError, RecursionError) as err:
         raise ResumeError(f"cannot resume {output_dir}: {path} is unreadable: {getattr(err, 'strerror', None) or err}") from None
 
@@ -163,12 +165,18 @@ def carry_over(run: dict, previous: dict, kept: Kept) -> None:
 
 class ResultsWriter:
     """results.jsonl being written (to a temp file, appended to on a resume); an OSError (full disk...) is an
-    OutputError naming ``shown``. The runner flushes it after every ppl call."""
+    OutputError naming ``shown``. The runner flushes it after every ppl call.
+
+    The temp file has a fixed name (a killed run's is what ``--resume`` continues), so it is created ``O_EXCL``
+    without following a link, and appended to only when it is a regular file with no other hard link
+    (:mod:`builder.outdir`)."""
 
     def __init__(self, path: Path, shown: Path, *, append: bool = False):
         self.path, self.shown = path, shown
         try:
-            self._fh = open(path, "a" if append else "w", encoding="utf-8", buffering=1 << 20)
+            fd = (outdir.open_in_place(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT) if append
+                  else outdir.create_new(path))
+            self._fh = open(fd, "a" if append else "w", encoding="utf-8", buffering=1 << 20)
         except OSError as err:
             raise OutputError(shown, err) from None
 
@@ -216,12 +224,11 @@ def clear(output_dir: Path) -> None:
     """Remove results and metrics of an earlier run before a fresh one, so no later --resume can trust them."""
     if not output_dir.is_dir():
         return  # a new folder, or one prepare_output will say it cannot create
-    for name in (PARTIAL, RESULTS, METRICS):
+    for name in (PARTIAL, RESULTS, METRICS, TMP):
         path = output_dir / name
         try:
-            path.unlink()
-        except FileNotFoundError:
-            pass
+            outdir.check_file(path)  # a link, FIFO or folder planted there is refused, not quietly removed
+            outdir.unlink(path)
         except OSError as err:
             raise OutputError(path, err, " (an earlier run's file, removed before a new run)") from None
 
@@ -231,26 +238,26 @@ def recover(output_dir: Path, first: int, total: int | None) -> Kept:
 
     ``first`` is the index of the run's first record, ``total`` how many records the run has (None: unknown)."""
     tmp = output_dir / TMP
-    found = [p for p in (tmp, output_dir / PARTIAL, output_dir / RESULTS) if p.exists()]
-    if not found:
-        return Kept()
-    try:
+    try:  # each name a regular file or absent: a planted link, FIFO or folder is refused before anything moves
+        found = [p for p in (tmp, output_dir / PARTIAL, output_dir / RESULTS) if outdir.check_file(p, single=True)]
+        if not found:
+            return Kept()
         if found[0] != tmp:
-            os.replace(found[0], tmp)
+            outdir.replace(found[0], tmp)
         for older in found[1:]:  # a newer copy exists (see the module docstring): these are stale
-            older.unlink()
+            outdir.unlink(older)
         lines = ok = size = 0
-        with open(tmp, "rb") as fh:
-            for raw in fh:
+        with open(outdir.open_in_place(tmp, os.O_RDWR), "r+b") as fh:  # cut in place: one link, no other file
+            while raw := fh.readline(MAX_LINE + 1):
                 if (total is not None and lines >= total) or not raw.endswith(b"\n"):
-                    break
+                    break  # a line cut by the kill, or longer than any result swcli writes
                 record = _result(raw, first + lines)
                 if record is None:
                     break
                 lines += 1
                 size += len(raw)
                 ok += record.get("error") is None
-        os.truncate(tmp, size)
+            fh.truncate(size)
     except OSError as err:
         raise ResumeError(f"cannot resume {output_dir}: {err.filename or tmp}: {err.strerror or err}") from None
     return Kept(lines, ok, lines - ok)

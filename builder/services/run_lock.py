@@ -4,6 +4,8 @@
 ``OUT/.swcli-run.lock`` for the whole run. A second run into the same folder stops at once with one line naming
 the folder and the process that holds it; nothing of the first run is touched. The lock dies with its process
 (``kill -9`` included), so a crashed run never leaves a folder locked; the file is removed when the run ends.
+The lock file is opened without following a link or blocking (:mod:`builder.outdir`): a link, FIFO or hard link
+planted at its name is refused, since the lock truncates it to write its pid.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import os
 from pathlib import Path
 from typing import Iterator
 
+from builder import outdir
 from builder.errors import EvalError
 
 LOCK = ".swcli-run.lock"
@@ -21,7 +24,7 @@ LOCK = ".swcli-run.lock"
 
 def _holder(path: Path) -> str:
     with contextlib.suppress(OSError, ValueError):
-        pid = int(path.read_text().strip() or 0)
+        pid = int(outdir.read_bytes(path, 64).strip() or 0)  # never through a link or from a FIFO
         if pid:
             return f" (process {pid})"
     return ""
@@ -32,12 +35,14 @@ def output_lock(output_dir: Path) -> Iterator[None]:
     """Hold the run lock of ``output_dir`` (created if missing) for the block; EvalError when another run has it."""
     path = Path(output_dir) / LOCK
     try:
-        Path(output_dir).mkdir(parents=True, exist_ok=True)
+        outdir.make_folder(output_dir)  # not a link to a folder elsewhere
     except OSError as err:
         raise EvalError(f"output directory {output_dir} is not writable: {err.strerror or err}") from None
     while True:
-        try:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:  # a link, FIFO or hard link planted at the lock's name is refused: it is truncated below
+            fd = outdir.open_in_place(path, os.O_RDWR | os.O_CREAT, mode=0o644)
+        except outdir.UnsafeFileError as err:
+            raise EvalError(f"{path}: {err.strerror}") from None
         except OSError as err:
             raise EvalError(f"output directory {output_dir} is not writable: {err.strerror or err}") from None
         try:
@@ -51,7 +56,8 @@ def output_lock(output_dir: Path) -> Iterator[None]:
             yield
             return
         try:  # the holder we waited on may have removed the file before we locked it: lock the one at the path
-            if os.fstat(fd).st_ino == os.stat(path).st_ino:
+            st = outdir.lstat(path)
+            if st is not None and os.fstat(fd).st_ino == st.st_ino:
                 break
         except FileNotFoundError:
             pass
@@ -65,5 +71,5 @@ def output_lock(output_dir: Path) -> Iterator[None]:
         yield
     finally:
         with contextlib.suppress(OSError):
-            os.unlink(path)
+            outdir.unlink(path)
         os.close(fd)

@@ -7,6 +7,7 @@ sees every evaluation wherever its files went.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
@@ -15,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+from builder import outdir
 from builder.errors import SwcliError
 from builder.store import Store
 
@@ -66,8 +68,8 @@ class Run:
 
     def results(self) -> Iterator[dict]:
         path = self.path / "results.jsonl"
-        try:
-            with open(path, encoding="utf-8") as fh:
+        try:  # not through a link at the file, not from a FIFO (builder.outdir); each line bounded while read
+            with io.TextIOWrapper(outdir.open_read(path, follow_folder=True), encoding="utf-8") as fh:
                 for number, line in enumerate(iter(lambda: fh.readline(MAX_RESULT_LINE + 1), ""), 1):
                     if len(line) > MAX_RESULT_LINE:
                         raise RunError(f"{path}:{number}: a line longer than {MAX_RESULT_LINE} characters")

@@ -9,7 +9,6 @@ and one dataset, that every index 0..N-1 is there exactly once, concatenates the
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shutil
@@ -17,7 +16,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from builder import __version__
+from builder import __version__, outdir
 from builder.errors import SwcliError
 from builder.store import utc_now
 
@@ -69,20 +68,33 @@ def parse_shard(spec: str | None, environ: dict | None = None) -> Shard | None:
     return shard
 
 
+def _read_run(path: Path) -> dict:
+    """A part's run.json: never through a link or from a FIFO, bounded before it is parsed (builder.outdir)."""
+    run = json.loads(outdir.read_bytes(path / "run.json", outdir.MAX_RUN_JSON))
+    if not isinstance(run, dict):
+        raise ValueError("not a JSON object")
+    return run
+
+
 def _load_part(path: Path) -> dict:
     path = Path(path)
     try:
-        run = json.loads((path / "run.json").read_text(encoding="utf-8"))
+        run = _read_run(path)
     except FileNotFoundError:
         raise MergeError(f"{path}: no run.json; not an eval --shard output") from None
+    except OSError as err:
+        raise MergeError(f"{err.filename or path / 'run.json'}: {err.strerror or err}") from None
     except (ValueError, RecursionError) as err:
         raise MergeError(f"{path}/run.json is unreadable: {err}") from None
     if not run.get("shard"):
         raise MergeError(f"{path}: not a shard part (run.json has no shard)")
     if run.get("status") != "partial":
         raise MergeError(f"{path}: shard {run['shard'].get('index')} did not finish (status {run.get('status')})")
-    if not (path / "results.jsonl").is_file():
-        raise MergeError(f"{path}: results.jsonl is missing")
+    try:
+        if not outdir.check_file(path / "results.jsonl"):
+            raise MergeError(f"{path}: results.jsonl is missing")
+    except OSError as err:
+        raise MergeError(f"{err.filename}: {err.strerror or err}") from None
     run["_path"] = path
     return run
 
@@ -123,7 +135,7 @@ def check_parts(parts: list[Path], *, model: dict | None = None) -> list[dict]:
 def _finished_index(part: Path) -> tuple[int, int] | None:
     """(index, count) of a part whose eval finished, else None: absent, still running, or failed (and retried)."""
     try:
-        run = json.loads((part / "run.json").read_text(encoding="utf-8"))
+        run = _read_run(part)
     except (OSError, ValueError, RecursionError):
         return None
     shard = run.get("shard") or {}
@@ -143,7 +155,8 @@ def wait_for_parts(parts_dir: Path, timeout: float, *, poll: float = 0.5, log=No
     parts_dir = Path(parts_dir)
 
     def look() -> tuple[int | None, set[int], list[Path]]:
-        parts = sorted(p for p in parts_dir.iterdir() if p.is_dir()) if parts_dir.is_dir() else []
+        listed = parts_dir.iterdir() if parts_dir.is_dir() else ()
+        parts = sorted(p for p in listed if p.is_dir() and not p.is_symlink())  # a linked "part" is not one
         finished = [f for f in map(_finished_index, parts) if f]
         return (finished[0][1] if finished else None), {i for i, _ in finished}, parts
 
@@ -178,7 +191,7 @@ def merge_parts(parts: list[Path], output_dir: Path, handler, *, model: dict | N
     Scoring is the single run's :func:`~builder.services.evaluation.score`, so a merge whose cmp fails (or is
     interrupted, or finds the disk full) leaves a run.json with status failed and the error, like a single run.
     """
-    from builder.services.evaluation import RESULTS, RUN, OutputError, prepare_output, score, stopped, write_run
+    from builder.services.evaluation import RESULTS, RUN, prepare_output, score, stopped, write_run
 
     runs = check_parts(parts, model=model)
     output_dir = Path(output_dir)
@@ -201,22 +214,28 @@ def merge_parts(parts: list[Path], output_dir: Path, handler, *, model: dict | N
             merged["error"] = error
         write_run(output_dir, merged)
 
-    tmp = output_dir / f".{RESULTS}.tmp"
     try:
-        try:
-            with open(tmp, "wb") as out:
-                for run in runs:
-                    with open(run["_path"] / RESULTS, "rb") as part:
-                        shutil.copyfileobj(part, out, 1 << 20)
-            os.replace(tmp, output_dir / RESULTS)
-        except OSError as err:
-            if err.filename and Path(err.filename) != tmp:
-                raise MergeError(f"{err.filename}: cannot read: {err.strerror or err}") from None
-            raise OutputError(output_dir / RESULTS, err) from None
+        _concatenate([run["_path"] / RESULTS for run in runs], output_dir / RESULTS)
     except BaseException as err:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
         raise stopped(err, finish, f"interrupted while merging {len(runs)} parts; run.json (status interrupted) in "
                                    f"{output_dir / RUN}") from None
     metrics = score(handler, output_dir, {"records": ok + failed, "ok": ok, "failed": failed}, finish)
     return metrics, merged
+
+
+def _concatenate(sources: list[Path], target: Path) -> None:
+    """The ``sources`` one after the other as ``target``, through a new temp file renamed into place; no link is
+    followed and no FIFO waited on, on either side (builder.outdir). A source that cannot be read is a MergeError
+    naming it, a target that cannot be written an OutputError."""
+    from builder.services.evaluation import OutputError
+
+    try:
+        with outdir.open_temp(target) as out:
+            for source in sources:
+                try:
+                    with outdir.open_read(source) as part:
+                        shutil.copyfileobj(part, out, 1 << 20)
+                except OSError as err:
+                    raise MergeError(f"{err.filename or source}: cannot read: {err.strerror or err}") from None
+    except OSError as err:
+        raise OutputError(target, err) from None
