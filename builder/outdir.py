@@ -29,8 +29,8 @@ import stat
 from pathlib import Path
 from typing import IO, Iterator
 
-MAX_RUN_JSON = 4 << 20  # a run.json (or lock file) read back: ours are a few KB; the bound of an OCI config
-MAX_METRICS = 64 << 20  # metrics.json read back: ~1 MB per 1,000 ROC points per label is ours; far below memory
+MAX_RUN_JSON = 4 << 20  # a run.json read back: ours are a few KB (21k label names ~0.6 MB); the bound of an OCI config
+MAX_METRICS = 256 << 20  # metrics.json read back: every ROC point is kept, so 100 labels over 1M records is ~120 MB
 
 _DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _IN_PLACE = os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC

@@ -26,9 +26,9 @@ RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,254}")  # one path component,
 # per-label scores, the confusion matrix and every ROC point: 1,000 labels over 50k records is ~10 MB, so a pulled
 # one may declare MAX_METRICS; a local run over 1M records and 100 labels is ~120 MB of ROC points, so reading one
 # is bounded by MAX_METRICS_READ. One results line: a record's scores, ~0.4 MB for 21k labels.
-MAX_RUN_JSON = 4 << 20
+MAX_RUN_JSON = outdir.MAX_RUN_JSON
 MAX_METRICS = 32 << 20
-MAX_METRICS_READ = 256 << 20
+MAX_METRICS_READ = outdir.MAX_METRICS
 MAX_RESULT_LINE = 8 << 20
 
 
