@@ -21,6 +21,7 @@ that pins after a collection finds the blob gone and writes it again.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import fcntl
 import hashlib
@@ -45,6 +46,13 @@ CHUNK = 1 << 20
 
 _PINS: dict[tuple[int, str], tuple[int, str]] = {}  # (pid, layout root) -> (fd of the held pin file, its path)
 _PINS_LOCK = threading.Lock()
+
+
+def _drop_pins(pid: int, path: str) -> None:
+    """At exit, this process's pin file goes (a forked child that runs exit handlers leaves its parent's)."""
+    if os.getpid() == pid:
+        with contextlib.suppress(OSError):
+            os.unlink(path)
 
 
 class LayoutError(SwcliError):
@@ -243,6 +251,7 @@ class Layout:
                             break
                     os.close(fd)  # a collector took it for a dead one's between mkstemp and flock
                 _PINS[key] = (fd, path)
+                atexit.register(_drop_pins, os.getpid(), path)
             return _PINS[key]
 
     def pin(self, digest: str) -> None:
@@ -305,8 +314,9 @@ class Layout:
     def collect(self, candidates: Iterator[str] | None = None) -> tuple[list[str], int]:
         """Remove the blobs (all, or only ``candidates``) that :meth:`reachable` does not keep, and the temp blobs
         of dead writers; returns the digests removed and the bytes freed. Run under the exclusive gc lock."""
-        self._init()
         removed, freed = [], 0
+        if not self.blobs.is_dir():
+            return removed, freed
         with open(self.root / "gc.lock", "a+") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             keep = self.reachable()

@@ -262,8 +262,9 @@ def pull(target: str, *, credentials=None, ca_cert: Path | None = None, on_progr
         image = Image(local, config, doc, tuple(layers))
         tags = image_tags(kind, name, version)
         _check_tag(layout, local, config, tags[0], str(source))
+        known = (here := layout.resolve(tags[0])) is not None and here.digest == local.digest
         if record:  # verified and recorded before the local refs exist: a refused image is not `swds/<name>:latest`
-            record_pulled(layout, image, shown(source), store or Store())
+            record_pulled(layout, image, shown(source), store or Store(), known=known)
         for tag in tags:
             layout.tag(tag, local)
     except BaseException:

@@ -13,6 +13,7 @@ would, never leaves ``src/`` (:func:`link_problem`); a dataset holds no link at 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -253,15 +254,22 @@ def extract_entry(layout, image, kind: str, name: str, version: str, staged: Pat
     verify_entry(Entry(kind, name, version, staged, manifest))
 
 
-def record_pulled(layout, image, target: str, store):
+def record_pulled(layout, image, target: str, store, *, known: bool = False):
     """Put a pulled image's store entry in place (see the module docstring); a runtime's is written from its
     labels after its version is recomputed from its layers. An entry of that name and version already in the
-    store is kept: the version names its content, checked here for the pulled one."""
+    store is kept: the version names its content, checked here for the pulled one. ``known``: the image is the
+    one the layout already tags with that version (checked when it was built or pulled), so an entry present
+    is taken as it is, without extracting it again."""
     from builder.errors import RefNotFoundError
     from builder.refs import image_name
     from builder.store import utc_now, write_json_atomic
 
     kind, name, version = check_labels(target, image.labels)
+    if known:
+        with contextlib.suppress(RefNotFoundError):
+            existing = store.resolve(kind, f"{name}:{version}")
+            if existing.version == version:
+                return existing
     with store.stage(kind) as staged:
         if kind in ENTRY_IN_IMAGE:
             try:
