@@ -229,6 +229,7 @@ def test_unlisted_files_are_refused_at_the_first(cli, registry, swcli_home, tiny
             "a file the entry's manifest does not list")
     assert time.monotonic() - started < 30
     assert bytes_on_disk(swcli_home) < 1 << 20
+    assert not (swcli_home / "cache" / "registry-blobs.json").exists()  # nothing learnt from a refused pull
     refused(cli, swcli_home, push_dataset(registry, "unlisted-dir", tiny, [h.folder("dataset/sub"),
                                                                            h.file("dataset/sub/a", b"a")]),
             "/dataset/sub", "a folder the entry's manifest does not list")

@@ -201,7 +201,8 @@ def fetch_layers(client, repository: str, layout: Layout, layers: list[Descripto
 
 
 def _fetch(client, source, layout: Layout, on_progress: OnProgress | None, written: list[str]):
-    """The manifest, then the config (checked), then the layers: (manifest, config, doc, labels, layers)."""
+    """The manifest, then the config (checked), then the layers: (manifest, the remote config and layer
+    descriptors, the local config, its document and labels, the local layers)."""
     what = f"pull of {source}"
     client.ping(source.repository)  # auth settled before layers come down in parallel
     manifest = _pick(client, source.repository, client.get_manifest(source.repository, source.ref), what)
@@ -213,11 +214,7 @@ def _fetch(client, source, layout: Layout, on_progress: OnProgress | None, writt
         raise RegistryError(f"{what}: the manifest has {len(remote_layers)} layers, the config "
                             f"{len(diff_ids)} diff_ids")
     layers = fetch_layers(client, source.repository, layout, remote_layers, diff_ids, on_progress, written)
-    known = KnownBlobs(source.registry)
-    for blob in (config_ref, *remote_layers):
-        known.learn(blob.digest, source.repository)
-    known.save()
-    return manifest, config, doc, labels, layers
+    return manifest, config_ref, remote_layers, config, doc, labels, layers
 
 
 def _check_tag(layout: Layout, local: Descriptor, config: Descriptor, tag: str, target: str) -> None:
@@ -252,7 +249,8 @@ def pull(target: str, *, credentials=None, ca_cert: Path | None = None, on_progr
     try:
         try:
             client = client_factory(source.registry, credentials=credentials, ca_cert=ca_cert)
-            manifest, config, doc, labels, layers = _fetch(client, source, layout, on_progress, written)
+            manifest, config_ref, remote_layers, config, doc, labels, layers = _fetch(client, source, layout,
+                                                                                      on_progress, written)
         except RegistryError as err:
             raise RegistryError(f"pull of {shown(source)} failed: {err}") from None
         kind, name, version = check_labels(shown(source), labels)
@@ -262,11 +260,15 @@ def pull(target: str, *, credentials=None, ca_cert: Path | None = None, on_progr
         image = Image(local, config, doc, tuple(layers))
         tags = image_tags(kind, name, version)
         _check_tag(layout, local, config, tags[0], str(source))
-        known = (here := layout.resolve(tags[0])) is not None and here.digest == local.digest
+        tagged = (here := layout.resolve(tags[0])) is not None and here.digest == local.digest
         if record:  # verified and recorded before the local refs exist: a refused image is not `swds/<name>:latest`
-            record_pulled(layout, image, shown(source), store or Store(), known=known)
+            record_pulled(layout, image, shown(source), store or Store(), known=tagged)
         for tag in tags:
             layout.tag(tag, local)
+        known = KnownBlobs(source.registry)  # only a pull that succeeded teaches where its blobs are
+        for blob in (config_ref, *remote_layers):
+            known.learn(blob.digest, source.repository)
+        known.save()
     except BaseException:
         with contextlib.suppress(SwcliError, OSError):
             layout.collect(written)
