@@ -148,7 +148,8 @@ class Layout:
         path = self.blob_path(digest)
         if not self.blobs.is_dir():
             return False
-        self.pin(digest)
+        with contextlib.suppress(OSError):  # a read-only layout: nothing can collect from it either
+            self.pin(digest)
         try:
             st = os.stat(path)
         except FileNotFoundError:
