@@ -157,13 +157,13 @@ def verify_entry(entry) -> None:
     where = entry.path / "manifest.json"
     try:  # the same checks as a pull, reported as a corrupt entry (exit 3)
         listing = listing_of(entry.kind, entry.manifest, where)
-        problem = exact_contents_problem(entry.path, listing)
-        if problem:
-            raise EntryContentError(*problem)
         if entry.kind == "dataset":
             verify_dataset(entry)
         else:
             verify_model_files(entry.path, entry.manifest, where)
+        problem = exact_contents_problem(entry.path, listing)  # after: a listed file's own problem is named first
+        if problem:
+            raise EntryContentError(*problem)
     except RegistryError as err:
         raise EntryContentError(where, str(err).removeprefix(f"{where}: ")) from None
     got = recomputed_version(entry.kind, entry.manifest, entry.path)
