@@ -401,6 +401,28 @@ def test_a_pull_never_repoints_a_local_version_tag(cli, registry, swcli_home, ti
     assert {r: d.digest for r, d in layout.refs().items()} == before
 
 
+def test_a_runtime_in_the_store_is_not_replaced_by_another_image_of_its_version(cli, registry, swcli_home):
+    """The same environment layers (so the same version) on another base: a second image. With the local tags
+    gone, the store's entry still names its image, and the pull is refused naming both."""
+    from builder.images.build import runtime_version
+    from builder.images.image import NewLayer
+    from builder.images.oci import MEDIA_LAYER, Descriptor
+
+    env, sbom = h.tar_bytes([h.file("opt/env", b"e")]), h.tar_bytes([h.file("sbom", b"s")])
+    version = runtime_version("venv", [NewLayer(Descriptor(MEDIA_LAYER, h.sha256(env), len(env)), "")])
+    lab = h.labels("runtime", "rt", version, **{"io.swcli.env-mode": "venv"})
+    first = h.push_image(registry.address, "rt-first", [h.tar_bytes([h.file("base", b"1")]), env, sbom], lab)
+    assert cli("pull", first).code == 0
+    local_id = Store().resolve("runtime", "rt").manifest["image_id"]
+    layout = store_layout()
+    index = json.loads((layout.root / "index.json").read_text())
+    index["manifests"] = []  # the local tags gone (an older swcli, a hand edit): the store entry remains
+    (layout.root / "index.json").write_text(json.dumps(index))
+    second = h.push_image(registry.address, "rt-second", [h.tar_bytes([h.file("base", b"2")]), env, sbom], lab)
+    refused(cli, swcli_home, second, f"runtime rt:{version}", local_id, "refusing it", before=blobs(swcli_home))
+    assert Store().resolve("runtime", "rt").manifest["image_id"] == local_id
+
+
 def test_a_runtime_whose_layers_do_not_make_its_version_is_refused(cli, registry, swcli_home):
     layers = [h.tar_bytes([h.file("base", b"b")]), h.tar_bytes([h.file("env", b"e")]),
               h.tar_bytes([h.file("sbom", b"s")])]

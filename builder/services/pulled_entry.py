@@ -285,11 +285,13 @@ def record_pulled(layout, image, target: str, store, *, known: bool = False):
                 "source": f"pulled from {target}"})
         try:
             existing = store.resolve(kind, f"{name}:{version}")
-            if existing.version == version:
-                return existing
         except RefNotFoundError:
-            pass
-        return store.publish(kind, name, version, staged)
+            return store.publish(kind, name, version, staged)
+        other = existing.manifest.get("image_id")
+        if existing.version == version and kind == "runtime" and isinstance(other, str) and other != image.image_id:
+            raise RegistryError(f"{shown(target)}: the store's runtime {name}:{version} is image {shown(other)}, "
+                                f"the pulled image is {image.image_id}; refusing it (remove the local one first)")
+        return existing if existing.version == version else store.publish(kind, name, version, staged)
 
 
 def check_runtime_version(image, version: str, target: str) -> None:
