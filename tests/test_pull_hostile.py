@@ -210,7 +210,7 @@ def test_layers_reaching_out_of_the_folder_are_refused(cli, swcli_home, plain_re
 def test_unpack_applies_layers_like_an_engine(tmp_path):
     """Later files win, whiteouts delete, an opaque whiteout empties its folder, links inside stay links."""
     from builder.images.oci import Layout
-    from builder.images.unpack import unpack
+    from builder.images.unpack import Listing, unpack
 
     layout = Layout(tmp_path / "oci")
     layers = [hostile_layer(layout, [member("opt/", tarfile.DIRTYPE), member("dataset/", tarfile.DIRTYPE),
@@ -221,7 +221,7 @@ def test_unpack_applies_layers_like_an_engine(tmp_path):
                                      member("dataset/link", tarfile.SYMTYPE, link="sub/c")])]
     dest = tmp_path / "dest"
     dest.mkdir()
-    unpack(layout, layers, "/dataset", dest)
+    unpack(layout, layers, "/dataset", dest, Listing({"a": 3, "gone": 1, "sub/b": 1, "sub/c": 1}, {"link": "sub/c"}))
     assert sorted(str(p.relative_to(dest)) for p in dest.rglob("*")) == ["a", "link", "sub", "sub/c"]
     assert (dest / "a").read_bytes() == b"new" and (dest / "link").readlink().as_posix() == "sub/c"
     assert oct((dest / "a").stat().st_mode & 0o7777) == "0o755"

@@ -15,6 +15,7 @@ from builder import __version__
 from builder.cli import dataset, job, model, runtime
 from builder.cli import eval as eval_cli
 from builder.cli._registry import add_registry_commands
+from builder.cli.gc import add_gc_command
 from builder.cli._run import run
 
 app = typer.Typer(
@@ -30,6 +31,7 @@ app.add_typer(runtime.app, name="runtime")
 app.add_typer(job.app, name="job")
 app.add_typer(eval_cli.app, name="eval")
 add_registry_commands(app)
+add_gc_command(app)
 
 
 def _version_callback(value: bool) -> None:

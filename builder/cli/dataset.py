@@ -71,9 +71,9 @@ def _fields(entry) -> list:
 
 
 def _verify(entry) -> None:
-    from builder.services.dataset_build import verify_dataset
+    from builder.services.pulled_entry import verify_entry
 
-    verify_dataset(entry)
+    verify_entry(entry)
 
 
 add_entry_commands(app, EntryView(

@@ -101,8 +101,14 @@ def _fields(entry) -> list:
     ]
 
 
+def _verify(entry) -> None:
+    from builder.services.pulled_entry import verify_entry
+
+    verify_entry(entry)
+
+
 add_entry_commands(app, EntryView(
     "model", _fields, ["handler", "size"],
     lambda e: [e.manifest.get("handler"), human_size(e.manifest.get("totals", {}).get("bytes", 0))],
-    lambda e: {"handler": e.manifest.get("handler")}))
+    lambda e: {"handler": e.manifest.get("handler")}, verify=_verify))
 add_push_command(app, "model")

@@ -11,10 +11,17 @@ complete, so a killed writer never leaves a blob whose name lies about its bytes
 whole (temp file and rename) under an ``flock``, after every blob its manifest names is in place: a ref never
 points at a missing blob. JSON documents are serialised one way only (sorted keys, no spaces), so the same image
 always has the same digests.
+
+Blobs no ref needs are collected (:meth:`Layout.collect`, for `swcli gc` and a failed pull) under an exclusive
+``flock`` on ``gc.lock``. A process that writes a blob, or finds one in place (:meth:`Layout.has`), first pins it:
+it appends the digest, under a shared lock on ``gc.lock``, to its own ``pins/<pid>-XXXX`` file, which it holds
+``flock``-ed until it exits. So a collector sees every blob a live build or pull is about to tag, and a writer
+that pins after a collection finds the blob gone and writes it again.
 """
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import fcntl
 import hashlib
@@ -35,6 +42,17 @@ MEDIA_CONFIG = "application/vnd.oci.image.config.v1+json"
 MEDIA_LAYER = "application/vnd.oci.image.layer.v1.tar"  # uncompressed: what `docker load` takes; push compresses
 REF_ANNOTATION = "org.opencontainers.image.ref.name"
 CHUNK = 1 << 20
+
+
+_PINS: dict[tuple[int, str], tuple[int, str]] = {}  # (pid, layout root) -> (fd of the held pin file, its path)
+_PINS_LOCK = threading.Lock()
+
+
+def _drop_pins(pid: int, path: str) -> None:
+    """At exit, this process's pin file goes (a forked child that runs exit handlers leaves its parent's)."""
+    if os.getpid() == pid:
+        with contextlib.suppress(OSError):
+            os.unlink(path)
 
 
 class LayoutError(SwcliError):
@@ -126,8 +144,14 @@ class Layout:
         return self.blobs / hexd
 
     def has(self, digest: str, size: int | None = None) -> bool:
+        """Whether the blob is in place (of ``size``); pinned first, so no collector removes it from now on."""
+        path = self.blob_path(digest)
+        if not self.blobs.is_dir():
+            return False
+        with contextlib.suppress(OSError):  # a read-only layout: nothing can collect from it either
+            self.pin(digest)
         try:
-            st = os.stat(self.blob_path(digest))
+            st = os.stat(path)
         except FileNotFoundError:
             return False
         return size is None or st.st_size == size
@@ -150,6 +174,7 @@ class Layout:
                 yield hashing
                 fh.flush()
             digest = hashing.digest()
+            self.pin(digest)
             os.chmod(tmp, 0o444)
             os.replace(tmp, self.blob_path(digest))
             hashing.descriptor = Descriptor(media_type, digest, hashing.size)  # type: ignore[attr-defined]
@@ -209,6 +234,107 @@ class Layout:
                     path.unlink()
                     removed.append(path)
         return removed
+
+    # ------------------------------------------------------------------------------------------ pins, gc
+
+    def _own_pins(self) -> tuple[int, str]:
+        """This process's pin file for this layout, created and locked on first use."""
+        key = (os.getpid(), str(self.root))
+        with _PINS_LOCK:
+            if key not in _PINS:
+                folder = self.root / "pins"
+                folder.mkdir(parents=True, exist_ok=True)
+                while True:
+                    fd, path = tempfile.mkstemp(prefix=f"{os.getpid()}-", dir=folder)
+                    fcntl.flock(fd, fcntl.LOCK_EX)
+                    with contextlib.suppress(FileNotFoundError):
+                        if os.stat(path).st_ino == os.fstat(fd).st_ino:
+                            break
+                    os.close(fd)  # a collector took it for a dead one's between mkstemp and flock
+                _PINS[key] = (fd, path)
+                atexit.register(_drop_pins, os.getpid(), path)
+            return _PINS[key]
+
+    def pin(self, digest: str) -> None:
+        """Keep ``digest`` from collectors for as long as this process lives."""
+        self.blob_path(digest)  # a sha256 digest: one line of the pin file
+        self._init()
+        fd, _ = self._own_pins()
+        with open(self.root / "gc.lock", "a+") as lock:
+            fcntl.flock(lock, fcntl.LOCK_SH)
+            os.write(fd, f"{digest}\n".encode())
+
+    def _pinned_by_others(self) -> set[str]:
+        """Digests pinned by other live processes; the files of dead ones are removed."""
+        own = _PINS.get((os.getpid(), str(self.root)), (None, ""))[1]
+        pinned: set[str] = set()
+        folder = self.root / "pins"
+        for path in sorted(folder.iterdir()) if folder.is_dir() else []:
+            if str(path) == own:
+                continue
+            try:
+                fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+            except OSError:
+                continue
+            try:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except OSError:  # held: a live process
+                    with os.fdopen(os.dup(fd), "r", encoding="ascii", errors="replace") as fh:
+                        pinned.update(line.strip() for line in fh)
+                    continue
+                with contextlib.suppress(OSError):
+                    path.unlink()
+            finally:
+                os.close(fd)
+        return pinned
+
+    def reachable(self) -> set[str]:
+        """Every blob a ref of index.json reaches (manifests, configs, layers; an index's manifests), every layer
+        the layer cache names, and every blob another live process has pinned."""
+        keep = self._pinned_by_others()
+        todo = [d.digest for d in self.refs().values()]
+        while todo:
+            digest = todo.pop()
+            if digest in keep:
+                continue
+            keep.add(digest)
+            try:
+                doc = json.loads(self.blob_path(digest).read_bytes()) if os.stat(self.blob_path(digest)).st_size \
+                    <= 4 << 20 else {}
+            except (OSError, ValueError, RecursionError, LayoutError):
+                continue
+            children = [doc.get("config")] + list(doc.get("layers") or []) + list(doc.get("manifests") or []) \
+                if isinstance(doc, dict) else []
+            todo.extend(c["digest"] for c in children if isinstance(c, dict) and isinstance(c.get("digest"), str))
+        for path in sorted((self.root / "cache" / "layers").glob("*.json")):
+            with contextlib.suppress(OSError, ValueError, RecursionError, AttributeError, TypeError):
+                keep.add(json.loads(path.read_text())["digest"])
+        return keep
+
+    def collect(self, candidates: Iterator[str] | None = None) -> tuple[list[str], int]:
+        """Remove the blobs (all, or only ``candidates``) that :meth:`reachable` does not keep, and the temp blobs
+        of dead writers; returns the digests removed and the bytes freed. Run under the exclusive gc lock."""
+        removed, freed = [], 0
+        if not self.blobs.is_dir():
+            return removed, freed
+        with open(self.root / "gc.lock", "a+") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            keep = self.reachable()
+            names = sorted(self.blobs.iterdir()) if candidates is None else \
+                [self.blob_path(d) for d in sorted(set(candidates))]
+            for path in names:
+                digest = f"sha256:{path.name}"
+                if path.name.startswith(".") or digest in keep:
+                    continue
+                with contextlib.suppress(FileNotFoundError):
+                    size = path.lstat().st_size
+                    path.unlink()
+                    removed.append(digest)
+                    freed += size
+            for path in self.clean_temp():
+                removed.append(path.name)
+        return removed, freed
 
     # ------------------------------------------------------------------------------------------------ refs
 

@@ -10,18 +10,20 @@ copied.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import tempfile
 from pathlib import Path
 
 from builder.errors import RegistryError
-from builder.registry.media import INDEX_TYPES
-from builder.services.registry import (Blob, KnownBlobs, OnProgress, TransferResult, check_labels, one_line,
+from builder.images.oci import Descriptor
+from builder.registry.media import INDEX_TYPES, MAX_CONFIG, checked_descriptor, checked_list
+from builder.services.registry import (Blob, KnownBlobs, OnProgress, TransferResult, check_labels,
                                        open_client, send_blobs)
 from builder.store import swcli_home
 
-MAX_CONFIG = 4 << 20
+
+def source_what(client, repository: str) -> str:
+    return f"{getattr(client, 'registry', '?')}/{repository}"
 
 
 def _fetched_source(client, repository: str, digest: str, size: int):
@@ -29,8 +31,11 @@ def _fetched_source(client, repository: str, digest: str, size: int):
 
     @contextlib.contextmanager
     def source():
+        from builder.services.pull import DiskBudget
+
         folder = swcli_home() / "tmp"
         folder.mkdir(parents=True, exist_ok=True)
+        DiskBudget(folder).take(size, f"blob {digest} of {source_what(client, repository)} ({size} bytes)")
         fd, tmp = tempfile.mkstemp(prefix=f".copy-{os.getpid()}-", dir=folder)
         try:
             with os.fdopen(fd, "wb") as out:
@@ -48,22 +53,19 @@ def _copy_image(src, source, dst, dest, manifest, known: KnownBlobs, result: Tra
     """The blobs of one image manifest, then the manifest itself under its digest."""
     import io
 
-    try:
-        doc = json.loads(manifest.data)
-        blobs = [doc["config"], *doc["layers"]]
-        descs = [(b["digest"], int(b["size"])) for b in blobs]
-    except (ValueError, KeyError, TypeError) as err:
-        raise RegistryError(f"{source}: not an image manifest ({one_line(err)})") from None
-    config_digest, config_size = descs[0]
-    if config_size > MAX_CONFIG:
-        raise RegistryError(f"{source}: its config is {config_size} bytes; refusing more than 4 MiB")
+    from builder.services.pull import MAX_BLOB, _image_config, _json
+
+    what = str(source)
+    doc = _json(manifest.data, what, "an image manifest")
+    config = Descriptor.from_json(checked_descriptor(doc.get("config"), f"{what}: config", max_size=MAX_CONFIG))
+    layers = [Descriptor.from_json(checked_descriptor(layer, f"{what}: layers[{n}]", max_size=MAX_BLOB))
+              for n, layer in enumerate(checked_list(doc.get("layers"), f"{what}: layers"))]
     buffer = io.BytesIO()
-    src.fetch_blob(source.repository, config_digest, buffer, size=config_size)
-    try:
-        labels = (json.loads(buffer.getvalue()).get("config") or {}).get("Labels") or {}
-    except (ValueError, AttributeError) as err:
-        raise RegistryError(f"{source}: config {config_digest} is not an image config ({one_line(err)})") from None
-    check_labels(str(source), labels)
+    src.fetch_blob(source.repository, config.digest, buffer, size=config.size)
+    _, labels, _ = _image_config(buffer.getvalue(), config, what)
+    check_labels(what, labels)
+    config_digest, config_size = config.digest, config.size
+    descs = [(config.digest, config.size), *((layer.digest, layer.size) for layer in layers)]
     data = buffer.getvalue()
     same = source.registry == dest.registry
     send_blobs(dst, dest.repository, [
@@ -87,10 +89,11 @@ def copy(source_text: str, target_text: str, *, ca_cert: Path | None = None, on_
         known = KnownBlobs(dest.registry)
         top = src.get_manifest(source.repository, source.ref)
         if top.media_type in INDEX_TYPES:
-            try:
-                children = [str(entry["digest"]) for entry in json.loads(top.data).get("manifests") or []]
-            except (ValueError, KeyError, TypeError, AttributeError) as err:
-                raise RegistryError(f"{source}: not an image index ({one_line(err)})") from None
+            from builder.services.pull import _json
+
+            index = _json(top.data, str(source), "an image index")
+            children = [checked_descriptor(entry, f"{source}: manifests[{n}]")["digest"]
+                        for n, entry in enumerate(checked_list(index.get("manifests") or [], f"{source}: manifests"))]
             for digest in children:
                 child = src.get_manifest(source.repository, digest)
                 _copy_image(src, source, dst, dest, child, known, result, on_progress)

@@ -163,10 +163,16 @@ def dataset_version(spec: DatasetSpec, volumes: list[VolumeInfo], index: Path) -
     """The version names the bytes: the spec, then every volume's name, size and sha256 (hashed as they were
     written), then the index (records -> places and lengths, small). The same records and attrs give the same
     volumes, so the same version, and no record is hashed twice."""
-    digest = hashlib.sha256(json.dumps(spec.raw, sort_keys=True, default=str).encode())
-    for vol in volumes:
-        digest.update(f"\n{vol.name}\0{vol.records}\0{vol.size}\0{vol.sha256}".encode())
-    digest.update(f"\n{INDEX_NAME}\0{sha256_file(index)}".encode())
+    return version_of(spec.raw, [(vol.name, vol.records, vol.size, vol.sha256) for vol in volumes], sha256_file(index))
+
+
+def version_of(raw_spec: object, volumes: list[tuple[str, int, int, str]], index_sha256: str) -> str:
+    """:func:`dataset_version` from the spec and every volume's (name, records, size, sha256) as the manifest
+    records them, and the index's sha256: what `swcli pull` recomputes from what it pulled."""
+    digest = hashlib.sha256(json.dumps(raw_spec, sort_keys=True, default=str).encode())
+    for name, records, size, sha256 in volumes:
+        digest.update(f"\n{name}\0{records}\0{size}\0{sha256}".encode())
+    digest.update(f"\n{INDEX_NAME}\0{index_sha256}".encode())
     return make_version(digest.digest())
 
 

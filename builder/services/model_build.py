@@ -164,7 +164,6 @@ def build_model(
     role = _roles(spec)
     lock = None if skip_gen_env else env_lock()
 
-    digest = hashlib.sha256(json.dumps(spec.raw, sort_keys=True, default=str).encode())
     with store.stage("model") as staged:
         listing, findings = [], {}
         copied = 0
@@ -172,14 +171,13 @@ def build_model(
             sha, findings[src.rel] = _copy_hash_scan(src, staged / "src" / src.rel)
             listing.append({"path": src.rel, "size": src.size, "sha256": sha, "role": role(src.rel),
                             "executable": src.executable, **({"link": src.link} if src.link else {})})
-            digest.update(f"{src.rel}\0{int(src.executable)}\0{sha}\n".encode())
             copied += src.size
             if progress:
                 progress(copied)
         refuse_secrets(findings, walk.rules)  # before anything is published; the staging dir goes with it
         if lock is not None:
             (staged / "env.lock").write_text(lock.text, encoding="utf-8")
-        version = make_version(digest.digest())
+        version = model_version(spec.raw, listing)
         totals = {r: sum(f["size"] for f in listing if f["role"] == r) for r in ("code", "weights", "config")}
         manifest = {
             "kind": "model",
@@ -206,6 +204,15 @@ def build_model(
     return ModelBuildResult(entry, len(listing), totals["weights"], time.perf_counter() - started, spec.notes,
                             total_bytes=sum(totals.values()), biggest=biggest, excluded=walk.excluded_credentials,
                             warnings=[warning] if warning else [])
+
+
+def model_version(raw_spec: object, files: list[dict]) -> str:
+    """A model's version: its spec, then every file's path, executable bit and sha256 (a link's: of its target),
+    in the listing's order. `swcli pull` recomputes it from the manifest of what it pulled."""
+    digest = hashlib.sha256(json.dumps(raw_spec, sort_keys=True, default=str).encode())
+    for f in files:
+        digest.update(f"{f['path']}\0{int(f['executable'])}\0{f['sha256']}\n".encode())
+    return make_version(digest.digest())
 
 
 def model_source(ref_or_dir: str | Path, store: Store | None = None) -> tuple[Path, ModelSpec, dict]:
