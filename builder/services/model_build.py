@@ -2,8 +2,9 @@
 
 The handler is checked without importing it (``ast``), so a build never runs user code or imports torch just
 to find a typo in ``run.ppl``. Files are streamed (weights can be gigabytes) and hashed as they are copied; the
-version is derived from every file's path, exec bit and content plus the yaml, so the same tree gives the same
-version. The environment lock is recorded but not hashed: re-locking the same env must not re-version a model.
+version is derived from every file's path, exec bit and content, the yaml and the environment lock (its kind and
+text, or that there is none), so the same tree and env give the same version whatever the store already holds:
+a package's version covers everything in it. Re-locking an unchanged env gives the same text, so the same version.
 
 Every file is read once: the copy hashes it and scans it for credentials (``builder.snapshot``); a finding
 refuses the build before anything is published. The result says what went in (count, size, the biggest files),
@@ -137,6 +138,18 @@ def data_warning(listing: list[dict]) -> str | None:
             "them out of the model")
 
 
+def model_version(spec_raw: dict, files: list[dict], lock_kind: str | None, lock_text: str | None) -> str:
+    """The version of a model entry: its yaml, every file (path, exec bit, sha256 of its bytes or of its link) and
+    its env lock (kind and text; none is part of it too). What a build computes, and what a pulled entry's
+    manifest, files and env.lock can be checked against."""
+    digest = hashlib.sha256(json.dumps(spec_raw, sort_keys=True, default=str).encode())
+    for f in files:
+        digest.update(f"{f['path']}\0{int(f['executable'])}\0{f['sha256']}\n".encode())
+    lock = b"none" if lock_kind is None else f"{lock_kind}\0".encode() + (lock_text or "").encode("utf-8")
+    digest.update(b"env.lock\0" + hashlib.sha256(lock).digest())
+    return make_version(digest.digest())
+
+
 def _current_env_lock():
     from builder.services.runtime_build import export_env_lock  # the one exporter; imported only when locking
 
@@ -164,7 +177,6 @@ def build_model(
     role = _roles(spec)
     lock = None if skip_gen_env else env_lock()
 
-    digest = hashlib.sha256(json.dumps(spec.raw, sort_keys=True, default=str).encode())
     with store.stage("model") as staged:
         listing, findings = [], {}
         copied = 0
@@ -172,14 +184,13 @@ def build_model(
             sha, findings[src.rel] = _copy_hash_scan(src, staged / "src" / src.rel)
             listing.append({"path": src.rel, "size": src.size, "sha256": sha, "role": role(src.rel),
                             "executable": src.executable, **({"link": src.link} if src.link else {})})
-            digest.update(f"{src.rel}\0{int(src.executable)}\0{sha}\n".encode())
             copied += src.size
             if progress:
                 progress(copied)
         refuse_secrets(findings, walk.rules)  # before anything is published; the staging dir goes with it
         if lock is not None:
             (staged / "env.lock").write_text(lock.text, encoding="utf-8")
-        version = make_version(digest.digest())
+        version = model_version(spec.raw, listing, lock.kind if lock else None, lock.text if lock else None)
         totals = {r: sum(f["size"] for f in listing if f["role"] == r) for r in ("code", "weights", "config")}
         manifest = {
             "kind": "model",
