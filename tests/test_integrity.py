@@ -69,3 +69,95 @@ def test_another_lock_text_is_another_version(model_dir, swcli_home):
     c = build_model(model_dir, env_lock=lambda: EnvLock("dist-info", "numpy==1.0\n")).entry
     assert len({a.version, b.version, c.version}) == 3
     assert (b.path / "env.lock").read_text() == "numpy==2.0\n"
+
+
+# ------------------------------------------------------------------------------------- a store root that is not one
+
+
+def _swcli(home: Path, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    env = dict(os.environ, SWCLI_HOME=str(home), PYTHONPATH=str(ROOT))
+    return subprocess.run([sys.executable, "-m", "builder", *map(str, args)], env=env, capture_output=True, text=True,
+                          timeout=timeout, stdin=subprocess.DEVNULL, cwd=ROOT)
+
+
+def _one_line(proc: subprocess.CompletedProcess, *words: str, code: int | None = None) -> None:
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert proc.returncode != 0 and len(lines) == 1, (proc.returncode, proc.stderr, proc.stdout)
+    assert lines[0].startswith("swcli: error: ") and "Traceback" not in proc.stderr, proc.stderr
+    for word in words:
+        assert word in lines[0], lines[0]
+    if code is not None:
+        assert proc.returncode == code, proc.stderr
+    assert "name" not in proc.stdout, proc.stdout  # no empty table
+
+
+def _file(tmp: Path) -> Path:
+    (tmp / "home").write_text("not a folder")
+    return tmp / "home"
+
+
+def _fifo(tmp: Path) -> Path:
+    os.mkfifo(tmp / "home")
+    return tmp / "home"
+
+
+def _dangling(tmp: Path) -> Path:
+    (tmp / "home").symlink_to(tmp / "gone")
+    return tmp / "home"
+
+
+def _link_to_a_file(tmp: Path) -> Path:
+    (tmp / "target").write_text("x")
+    (tmp / "home").symlink_to(tmp / "target")
+    return tmp / "home"
+
+
+def _under_a_file(tmp: Path) -> Path:
+    (tmp / "file").write_text("x")
+    return tmp / "file" / "home"
+
+
+def _link_loop(tmp: Path) -> Path:
+    (tmp / "home").symlink_to(tmp / "home")
+    return tmp / "home"
+
+
+HOMES = {"file": (_file, "a file"), "fifo": (_fifo, "a FIFO"), "dangling link": (_dangling, "a link to nothing"),
+         "link to a file": (_link_to_a_file, "a file"), "under a file": (_under_a_file, "cannot be reached"),
+         "link loop": (_link_loop, "cannot be reached")}
+
+
+@pytest.mark.parametrize("shape", sorted(HOMES))
+def test_a_store_root_that_is_not_a_folder_fails_list_with_one_line(tmp_path, shape):
+    make, what = HOMES[shape]
+    home = make(tmp_path)
+    for args in (("dataset", "list"), ("model", "list"), ("runtime", "list"), ("eval", "list"),
+                 ("model", "list", "-o", "json"), ("dataset", "info", "x")):
+        _one_line(_swcli(home, *args, timeout=30), str(home), what, "SWCLI_HOME", code=1)
+    if shape == "fifo":
+        assert os.path.exists(home) and not os.path.isdir(home)  # never opened, nothing made beside it
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted({"home", "target", "file", "gone"} &
+                                                                {p.name for p in tmp_path.iterdir()})
+
+
+@pytest.mark.parametrize("shape", ["file", "fifo", "dangling link"])
+def test_a_store_root_that_is_not_a_folder_fails_builds_and_pulls_with_one_line(tmp_path, tiny_dataset, model_dir,
+                                                                                 shape):
+    make, what = HOMES[shape]
+    home = make(tmp_path)
+    for args in (("dataset", "build", "--no-image", tiny_dataset), ("model", "build", "--no-image", model_dir),
+                 ("model", "build", "--no-load", "--skip-gen-env", model_dir),
+                 ("runtime", "build", "--name", "x", "--venv", sys.prefix, "--no-load"),
+                 ("pull", "127.0.0.1:9/swds/x:1"), ("eval", "pull", "127.0.0.1:9/swmp/x@sha256:" + "0" * 64)):
+        _one_line(_swcli(home, *args), str(home), what)
+    assert not (tmp_path / "gone").exists()  # nothing created through the dangling link
+
+
+def test_a_store_root_that_does_not_exist_yet_is_a_first_run(tmp_path):
+    for home in (tmp_path / "new", tmp_path / "a" / "b"):
+        proc = _swcli(home, "dataset", "list", "-o", "json", timeout=30)
+        assert proc.returncode == 0 and json.loads(proc.stdout) == [], proc.stderr
+    link = tmp_path / "link"
+    (tmp_path / "real").mkdir()
+    link.symlink_to(tmp_path / "real")  # a link to a folder is a store like any (a home on a bigger disk)
+    assert _swcli(link, "model", "list").returncode == 0
