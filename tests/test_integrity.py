@@ -161,3 +161,83 @@ def test_a_store_root_that_does_not_exist_yet_is_a_first_run(tmp_path):
     (tmp_path / "real").mkdir()
     link.symlink_to(tmp_path / "real")  # a link to a folder is a store like any (a home on a bigger disk)
     assert _swcli(link, "model", "list").returncode == 0
+
+
+# ------------------------------------------------------------------------------------------------ usage errors
+
+
+def _usage(res, *words: str) -> None:
+    one_line_error(res, *words)
+    assert res.code == 2, (res.code, res.err)
+
+
+@pytest.fixture()
+def eval_world(cli, model_dir, tiny_dataset):
+    assert cli("dataset", "build", "--no-image", tiny_dataset).code == 0
+    assert cli("model", "build", "--no-image", "--skip-gen-env", model_dir).code == 0
+    return model_dir
+
+
+EVAL_USAGE = {
+    "shard not I/N": (["--shard", "x"], "shard 'x' is not I/N"),
+    "shard I >= N": (["--shard", "3/2"], "need 0 <= I < N"),
+    "shard 0/0": (["--shard", "0/0"], "need 0 <= I < N"),
+    "more shards than records": (["--shard", "0/999"], "at most"),
+    "batch size 0": (["--batch-size", "0"], "--batch-size must be >= 1"),
+    "batch size -3": (["--batch-size", "-3"], "--batch-size must be >= 1"),
+    "threads with workers": (["--threads", "2", "--workers", "2"], "--threads 2 with --workers 2"),
+    "cuda with workers": (["--device", "cuda", "--workers", "2"], "CUDA does not survive fork"),
+    "resume without output": (["--resume"], "--resume needs --output"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(EVAL_USAGE))
+def test_model_eval_usage_errors_exit_2(cli, eval_world, swcli_home, case):
+    flags, words = EVAL_USAGE[case]
+    _usage(cli("model", "eval", "modthree", "--dataset", "tiny", *flags), words)
+    assert not (swcli_home / "runs").exists() or not any((swcli_home / "runs").iterdir())
+
+
+def test_more_usage_errors_exit_2(cli, eval_world, swcli_home, tmp_path, monkeypatch):
+    _usage(cli("model", "eval", "modthree", "--dataset", "tiny", "-o", swcli_home / "runs"), "inside the store")
+    # a --device the handler does not take
+    ppl = eval_world / "code" / "ppl.py"
+    ppl.write_text(ppl.read_text().replace('def __init__(self, device="cpu"):', "def __init__(self):")
+                   .replace("        self.device = device\n", ""))
+    _usage(cli("model", "eval", eval_world, "--dataset", "tiny", "--device", "cpu"), "drop --device")
+    assert cli("model", "eval", eval_world, "--dataset", "tiny", "-o", tmp_path / "run").code == 0
+    _usage(cli("eval", "show", str(tmp_path / "run"), "--fail-under", "accuracy"), "--fail-under takes METRIC=NUMBER")
+    _usage(cli("eval", "show", str(tmp_path / "run"), "--fail-under", "accuracy=high"), "METRIC=NUMBER")
+    # job run: before any engine is asked
+    _usage(cli("job", "run", "-m", "modthree", "-d", "tiny", "--shards", "0"), "--shards must be >= 1")
+    for flags, words in ((["--shards", "0"], "--shards"), (["--cpu", "lots"], "--cpu"), (["--memory", "1 GB"], "--memory"),
+                         (["--parts", "ftp"], "--parts"), (["--dataset-mount", "nfs"], "--dataset-mount")):
+        _usage(cli("job", "k8s", "-m", "modthree", "-d", "tiny", *flags), words)
+    # runtime build
+    _usage(cli("runtime", "build", "--venv", sys.prefix, "--conda-prefix", sys.prefix), "not both")
+    _usage(cli("runtime", "build", "--venv", sys.prefix, "--no-load"), "a runtime needs a name")
+    # eval pull: a bad --run, or neither a digest nor --run (refused before any connection)
+    _usage(cli("eval", "pull", "127.0.0.1:9/swmp/x:1", "--run", "../etc"), "--run", "not a run id")
+    _usage(cli("eval", "pull", "127.0.0.1:9/swmp/x:1"), "name the evaluation by its digest")
+    # typer's own checks, for comparison: the same exit code
+    _usage(cli("model", "eval", "modthree", "--dataset", "tiny", "--threads", "-1"), "--threads")
+    _usage(cli("dataset", "list", "-o", "xml"), "xml")
+
+
+def test_registry_flag_combinations_exit_2(tmp_path):
+    home = tmp_path / "home"
+    for args, words in ((("dataset", "push", "x", "127.0.0.1:9/x:1", "--password-stdin"), "--password-stdin needs --username"),
+                        (("pull", "127.0.0.1:9/x:1", "-u", "me"), "--password-stdin"),
+                        (("login", "127.0.0.1:9", "-u", "me"), "stdin is not a terminal")):
+        proc = _swcli(home, *args, timeout=60)
+        _one_line(proc, words, code=2)
+
+
+def test_the_model_images_entrypoint_usage_errors_exit_2(tmp_path):
+    env = dict(os.environ, SWCLI_HOME=str(tmp_path / "home"), PYTHONPATH=str(ROOT))
+    for args, words in ((["eval", "--dataset", "not a ref"], "expected a dataset image in a registry"),
+                        (["eval", "--dataset", "127.0.0.1:9/swds/x:1", "--push-part", "127.0.0.1:9/swmp/m:1"],
+                         "--push-part and --job go together")):
+        proc = subprocess.run([sys.executable, "-m", "builder.container", *args], env=env, capture_output=True,
+                              text=True, timeout=60, cwd=tmp_path, stdin=subprocess.DEVNULL)
+        _one_line(proc, words, code=2)

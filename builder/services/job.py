@@ -25,7 +25,7 @@ import threading
 from pathlib import Path
 from typing import Callable
 
-from builder.errors import DockerError
+from builder.errors import DockerError, UsageError
 from builder.images.engine import connect, image_exists
 from builder.services.images import image_for
 from builder.store import Store
@@ -38,7 +38,7 @@ def run_job(model: str, dataset: str, output_dir: Path, *, store: Store | None =
             merge_wait: int = 3600, resume: bool = False) -> int:
     """Evaluate in containers; returns the exit code of the eval (or of the first failing shard, or the merge)."""
     if shards < 1:
-        raise DockerError(f"--shards must be >= 1, got {shards}")
+        raise UsageError(f"--shards must be >= 1, got {shards}")
     store = store or Store()
     client = client or connect()
     model_image, dataset_image = image_for("model", model, store), image_for("dataset", dataset, store)

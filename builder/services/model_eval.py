@@ -12,7 +12,7 @@ from pathlib import Path
 
 from builder.api.metric_worker import scoring_helper
 from builder.api.model import PipelineHandler
-from builder.errors import EvalError, SwcliError, USER_CODE_ERRORS, UserCodeError
+from builder.errors import EvalError, SwcliError, USER_CODE_ERRORS, UsageError, UserCodeError
 from builder.gcpolicy import loading
 from builder.loader import load_class, module_source
 from builder.services.evaluation import EvalContext, EvalResult, Progress, resolve_batch_size, run_evaluation
@@ -113,7 +113,7 @@ def make_handler(cls: type, ref: str, device: str | None) -> PipelineHandler:
     if device is not None:
         params = inspect.signature(cls.__init__).parameters
         if "device" not in params and not any(p.kind is p.VAR_KEYWORD for p in params.values()):
-            raise EvalError(f"{ref}.__init__ takes no 'device' argument; drop --device or add it to the handler")
+            raise UsageError(f"{ref}.__init__ takes no 'device' argument; drop --device or add it to the handler")
         kwargs["device"] = device
     try:
         return cls(**kwargs)
@@ -127,7 +127,7 @@ def check_output_dir(output_dir: Path, store: Store) -> None:
     root = Path(os.path.realpath(store.root))
     if real in (root, Path(os.path.realpath(store.runs_dir))) or (
             real.is_relative_to(root) and not real.is_relative_to(Path(os.path.realpath(store.runs_dir)))):
-        raise EvalError(f"--output {output_dir}: that is inside the store ({store.root}); give a folder of your own, "
+        raise UsageError(f"--output {output_dir}: that is inside the store ({store.root}); give a folder of your own, "
                         "or none for a new run under runs/")
 
 
@@ -135,12 +135,12 @@ def evaluate(options: EvalOptions, *, store: Store | None = None, progress: Prog
     """Run the model's handler over the dataset; outputs go to ``options.output_dir`` or a new run dir."""
     store = store or Store()
     if (options.workers or 1) > 1 and options.threads not in (None, 1):
-        raise EvalError(f"--threads {options.threads} with --workers {options.workers}: each ppl worker runs torch on "
+        raise UsageError(f"--threads {options.threads} with --workers {options.workers}: each ppl worker runs torch on "
                         "one thread (OpenMP's pool does not survive fork); give one of them")
     if options.output_dir is not None:
         check_output_dir(Path(options.output_dir), store)
     elif options.resume:
-        raise EvalError("--resume needs --output DIR: the folder of the run to continue")
+        raise UsageError("--resume needs --output DIR: the folder of the run to continue")
     root, spec, model_info = model_source(options.model, store)
     image_id = model_image_id(model_info, store)
     if image_id:
