@@ -4,6 +4,7 @@ root that is not a folder is one line and a non-zero exit, never an empty table.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -212,7 +213,7 @@ def test_more_usage_errors_exit_2(cli, eval_world, swcli_home, tmp_path, monkeyp
     _usage(cli("job", "run", "-m", "modthree", "-d", "tiny", "--shards", "0"), "--shards must be >= 1")
     for flags, words in ((["--shards", "0"], "--shards"), (["--cpu", "lots"], "--cpu"), (["--memory", "1 GB"], "--memory"),
                          (["--parts", "ftp"], "--parts"), (["--dataset-mount", "nfs"], "--dataset-mount")):
-        _usage(cli("job", "k8s", "-m", "modthree", "-d", "tiny", *flags), words)
+        _usage(cli("job", "k8s", "-m", "r.example/swmp/m:1", "-d", "r.example/swds/d:1", *flags), words)
     # runtime build
     _usage(cli("runtime", "build", "--venv", sys.prefix, "--conda-prefix", sys.prefix), "not both")
     _usage(cli("runtime", "build", "--venv", sys.prefix, "--no-load"), "a runtime needs a name")
@@ -241,3 +242,142 @@ def test_the_model_images_entrypoint_usage_errors_exit_2(tmp_path):
         proc = subprocess.run([sys.executable, "-m", "builder.container", *args], env=env, capture_output=True,
                               text=True, timeout=60, cwd=tmp_path, stdin=subprocess.DEVNULL)
         _one_line(proc, words, code=2)
+
+
+# ------------------------------------------------------------------------------------------- one image per tag
+
+
+def _fake_runtimes(home: Path, *names: str) -> list[str]:
+    """Runtime images written straight into the store's layout (a config and no layer): all a model image needs of
+    its parent to be written with --no-load, no engine and no base."""
+    from builder.images.image import ConfigChanges, write_image
+    from builder.images.oci import Layout
+
+    layout = Layout(home / "oci")
+    refs = []
+    for name in names:
+        ref = f"swrt/{name}:1"
+        write_image(layout, None, [], ConfigChanges(env={"RUNTIME": name}, labels={"io.swcli.kind": "runtime"}),
+                    refs=[ref])
+        refs.append(ref)
+    return refs
+
+
+def _layout_refs(home: Path) -> dict[str, str]:
+    from builder.images.oci import Layout
+
+    return {ref: d.digest for ref, d in Layout(home / "oci").refs().items()}
+
+
+def test_a_model_version_on_two_runtimes_gets_two_tags_that_never_move(cli, model_dir, swcli_home, no_engine):
+    rt_a, rt_b = _fake_runtimes(swcli_home, "rta", "rtb")
+    seen: dict[str, str] = {}
+    for runtime in (rt_a, rt_b, rt_a, rt_b):
+        res = cli("model", "build", "--skip-gen-env", "--no-load", "--runtime", runtime, model_dir)
+        assert res.code == 0, res.err
+        refs = _layout_refs(swcli_home)
+        for ref, digest in seen.items():  # no tag ever names another image, `latest` aside
+            if not ref.endswith(":latest"):
+                assert refs.get(ref) == digest, f"{ref} moved or vanished"
+        seen.update(refs)
+    entry = Store().resolve("model", "modthree")
+    tags = sorted(r for r in _layout_refs(swcli_home) if r.startswith("swmp/"))
+    assert len(tags) == 3 and f"swmp/modthree:{entry.version}" not in tags  # two images and latest; no bare version
+    from builder.images.image import read_image
+    from builder.images.oci import Layout
+
+    layout = Layout(swcli_home / "oci")
+    by_runtime = {}
+    for tag in tags:
+        image = read_image(layout, tag)
+        if not tag.endswith(":latest"):
+            assert tag == f"swmp/modthree:{entry.version}-{image.image_id.split(':')[1][:12]}"  # the tag is its id
+            by_runtime[image.labels["io.swcli.runtime"]] = tag
+    assert sorted(by_runtime) == [rt_a, rt_b]
+    # the model ref names the newest (what :latest names); another runtime's image is named by its own tag
+    from builder.services.images import image_for
+
+    assert image_for("model", "modthree") == by_runtime[rt_b]
+    assert image_for("model", f"modthree:{entry.short_version}") == by_runtime[rt_b]
+    assert image_for("model", by_runtime[rt_a]) == by_runtime[rt_a]
+    info = cli("model", "info", "modthree")
+    assert info.code == 0 and by_runtime[rt_a] in info.out and by_runtime[rt_b] in info.out
+
+
+def test_images_on_several_runtimes_none_the_newest_is_one_line_naming_each(cli, model_dir, swcli_home, no_engine):
+    rt_a, rt_b = _fake_runtimes(swcli_home, "rta", "rtb")
+    for runtime in (rt_a, rt_b):
+        assert cli("model", "build", "--skip-gen-env", "--no-load", "--runtime", runtime, model_dir).code == 0
+    first = Store().resolve("model", "modthree")
+    (model_dir / "code" / "extra.py").write_text("X = 1\n")  # another version: :latest goes to it
+    assert cli("model", "build", "--skip-gen-env", "--no-load", "--runtime", rt_a, model_dir).code == 0
+    res = cli("job", "k8s", "-m", f"modthree:{first.short_version}", "-d", "nothing")
+    one_line_error(res, "has 2 images", rt_a, rt_b, "name one of them")
+    res = cli("model", "push", f"modthree:{first.short_version}", "127.0.0.1:9/swmp/modthree:1")
+    one_line_error(res, "has 2 images")
+    # no image at all
+    (model_dir / "code" / "extra.py").write_text("X = 2\n")
+    assert cli("model", "build", "--skip-gen-env", "--no-image", model_dir).code == 0
+    one_line_error(cli("model", "push", "modthree", "127.0.0.1:9/swmp/modthree:1"), "has no image", "swcli model build")
+
+
+
+@pytest.fixture(scope="module")
+def engine():
+    from tests.test_images_docker import BASE
+
+    docker = pytest.importorskip("docker")
+    from tests.conftest import engine_or_none
+
+    client = engine_or_none()
+    if client is None:
+        pytest.skip("no Docker engine answers a ping")
+    try:
+        client.images.get(BASE)
+    except docker.errors.ImageNotFound:
+        pytest.skip(f"{BASE} is not in the engine (make base-image)")
+    return client
+
+
+@pytest.mark.docker
+def test_two_runtimes_in_the_engine_each_keep_their_tag_and_job_run_picks_by_tag(engine, cli, model_dir, tiny_dataset,
+                                                                                  tmp_path):
+    import docker
+
+    from builder.images.build import build_runtime_image
+
+    made: list[str] = []
+    try:
+        runtimes = []
+        for name in ("integrity-rt-a", "integrity-rt-b"):
+            venv = tmp_path / name
+            subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+            marker = next(venv.glob("lib/python3.*/site-packages")) / f"{name.replace('-', '_')}.py"
+            marker.write_text(f"NAME = {name!r}\n")  # two envs: two runtime images
+            result, _ = build_runtime_image(name, venv, client=engine)
+            runtimes.append(result.tags[0])
+            made += result.tags
+        assert cli("dataset", "build", tiny_dataset).code == 0
+        made += [f"swds/tiny:{Store().resolve('dataset', 'tiny').version}", "swds/tiny:latest"]
+        tags = []
+        for runtime in runtimes:
+            res = cli("model", "build", model_dir, "--skip-gen-env", "--runtime", runtime)
+            assert res.code == 0, res.err
+            tag = re.search(r"image (swmp/modthree:\S+)", res.out).group(1)
+            tags.append(tag)
+            made += [tag, "swmp/modthree:latest"]
+        version = Store().resolve("model", "modthree").version
+        assert tags[0] != tags[1] and all(t.startswith(f"swmp/modthree:{version}-") for t in tags)
+        first, second = (engine.images.get(t) for t in tags)
+        assert first.id != second.id and tags[0] in first.tags and tags[1] in second.tags  # the first is still tagged
+        assert first.labels["io.swcli.runtime"] == runtimes[0] and second.labels["io.swcli.runtime"] == runtimes[1]
+        assert f"swmp/modthree:{version}" not in {t for image in engine.images.list() for t in image.tags}
+        # job run: the model ref runs the newest image, its tag runs the other one
+        for model, runtime, out in (("modthree", runtimes[1], "newest"), (tags[0], runtimes[0], "first")):
+            res = cli("job", "run", "--model", model, "--dataset", "tiny", "-o", tmp_path / out)
+            assert res.code == 0, res.err
+            assert json.loads((tmp_path / out / "run.json").read_text())["runtime"] == runtime
+    finally:
+        for tag in made:
+            with contextlib.suppress(docker.errors.ImageNotFound, docker.errors.APIError):
+                engine.images.remove(tag, force=True)

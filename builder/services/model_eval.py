@@ -12,7 +12,7 @@ from pathlib import Path
 
 from builder.api.metric_worker import scoring_helper
 from builder.api.model import PipelineHandler
-from builder.errors import EvalError, SwcliError, USER_CODE_ERRORS, UsageError, UserCodeError
+from builder.errors import EvalError, USER_CODE_ERRORS, UsageError, UserCodeError
 from builder.gcpolicy import loading
 from builder.loader import load_class, module_source
 from builder.services.evaluation import EvalContext, EvalResult, Progress, resolve_batch_size, run_evaluation
@@ -76,22 +76,17 @@ def label_names(manifest: dict) -> dict[str, str] | None:
 
 
 def model_image_id(model_info: dict, store: Store) -> str | None:
-    """The id (config digest) of the store's image ``swmp/<name>:<version>`` of an evaluated store model, or None.
+    """The id (config digest) of the store's image of an evaluated store model (``swmp/<name>:<version>-<id>``, the one
+    its ref names: :func:`builder.services.images.model_image`), or None.
 
     Inside the model image, and for a source folder or a model never built into an image, there is none: the
     model's name and version (a content digest of its code and weights) are then what identify it. Only the layout
     reader is imported (the image holds no jinja2, which the image builder needs)."""
     if not model_info.get("version"):
         return None
-    from builder.images.image import read_image
-    from builder.images.oci import Layout
-    from builder.refs import image_tags
+    from builder.services.images import model_image_id as image_id  # never raises: a run only names no image
 
-    try:
-        image = read_image(Layout(store.root / "oci"), image_tags("model", model_info["name"], model_info["version"])[0])
-    except (SwcliError, OSError):
-        return None  # an unreadable layout is not this run's problem: the run just does not name an image
-    return image.image_id if image is not None else None
+    return image_id(model_info["name"], model_info["version"], store)
 
 
 def new_run_id(model: str, dataset: str) -> str:

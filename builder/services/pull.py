@@ -187,7 +187,7 @@ def pull(target: str, *, credentials=None, ca_cert: Path | None = None, on_progr
     image = Image(local, config, doc, tuple(layers))
     if record:  # verified and recorded before the local refs exist: a refused image is not `swds/<name>:latest`
         record_pulled(layout, image, str(source), store or Store())
-    tags = image_tags(kind, name, version)
+    tags = image_tags(kind, name, version, image.image_id)  # a model's tag names its image id: never moved
     for tag in tags:
         layout.tag(tag, local)
     if load:
