@@ -40,8 +40,9 @@ def image_for(kind: str, ref: str, store: Store | None = None) -> str:
 
 
 def model_images(entry: Entry, store: Store) -> dict[str, list[str]]:
-    """Image id -> the tags naming it, for every image of a model entry in the store's layout: one per runtime it
-    was built on (`<version>-<image id>`), and the bare `<version>` an older swcli moved from one to the next."""
+    """Manifest digest -> the tags naming it, for every image of a model entry in the store's layout: one per
+    runtime it was built on (`<version>-<image id>`), and the bare `<version>` an older swcli moved from one to the
+    next."""
     from builder.images.oci import Layout
 
     repo = image_name("model", entry.name)
@@ -68,7 +69,7 @@ def model_image(entry: Entry, store: Store) -> str | None:
     if len(images) == 1:
         return max(next(iter(images.values())), key=len)  # `<version>-<id>` rather than an older bare `<version>`
     named = ", ".join(f"{max(refs, key=len)} (on {_runtime_of(store, refs[0])})" for refs in images.values())
-    raise RefNotFoundError("model", entry.ref, f"it has {len(images)} images, built on different runtimes: {named}; "
+    raise RefNotFoundError("model", entry.ref, f"it has {len(images)} images: {named}; "
                                                "name one of them instead of the model")
 
 
