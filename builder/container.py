@@ -48,7 +48,7 @@ def eval_(
 ) -> None:
     """Run the model over every record of the mounted dataset (or the one --dataset names), then cmp."""
     from builder.cli._summary import print_summary
-    from builder.errors import EvalError
+    from builder.errors import EvalError, UsageError
     from builder.services.model_eval import EvalOptions, evaluate
 
     if dataset is None and not (DATASET_DIR / "manifest.json").is_file():
@@ -58,16 +58,16 @@ def eval_(
         from builder.services.remote_dataset import is_registry_ref
 
         if not is_registry_ref(dataset):
-            raise EvalError(f"--dataset {dataset}: expected a dataset image in a registry, REGISTRY/REPO[:TAG|@DIGEST]")
+            raise UsageError(f"--dataset {dataset}: expected a dataset image in a registry, REGISTRY/REPO[:TAG|@DIGEST]")
     if (push_part is None) != (job is None):
-        raise EvalError("--push-part and --job go together: the model image to attach the part to, and the job id")
+        raise UsageError("--push-part and --job go together: the model image to attach the part to, and the job id")
     if push_part is not None:
         from builder.services.registry_parts import find_part
         from builder.services.sharding import parse_shard
 
         index = parse_shard(shard)
         if index is None:
-            raise EvalError("--push-part needs --shard I/N (or JOB_COMPLETION_INDEX): a part is one shard")
+            raise UsageError("--push-part needs --shard I/N (or JOB_COMPLETION_INDEX): a part is one shard")
         key = _dataset_key(dataset)
         pushed = find_part(push_part, job, key, index)
         if pushed is not None:

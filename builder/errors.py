@@ -86,6 +86,13 @@ class DockerError(SwcliError):
     exit_code = 4
 
 
+class UsageError(SwcliError):
+    """A flag value or a combination of flags the command cannot take, found past the CLI's own parsing (a service
+    checks it): exit 2, like any usage error typer reports (``--threads -1``)."""
+
+    exit_code = 2
+
+
 class RegistryError(SwcliError):
     """A registry is unreachable, refused the credentials, or failed mid-transfer."""
 

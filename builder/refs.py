@@ -74,7 +74,29 @@ def image_name(kind: str, name: str) -> str:
     return f"{KIND_PREFIX[kind]}/{name}"
 
 
-def image_tags(kind: str, name: str, version: str) -> list[str]:
-    """The tags an image build gives: ``<repo>:<version>`` and ``<repo>:latest``."""
+IMAGE_ID_TAG_LEN = 12  # hex digits of the image id in a model image's tag: what `docker images` shows as IMAGE ID
+
+
+def model_tag(version: str, image_id: str) -> str:
+    """A model image's version tag, ``<model version>-<12 hex of its image id>``. One model version runs on any
+    number of runtimes, each making another image: the image id (the digest of its config, which digests the
+    runtime's layers and config, the model's layers and labels) is part of the tag, so a tag names one image for
+    good and a build on another runtime adds a tag instead of moving one."""
+    algo, _, hexd = image_id.partition(":")
+    if algo != "sha256" or not re.fullmatch(r"[0-9a-f]{64}", hexd):
+        raise ValueError(f"not an image id: {image_id!r}")
+    return f"{version}-{hexd[:IMAGE_ID_TAG_LEN]}"
+
+
+def is_model_tag_of(tag: str, version: str) -> bool:
+    """Whether ``tag`` is one of ``version``'s image tags (or the bare version an older swcli tagged with)."""
+    return tag == version or re.fullmatch(rf"{re.escape(version)}-[0-9a-f]{{{IMAGE_ID_TAG_LEN}}}", tag) is not None
+
+
+def image_tags(kind: str, name: str, version: str, image_id: str | None = None) -> list[str]:
+    """The tags an image build gives: ``<repo>:<version>`` and ``<repo>:latest``; for a model,
+    ``<repo>:<version>-<image id>`` (:func:`model_tag`) once its ``image_id`` is known. ``latest`` is the one tag that
+    moves: to the newest image built or pulled of that name."""
     repo = image_name(kind, name)
-    return [f"{repo}:{version}", f"{repo}:latest"]
+    tag = model_tag(version, image_id) if kind == "model" and image_id is not None else version
+    return [f"{repo}:{tag}", f"{repo}:latest"]

@@ -32,6 +32,7 @@ import hashlib
 import json
 import os
 import shutil
+import stat
 import tempfile
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -61,9 +62,33 @@ def _os_error(path: Path, doing: str, err: OSError) -> StoreError:
 
 
 def swcli_home() -> Path:
-    """The store root: ``$SWCLI_HOME`` or ``~/.cache/swcli``."""
+    """The store root: ``$SWCLI_HOME`` or ``~/.cache/swcli``, checked by :func:`check_root`."""
     env = os.environ.get("SWCLI_HOME")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "swcli"
+    return check_root(Path(env).expanduser() if env else Path.home() / ".cache" / "swcli")
+
+
+_NOT_A_FOLDER = ((stat.S_ISREG, "a file"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"),
+                 (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"))
+
+
+def check_root(root: Path) -> Path:
+    """``root`` when it can be a store: a folder (or a link to one) we may read, or nothing yet (made on the first
+    write). Anything else is a :class:`StoreError` before any command reads or writes under it, so `list` never
+    shows an empty table for a store it could not open. Only metadata is read: a FIFO is never opened."""
+    try:
+        mode = os.stat(root).st_mode
+    except FileNotFoundError:
+        if os.path.islink(root):
+            raise StoreError(root, f"the store root is a link to nothing ({os.readlink(root)}); check SWCLI_HOME") from None
+        return root  # a first run: made when something is written
+    except OSError as err:  # a file in the middle of the path, a folder we may not search, a link loop
+        raise StoreError(root, f"the store root cannot be reached: {err.strerror or err}; check SWCLI_HOME") from None
+    if not stat.S_ISDIR(mode):
+        what = next((name for test, name in _NOT_A_FOLDER if test(mode)), "not a folder")
+        raise StoreError(root, f"the store root is {what}, not a folder; check SWCLI_HOME")
+    if not os.access(root, os.R_OK | os.X_OK):
+        raise StoreError(root, "the store root cannot be read (permission denied); check SWCLI_HOME")
+    return root
 
 
 def make_version(digest: bytes) -> str:
@@ -211,7 +236,7 @@ class Store:
     """Datasets, models and runtimes on local disk; see the module docstring for the layout and refs."""
 
     def __init__(self, root: Path | None = None):
-        self.root = Path(root) if root is not None else swcli_home()
+        self.root = check_root(Path(root)) if root is not None else swcli_home()
 
     def kind_dir(self, kind: str) -> Path:
         if kind not in KINDS:
@@ -361,8 +386,6 @@ class Store:
                 return [], [f"{name}: {problem}"]
             name_dirs = [base / name]
         else:
-            if self.root.exists() and not self.root.is_dir():
-                return [], [f"{self.root}: the store root is not a folder (check SWCLI_HOME)"]
             name_dirs = _children(base, problems) if base.exists() else []
         for name_dir in name_dirs:
             if name_dir.name.startswith(".") or not name_dir.exists():

@@ -59,9 +59,16 @@ def evaluate(cli, version: str) -> str:
     return max(Store().runs_dir.iterdir(), key=lambda p: p.stat().st_mtime).name
 
 
+def model_image(version: str) -> str:
+    """The store's image of model ``version`` (tagged ``<version>-<image id>`` since issue 18)."""
+    from builder.services.images import image_for
+
+    return image_for("model", f"modthree:{version}")
+
+
 def push_model(registry, version: str, tag: str) -> str:
     """skopeo copy of the store's image to REPO:tag; returns its manifest digest."""
-    source = f"oci:{store_layout().root}:swmp/modthree:{version}"
+    source = f"oci:{store_layout().root}:{model_image(version)}"
     done = registry.skopeo("copy", "--format", "oci", source, f"docker://{registry.address}/{REPO}:{tag}")
     assert done.returncode == 0, done.stderr
     raw = registry.skopeo("inspect", "--raw", f"docker://{registry.address}/{REPO}:{tag}").stdout
@@ -91,7 +98,7 @@ def attached_digest(res) -> str:
 
 
 def test_run_json_names_the_image_it_evaluated(world, tmp_path):
-    image_id = read_image(store_layout(), f"swmp/modthree:{world['v1']}").image_id
+    image_id = read_image(store_layout(), model_image(world['v1'])).image_id
     run = json.loads((Store().runs_dir / world["runs"][0] / "run.json").read_text())
     assert run["model"]["image"] == image_id
     # the model image's python has no jinja2 (the image builder's): finding the image id must not need it
@@ -156,8 +163,8 @@ def test_attach_list_pull_and_gate_on_a_fresh_machine(cli, world, swcli_home, mo
 
 def test_attach_refuses_a_run_of_another_model(cli, world):
     res = cli("eval", "attach", world["other"], world["image"])
-    other_image = read_image(store_layout(), f"swmp/modthree:{world['v2']}").image_id
-    pushed_image = read_image(store_layout(), f"swmp/modthree:{world['v1']}").image_id
+    other_image = read_image(store_layout(), model_image(world['v2'])).image_id
+    pushed_image = read_image(store_layout(), model_image(world['v1'])).image_id
     assert res.code == 1 and other_image in res.err and pushed_image in res.err, res.err
     assert len(res.err.strip().splitlines()) == 1
 

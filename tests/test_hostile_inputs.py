@@ -124,5 +124,5 @@ def test_tags_are_ascii_and_outputs_stay_out_of_the_store(cli, swcli_home, model
     assert cli("dataset", "build", tiny_dataset, "--no-image").code == 0
     for out in (swcli_home, swcli_home / "runs", swcli_home / "datasets" / "x"):
         res = cli("model", "eval", model_dir, "--dataset", "tiny", "-o", out)
-        assert res.code == 1 and "inside the store" in one_line(res)
+        assert res.code == 2 and "inside the store" in one_line(res)
     assert not (swcli_home / "metrics.json").exists()

@@ -147,6 +147,7 @@ def built(engine, tmp_path_factory):
     """The three images built once by swcli (loaded into the engine), their --dockerfile-only contexts, and what
     the legacy builder makes of those contexts."""
     from builder.images.build import store_layout
+    from builder.services.images import image_for
     from builder.store import Store
 
     root = tmp_path_factory.mktemp("parity")
@@ -161,6 +162,7 @@ def built(engine, tmp_path_factory):
         for kind in KINDS:
             entry = store.resolve(kind, NAMES[kind])
             out.tags[kind] = f"{REPOS[kind]}:{entry.version}"
+        out.tags["model"] = image_for("model", NAMES["model"])  # `<version>-<image id>` (issue 18)
         assert store_layout().root == out.home / "oci"
         old = os.umask(0o022)
         try:

@@ -200,12 +200,12 @@ def test_auto_workers_that_cannot_fork_fall_back_to_one_process(cli, model, tmp_
 def test_threads_and_gpu_runs_do_not_fork(cli, model, tmp_path):
     model("Counted")
     res = run(cli, tmp_path / "out", 2, "--threads", "2")
-    assert res.code == 1 and "--threads 2 with --workers 2: each ppl worker runs torch on one thread" in res.err
+    assert res.code == 2 and "--threads 2 with --workers 2: each ppl worker runs torch on one thread" in res.err
     assert not (tmp_path / "out").exists()  # refused before anything was loaded or written
     res = run(cli, tmp_path / "out", 2, "--threads", "0")  # torch's default pool: not one thread either
-    assert res.code == 1 and "--threads 0 with --workers 2" in res.err
+    assert res.code == 2 and "--threads 0 with --workers 2" in res.err
     res = run(cli, tmp_path / "out", 2, "--device", "cuda")
-    assert res.code == 1 and "--workers 2: CUDA does not survive fork" in res.err
+    assert res.code == 2 and "--workers 2: CUDA does not survive fork" in res.err
 
 
 # ------------------------------------------------------------------------------------ the process, from outside
@@ -322,10 +322,12 @@ def test_auto_workers(kwargs, budget, expected):
 
 
 def test_requested_workers_are_checked():
+    from builder.errors import UsageError  # a bad flag value: exit 2 (issue 18)
+
     assert choose_workers(3, device="cpu", threads_decided=True, records=5) == 3  # asked for: given
-    with pytest.raises(EvalError, match="--workers must be >= 1"):
+    with pytest.raises(UsageError, match="--workers must be >= 1"):
         choose_workers(0, device=None, threads_decided=False, records=5)
-    with pytest.raises(EvalError, match="CUDA does not survive fork"):
+    with pytest.raises(UsageError, match="CUDA does not survive fork"):
         choose_workers(2, device="cuda:1", threads_decided=False, records=5)
 
 

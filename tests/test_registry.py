@@ -147,7 +147,8 @@ def test_pulled_images_work_on_a_fresh_store_as_if_built_there(cli, project, run
         res = cli("pull", f"{address}/team/{name}:v1")
         assert res.code == 0, res.err
     for kind, prefix, name in (("model", "swmp", "modthree"), ("dataset", "swds", "tiny"), ("runtime", "swrt", runtime)):
-        assert local_image(f"{prefix}/{name}:{versions[kind]}").image_id == ids[kind]
+        tag = versions[kind] + (f"-{ids[kind][7:19]}" if kind == "model" else "")  # a model's tag names its image
+        assert local_image(f"{prefix}/{name}:{tag}").image_id == ids[kind]
         res = cli(kind, "info", name, "-o", "json")
         assert res.code == 0, res.err
         assert json.loads(res.out)["version"] == versions[kind]
@@ -229,7 +230,8 @@ def test_login_push_pull_over_tls_with_htpasswd(cli, project, runtime, secure_re
     trust_in_certs_d(reg, tmp_path, monkeypatch)
     res = cli("pull", target)  # the CA from certs.d this time
     assert res.code == 0, res.err
-    assert local_image(f"swmp/modthree:{Store().resolve('model', 'modthree').version}").image_id == image_id
+    version = Store().resolve("model", "modthree").version  # a model's tag names its image id (issue 18)
+    assert local_image(f"swmp/modthree:{version}-{image_id.split(':')[1][:12]}").image_id == image_id
 
     assert cli("logout", reg.address).code == 0
     assert reg.address not in json.loads(docker_config.read_text())["auths"]
@@ -462,7 +464,7 @@ def test_pull_load_puts_the_image_in_the_engine_under_its_local_names(engine, cl
     res = cli("pull", target, "--load")
     assert res.code == 0, res.err
     version = Store().resolve("model", "modthree").version
-    for tag in (f"swmp/modthree:{version}", "swmp/modthree:latest", target):
+    for tag in (f"swmp/modthree:{version}-{image_id.split(':')[1][:12]}", "swmp/modthree:latest", target):
         assert engine.images.get(tag).id == image_id
     engine.images.remove(target, force=True)
 

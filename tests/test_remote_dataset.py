@@ -145,7 +145,7 @@ def test_more_shards_than_records_is_one_line_before_any_layer_is_fetched(cli, r
     ref, _, _ = pushed
     before = len(blob_gets(registry))
     res = cli("model", "eval", "modthree", "--dataset", ref, "--shard", f"0/{RECORDS + 1}")
-    assert res.code == 1
+    assert res.code == 2  # a usage error (issue 18)
     one_line_error(res, f"shard 0/{RECORDS + 1}: dataset {ref} has {RECORDS} records, so at most {RECORDS} shards")
     layers = remote_layers(registry, ref)
     assert not {layer["digest"] for layer in layers[:-1]} & set(blob_gets(registry)[before:])  # no volume layer
@@ -271,13 +271,11 @@ def test_the_model_image_reads_its_shard_from_the_registry(engine, cli, tmp_path
     assert cli("dataset", "push", f"tiny:{entry.version}", ref).code == 0
     res = cli("model", "build", model_dir, "--skip-gen-env", "--runtime", tiny_runtime)
     assert res.code == 0, res.err
-    from builder.refs import image_tags
-    from builder.store import Store
+    from builder.services.images import image_for
 
-    model = Store().resolve("model", "modthree")
     out = tmp_path / "out"
     out.mkdir()
-    logs = run_removed(engine, image_tags("model", model.name, model.version)[0],
+    logs = run_removed(engine, image_for("model", "modthree"),
                        ["eval", "--dataset", ref, "--shard", "1/3", "--output", "/output"],
                        network_mode="host", user=f"{os.getuid()}:{os.getgid()}",
                        environment={"SWCLI_HOME": "/output/.swcli"},

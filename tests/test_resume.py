@@ -217,7 +217,8 @@ def test_resume_of_an_empty_folder_starts_fresh(built, tmp_path):
 
 def test_resume_needs_an_output_folder(cli, built):
     res = cli("model", "eval", "modthree", "--dataset", "tiny", "--resume")
-    assert res.code == 1 and res.err.strip() == "swcli: error: --resume needs --output DIR: the folder of the run to continue"
+    # a usage error: exit 2 (issue 18)
+    assert res.code == 2 and res.err.strip() == "swcli: error: --resume needs --output DIR: the folder of the run to continue"
 
 
 def _interrupted_copy(built: Path, out: Path, **changes) -> Path:

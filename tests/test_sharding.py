@@ -167,7 +167,7 @@ def test_a_pod_with_a_mounted_dataset_files_its_part_under_the_version_it_evalua
 
 def test_more_shards_than_records_is_one_line(cli, built):
     res = cli("model", "eval", "modthree", "--dataset", "tiny", "--shard", "3/51")
-    assert res.code == 1
+    assert res.code == 2  # a usage error (issue 18)
     one_line_error(res, "shard 3/51: dataset tiny has 50 records, so at most 50 shards")
 
 

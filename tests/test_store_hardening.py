@@ -228,8 +228,8 @@ def test_swcli_home_pointing_at_a_file(cli, monkeypatch, tmp_path, tiny_dataset)
     home.write_text("not a folder")
     monkeypatch.setenv("SWCLI_HOME", str(home))
     one_line_error(cli("dataset", "build", "--no-image", tiny_dataset), str(home))
-    entries, problems = Store().scan("dataset")
-    assert entries == [] and problems == [f"{home}: the store root is not a folder (check SWCLI_HOME)"]
+    with pytest.raises(StoreError, match="the store root is a file, not a folder; check SWCLI_HOME"):
+        Store()  # issue 18: `list` on such a root is one line and exit 1, not a warning and an empty table
     with pytest.raises(StoreError, match=str(home)):
         write_json_atomic(home / "runs" / "x" / "run.json", {})
 

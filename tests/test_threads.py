@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from builder.errors import EvalError
+from builder.errors import UsageError
 from builder.services.threads import apply_threads, torch_threads
 
 
@@ -43,7 +43,7 @@ def test_an_explicit_count_and_zero():
     assert apply_threads(2, batching=False, before_handler=2) == 2
     assert apply_threads(1, batching=True, before_handler=2) == 1
     assert apply_threads(0, batching=False, before_handler=1) == 1  # 0: leave torch as it is
-    with pytest.raises(EvalError, match="--threads must be >= 0"):
+    with pytest.raises(UsageError, match="--threads must be >= 0"):
         apply_threads(-1, batching=False, before_handler=2)
     assert torch_threads() == torch.get_num_threads()
 

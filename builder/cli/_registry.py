@@ -29,13 +29,13 @@ def password_from_stdin() -> str:
 
 def credentials_from(username: str | None, password_stdin: bool):
     """Credentials for this one call (``--username`` + ``--password-stdin``), else None: the stored ones."""
-    from builder.errors import SwcliError
+    from builder.errors import UsageError
     from builder.registry.auth import Credentials
 
     if password_stdin and not username:
-        raise SwcliError("--password-stdin needs --username")
+        raise UsageError("--password-stdin needs --username")
     if username and not password_stdin:
-        raise SwcliError("give the password on stdin with --password-stdin (never as a flag)")
+        raise UsageError("give the password on stdin with --password-stdin (never as a flag)")
     if not username:
         return None
     return Credentials(username, password_from_stdin())
@@ -121,7 +121,7 @@ def add_registry_commands(app: typer.Typer) -> None:
     ) -> None:
         """Check credentials with the registry itself and store them where `docker login` does, for push, pull and
         copy."""
-        from builder.errors import SwcliError
+        from builder.errors import UsageError
         from builder.services.registry import login as login_service
 
         if password_stdin:
@@ -129,7 +129,7 @@ def add_registry_commands(app: typer.Typer) -> None:
         elif sys.stdin.isatty():
             password = typer.prompt("Password", hide_input=True)
         else:
-            raise SwcliError("stdin is not a terminal: give the password with --password-stdin")
+            raise UsageError("stdin is not a terminal: give the password with --password-stdin")
         path = login_service(registry, username, password, ca_cert=ca_cert)
         console.print(f"logged in to {registry} as {username} (credentials in {path})")
 

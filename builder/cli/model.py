@@ -10,7 +10,6 @@ import typer
 from builder.cli._registry import add_push_command
 from builder.cli._entries import EntryView, add_entry_commands
 from builder.cli._output import console, human_size, image_line, note, warn
-from builder.refs import image_tags
 
 app = typer.Typer(help="Build, evaluate, inspect and remove models.", no_args_is_help=True)
 
@@ -97,7 +96,7 @@ def _fields(entry) -> list:
         ("runtime", m.get("runtime")),
         ("desc", m.get("desc")),
         ("tags", ", ".join(m.get("tag", []))),
-        ("image", image_tags("model", entry.name, entry.version)[0]),
+        ("image", _images(entry)),
     ]
 
 
@@ -105,6 +104,14 @@ def _verify(entry) -> None:
     from builder.services.pulled_entry import verify_entry
 
     verify_entry(entry)
+
+
+def _images(entry) -> str:
+    from builder.services.images import model_images
+    from builder.store import Store
+
+    images = model_images(entry, Store())
+    return ", ".join(max(refs, key=len) for refs in images.values()) or "none built (swcli model build)"
 
 
 add_entry_commands(app, EntryView(

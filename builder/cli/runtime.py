@@ -27,11 +27,11 @@ def build(
     verify: bool = typer.Option(False, "--verify", help="Re-hash cached env layers (normally keyed by path, size, mtime and mode) and rewrite any whose bytes changed."),
 ) -> None:
     """Snapshot an env (split into layers by package size) and swcli onto a base image; default: the current env."""
-    from builder.errors import SwcliError
+    from builder.errors import UsageError
     from builder.services.runtime_build import build_runtime
 
     if venv and conda_prefix:
-        raise SwcliError("give --venv or --conda-prefix, not both")
+        raise UsageError("give --venv or --conda-prefix, not both")
     entry, result = build_runtime(name, venv or conda_prefix, spec_dir=directory, base_image=base_image,
                                   dockerfile_only=dockerfile_only, skip_gen_env=skip_gen_env, load=not no_load,
                                   verify=verify)

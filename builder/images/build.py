@@ -98,7 +98,15 @@ class Recipe:
 
     @property
     def tags(self) -> list[str]:
+        """The tags before the image exists (a Dockerfile context); a model's version tag needs its image id."""
         return image_tags(self.kind, self.name, self.version)
+
+    def tag(self, layout: Layout, image: Image) -> list[str]:
+        """Point this recipe's tags at ``image`` in ``layout`` (a model's name its image id: they never move)."""
+        tags = image_tags(self.kind, self.name, self.version, image.image_id)
+        for ref in tags:
+            layout.tag(ref, image.manifest)
+        return tags
 
 
 def labels(kind: str, name: str, version: str, description: str, extra: list[tuple[str, str]]) -> dict[str, str]:
@@ -168,7 +176,8 @@ def realize(recipe: Recipe, *, layout: Layout | None = None, client=None, load: 
     parent = _parent(layout, client, recipe.parent, recipe.parent_flag)
     if layers is None:
         layers, written = _layers(layout, recipe.layers, nocache=nocache, verify=verify)
-    image = write_image(layout, parent, layers, recipe.changes, refs=recipe.tags)
+    image = write_image(layout, parent, layers, recipe.changes)
+    tags = recipe.tag(layout, image)
     sent = None
     if load:
         from builder.images.daemon import CorruptBlobError
@@ -176,7 +185,7 @@ def realize(recipe: Recipe, *, layout: Layout | None = None, client=None, load: 
 
         client = client or connect()
         try:
-            sent = load_into(client, layout, image, recipe.tags, log=log).bytes_sent
+            sent = load_into(client, layout, image, tags, log=log).bytes_sent
         except CorruptBlobError as err:
             # the loader hashes what it sends and dropped the bad blob: write our layer anew (the cache misses now)
             # and load again; a corrupt blob of the parent is not ours to rebuild
@@ -185,9 +194,10 @@ def realize(recipe: Recipe, *, layout: Layout | None = None, client=None, load: 
             (log or (lambda line: None))(f"{err}; rewriting it")
             layers, more = _layers(layout, recipe.layers, nocache=False, verify=True)
             written += more
-            image = write_image(layout, parent, layers, recipe.changes, refs=recipe.tags)
-            sent = load_into(client, layout, image, recipe.tags, log=log).bytes_sent
-    return ImageResult(recipe.tags, image.image_id, time.perf_counter() - started, sent, written)
+            image = write_image(layout, parent, layers, recipe.changes)
+            tags = recipe.tag(layout, image)
+            sent = load_into(client, layout, image, tags, log=log).bytes_sent
+    return ImageResult(tags, image.image_id, time.perf_counter() - started, sent, written)
 
 
 # ----------------------------------------------------------------------------------------------- dataset
@@ -406,7 +416,7 @@ def model_recipe(entry: Entry, runtime_image: str) -> Recipe:
 
 def build_model_image(entry: Entry, runtime_image: str, *, client=None, dockerfile_only: Path | None = None,
                       log: Log | None = None, load: bool = True, verify: bool = False) -> ImageResult:
-    """`swmp/<name>:<version>` on a runtime image: weights layer, code layer, then manifest and env lock."""
+    """`swmp/<name>:<version>-<image id>` (and `:latest`) on a runtime image: weights layer, code layer, then manifest and env lock."""
     check_inputs("runtime image (--runtime or model.yaml run.runtime)", runtime_image, dockerfile_only, entry.name,
                  entry.version)
     recipe = model_recipe(entry, runtime_image)

@@ -24,7 +24,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from builder.errors import EvalError, RegistryError
+from builder.errors import EvalError, RegistryError, UsageError
 from builder.registry.media import checked_descriptor, checked_digest, checked_list, checked_object
 from builder.services.attach import A, ARTIFACT_TYPE, FILE_CAPS, FILES, REQUIRED, TITLE, ClientFor, \
     default_client, listing, reference, subject_digest
@@ -50,7 +50,7 @@ def _artifact_digest(client, ref, run_id: str | None) -> tuple[str, str | None]:
     """The artifact to pull and, when it was picked among an image's, that image's manifest digest."""
     if run_id is None:
         if not ref.digest:
-            raise EvalError(f"{ref}: name the evaluation by its digest (REPO@sha256:...), or pick one of the image's "
+            raise UsageError(f"{ref}: name the evaluation by its digest (REPO@sha256:...), or pick one of the image's "
                             "with --run RUN_ID (see `swcli eval list --image`)")
         return ref.digest, None
     subject = subject_digest(client, ref)
@@ -183,7 +183,7 @@ def pull(ref_text: str, *, run_id: str | None = None, store: Store | None = None
     store = store or Store()
     ref = reference(ref_text)
     if run_id is not None and run_id_problem(run_id):
-        raise RunError(run_id_problem(run_id))
+        raise UsageError(f"--run: {run_id_problem(run_id)}")
     client = (client_for or default_client())(ref.registry)
     digest, expected = _artifact_digest(client, ref, run_id)
     where = f"{ref.registry}/{ref.repository}@{digest}"

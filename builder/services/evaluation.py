@@ -35,7 +35,7 @@ from typing import Any, Callable, Iterable, Iterator
 from builder import __version__, outdir
 from builder.api.metric_worker import scoring_helper
 from builder.api.model import PipelineHandler
-from builder.errors import EvalError, SwcliError, USER_CODE_ERRORS
+from builder.errors import EvalError, SwcliError, USER_CODE_ERRORS, UsageError
 from builder.services.ppl_phase import PplPhase, Progress, _finite, to_jsonable, unserialisable
 from builder.services.ppl_workers import AUTO_MIN_RECORDS, range_of
 from builder.services.prefetch import read_ahead
@@ -375,7 +375,7 @@ def resolve_batch_size(handler: PipelineHandler, requested: int | None) -> int:
     if requested is None or requested == own:
         return own
     if requested < 1:
-        raise EvalError(f"--batch-size must be >= 1, got {requested}")
+        raise UsageError(f"--batch-size must be >= 1, got {requested}")
     if own == 1 and requested > 1:
         raise EvalError(
             f"{type(handler).__name__} takes one record per ppl call; to batch, pass batch_size=N (N > 1) to "

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Callable
 
 from builder import outdir
-from builder.errors import DockerError, EvalError
+from builder.errors import DockerError, EvalError, UsageError
 from builder.images.engine import connect, image_exists
 from builder.services.images import image_for
 from builder.store import Store
@@ -39,7 +39,7 @@ def run_job(model: str, dataset: str, output_dir: Path, *, store: Store | None =
             merge_wait: int = 3600, resume: bool = False) -> int:
     """Evaluate in containers; returns the exit code of the eval (or of the first failing shard, or the merge)."""
     if shards < 1:
-        raise DockerError(f"--shards must be >= 1, got {shards}")
+        raise UsageError(f"--shards must be >= 1, got {shards}")
     output_dir = Path(output_dir)
     if os.path.lexists(output_dir):
         _output_folder(output_dir)  # a link (or file) there is refused before any other work

@@ -32,7 +32,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from builder.errors import SwcliError
+from builder.errors import SwcliError, UsageError
 from builder.services.k8s_slice import init_command, init_env
 from builder.refs import image_ref_problem
 
@@ -57,7 +57,7 @@ SWCLI_HOME = "/tmp/swcli"  # the pods' store and registry cache: on the tmp empt
 SCRATCH = "/tmp/swcli-out"  # outputs of a pod whose part goes to the registry
 
 
-class K8sOptionError(SwcliError):
+class K8sOptionError(UsageError):
     """A `swcli job k8s` option that Kubernetes would refuse; ``flag`` names it. Exit 2, like any bad flag value."""
 
     exit_code = 2

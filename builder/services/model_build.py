@@ -2,8 +2,9 @@
 
 The handler is checked without importing it (``ast``), so a build never runs user code or imports torch just
 to find a typo in ``run.ppl``. Files are streamed (weights can be gigabytes) and hashed as they are copied; the
-version is derived from every file's path, exec bit and content plus the yaml, so the same tree gives the same
-version. The environment lock is recorded but not hashed: re-locking the same env must not re-version a model.
+version is derived from every file's path, exec bit and content, the yaml and the environment lock (its kind and
+text, or that there is none), so the same tree and env give the same version whatever the store already holds:
+a package's version covers everything in it. Re-locking an unchanged env gives the same text, so the same version.
 
 Every file is read once: the copy hashes it and scans it for credentials (``builder.snapshot``); a finding
 refuses the build before anything is published. The result says what went in (count, size, the biggest files),
@@ -137,6 +138,18 @@ def data_warning(listing: list[dict]) -> str | None:
             "them out of the model")
 
 
+def model_version(spec_raw: dict, files: list[dict], lock_kind: str | None, lock_text: str | None) -> str:
+    """The version of a model entry: its yaml, every file (path, exec bit, sha256 of its bytes or of its link) and
+    its env lock (kind and text; none is part of it too). What a build computes, and what a pulled entry's
+    manifest, files and env.lock can be checked against."""
+    digest = hashlib.sha256(json.dumps(spec_raw, sort_keys=True, default=str).encode())
+    for f in files:
+        digest.update(f"{f['path']}\0{int(f['executable'])}\0{f['sha256']}\n".encode())
+    lock = b"none" if lock_kind is None else f"{lock_kind}\0".encode() + (lock_text or "").encode("utf-8")
+    digest.update(b"env.lock\0" + hashlib.sha256(lock).digest())
+    return make_version(digest.digest())
+
+
 def _current_env_lock():
     from builder.services.runtime_build import export_env_lock  # the one exporter; imported only when locking
 
@@ -177,7 +190,7 @@ def build_model(
         refuse_secrets(findings, walk.rules)  # before anything is published; the staging dir goes with it
         if lock is not None:
             (staged / "env.lock").write_text(lock.text, encoding="utf-8")
-        version = model_version(spec.raw, listing)
+        version = model_version(spec.raw, listing, lock.kind if lock else None, lock.text if lock else None)
         totals = {r: sum(f["size"] for f in listing if f["role"] == r) for r in ("code", "weights", "config")}
         manifest = {
             "kind": "model",
@@ -204,15 +217,6 @@ def build_model(
     return ModelBuildResult(entry, len(listing), totals["weights"], time.perf_counter() - started, spec.notes,
                             total_bytes=sum(totals.values()), biggest=biggest, excluded=walk.excluded_credentials,
                             warnings=[warning] if warning else [])
-
-
-def model_version(raw_spec: object, files: list[dict]) -> str:
-    """A model's version: its spec, then every file's path, executable bit and sha256 (a link's: of its target),
-    in the listing's order. `swcli pull` recomputes it from the manifest of what it pulled."""
-    digest = hashlib.sha256(json.dumps(raw_spec, sort_keys=True, default=str).encode())
-    for f in files:
-        digest.update(f"{f['path']}\0{int(f['executable'])}\0{f['sha256']}\n".encode())
-    return make_version(digest.digest())
 
 
 def model_source(ref_or_dir: str | Path, store: Store | None = None) -> tuple[Path, ModelSpec, dict]:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from builder.api.metric_worker import scoring_helper
 from builder.api.model import PipelineHandler
-from builder.errors import EvalError, SwcliError, USER_CODE_ERRORS, UserCodeError
+from builder.errors import EvalError, USER_CODE_ERRORS, UsageError, UserCodeError
 from builder.gcpolicy import loading
 from builder.loader import load_class, module_source
 from builder.services.evaluation import EvalContext, EvalResult, Progress, resolve_batch_size, run_evaluation
@@ -77,22 +77,17 @@ def label_names(manifest: dict) -> dict[str, str] | None:
 
 
 def model_image_id(model_info: dict, store: Store) -> str | None:
-    """The id (config digest) of the store's image ``swmp/<name>:<version>`` of an evaluated store model, or None.
+    """The id (config digest) of the store's image of an evaluated store model (``swmp/<name>:<version>-<id>``, the one
+    its ref names: :func:`builder.services.images.model_image`), or None.
 
     Inside the model image, and for a source folder or a model never built into an image, there is none: the
     model's name and version (a content digest of its code and weights) are then what identify it. Only the layout
     reader is imported (the image holds no jinja2, which the image builder needs)."""
     if not model_info.get("version"):
         return None
-    from builder.images.image import read_image
-    from builder.images.oci import Layout
-    from builder.refs import image_tags
+    from builder.services.images import model_image_id as image_id  # never raises: a run only names no image
 
-    try:
-        image = read_image(Layout(store.root / "oci"), image_tags("model", model_info["name"], model_info["version"])[0])
-    except (SwcliError, OSError):
-        return None  # an unreadable layout is not this run's problem: the run just does not name an image
-    return image.image_id if image is not None else None
+    return image_id(model_info["name"], model_info["version"], store)
 
 
 def new_run_id(model: str, dataset: str) -> str:
@@ -114,7 +109,7 @@ def make_handler(cls: type, ref: str, device: str | None) -> PipelineHandler:
     if device is not None:
         params = inspect.signature(cls.__init__).parameters
         if "device" not in params and not any(p.kind is p.VAR_KEYWORD for p in params.values()):
-            raise EvalError(f"{ref}.__init__ takes no 'device' argument; drop --device or add it to the handler")
+            raise UsageError(f"{ref}.__init__ takes no 'device' argument; drop --device or add it to the handler")
         kwargs["device"] = device
     try:
         return cls(**kwargs)
@@ -128,7 +123,7 @@ def check_output_dir(output_dir: Path, store: Store) -> None:
     root = Path(os.path.realpath(store.root))
     if real in (root, Path(os.path.realpath(store.runs_dir))) or (
             real.is_relative_to(root) and not real.is_relative_to(Path(os.path.realpath(store.runs_dir)))):
-        raise EvalError(f"--output {output_dir}: that is inside the store ({store.root}); give a folder of your own, "
+        raise UsageError(f"--output {output_dir}: that is inside the store ({store.root}); give a folder of your own, "
                         "or none for a new run under runs/")
 
 
@@ -136,12 +131,12 @@ def evaluate(options: EvalOptions, *, store: Store | None = None, progress: Prog
     """Run the model's handler over the dataset; outputs go to ``options.output_dir`` or a new run dir."""
     store = store or Store()
     if (options.workers or 1) > 1 and options.threads not in (None, 1):
-        raise EvalError(f"--threads {options.threads} with --workers {options.workers}: each ppl worker runs torch on "
+        raise UsageError(f"--threads {options.threads} with --workers {options.workers}: each ppl worker runs torch on "
                         "one thread (OpenMP's pool does not survive fork); give one of them")
     if options.output_dir is not None:
         check_output_dir(Path(options.output_dir), store)
     elif options.resume:
-        raise EvalError("--resume needs --output DIR: the folder of the run to continue")
+        raise UsageError("--resume needs --output DIR: the folder of the run to continue")
     root, spec, model_info = model_source(options.model, store)
     image_id = model_image_id(model_info, store)
     if image_id:

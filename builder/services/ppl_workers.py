@@ -45,7 +45,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from builder.api import metric_worker
-from builder.errors import EvalError
+from builder.errors import EvalError, UsageError
 from builder.services import ppl_watch
 from builder.services.cpus import _cgroup_quota, cpu_budget  # noqa: F401 - _cgroup_quota: tests
 from builder.services.ppl_watch import Worker, threads_at_fork
@@ -102,14 +102,14 @@ def choose_workers(requested: int | None, *, device: str | None, threads_decided
     on_gpu = (device not in (None, "cpu")) or _cuda_in_use()
     if requested is not None:
         if requested < 1:
-            raise EvalError(f"--workers must be >= 1, got {requested}")
+            raise UsageError(f"--workers must be >= 1, got {requested}")
         if requested > 1 and on_gpu:
-            raise EvalError(f"--workers {requested}: CUDA does not survive fork; a GPU run predicts in one process "
+            raise UsageError(f"--workers {requested}: CUDA does not survive fork; a GPU run predicts in one process "
                             "(--workers 1)")
         if requested > 1 and not hasattr(os, "fork"):
-            raise EvalError(f"--workers {requested}: this platform cannot fork; use --workers 1")
+            raise UsageError(f"--workers {requested}: this platform cannot fork; use --workers 1")
         if requested > 1 and handler_threads:
-            raise EvalError(f"--workers {requested}: {_threads_note(handler_threads)}; use --workers 1")
+            raise UsageError(f"--workers {requested}: {_threads_note(handler_threads)}; use --workers 1")
         return requested
     if on_gpu or threads_decided or records < AUTO_MIN_RECORDS or not sys.platform.startswith("linux"):
         return 1  # (elsewhere fork is missing, or unsafe under system frameworks, and PR_SET_PDEATHSIG is Linux's)

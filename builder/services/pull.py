@@ -258,7 +258,7 @@ def pull(target: str, *, credentials=None, ca_cert: Path | None = None, on_progr
                                  "layers": [b.to_json() for b in layers]}, MEDIA_MANIFEST)
         written.append(local.digest)
         image = Image(local, config, doc, tuple(layers))
-        tags = image_tags(kind, name, version)
+        tags = image_tags(kind, name, version, image.image_id)  # a model's tag names its image id: never moved
         _check_tag(layout, local, config, tags[0], str(source))
         tagged = (here := layout.resolve(tags[0])) is not None and here.digest == local.digest
         if record:  # verified and recorded before the local refs exist: a refused image is not `swds/<name>:latest`

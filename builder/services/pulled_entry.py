@@ -20,6 +20,7 @@ import shutil
 import stat
 from pathlib import Path
 
+from builder import outdir
 from builder.errors import RegistryError, SwcliError
 from builder.images.layer_tar import shown
 from builder.images.unpack import Listing, read_member, unpack
@@ -183,7 +184,13 @@ def recomputed_version(kind: str, manifest: dict, folder: Path) -> str:
         layout = manifest_layout(manifest, folder / "manifest.json")
         return version_of(spec, [(s.file, s.records, s.size, s.sha256) for s in layout.shards],
                           sha256_file(folder / layout.index))
-    return model_version(spec, manifest["files"])
+    lock_kind, lock_text = manifest.get("env_lock"), None  # the lock is part of the version: kind and text, or none
+    if lock_kind:
+        try:  # never through a link, bounded like the entry's other JSON
+            lock_text = outdir.read_bytes(folder / "env.lock", MAX_ENTRY_JSON).decode("utf-8")
+        except (OSError, UnicodeDecodeError) as err:
+            raise EntryContentError(folder / "env.lock", getattr(err, "strerror", None) or str(err)) from None
+    return model_version(spec, manifest["files"], lock_kind, lock_text)
 
 
 def verify_model_files(folder: Path, manifest: dict, where: Path) -> None:

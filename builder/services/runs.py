@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from builder import outdir
-from builder.errors import SwcliError
+from builder.errors import SwcliError, UsageError
 from builder.store import Store
 
 RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,254}")  # one path component, never '.' or '..'
@@ -423,9 +423,9 @@ def check_gates(run: Run, gates: list[str]) -> list[str]:
         try:
             limit = float(bound)
         except ValueError:
-            raise RunError(f"--fail-under takes METRIC=NUMBER, got '{gate}'") from None
+            raise UsageError(f"--fail-under takes METRIC=NUMBER, got '{gate}'") from None
         if not sep:
-            raise RunError(f"--fail-under takes METRIC=NUMBER, got '{gate}'")
+            raise UsageError(f"--fail-under takes METRIC=NUMBER, got '{gate}'")
         value = metric_value(run.metrics, key.strip())
         (failures if value is None or value < limit else passed).append(f"{key.strip()} {value if value is None else round(value, 4)} (bound {limit})")
     if failures:

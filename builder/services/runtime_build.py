@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from builder.errors import SwcliError
+from builder.errors import SwcliError, UsageError
 from builder.images.build import DEFAULT_BASE, ImageResult, build_runtime_image
 from builder.images.env import RuntimeError_, current_env_prefix, env_mode, site_packages_of
 from builder.refs import image_ref_problem, name_problem
@@ -234,7 +234,7 @@ def build_runtime(name: str | None = None, prefix: Path | None = None, *, spec_d
         if prefix is None:
             prefix = _env_from_spec(spec, store)
     if not name:
-        raise SwcliError("a runtime needs a name: pass --name or write runtime.yaml")
+        raise UsageError("a runtime needs a name: pass --name or write runtime.yaml")
     if problem := name_problem(name):
         raise SwcliError(f"runtime name: {problem}")
     prefix = Path(prefix) if prefix else current_env_prefix()

@@ -17,11 +17,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from builder import __version__, outdir
-from builder.errors import SwcliError
+from builder.errors import SwcliError, UsageError
 from builder.store import utc_now
 
 
-class ShardSpecError(SwcliError):
+class ShardSpecError(UsageError):
     """A shard spec like `3/2` or `0/0`, or an unusable JOB_COMPLETION_INDEX."""
 
 
@@ -41,9 +41,7 @@ class Shard:
         """One line when ``dataset``'s ``total`` records cannot make ``count`` non-empty shards (an empty dataset
         is refused as such elsewhere). The same words for a local dataset and a registry one."""
         if self.count > total > 0:
-            from builder.errors import EvalError
-
-            raise EvalError(f"shard {self}: dataset {dataset} has {total} records, so at most {total} shards")
+            raise ShardSpecError(f"shard {self}: dataset {dataset} has {total} records, so at most {total} shards")
 
     def __str__(self) -> str:
         return f"{self.index}/{self.count}"

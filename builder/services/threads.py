@@ -25,7 +25,7 @@ import os
 import sys
 import threading
 
-from builder.errors import EvalError
+from builder.errors import UsageError
 
 USER_SETTINGS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
 
@@ -51,7 +51,7 @@ def apply_threads(requested: int | None, *, batching: bool, before_handler: int 
     before the handler was constructed, to tell a handler's own ``torch.set_num_threads`` from the default.
     """
     if requested is not None and requested < 0:
-        raise EvalError(f"--threads must be >= 0 (0: torch's default), got {requested}")
+        raise UsageError(f"--threads must be >= 0 (0: torch's default), got {requested}")
     torch = sys.modules.get("torch")
     if torch is None:
         return None
