@@ -72,6 +72,23 @@ def engine_or_none(timeout: int = 120):
         return None
 
 
+@pytest.fixture(scope="module")
+def base_engine():
+    """A docker-py client whose engine answers and holds the base image (``make base-image``); else the test
+    skips (CI builds both first, so there it runs)."""
+    docker = pytest.importorskip("docker")
+    from tests.test_images_docker import BASE
+
+    client = engine_or_none(timeout=300)
+    if client is None:
+        pytest.skip("no Docker engine answers a ping")
+    try:
+        client.images.get(BASE)
+    except docker.errors.ImageNotFound:
+        pytest.skip(f"{BASE} is not in the engine (make base-image)")
+    return client
+
+
 def run_removed(engine, image: str, command=None, **kwargs) -> bytes:
     """``docker run --rm IMAGE COMMAND``: stdout, or ContainerError with stderr. docker-py's ``remove=True``
     removes the container but not its anonymous volumes."""

@@ -48,16 +48,8 @@ def swcli(*args) -> None:
 
 
 @pytest.fixture(scope="module")
-def engine():
-    docker = pytest.importorskip("docker")
-    client = engine_or_none(timeout=300)
-    if client is None:
-        pytest.skip("no Docker engine answers a ping")
-    try:
-        client.images.get(BASE)
-    except docker.errors.ImageNotFound:
-        pytest.skip(f"{BASE} is not in the engine (make base-image)")
-    return client
+def engine(base_engine):
+    return base_engine
 
 
 def tiny_venv(path: Path) -> Path:

@@ -323,20 +323,8 @@ def test_images_on_several_runtimes_none_the_newest_is_one_line_naming_each(cli,
 
 
 @pytest.fixture(scope="module")
-def engine():
-    from tests.test_images_docker import BASE
-
-    docker = pytest.importorskip("docker")
-    from tests.conftest import engine_or_none
-
-    client = engine_or_none()
-    if client is None:
-        pytest.skip("no Docker engine answers a ping")
-    try:
-        client.images.get(BASE)
-    except docker.errors.ImageNotFound:
-        pytest.skip(f"{BASE} is not in the engine (make base-image)")
-    return client
+def engine(base_engine):
+    return base_engine
 
 
 @pytest.mark.docker

@@ -136,7 +136,7 @@ def model_image(registry, repo: str, files: dict[str, bytes], *, links: dict | N
                        "role": "code", "executable": False, "link": t} for p, t in links.items()],
                      key=lambda f: f["path"])
     spec = spec or {"name": name}
-    made = model_version(spec, listing)
+    made = model_version(spec, listing, None, None)  # no env lock (env_lock: None below)
     version = version or made
     manifest = {"kind": "model", "name": name, "version": version, "spec": spec, "files": listing,
                 "handler": "code.ppl:X", "env_lock": None}
@@ -169,7 +169,7 @@ def test_hard_links_stay_links_inside_the_entry_and_unlisted_ones_are_refused(cl
     weights = os.urandom(1 << 20)
     listing = [{"path": p, "size": len(weights), "sha256": hashlib.sha256(weights).hexdigest(), "role": "weights",
                 "executable": False} for p in ("w1.bin", "w2.bin")]
-    version = model_version({"name": "hl"}, listing)
+    version = model_version({"name": "hl"}, listing, None, None)
     manifest = {"kind": "model", "name": "hl", "version": version, "spec": {"name": "hl"}, "files": listing,
                 "env_lock": None}
     layer = [h.folder("opt/swcli/model"), h.file("opt/swcli/model/manifest.json", json.dumps(manifest).encode()),
