@@ -28,6 +28,16 @@ def shown(text: object) -> str:
     return _CONTROLS.sub(_escape, text if isinstance(text, str) else str(text))
 
 
+def clipped(text: object, limit: int) -> str:
+    """``text`` for one line of a message: every character ``str.isprintable`` refuses (the controls above, and
+    format and separator characters such as zero-width ones) written as its escape, at most ``limit`` characters
+    of the text, then ``...``."""
+    text = text if isinstance(text, str) else str(text)
+    out = "".join(c if c.isprintable() else (f"\\x{ord(c):02x}" if ord(c) < 0x100 else f"\\u{ord(c):04x}")
+                  for c in text[:limit])
+    return out + ("..." if len(text) > limit else "")
+
+
 def json_safe(value: Any) -> Any:
     """``value`` with every NaN and infinity (a float, anywhere in dicts, lists and tuples) as None: JSON has no
     such numbers, and ``json.dumps`` would write ``NaN`` that strict readers refuse."""

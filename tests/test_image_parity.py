@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import engine_or_none, run_removed, write_tiny_dataset
+from tests.conftest import run_removed, write_tiny_dataset
 from tests.test_model import HANDLER, MODEL_YAML
 
 BASE = "swcli/base:bookworm-py3.11"

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Iterator
 
 from builder.errors import SwcliError
+from builder.text import clipped
 
 # A PAX header carries a long name or link (PATH_MAX is 4,096 bytes), times, ids and xattrs; GNU tar and Go's
 # archive/tar write them in hundreds of bytes. 1 MiB is far above any of those, and bounded.
@@ -33,10 +34,8 @@ class TarRefused(SwcliError):
 
 
 def shown(text: object, limit: int = SHOWN) -> str:
-    """``text`` for one error line: control and other unprintable characters as escapes, at most ``limit`` chars."""
-    out = "".join(c if c.isprintable() else (f"\\x{ord(c):02x}" if ord(c) < 0x100 else f"\\u{ord(c):04x}")
-                  for c in str(text)[:limit + 1])
-    return out if len(out) <= limit else out[:limit] + "..."
+    """``text`` for one error line (:func:`builder.text.clipped`)."""
+    return clipped(text, limit)
 
 
 class _BoundedInfo(tarfile.TarInfo):

@@ -10,6 +10,7 @@ import os
 from urllib.parse import urlsplit
 
 from builder.errors import RegistryError, SwcliError
+from builder.text import clipped
 
 DEFAULT_TIMEOUT = 30.0
 MAX_TIMEOUT = 86400.0  # a day: more is no timeout at all (and overflows the socket's)
@@ -25,13 +26,9 @@ class RegistrySettingError(SwcliError):
 
 
 def shown(text: object, limit: int = SHOWN) -> str:
-    """Text a registry (or a helper) wrote, fit for one line of a message: control characters escaped, whitespace
-    runs collapsed, at most ``limit`` characters."""
-    text = " ".join(str(text).split())
-    cut = text[:limit]
-    safe = "".join(c if c.isprintable() else f"\\x{ord(c):02x}" if ord(c) < 256 else f"\\u{ord(c):04x}"
-                   for c in cut)
-    return safe + ("..." if len(text) > limit else "")
+    """Text a registry (or a helper) wrote, fit for one line of a message: whitespace runs collapsed, then
+    :func:`builder.text.clipped`."""
+    return clipped(" ".join(str(text).split()), limit)
 
 
 def positive_setting(name: str, default: float, maximum: float) -> float:

@@ -14,6 +14,7 @@ from typing import Callable
 from builder.errors import RefNotFoundError
 from builder.refs import image_name, image_ref_problem, image_tags, is_model_tag_of
 from builder.store import Entry, Store
+from builder.text import clipped
 
 
 def image_for(kind: str, ref: str, store: Store | None = None) -> str:
@@ -98,7 +99,7 @@ def _runtime_of(store: Store, ref: str) -> str:
     except (SwcliError, OSError):
         image = None
     label = (image.labels.get("io.swcli.runtime") if image else None) or "an unknown runtime"
-    return "".join(c if c.isprintable() else "?" for c in str(label)[:200])  # a pulled image's label: shown, not obeyed
+    return clipped(label, 200)  # a pulled image's label: shown, not obeyed
 
 
 @dataclass(frozen=True)
