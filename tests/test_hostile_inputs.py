@@ -86,7 +86,7 @@ def test_more_credential_files_stay_out(cli, swcli_home, model_dir, path):
 
 def test_bad_image_inputs_fail_before_anything_is_built(cli, swcli_home, tiny_dataset, tmp_path):
     res = cli("dataset", "build", tiny_dataset, "--base-image", "a\nRUN id", "--dockerfile-only", tmp_path / "ctx")
-    assert res.code == 1 and "--base-image" in one_line(res) and "built dataset" not in res.out
+    assert res.code == 2 and "--base-image" in one_line(res) and "built dataset" not in res.out
     assert Store().list("dataset") == [] and not (tmp_path / "ctx").exists()
     model = tiny_model(tmp_path)
     res = cli("model", "build", model, "--skip-gen-env", "--runtime", "nothing-here")

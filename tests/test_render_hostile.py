@@ -126,7 +126,7 @@ def test_build_functions_refuse_a_bad_name(tmp_path):
 def test_dataset_build_base_image_flag(cli, tiny_dataset, tmp_path, evil):
     out = tmp_path / "ctx"
     res = cli("dataset", "build", tiny_dataset, "--base-image", evil, "--dockerfile-only", out)
-    assert res.code == 1 and res.err.startswith("swcli: error: --base-image: ") and res.err.count("\n") == 1
+    assert res.code == 2 and res.err.startswith("swcli: error: --base-image: ") and res.err.count("\n") == 1
     assert not out.exists()
 
 
@@ -135,7 +135,7 @@ def test_runtime_build_base_image_flag(cli, tmp_path):
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(env)], check=True)
     res = cli("runtime", "build", "--venv", env, "--name", "tiny", "--base-image", "x\nUSER 0", "--dockerfile-only",
               tmp_path / "ctx")
-    assert res.code == 1 and "--base-image" in res.err and res.err.count("\n") == 1
+    assert res.code == 2 and "--base-image" in res.err and res.err.count("\n") == 1
     assert not (tmp_path / "ctx").exists()
 
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from builder.errors import DockerError, SwcliError
+from builder.errors import DockerError, SwcliError, UsageError
 from builder.images import context as ctx
 from builder.images.engine import connect, image_exists
 from builder.images.env import ENV_PREFIX, RuntimeError_, conda_tree, env_mode, env_python_minor, runtime_context
@@ -55,13 +55,17 @@ class ImageInputError(SwcliError):
     """A base/runtime image, name or version handed to an image build is not what an image reference allows."""
 
 
+class ImageFlagError(ImageInputError, UsageError):
+    """The same, given by a flag (``--base-image``, ``--runtime``): a usage error, exit 2."""
+
+
 def check_inputs(flag: str, image: str, dockerfile_only: Path | None, name: str | None = None,
                  version: str | None = None) -> None:
     """Refuse a bad base/runtime image (``flag`` names where it came from), name or version, and a used
     ``--dockerfile-only`` folder, before any work: nothing reaches the Dockerfile or a tag unchecked."""
     problem = image_ref_problem(image)
     if problem:
-        raise ImageInputError(f"{flag}: {problem}")
+        raise (ImageFlagError if flag.startswith("--") else ImageInputError)(f"{flag}: {problem}")
     if name is not None and name_problem(name):
         raise ImageInputError(f"image name: {name_problem(name)}")
     if version is not None and not is_version(version):

@@ -110,10 +110,10 @@ class Built:
 
 
 def _check_image_flag(flag: str, image: str | None) -> None:
-    from builder.images.build import ImageInputError
+    from builder.images.build import ImageFlagError, ImageInputError
 
     if image is not None and image_ref_problem(image):
-        raise ImageInputError(f"{flag}: {image_ref_problem(image)}")
+        raise (ImageFlagError if flag.startswith("--") else ImageInputError)(f"{flag}: {image_ref_problem(image)}")
 
 
 def dataset_with_image(directory: Path, *, base_image: str, no_image: bool = False, load: bool = True,
