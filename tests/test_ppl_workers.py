@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from builder.errors import EvalError, ShardCorruptError
+from builder.errors import EvalError, ShardCorruptError, UsageError
 from builder.services import ppl_workers
 from builder.services.ppl_workers import _cgroup_quota, _pack, _unpack, choose_workers
 from builder.shards import INDEX_ENTRY, INDEX_HEADER, RECORD_HEADER, DatasetReader
@@ -452,7 +452,7 @@ def test_a_handler_that_started_threads_keeps_auto_to_one_process_and_refuses_a_
     assert choose_workers(None, handler_threads=["spinner"], warn=said.append, **{**args, "records": 5}) == 1
     assert len(said) == 1  # auto would not have forked anyway: nothing to say
     assert choose_workers(1, handler_threads=["spinner"], **args) == 1
-    with pytest.raises(EvalError, match=r"^--workers 2: the handler started threads of its own \(a, b\): .*"
+    with pytest.raises(UsageError, match=r"^--workers 2: the handler started threads of its own \(a, b\): .*"
                                         r"use --workers 1$"):
         choose_workers(2, handler_threads=["a", "b"], **args)
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import re
+from pathlib import Path
 
 import pytest
 
@@ -104,6 +105,26 @@ def test_a_whole_run_from_the_registry_equals_a_local_one(cli, tmp_path, registr
     assert cli("model", "eval", "modthree", "--dataset", "tiny", "-o", tmp_path / "l").code == 0
     for name in ("results.jsonl", "metrics.json"):
         assert (tmp_path / "r" / name).read_bytes() == (tmp_path / "l" / name).read_bytes()
+
+
+def test_a_registry_dataset_evaluates_with_workers_in_a_new_process(cli, tmp_path, registry, pushed, swcli_home):
+    """The registry client's deadline thread ends with its last exchange, so `--workers 2` forks after reading a
+    registry dataset (the fork refuses to run beside other threads); the results equal one process's."""
+    import subprocess
+    import sys
+
+    ref, _, _ = pushed
+    outs = {}
+    for workers in ("1", "2"):
+        outs[workers] = tmp_path / f"w{workers}"
+        done = subprocess.run([sys.executable, "-m", "builder", "model", "eval", "modthree", "--dataset", ref,
+                               "--workers", workers, "-o", str(outs[workers])], capture_output=True, text=True,
+                              timeout=120, env={**os.environ, "SWCLI_HOME": str(swcli_home),
+                                                "PYTHONPATH": str(Path(__file__).resolve().parent.parent)})
+        assert done.returncode == 0, done.stderr
+    assert json.loads((outs["2"] / "run.json").read_text())["workers"] == 2
+    for name in ("results.jsonl", "metrics.json"):
+        assert (outs["1"] / name).read_bytes() == (outs["2"] / name).read_bytes()
 
 
 def test_a_shard_spec_beyond_the_dataset_is_one_line(cli, registry, pushed):

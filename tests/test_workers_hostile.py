@@ -213,7 +213,7 @@ def test_asked_for_workers_with_a_handler_that_started_threads_is_one_line(home,
     home(name)
     started = time.monotonic()
     res = swcli(tmp_path / "two", "--workers", "2")
-    assert res.returncode == 1
+    assert res.returncode == 2  # a usage error: the flag cannot be honoured with this handler
     assert res.stderr.strip().splitlines()[-1].startswith(
         "swcli: error: --workers 2: the handler started threads of its own (")
     assert res.stderr.strip().endswith("use --workers 1") and "Traceback" not in res.stderr

@@ -78,6 +78,7 @@ class _Watchdog:
             with self._cond:
                 self._watches.discard(watch)
                 watch.connections.clear()
+                self._cond.notify()  # the last watch gone: the thread ends (see _run)
             self._local.watch = outer
 
     def attach(self, connection) -> None:
@@ -93,6 +94,9 @@ class _Watchdog:
     def _run(self) -> None:
         with self._cond:
             while True:
+                if not self._watches:  # nothing to watch: end, so no idle thread outlives the exchanges (a later
+                    self._thread = None  # fork of ppl workers refuses to run beside other threads); the next
+                    return               # watch starts a new one
                 now, wake = time.monotonic(), None
                 for watch in self._watches:
                     when = watch.deadline()

@@ -141,11 +141,11 @@ def build_dataset(
                 label_bytes += len(label)
                 if progress and writer.count % 1024 == 0:
                     progress(writer.count)
+            if writer.count == 0:
+                raise DatasetBuildError(f"{spec.path}: the slicer {spec.process} yielded no records")
         except BaseException:
-            writer.abort()
+            writer.abort()  # its hashing thread ends with it
             raise
-        if writer.count == 0:
-            raise DatasetBuildError(f"{spec.path}: the slicer {spec.process} yielded no records")
         volumes = writer.close()
         if progress:
             progress(writer.count)
