@@ -135,9 +135,17 @@ class Execs(Counted):
             import subprocess
             child = subprocess.Popen(["sleep", "30"], close_fds=False, stdin=subprocess.DEVNULL,
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            fds = {}
-            for fd in Path(f"/proc/{child.pid}/fd").iterdir():
-                fds[fd.name] = os.readlink(fd)
+            import time
+            for _ in range(40):  # `sleep` opens and closes files while it starts: look until it holds only what
+                fds = {}          # it was given (an inherited pipe never goes away), at most 2 s
+                for fd in Path(f"/proc/{child.pid}/fd").iterdir():
+                    try:
+                        fds[fd.name] = os.readlink(fd)
+                    except FileNotFoundError:  # closed between the listing and the look
+                        pass
+                if sorted(fds) == ["0", "1", "2"]:
+                    break
+                time.sleep(0.05)
             child.kill()
             child.wait()
             Path(os.environ["EXEC_FDS"]).write_text(repr(sorted(fds.items())))
