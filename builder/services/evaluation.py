@@ -36,11 +36,12 @@ from builder import __version__, outdir
 from builder.api.metric_worker import scoring_helper
 from builder.api.model import PipelineHandler
 from builder.errors import EvalError, SwcliError, USER_CODE_ERRORS, UsageError
-from builder.services.ppl_phase import PplPhase, Progress, _finite, to_jsonable, unserialisable
+from builder.services.ppl_phase import PplPhase, Progress, to_jsonable, unserialisable
 from builder.services.ppl_workers import AUTO_MIN_RECORDS, range_of
 from builder.services.prefetch import read_ahead
 from builder.services.run_lock import output_lock
 from builder.store import utc_now
+from builder.text import json_safe
 
 RESULTS = "results.jsonl"
 METRICS = "metrics.json"
@@ -72,7 +73,7 @@ def json_text(obj: Any) -> str:
     try:  # one pass, unless there is a NaN/inf to replace (a metrics document is ~1 MB of ROC points)
         return json.dumps(obj, default=to_jsonable, indent=2, allow_nan=False) + "\n"
     except ValueError:
-        return json.dumps(_finite(json.loads(json.dumps(obj, default=to_jsonable))), indent=2, allow_nan=False) + "\n"
+        return json.dumps(json_safe(json.loads(json.dumps(obj, default=to_jsonable))), indent=2, allow_nan=False) + "\n"
 
 
 def write_atomic(path: Path, text: str) -> None:

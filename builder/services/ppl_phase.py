@@ -11,11 +11,11 @@ record per call.
 from __future__ import annotations
 
 import json
-import math
 import time
 from typing import Any, Callable, Iterable, Iterator
 
 from builder.errors import EvalError, USER_CODE_ERRORS
+from builder.text import json_safe
 
 MAX_LOGGED_ERRORS = 20
 PROGRESS_EVERY = 256
@@ -36,17 +36,6 @@ def to_jsonable(obj: Any) -> Any:
     raise TypeError(f"{type(obj).__name__} is not JSON-serialisable")
 
 
-def _finite(obj: Any) -> Any:
-    """Replace NaN/inf (e.g. ``exp`` of a large logit) with null: strict JSON has no such numbers."""
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {k: _finite(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_finite(v) for v in obj]
-    return obj
-
-
 # one encoder for the whole run: json.dumps with non-default arguments builds a new encoder per call
 _ENCODER = json.JSONEncoder(default=to_jsonable, allow_nan=False, separators=(",", ":"))
 _LENIENT = json.JSONEncoder(default=to_jsonable, separators=(",", ":"))
@@ -56,7 +45,7 @@ def dump_line(record: dict) -> str:
     try:
         return _ENCODER.encode(record)
     except ValueError:  # a non-finite float somewhere: take the slow path once for this record
-        return _ENCODER.encode(_finite(json.loads(_LENIENT.encode(record))))
+        return _ENCODER.encode(json_safe(json.loads(_LENIENT.encode(record))))
 
 
 def unserialisable(err: Exception) -> str:
