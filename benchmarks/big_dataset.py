@@ -113,7 +113,7 @@ def run(work: Path, records: int) -> None:
     from builder.images.build import build_dataset_image, store_layout
     from builder.images.image import read_image
     from builder.images.dataset_layers import LAYERS_LABEL
-    from builder.services.dataset_build import build_dataset
+    from builder.build.dataset import build_dataset
     from builder.store import Store
 
     store = Store()

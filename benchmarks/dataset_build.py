@@ -23,8 +23,8 @@ def main() -> int:
     ap.add_argument("--repeat", type=int, default=3)
     args = ap.parse_args()
     project = example_copy()
-    from builder.services.dataset_build import build_dataset
-    from builder.shards import DatasetReader
+    from builder.build.dataset import build_dataset
+    from builder.volumes import DatasetReader
     from builder.store import Store
 
     times = []

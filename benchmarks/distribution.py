@@ -45,7 +45,7 @@ def bench_shards(dataset: str, counts: list[int], repeat: int) -> None:
     """Wall time of the whole job (containers, imports, merge) and of its ppl phase alone (the slowest shard)."""
     import json
 
-    from builder.services.job import run_job
+    from builder.jobs.docker import run_job
 
     out_root = Path(tempfile.mkdtemp(prefix="swcli-bench-shards-"))
     atexit.register(shutil.rmtree, out_root, True)

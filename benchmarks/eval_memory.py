@@ -57,7 +57,7 @@ class Trivial(PipelineHandler):
 CHILD = '''
 import json, multiprocessing, resource, sys, time
 from pathlib import Path
-from builder.services.model_eval import EvalOptions, evaluate
+from builder.evaluate.model_eval import EvalOptions, evaluate
 from builder.store import Store
 
 store = Store()
@@ -101,7 +101,7 @@ def main() -> int:
                PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
     os.environ.update(SWCLI_HOME=env["SWCLI_HOME"])
     sys.path.insert(0, str(REPO))
-    from builder.services.dataset_build import build_dataset
+    from builder.build.dataset import build_dataset
 
     handler = model(work)
     sizes = {"tiny": 16, "small": int(args.small_gb * 1e9 / RECORD), "large": int(args.large_gb * 1e9 / RECORD)}

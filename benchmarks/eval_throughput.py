@@ -70,8 +70,8 @@ def pure_forward(project: Path, batch: int, repeat: int, workers: int) -> tuple[
 
 def swcli_eval(project: Path, handler: str, batch: int | None, repeat: int) -> dict:
     """Best of ``repeat`` runs, judged by the ppl phase (the part the targets are about)."""
-    from builder.services.model_build import build_model
-    from builder.services.model_eval import EvalOptions, evaluate
+    from builder.build.model import build_model
+    from builder.evaluate.model_eval import EvalOptions, evaluate
 
     yaml = project / "model.yaml"
     yaml.write_text(yaml.read_text().replace("CIFAR10BatchInference", "CIFAR10Inference").replace("CIFAR10Inference", handler))
@@ -107,7 +107,7 @@ def main() -> int:
         weights.parent.mkdir(exist_ok=True)
         torch.save(Net().state_dict(), weights)
         print("(no trained weights in the example: using random ones)")
-    from builder.services.dataset_build import build_dataset
+    from builder.build.dataset import build_dataset
 
     build_dataset(project)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, best of {args.repeat}")

@@ -96,7 +96,7 @@ def main() -> int:
     from builder.cli import main as swcli
     from builder.images import dataset_layers as dl
     from builder.registry.client import RegistryClient
-    from builder.services.model_eval import EvalOptions, evaluate
+    from builder.evaluate.model_eval import EvalOptions, evaluate
     from builder.store import Store
     from tests.registry_servers import Registry
 

@@ -12,4 +12,4 @@ python3 -m venv "$work/venv"
 "$work/venv/bin/pip" install --quiet --disable-pip-version-check -c requirements.lock "$work"/dist/swcli-*.whl
 "$work/venv/bin/pip" check
 echo "wheel-test: $(ls "$work"/dist) installed into a clean venv"
-SWCLI_BIN="$work/venv/bin/swcli" "$VENV/bin/python" -m pytest -q -p no:cacheprovider -m entrypoint tests/test_entrypoint.py
+SWCLI_BIN="$work/venv/bin/swcli" "$VENV/bin/python" -m pytest -q -p no:cacheprovider -m entrypoint tests/cli/test_entrypoint.py

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import sklearn.metrics  # noqa: F401  (loaded once for the session: otherwise every in-process `model eval` here
-#                        starts a scoring helper that imports it again, ~1.5 s each; tests/test_metric_worker.py
+#                        starts a scoring helper that imports it again, ~1.5 s each; tests/evaluate/test_metric_worker.py
 #                        and the subprocess tests cover the helper)
 
 from builder.cli import main
@@ -77,7 +77,7 @@ def base_engine():
     """A docker-py client whose engine answers and holds the base image (``make base-image``); else the test
     skips (CI builds both first, so there it runs)."""
     docker = pytest.importorskip("docker")
-    from tests.test_images_docker import BASE
+    from tests.images.test_images_docker import BASE
 
     client = engine_or_none(timeout=300)
     if client is None:

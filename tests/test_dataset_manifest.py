@@ -10,7 +10,7 @@ import shutil
 import pytest
 
 from builder.errors import ShardCorruptError
-from builder.shards import DatasetReader, ManifestError, manifest_layout, plain_name_problem
+from builder.volumes import DatasetReader, ManifestError, manifest_layout, plain_name_problem
 from builder.store import Store
 
 

@@ -14,7 +14,7 @@ import pytest
 
 from builder.errors import RefNotFoundError, SwcliError
 from builder.store import Store, StoreError, write_json_atomic
-from tests.test_dataset_build import one_line_error
+from tests.build.test_dataset_build import one_line_error
 from tests.test_store import publish
 
 REPO = Path(__file__).resolve().parents[1]

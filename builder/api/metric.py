@@ -15,12 +15,12 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from builder.api import metric_worker
+from builder.evaluate.runner import metric_worker
 from builder.errors import EvalError
 
 KIND = "multi_classification"
 IMPORTS = ("sklearn.metrics",)  # imported on first use only: a handler module loads without scikit-learn
-# (the runner imports them in a helper process while ppl runs: builder.api.metric_worker)
+# (the runner imports them in a helper process while ppl runs: builder.evaluate.runner.metric_worker)
 NORMALIZE_MODES = (None, "true", "pred", "all")
 
 

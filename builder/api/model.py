@@ -1,7 +1,7 @@
 """The model SDK users subclass: a :class:`PipelineHandler` turns records into predictions and scores them.
 
 Same surface as Starwhale's ``starwhale.api.model.PipelineHandler``, so the tutorial's ``CIFAR10Inference``
-runs after changing only its import lines. The runner (:mod:`builder.services.evaluation`) calls
+runs after changing only its import lines. The runner (:mod:`builder.evaluate.runner.run`) calls
 :meth:`ppl` per record (or per batch, when the handler opts in), :meth:`handle_label` per record, and
 :meth:`cmp` once over everything stored.
 """

@@ -44,7 +44,7 @@ def credentials_from(username: str | None, password_stdin: bool):
 def push_cli(kind: str, ref: str, target: str, username: str | None, password_stdin: bool,
              ca_cert: Path | None) -> None:
     from builder.cli._progress import layer_progress
-    from builder.services.push import push
+    from builder.distribute.push import push
 
     credentials = credentials_from(username, password_stdin)
     with layer_progress("push") as on_progress:
@@ -86,7 +86,7 @@ def add_registry_commands(app: typer.Typer) -> None:
         swmp/, swrt/NAME:VERSION) and record it in the store, so refs, `info`, `eval` and `job run` use it as if it
         had been built here."""
         from builder.cli._progress import layer_progress
-        from builder.services.pull import pull as pull_image
+        from builder.distribute.pull import pull as pull_image
 
         credentials = credentials_from(username, password_stdin)
         with layer_progress("pull") as on_progress:
@@ -105,7 +105,7 @@ def add_registry_commands(app: typer.Typer) -> None:
         Credentials for both come from `swcli login` (or `docker login`) to each registry.
         """
         from builder.cli._progress import layer_progress
-        from builder.services.copy import copy as copy_image
+        from builder.distribute.copy import copy as copy_image
 
         with layer_progress("copy") as on_progress:
             result = copy_image(source, target, ca_cert=ca_cert, on_progress=on_progress)
@@ -122,7 +122,7 @@ def add_registry_commands(app: typer.Typer) -> None:
         """Check credentials with the registry itself and store them where `docker login` does, for push, pull and
         copy."""
         from builder.errors import UsageError
-        from builder.services.registry import login as login_service
+        from builder.distribute.transfer import login as login_service
 
         if password_stdin:
             password = password_from_stdin()
@@ -136,7 +136,7 @@ def add_registry_commands(app: typer.Typer) -> None:
     @app.command("logout")
     def logout(registry: str = typer.Argument(..., help="Registry host[:port].")) -> None:
         """Forget the stored credentials of a registry."""
-        from builder.services.registry import logout as logout_service
+        from builder.distribute.transfer import logout as logout_service
 
         known = logout_service(registry)
         console.print(f"logged out of {registry}" if known else f"no stored credentials for {registry}")

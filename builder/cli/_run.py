@@ -16,7 +16,7 @@ import sys
 import typer
 
 from builder.errors import SwcliError
-from builder.gcpolicy import freeze_after_load
+from builder.evaluate.runner.gcpolicy import freeze_after_load
 from builder.text import shown
 
 INTERRUPTED = 130
@@ -54,7 +54,7 @@ def run(app: typer.Typer, argv: list[str] | None, prog_name: str, *, exiting: bo
     loaded: walking torch's object graph at exit costs ~0.4 s of every ``model eval`` (measured here).
     """
     if exiting:
-        freeze_after_load()  # builder.gcpolicy: the model a command loads stays until the process ends
+        freeze_after_load()  # builder.evaluate.runner.gcpolicy: the model a command loads stays until the process ends
     try:
         return _run(app, argv, prog_name)
     finally:

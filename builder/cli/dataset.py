@@ -25,7 +25,7 @@ def build(
 ) -> None:
     """Run the dataset.yaml slicer over the raw files, store the records as aligned shards, build swds/NAME."""
     from builder.cli._progress import record_progress
-    from builder.services.images import dataset_with_image
+    from builder.build.pipeline import dataset_with_image
 
     def built(result) -> None:
         console.print(f"built dataset [bold]{result.entry.ref}[/bold]: {result.records} records in {result.volumes} "
@@ -46,7 +46,7 @@ def export(
 ) -> None:
     """Extract a dataset image's /dataset (shards, index, manifest) to a host folder; it reads like a store entry."""
     from builder.images.build import export_dataset_image
-    from builder.services.images import image_for
+    from builder.build.pipeline import image_for
     from builder.store import Store
 
     count = export_dataset_image(image_for("dataset", ref, Store()), directory)
@@ -71,7 +71,7 @@ def _fields(entry) -> list:
 
 
 def _verify(entry) -> None:
-    from builder.services.pulled_entry import verify_entry
+    from builder.distribute.pulled_entry import verify_entry
 
     verify_entry(entry)
 

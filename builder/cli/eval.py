@@ -33,7 +33,7 @@ def list_(
     if image is not None:
         _list_attached(image, output, ca_cert)
         return
-    from builder.services.runs import scan_runs
+    from builder.runs.history import scan_runs
 
     runs, problems = scan_runs()
     for problem in problems:
@@ -55,7 +55,7 @@ def show(
     fail_under: Optional[List[str]] = typer.Option(None, "--fail-under", help="METRIC=NUMBER; exit 2 when below (repeatable: accuracy, macro-f1, roc_auc, ...)."),
 ) -> None:
     """Summary, per-label table and the confusion matrix of one run; with --fail-under, a CI gate."""
-    from builder.services.runs import check_gates, resolve_run
+    from builder.runs.history import check_gates, resolve_run
 
     run = resolve_run(run_ref)
     if output is OutputFormat.json:
@@ -101,7 +101,7 @@ def _show_tables(run) -> None:
 @app.command("remove")
 def remove(run_ref: str = typer.Argument(..., metavar="RUN")) -> None:
     """Delete a run (a recorded outside folder is only forgotten, its files stay)."""
-    from builder.services.runs import remove_run
+    from builder.runs.history import remove_run
 
     removed = remove_run(run_ref)
     if removed.deleted:
@@ -116,8 +116,8 @@ def report(
     out: Path = typer.Option(Path("report.html"), "--out", "-o", help="The HTML file to write."),
 ) -> None:
     """One self-contained HTML page: summary, confusion matrices, ROC curves, per-label table, confidently wrong records."""
-    from builder.report import render_report
-    from builder.services.runs import resolve_run
+    from builder.runs.report import render_report
+    from builder.runs.history import resolve_run
 
     path = render_report(resolve_run(run_ref), out)
     console.print(f"wrote {path}")
@@ -130,7 +130,7 @@ def diff(
     output: OutputFormat = typer.Option(OutputFormat.table, "--output", "-o", help="table or json."),
 ) -> None:
     """What changed from RUN_A to RUN_B on the same dataset: metrics, labels, records that flipped."""
-    from builder.services.runs import diff_runs, label_title, resolve_run
+    from builder.runs.history import diff_runs, label_title, resolve_run
 
     d = diff_runs(resolve_run(run_a), resolve_run(run_b))
     if output is OutputFormat.json:
@@ -155,7 +155,7 @@ def merge(
 ) -> None:
     """Run cmp over the union of shard parts; the metrics equal a single run's."""
     from builder.cli._summary import print_summary
-    from builder.services.model_eval import merge as merge_service
+    from builder.evaluate.model_eval import merge as merge_service
 
     out, metrics, run = merge_service(list(parts), output, model=model)
     print_summary(metrics, run)
@@ -163,7 +163,7 @@ def merge(
 
 
 def _list_attached(image: str, output: OutputFormat, ca_cert: Path | None) -> None:
-    from builder.services.attach import HEADLINE, attached, default_client
+    from builder.runs.attach import HEADLINE, attached, default_client
 
     rows = attached(image, client_for=default_client(ca_cert))
     if output is OutputFormat.json:
@@ -189,7 +189,7 @@ def attach(
     ca_cert: Optional[Path] = CA_CERT,
 ) -> None:
     """Push a run (metrics, run.json, results, HTML report) as an OCI artifact attached to the image it evaluated."""
-    from builder.services.attach import attach as attach_service, default_client
+    from builder.runs.attach import attach as attach_service, default_client
 
     done = attach_service(run_ref, image, client_for=default_client(ca_cert))
     console.print(f"attached {done.repository}@{done.digest} (subject {done.subject})", markup=False)
@@ -203,8 +203,8 @@ def pull(
     ca_cert: Optional[Path] = CA_CERT,
 ) -> None:
     """Fetch an attached evaluation into the run history (digests verified), for eval show/report/diff and gates."""
-    from builder.services.attach import default_client
-    from builder.services.attach_pull import pull as pull_service
+    from builder.runs.attach import default_client
+    from builder.runs.attach_pull import pull as pull_service
 
     got = pull_service(ref, run_id=run_id, client_for=default_client(ca_cert))
     what = "pulled" if got.new else "already in the history:"

@@ -11,7 +11,7 @@ def add_gc_command(app: typer.Typer) -> None:
     @app.command("gc")
     def gc() -> None:
         """Remove image blobs nothing needs and staging of dead commands; print what was freed."""
-        from builder.services.gc import collect_garbage
+        from builder.build.gc import collect_garbage
 
         result = collect_garbage()
         console.print(f"freed {result.bytes} bytes: {len(result.blobs)} blob(s), {len(result.temp_files)} temp "

@@ -19,7 +19,7 @@ def run(
     resume: bool = typer.Option(False, "--resume", help="Continue the interrupted run (or shard parts) in --output; finished parts are left as they are."),
 ) -> None:
     """docker run the model image's eval with the dataset image's /dataset mounted; exits with its exit code."""
-    from builder.services.job import run_job
+    from builder.jobs.docker import run_job
 
     code = run_job(model, dataset, output, log=typer.echo, shards=shards, resume=resume)
     if code:
@@ -45,8 +45,8 @@ def k8s(
     resume: bool = typer.Option(True, "--resume/--no-resume", help="A replaced eval pod continues its shard's part on the volume (default) or starts it over. Not used with --parts registry: the part is on the pod's emptyDir."),
 ) -> None:
     """Emit a PVC (unless --parts registry), an Indexed Job running `eval --shard` in N pods, and the merge Job, as one YAML stream."""
-    from builder.services.images import image_for
-    from builder.services.k8s import DEFAULT_PVC, K8sOptions, render, write_manifests
+    from builder.build.pipeline import image_for
+    from builder.jobs.k8s import DEFAULT_PVC, K8sOptions, render, write_manifests
     from builder.store import Store
 
     store = Store()

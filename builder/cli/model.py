@@ -24,7 +24,7 @@ def build(
     dockerfile_only: Optional[Path] = typer.Option(None, "--dockerfile-only", help="Write the image's Dockerfile and context here instead of building it."),
 ) -> None:
     """Snapshot the source tree and weights named by model.yaml into the store, then build swmp/NAME on a runtime."""
-    from builder.services.images import model_with_image
+    from builder.build.pipeline import model_with_image
 
     built = model_with_image(directory, runtime=runtime, skip_gen_env=skip_gen_env, no_image=no_image, load=not no_load,
                              dockerfile_only=dockerfile_only, on_package=_say_built)
@@ -65,7 +65,7 @@ def eval_(
     """Run the model's handler over every record, then cmp; write metrics.json, results.jsonl and run.json."""
     from builder.cli._progress import record_progress
     from builder.cli._summary import print_summary
-    from builder.services.model_eval import EvalOptions, evaluate
+    from builder.evaluate.model_eval import EvalOptions, evaluate
 
     options = EvalOptions(model=model, dataset=dataset, output_dir=output, batch_size=batch_size, device=device, shard=shard,
                           resume=resume, threads=threads, workers=workers)
@@ -101,13 +101,13 @@ def _fields(entry) -> list:
 
 
 def _verify(entry) -> None:
-    from builder.services.pulled_entry import verify_entry
+    from builder.distribute.pulled_entry import verify_entry
 
     verify_entry(entry)
 
 
 def _images(entry) -> str:
-    from builder.services.images import model_images
+    from builder.build.pipeline import model_images
     from builder.store import Store
 
     images = model_images(entry, Store())

@@ -28,7 +28,7 @@ def build(
 ) -> None:
     """Snapshot an env (split into layers by package size) and swcli onto a base image; default: the current env."""
     from builder.errors import UsageError
-    from builder.services.runtime_build import build_runtime
+    from builder.build.runtime import build_runtime
 
     if venv and conda_prefix:
         raise UsageError("give --venv or --conda-prefix, not both")
@@ -52,7 +52,7 @@ def _fields(entry) -> list:
 
 
 def _sbom(ref: str) -> bytes:
-    from builder.services.runtime_build import read_runtime_sbom
+    from builder.build.runtime import read_runtime_sbom
 
     return read_runtime_sbom(ref)
 

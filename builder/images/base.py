@@ -6,7 +6,7 @@ packages; a user ``swcli``, uid 1000) into an uncompressed tar. The same inputs 
 - ``SOURCE_DATE_EPOCH`` is fixed (:data:`SOURCE_DATE_EPOCH`). mmdebstrap then clamps every mtime to it and writes
   the entries in a stable order, and ``useradd`` takes the last-change day in ``/etc/shadow`` from it.
 - mmdebstrap's own cleanup leaves no apt lists, no downloaded ``.deb``, no apt logs and no ldconfig aux-cache;
-  minbase has no ``/etc/machine-id``. ``tests/test_base_rootfs.py`` checks that the tars of two runs are equal.
+  minbase has no ``/etc/machine-id``. ``tests/images/test_base_rootfs.py`` checks that the tars of two runs are equal.
 - What stays outside our control is the archive: two runs a month apart see different package versions on a
   moving mirror. Pass ``mirror`` (a dated ``snapshot.debian.org`` URL) to pin it; the mirror is part of the key.
 

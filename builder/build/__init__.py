@@ -1,0 +1,1 @@
+"""Building: a project folder -> a store entry -> an image (dataset, model, runtime)."""

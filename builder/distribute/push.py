@@ -1,0 +1,126 @@
+"""`swcli dataset|model|runtime push`: an image from the store's OCI layout straight to a registry, no engine.
+
+The remote image is an OCI manifest with the same config blob (so the same image id) and the layers gzipped by
+:mod:`builder.images.compress` (deterministic, cached per layer: the same image pushed from two machines has the
+same manifest digest, and a second push to any registry compresses nothing). Blobs are skipped, mounted or uploaded
+by :func:`~builder.distribute.transfer.send_blobs`, each layer compressed on the worker that sends it (largest
+first, so compressing overlaps uploading); the manifest is PUT last, once every blob is in, so a push that
+fails leaves no tag. A runtime image's CycloneDX SBOM, when it carries one, is attached to the pushed manifest as a
+referrer artifact.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import io
+from pathlib import Path
+
+from builder.errors import RegistryError
+from builder.images.oci import MEDIA_CONFIG, MEDIA_MANIFEST, Layout, LayoutError, canonical_json
+from builder.distribute.transfer import (Blob, KnownBlobs, OnProgress, TransferResult, file_source, open_client,
+                                       send_blobs)
+
+MEDIA_EMPTY = "application/vnd.oci.empty.v1+json"
+EMPTY_JSON = b"{}"
+
+
+def _layer_blob(layout: Layout, layer, item) -> Blob:
+    """A gzip layer blob whose bytes are re-hashed (and made again if damaged) just before they are uploaded."""
+    from builder.images.compress import compressed
+
+    @contextlib.contextmanager
+    def source():
+        checked = item if item.verified else compressed(layout, layer, verify=True)
+        if checked.digest != item.digest:
+            raise LayoutError(f"layer {item.diff_id} compressed to {checked.digest}, not {item.digest} as before")
+        path = layout.blob_path(item.digest)
+        yield lambda: open(path, "rb")
+
+    return Blob(item.digest, item.size, source)
+
+
+def remote_manifest(image, layers) -> bytes:
+    """The OCI manifest a registry gets: our config blob, the gzip layers, in one canonical serialisation."""
+    return canonical_json({
+        "schemaVersion": 2, "mediaType": MEDIA_MANIFEST,
+        "config": {"mediaType": MEDIA_CONFIG, "digest": image.config.digest, "size": image.config.size},
+        "layers": [item.descriptor.to_json() for item in layers]})
+
+
+def _memory_source(data: bytes):
+    return lambda: contextlib.nullcontext(lambda: io.BytesIO(data))
+
+
+def attach_sbom(client, repository: str, subject_digest: str, subject_size: int, sbom: bytes,
+                known: KnownBlobs, result: TransferResult) -> str:
+    """Push ``sbom`` as an OCI artifact whose ``subject`` is the pushed manifest; returns the artifact's digest."""
+    import hashlib
+
+    from builder.images.image import created_time
+    from builder.images.sbom import SBOM_MEDIA_TYPE
+
+    digest = "sha256:" + hashlib.sha256(sbom).hexdigest()
+    empty = "sha256:" + hashlib.sha256(EMPTY_JSON).hexdigest()
+    send_blobs(client, repository, [Blob(empty, len(EMPTY_JSON), _memory_source(EMPTY_JSON), "sbom-config"),
+                                    Blob(digest, len(sbom), _memory_source(sbom), "sbom")], result, known)
+    artifact = canonical_json({
+        "schemaVersion": 2, "mediaType": MEDIA_MANIFEST, "artifactType": SBOM_MEDIA_TYPE,
+        "config": {"mediaType": MEDIA_EMPTY, "digest": empty, "size": len(EMPTY_JSON)},
+        "layers": [{"mediaType": SBOM_MEDIA_TYPE, "digest": digest, "size": len(sbom),
+                    "annotations": {"org.opencontainers.image.title": "sbom.cdx.json"}}],
+        "subject": {"mediaType": MEDIA_MANIFEST, "digest": subject_digest, "size": subject_size},
+        "annotations": {"org.opencontainers.image.created": created_time()}})
+    return client.put_referrer(repository, artifact)
+
+
+def push(kind: str, ref: str, target: str, *, credentials=None, ca_cert: Path | None = None,
+         on_progress: OnProgress | None = None, layout: Layout | None = None, store=None,
+         client_factory=open_client) -> TransferResult:
+    """Push the image of ``ref`` (a store entry or an image in the layout) as ``target`` (REGISTRY/REPO[:TAG])."""
+    from builder.images.build import store_layout
+    from builder.images.compress import compressed
+    from builder.images.image import read_image
+    from builder.registry.reference import Reference
+    from builder.build.pipeline import image_for
+
+    local = image_for(kind, ref, store)
+    dest = Reference.parse(target)
+    if dest.digest is not None:
+        raise RegistryError(f"push to {target}: give a tag, not a digest (the digest is what the push makes)")
+    layout = layout or store_layout()
+    image = read_image(layout, local)
+    if image is None:
+        raise RegistryError(f"image {local} is not in the store's OCI layout ({layout.root}); build it first "
+                            f"(swcli {kind} build)")
+    what = f"push of {dest}"
+    result = TransferResult(str(dest))
+    try:
+        client = client_factory(dest.registry, credentials=credentials, ca_cert=ca_cert)
+        client.ping(dest.repository)  # auth settled (and refused early) before blobs go up in parallel
+        made: dict[str, object] = {}
+
+        def prepare(layer) -> Blob:  # on a worker thread: compressing one layer overlaps uploading another
+            made[layer.digest] = compressed(layout, layer)
+            return _layer_blob(layout, layer, made[layer.digest])
+
+        largest_first = sorted({layer.digest: layer for layer in image.layers}.values(), key=lambda b: -b.size)
+        known = KnownBlobs(dest.registry)
+        send_blobs(client, dest.repository, [
+            Blob(image.config.digest, image.config.size, file_source(layout.blob_path(image.config.digest)), "config"),
+            *(functools.partial(prepare, layer) for layer in largest_first)], result, known, on_progress=on_progress)
+        manifest = remote_manifest(image, [made[layer.digest] for layer in image.layers])
+        result.digest = client.put_manifest(dest.repository, dest.tag, manifest, MEDIA_MANIFEST)
+    except RegistryError as err:
+        raise RegistryError(f"{what} failed: {err}") from None
+    if kind == "runtime":
+        from builder.images.sbom import read_sbom
+
+        sbom = read_sbom(layout, image)
+        if sbom is not None:
+            try:
+                attach_sbom(client, dest.repository, result.digest, len(manifest), sbom, known, TransferResult(""))
+            except RegistryError as err:
+                raise RegistryError(f"{what}: the image is pushed ({result.digest}) but its SBOM could not be "
+                                    f"attached: {err}") from None
+    return result

@@ -1,0 +1,216 @@
+"""The ppl phase of a run: feed the handler, store one JSON line per record, apply ``ignore_error``.
+
+Lines go to a results writer (:class:`builder.evaluate.runner.resume.ResultsWriter`) and are handed to the OS after every
+ppl call: a process killed with ``kill -9`` loses at most the call in flight, which ``--resume`` redoes (a flush is
+a write of the lines of one call, 2-4 us per record here; batching them by time lost whole shards of a fast
+handler's work to a kill). Per-record overhead is kept to a few
+microseconds (one shared JSON encoder, no progress redraw per record) because the seed's handler predicts one
+record per call.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any, Callable, Iterable, Iterator
+
+from builder.errors import EvalError, USER_CODE_ERRORS
+from builder.text import json_safe
+
+MAX_LOGGED_ERRORS = 20
+PROGRESS_EVERY = 256
+
+Progress = Callable[[int], None]
+
+
+def to_jsonable(obj: Any) -> Any:
+    """``json.dumps`` default: numpy scalars and arrays, tensors, bytes and tuples become plain JSON."""
+    if hasattr(obj, "tolist"):  # numpy arrays and scalars, torch tensors
+        return obj.tolist()
+    if hasattr(obj, "item"):
+        return obj.item()
+    if isinstance(obj, (bytes, bytearray)):
+        return list(obj)
+    if isinstance(obj, (set, frozenset)):
+        return sorted(obj)
+    raise TypeError(f"{type(obj).__name__} is not JSON-serialisable")
+
+
+# one encoder for the whole run: json.dumps with non-default arguments builds a new encoder per call
+_ENCODER = json.JSONEncoder(default=to_jsonable, allow_nan=False, separators=(",", ":"))
+_LENIENT = json.JSONEncoder(default=to_jsonable, separators=(",", ":"))
+
+
+def dump_line(record: dict) -> str:
+    try:
+        return _ENCODER.encode(record)
+    except ValueError:  # a non-finite float somewhere: take the slow path once for this record
+        return _ENCODER.encode(json_safe(json.loads(_LENIENT.encode(record))))
+
+
+def unserialisable(err: Exception) -> str:
+    """Why a value could not be stored as JSON: not serialisable (TypeError, ValueError for a cycle) or nested
+    too deeply (RecursionError), or a ``tolist`` that raised."""
+    deep = " (nested too deeply)" if isinstance(err, RecursionError) else ""
+    return f"cannot be stored as JSON{deep}: {type(err).__name__}: {err}"
+
+
+def _split_output(out: Any) -> tuple[Any, Any]:
+    if isinstance(out, tuple) and len(out) == 2:
+        return out
+    return out, None
+
+
+def _batches(records: Iterable, size: int) -> Iterator[list]:
+    batch: list = []
+    for rec in records:
+        batch.append(rec)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+class PplPhase:
+    """Feeds the handler, writes one line per record to ``out``, applies ignore_error; counts what it did."""
+
+    def __init__(self, handler: Any, dataset_name: str, dataset_version: str, out, log: Callable[[str], None],
+                 max_logged: int | None = MAX_LOGGED_ERRORS):
+        self.handler = handler
+        self.merge_label = getattr(handler, "merge_label", True)
+        self.ignore_error = getattr(handler, "ignore_error", False)
+        self.kw = {"dataset_name": dataset_name, "dataset_version": dataset_version}
+        self.out = out
+        self.log = log
+        self.max_logged = max_logged  # None: log every failure (a ppl worker's; the evaluating process caps them)
+        self.reported = 0
+        self.ok = 0
+        self.failed = 0
+        self.kept = 0  # records scored by an earlier run that --resume continues (counted in ok and failed)
+        self.ppl_seconds = 0.0
+
+    def _label(self, rec) -> Any:
+        if self.merge_label:
+            return self.handler.handle_label(rec.label, index=rec.index, **self.kw)
+        return list(rec.label)
+
+    def _fail(self, rec, message: str) -> None:
+        if not self.ignore_error:
+            raise EvalError(f"record {rec.index}: {message}")
+        self.failed += 1
+        self.report(f"record {rec.index}: {message} (skipped: ignore_error=True)")
+        self.out.write(dump_line({"index": rec.index, "label": None, "result": None, "pr": None, "error": message}))
+
+    def report(self, message: str) -> None:
+        """Log a skipped record's failure: the first ``max_logged`` of a run, then one line saying there are more."""
+        self.reported += 1
+        if self.max_logged is None or self.reported <= self.max_logged:
+            self.log(message)
+        elif self.reported == self.max_logged + 1:
+            self.log("more records failed; see results.jsonl for every error")
+
+    def _store(self, rec, output: Any) -> None:
+        try:
+            label = self._label(rec)
+        except USER_CODE_ERRORS as err:
+            self._fail(rec, f"handle_label raised {type(err).__name__}: {err}")
+            return
+        result, pr = _split_output(output)
+        try:
+            line = dump_line({"index": rec.index, "label": label, "result": result, "pr": pr, "error": None})
+        except USER_CODE_ERRORS as err:  # TypeError, ValueError (a cycle), RecursionError, a tolist() that raised...
+            self._fail(rec, self._unstorable(label, err))
+            return
+        self.out.write(line)
+        self.ok += 1
+
+    def _unstorable(self, label: Any, err: Exception) -> str:
+        try:
+            dump_line({"label": label})
+        except USER_CODE_ERRORS as label_err:
+            return f"what handle_label returned {unserialisable(label_err)}"
+        return f"what ppl returned {unserialisable(err)}"
+
+    def one(self, rec) -> None:
+        t0 = time.perf_counter()
+        try:
+            output = self.handler.ppl(rec.data, index=rec.index, label=rec.label, **self.kw)
+        except USER_CODE_ERRORS as err:
+            self.ppl_seconds += time.perf_counter() - t0
+            self._fail(rec, f"ppl raised {type(err).__name__}: {err}")
+            return
+        self.ppl_seconds += time.perf_counter() - t0
+        self._store(rec, output)
+
+    def batch(self, recs: list) -> None:
+        t0 = time.perf_counter()
+        try:
+            outputs = self.handler.ppl(
+                [r.data for r in recs], indices=[r.index for r in recs], label=[r.label for r in recs], **self.kw
+            )
+            if not hasattr(outputs, "__len__"):
+                outputs = list(outputs)
+            if len(outputs) != len(recs):
+                raise EvalError(
+                    f"records {recs[0].index}-{recs[-1].index}: batched ppl returned {len(outputs)} outputs for "
+                    f"{len(recs)} records"
+                )
+        except EvalError:
+            raise
+        except USER_CODE_ERRORS as err:
+            self.ppl_seconds += time.perf_counter() - t0
+            for rec in recs:
+                self._fail(rec, f"ppl (batch) raised {type(err).__name__}: {err}")
+            return
+        self.ppl_seconds += time.perf_counter() - t0
+        for rec, output in zip(recs, outputs):
+            self._store(rec, output)
+
+    def run(self, records: Iterable, size: int, progress: Progress | None) -> None:
+        done = self.kept
+        flush = self.out.flush
+        if size == 1:
+            for rec in records:
+                self.one(rec)
+                flush()
+                done += 1
+                if progress and done % PROGRESS_EVERY == 0:
+                    progress(done)
+        else:
+            for recs in _batches(records, size):
+                self.batch(recs)
+                flush()
+                done += len(recs)
+                if progress:
+                    progress(done)
+        flush()
+        if progress:
+            progress(done)
+
+    def take(self, chunk) -> None:
+        """A ppl worker's answer for one chunk (:mod:`builder.evaluate.runner.ppl_workers`): its lines written, its counts
+        added, its failures logged, then handed to the OS like the lines of one ppl call."""
+        for line in chunk.lines:
+            self.out.write(line)
+        self.ok += chunk.ok
+        self.failed += chunk.failed
+        self.ppl_seconds += chunk.ppl_seconds
+        for message in chunk.failures:
+            self.report(message)
+        self.out.flush()
+
+    def run_pooled(self, pool, start: int, stop: int, size: int, progress: Progress | None) -> None:
+        """Records ``[start, stop)`` predicted by ``pool``'s workers, in chunks of ``size``, written in order."""
+        done = self.kept
+
+        def emit(chunk) -> None:
+            nonlocal done
+            self.take(chunk)
+            done += len(chunk.lines)
+            if progress:
+                progress(done)
+
+        pool.run(start, stop, size, emit)
+        if progress:
+            progress(done)

@@ -1,0 +1,1 @@
+"""Evaluations in containers: Docker jobs, Kubernetes manifests, a pod's steps."""

@@ -1,0 +1,100 @@
+"""The installed `swcli` entry point, run as a user runs it: a subprocess of the console script, away from the
+source tree. `make wheel-test` runs these against a wheel installed into a clean venv (SWCLI_BIN); in the normal
+suite they run against the project venv's script. They catch what an editable install hides: an import of a
+package we do not declare (click), templates left out of the wheel.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import write_tiny_dataset
+from tests.build.test_model import HANDLER, MODEL_YAML
+
+pytestmark = pytest.mark.entrypoint
+
+SWCLI = Path(os.environ.get("SWCLI_BIN") or Path(sys.executable).parent / "swcli")
+PYTHON = SWCLI.parent / "python"
+
+
+def run(*args, cwd: Path, home: Path, exe: Path = SWCLI) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "SWCLI_TEMPLATES")}
+    env.update(SWCLI_HOME=str(home), COLUMNS="200")
+    return subprocess.run([str(exe), *map(str, args)], cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+
+
+def one_error_line(proc: subprocess.CompletedProcess) -> str:
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("swcli: error: "), proc.stderr
+    assert "Traceback" not in proc.stderr + proc.stdout
+    return lines[0]
+
+
+def test_the_script_is_the_one_under_test(tmp_path):
+    assert SWCLI.is_file(), f"{SWCLI} does not exist"
+    proc = run("--version", cwd=tmp_path, home=tmp_path / "home")
+    assert proc.returncode == 0 and proc.stdout.startswith("swcli "), proc.stderr
+    # away from the source tree, the package comes from the install, not from a checkout on sys.path
+    where = subprocess.run([str(PYTHON), "-c", "import builder; print(builder.__file__)"], cwd=tmp_path,
+                           capture_output=True, text=True, check=True).stdout.strip()
+    assert Path(where).is_relative_to(SWCLI.parent.parent) or "SWCLI_BIN" not in os.environ, where
+
+
+@pytest.mark.parametrize("args, words", [
+    (["dataset", "build", "--bogus"], "No such option: --bogus"),
+    (["model", "eval"], "Missing argument"),
+    (["model", "eval", "m", "--dataset", "d", "--batch-size", "x"], "--batch-size"),
+    (["job", "k8s", "--model", "m", "--dataset", "d", "--shards", "abc"], "--shards"),
+    (["eval", "show", "--fail-under"], "requires an argument"),
+    (["nonsense"], "No such command"),
+])
+def test_usage_errors_are_one_line_and_exit_2(tmp_path, args, words):
+    proc = run(*args, cwd=tmp_path, home=tmp_path / "home")
+    assert proc.returncode == 2, (proc.returncode, proc.stderr)
+    assert words in one_error_line(proc)
+
+
+@pytest.mark.parametrize("args, words", [
+    (["eval", "--batch-size", "x"], "--batch-size"),
+    (["eval", "--batch-size"], "requires an argument"),
+    (["merge", "/parts", "--output", "/o", "--wait", "soon"], "--wait"),
+    (["merge"], "Missing argument"),
+    (["train"], "No such command"),
+])
+def test_the_model_image_entrypoint_shares_the_mapping(tmp_path, args, words):
+    proc = run("-m", "builder.cli.container", *args, cwd=tmp_path, home=tmp_path / "home", exe=PYTHON)
+    assert proc.returncode == 2, (proc.returncode, proc.stderr)
+    assert words in one_error_line(proc)
+
+
+def test_a_user_error_is_one_line_with_its_exit_code(tmp_path):
+    proc = run("dataset", "info", "nothing-here", cwd=tmp_path, home=tmp_path / "home")
+    assert proc.returncode == 1 and "no dataset matches 'nothing-here'" in one_error_line(proc)
+
+
+def test_templates_ship_with_the_install(tmp_path):
+    """The Dockerfile template renders (no engine needed with --dockerfile-only) and the HTML report renders."""
+    home = tmp_path / "home"
+    project = write_tiny_dataset(tmp_path / "ds", [(bytes([i]) * (10 + i), i % 3) for i in range(30)])
+    out = tmp_path / "ctx"
+    proc = run("dataset", "build", project, "--dockerfile-only", out, cwd=tmp_path, home=home)
+    assert proc.returncode == 0, proc.stderr
+    assert (out / "Dockerfile").read_text().count("FROM ") == 1
+
+    model = tmp_path / "model"
+    (model / "code").mkdir(parents=True)
+    (model / "code" / "__init__.py").write_text("")
+    (model / "code" / "ppl.py").write_text(HANDLER)
+    (model / "model.yaml").write_text(MODEL_YAML)
+    (model / "models").mkdir()
+    (model / "models" / "weights.json").write_text('{"offset": 0}')
+    proc = run("model", "eval", model, "--dataset", "tiny", "-o", tmp_path / "run", cwd=tmp_path, home=home)
+    assert proc.returncode == 0, proc.stderr
+    proc = run("eval", "report", tmp_path / "run", "-o", tmp_path / "report.html", cwd=tmp_path, home=home)
+    assert proc.returncode == 0, proc.stderr
+    assert "<html" in (tmp_path / "report.html").read_text()[:500].lower()

@@ -1,0 +1,44 @@
+"""`swcli job run` against the real engine when the handler kills its container: the exit code and the log's end.
+
+Skipped when no engine answers a ping; the engine, base image and runtime fixtures are test_images_docker's.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.images.test_images_docker import engine, tiny_runtime  # noqa: F401  (fixtures reused)
+from tests.build.test_model import HANDLER
+from tests.evaluate.test_runner_stops import write_model
+
+pytestmark = pytest.mark.docker
+
+# record 3 prints a line (not flushed: a container's stdout is a pipe) and ends the process, as a crashing
+# native library would: no exception, no summary, no Python cleanup
+EXITS = HANDLER.replace("    def ppl(self, data, **kw):\n", """    def ppl(self, data, **kw):
+        print(f"ppl on record {kw['index']}")
+        if kw["index"] == 3:
+            import os
+            os._exit(3)
+""")
+
+
+@pytest.mark.parametrize("shards", [1, 2])
+def test_a_container_that_exits_says_so_with_the_end_of_its_log(engine, cli, tiny_dataset, tiny_runtime,  # noqa: F811
+                                                               tmp_path, shards):
+    assert cli("dataset", "build", tiny_dataset).code == 0
+    res = cli("model", "build", write_model(tmp_path / "model", EXITS), "--skip-gen-env", "--runtime", tiny_runtime)
+    assert res.code == 0, res.err
+    image = next(t for t in engine.images.get("swmp/modthree:latest").tags if not t.endswith(":latest"))
+    res = cli("job", "run", "--model", "modthree", "--dataset", "tiny", "--shards", shards, "-o", tmp_path / "out")
+    assert res.code == 3
+    what = "eval" if shards == 1 else "eval shard 0"
+    lines = res.out.splitlines()
+    header = f"container {image} ({what}) exited with code 3; last log lines:"
+    assert header in lines, res.out
+    after = lines[lines.index(header) + 1:]
+    tail = after[:next((i for i, line in enumerate(after) if not line.startswith("  ")), len(after))]
+    assert 0 < len(tail) <= 20 and tail[-1] == "  ppl on record 3", res.out  # its own lines, not the other shard's
+    if shards > 1:
+        assert "shard(s) 0 of 2 failed; not merging" in lines
+    assert engine.containers.list(all=True, filters={"ancestor": image}) == []  # all removed
