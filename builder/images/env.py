@@ -25,7 +25,7 @@ from builder.images import context as ctx
 
 ENV_PREFIX = "/opt/swcli/env"
 BIG_PACKAGE = 64 << 20
-# what `python -m builder.cli.container eval` imports inside the image
+# what `python -m builder.container eval` imports inside the image
 IN_IMAGE_REQUIREMENTS = ("typer", "rich", "pyyaml", "numpy", "scikit-learn", "requests")  # requests: eval --dataset REGISTRY/REPO
 
 

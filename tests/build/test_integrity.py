@@ -239,7 +239,7 @@ def test_the_model_images_entrypoint_usage_errors_exit_2(tmp_path):
     for args, words in ((["eval", "--dataset", "not a ref"], "expected a dataset image in a registry"),
                         (["eval", "--dataset", "127.0.0.1:9/swds/x:1", "--push-part", "127.0.0.1:9/swmp/m:1"],
                          "--push-part and --job go together")):
-        proc = subprocess.run([sys.executable, "-m", "builder.cli.container", *args], env=env, capture_output=True,
+        proc = subprocess.run([sys.executable, "-m", "builder.container", *args], env=env, capture_output=True,
                               text=True, timeout=60, cwd=tmp_path, stdin=subprocess.DEVNULL)
         _one_line(proc, words, code=2)
 

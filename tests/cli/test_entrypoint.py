@@ -67,7 +67,7 @@ def test_usage_errors_are_one_line_and_exit_2(tmp_path, args, words):
     (["train"], "No such command"),
 ])
 def test_the_model_image_entrypoint_shares_the_mapping(tmp_path, args, words):
-    proc = run("-m", "builder.cli.container", *args, cwd=tmp_path, home=tmp_path / "home", exe=PYTHON)
+    proc = run("-m", "builder.container", *args, cwd=tmp_path, home=tmp_path / "home", exe=PYTHON)
     assert proc.returncode == 2, (proc.returncode, proc.stderr)
     assert words in one_error_line(proc)
 
