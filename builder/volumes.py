@@ -1,4 +1,4 @@
-"""SWDS v2: the binary shard format datasets are stored in (byte layout in ``docs/shard-format.md``).
+"""SWDS v2: the binary volume format datasets are stored in (byte layout in ``docs/shard-format.md``).
 
 A dataset directory holds volume files ``data-00000.swds``, ``data-00001.swds``... and one index
 ``index.swidx``. Every record starts on a multiple of ``alignment_size`` inside its volume, behind a 32-byte
@@ -142,7 +142,7 @@ class _Hasher(threading.Thread):
         return self.digests
 
 
-class ShardWriter:
+class VolumeWriter:
     """Appends records to aligned volumes and writes the index on :meth:`close`.
 
     A new volume starts whenever the next record would push the current one past ``volume_size``; a record larger
@@ -246,7 +246,7 @@ class ManifestError(SwcliError):
 
 
 @dataclass(frozen=True)
-class ShardFile:
+class VolumeFile:
     """One volume as the manifest lists it."""
 
     file: str
@@ -256,10 +256,10 @@ class ShardFile:
 
 
 @dataclass(frozen=True)
-class Layout:
+class VolumeLayout:
     """The files of a dataset entry, checked: volumes in order (volume number = position) and the index."""
 
-    shards: list[ShardFile]
+    volumes: list[VolumeFile]
     index: str
     index_size: int
     records: int
@@ -278,29 +278,29 @@ def _count(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
-def manifest_layout(manifest: object, where: str | Path) -> Layout:
+def manifest_layout(manifest: object, where: str | Path) -> VolumeLayout:
     """Check the ``shards``, ``index`` and ``records`` fields of a dataset manifest (``where`` names it in errors)
     before any path is made from them; every reader and verifier goes through here."""
     if not isinstance(manifest, dict):
         raise ManifestError(where, "(top level)", f"expected a JSON object, got {type(manifest).__name__}")
-    shards = manifest.get("shards")
-    if not isinstance(shards, list) or not shards:
+    listed = manifest.get("shards")
+    if not isinstance(listed, list) or not listed:
         raise ManifestError(where, "shards", "expected a non-empty list of shard files")
     out = []
-    for n, shard in enumerate(shards):
+    for n, volume in enumerate(listed):
         field = f"shards[{n}]"
-        if not isinstance(shard, dict):
-            raise ManifestError(where, field, f"expected an object, got {type(shard).__name__}")
-        problem = plain_name_problem(shard.get("file"))
+        if not isinstance(volume, dict):
+            raise ManifestError(where, field, f"expected an object, got {type(volume).__name__}")
+        problem = plain_name_problem(volume.get("file"))
         if problem:
             raise ManifestError(where, f"{field}.file", problem)
         for key in ("records", "size"):
-            if not _count(shard.get(key)):
-                raise ManifestError(where, f"{field}.{key}", f"expected a non-negative integer, got {shard.get(key)!r}")
-        sha = shard.get("sha256")
+            if not _count(volume.get(key)):
+                raise ManifestError(where, f"{field}.{key}", f"expected a non-negative integer, got {volume.get(key)!r}")
+        sha = volume.get("sha256")
         if not (isinstance(sha, str) and len(sha) == 64 and all(c in "0123456789abcdef" for c in sha)):
             raise ManifestError(where, f"{field}.sha256", f"expected 64 lowercase hex digits, got {sha!r}")
-        out.append(ShardFile(shard["file"], shard["records"], shard["size"], sha))
+        out.append(VolumeFile(volume["file"], volume["records"], volume["size"], sha))
     if len({s.file for s in out}) != len(out):
         raise ManifestError(where, "shards", "lists the same file twice")
     index = manifest.get("index")
@@ -317,7 +317,7 @@ def manifest_layout(manifest: object, where: str | Path) -> Layout:
     if not _count(records) or records != sum(s.records for s in out):
         raise ManifestError(where, "records", f"{records!r} is not the sum of the shards' records "
                                               f"({sum(s.records for s in out)})")
-    return Layout(out, index["file"], index["size"], records)
+    return VolumeLayout(out, index["file"], index["size"], records)
 
 
 def _map(path: Path) -> mmap.mmap | bytes:
@@ -345,12 +345,12 @@ class DatasetReader:
         self.directory = Path(directory)
         self.manifest = manifest if manifest is not None else self._load_manifest()
         # file names come from the manifest when it lists them (checked: plain names inside the entry); a bare
-        # folder of shards, or a manifest listing no files, uses the writer's names
+        # folder of volumes, or a manifest listing no files, uses the writer's names
         self._names: list[str] | None = None
         index_name = INDEX_NAME
         if isinstance(self.manifest, dict) and ("shards" in self.manifest or "index" in self.manifest):
             layout = manifest_layout(self.manifest, self.directory / MANIFEST_NAME)
-            self._names, index_name = [s.file for s in layout.shards], layout.index
+            self._names, index_name = [s.file for s in layout.volumes], layout.index
         index_path = self.directory / index_name
         try:
             self._index = _map(index_path)
