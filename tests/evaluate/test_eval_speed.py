@@ -123,7 +123,7 @@ def test_results_equal_a_plain_loop_over_the_reader(tmp_path, batch_size):
 
 
 def test_a_sequential_walk_hands_back_what_it_read(tmp_path, monkeypatch):
-    monkeypatch.setattr(volumes, "RELEASE_EVERY", 4096)  # release pages often, inside every volume
+    monkeypatch.setattr(volumes.reader, "RELEASE_EVERY", 4096)  # release pages often, inside every volume
     data = make_dataset(tmp_path / "ds", 400, size=2000, volume_size=64 << 10)
     with DatasetReader(data) as reader:
         assert reader._volume_count > 5

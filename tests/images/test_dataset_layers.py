@@ -123,7 +123,7 @@ def test_layer_size_default_is_256m_or_the_volume_size(tmp_path):
 def test_volumes_are_hashed_while_written_with_little_held_back(tmp_path, monkeypatch):
     """The writer's sha256 of each volume equals the file's, also when records outgrow the hasher's byte budget
     (here 1 KiB: every record waits for the one before it to be hashed)."""
-    from builder import volumes as volume_writer
+    from builder.volumes import writer as volume_writer
 
     monkeypatch.setattr(volume_writer._Hasher.__init__, "__defaults__", (1024,))
     writer = volume_writer.VolumeWriter(tmp_path, 64, 8 * KIB)
