@@ -9,11 +9,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from builder.errors import ShardCorruptError
-from builder.volumes import INDEX_NAME, RECORD_HEADER, DatasetReader, ShardWriter, volume_name
+from builder.volumes import INDEX_NAME, RECORD_HEADER, DatasetReader, VolumeWriter, volume_name
 
 
 def write(tmp_path, records, alignment=64, volume=1024):
-    writer = ShardWriter(tmp_path, alignment, volume)
+    writer = VolumeWriter(tmp_path, alignment, volume)
     for data, label in records:
         writer.add(data, label)
     return writer.close()

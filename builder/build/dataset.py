@@ -22,7 +22,7 @@ from builder import __version__
 from builder.api.dataset import BuildExecutor
 from builder.errors import DatasetBuildError, USER_CODE_ERRORS, UserCodeError
 from builder.loader import load_class
-from builder.volumes import INDEX_NAME, ShardWriter, VolumeInfo
+from builder.volumes import INDEX_NAME, VolumeWriter, VolumeInfo
 from builder.snapshot import glob_regex  # the .swignore glob: one semantics for every pattern
 from builder.spec import DatasetSpec, load_dataset_spec
 from builder.store import Entry, Store, make_version, sha256_file, utc_now, write_json_atomic
@@ -124,7 +124,7 @@ def build_dataset(
         raise UserCodeError(f"{spec.process}: constructor raised {type(err).__name__}: {err}", ref=spec.process) from None
 
     with store.stage("dataset") as staged:
-        writer = ShardWriter(staged, spec.alignment_size, spec.volume_size)
+        writer = VolumeWriter(staged, spec.alignment_size, spec.volume_size)
         data_bytes = label_bytes = 0
         pairs = zip_longest(
             _slices("data", slicer.iter_data_slice, data_files, spec.process),
@@ -293,7 +293,7 @@ def verify_dataset(entry: Entry) -> None:
         raise ManifestError(where, "name", problem)
     if not is_version(m.get("version")):
         raise ManifestError(where, "version", f"{m.get('version')!r} is not a version")
-    for shard in layout.shards:
+    for shard in layout.volumes:
         path = entry.path / shard.file
         size = _regular_file(path, "shard file")
         if size != shard.size:

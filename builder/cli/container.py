@@ -5,7 +5,7 @@ mounted at /dataset (`--volumes-from` a dataset container, or `-v DIR:/dataset`)
 `--dataset REGISTRY/REPO:TAG` (only its shard's layers), and writes /output; with `--push-part` it attaches the
 finished shard part to the model image, and `merge-registry` merges those parts (docs/kubernetes.md). It is a typer
 app run through the same error mapping as `swcli` (``builder.cli._run``): a bad flag or value is one line and
-exit 2, a user error one line and its exit code.
+exit 2, a user error one line and its exit code. Each command is one call of a pod step (:mod:`builder.jobs.pod`).
 """
 
 from __future__ import annotations
@@ -48,43 +48,14 @@ def eval_(
 ) -> None:
     """Run the model over every record of the mounted dataset (or the one --dataset names), then cmp."""
     from builder.cli._summary import print_summary
-    from builder.errors import EvalError, UsageError
-    from builder.evaluate.model_eval import EvalOptions, evaluate
+    from builder.evaluate.model_eval import EvalOptions
+    from builder.jobs.pod import eval_part
 
-    if dataset is None and not (DATASET_DIR / "manifest.json").is_file():
-        raise EvalError(f"no dataset mounted at {DATASET_DIR}: run with --volumes-from <dataset container> "
-                        f"or -v <dataset dir>:{DATASET_DIR}, or name a dataset image with --dataset REGISTRY/REPO:TAG")
-    if dataset is not None:
-        from builder.evaluate.remote_dataset import is_registry_ref
-
-        if not is_registry_ref(dataset):
-            raise UsageError(f"--dataset {dataset}: expected a dataset image in a registry, REGISTRY/REPO[:TAG|@DIGEST]")
-    if (push_part is None) != (job is None):
-        raise UsageError("--push-part and --job go together: the model image to attach the part to, and the job id")
-    if push_part is not None:
-        from builder.jobs.parts import find_part
-        from builder.evaluate.sharding import parse_shard
-
-        index = parse_shard(shard)
-        if index is None:
-            raise UsageError("--push-part needs --shard I/N (or JOB_COMPLETION_INDEX): a part is one shard")
-        key = _dataset_key(dataset)
-        pushed = find_part(push_part, job, key, index)
-        if pushed is not None:
-            print(f"shard {index} of job {job} over {key} is already attached to {push_part} ({pushed}); nothing to do")
-            return
-    result = evaluate(EvalOptions(model=str(MODEL_DIR), dataset=dataset or str(DATASET_DIR), output_dir=output,
-                                  batch_size=batch_size, device=device, record=False, shard=shard, resume=resume,
-                                  threads=threads, workers=workers))
-    if result.note:
-        print(result.note)
-    if result.metrics is not None:
-        print_summary(result.metrics, result.run)
-    print(f"outputs: {output}")
-    if push_part is not None and result.run.get("status") == "partial":
-        from builder.jobs.parts import push_part as push
-
-        print(f"part pushed: {push(output, push_part, job)} (subject {push_part})")
+    pod = _pod()
+    eval_part(pod, EvalOptions(model=str(pod.model_dir), dataset=dataset or str(pod.dataset_dir), output_dir=output,
+                               batch_size=batch_size, device=device, record=False, shard=shard, resume=resume,
+                               threads=threads, workers=workers),
+              dataset=dataset, push_part=push_part, job=job, log=print, summary=print_summary)
 
 
 @app.command("merge")
@@ -95,20 +66,9 @@ def merge(
 ) -> None:
     """cmp over the shard parts in PARTS_DIR's subfolders, first waiting for every part to finish."""
     from builder.cli._summary import print_summary
-    from builder.build.model import model_source
-    from builder.evaluate.model_eval import load_handler
-    from builder.evaluate.sharding import merge_parts, wait_for_parts
+    from builder.jobs.pod import merge_folder
 
-    # load the handler (and with it torch and the like) before waiting: the imports overlap the shards' work
-    root, spec, _ = model_source(str(MODEL_DIR))
-    handler = load_handler(root, spec)
-    if wait > 0:
-        _warm_metrics()
-        wait_for_parts(parts_dir, wait, log=print)
-    parts = sorted(p for p in parts_dir.iterdir() if p.is_dir()) if parts_dir.is_dir() else []
-    metrics, run = merge_parts(parts, output, handler, model=_model_manifest())
-    print_summary(metrics, run)
-    print(f"outputs: {output}")
+    merge_folder(_pod(), parts_dir, output, wait=wait, log=print, summary=print_summary)
 
 
 @app.command("merge-registry")
@@ -123,26 +83,10 @@ def merge_registry(
 ) -> None:
     """Pull the shard parts attached to IMAGE for --job, cmp over them, attach the merged evaluation to IMAGE."""
     from builder.cli._summary import print_summary
-    from builder.build.model import model_source
-    from builder.evaluate.model_eval import load_handler
-    from builder.jobs.parts import attach_merged, pull_parts
-    from builder.evaluate.sharding import merge_parts
+    from builder.jobs.pod import merge_registry as merge_attached
 
-    root, spec, _ = model_source(str(MODEL_DIR))
-    handler = load_handler(root, spec)
-    if wait > 0:
-        _warm_metrics()
-    from builder.jobs.parts import dataset_key
-    from builder.evaluate.remote_dataset import dataset_identity
-
-    parts = pull_parts(image, job, dataset_key(dataset_identity(dataset)), shards, output / "parts", wait=wait,
-                       log=print)
-    metrics, run = merge_parts(parts, output / "merged", handler, model=_model_manifest())
-    print_summary(metrics, run)
-    print(f"outputs: {output / 'merged'}")
-    if attach:
-        done = attach_merged(output / "merged", image)
-        print(f"attached {done.digest} to {done.repository}@{done.subject}")
+    merge_attached(_pod(), image, job=job, dataset=dataset, shards=shards, output=output, wait=wait, attach=attach,
+                   log=print, summary=print_summary)
 
 
 @app.command("info")
@@ -153,32 +97,11 @@ def info() -> None:
     print(json.dumps(read_entry("model", MODEL_DIR).manifest, indent=2))
 
 
-def _model_manifest() -> dict:
-    """The manifest of the model baked into this image: a merge takes only parts that are runs of it."""
-    from builder.store import read_entry
+def _pod():
+    """This image's folders, as the environment (or a test) sets them when a command runs."""
+    from builder.jobs.pod import Pod
 
-    return read_entry("model", MODEL_DIR).manifest
-
-
-def _dataset_key(dataset: str | None) -> str:
-    """``NAME:VERSION`` of the dataset this pod evaluates: the registry image --dataset names, else the mounted one."""
-    from builder.jobs.parts import dataset_key
-
-    if dataset is not None:
-        from builder.evaluate.remote_dataset import dataset_identity
-
-        return dataset_key(dataset_identity(dataset))
-    from builder.store import read_entry
-
-    return dataset_key(read_entry("dataset", DATASET_DIR).manifest)
-
-
-def _warm_metrics() -> None:
-    """Import scikit-learn's metrics now, while the merge would only wait: it is most of `cmp`'s time (~1.5 s)."""
-    try:
-        import sklearn.metrics  # noqa: F401
-    except ImportError:  # a handler without @multi_classification may not need it
-        pass
+    return Pod(MODEL_DIR, DATASET_DIR)
 
 
 def main(argv: list[str] | None = None) -> int:

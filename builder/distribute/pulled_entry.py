@@ -88,7 +88,7 @@ def listing_of(kind: str, manifest: dict, where: Path) -> Listing:
     if kind == "dataset":
         layout = manifest_layout(manifest, where)
         files = {"manifest.json": MAX_ENTRY_JSON, layout.index: layout.index_size,
-                 **{s.file: s.size for s in layout.shards}}
+                 **{s.file: s.size for s in layout.volumes}}
         return Listing(files, {}, dict(DROPPED["dataset"]))
     items = _model_files(manifest, where)
     files = {"manifest.json": MAX_ENTRY_JSON, **({"env.lock": MAX_ENTRY_JSON} if manifest.get("env_lock") else {})}
@@ -182,7 +182,7 @@ def recomputed_version(kind: str, manifest: dict, folder: Path) -> str:
     spec = manifest.get("spec")
     if kind == "dataset":
         layout = manifest_layout(manifest, folder / "manifest.json")
-        return version_of(spec, [(s.file, s.records, s.size, s.sha256) for s in layout.shards],
+        return version_of(spec, [(s.file, s.records, s.size, s.sha256) for s in layout.volumes],
                           sha256_file(folder / layout.index))
     lock_kind, lock_text = manifest.get("env_lock"), None  # the lock is part of the version: kind and text, or none
     if lock_kind:

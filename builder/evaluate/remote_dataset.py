@@ -310,14 +310,14 @@ def _meta(meta_dir: Path, labels: dict[str, str], where: str) -> tuple[dict, dic
     index = meta_dir / layout.index
     if not index.is_file() or index.stat().st_size != layout.index_size:
         raise RegistryError(f"{where}: /{TOP}/{layout.index} is not the {layout.index_size} bytes the manifest says")
-    return manifest, layers, {s.file: s.size for s in layout.shards}
+    return manifest, layers, {s.file: s.size for s in layout.volumes}
 
 
 def volume_range(manifest: dict, start: int, stop: int, where: str) -> list[str]:
     """The volumes holding records ``[start, stop)``: volumes hold consecutive records, in order (the writer's
     rule), so the manifest's per-volume record counts say where each begins."""
     names, first = [], 0
-    for shard in manifest_layout(manifest, where).shards:
+    for shard in manifest_layout(manifest, where).volumes:
         if first < stop and first + shard.records > start:
             names.append(shard.file)
         first += shard.records

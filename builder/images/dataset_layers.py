@@ -22,7 +22,7 @@ from pathlib import Path
 from builder.images import context as ctx
 from builder.images.layers import LayerCache, _info, content_key, placed
 from builder.images.oci import MEDIA_LAYER, Descriptor, HashingWriter, Layout
-from builder.volumes import ShardFile, manifest_layout, plain_name_problem
+from builder.volumes import VolumeFile, manifest_layout, plain_name_problem
 from builder.spec import DEFAULT_LAYER_SIZE, MAX_LAYER_SIZE
 
 LAYERS_NAME = "layers.json"
@@ -41,11 +41,11 @@ def layer_size_of(manifest: dict) -> int:
     return size if isinstance(size, int) and 0 < size <= MAX_LAYER_SIZE else DEFAULT_LAYER_SIZE
 
 
-def plan_layers(shards: list[ShardFile], layer_size: int) -> list[list[ShardFile]]:
+def plan_layers(shards: list[VolumeFile], layer_size: int) -> list[list[VolumeFile]]:
     """Volumes in order, grouped greedily into layers of at most ``layer_size`` bytes of volumes; a volume larger
     than that is a layer alone. A group depends only on the volumes before and in it, so appending never moves an
     earlier boundary."""
-    groups: list[list[ShardFile]] = []
+    groups: list[list[VolumeFile]] = []
     total = 0
     for shard in shards:
         if groups and total + shard.size <= layer_size:
@@ -62,7 +62,7 @@ class VolumeLayer:
     """One planned layer: its folder in a build context (``layers/00003``), its volumes and its cache key."""
 
     src: str
-    shards: tuple[ShardFile, ...]
+    shards: tuple[VolumeFile, ...]
     key: str
 
     def entries(self, folder: Path) -> list[ctx.ContextEntry]:
@@ -73,7 +73,7 @@ class VolumeLayer:
 def volume_layers(manifest: dict, where: Path) -> list[VolumeLayer]:
     """The planned volume layers of a dataset manifest (checked by ``manifest_layout``; ``where`` names it)."""
     out = []
-    for n, group in enumerate(plan_layers(manifest_layout(manifest, where).shards, layer_size_of(manifest))):
+    for n, group in enumerate(plan_layers(manifest_layout(manifest, where).volumes, layer_size_of(manifest))):
         key = content_key("dataset volumes", ((f"{DEST[1:]}/{s.file}", s.sha256, False, None) for s in group))
         out.append(VolumeLayer(f"layers/{n:05d}", tuple(group), key))
     return out

@@ -45,52 +45,91 @@ def run_job(model: str, dataset: str, output_dir: Path, *, store: Store | None =
         _output_folder(output_dir)  # a link (or file) there is refused before any other work
     store = store or Store()
     client = client or connect()
-    model_image, dataset_image = image_for("model", model, store), image_for("dataset", dataset, store)
-    for image in (model_image, dataset_image):
-        if not image_exists(client, image):
-            raise DockerError(f"image {image} is not in the local engine; build it (swcli ... build) or pull it")
+    model_image, dataset_image = _local_images(client, store, model, dataset)
     output_dir = _output_folder(output_dir)
     if shards > 1:  # the parts' folder too: the containers resolve a link planted there inside their own tree
         _output_folder(output_dir / "parts")
     extra_args = [*(["--resume"] if resume else []), *(extra_args or [])]
-    common = {"volumes": {str(output_dir): {"bind": "/output", "mode": "rw"}}, "user": f"{os.getuid()}:{os.getgid()}",
-              "detach": True}
-    data_container = client.containers.create(dataset_image, command=["true"])
-    started: list = []
+    job = _Containers(client, model_image, dataset_image, output_dir, log)
     try:
         if shards == 1:
-            started.append(client.containers.run(model_image, ["eval", *extra_args],
-                                                 volumes_from=[data_container.id], **common))
-            code = _follow(started, log, prefix=False)[0]
-            if code:
-                _report_exit(started[0], model_image, "eval", code, log)
+            code = job.eval(extra_args)
         else:
-            threads = str(max(1, (os.cpu_count() or 1) // shards))
-            started.append(client.containers.run(model_image, ["merge", "/output/parts", "--output", "/output",
-                                                               "--wait", str(merge_wait)], **common))
-            for index in range(shards):
-                started.append(client.containers.run(
-                    model_image, ["eval", "--output", f"/output/parts/{index}", *extra_args],
-                    volumes_from=[data_container.id], **common,
-                    environment={"JOB_COMPLETION_INDEX": str(index), "JOB_COMPLETION_COUNT": str(shards),
-                                 "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}))
-            codes = _follow(started[1:], log, prefix=True)
-            failed = [(i, c) for i, c in enumerate(codes) if c]
-            for index, shard_code in failed:
-                _report_exit(started[1 + index], model_image, f"eval shard {index}", shard_code, log)
-            if failed:
-                log(f"shard(s) {', '.join(str(i) for i, _ in failed)} of {shards} failed; not merging")
-                return failed[0][1]
-            code = _follow(started[:1], log, prefix=False)[0]
+            code = job.shards(shards, extra_args, merge_wait)
             if code:
-                _report_exit(started[0], model_image, "merge", code, log)
+                return code
+            code = job.merge()
         if outdir.is_file(output_dir / "run.json"):
             from builder.runs.history import record_run
 
             record_run(output_dir, store)
         return code
     finally:
-        for container in (*started, data_container):
+        job.remove()
+
+
+def _local_images(client, store: Store, model: str, dataset: str) -> tuple[str, str]:
+    """The model and dataset images ``model`` and ``dataset`` name, both in the local engine."""
+    model_image, dataset_image = image_for("model", model, store), image_for("dataset", dataset, store)
+    for image in (model_image, dataset_image):
+        if not image_exists(client, image):
+            raise DockerError(f"image {image} is not in the local engine; build it (swcli ... build) or pull it")
+    return model_image, dataset_image
+
+
+class _Containers:
+    """The containers of one job: the dataset image's, created only for its /dataset volume, and the model image's
+    (one eval, or a merge and one eval per shard), all bind-mounting the output folder and running as the calling
+    user. :meth:`remove` removes every one of them, with its volumes."""
+
+    def __init__(self, client, model_image: str, dataset_image: str, output_dir: Path, log: Callable[[str], None]):
+        self.client, self.image, self.log = client, model_image, log
+        self.common = {"volumes": {str(output_dir): {"bind": "/output", "mode": "rw"}},
+                       "user": f"{os.getuid()}:{os.getgid()}", "detach": True}
+        self.data = client.containers.create(dataset_image, command=["true"])
+        self.started: list = []
+        self.merger = None
+
+    def _run(self, command: list[str], **options):
+        container = self.client.containers.run(self.image, command, **self.common, **options)
+        self.started.append(container)
+        return container
+
+    def eval(self, args: list[str]) -> int:
+        """One eval over the whole dataset, its log streamed as it is; its exit code."""
+        container = self._run(["eval", *args], volumes_from=[self.data.id])
+        code = _follow([container], self.log, prefix=False)[0]
+        if code:
+            _report_exit(container, self.image, "eval", code, self.log)
+        return code
+
+    def shards(self, count: int, args: list[str], merge_wait: int) -> int:
+        """Start the merge (it waits for the parts), then ``count`` evals at once, one shard each with an equal share
+        of the cores; their logs prefixed ``[index]``. The first failing shard's exit code, else 0."""
+        self.merger = self._run(["merge", "/output/parts", "--output", "/output", "--wait", str(merge_wait)])
+        threads = str(max(1, (os.cpu_count() or 1) // count))
+        evals = [self._run(["eval", "--output", f"/output/parts/{index}", *args], volumes_from=[self.data.id],
+                           environment={"JOB_COMPLETION_INDEX": str(index), "JOB_COMPLETION_COUNT": str(count),
+                                        "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads})
+                 for index in range(count)]
+        codes = _follow(evals, self.log, prefix=True)
+        failed = [(i, c) for i, c in enumerate(codes) if c]
+        for index, shard_code in failed:
+            _report_exit(evals[index], self.image, f"eval shard {index}", shard_code, self.log)
+        if failed:
+            self.log(f"shard(s) {', '.join(str(i) for i, _ in failed)} of {count} failed; not merging")
+            return failed[0][1]
+        return 0
+
+    def merge(self) -> int:
+        """Follow the merge started by :meth:`shards` to its end; its exit code."""
+        code = _follow([self.merger], self.log, prefix=False)[0]
+        if code:
+            _report_exit(self.merger, self.image, "merge", code, self.log)
+        return code
+
+    def remove(self) -> None:
+        for container in (*self.started, self.data):
             try:
                 container.remove(v=True, force=True)  # v: the dataset's VOLUME is a full copy of it on disk
             except Exception:  # already gone: nothing to clean

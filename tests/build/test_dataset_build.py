@@ -156,7 +156,7 @@ def test_interrupted_build_leaves_nothing(tmp_path, swcli_home, monkeypatch):
     from builder.build import dataset as dataset_build
 
     project = write_tiny_dataset(tmp_path / "p", [(b"x" * 10, 1)] * 20)
-    real_add = dataset_build.ShardWriter.add
+    real_add = dataset_build.VolumeWriter.add
     calls = {"n": 0}
 
     def interrupt_after_five(self, data, label):
@@ -165,7 +165,7 @@ def test_interrupted_build_leaves_nothing(tmp_path, swcli_home, monkeypatch):
             raise KeyboardInterrupt
         return real_add(self, data, label)
 
-    monkeypatch.setattr(dataset_build.ShardWriter, "add", interrupt_after_five)
+    monkeypatch.setattr(dataset_build.VolumeWriter, "add", interrupt_after_five)
     with pytest.raises(KeyboardInterrupt):
         dataset_build.build_dataset(project)
     assert Store().list("dataset") == []

@@ -8,18 +8,18 @@ from pathlib import Path
 
 import pytest
 
-from builder import volumes as shards
+from builder import volumes
 from builder.api.metric import multi_classification
 from builder.api.model import PipelineHandler
 from builder.errors import ShardCorruptError
 from builder.evaluate.runner.run import RESULTS, EvalInterrupted, run_evaluation
 from builder.evaluate.runner.prefetch import read_ahead
-from builder.volumes import DatasetReader, Record, ShardWriter
+from builder.volumes import DatasetReader, Record, VolumeWriter
 
 
 def make_dataset(folder: Path, count: int, size: int = 100, volume_size: int = 16 << 10) -> Path:
     folder.mkdir()
-    writer = ShardWriter(folder, 512, volume_size)
+    writer = VolumeWriter(folder, 512, volume_size)
     for i in range(count):
         writer.add(bytes([i % 251]) * size, bytes([i % 10]))
     writer.close()
@@ -88,11 +88,11 @@ def test_a_reading_error_is_raised_after_the_records_before_it():
 def test_a_corrupt_record_under_read_ahead_is_named_and_the_records_before_it_kept(tmp_path):
     data = make_dataset(tmp_path / "ds", 300)
     reader = DatasetReader(data)
-    volume, offset = shards.INDEX_ENTRY.unpack_from(reader._index, shards.INDEX_HEADER.size + 200 * shards.INDEX_ENTRY.size)[:2]
+    volume, offset = volumes.INDEX_ENTRY.unpack_from(reader._index, volumes.INDEX_HEADER.size + 200 * volumes.INDEX_ENTRY.size)[:2]
     reader.close()
-    path = data / shards.volume_name(volume)
+    path = data / volumes.volume_name(volume)
     raw = bytearray(path.read_bytes())
-    raw[offset + shards.RECORD_HEADER.size + 3] ^= 0xFF  # flip a payload byte of record 200
+    raw[offset + volumes.RECORD_HEADER.size + 3] ^= 0xFF  # flip a payload byte of record 200
     path.write_bytes(bytes(raw))
     out = tmp_path / "out"
     with DatasetReader(data) as reader, pytest.raises(ShardCorruptError) as err:
@@ -123,7 +123,7 @@ def test_results_equal_a_plain_loop_over_the_reader(tmp_path, batch_size):
 
 
 def test_a_sequential_walk_hands_back_what_it_read(tmp_path, monkeypatch):
-    monkeypatch.setattr(shards, "RELEASE_EVERY", 4096)  # release pages often, inside every volume
+    monkeypatch.setattr(volumes.reader, "RELEASE_EVERY", 4096)  # release pages often, inside every volume
     data = make_dataset(tmp_path / "ds", 400, size=2000, volume_size=64 << 10)
     with DatasetReader(data) as reader:
         assert reader._volume_count > 5

@@ -374,12 +374,11 @@ def test_errors_cross_the_pipe_with_their_class_and_data():
 
 
 def test_a_walk_in_chunks_hands_pages_back_like_one_walk(tmp_path, monkeypatch):
-    from builder import volumes as shards
-    from builder.volumes import ShardWriter
+    from builder.volumes import VolumeWriter, reader as volume_reader
 
     released = []
-    monkeypatch.setattr(shards, "RELEASE_EVERY", 4096)
-    writer = ShardWriter(tmp_path, 64, 1 << 20)
+    monkeypatch.setattr(volume_reader, "RELEASE_EVERY", 4096)
+    writer = VolumeWriter(tmp_path, 64, 1 << 20)
     for i in range(400):
         writer.add(bytes([i % 251]) * 1000, b"x")
     writer.close()

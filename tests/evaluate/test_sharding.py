@@ -162,7 +162,7 @@ def test_a_pod_with_a_mounted_dataset_files_its_part_under_the_version_it_evalua
     _, single = built
     monkeypatch.setattr(image, "DATASET_DIR", Store().resolve("dataset", "tiny").path)
     run = json.loads((single / "run.json").read_text())
-    assert image._dataset_key(None) == dataset_key(run["dataset"]) == f"tiny:{run['dataset']['version']}"
+    assert image._pod().dataset_key(None) == dataset_key(run["dataset"]) == f"tiny:{run['dataset']['version']}"
 
 
 def test_more_shards_than_records_is_one_line(cli, built):

@@ -18,7 +18,7 @@ import pytest
 from builder.images import dataset_layers as dl
 from builder.images.context import from_file
 from builder.images.layers import placed, write_tar
-from builder.volumes import ShardFile
+from builder.volumes import VolumeFile
 from builder.spec import load_dataset_spec
 from builder.store import Store
 from tests.conftest import write_tiny_dataset
@@ -27,8 +27,8 @@ from tests.registry_servers import Registry, uploaded_blobs
 KIB = 1024
 
 
-def shard(n: int, size: int) -> ShardFile:
-    return ShardFile(f"data-{n:05d}.swds", 1, size, f"{n:064x}")
+def shard(n: int, size: int) -> VolumeFile:
+    return VolumeFile(f"data-{n:05d}.swds", 1, size, f"{n:064x}")
 
 
 def records(count: int) -> list[tuple[bytes, int]]:
@@ -123,10 +123,10 @@ def test_layer_size_default_is_256m_or_the_volume_size(tmp_path):
 def test_volumes_are_hashed_while_written_with_little_held_back(tmp_path, monkeypatch):
     """The writer's sha256 of each volume equals the file's, also when records outgrow the hasher's byte budget
     (here 1 KiB: every record waits for the one before it to be hashed)."""
-    from builder import volumes as shards
+    from builder.volumes import writer as volume_writer
 
-    monkeypatch.setattr(shards._Hasher.__init__, "__defaults__", (1024,))
-    writer = shards.ShardWriter(tmp_path, 64, 8 * KIB)
+    monkeypatch.setattr(volume_writer._Hasher.__init__, "__defaults__", (1024,))
+    writer = volume_writer.VolumeWriter(tmp_path, 64, 8 * KIB)
     for i in range(200):
         writer.add(bytes([i % 256]) * (100 + 37 * i), b"label")
     volumes = writer.close()
