@@ -29,6 +29,7 @@ from builder import outdir
 from builder.errors import DockerError, EvalError, UsageError
 from builder.images.engine import connect, image_exists
 from builder.build.pipeline import image_for
+from builder.runs.folder import RUN
 from builder.store import Store
 
 TAIL_LINES = 20
@@ -84,7 +85,7 @@ def run_job(model: str, dataset: str, output_dir: Path, *, store: Store | None =
             code = _follow(started[:1], log, prefix=False)[0]
             if code:
                 _report_exit(started[0], model_image, "merge", code, log)
-        if outdir.is_file(output_dir / "run.json"):
+        if outdir.is_file(output_dir / RUN):
             from builder.runs.history import record_run
 
             record_run(output_dir, store)
