@@ -55,7 +55,8 @@ def show(
     fail_under: Optional[List[str]] = typer.Option(None, "--fail-under", help="METRIC=NUMBER; exit 2 when below (repeatable: accuracy, macro-f1, roc_auc, ...)."),
 ) -> None:
     """Summary, per-label table and the confusion matrix of one run; with --fail-under, a CI gate."""
-    from builder.runs.history import check_gates, resolve_run
+    from builder.runs.gates import check_gates
+    from builder.runs.history import resolve_run
 
     run = resolve_run(run_ref)
     if output is OutputFormat.json:
@@ -130,7 +131,8 @@ def diff(
     output: OutputFormat = typer.Option(OutputFormat.table, "--output", "-o", help="table or json."),
 ) -> None:
     """What changed from RUN_A to RUN_B on the same dataset: metrics, labels, records that flipped."""
-    from builder.runs.history import diff_runs, label_title, resolve_run
+    from builder.runs.diff import diff_runs
+    from builder.runs.history import label_title, resolve_run
 
     d = diff_runs(resolve_run(run_a), resolve_run(run_b))
     if output is OutputFormat.json:

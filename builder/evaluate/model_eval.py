@@ -10,18 +10,23 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from builder.evaluate.runner.metric_worker import scoring_helper
+from typing import Any
+
+from builder.api.metric import imports_named_in
 from builder.api.model import PipelineHandler
+from builder.build.model import model_source
 from builder.errors import EvalError, USER_CODE_ERRORS, UsageError, UserCodeError
 from builder.evaluate.runner.gcpolicy import loading
-from builder.loader import load_class, module_source
-from builder.evaluate.runner.run import EvalContext, EvalResult, Progress, resolve_batch_size, run_evaluation
-from builder.build.model import model_source
+from builder.evaluate.runner.metric_worker import scoring_helper
 from builder.evaluate.runner.ppl_workers import choose_workers
-from builder.evaluate.runner.threads import (apply_threads, python_threads, restore_threads, started_since, torch_threads,
-                                      user_decided)
-from builder.volumes import DatasetReader
+from builder.evaluate.runner.records import RecordRange
+from builder.evaluate.runner.run import EvalResult, Progress, resolve_batch_size, run_evaluation
+from builder.evaluate.runner.threads import (apply_threads, python_threads, restore_threads, started_since,
+                                             torch_threads, user_decided)
+from builder.loader import load_class, module_source
+from builder.runs.folder import RUN, EvalContext
 from builder.store import Store, read_entry
+from builder.volumes import DatasetReader
 
 
 @dataclass
@@ -147,58 +152,77 @@ def evaluate(options: EvalOptions, *, store: Store | None = None, progress: Prog
     reader, dataset_manifest = open_dataset(options.dataset, shard, store)
     if len(reader) == 0:
         raise EvalError(f"dataset {dataset_manifest.get('name')} has no records")
+    source = Source(root, spec, model_info, reader, dataset_manifest, shard)
     # cmp's libraries start loading in the scoring helper now, beside torch's import, on the other core; the run
-    # takes the helper over (builder.evaluate.runner.metric_worker). Known from the handler's source: its module is not loaded
-    from builder.api.metric import imports_named_in  # numpy: not before the cheap checks above
-
+    # takes the helper over (builder.evaluate.runner.metric_worker). Known from the handler's source: its module is
+    # not loaded yet
     with scoring_helper(imports_named_in(module_source(spec.ppl, root)) if shard is None else ()):
-        return _load_and_run(options, store, progress, root, spec, model_info, shard, reader, dataset_manifest)
+        return _load_and_run(options, source, store, progress)
 
 
-def _load_and_run(options: EvalOptions, store: Store, progress: Progress | None, root: Path, spec, model_info: dict,
-                  shard, reader: DatasetReader, dataset_manifest: dict) -> EvalResult:
+@dataclass(frozen=True)
+class Source:
+    """What :func:`evaluate` resolved before loading anything heavy: the model's code, spec and run.json entry, and
+    the dataset opened, with the shard asked for."""
+
+    root: Path
+    spec: Any
+    model: dict
+    reader: DatasetReader
+    manifest: dict
+    shard: Any  # builder.evaluate.sharding.Shard, or None for the whole dataset
+
+
+def _load_and_run(options: EvalOptions, source: Source, store: Store, progress: Progress | None) -> EvalResult:
     """The rest of :func:`evaluate`: build the handler, choose threads and workers, run, record the run."""
+    spec = source.spec
     threads_before = python_threads()  # the handler's own threads make forked workers unsafe (ppl_workers)
     with loading():  # torch and the model: no garbage to look for (builder.evaluate.runner.gcpolicy)
-        handler_cls = load_class(spec.ppl, root, PipelineHandler, spec_file=spec.path, field="run.ppl")
+        handler_cls = load_class(spec.ppl, source.root, PipelineHandler, spec_file=spec.path, field="run.ppl")
         default_threads = torch_threads()
         handler = make_handler(handler_cls, spec.ppl, options.device)
     handler_threads = torch_threads()  # put back when the run ends: a second evaluate() here starts from the same
     threads_decided = options.threads not in (None, 1) or user_decided(default_threads)  # before auto changes them
     threads = apply_threads(options.threads, batching=resolve_batch_size(handler, options.batch_size) > 1,
                             before_handler=default_threads)
-    output_dir = options.output_dir or store.runs_dir / new_run_id(spec.name, str(dataset_manifest.get("name")))
-    context = EvalContext(
-        dataset_name=str(dataset_manifest.get("name", "")),
-        dataset_version=str(dataset_manifest.get("version", "")),
-        model=model_info,
-        handler=spec.ppl,
-        device=options.device,
-        # the model image sets SWCLI_RUNTIME to the runtime image it was built FROM; in-process it is this env
-        runtime=os.environ.get("SWCLI_RUNTIME") or f"local:{sys.prefix}",
-        label_names=label_names(dataset_manifest),
-        threads=threads,
-    )
-    records, total, shard_info = reader, len(reader), None
-    if shard is not None:
-        start, stop = shard.range(len(reader))
-        from builder.evaluate.runner.resume import RecordRange
-
-        records, total = RecordRange(reader, start, stop), stop - start
-        shard_info = {"index": shard.index, "count": shard.count, "start": start, "stop": stop}
-    workers = choose_workers(options.workers, device=options.device, records=total, threads_decided=threads_decided,
-                             handler_threads=started_since(threads_before))
+    output_dir = options.output_dir or store.runs_dir / new_run_id(spec.name, str(source.manifest.get("name")))
+    records, shard_info = _records(source.reader, source.shard)
+    workers = choose_workers(options.workers, device=options.device, records=len(records),
+                             threads_decided=threads_decided, handler_threads=started_since(threads_before))
     try:
-        with reader:
-            return run_evaluation(handler, records, output_dir, context=context, batch_size=options.batch_size,
-                                  total=total, progress=progress, shard=shard_info, resume=options.resume,
-                                  workers=workers, workers_auto=options.workers is None)
+        with source.reader:
+            return run_evaluation(handler, records, output_dir, context=_context(options, source, threads),
+                                  batch_size=options.batch_size, progress=progress, shard=shard_info,
+                                  resume=options.resume, workers=workers, workers_auto=options.workers is None)
     finally:
         restore_threads(handler_threads)
-        if options.record and shard is None and (Path(output_dir) / "run.json").is_file():
+        if options.record and source.shard is None and (Path(output_dir) / RUN).is_file():
             from builder.runs.history import record_run
 
             record_run(Path(output_dir), store)
+
+
+def _context(options: EvalOptions, source: Source, threads: int | None) -> EvalContext:
+    """What the run is about, for run.json."""
+    return EvalContext(
+        dataset_name=str(source.manifest.get("name", "")),
+        dataset_version=str(source.manifest.get("version", "")),
+        model=source.model,
+        handler=source.spec.ppl,
+        device=options.device,
+        # the model image sets SWCLI_RUNTIME to the runtime image it was built FROM; in-process it is this env
+        runtime=os.environ.get("SWCLI_RUNTIME") or f"local:{sys.prefix}",
+        label_names=label_names(source.manifest),
+        threads=threads,
+    )
+
+
+def _records(reader: DatasetReader, shard) -> tuple[DatasetReader | RecordRange, dict | None]:
+    """The records to evaluate, and run.json's ``shard`` (``{index, count, start, stop}``) for a shard of them."""
+    if shard is None:
+        return reader, None
+    start, stop = shard.range(len(reader))
+    return RecordRange(reader, start, stop), {"index": shard.index, "count": shard.count, "start": start, "stop": stop}
 
 
 def merge(parts: list[Path], output_dir: Path | None = None, *, model: str | None = None,
@@ -218,6 +242,6 @@ def merge(parts: list[Path], output_dir: Path | None = None, *, model: str | Non
     try:
         metrics, run = merge_parts(parts, output_dir, handler)
     finally:  # a failed or interrupted merge is listed too, like a single run
-        if (Path(output_dir) / "run.json").is_file():
+        if (Path(output_dir) / RUN).is_file():
             record_run(Path(output_dir), store)
     return Path(output_dir), metrics, run

@@ -9,16 +9,16 @@ and one dataset, that every index 0..N-1 is there exactly once, concatenates the
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from builder import __version__, outdir
+from builder import outdir
 from builder.errors import SwcliError, UsageError
-from builder.store import utc_now
+from builder.runs.folder import (RESULTS, RUN, OutputError, end_run, finished_part, merged_run, other_work,
+                                 prepare_output, read_run, write_run)
 
 
 class ShardSpecError(UsageError):
@@ -68,7 +68,7 @@ def parse_shard(spec: str | None, environ: dict | None = None) -> Shard | None:
 
 def _read_run(path: Path) -> dict:
     """A part's run.json: never through a link or from a FIFO, bounded before it is parsed (builder.outdir)."""
-    run = json.loads(outdir.read_bytes(path / "run.json", outdir.MAX_RUN_JSON))
+    run = read_run(path)
     if not isinstance(run, dict):
         raise ValueError("not a JSON object")
     return run
@@ -79,18 +79,18 @@ def _load_part(path: Path) -> dict:
     try:
         run = _read_run(path)
     except FileNotFoundError:
-        raise MergeError(f"{path}: no run.json; not an eval --shard output") from None
+        raise MergeError(f"{path}: no {RUN}; not an eval --shard output") from None
     except OSError as err:
-        raise MergeError(f"{err.filename or path / 'run.json'}: {err.strerror or err}") from None
+        raise MergeError(f"{err.filename or path / RUN}: {err.strerror or err}") from None
     except (ValueError, RecursionError) as err:
-        raise MergeError(f"{path}/run.json is unreadable: {err}") from None
+        raise MergeError(f"{path}/{RUN} is unreadable: {err}") from None
     if not run.get("shard"):
-        raise MergeError(f"{path}: not a shard part (run.json has no shard)")
+        raise MergeError(f"{path}: not a shard part ({RUN} has no shard)")
     if run.get("status") != "partial":
         raise MergeError(f"{path}: shard {run['shard'].get('index')} did not finish (status {run.get('status')})")
     try:
-        if not outdir.check_file(path / "results.jsonl"):
-            raise MergeError(f"{path}: results.jsonl is missing")
+        if not outdir.check_file(path / RESULTS):
+            raise MergeError(f"{path}: {RESULTS} is missing")
     except OSError as err:
         raise MergeError(f"{err.filename}: {err.strerror or err}") from None
     run["_path"] = path
@@ -111,9 +111,9 @@ def check_parts(parts: list[Path], *, model: dict | None = None) -> list[dict]:
                              f"not of this image's {model.get('name')}:{model.get('version')} (parts of an "
                              "earlier job under the same name?)")
     for run in runs[1:]:
-        for key, what in (("model", "model"), ("dataset", "dataset"), ("handler", "handler")):
-            if run.get(key) != first.get(key):
-                raise MergeError(f"{run['_path']} is from {what} {run.get(key)}, {first['_path']} from {first.get(key)}")
+        key = other_work(run, first)
+        if key is not None:
+            raise MergeError(f"{run['_path']} is from {key} {run.get(key)}, {first['_path']} from {first.get(key)}")
         if run["shard"]["count"] != first["shard"]["count"]:
             raise MergeError(f"{run['_path']} is shard {run['shard']['index']}/{run['shard']['count']}, "
                              f"{first['_path']} of {first['shard']['count']}")
@@ -136,10 +136,7 @@ def _finished_index(part: Path) -> tuple[int, int] | None:
         run = _read_run(part)
     except (OSError, ValueError, RecursionError):
         return None
-    shard = run.get("shard") or {}
-    if run.get("status") != "partial" or not isinstance(shard.get("index"), int):
-        return None
-    return shard["index"], shard["count"]
+    return finished_part(run)
 
 
 def wait_for_parts(parts_dir: Path, timeout: float, *, poll: float = 0.5, log=None) -> list[Path]:
@@ -189,27 +186,19 @@ def merge_parts(parts: list[Path], output_dir: Path, handler, *, model: dict | N
     Scoring is the single run's :func:`~builder.evaluate.runner.run.score`, so a merge whose cmp fails (or is
     interrupted, or finds the disk full) leaves a run.json with status failed and the error, like a single run.
     """
-    from builder.evaluate.runner.run import RESULTS, RUN, prepare_output, score, stopped, write_run
+    from builder.evaluate.runner.run import score, stopped
 
     runs = check_parts(parts, model=model)
     output_dir = Path(output_dir)
-    ok = sum(r["records"]["ok"] for r in runs)
-    failed = sum(r["records"]["failed"] for r in runs)
-    merged = {k: v for k, v in runs[0].items() if k not in ("_path", "shard", "seconds", "records", "records_per_second",
-                                                             "started", "finished", "status", "error")}
-    merged.update(status="running", merged_from=[{"path": str(r["_path"]), **r["shard"]} for r in runs],
-                  records={"total": ok + failed, "ok": ok, "failed": failed},
-                  started=min(r["started"] for r in runs), swcli_version=__version__)
+    merged = merged_run(runs)
+    counts = dict(merged["records"])
     prepare_output(output_dir, merged)
     started = time.perf_counter()
 
     def finish(status: str, error: str | None = None) -> None:
-        merged.update(status=status, finished=utc_now(),
-                      seconds={"ppl_calls": round(sum(r["seconds"]["ppl_calls"] for r in runs), 3),
-                               "slowest_shard": max(r["seconds"]["ppl_phase"] for r in runs),
-                               "cmp": round(time.perf_counter() - started, 3)})
-        if error:
-            merged["error"] = error
+        end_run(merged, status, error, seconds={"ppl_calls": round(sum(r["seconds"]["ppl_calls"] for r in runs), 3),
+                                                "slowest_shard": max(r["seconds"]["ppl_phase"] for r in runs),
+                                                "cmp": round(time.perf_counter() - started, 3)})
         write_run(output_dir, merged)
 
     try:
@@ -217,7 +206,8 @@ def merge_parts(parts: list[Path], output_dir: Path, handler, *, model: dict | N
     except BaseException as err:
         raise stopped(err, finish, f"interrupted while merging {len(runs)} parts; run.json (status interrupted) in "
                                    f"{output_dir / RUN}") from None
-    metrics = score(handler, output_dir, {"records": ok + failed, "ok": ok, "failed": failed}, finish)
+    metrics = score(handler, output_dir, {"records": counts["total"], "ok": counts["ok"], "failed": counts["failed"]},
+                    finish)
     return metrics, merged
 
 
@@ -225,8 +215,6 @@ def _concatenate(sources: list[Path], target: Path) -> None:
     """The ``sources`` one after the other as ``target``, through a new temp file renamed into place; no link is
     followed and no FIFO waited on, on either side (builder.outdir). A source that cannot be read is a MergeError
     naming it, a target that cannot be written an OutputError."""
-    from builder.evaluate.runner.run import OutputError
-
     try:
         with outdir.open_temp(target) as out:
             for source in sources:

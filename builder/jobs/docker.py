@@ -29,6 +29,7 @@ from builder import outdir
 from builder.errors import DockerError, EvalError, UsageError
 from builder.images.engine import connect, image_exists
 from builder.build.pipeline import image_for
+from builder.runs.folder import RUN
 from builder.store import Store
 
 TAIL_LINES = 20
@@ -59,7 +60,7 @@ def run_job(model: str, dataset: str, output_dir: Path, *, store: Store | None =
             if code:
                 return code
             code = job.merge()
-        if outdir.is_file(output_dir / "run.json"):
+        if outdir.is_file(output_dir / RUN):
             from builder.runs.history import record_run
 
             record_run(output_dir, store)

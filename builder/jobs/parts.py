@@ -27,12 +27,13 @@ from builder.errors import RegistryError
 from builder.runs.attach import (CREATED, Attached, ClientFor, attach_run, default_client, model_of,
                                      put_artifact, reference, referrers_of)
 from builder.runs.attach_pull import artifact_layers
+from builder.runs.folder import RESULTS, RUN, finished_part
 from builder.bounded import parse
 from builder.evaluate.sharding import MergeError, wait_for_indices
 
 PART_TYPE = "application/vnd.swcli.eval-part.v1+json"
 P = "io.swcli.part."  # annotation prefix: job, dataset, index, count
-PART_FILES = {"results.jsonl": "application/x-ndjson", "run.json": "application/vnd.swcli.evaluation.run.v1+json"}
+PART_FILES = {RESULTS: "application/x-ndjson", RUN: "application/vnd.swcli.evaluation.run.v1+json"}
 
 
 def dataset_key(dataset: dict) -> str:
@@ -75,11 +76,11 @@ def push_part(part_dir: Path, image: str, job: str, *, client_for: ClientFor | N
     """Push the finished shard part in ``part_dir`` as an artifact of the model image ``image``; its digest."""
     part_dir = Path(part_dir)
     try:
-        run = json.loads((part_dir / "run.json").read_text(encoding="utf-8"))
+        run = json.loads((part_dir / RUN).read_text(encoding="utf-8"))
     except (OSError, ValueError) as err:
-        raise MergeError(f"{part_dir / 'run.json'}: unreadable ({err})") from None
+        raise MergeError(f"{part_dir / RUN}: unreadable ({err})") from None
     shard = run.get("shard") or {}
-    if run.get("status") != "partial" or not isinstance(shard.get("index"), int):
+    if finished_part(run) is None:
         raise MergeError(f"{part_dir}: not a finished shard part (status {run.get('status')!r})")
     ref = reference(image)
     client = (client_for or default_client())(ref.registry)

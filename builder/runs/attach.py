@@ -22,7 +22,10 @@ from typing import Callable
 
 from builder.errors import EvalError, RegistryError
 from builder.images.oci import MEDIA_MANIFEST, canonical_json
-from builder.runs.history import MAX_METRICS, MAX_RUN_JSON, Run, RunError, metric_value, resolve_run
+from builder.runs.folder import METRICS, RESULTS, RUN
+from builder.runs.gates import metric_value
+from builder.runs.history import MAX_METRICS, MAX_RUN_JSON, Run, resolve_run
+from builder.runs.schema import RunError
 from builder.store import Store
 
 ARTIFACT_TYPE = "application/vnd.swcli.evaluation.v1+json"
@@ -33,16 +36,16 @@ EMPTY_DESCRIPTOR = {"mediaType": MEDIA_EMPTY, "digest": "sha256:" + hashlib.sha2
 TITLE = "org.opencontainers.image.title"
 CREATED = "org.opencontainers.image.created"
 # the run files an artifact carries, by layer title (exactly these names: a title is never a path)
-FILES = {"metrics.json": "application/vnd.swcli.evaluation.metrics.v1+json",
-         "run.json": "application/vnd.swcli.evaluation.run.v1+json",
-         "results.jsonl": "application/x-ndjson",
+FILES = {METRICS: "application/vnd.swcli.evaluation.metrics.v1+json",
+         RUN: "application/vnd.swcli.evaluation.run.v1+json",
+         RESULTS: "application/x-ndjson",
          "report.html": "text/html"}
-REQUIRED = ("metrics.json", "run.json", "results.jsonl")
+REQUIRED = (METRICS, RUN, RESULTS)
 # the most a layer of each title may declare, checked before it is fetched (docs/security.md): run.json and
 # metrics.json are parsed whole, so they are small (runs.py's read bounds); results.jsonl is streamed to disk,
 # verified, and read a line at a time, so it may be large: 1 KB a record (scores of ~50 labels) for 64M records;
 # report.html embeds two plots and 12 thumbnails (~1 MB), 64 MiB is far beyond any we write
-FILE_CAPS = {"metrics.json": MAX_METRICS, "run.json": MAX_RUN_JSON, "results.jsonl": 64 << 30,
+FILE_CAPS = {METRICS: MAX_METRICS, RUN: MAX_RUN_JSON, RESULTS: 64 << 30,
              "report.html": 64 << 20}
 HEADLINE = ("accuracy", "macro-f1", "weighted-f1", "roc_auc")  # GATE_KEYS names, as `--fail-under` spells them
 A = "io.swcli.evaluation."  # annotation prefix

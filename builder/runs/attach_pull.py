@@ -29,7 +29,9 @@ from builder.registry.media import checked_descriptor, checked_digest, checked_l
 from builder.runs.attach import A, ARTIFACT_TYPE, FILE_CAPS, FILES, REQUIRED, TITLE, ClientFor, \
     default_client, listing, reference, subject_digest
 from builder.bounded import checked_strings, parse, read_json
-from builder.runs.history import RunError, run_id_problem
+from builder.runs.folder import METRICS, RESULTS, RUN
+from builder.runs.history import run_id_problem
+from builder.runs.schema import RunError
 from builder.store import Store
 
 LOCK_WAIT = 60.0  # seconds a pull waits for another one's look-and-rename (a scan of runs/ and one rename)
@@ -93,7 +95,7 @@ def _check_staged(folder: Path) -> None:
 
     run = load_run(folder)
     if run.run.get("status") != "succeeded":
-        raise RunError(f"{folder / 'run.json'}: status {run.run.get('status')!r}; only a succeeded run is pulled")
+        raise RunError(f"{folder / RUN}: status {run.run.get('status')!r}; only a succeeded run is pulled")
     for _ in run.results():
         pass
 
@@ -114,7 +116,7 @@ def _existing(runs_dir: Path, digest: str, layers: dict[str, dict]) -> str | Non
                 if isinstance(found, dict) and found.get("artifact") == digest:
                     return path.name
             if all(os.path.isfile(path / name) and "sha256:" + sha256_file(path / name) == layers[name]["digest"]
-                   for name in ("run.json", "metrics.json", "results.jsonl")):  # run.json first: the cheap one
+                   for name in (RUN, METRICS, RESULTS)):  # run.json first: the cheap one
                 return path.name
     return None
 

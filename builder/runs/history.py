@@ -1,8 +1,10 @@
-"""Evaluation runs: the history under ``$SWCLI_HOME/runs``, looking one up, comparing two, CI gates.
+"""Evaluation runs: the history under ``$SWCLI_HOME/runs``, reading one run back, looking one up, removing one.
 
-Every evaluation writes a run folder (metrics.json, results.jsonl, run.json). Runs written elsewhere
-(``--output DIR``, ``swcli job run -o DIR``) are recorded by a symlink in ``runs/``, so ``swcli eval list``
-sees every evaluation wherever its files went.
+Every evaluation writes a run folder (:mod:`builder.runs.folder`). Runs written elsewhere (``--output DIR``,
+``swcli job run -o DIR``) are recorded by a symlink in ``runs/``, so ``swcli eval list`` sees every evaluation
+wherever its files went. Every reader (show, report, diff, gates, list) loads a run through :func:`load_run`, whose
+files are shape-checked (:mod:`builder.runs.schema`). Comparing two runs is :mod:`builder.runs.diff`, CI gates
+:mod:`builder.runs.gates`.
 """
 
 from __future__ import annotations
@@ -17,7 +19,8 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from builder import outdir
-from builder.errors import SwcliError, UsageError
+from builder.runs.folder import METRICS, RESULTS, RUN, check_run
+from builder.runs.schema import RunError, check_metrics, check_result
 from builder.store import Store
 
 RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,254}")  # one path component, never '.' or '..'
@@ -30,16 +33,6 @@ MAX_RUN_JSON = outdir.MAX_RUN_JSON
 MAX_METRICS = 32 << 20
 MAX_METRICS_READ = outdir.MAX_METRICS
 MAX_RESULT_LINE = 8 << 20
-
-
-class RunError(SwcliError):
-    """A run is unknown, incomplete or unreadable, or two runs cannot be compared."""
-
-
-class GateFailed(SwcliError):
-    """A metric is below the bound `--fail-under` asked for."""
-
-    exit_code = 2
 
 
 @dataclass(frozen=True)
@@ -67,7 +60,7 @@ class Run:
         return label_title(label, self.label_names)
 
     def results(self) -> Iterator[dict]:
-        path = self.path / "results.jsonl"
+        path = self.path / RESULTS
         try:  # not through a link at the file, not from a FIFO (builder.outdir); each line bounded while read
             with io.TextIOWrapper(outdir.open_read(path, follow_folder=True), encoding="utf-8") as fh:
                 for number, line in enumerate(iter(lambda: fh.readline(MAX_RESULT_LINE + 1), ""), 1):
@@ -90,108 +83,6 @@ def label_title(label: Any, names: dict[str, str]) -> str:
     return f"{key} {name}" if name and name != key else key
 
 
-# ------------------------------------------------------------------------------------------------ shapes
-# Every consumer (show, report, diff, gates, list) reads runs through load_run, so a file of the wrong shape
-# is one RunError naming the file and the field, never a traceback deep in a table or a plot.
-
-
-def _json_type(value: Any) -> str:
-    for kind, name in ((bool, "a boolean"), (dict, "an object"), (list, "an array"), (str, "a string"),
-                       ((int, float), "a number")):
-        if isinstance(value, kind):
-            return name
-    return "null" if value is None else type(value).__name__
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _expect(where: str, field: str, value: Any, ok: Callable[[Any], bool], want: str, optional: bool = True) -> Any:
-    if (value is None and optional) or ok(value):
-        return value
-    raise RunError(f"{where}: field '{field}': expected {want}, got {_json_type(value)}")
-
-
-def _obj(value: Any) -> bool:
-    return isinstance(value, dict)
-
-
-def _str(value: Any) -> bool:
-    return isinstance(value, str)
-
-
-def _number_or_null(value: Any) -> bool:
-    return value is None or _is_number(value)
-
-
-def check_run(where: str, run: Any) -> dict:
-    if not isinstance(run, dict):
-        raise RunError(f"{where}: expected a JSON object, got {_json_type(run)}")
-    for key in ("started", "status"):
-        _expect(where, key, run.get(key), _str, "a string")
-    for key in ("model", "dataset", "records"):
-        _expect(where, key, run.get(key), _obj, "an object")
-    for key, value in (run.get("model") or {}).items():
-        if key in ("name", "version", "source", "ref", "image"):
-            _expect(where, f"model.{key}", value, _str, "a string")
-    dataset = run.get("dataset") or {}
-    for key in ("name", "version"):
-        _expect(where, f"dataset.{key}", dataset.get(key), _str, "a string")
-    names = _expect(where, "dataset.label_names", dataset.get("label_names"), _obj, "an object {label: name}")
-    for key, value in (names or {}).items():
-        _expect(where, f"dataset.label_names.{key}", value, _str, "a string", optional=False)
-    for key, value in (run.get("records") or {}).items():
-        _expect(where, f"records.{key}", value, _is_int, "an integer")
-    return run
-
-
-def check_metrics(where: str, metrics: Any) -> dict:
-    if not isinstance(metrics, dict):
-        raise RunError(f"{where}: expected a JSON object, got {_json_type(metrics)}")
-    for key, value in (_expect(where, "summary", metrics.get("summary"), _obj, "an object") or {}).items():
-        if isinstance(value, dict):
-            for inner, number in value.items():
-                _expect(where, f"summary.{key}.{inner}", number, _number_or_null, "a number")
-        else:
-            _expect(where, f"summary.{key}", value, _number_or_null, "a number or an object")
-    for label, value in (_expect(where, "labels", metrics.get("labels"), _obj, "an object") or {}).items():
-        _expect(where, f"labels.{label}", value, _obj, "an object", optional=False)
-        for key, number in value.items():
-            _expect(where, f"labels.{label}.{key}", number, _number_or_null, "a number")
-    all_labels = _expect(where, "all_labels", metrics.get("all_labels"), lambda v: isinstance(v, list) and all(
-        isinstance(x, str) or _is_number(x) for x in v), "an array of labels")
-    cm = _expect(where, "confusion_matrix", metrics.get("confusion_matrix"), _obj, "an object") or {}
-    counts = cm.get("counts")
-    size = len(all_labels) if all_labels is not None else len(counts) if isinstance(counts, list) else 0
-    _expect(where, "confusion_matrix.counts", counts, lambda v: isinstance(v, list) and len(v) == size and all(
-        isinstance(row, list) and len(row) == size and all(_is_int(x) for x in row) for row in v),
-        f"a {size}x{size} array of integer arrays (one row and column per label)")
-    for label, curve in (_expect(where, "roc_auc", metrics.get("roc_auc"), _obj, "an object") or {}).items():
-        _expect(where, f"roc_auc.{label}", curve, lambda v: isinstance(v, dict) and all(
-            isinstance(v.get(k), list) and all(_is_number(x) for x in v[k]) for k in ("fpr", "tpr"))
-            and len(v["fpr"]) == len(v["tpr"]), "an object with fpr and tpr arrays of numbers, of one length",
-            optional=False)
-        _expect(where, f"roc_auc.{label}.auc", curve.get("auc"), _is_number, "a number")
-    return metrics
-
-
-def check_result(where: str, record: Any) -> dict:
-    """One results.jsonl line: ``{index, label, result, pr, error}``."""
-    if not isinstance(record, dict):
-        raise RunError(f"{where}: expected a JSON object, got {_json_type(record)}")
-    _expect(where, "index", record.get("index"), _is_int, "an integer", optional=False)
-    if _expect(where, "error", record.get("error"), _str, "a string or null") is None:
-        missing = [key for key in ("label", "result") if key not in record]
-        if missing:
-            raise RunError(f"{where}: missing field '{missing[0]}' (a record without an error needs label and result)")
-    return record
-
-
 def _read_json(path: Path, check: Callable[[str, Any], dict], limit: int) -> dict:
     """``path`` parsed and shape-checked, its size bounded (``limit``) while it is read, before it is parsed."""
     from builder.bounded import read_json
@@ -210,8 +101,8 @@ def read_run_json(path: Path) -> dict:
 
 def load_run(path: Path, run_id: str | None = None) -> Run:
     path = Path(path)
-    return Run(run_id or path.name, path, read_run_json(path / "run.json"),
-               _read_json(path / "metrics.json", check_metrics, MAX_METRICS_READ))
+    return Run(run_id or path.name, path, read_run_json(path / RUN),
+               _read_json(path / METRICS, check_metrics, MAX_METRICS_READ))
 
 
 # --------------------------------------------------------------------------------------------- history
@@ -239,7 +130,7 @@ def record_run(output_dir: Path, store: Store | None = None) -> str:
         runs.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise RunError(f"{err.filename or runs}: cannot record the run: {err.strerror or err}") from None
-    run = read_run_json(output_dir / "run.json")
+    run = read_run_json(output_dir / RUN)
     stamp = str(run.get("started") or "").replace(":", "").replace("-", "").replace("+0000", "")[:15]
     base = _safe_id(f"{stamp}-{output_dir.name}"[:200])
     for n in range(1, 1000):
@@ -283,12 +174,12 @@ def _scan(store: Store) -> tuple[list[Run], dict[str, str]]:
                                    f"(`swcli eval remove {path.name}` forgets it)")
         elif not path.is_dir():
             problems[path.name] = f"{path}: not a run folder"
-        elif (path / "run.json").exists():
+        elif (path / RUN).exists():
             try:
-                meta = read_run_json(path / "run.json")
-                if not (path / "metrics.json").exists() and meta.get("status") != "succeeded":
+                meta = read_run_json(path / RUN)
+                if not (path / METRICS).exists() and meta.get("status") != "succeeded":
                     continue
-                runs.append(Run(path.name, path, meta, _read_json(path / "metrics.json", check_metrics,
+                runs.append(Run(path.name, path, meta, _read_json(path / METRICS, check_metrics,
                                                                   MAX_METRICS_READ)))
             except RunError as err:
                 problems[path.name] = str(err)
@@ -327,7 +218,7 @@ def resolve_run(ref: str, store: Store | None = None) -> Run:
     store = store or Store()
     if _is_path(ref):
         path = Path(ref).expanduser()
-        if not (path / "run.json").is_file():
+        if not (path / RUN).is_file():
             raise RunError(f"{path}: not a run folder (no run.json)")
         return load_run(path, _recorded_id(path, store))
     if ref != "latest":
@@ -393,86 +284,3 @@ def remove_run(ref: str, store: Store | None = None) -> Removed:
 def flat(value: Any) -> Any:
     """The seed stores one-element lists per record; comparisons want the element."""
     return value[0] if isinstance(value, list) and len(value) == 1 else value
-
-
-# ------------------------------------------------------------------------------------------------- gates
-
-GATE_KEYS = {
-    "accuracy": ("accuracy", None),
-    "hamming_loss": ("hamming_loss", None),
-    "cohen_kappa": ("cohen_kappa_score", None),
-    "roc_auc": ("roc_auc", None),
-    **{f"{avg}-{m}": (f"{avg} avg", key) for avg in ("macro", "weighted")
-       for m, key in (("precision", "precision"), ("recall", "recall"), ("f1", "f1-score"))},
-}
-
-
-def metric_value(metrics: dict, key: str) -> float | None:
-    if key not in GATE_KEYS:
-        raise RunError(f"unknown metric '{key}' for --fail-under; known: {', '.join(GATE_KEYS)}")
-    outer, inner = GATE_KEYS[key]
-    value = (metrics.get("summary") or {}).get(outer)
-    return value.get(inner) if inner and isinstance(value, dict) else value
-
-
-def check_gates(run: Run, gates: list[str]) -> list[str]:
-    """``["accuracy=0.6", ...]``: raises GateFailed naming every metric below its bound; returns what passed."""
-    failures, passed = [], []
-    for gate in gates:
-        key, sep, bound = gate.partition("=")
-        try:
-            limit = float(bound)
-        except ValueError:
-            raise UsageError(f"--fail-under takes METRIC=NUMBER, got '{gate}'") from None
-        if not sep:
-            raise UsageError(f"--fail-under takes METRIC=NUMBER, got '{gate}'")
-        value = metric_value(run.metrics, key.strip())
-        (failures if value is None or value < limit else passed).append(f"{key.strip()} {value if value is None else round(value, 4)} (bound {limit})")
-    if failures:
-        raise GateFailed(f"run {run.id}: below the bound: {'; '.join(failures)}")
-    return passed
-
-
-# -------------------------------------------------------------------------------------------------- diff
-
-
-def diff_runs(a: Run, b: Run, *, max_records: int = 20) -> dict:
-    """Metric-by-metric and label-by-label deltas (b - a), and the records that flipped between right and wrong."""
-    if (a.dataset.get("name"), a.dataset.get("version")) != (b.dataset.get("name"), b.dataset.get("version")):
-        raise RunError(
-            f"runs {a.id} and {b.id} evaluated different datasets "
-            f"({a.dataset.get('name')}:{str(a.dataset.get('version'))[:12]} vs {b.dataset.get('name')}:{str(b.dataset.get('version'))[:12]}); "
-            "a diff compares two models on the same dataset"
-        )
-    summary = {}
-    for key in GATE_KEYS:
-        va, vb = metric_value(a.metrics, key), metric_value(b.metrics, key)
-        if va is not None or vb is not None:
-            summary[key] = {"a": va, "b": vb, "delta": (vb - va) if va is not None and vb is not None else None}
-    labels = {}
-    labels_a, labels_b = a.metrics.get("labels") or {}, b.metrics.get("labels") or {}
-    for label in sorted(set(labels_a) | set(labels_b), key=str):
-        la, lb = labels_a.get(label, {}), labels_b.get(label, {})
-        labels[label] = {m: {"a": la.get(m), "b": lb.get(m),
-                             "delta": (lb[m] - la[m]) if isinstance(la.get(m), (int, float)) and isinstance(lb.get(m), (int, float)) else None}
-                         for m in ("precision", "recall", "f1-score", "auc") if m in la or m in lb}
-    right_a = {r["index"]: flat(r["result"]) == flat(r["label"]) for r in a.results() if r.get("error") is None}
-    fixed, broken = [], []
-    for r in b.results():
-        if r.get("error") is not None or r["index"] not in right_a:
-            continue
-        now = flat(r["result"]) == flat(r["label"])
-        if now and not right_a[r["index"]]:
-            fixed.append(r["index"])
-        elif right_a[r["index"]] and not now:
-            broken.append(r["index"])
-    return {
-        "a": {"id": a.id, "model": a.run.get("model")},
-        "b": {"id": b.id, "model": b.run.get("model")},
-        "dataset": a.dataset,
-        "label_names": {**b.label_names, **a.label_names},
-        "summary": summary,
-        "labels": labels,
-        "flipped": {"wrong_to_right": len(fixed), "right_to_wrong": len(broken),
-                    "wrong_to_right_indices": fixed[:max_records], "right_to_wrong_indices": broken[:max_records]},
-    }

@@ -12,7 +12,8 @@ from builder import volumes
 from builder.api.metric import multi_classification
 from builder.api.model import PipelineHandler
 from builder.errors import ShardCorruptError
-from builder.evaluate.runner.run import RESULTS, EvalInterrupted, run_evaluation
+from builder.evaluate.runner.run import EvalInterrupted, run_evaluation
+from builder.runs.folder import RESULTS
 from builder.evaluate.runner.prefetch import read_ahead
 from builder.volumes import DatasetReader, Record, VolumeWriter
 

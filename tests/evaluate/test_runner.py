@@ -11,7 +11,8 @@ import pytest
 from builder.api.metric import multi_classification
 from builder.api.model import PipelineHandler
 from builder.errors import EvalError
-from builder.evaluate.runner.run import EvalContext, ResultsLoader, run_evaluation
+from builder.evaluate.runner.run import ResultsLoader, run_evaluation
+from builder.runs.folder import EvalContext
 
 
 @dataclass(frozen=True)

@@ -183,7 +183,8 @@ def test_image_merge_command_refuses_bad_arguments_in_one_line(capsys):
 
 def shard_parts(tmp_path, handler, count, total=30, label_names=None):
     """Parts written by the real runner (``run_evaluation`` with ``shard``), as `eval --shard` writes them."""
-    from builder.evaluate.runner.run import EvalContext, run_evaluation
+    from builder.evaluate.runner.run import run_evaluation
+    from builder.runs.folder import EvalContext
     from tests.evaluate.test_runner import records
 
     recs, parts = records(total), []

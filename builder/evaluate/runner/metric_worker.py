@@ -5,16 +5,18 @@ Done in a thread of the evaluating process, it steals the GIL from ``ppl`` every
 model runs that much slower (the import is paid anyway, just spread out). Done in a helper process, it runs on a
 spare core at no cost to ``ppl``, and ``cmp`` finds the library ready.
 
-Parent side (:class:`MetricWorker`): the runner starts one before the ppl phase of a run that will score, and
-:func:`builder.api.metric.multi_classification` sends it the predictions (pickled over a pipe) instead of
-computing in-process. Any failure of the helper (it could not import scikit-learn, it died, the values do not
+Parent side (:class:`MetricWorker`): the runner starts one before the ppl phase of a run that will score and,
+while it is :func:`active`, :func:`builder.api.metric.multi_classification` sends it the predictions (pickled over
+a pipe) instead of computing in-process: this module offers the decorator the active helper's
+:meth:`MetricWorker.compute` (:func:`builder.api.metric.compute_elsewhere`) when it is loaded. The SDK never
+imports the runner. Any failure of the helper (it could not import scikit-learn, it died, the values do not
 pickle, an exception of its own) makes :meth:`MetricWorker.compute` return None and the decorator computes
 in-process as before, so what is raised, and the metrics, are exactly those of the in-process path. Only an
 :class:`~builder.errors.EvalError` (a malformed probability row, mismatched lengths) is raised from the helper's
 message, since the in-process path would raise the same one.
 
-Child side (``python -m builder.evaluate.runner.metric_worker``): import, then answer requests until stdin closes. It ignores
-Ctrl-C (the parent handles it and closes the pipe) and dies with its parent: stdin reaching EOF ends it.
+Child side (``python -m builder.evaluate.runner.metric_worker``): import, then answer requests until stdin closes.
+It ignores Ctrl-C (the parent handles it and closes the pipe) and dies with its parent: stdin reaching EOF ends it.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import sys
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
+from builder.api.metric import Compute, compute_elsewhere
 from builder.errors import EvalError
 
 STOP_TIMEOUT = 0.2  # seconds a closed helper gets to exit: an idle one leaves at once, one still importing is killed
@@ -95,6 +98,14 @@ _FORGOTTEN: list[MetricWorker] = []  # helpers a forked child let go of (forget_
 def active() -> MetricWorker | None:
     """The helper the runner started for this run, if any."""
     return _ACTIVE
+
+
+def _active_compute() -> Compute | None:
+    """Where ``@multi_classification`` computes now: in the active helper, or (None) in this process."""
+    return None if _ACTIVE is None else _ACTIVE.compute
+
+
+compute_elsewhere(_active_compute)  # the runner's decision, made once this module is loaded
 
 
 @contextlib.contextmanager

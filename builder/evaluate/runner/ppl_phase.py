@@ -1,6 +1,6 @@
 """The ppl phase of a run: feed the handler, store one JSON line per record, apply ``ignore_error``.
 
-Lines go to a results writer (:class:`builder.evaluate.runner.resume.ResultsWriter`) and are handed to the OS after every
+Lines go to a results writer (:class:`builder.runs.folder.ResultsWriter`) and are handed to the OS after every
 ppl call: a process killed with ``kill -9`` loses at most the call in flight, which ``--resume`` redoes (a flush is
 a write of the lines of one call, 2-4 us per record here; batching them by time lost whole shards of a fast
 handler's work to a kill). Per-record overhead is kept to a few
@@ -15,25 +15,13 @@ import time
 from typing import Any, Callable, Iterable, Iterator
 
 from builder.errors import EvalError, USER_CODE_ERRORS
+from builder.runs.folder import RESULTS, to_jsonable
 from builder.text import json_safe
 
 MAX_LOGGED_ERRORS = 20
 PROGRESS_EVERY = 256
 
 Progress = Callable[[int], None]
-
-
-def to_jsonable(obj: Any) -> Any:
-    """``json.dumps`` default: numpy scalars and arrays, tensors, bytes and tuples become plain JSON."""
-    if hasattr(obj, "tolist"):  # numpy arrays and scalars, torch tensors
-        return obj.tolist()
-    if hasattr(obj, "item"):
-        return obj.item()
-    if isinstance(obj, (bytes, bytearray)):
-        return list(obj)
-    if isinstance(obj, (set, frozenset)):
-        return sorted(obj)
-    raise TypeError(f"{type(obj).__name__} is not JSON-serialisable")
 
 
 # one encoder for the whole run: json.dumps with non-default arguments builds a new encoder per call
@@ -108,7 +96,7 @@ class PplPhase:
         if self.max_logged is None or self.reported <= self.max_logged:
             self.log(message)
         elif self.reported == self.max_logged + 1:
-            self.log("more records failed; see results.jsonl for every error")
+            self.log(f"more records failed; see {RESULTS} for every error")
 
     def _store(self, rec, output: Any) -> None:
         try:

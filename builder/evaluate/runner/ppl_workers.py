@@ -124,19 +124,6 @@ def _warn(message: str) -> None:
     print(f"swcli: warning: {message}", file=sys.stderr)
 
 
-def range_of(records: Any) -> tuple[Any, int, int] | None:
-    """``(reader, start, stop)`` when ``records`` can be read by index range (a dataset reader or a
-    :class:`~builder.evaluate.runner.resume.RecordRange`), which workers need; None for any other iterable."""
-    from builder.evaluate.runner.resume import RecordRange
-    from builder.volumes import DatasetReader
-
-    if isinstance(records, RecordRange):
-        return records.reader, records.start, records.stop
-    if isinstance(records, DatasetReader):
-        return records, 0, len(records)
-    return None
-
-
 # ------------------------------------------------------------------------------------------- the chunks
 
 

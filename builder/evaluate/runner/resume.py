@@ -19,17 +19,17 @@ Rules (see ``docs/resume.md``):
   runs only on the records after the kept ones and its lines are appended, so the final results.jsonl and
   metrics.json equal an uninterrupted run's.
 
-The results file is written by :class:`ResultsWriter`, flushed after every ppl call, so a kill loses at most
-the record (or batch) in flight.
+The results file is written by :class:`builder.runs.folder.ResultsWriter`, flushed after every ppl call, so a kill
+loses at most the record (or batch) in flight.
 
 Records are numbered consecutively (index = first + position), as a dataset reader's are. A reader, or a
-:class:`RecordRange`, skips the kept records without reading them; any other iterable reads and drops them.
+:class:`~builder.evaluate.runner.records.RecordRange`, skips the kept records without reading them; any other
+iterable reads and drops them.
 """
 
 from __future__ import annotations
 
 import collections
-import contextlib
 import itertools
 import json
 import os
@@ -39,13 +39,11 @@ from typing import Any, Iterable, Iterator
 
 from builder import outdir
 from builder.errors import EvalError
-from builder.evaluate.runner.run import METRICS, RESULTS, RUN, OutputError
-from builder.runs.history import RunError, check_result
-from builder.store import utc_now
+from builder.runs.folder import (METRICS, PARTIAL, RESULTS, RUN, TMP, OutputError, is_evaluation, other_run, read_run,
+                                 resumed_run)
+from builder.runs.schema import RunError, check_result
 
 FINISHED = ("succeeded", "partial")  # partial: a shard part whose ppl phase ended, waiting for `eval merge`
-PARTIAL = f"{RESULTS}.partial"
-TMP = f".{RESULTS}.tmp"
 MAX_LINE = 64 << 20  # a results line longer than this is cut off on --resume (its record is predicted again)
 
 
@@ -62,22 +60,6 @@ class Kept:
     failed: int = 0
 
 
-class RecordRange:
-    """Records ``start``..``stop`` of a dataset reader, resumable from any index without reading those before."""
-
-    def __init__(self, reader: Any, start: int, stop: int):
-        self.reader, self.start, self.stop = reader, start, stop
-
-    def __len__(self) -> int:
-        return self.stop - self.start
-
-    def __iter__(self) -> Iterator:
-        return self.reader.iter_records(self.start, self.stop)
-
-    def iter_records(self, start: int) -> Iterator:
-        return self.reader.iter_records(max(start, self.start), self.stop)
-
-
 # ------------------------------------------------------------------------------------------ the run itself
 
 
@@ -87,52 +69,24 @@ def previous_run(output_dir: Path, run: dict) -> dict | None:
     Refuses (one line naming both) a run of another model, dataset, shard or batch size, and a merged run."""
     path = output_dir / RUN
     try:
-        text = outdir.read_bytes(path, outdir.MAX_RUN_JSON)  # not through a link, not from a FIFO, bounded
+        previous = read_run(output_dir)  # not through a link, not from a FIFO, bounded
     except FileNotFoundError:
         return None
     except OSError as err:
         raise ResumeError(f"cannot resume {output_dir}: {path} is unreadable: {err.strerror or err}") from None
-    try:
-        previous = json.loads(text)
     except (ValueError, RecursionError) as err:
         raise ResumeError(f"cannot resume {output_dir}: {path} is not JSON: {err}") from None
-    if not isinstance(previous, dict) or previous.get("kind") != "eval" or not isinstance(previous.get("started"), str):
+    if not is_evaluation(previous):
         raise ResumeError(f"cannot resume {output_dir}: {path} is not the run.json of an evaluation")
     if previous.get("merged_from"):
         raise ResumeError(f"cannot resume {output_dir}: it holds a merge of shard parts (`swcli eval merge` "
                           "redoes a merge); resume the parts instead")
-    for key, show in _IDENTITY:
-        old, new = show(previous.get(key)), show(run.get(key))
-        if old != new:
-            raise ResumeError(f"cannot resume {output_dir}: it holds a run of {old}, this is {new}; --resume "
-                              "continues the same model, dataset, shard and batch size (give another --output "
-                              "for a new run)")
+    differs = other_run(previous, run)
+    if differs is not None:
+        raise ResumeError(f"cannot resume {output_dir}: it holds a run of {differs[0]}, this is {differs[1]}; --resume "
+                          "continues the same model, dataset, shard and batch size (give another --output "
+                          "for a new run)")
     return previous
-
-
-def _model(model: Any) -> str:
-    model = model if isinstance(model, dict) else {}
-    if model.get("version"):
-        return f"model {model.get('name')}:{model['version']}"
-    return f"model {model.get('name')} (source {model.get('source')})"
-
-
-def _dataset(dataset: Any) -> str:
-    dataset = dataset if isinstance(dataset, dict) else {}
-    return f"dataset {dataset.get('name')}:{dataset.get('version')}"
-
-
-def _shard(shard: Any) -> str:
-    if not isinstance(shard, dict):
-        return "the whole dataset"
-    return f"shard {shard.get('index')}/{shard.get('count')} (records {shard.get('start')}..{shard.get('stop')})"
-
-
-def _batch(size: Any) -> str:
-    return f"batch size {size}"
-
-
-_IDENTITY = (("model", _model), ("dataset", _dataset), ("shard", _shard), ("batch_size", _batch))
 
 
 def finished(output_dir: Path, previous: dict) -> bool:
@@ -153,57 +107,7 @@ def stored_metrics(output_dir: Path, previous: dict) -> Any:
         raise ResumeError(f"cannot resume {output_dir}: {path} is unreadable: {getattr(err, 'strerror', None) or err}") from None
 
 
-def carry_over(run: dict, previous: dict, kept: Kept) -> None:
-    """The new run.json keeps the first start (so the run keeps its id in ``runs/``) and lists every resume."""
-    run["started"] = previous["started"]
-    earlier = previous.get("resumed") if isinstance(previous.get("resumed"), list) else []
-    run["resumed"] = [*earlier, {"at": utc_now(), "after_records": kept.lines}]
-
-
 # ---------------------------------------------------------------------------------------------- results
-
-
-class ResultsWriter:
-    """results.jsonl being written (to a temp file, appended to on a resume); an OSError (full disk...) is an
-    OutputError naming ``shown``. The runner flushes it after every ppl call.
-
-    The temp file has a fixed name (a killed run's is what ``--resume`` continues), so it is created ``O_EXCL``
-    without following a link, and appended to only when it is a regular file with no other hard link
-    (:mod:`builder.outdir`)."""
-
-    def __init__(self, path: Path, shown: Path, *, append: bool = False):
-        self.path, self.shown = path, shown
-        try:
-            fd = (outdir.open_in_place(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT) if append
-                  else outdir.create_new(path))
-            self._fh = open(fd, "a" if append else "w", encoding="utf-8", buffering=1 << 20)
-        except OSError as err:
-            raise OutputError(shown, err) from None
-
-    def write(self, line: str) -> None:
-        try:
-            self._fh.write(line)
-            self._fh.write("\n")
-        except OSError as err:
-            raise OutputError(self.shown, err, f" (what was written is kept as {self.shown}.partial)") from None
-
-    def flush(self) -> None:
-        """Hand the lines written so far to the OS: a killed process loses none of them (no fsync: a crash of the
-        machine may)."""
-        try:
-            self._fh.flush()
-        except OSError as err:
-            raise OutputError(self.shown, err, f" (what was written is kept as {self.shown}.partial)") from None
-
-    def close(self) -> None:
-        try:
-            self._fh.close()
-        except OSError as err:
-            raise OutputError(self.shown, err, f" (what was written is kept as {self.shown}.partial)") from None
-
-    def abandon(self) -> None:
-        with contextlib.suppress(OSError):  # the error that stopped the run is the one to report
-            self._fh.close()
 
 
 def pick_up(output_dir: Path, run: dict, previous: dict | None, records: Iterable, total: int | None
@@ -215,7 +119,7 @@ def pick_up(output_dir: Path, run: dict, previous: dict | None, records: Iterabl
         return records, Kept()
     first = run["shard"]["start"] if run.get("shard") else 0
     kept = recover(output_dir, first, total)
-    carry_over(run, previous, kept)
+    resumed_run(run, previous, kept.lines)
     return remaining(records, first, kept.lines), kept
 
 
