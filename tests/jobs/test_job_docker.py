@@ -7,9 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.images.test_images_docker import engine, tiny_runtime  # noqa: F401  (fixtures reused)
-from tests.build.test_model import HANDLER
-from tests.evaluate.test_runner_stops import write_model
+from tests.helpers.models import HANDLER, write_model
 
 pytestmark = pytest.mark.docker
 
