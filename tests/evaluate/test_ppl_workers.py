@@ -20,8 +20,8 @@ from builder.evaluate.runner import ppl_workers
 from builder.evaluate.runner.ppl_workers import _cgroup_quota, _pack, _unpack, choose_workers
 from builder.volumes import INDEX_ENTRY, INDEX_HEADER, RECORD_HEADER, DatasetReader
 from builder.store import Store
-from tests.helpers.datasets import write_tiny_dataset
 from tests.helpers.counted import HANDLERS, calls, same_files, write_model
+from tests.helpers.datasets import write_tiny_dataset
 
 REPO = Path(__file__).resolve().parents[2]
 RECORDS = 300  # record i: bytes([i % 251]) * (8 + i % 5), label i % 3; the handler fails records whose byte is 13

@@ -1,6 +1,6 @@
 """Against the real Docker engine: the base copied into an OCI layout, images of ours loaded back, only new layers sent.
 
-Skipped when no engine answers a ping. Every image made here is removed afterwards (tags by the ``engine``
+Marked docker (an engine with the base image). Every image made here is removed afterwards (tags by the ``engine``
 fixture, untagged ones by id); the base is only read.
 """
 

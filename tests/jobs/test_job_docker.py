@@ -1,6 +1,6 @@
 """`swcli job run` against the real engine when the handler kills its container: the exit code and the log's end.
 
-Skipped when no engine answers a ping; the engine, base image and runtime fixtures are test_images_docker's.
+The `docker` marker (an engine with the base image); the engine and runtime fixtures come from tests/conftest.py.
 """
 
 from __future__ import annotations
