@@ -26,10 +26,9 @@ EMPTY_CONFIG = b"{}"
 
 
 @pytest.fixture(autouse=True)
-def no_engine(monkeypatch, tmp_path):
+def no_engine(monkeypatch):
+    """No engine; the Docker config and certs.d are the test's own (tests/conftest.py)."""
     monkeypatch.setenv("DOCKER_HOST", "unix:///nonexistent")
-    monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path / "docker-config"))
-    monkeypatch.setenv("SWCLI_DOCKER_CERTS_D", str(tmp_path / "certs.d"))
 
 
 @pytest.fixture(scope="module")
