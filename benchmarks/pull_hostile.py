@@ -24,7 +24,7 @@ AFTER = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(AFTER))
 BEFORE: Path | None = None
 from tests import hostile_images as h  # noqa: E402
-from tests.conftest import write_tiny_dataset  # noqa: E402
+from tests.helpers.datasets import write_tiny_dataset  # noqa: E402
 from tests.registry_servers import Registry  # noqa: E402
 
 WORK = Path(tempfile.mkdtemp(prefix="pull-measure-"))

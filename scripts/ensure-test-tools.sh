@@ -11,6 +11,7 @@ command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 command -v docker-registry >/dev/null 2>&1 || missing+=(docker-registry)
 command -v htpasswd >/dev/null 2>&1 || missing+=(apache2-utils)  # the registry's htpasswd auth
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)  # a self-signed CA for the TLS registry
+[ -x /usr/bin/time ] || missing+=(time)  # GNU time: a child swcli's peak memory (tests/distribute/test_pull_bounds.py)
 [ ${#missing[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" != 0 ]; then
   echo "ensure-test-tools: ${missing[*]} missing; the tests that need them will skip (sudo apt-get install ${missing[*]})" >&2

@@ -1,10 +1,23 @@
-"""Shared fixtures: an isolated store per test and a CLI runner that returns exit code and output."""
+"""Shared fixtures and the two rules every test runs under.
+
+- Isolation: no test reads or writes the user's store, Docker config or registry certificates. Every store and
+  cache path swcli takes from the environment or from ``$HOME`` points into the test's ``tmp_path`` (into a
+  session folder for module- and session-scoped fixtures), whether or not the test asks for ``swcli_home``.
+  The one cache shared on purpose is the base rootfs cache (``$SWCLI_BASE_CACHE``, as the session found it):
+  it is content-keyed, shared by every store by design, and filling it takes mmdebstrap half a minute.
+- Capabilities: a test that needs something of the machine (a Docker engine, docker-registry, Chromium...)
+  carries the marker (pyproject.toml lists them), or asks for a fixture marked ``@needs(marker)``
+  (tests/helpers/capabilities.py). A missing capability skips the test, or fails it on CI (``CI=true``), which
+  provides them all. Nothing else skips a test for want of a tool.
+"""
 
 from __future__ import annotations
 
 import contextlib
-import textwrap
-from dataclasses import dataclass
+import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -13,30 +26,80 @@ import sklearn.metrics  # noqa: F401  (loaded once for the session: otherwise ev
 #                        and the subprocess tests cover the helper)
 
 from builder.cli import main
+from tests.helpers import capabilities
+from tests.helpers.capabilities import needs
+from tests.helpers.cli import CliResult
+from tests.helpers.datasets import write_tiny_dataset
+from tests.helpers.engine import engine_or_none
+from tests.helpers.models import HANDLER, MODEL_YAML
+
+SHARED_BASE_CACHE = Path(os.environ.get("SWCLI_BASE_CACHE") or Path.home() / ".cache" / "swcli-base")
+
+
+# ------------------------------------------------------------------------------------------------ isolation
+
+
+def _isolate(monkeypatch, root: Path) -> Path:
+    """Every path swcli reads from the environment or ``$HOME`` (store, Docker config, registry certificates)
+    under ``root``; the base rootfs cache is the session's. Returns the store root (not created)."""
+    home = root / "swcli-home"
+    monkeypatch.setenv("SWCLI_HOME", str(home))
+    monkeypatch.setenv("DOCKER_CONFIG", str(root / "docker-config"))
+    monkeypatch.setenv("SWCLI_DOCKER_CERTS_D", str(root / "certs.d"))
+    monkeypatch.setenv("SWCLI_BASE_CACHE", str(SHARED_BASE_CACHE))
+    return home
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _isolated_session(tmp_path_factory):
+    """What module- and session-scoped fixtures (built runtimes, registries) write goes to a session folder."""
+    with pytest.MonkeyPatch.context() as mp:
+        _isolate(mp, tmp_path_factory.mktemp("session"))
+        yield
+
+
+@pytest.fixture(autouse=True)
+def _isolated(tmp_path, monkeypatch) -> Path:
+    """A fresh store (and Docker config...) per test, under its tmp_path: no test sees another's, or the user's."""
+    return _isolate(monkeypatch, tmp_path)
 
 
 @pytest.fixture()
-def swcli_home(tmp_path, monkeypatch) -> Path:
-    """Point SWCLI_HOME at a fresh folder so no test sees another's store (or the user's)."""
-    home = tmp_path / "swcli-home"
-    monkeypatch.setenv("SWCLI_HOME", str(home))
-    return home
+def swcli_home(_isolated) -> Path:
+    """The test's store root, ``$SWCLI_HOME`` (for the tests that look inside it)."""
+    return _isolated
+
+
+# --------------------------------------------------------------------------------------------- capabilities
+
+
+@pytest.hookimpl(tryfirst=True)  # before `-m` deselects: a fixture's marker counts there too
+def pytest_collection_modifyitems(config, items):
+    """A test that asks for a fixture marked ``@needs(marker)``, directly or through other fixtures, carries it."""
+    for item in items:
+        info = getattr(item, "_fixtureinfo", None)
+        if info is None:  # not a python test function
+            continue
+        for name in item.fixturenames:
+            defs = info.name2fixturedefs.get(name)
+            marker = getattr(defs[-1].func, "capability", None) if defs else None
+            if marker and not item.get_closest_marker(marker):
+                item.add_marker(marker)
+
+
+@pytest.hookimpl(tryfirst=True)  # before the fixtures are set up
+def pytest_runtest_setup(item):
+    for marker in sorted({m.name for m in item.iter_markers()} & capabilities.PROBES.keys()):
+        capabilities.require(marker)
+
+
+# -------------------------------------------------------------------------------------------------- engine
 
 
 @pytest.fixture()
 def no_engine(monkeypatch):
     """No Docker engine answers: what runs here must talk to registries (or the store) alone."""
     monkeypatch.setenv("DOCKER_HOST", "unix:///nonexistent")
-
-
-@pytest.fixture()
-def registry(tmp_path):
-    """A real docker-registry on a loopback port, plain HTTP, stopped after the test."""
-    from tests.registry_servers import Registry
-
-    reg = Registry(tmp_path / "registry")
-    yield reg
-    reg.stop()
 
 
 @pytest.fixture(autouse=True)
@@ -60,55 +123,59 @@ def _no_docker_volume_left(request):
     assert not left, f"{len(left)} docker volume(s) left behind"
 
 
-def engine_or_none(timeout: int = 120):
-    """A docker-py client whose engine answered a ping, else None."""
-    try:
-        import docker
-
-        client = docker.from_env(timeout=timeout)
-        client.ping()
-        return client
-    except Exception:  # no engine: the test skips itself
-        return None
-
-
 @pytest.fixture(scope="module")
+@needs("docker")
 def base_engine():
-    """A docker-py client whose engine answers and holds the base image (``make base-image``); else the test
-    skips (CI builds both first, so there it runs)."""
-    docker = pytest.importorskip("docker")
-    from tests.images.test_images_docker import BASE
-
+    """A docker-py client whose engine answers and holds the base image (the `docker` marker)."""
     client = engine_or_none(timeout=300)
-    if client is None:
-        pytest.skip("no Docker engine answers a ping")
-    try:
-        client.images.get(BASE)
-    except docker.errors.ImageNotFound:
-        pytest.skip(f"{BASE} is not in the engine (make base-image)")
+    assert client is not None, "no Docker engine answers a ping"
     return client
 
 
-def run_removed(engine, image: str, command=None, **kwargs) -> bytes:
-    """``docker run --rm IMAGE COMMAND``: stdout, or ContainerError with stderr. docker-py's ``remove=True``
-    removes the container but not its anonymous volumes."""
-    from docker.errors import ContainerError
+@pytest.fixture(scope="module")
+@needs("docker")
+def engine():
+    """A docker-py client whose engine holds the base image (the `docker` marker); the images tagged while the
+    module ran are removed after it."""
+    import docker
 
-    container = engine.containers.run(image, command, detach=True, **kwargs)
-    try:
-        code = container.wait()["StatusCode"]
-        if code:
-            raise ContainerError(container, code, command, image, container.logs(stdout=False, stderr=True))
-        return container.logs(stdout=True, stderr=False)
-    finally:
-        container.remove(v=True, force=True)
+    client = engine_or_none()
+    assert client is not None, "no Docker engine answers a ping"
+    before = {tag for image in client.images.list() for tag in image.tags}
+    yield client
+    for image in client.images.list():
+        for tag in image.tags:
+            if tag not in before:
+                with contextlib.suppress(docker.errors.ImageNotFound):  # another session on this engine got there first
+                    client.images.remove(tag, force=True)
 
 
-@dataclass
-class CliResult:
-    code: int
-    out: str
-    err: str
+@pytest.fixture(scope="module")
+def tiny_runtime(engine, tmp_path_factory):
+    """A runtime from an empty venv: the swcli layer brings numpy and scikit-learn, all the toy handler needs."""
+    from builder.images.build import build_runtime_image
+
+    venv = tmp_path_factory.mktemp("env") / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    result, manifest = build_runtime_image("swcli-test-env", venv, client=engine)
+    return result.tags[0]
+
+
+# -------------------------------------------------------------------------------------------------- registry
+
+
+@pytest.fixture()
+@needs("registry")
+def registry(tmp_path):
+    """A real docker-registry on a loopback port, plain HTTP, stopped after the test."""
+    from tests.registry_servers import Registry
+
+    reg = Registry(tmp_path / "registry")
+    yield reg
+    reg.stop()
+
+
+# ------------------------------------------------------------------------------------------- cli and projects
 
 
 @pytest.fixture()
@@ -124,62 +191,26 @@ def cli(swcli_home, capsys):
     return run
 
 
-SLICER = '''
-import pickle
-
-from builder.api.dataset import BuildExecutor
-
-
-class Slicer(BuildExecutor):
-    """Records are the rows of an .npy-free pickle: {"data": [bytes...], "labels": [int...]}."""
-
-    def iter_data_slice(self, path):
-        with open(path, "rb") as fh:
-            for item in pickle.load(fh)["data"]:
-                yield item
-
-    def iter_label_slice(self, path):
-        with open(path, "rb") as fh:
-            for label in pickle.load(fh)["labels"]:
-                yield bytes([label])
-'''
-
-
-def write_tiny_dataset(root: Path, records: list[tuple[bytes, int]], *, files: int = 1, yaml_extra: str = "",
-                       alignment: str = "64", volume: str = "1k", slicer: str = SLICER) -> Path:
-    """A dataset project with ``records`` split over ``files`` pickles; returns its folder."""
-    import pickle
-
-    (root / "code").mkdir(parents=True, exist_ok=True)
-    (root / "code" / "__init__.py").write_text("")
-    (root / "code" / "slicer.py").write_text(slicer)
-    data = root / "data"
-    data.mkdir(exist_ok=True)
-    per = max(1, -(-len(records) // files))
-    for n in range(files):
-        chunk = records[n * per : (n + 1) * per]
-        with open(data / f"part_{n}.pkl", "wb") as fh:
-            pickle.dump({"data": [d for d, _ in chunk], "labels": [lbl for _, lbl in chunk]}, fh)
-    (root / "dataset.yaml").write_text(
-        textwrap.dedent(
-            f"""\
-            name: tiny
-            data_dir: data
-            data_filter: "part_*.pkl"
-            label_filter: "part_*.pkl"
-            process: code.slicer:Slicer
-            desc: tiny test dataset
-            attr:
-              alignment_size: {alignment}
-              volume_size: {volume}
-            """
-        )
-        + yaml_extra
-    )
-    return root
-
-
 @pytest.fixture()
 def tiny_dataset(tmp_path) -> Path:
     """A 50-record dataset project: data = 10..59 bytes of the index, label = index % 3."""
     return write_tiny_dataset(tmp_path / "ds", [(bytes([i]) * (10 + i), i % 3) for i in range(50)], files=3)
+
+
+@pytest.fixture()
+def model_dir(tmp_path):
+    root = tmp_path / "model"
+    (root / "code").mkdir(parents=True)
+    (root / "code" / "__init__.py").write_text("")
+    (root / "code" / "ppl.py").write_text(HANDLER)
+    (root / "models").mkdir()
+    (root / "models" / "weights.json").write_text(json.dumps({"offset": 0}))
+    (root / "model.yaml").write_text(MODEL_YAML)
+    (root / ".swignore").write_text("models/\n")  # weights still ship: model.yaml names them
+    return root
+
+
+@pytest.fixture()
+def project(model_dir, tiny_dataset):
+    """The tiny numpy-only model of tests/helpers/models.py and the 50-record dataset."""
+    return model_dir, tiny_dataset

@@ -20,6 +20,9 @@ from urllib.parse import parse_qsl, urlsplit
 
 import pytest
 
+# the `registry` marker skips (or on CI fails) a test when one of these tools is missing, before it gets here
+UNMARKED = "a test that starts a registry carries the `registry` marker (tests/conftest.py)"
+
 
 class Registry:
     """Debian's docker-registry on a loopback port: plain, or htpasswd auth over TLS with a self-signed CA.
@@ -33,7 +36,7 @@ class Registry:
     def __init__(self, root, *, secure: bool = False, token: bool = False, token_lifetime: float = 300.0):
         self.binary = shutil.which("docker-registry")
         if self.binary is None:
-            pytest.skip("docker-registry is not installed")
+            pytest.fail(f"docker-registry is not installed; {UNMARKED}")
         self.root, self.secure, self.proc, self.tokens = root, secure, None, None
         root.mkdir(parents=True, exist_ok=True)
         with socket.socket() as s:
@@ -44,7 +47,7 @@ class Registry:
         extra = ""
         if secure:
             if shutil.which("htpasswd") is None:
-                pytest.skip("htpasswd (apache2-utils) is not installed")
+                pytest.fail(f"htpasswd (apache2-utils) is not installed; {UNMARKED}")
             self.certs = root / "certs"
             self._make_certs(self.certs)
             subprocess.run(["htpasswd", "-Bbc", str(root / "htpasswd"), self.USER, self.PASSWORD], check=True,
@@ -65,7 +68,7 @@ class Registry:
     def _make_certs(certs) -> None:
         """A CA and a server certificate for IP 127.0.0.1 signed by it; skopeo trusts the CA via --cert-dir."""
         if shutil.which("openssl") is None:
-            pytest.skip("openssl is not installed")
+            pytest.fail(f"openssl is not installed; {UNMARKED}")
         certs.mkdir()
         run = lambda *a: subprocess.run(["openssl", *a], cwd=certs, check=True, capture_output=True)  # noqa: E731
         run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.crt", "-days", "2",
@@ -105,7 +108,7 @@ class Registry:
     def skopeo(self, *args: str, creds: bool = True) -> subprocess.CompletedProcess:
         """Run skopeo against this registry, verifying TLS with our CA when secure."""
         if shutil.which("skopeo") is None:
-            pytest.skip("skopeo is not installed")
+            pytest.fail(f"skopeo is not installed; {UNMARKED}")
         command = ["skopeo", *args]
         if self.secure:
             command[2:2] = ["--cert-dir", str(self.certs / "trust"), "--tls-verify=true"]

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.evaluate.test_resume import write_model
+from tests.helpers.counted import write_model
 
 REPO = Path(__file__).resolve().parent.parent
 VICTIM_TEXT = b"precious: not swcli's\n"

@@ -7,14 +7,7 @@ import pytest
 
 from builder.errors import RefNotFoundError
 from builder.store import Store, make_version, write_json_atomic
-
-
-def publish(store, name, content, created):
-    version = make_version(hashlib.sha256(content.encode()).digest())
-    with store.stage("dataset") as staged:
-        (staged / "payload").write_text(content)
-        write_json_atomic(staged / "manifest.json", {"kind": "dataset", "name": name, "version": version, "created": created})
-        return store.publish("dataset", name, version, staged)
+from tests.helpers.store import publish
 
 
 def test_make_version_is_lowercase_base32_and_stable():

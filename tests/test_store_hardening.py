@@ -14,8 +14,9 @@ import pytest
 
 from builder.errors import RefNotFoundError, SwcliError
 from builder.store import Store, StoreError, write_json_atomic
-from tests.build.test_dataset_build import one_line_error
-from tests.test_store import publish
+from tests.helpers.capabilities import require
+from tests.helpers.cli import one_line_error
+from tests.helpers.store import publish
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -204,8 +205,8 @@ def read_only_home(tmp_path):
     home = tmp_path / "ro-home"
     home.mkdir()
     if os.geteuid() == 0:
-        if subprocess.run(["mount", "-t", "tmpfs", "-o", "ro", "tmpfs", str(home)], capture_output=True).returncode:
-            pytest.skip("cannot mount a read-only tmpfs here")
+        require("tmpfs")
+        assert not subprocess.run(["mount", "-t", "tmpfs", "-o", "ro", "tmpfs", str(home)], capture_output=True).returncode
         yield home
         subprocess.run(["umount", str(home)], check=True)
     else:

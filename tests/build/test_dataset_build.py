@@ -8,7 +8,8 @@ import pytest
 
 from builder.volumes import DatasetReader, volume_name
 from builder.store import Store
-from tests.conftest import write_tiny_dataset
+from tests.helpers.cli import one_line_error
+from tests.helpers.datasets import write_tiny_dataset
 
 
 def built(cli, project):
@@ -59,16 +60,6 @@ def test_verify_finds_a_corrupted_shard(cli, tiny_dataset):
     shard.write_bytes(bytes(raw))
     res = cli("dataset", "info", "tiny", "--verify")
     assert res.code == 3 and volume_name(1) in res.err and "sha256" in res.err
-
-
-def one_line_error(res, *words):
-    assert res.code != 0
-    lines = [line for line in res.err.splitlines() if line.strip()]
-    assert len(lines) == 1, res.err
-    assert lines[0].startswith("swcli: error: ")
-    for word in words:
-        assert word in lines[0], lines[0]
-    assert "Traceback" not in res.err
 
 
 BAD_SLICERS = {

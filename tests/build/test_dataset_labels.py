@@ -11,9 +11,8 @@ import numpy as np
 import pytest
 
 from builder.volumes import DatasetReader
-from builder.spec import DatasetSpec
 from builder.store import Store
-from tests.conftest import SLICER, write_tiny_dataset
+from tests.helpers.datasets import SLICER, write_tiny_dataset
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "cifar10"
 
@@ -69,8 +68,6 @@ def test_a_bad_answer_is_one_line_and_nothing_is_recorded(cli, tmp_path, expr, w
     assert Store().list("dataset") == []
 
 
-@pytest.mark.skipif("label_names" not in getattr(DatasetSpec, "__dataclass_fields__", {}),
-                    reason="DatasetSpec.label_names (dataset.yaml `labels:`) is not on this branch yet")
 def test_yaml_labels_win_over_the_slicer(cli, tmp_path):
     res = build(cli, tmp_path, slicer_naming('["zero", "one", "two"]'), "labels: [nil, uno, dos]\n")
     assert res.code == 0, res.err

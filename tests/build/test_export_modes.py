@@ -10,8 +10,7 @@ import pytest
 
 from builder.images.engine import apply_umask, check_target
 from builder.store import Store
-from tests.conftest import run_removed
-from tests.images.test_images_docker import engine  # noqa: F401  (fixture reused; skips without an engine)
+from tests.helpers.engine import run_removed
 
 
 def one_line(res, *words):

@@ -15,8 +15,7 @@ from pathlib import Path
 import pytest
 
 from builder.store import Store
-from tests.build.test_dataset_build import one_line_error
-from tests.build.test_model import model_dir  # noqa: F401  (fixture)
+from tests.helpers.cli import one_line_error
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -7,71 +7,8 @@ import json
 import pytest
 
 from builder.store import Store
-from tests.build.test_dataset_build import one_line_error
-
-HANDLER = '''
-import json
-from pathlib import Path
-
-import numpy as np
-
-from builder.api.metric import multi_classification
-from builder.api.model import PipelineHandler
-
-ROOT = Path(__file__).parent.parent
-
-
-class ModThree(PipelineHandler):
-    """Predicts (first byte + offset) % 3; the offset is the 'weight'."""
-
-    def __init__(self, device="cpu"):
-        super().__init__(merge_label=True, ignore_error=False)
-        self.offset = json.loads((ROOT / "models" / "weights.json").read_text())["offset"]
-        self.device = device
-
-    def ppl(self, data, **kw):
-        pred = (data[0] + self.offset) % 3
-        scores = np.full(3, 0.2)
-        scores[pred] = 0.6
-        return [pred], [scores.tolist()]
-
-    def handle_label(self, label, **kw):
-        return [int(l) for l in label]
-
-    @multi_classification(confusion_matrix_normalize="all", all_labels=[0, 1, 2])
-    def cmp(self, _data_loader):
-        _result, _label, _pr = [], [], []
-        for _data in _data_loader:
-            _label.extend([int(l) for l in _data["label"]])
-            _result.extend([int(l) for l in _data["result"]])
-            _pr.extend([l for l in _data["pr"]])
-        return _label, _result, _pr
-'''
-
-MODEL_YAML = """\
-version: 1.0
-name: modthree
-model:
-  - models/weights.json
-run:
-  ppl: code.ppl:ModThree
-desc: toy
-tag:
-  - multi_classification
-"""
-
-
-@pytest.fixture()
-def model_dir(tmp_path):
-    root = tmp_path / "model"
-    (root / "code").mkdir(parents=True)
-    (root / "code" / "__init__.py").write_text("")
-    (root / "code" / "ppl.py").write_text(HANDLER)
-    (root / "models").mkdir()
-    (root / "models" / "weights.json").write_text(json.dumps({"offset": 0}))
-    (root / "model.yaml").write_text(MODEL_YAML)
-    (root / ".swignore").write_text("models/\n")  # weights still ship: model.yaml names them
-    return root
+from tests.helpers.cli import one_line_error
+from tests.helpers.models import HANDLER, MODEL_YAML
 
 
 def test_build_snapshot_has_code_and_weights_with_roles(cli, model_dir):

@@ -12,9 +12,8 @@ import yaml
 from builder.build.model import build_model
 from builder.build.runtime import EnvLockError, export_env_lock
 from builder.store import Store
-from tests.build.test_dataset_build import one_line_error
-from tests.build.test_model import model_dir  # noqa: F401  (fixture)
-from tests.test_snapshot_secrets import AWS_ID, AWS_SECRET, OPENSSH, SERVICE_ACCOUNT
+from tests.helpers.cli import one_line_error
+from tests.helpers.fake_secrets import AWS_ID, AWS_SECRET, OPENSSH, SERVICE_ACCOUNT
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "cifar10"
 

@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import json
-import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
@@ -15,35 +12,8 @@ from builder.images.env import RuntimeError_, conda_tree, env_layers, split_laye
 from builder.spec import SpecError
 from builder.build.runtime import EnvResolveError, load_runtime_spec, resolved_venv
 from builder.store import Store
-from tests.conftest import run_removed
-
-
-def write(path: Path, text: str = "x", size: int = 0) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(text.encode() + b"\0" * size)
-    return path
-
-
-def make_conda_env(root: Path, python_version: str = "3.11.2") -> Path:
-    """A conda-format env as conda leaves it: package records in conda-meta listing their files.
-
-    The interpreter is the Debian base image's python3 (an absolute link), so the packed env runs there.
-    """
-    files = {
-        "python": ["bin/python3"],
-        "hello": ["lib/python3.11/site-packages/hello/__init__.py", "share/hello/data.txt"],
-    }
-    (root / "bin").mkdir(parents=True)
-    os.symlink("/usr/bin/python3", root / "bin" / "python3")
-    write(root / "lib/python3.11/site-packages/hello/__init__.py", f"PREFIX = '{root}'\n")
-    write(root / "share/hello/data.txt", "hello")
-    (root / "conda-meta").mkdir()
-    versions = {"python": python_version, "hello": "1.0"}
-    for name, paths in files.items():
-        record = {"name": name, "version": versions[name], "build": "0", "url": f"https://example.invalid/{name}",
-                  "link": None, "files": paths}
-        (root / "conda-meta" / f"{name}-{versions[name]}-0.json").write_text(json.dumps(record))
-    return root
+from tests.helpers.conda import make_conda_env, write
+from tests.helpers.engine import run_removed
 
 
 def test_split_layers_gives_big_packages_their_own_layer(tmp_path):
@@ -163,14 +133,8 @@ def test_requirements_resolve_into_a_cached_venv_and_pip_failures_are_one_line(t
 
 
 @pytest.mark.docker
-def test_conda_runtime_image_runs_the_packed_env(tmp_path):
-    docker = pytest.importorskip("docker")
-    try:
-        client = docker.from_env()
-        client.ping()
-        client.images.get("swcli/base:bookworm-py3.11")
-    except Exception:
-        pytest.skip("needs a Docker engine and the base image")
+def test_conda_runtime_image_runs_the_packed_env(tmp_path, base_engine):
+    client = base_engine
     env = make_conda_env(tmp_path / "conda")
     result, manifest = build_runtime_image("swcli-test-conda", env, client=client)
     try:

@@ -11,8 +11,8 @@ import pytest
 
 from builder.build.runtime import build_runtime
 from builder.store import Store
-from tests.conftest import run_removed
-from tests.build.test_dataset_build import one_line_error
+from tests.helpers.engine import run_removed
+from tests.helpers.cli import one_line_error
 
 LOCK = "six==1.16.0\nnumpy==1.26.4\n"
 
@@ -144,14 +144,10 @@ def test_name_flag_is_checked(cli, tmp_path, counting_env):
 
 
 @pytest.mark.docker
-def test_built_runtime_keeps_the_one_lock_in_image_and_store(tmp_path, counting_env, swcli_home):
-    docker = pytest.importorskip("docker")
-    try:
-        client = docker.from_env()
-        client.ping()
-        client.images.get("swcli/base:bookworm-py3.11")
-    except Exception:
-        pytest.skip("needs a Docker engine and the base image")
+def test_built_runtime_keeps_the_one_lock_in_image_and_store(tmp_path, counting_env, swcli_home, base_engine):
+    import docker
+
+    client = base_engine
     store = Store()
     entry, result = build_runtime("swcli-test-lockonce", counting_env, store=store, client=client)
     try:

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import write_tiny_dataset
-from tests.build.test_model import HANDLER, MODEL_YAML
+from tests.helpers.datasets import write_tiny_dataset
+from tests.helpers.models import HANDLER, MODEL_YAML
 
 pytestmark = pytest.mark.entrypoint
 

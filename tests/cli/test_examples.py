@@ -17,6 +17,7 @@ import pytest
 from sklearn import metrics as skm
 
 from builder.store import Store
+from tests.helpers.projects import write_digits_project
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "examples" / "cifar10"
@@ -71,7 +72,7 @@ def cifar_project(tmp_path):
 
 @pytest.mark.slow
 def test_cifar10_example_end_to_end(cli, cifar_project, tmp_path):
-    pytest.importorskip("torch")
+    import torch  # noqa: F401  (a dev dependency: requirements.lock pins it)
     train = subprocess.run([sys.executable, "-m", "code.train", "--epochs", "3", "--batch-size", "16"],
                            cwd=cifar_project, capture_output=True, text=True, timeout=300)
     assert train.returncode == 0, train.stderr
@@ -99,72 +100,6 @@ def test_cifar10_example_end_to_end(cli, cifar_project, tmp_path):
     b = [json.loads(x) for x in (tmp_path / "batched" / "results.jsonl").read_text().splitlines()]
     assert [r["result"] for r in a] == [r["result"] for r in b]
     np.testing.assert_allclose([r["pr"] for r in a], [r["pr"] for r in b], rtol=1e-4)
-
-
-DIGITS_SLICER = '''
-import numpy as np
-
-from builder.api.dataset import BuildExecutor
-
-
-class DigitsSlicer(BuildExecutor):
-    def iter_data_slice(self, path):
-        for row in np.load(path)["images"]:
-            yield row.astype(np.float32).tobytes()
-
-    def iter_label_slice(self, path):
-        for label in np.load(path)["labels"]:
-            yield bytes([int(label)])
-'''
-
-DIGITS_HANDLER = '''
-import pickle
-from pathlib import Path
-
-import numpy as np
-
-from builder.api.metric import multi_classification
-from builder.api.model import PipelineHandler
-
-ROOT = Path(__file__).parent.parent
-
-
-class DigitsHandler(PipelineHandler):
-    def __init__(self):
-        super().__init__(batch_size=32)
-        with open(ROOT / "models" / "logreg.pkl", "rb") as fh:
-            self.clf = pickle.load(fh)
-
-    def ppl(self, data, **kw):
-        x = np.stack([np.frombuffer(d, dtype=np.float32) for d in data])
-        proba = self.clf.predict_proba(x)
-        return [(int(p.argmax()), p.tolist()) for p in proba]
-
-    def handle_label(self, label, **kw):
-        return label[0]
-
-    @multi_classification(confusion_matrix_normalize="true", all_labels=list(range(10)))
-    def cmp(self, _data_loader):
-        rows = list(_data_loader)
-        return [r["label"] for r in rows], [r["result"] for r in rows], [r["pr"] for r in rows]
-'''
-
-
-def write_digits_project(project: Path, test_x, test_y, clf, model_name: str = "digits_logreg") -> Path:
-    """A dataset+model project over scikit-learn's digits: a slicer over an .npz, a pickled classifier."""
-    for sub in ("code", "data", "models"):
-        (project / sub).mkdir(parents=True, exist_ok=True)
-    (project / "code" / "__init__.py").write_text("")
-    (project / "code" / "slicer.py").write_text(DIGITS_SLICER)
-    (project / "code" / "handler.py").write_text(DIGITS_HANDLER)
-    np.savez(project / "data" / "test.npz", images=test_x, labels=test_y)
-    with open(project / "models" / "logreg.pkl", "wb") as fh:
-        pickle.dump(clf, fh)
-    (project / "dataset.yaml").write_text(
-        "name: digits\ndata_dir: data\ndata_filter: '*.npz'\nlabel_filter: '*.npz'\nprocess: code.slicer:DigitsSlicer\n"
-    )
-    (project / "model.yaml").write_text(f"name: {model_name}\nmodel: [models/logreg.pkl]\nrun:\n  ppl: code.handler:DigitsHandler\n")
-    return project
 
 
 def test_digits_end_to_end_matches_sklearn(cli, tmp_path):

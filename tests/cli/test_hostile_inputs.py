@@ -9,9 +9,8 @@ import json
 import pytest
 
 from builder.store import Store
-from tests.build.test_model import HANDLER, model_dir  # noqa: F401  (fixture reused)
-from tests.images.test_render_hostile import tiny_model
-from tests.runs.test_runs_hardening import METRICS, write_run
+from tests.helpers.models import HANDLER, tiny_model
+from tests.helpers.run_folders import METRICS, write_run
 
 DEEP = "[" * 5000 + "]" * 5000
 

@@ -76,11 +76,8 @@ def _entries() -> set:
 
 def run_swcli(home: Path, *args: str) -> tuple[int, str, int, float]:
     """``swcli ARGS`` in a child process under /usr/bin/time (so the child's peak is its own, not that of the
-    big test process it would be forked from): exit code, stderr, peak RSS in KiB, seconds."""
-    import shutil
-
-    if shutil.which("time") is None and not Path("/usr/bin/time").exists():
-        pytest.skip("/usr/bin/time is not installed")
+    big test process it would be forked from): exit code, stderr, peak RSS in KiB, seconds. Its tests carry the
+    `gnu_time` marker."""
     env = dict(os.environ, SWCLI_HOME=str(home), PYTHONPATH=str(REPO_ROOT), DOCKER_HOST="unix:///nonexistent")
     started = time.monotonic()
     proc = subprocess.run(["/usr/bin/time", "-f", "peak-kib=%M", sys.executable, "-c",
@@ -207,6 +204,7 @@ def test_sparse_members_are_refused_before_a_byte_is_written(cli, registry, swcl
     assert bytes_on_disk(swcli_home) < 1 << 20
 
 
+@pytest.mark.gnu_time
 def test_a_sparse_manifest_costs_no_memory(registry, swcli_home, tiny, tmp_path):
     """A 1 GiB sparse manifest.json in a 1 KB layer, and a 256 MiB PAX header: one line, RSS of a normal pull."""
     members = [m for m in dataset_members(tiny) if m.name != "dataset/manifest.json"]

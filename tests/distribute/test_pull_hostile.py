@@ -18,8 +18,9 @@ import pytest
 
 from builder.images.build import store_layout
 from builder.store import Store
-from tests.images.test_images_docker import BASE, engine  # noqa: F401  (fixture reused)
-from tests.distribute.test_registry import _no_engine, plain_registry  # noqa: F401  (fixtures reused; no engine in any test here)
+from tests.helpers.engine import BASE
+
+pytestmark = pytest.mark.usefixtures("no_engine")  # no engine in any swcli call here (`engine` is made before)
 
 VERSION = "abcd1234efgh5678"
 

@@ -22,10 +22,9 @@ import pytest
 from builder.images.build import store_layout
 from builder.images.image import read_image
 from builder.store import Store
-from tests.conftest import run_removed
+from tests.helpers.capabilities import needs
+from tests.helpers.engine import run_removed
 from tests.registry_servers import Registry, uploaded_blobs, uploads
-from tests.images.test_images_docker import engine, project  # noqa: F401  (fixtures reused)
-from tests.build.test_model import model_dir  # noqa: F401
 
 
 ENGINE_HOST = os.environ.get("DOCKER_HOST")  # for the one command that wants the engine: `pull --load`
@@ -37,11 +36,7 @@ def _no_engine(no_engine):
 
 
 @pytest.fixture()
-def plain_registry(registry):
-    return registry
-
-
-@pytest.fixture()
+@needs("registry")
 def secure_registry(tmp_path):
     reg = Registry(tmp_path / "secure", secure=True)
     yield reg
@@ -49,12 +44,9 @@ def secure_registry(tmp_path):
 
 
 @pytest.fixture()
+@needs("base_rootfs")
 def runtime(cli, tmp_path):
     """A runtime from an empty venv, written into this test's store only (`--no-load`): swrt/swcli-test-env."""
-    from builder.images.base_image import rootfs_available
-
-    if not rootfs_available():
-        pytest.skip("the base rootfs is not cached and cannot be built here (make base-image)")
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
     res = cli("runtime", "build", "--name", "swcli-test-env", "--venv", venv, "--no-load")

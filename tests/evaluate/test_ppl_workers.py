@@ -20,44 +20,11 @@ from builder.evaluate.runner import ppl_workers
 from builder.evaluate.runner.ppl_workers import _cgroup_quota, _pack, _unpack, choose_workers
 from builder.volumes import INDEX_ENTRY, INDEX_HEADER, RECORD_HEADER, DatasetReader
 from builder.store import Store
-from tests.conftest import write_tiny_dataset
-from tests.evaluate.test_resume import HANDLER, calls, write_model
+from tests.helpers.counted import HANDLERS, calls, same_files, write_model
+from tests.helpers.datasets import write_tiny_dataset
 
 REPO = Path(__file__).resolve().parents[2]
 RECORDS = 300  # record i: bytes([i % 251]) * (8 + i % 5), label i % 3; the handler fails records whose byte is 13
-
-# the counting handler of test_resume, plus: a batching variant that logs each batch's indices, one that stops at
-# the first failure, and one whose worker dies at $DIE_AT
-HANDLERS = HANDLER + '''
-
-class Strict(Counted):
-    def __init__(self, device="cpu"):
-        PipelineHandler.__init__(self, merge_label=True, ignore_error=False)
-
-
-class Dies(Counted):
-    def ppl(self, data, **kw):
-        if kw["index"] == int(os.environ.get("DIE_AT", "-1")):
-            os.kill(os.getpid(), 9)
-        return super().ppl(data, **kw)
-
-
-class Batched(Counted):
-    def __init__(self, device="cpu"):
-        PipelineHandler.__init__(self, merge_label=True, ignore_error=True, batch_size=8)
-
-    def ppl(self, data, **kw):
-        with open(os.environ["BATCHES"], "a") as fh:
-            fh.write(",".join(map(str, kw["indices"])) + "\\n")
-        out = []
-        for record, index in zip(data, kw["indices"]):
-            try:
-                out.append(Counted.ppl(self, record, index=index))
-            except ValueError:
-                out.append(([0], [[0.5, 0.25, 0.25]]))
-        return out
-'''
-
 
 def use_handler(root: Path, name: str) -> Path:
     write_model(root)
@@ -83,11 +50,6 @@ def model(cli, tmp_path, monkeypatch):
 
 def run(cli, out: Path, workers: int, *extra: str):
     return cli("model", "eval", "modthree", "--dataset", "tiny", "-o", out, "--workers", workers, *extra)
-
-
-def same_files(a: Path, b: Path, names=("results.jsonl", "metrics.json")) -> None:
-    for name in names:
-        assert (a / name).read_bytes() == (b / name).read_bytes(), name
 
 
 @pytest.fixture()

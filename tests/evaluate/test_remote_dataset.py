@@ -13,12 +13,10 @@ from pathlib import Path
 import pytest
 
 from builder.images import dataset_layers as dl
-from tests.conftest import run_removed
+from tests.helpers.engine import run_removed
 from tests.registry_servers import Registry, access_log, stored_blob
-from tests.build.test_dataset_build import one_line_error
-from tests.images.test_dataset_layers import built, project
-from tests.images.test_images_docker import engine, tiny_runtime  # noqa: F401  (fixtures reused)
-from tests.build.test_model import model_dir  # noqa: F401  (fixture reused)
+from tests.helpers.cli import one_line_error
+from tests.helpers.layered_datasets import built, project
 
 ENGINE = os.environ.get("DOCKER_HOST")  # the docker test builds its model image through the engine
 RECORDS = 300  # ~300..500 bytes each in 4k volumes, 12k layers: about 35 volumes in 12 layers
@@ -188,6 +186,7 @@ def container(monkeypatch, entry_dir, *args) -> int:
 
 
 @pytest.mark.slow  # builds the model image (no engine)
+@pytest.mark.base_rootfs
 def test_parts_go_to_the_registry_and_the_merge_attaches_the_evaluation(cli, tmp_path, registry, pushed, model_dir,  # noqa: F811
                                                                         monkeypatch, capsys):
     from builder.runs.attach import attached
@@ -196,8 +195,7 @@ def test_parts_go_to_the_registry_and_the_merge_attaches_the_evaluation(cli, tmp
 
     ref, _, _ = pushed
     res = cli("model", "build", "--no-load", "--skip-gen-env", model_dir)
-    if res.code != 0:
-        pytest.skip(f"no model image here: {res.err.strip()}")
+    assert res.code == 0, res.err
     model_ref = f"{registry.address}/team/modthree:1"
     assert cli("model", "push", "modthree", model_ref).code == 0
     entry = Store().resolve("model", "modthree").path

@@ -20,67 +20,11 @@ from builder.errors import EvalError
 from builder.evaluate.runner.run import run_evaluation
 from builder.jobs.k8s import K8sOptions, render
 from builder.evaluate.runner.resume import ResumeError
-from tests.images.test_images_docker import engine, tiny_runtime  # noqa: F401  (fixtures reused)
-from tests.build.test_model import MODEL_YAML
-from tests.evaluate.test_runner import SeedStyle, records
+from tests.helpers.counted import calls, write_model
+from tests.helpers.handlers import SeedStyle, records
 
 REPO = Path(__file__).resolve().parents[2]
 GOLDEN = Path(__file__).resolve().parents[1] / "golden"
-
-# predicts v % 3 except for multiples of 7; every ppl call is appended to $CALLS first, then sleeps $SLEEP;
-# cmp sleeps $CMP_SLEEP before scoring, so a test can kill the process during cmp. In a container (`job run`),
-# calls go to /output/calls, and record 20 ends the process at once (like kill -9) when /output/crash-once exists
-HANDLER = '''
-import os
-import time
-
-from builder.api.metric import multi_classification
-from builder.api.model import PipelineHandler
-
-
-class Counted(PipelineHandler):
-    def __init__(self, device="cpu"):
-        super().__init__(merge_label=True, ignore_error=True)
-
-    def ppl(self, data, **kw):
-        with open(os.environ.get("CALLS", "/output/calls"), "a") as fh:
-            fh.write(f"{kw['index']}\\n")
-        if kw["index"] == 20 and os.path.exists("/output/crash-once"):
-            os.remove("/output/crash-once")
-            os._exit(9)
-        time.sleep(float(os.environ.get("SLEEP", "0")))
-        v = data[0]
-        if v == 13:
-            raise ValueError("thirteen")
-        pred = v % 3 if v % 7 else (v + 1) % 3
-        scores = [1 / 3, 1 / 7, 2 / 3]
-        scores[pred] = 0.123456789123
-        return [pred], [scores]
-
-    def handle_label(self, label, **kw):
-        return [int(l) for l in label]
-
-    @multi_classification(confusion_matrix_normalize="all", all_labels=[0, 1, 2])
-    def cmp(self, _data_loader):
-        time.sleep(float(os.environ.get("CMP_SLEEP", "0")))
-        _result, _label, _pr = [], [], []
-        for _data in _data_loader:
-            _label.extend([int(l) for l in _data["label"]])
-            _result.extend([int(l) for l in _data["result"]])
-            _pr.extend([l for l in _data["pr"]])
-        return _label, _result, _pr
-'''
-
-
-def write_model(root: Path, offset: int = 0) -> Path:
-    (root / "code").mkdir(parents=True, exist_ok=True)
-    (root / "code" / "__init__.py").write_text("")
-    (root / "code" / "ppl.py").write_text(HANDLER)
-    (root / "models").mkdir(exist_ok=True)
-    (root / "models" / "weights.json").write_text(json.dumps({"offset": offset}))
-    (root / "model.yaml").write_text(MODEL_YAML.replace("code.ppl:ModThree", "code.ppl:Counted"))
-    return root
-
 
 @pytest.fixture()
 def built(cli, tiny_dataset, tmp_path, monkeypatch):
@@ -91,10 +35,6 @@ def built(cli, tiny_dataset, tmp_path, monkeypatch):
     res = cli("model", "eval", "modthree", "--dataset", "tiny", "-o", tmp_path / "reference")
     assert res.code == 0, res.err
     return tmp_path / "reference"
-
-
-def calls(path: Path) -> list[int]:
-    return [int(line) for line in path.read_text().split()] if path.exists() else []
 
 
 def eval_process(out: Path, calls_file: Path, *extra: str, **env: str) -> subprocess.Popen:
@@ -326,7 +266,7 @@ def test_in_process_runner_resume_and_records_that_skip_an_index(tmp_path):
 
 
 def test_another_batch_size_is_refused(tmp_path):
-    from tests.evaluate.test_runner import Batched
+    from tests.helpers.handlers import Batched
 
     with pytest.raises(Exception):
         run_evaluation(Batched(batch_size=4), records(), tmp_path / "out", progress=_interrupt_at(8))

@@ -7,7 +7,6 @@ saying how the run ended.
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -16,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.build.test_model import HANDLER, MODEL_YAML
+from tests.helpers.capabilities import needs
+from tests.helpers.models import HANDLER, write_model
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -35,16 +35,6 @@ FILLS = HANDLER.replace("    @multi_classification", '''    def fill(self):
             pass
 
     @multi_classification''').replace("        return _label, _result, _pr", "        self.fill()\n        return _label, _result, _pr")
-
-
-def write_model(root: Path, handler: str) -> Path:
-    (root / "code").mkdir(parents=True)
-    (root / "code" / "__init__.py").write_text("")
-    (root / "code" / "ppl.py").write_text(handler)
-    (root / "models").mkdir()
-    (root / "models" / "weights.json").write_text(json.dumps({"offset": 0}))
-    (root / "model.yaml").write_text(MODEL_YAML)
-    return root
 
 
 @pytest.fixture()
@@ -97,15 +87,13 @@ def test_ctrl_c_during_eval_says_after_how_many_records_and_where_the_partial_re
 
 
 @pytest.fixture()
+@needs("tmpfs")
 def small_disk(tmp_path):
-    """A real 256 KB tmpfs (needs root and mount); unmounted afterwards."""
-    if os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs needs root")
+    """A real 256 KB tmpfs (the `tmpfs` marker: root and mount); unmounted afterwards."""
     mount = tmp_path / "disk"
     mount.mkdir()
     res = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mount)], capture_output=True, text=True)
-    if res.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs: {res.stderr.strip()}")
+    assert res.returncode == 0, f"cannot mount a tmpfs: {res.stderr.strip()}"
     try:
         yield mount
     finally:

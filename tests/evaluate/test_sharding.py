@@ -7,9 +7,8 @@ import json
 import pytest
 
 from builder.evaluate.sharding import Shard, ShardSpecError, parse_shard
-from tests.conftest import write_tiny_dataset
-from tests.build.test_dataset_build import one_line_error
-from tests.build.test_model import model_dir  # noqa: F401  (fixture reused)
+from tests.helpers.datasets import write_tiny_dataset
+from tests.helpers.cli import one_line_error
 
 
 @pytest.mark.parametrize(("spec", "env", "expected"), [
@@ -185,7 +184,7 @@ def shard_parts(tmp_path, handler, count, total=30, label_names=None):
     """Parts written by the real runner (``run_evaluation`` with ``shard``), as `eval --shard` writes them."""
     from builder.evaluate.runner.run import run_evaluation
     from builder.runs.folder import EvalContext
-    from tests.evaluate.test_runner import records
+    from tests.helpers.handlers import records
 
     recs, parts = records(total), []
     ctx = EvalContext(dataset_name="toy", dataset_version="v1", model={"name": "m"}, label_names=label_names)
@@ -203,7 +202,7 @@ def test_a_merge_whose_cmp_fails_writes_a_failed_run_json_like_a_single_run(tmp_
     from builder.errors import EvalError
     from builder.evaluate.runner.run import run_evaluation
     from builder.evaluate.sharding import merge_parts
-    from tests.evaluate.test_runner import SeedStyle, records
+    from tests.helpers.handlers import SeedStyle, records
 
     class BadCmp(SeedStyle):
         def cmp(self, data_loader):
@@ -228,7 +227,7 @@ def test_a_merge_whose_cmp_fails_writes_a_failed_run_json_like_a_single_run(tmp_
 
 def test_label_names_survive_shards_and_merge(tmp_path):
     from builder.evaluate.sharding import merge_parts
-    from tests.evaluate.test_runner import SeedStyle
+    from tests.helpers.handlers import SeedStyle
 
     names = {"0": "zero", "1": "one", "2": "two"}
     parts = shard_parts(tmp_path, SeedStyle(), 2, label_names=names)
@@ -258,8 +257,7 @@ def test_label_names_from_the_dataset_manifest_reach_run_json_and_the_merge(cli,
 
 
 def test_a_failed_merge_from_the_cli_is_one_line_and_recorded_as_failed(cli, tiny_dataset, tmp_path):
-    from tests.build.test_model import HANDLER
-    from tests.evaluate.test_runner_stops import write_model
+    from tests.helpers.models import HANDLER, write_model
 
     bad_cmp = HANDLER.replace("        return _label, _result, _pr", "        raise ZeroDivisionError('no classes')")
     assert cli("dataset", "build", "--no-image", tiny_dataset).code == 0

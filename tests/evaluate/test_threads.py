@@ -49,7 +49,7 @@ def test_an_explicit_count_and_zero():
 
 
 def test_a_run_records_its_threads_and_the_flag_is_checked(cli, tmp_path, tiny_dataset):
-    from tests.build.test_model import HANDLER, MODEL_YAML
+    from tests.helpers.models import HANDLER, MODEL_YAML
 
     model = tmp_path / "model"
     (model / "code").mkdir(parents=True)

@@ -20,9 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import write_tiny_dataset
-from tests.evaluate.test_ppl_workers import HANDLERS, same_files
-from tests.evaluate.test_resume import write_model
+from tests.helpers.datasets import write_tiny_dataset
+from tests.helpers.counted import HANDLERS, same_files, write_model
 
 REPO = Path(__file__).resolve().parents[2]
 RECORDS = 1100  # over ppl_workers.AUTO_MIN_RECORDS (1,024): auto forks when nothing stops it

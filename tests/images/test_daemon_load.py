@@ -1,6 +1,6 @@
 """Against the real Docker engine: the base copied into an OCI layout, images of ours loaded back, only new layers sent.
 
-Skipped when no engine answers a ping. Every image made here is removed afterwards (tags by the ``engine``
+Marked docker (an engine with the base image). Every image made here is removed afterwards (tags by the ``engine``
 fixture, untagged ones by id); the base is only read.
 """
 
@@ -18,8 +18,8 @@ from builder.images.context import ContextEntry
 from builder.images.image import ConfigChanges, Image, NewLayer, read_image, write_image
 from builder.images.layers import write_layer
 from builder.images.oci import MEDIA_CONFIG, Layout
-from tests.conftest import run_removed
-from tests.images.test_images_docker import BASE, engine  # noqa: F401  (fixture reused)
+from tests.helpers.engine import run_removed
+from tests.helpers.engine import BASE
 
 pytestmark = pytest.mark.docker
 
@@ -173,7 +173,8 @@ def test_a_refused_load_is_one_line_and_changes_nothing(engine, layout, made):  
 
 
 def test_an_unreachable_engine_is_one_line(layout, tmp_path):
-    docker = pytest.importorskip("docker")
+    import docker
+
     nowhere = docker.DockerClient(base_url=f"unix://{tmp_path}/no-engine.sock", version="1.41")
     image = read_image(layout, "base")
     with pytest.raises(DockerError) as err:

@@ -8,10 +8,8 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import shutil
 import subprocess
 import tarfile
-from pathlib import Path
 
 import pytest
 
@@ -21,7 +19,7 @@ from builder.images.layers import placed, write_tar
 from builder.volumes import VolumeFile
 from builder.spec import load_dataset_spec
 from builder.store import Store
-from tests.conftest import write_tiny_dataset
+from tests.helpers.layered_datasets import built, project
 from tests.registry_servers import Registry, uploaded_blobs
 
 KIB = 1024
@@ -29,29 +27,6 @@ KIB = 1024
 
 def shard(n: int, size: int) -> VolumeFile:
     return VolumeFile(f"data-{n:05d}.swds", 1, size, f"{n:064x}")
-
-
-def records(count: int) -> list[tuple[bytes, int]]:
-    """Records of 300..499 bytes: with 64-byte alignment and 4k volumes, about 9 per volume."""
-    return [(bytes([i % 251]) * (300 + i % 200), i % 3) for i in range(count)]
-
-
-def project(root: Path, count: int, *, volume: str = "4k", layer: str | None = "12k") -> Path:
-    extra = f"  layer_size: {layer}\n" if layer else ""
-    path = write_tiny_dataset(root, records(count), files=2, volume=volume)
-    spec = path / "dataset.yaml"
-    spec.write_text(spec.read_text() + extra)
-    return path
-
-
-def built(cli, path: Path):
-    res = cli("dataset", "build", path, "--no-load")
-    assert res.code == 0, res.err
-    entry = Store().resolve("dataset", "tiny")
-    from builder.images.build import store_layout
-    from builder.images.image import read_image
-
-    return entry, read_image(store_layout(), f"swds/tiny:{entry.version}")
 
 
 def layer_files(layout, digest: str) -> dict[str, bytes]:
@@ -280,6 +255,7 @@ def test_bad_layers_json_is_refused_naming_the_field(doc, words):
 # ----------------------------------------------------------------------------------------------- delta versions
 
 
+@pytest.mark.registry
 def test_appending_one_percent_shares_every_layer_but_the_tail_and_pushes_only_those(cli, tmp_path, monkeypatch):
     """v1: 1000 records; v2: the same plus 10. The images share every volume layer but the last one(s); the push
     of v2 after v1 uploads only those, the meta layer and the config (the registry's own access log counts)."""
@@ -312,10 +288,9 @@ def test_appending_one_percent_shares_every_layer_but_the_tail_and_pushes_only_t
 # ----------------------------------------------------------------------------------------------- readers
 
 
+@pytest.mark.skopeo
+@pytest.mark.umoci
 def test_skopeo_and_umoci_read_the_layered_image(cli, tmp_path):
-    for tool in ("skopeo", "umoci"):
-        if shutil.which(tool) is None:
-            pytest.skip(f"{tool} not installed")
     entry, image = built(cli, project(tmp_path / "p", 100))
     from builder.images.build import store_layout
 

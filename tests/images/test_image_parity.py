@@ -16,7 +16,6 @@ import hashlib
 import io
 import json
 import os
-import shutil
 import subprocess
 import sys
 import tarfile
@@ -25,8 +24,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import run_removed, write_tiny_dataset
-from tests.build.test_model import HANDLER, MODEL_YAML
+from tests.helpers.datasets import write_tiny_dataset
+from tests.helpers.engine import run_removed
+from tests.helpers.models import HANDLER, MODEL_YAML
 
 BASE = "swcli/base:bookworm-py3.11"
 KINDS = ("dataset", "runtime", "model")
@@ -343,14 +343,13 @@ def essentials(config: dict) -> dict:
             "history": config["history"], **{k: config[k] for k in ("created", "architecture", "os")}}
 
 
+@pytest.mark.skopeo
+@pytest.mark.umoci
 @pytest.mark.parametrize("kind", KINDS)
 def test_skopeo_and_umoci_read_each_kind(engine, built, kind, tmp_path):
     from builder.images.image import read_image
     from builder.images.oci import Layout
 
-    for tool in ("skopeo", "umoci"):
-        if shutil.which(tool) is None:
-            pytest.skip(f"{tool} not installed")
     ours = built.image(kind)
     tag = in_engine(engine, built, kind)
     # from the engine: skopeo checks every layer against its digest and the config's diff_ids on the way

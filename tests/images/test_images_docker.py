@@ -1,64 +1,21 @@
 """Against the real Docker engine: dataset, runtime and model images, `eval` in a container, layer reuse.
 
-Skipped when no engine answers a ping. Needs the base image (`make base-image`); built here if missing.
+The `docker` marker: an engine that answers a ping and holds the base image (`make base-image`).
 Every image and container made here is removed afterwards.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
-import shutil
 import subprocess
-import sys
 import time
-from pathlib import Path
 
 import pytest
 
 from builder.store import Store
-from tests.conftest import engine_or_none, run_removed
-from tests.build.test_model import model_dir  # noqa: F401  (fixture reused)
+from tests.helpers.engine import run_removed
 
-REPO = Path(__file__).resolve().parents[2]
-BASE = "swcli/base:bookworm-py3.11"
 pytestmark = pytest.mark.docker
-
-
-@pytest.fixture(scope="module")
-def engine():
-    docker = pytest.importorskip("docker")
-    client = engine_or_none()
-    if client is None:
-        pytest.skip("no Docker engine answers a ping")
-    try:
-        client.images.get(BASE)
-    except docker.errors.ImageNotFound:
-        subprocess.run(["bash", str(REPO / "runtime_images" / "build-base.sh")], check=True)
-    before = {tag for image in client.images.list() for tag in image.tags}
-    yield client
-    for image in client.images.list():
-        for tag in image.tags:
-            if tag not in before:
-                with contextlib.suppress(docker.errors.ImageNotFound):  # another session on this engine got there first
-                    client.images.remove(tag, force=True)
-
-
-@pytest.fixture()
-def project(model_dir, tiny_dataset):  # noqa: F811
-    """The tiny numpy-only model of test_model.py and the 50-record dataset."""
-    return model_dir, tiny_dataset
-
-
-@pytest.fixture(scope="module")
-def tiny_runtime(engine, tmp_path_factory):
-    """A runtime from an empty venv: the swcli layer brings numpy and scikit-learn, all the toy handler needs."""
-    from builder.images.build import build_runtime_image
-
-    venv = tmp_path_factory.mktemp("env") / "venv"
-    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
-    result, manifest = build_runtime_image("swcli-test-env", venv, client=engine)
-    return result.tags[0]
 
 
 def test_dataset_and_model_images_eval_in_a_container_like_in_process(engine, cli, project, tiny_runtime, tmp_path):
@@ -130,11 +87,10 @@ def test_code_only_change_reuses_runtime_and_weights_layers(engine, cli, project
     assert rebuild < 10  # the target is < 3 s (benchmarks/image_build.py measures it); this only guards regressions
 
 
+@pytest.mark.skopeo
 def test_saved_image_passes_skopeo(engine, cli, project, tmp_path):
     _, data_dir = project
     cli("dataset", "build", data_dir)
-    if shutil.which("skopeo") is None:
-        pytest.skip("skopeo not installed")
     from builder.images.engine import save_image
 
     archive = save_image(engine, "swds/tiny:latest", tmp_path / "tiny.tar")

