@@ -15,7 +15,7 @@ import time
 import pytest
 
 from builder.errors import RegistryError
-from builder.registry import client as client_module
+from builder.registry import upload as client_module
 from builder.registry.auth import Credentials, stored_credentials
 from builder.registry.client import MEDIA_OCI_MANIFEST, RegistryClient
 from builder.registry.reference import Reference
