@@ -30,7 +30,7 @@ def password_from_stdin() -> str:
 def credentials_from(username: str | None, password_stdin: bool):
     """Credentials for this one call (``--username`` + ``--password-stdin``), else None: the stored ones."""
     from builder.errors import UsageError
-    from builder.registry.auth import Credentials
+    from builder.registry.credstore import Credentials
 
     if password_stdin and not username:
         raise UsageError("--password-stdin needs --username")
@@ -122,7 +122,8 @@ def add_registry_commands(app: typer.Typer) -> None:
         """Check credentials with the registry itself and store them where `docker login` does, for push, pull and
         copy."""
         from builder.errors import UsageError
-        from builder.distribute.transfer import login as login_service
+        from builder.registry.client import RegistryClient
+        from builder.registry.credstore import store_login
 
         if password_stdin:
             password = password_from_stdin()
@@ -130,13 +131,14 @@ def add_registry_commands(app: typer.Typer) -> None:
             password = typer.prompt("Password", hide_input=True)
         else:
             raise UsageError("stdin is not a terminal: give the password with --password-stdin")
-        path = login_service(registry, username, password, ca_cert=ca_cert)
+        path = store_login(registry, username, password,
+                           check=lambda creds: RegistryClient(registry, credentials=creds, ca_cert=ca_cert).ping())
         console.print(f"logged in to {registry} as {username} (credentials in {path})")
 
     @app.command("logout")
     def logout(registry: str = typer.Argument(..., help="Registry host[:port].")) -> None:
         """Forget the stored credentials of a registry."""
-        from builder.distribute.transfer import logout as logout_service
+        from builder.registry.credstore import forget_login
 
-        known = logout_service(registry)
+        known = forget_login(registry)
         console.print(f"logged out of {registry}" if known else f"no stored credentials for {registry}")

@@ -14,7 +14,6 @@ them the way `docker login` does. No password or token is logged, echoed or writ
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import fcntl
 import json
@@ -198,57 +197,3 @@ def send_blobs(client, repository: str, blobs: Iterable[Blob | Callable[[], Blob
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
         known.save()
-
-
-# --- credentials -------------------------------------------------------------------------------------------------
-
-def login(registry: str, username: str, password: str, *, ca_cert: Path | None = None,
-          client_factory=open_client) -> Path:
-    """Check the credentials with the registry itself (``GET /v2/`` with them), then store them for later pushes,
-    pulls and copies, the way `docker login` stores them, so both tools share one login: through the configured
-    credential helper when there is one, otherwise base64 in the config file (created with mode 0600). The
-    registry must be ``host[:port]`` (exit 2 otherwise; nothing is sent or stored), and the config is read before
-    anything is sent, so a config that cannot be written back fails before the registry sees the password."""
-    from builder.registry import credstore
-    from builder.registry.auth import Credentials
-
-    credstore.checked_registry(registry)
-    if not username or not password:
-        raise RegistryError(f"login to {registry} needs a username and a non-empty password")
-    path = credstore.docker_config_path()
-    config = credstore.read_config(path)
-    helper = credstore.helper_for(config, registry, path)
-    try:
-        client_factory(registry, credentials=Credentials(username, password), ca_cert=ca_cert).ping()
-    except RegistryError as err:
-        raise RegistryError(f"login to {registry} failed: {err}") from None
-    auths = config.get("auths") if isinstance(config.get("auths"), dict) else {}
-    for key in credstore.keys_for(auths, registry):  # one entry per registry, under its bare name
-        del auths[key]
-    if helper:
-        credstore.helper_store(helper, registry, username, password)
-        auths[registry] = {}
-    else:
-        auths[registry] = {"auth": base64.b64encode(f"{username}:{password}".encode()).decode()}
-    config["auths"] = auths
-    credstore.write_config(path, config)
-    return path
-
-
-def logout(registry: str) -> bool:
-    """Forget the stored credentials of ``registry`` (every key naming it, with or without a scheme, and the
-    helper's secret); False when there were none."""
-    from builder.registry import credstore
-
-    credstore.checked_registry(registry)
-    path = credstore.docker_config_path()
-    config = credstore.read_config(path)
-    helper = credstore.helper_for(config, registry, path)
-    known = helper is not None and credstore.helper_erase(helper, registry)
-    auths = config.get("auths")
-    keys = credstore.keys_for(auths, registry)
-    for key in keys:
-        del auths[key]
-    if keys:
-        credstore.write_config(path, config)
-    return known or bool(keys)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import importlib
 
-_WHERE = {"Credentials": "auth", "stored_credentials": "auth", "Manifest": "client", "RegistryClient": "client",
+_WHERE = {"Credentials": "credstore", "stored_credentials": "credstore", "Manifest": "client", "RegistryClient": "client",
           "Reference": "reference"}
 __all__ = sorted(_WHERE)
 

@@ -21,7 +21,7 @@ from urllib.parse import urlencode
 
 from builder.errors import RegistryError
 from builder.registry import referrers, upload
-from builder.registry.auth import Credentials
+from builder.registry.credstore import Credentials
 from builder.registry.media import DIGEST_RE, MANIFEST_TYPES, MAX_CONFIG, MAX_MANIFEST, MEDIA_OCI_MANIFEST
 from builder.registry.session import Session, api_path, content_length
 from builder.registry.transport import BIG_PIECE, shown

@@ -17,7 +17,8 @@ from typing import Callable
 from urllib.parse import parse_qsl, urlencode, urljoin, urlsplit, urlunsplit
 
 from builder.errors import RegistryError
-from builder.registry.auth import Authenticator, Credentials, stored_credentials
+from builder.registry.auth import Authenticator
+from builder.registry.credstore import Credentials, stored_credentials
 from builder.registry.media import DIGEST_RE
 from builder.registry.transport import TransferError, Transport, checked_url, origin, shown
 

@@ -16,7 +16,7 @@ import pytest
 
 from builder.errors import RegistryError
 from builder.registry import upload as client_module
-from builder.registry.auth import Credentials, stored_credentials
+from builder.registry.credstore import Credentials, stored_credentials
 from builder.registry.client import MEDIA_OCI_MANIFEST, RegistryClient
 from builder.registry.reference import Reference
 from tests.registry_servers import FaultProxy, Registry, Rule, access_log, stored_blob, uploaded_blobs
