@@ -3,7 +3,7 @@
 The remote image is an OCI manifest with the same config blob (so the same image id) and the layers gzipped by
 :mod:`builder.images.compress` (deterministic, cached per layer: the same image pushed from two machines has the
 same manifest digest, and a second push to any registry compresses nothing). Blobs are skipped, mounted or uploaded
-by :func:`~builder.distribute.transfer.send_blobs`, each layer compressed on the worker that sends it (largest
+by :func:`~builder.distribute.blobs.send_blobs`, each layer compressed on the worker that sends it (largest
 first, so compressing overlaps uploading); the manifest is PUT last, once every blob is in, so a push that
 fails leaves no tag. A runtime image's CycloneDX SBOM, when it carries one, is attached to the pushed manifest as a
 referrer artifact.
@@ -18,8 +18,8 @@ from pathlib import Path
 
 from builder.errors import RegistryError
 from builder.images.oci import MEDIA_CONFIG, MEDIA_MANIFEST, Layout, LayoutError, canonical_json
-from builder.distribute.transfer import (Blob, KnownBlobs, OnProgress, TransferResult, file_source, open_client,
-                                       send_blobs)
+from builder.distribute.blobs import (Blob, ClientFor, KnownBlobs, OnProgress, TransferResult, file_source,
+                                      registry_clients, send_blobs)
 
 MEDIA_EMPTY = "application/vnd.oci.empty.v1+json"
 EMPTY_JSON = b"{}"
@@ -76,7 +76,7 @@ def attach_sbom(client, repository: str, subject_digest: str, subject_size: int,
 
 def push(kind: str, ref: str, target: str, *, credentials=None, ca_cert: Path | None = None,
          on_progress: OnProgress | None = None, layout: Layout | None = None, store=None,
-         client_factory=open_client) -> TransferResult:
+         client_for: ClientFor | None = None) -> TransferResult:
     """Push the image of ``ref`` (a store entry or an image in the layout) as ``target`` (REGISTRY/REPO[:TAG])."""
     from builder.images.build import store_layout
     from builder.images.compress import compressed
@@ -96,7 +96,7 @@ def push(kind: str, ref: str, target: str, *, credentials=None, ca_cert: Path | 
     what = f"push of {dest}"
     result = TransferResult(str(dest))
     try:
-        client = client_factory(dest.registry, credentials=credentials, ca_cert=ca_cert)
+        client = (client_for or registry_clients(credentials=credentials, ca_cert=ca_cert))(dest.registry)
         client.ping(dest.repository)  # auth settled (and refused early) before blobs go up in parallel
         made: dict[str, object] = {}
 

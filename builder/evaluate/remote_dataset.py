@@ -24,8 +24,8 @@ import secrets
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
+from builder.distribute.blobs import ClientFor
 from builder.errors import EvalError, RegistryError
 from builder.evaluate.layer_unpack import TOP, _unpack
 from builder.images.dataset_layers import LAYERS_LABEL, LAYERS_NAME, LayersFileError, read_layers_json
@@ -36,7 +36,6 @@ from builder.bounded import image_config, parse, read_capped, read_json
 from builder.volumes import INDEX_NAME, MANIFEST_NAME, DatasetReader, ManifestError, manifest_layout
 from builder.store import Store
 
-ClientFor = Callable[[str], object]  # registry host -> RegistryClient
 META_FILES = {MANIFEST_NAME, INDEX_NAME, LAYERS_NAME}
 # the meta layer's JSON files are parsed whole: each at most what a registry takes as a manifest (4 MiB: a dataset
 # manifest lists ~25,000 volumes in that; layers.json less per volume); the index is mapped, not read, and must be

@@ -18,8 +18,8 @@ import math
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
+from builder.distribute.blobs import ClientFor, registry_clients
 from builder.errors import EvalError, RegistryError
 from builder.images.oci import MEDIA_MANIFEST, canonical_json
 from builder.runs.history import MAX_METRICS, MAX_RUN_JSON, Run, RunError, metric_value, resolve_run
@@ -48,16 +48,10 @@ HEADLINE = ("accuracy", "macro-f1", "weighted-f1", "roc_auc")  # GATE_KEYS names
 A = "io.swcli.evaluation."  # annotation prefix
 MODEL_MEDIA = {MEDIA_MANIFEST, "application/vnd.docker.distribution.manifest.v2+json"}
 
-ClientFor = Callable[[str], object]  # registry host -> RegistryClient
-
 
 def default_client(ca_cert: Path | None = None) -> ClientFor:
-    def make(registry: str):
-        from builder.registry.client import RegistryClient
-
-        return RegistryClient(registry, ca_cert=ca_cert)
-
-    return make
+    """The clients `eval attach|list|pull` and a pod's parts use: the stored credentials, ``ca_cert`` trusted."""
+    return registry_clients(ca_cert=ca_cert)
 
 
 def reference(text: str):

@@ -1,15 +1,15 @@
-"""What push, pull and copy share, and `swcli login`/`logout`: all over the distribution API, no Docker engine.
+"""Blobs between the store and registries, what push, pull and copy share: the sending pool, the known blobs.
 
 Sending one blob (:func:`send_blobs`) is the same whoever sends it: ``HEAD`` (the registry has it: skipped), else
-a cross-repository mount from a repository of the same registry known to hold it (``$SWCLI_HOME/cache/
-registry-blobs.json`` remembers ``registry -> {digest: repository}`` as transfers succeed, the newest 20,000 per
-registry; a mount is tried only when one is known), else an upload. Several blobs move at once on a small thread
-pool, each reporting :class:`LayerProgress`. Every registry failure is a one-line :class:`~builder.errors.RegistryError` (exit 5).
+a cross-repository mount from a repository of the same registry known to hold it (:class:`KnownBlobs`:
+``$SWCLI_HOME/cache/registry-blobs.json`` remembers ``registry -> {digest: repository}`` as transfers succeed, the
+newest 20,000 per registry; a mount is tried only when one is known), else an upload. Several blobs move at once on a
+small thread pool, each reporting :class:`LayerProgress`; a :class:`TransferResult` says which were pushed, mounted or
+already there. Every registry failure is a one-line :class:`~builder.errors.RegistryError` (exit 5).
 
-Credentials come from ``--username`` with the password on stdin (that one call only), or from the Docker config as
-`docker login` and `swcli login` leave it (``credHelpers`` > ``credsStore`` > ``auths``; read by
-:mod:`builder.registry.auth`). `swcli login` checks them against the registry itself (``GET /v2/``), then stores
-them the way `docker login` does. No password or token is logged, echoed or written into an image.
+Also here, for all three commands: the registry clients they use (:data:`ClientFor`, injected as ``client_for``;
+:func:`registry_clients` by default, with the stored credentials of :mod:`builder.registry.credstore` unless the
+command was given some) and the check of an swcli image's labels before a tag or a store path is made of them.
 """
 
 from __future__ import annotations
@@ -42,6 +42,7 @@ class LayerProgress:
 
 OnProgress = Callable[[LayerProgress], None]
 Opener = Callable[[], BinaryIO]
+ClientFor = Callable[[str], object]  # registry host -> RegistryClient: what every command that talks to one injects
 
 
 @dataclass
@@ -57,11 +58,16 @@ def one_line(text: object) -> str:
     return " ".join(str(text).split())
 
 
-def open_client(registry: str, *, credentials=None, ca_cert: Path | None = None):
-    """A :class:`~builder.registry.client.RegistryClient` for ``registry`` (stored credentials when none given)."""
-    from builder.registry.client import RegistryClient
+def registry_clients(*, credentials=None, ca_cert: Path | None = None) -> ClientFor:
+    """A :class:`~builder.registry.client.RegistryClient` per registry host, with ``credentials`` (the stored ones
+    when none are given) and ``ca_cert``."""
 
-    return RegistryClient(registry, credentials=credentials, ca_cert=ca_cert)
+    def client_for(registry: str):
+        from builder.registry.client import RegistryClient
+
+        return RegistryClient(registry, credentials=credentials, ca_cert=ca_cert)
+
+    return client_for
 
 
 def check_labels(what: str, labels: dict) -> tuple[str, str, str]:
