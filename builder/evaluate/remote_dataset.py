@@ -11,8 +11,8 @@ as blobs (``blobs/sha256/<hex>``), layers as the folders their tar unpacks to (`
 is written to a temp name, its digest checked by the client, then renamed; a layer is unpacked into a temp folder
 while its uncompressed bytes are hashed (:mod:`builder.evaluate.layer_unpack`), and renamed into place only when
 that hash is the config's diff_id and the folder holds exactly the volumes ``layers.json`` names, at the sizes the
-manifest gives. Nothing unverified is ever under a cache name, so a second run of the same slice (by digest, or by a tag that still names the same
-manifest) downloads nothing.
+manifest gives. Nothing unverified is ever under a cache name, so a second run of the same slice (by digest, or
+by a tag that still names the same manifest) downloads nothing.
 """
 
 from __future__ import annotations

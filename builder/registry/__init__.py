@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import importlib
 
-_WHERE = {"Credentials": "credstore", "stored_credentials": "credstore", "Manifest": "client", "RegistryClient": "client",
-          "Reference": "reference"}
+_WHERE = {"Credentials": "credstore", "stored_credentials": "credstore", "Manifest": "client",
+          "RegistryClient": "client", "Reference": "reference"}
 __all__ = sorted(_WHERE)
 
 
