@@ -71,6 +71,13 @@ def add_push_command(app: typer.Typer, kind: str) -> None:
 
 def add_registry_commands(app: typer.Typer) -> None:
     """Register the top-level `pull`, `copy`, `login` and `logout`: they act on any swcli image, whatever its kind."""
+    add_pull_command(app)
+    add_copy_command(app)
+    add_login_commands(app)
+
+
+def add_pull_command(app: typer.Typer) -> None:
+    """Register `swcli pull REGISTRY/REPO[:TAG|@DIGEST]`."""
 
     @app.command("pull")
     def pull(
@@ -94,6 +101,10 @@ def add_registry_commands(app: typer.Typer) -> None:
                                 record=not image_only, load=load)
         console.print(f"pulled {target} as {result.ref}")
 
+
+def add_copy_command(app: typer.Typer) -> None:
+    """Register `swcli copy SOURCE TARGET`."""
+
     @app.command("copy")
     def copy(
         source: str = typer.Argument(..., help="REGISTRY/REPO[:TAG] to copy from."),
@@ -111,6 +122,10 @@ def add_registry_commands(app: typer.Typer) -> None:
             result = copy_image(source, target, ca_cert=ca_cert, on_progress=on_progress)
         console.print(f"copied {source} to {result.ref}@{result.digest}: {len(result.pushed)} blob(s) uploaded, "
                       f"{len(result.mounted)} mounted, {len(result.existing)} already there")
+
+
+def add_login_commands(app: typer.Typer) -> None:
+    """Register `swcli login REGISTRY` and `swcli logout REGISTRY`: the stored credentials of a registry."""
 
     @app.command("login")
     def login(
