@@ -7,7 +7,7 @@ newest 20,000 per registry; a mount is tried only when one is known), else an up
 small thread pool, each reporting :class:`LayerProgress`; a :class:`TransferResult` says which were pushed, mounted or
 already there. Every registry failure is a one-line :class:`~builder.errors.RegistryError` (exit 5).
 
-Also here, for all three commands: the registry clients they use (:data:`ClientFor`, injected as ``client_for``;
+Also here, for all three commands: the registry clients they use (:data:`~builder.registry.ClientFor`, injected as ``client_for``;
 :func:`registry_clients` by default, with the stored credentials of :mod:`builder.registry.credstore` unless the
 command was given some) and the check of an swcli image's labels before a tag or a store path is made of them.
 """
@@ -25,6 +25,7 @@ from typing import BinaryIO, Callable, ContextManager, Iterable
 
 from builder.errors import RegistryError
 from builder.refs import KIND_PREFIX, is_version, name_problem
+from builder.registry import ClientFor
 from builder.store import swcli_home, write_bytes_atomic
 
 BLOB_WORKERS = 4
@@ -42,7 +43,6 @@ class LayerProgress:
 
 OnProgress = Callable[[LayerProgress], None]
 Opener = Callable[[], BinaryIO]
-ClientFor = Callable[[str], object]  # registry host -> RegistryClient: what every command that talks to one injects
 
 
 @dataclass

@@ -16,8 +16,9 @@ from pathlib import Path
 
 from builder.errors import RegistryError
 from builder.images.oci import Descriptor
+from builder.registry import ClientFor
 from builder.registry.media import INDEX_TYPES, MAX_CONFIG, checked_descriptor, checked_list
-from builder.distribute.blobs import (Blob, ClientFor, KnownBlobs, OnProgress, TransferResult, check_labels,
+from builder.distribute.blobs import (Blob, KnownBlobs, OnProgress, TransferResult, check_labels,
                                       registry_clients, send_blobs)
 from builder.store import swcli_home
 

@@ -28,9 +28,10 @@ from builder.errors import RegistryError, SwcliError
 from builder.images.layer_tar import shown
 from builder.images.oci import CHUNK, MEDIA_CONFIG, MEDIA_LAYER, MEDIA_MANIFEST, Descriptor, Layout
 from builder.refs import image_tags
+from builder.registry import ClientFor
 from builder.registry.media import (GZIP_LAYERS, INDEX_TYPES, MAX_CONFIG, PLAIN_LAYERS, checked_descriptor,
                                     checked_digest, checked_list, checked_object, linux_amd64)
-from builder.distribute.blobs import (BLOB_WORKERS, ClientFor, KnownBlobs, LayerProgress, OnProgress, TransferResult,
+from builder.distribute.blobs import (BLOB_WORKERS, KnownBlobs, LayerProgress, OnProgress, TransferResult,
                                       check_labels, one_line, registry_clients)
 
 # One layer blob, compressed or not: more than any registry we know keeps in one blob (GHCR refuses layers over

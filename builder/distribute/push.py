@@ -17,8 +17,9 @@ from pathlib import Path
 
 from builder.errors import RegistryError
 from builder.images.oci import MEDIA_CONFIG, MEDIA_MANIFEST, Layout, LayoutError, canonical_json
+from builder.registry import ClientFor
 from builder.distribute.artifact import CREATED, EMPTY_CONFIG, ArtifactFile, put_artifact
-from builder.distribute.blobs import (Blob, ClientFor, KnownBlobs, OnProgress, TransferResult, file_source,
+from builder.distribute.blobs import (Blob, KnownBlobs, OnProgress, TransferResult, file_source,
                                       registry_clients, send_blobs)
 
 

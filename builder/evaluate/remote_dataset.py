@@ -25,11 +25,11 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from builder.distribute.blobs import ClientFor
 from builder.errors import EvalError, RegistryError
 from builder.evaluate.layer_unpack import TOP, _unpack
 from builder.images.dataset_layers import LAYERS_LABEL, LAYERS_NAME, LayersFileError, read_layers_json
 from builder.refs import is_version, name_problem
+from builder.registry import ClientFor
 from builder.registry.media import (GZIP_LAYERS, INDEX_TYPES, MAX_CONFIG, MAX_MANIFEST, PLAIN_LAYERS,
                                     checked_descriptor, checked_digest, checked_list, checked_object, linux_amd64)
 from builder.bounded import image_config, parse, read_capped, read_json

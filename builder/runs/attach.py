@@ -19,9 +19,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from builder.distribute.artifact import CREATED, TITLE, file_layers, put_artifact
-from builder.distribute.blobs import ClientFor, registry_clients
+from builder.distribute.blobs import registry_clients
 from builder.errors import EvalError, RegistryError
 from builder.images.oci import MEDIA_MANIFEST
+from builder.registry import ClientFor
 from builder.runs.history import MAX_METRICS, MAX_RUN_JSON, Run, RunError, metric_value, resolve_run
 from builder.store import Store
 
