@@ -77,10 +77,10 @@ def push(candidate: str, address: str, path: Path, digest: str, size: int) -> No
         client = dxf.DXF(address, repository, insecure=True)
         client.push_blob(data=chunks(path), digest=digest, check_exists=False)
     else:
-        from builder.registry import client as ours
+        from builder.registry import client as ours, upload
 
         if candidate == "ours-monolithic":
-            ours.CHUNKED_THRESHOLD = size
+            upload.CHUNKED_THRESHOLD = size
         ours.RegistryClient(address).upload_blob(repository, digest, size, lambda: open(path, "rb"))
 
 

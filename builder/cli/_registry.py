@@ -30,7 +30,7 @@ def password_from_stdin() -> str:
 def credentials_from(username: str | None, password_stdin: bool):
     """Credentials for this one call (``--username`` + ``--password-stdin``), else None: the stored ones."""
     from builder.errors import UsageError
-    from builder.registry.auth import Credentials
+    from builder.registry.credstore import Credentials
 
     if password_stdin and not username:
         raise UsageError("--password-stdin needs --username")
@@ -71,6 +71,13 @@ def add_push_command(app: typer.Typer, kind: str) -> None:
 
 def add_registry_commands(app: typer.Typer) -> None:
     """Register the top-level `pull`, `copy`, `login` and `logout`: they act on any swcli image, whatever its kind."""
+    add_pull_command(app)
+    add_copy_command(app)
+    add_login_commands(app)
+
+
+def add_pull_command(app: typer.Typer) -> None:
+    """Register `swcli pull REGISTRY/REPO[:TAG|@DIGEST]`."""
 
     @app.command("pull")
     def pull(
@@ -94,6 +101,10 @@ def add_registry_commands(app: typer.Typer) -> None:
                                 record=not image_only, load=load)
         console.print(f"pulled {target} as {result.ref}")
 
+
+def add_copy_command(app: typer.Typer) -> None:
+    """Register `swcli copy SOURCE TARGET`."""
+
     @app.command("copy")
     def copy(
         source: str = typer.Argument(..., help="REGISTRY/REPO[:TAG] to copy from."),
@@ -112,6 +123,10 @@ def add_registry_commands(app: typer.Typer) -> None:
         console.print(f"copied {source} to {result.ref}@{result.digest}: {len(result.pushed)} blob(s) uploaded, "
                       f"{len(result.mounted)} mounted, {len(result.existing)} already there")
 
+
+def add_login_commands(app: typer.Typer) -> None:
+    """Register `swcli login REGISTRY` and `swcli logout REGISTRY`: the stored credentials of a registry."""
+
     @app.command("login")
     def login(
         registry: str = typer.Argument(..., help="Registry host[:port], e.g. 127.0.0.1:5000 or registry.example."),
@@ -122,7 +137,8 @@ def add_registry_commands(app: typer.Typer) -> None:
         """Check credentials with the registry itself and store them where `docker login` does, for push, pull and
         copy."""
         from builder.errors import UsageError
-        from builder.distribute.transfer import login as login_service
+        from builder.registry.client import RegistryClient
+        from builder.registry.credstore import store_login
 
         if password_stdin:
             password = password_from_stdin()
@@ -130,13 +146,14 @@ def add_registry_commands(app: typer.Typer) -> None:
             password = typer.prompt("Password", hide_input=True)
         else:
             raise UsageError("stdin is not a terminal: give the password with --password-stdin")
-        path = login_service(registry, username, password, ca_cert=ca_cert)
+        path = store_login(registry, username, password,
+                           check=lambda creds: RegistryClient(registry, credentials=creds, ca_cert=ca_cert).ping())
         console.print(f"logged in to {registry} as {username} (credentials in {path})")
 
     @app.command("logout")
     def logout(registry: str = typer.Argument(..., help="Registry host[:port].")) -> None:
         """Forget the stored credentials of a registry."""
-        from builder.distribute.transfer import logout as logout_service
+        from builder.registry.credstore import forget_login
 
-        known = logout_service(registry)
+        known = forget_login(registry)
         console.print(f"logged out of {registry}" if known else f"no stored credentials for {registry}")

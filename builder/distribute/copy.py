@@ -16,9 +16,10 @@ from pathlib import Path
 
 from builder.errors import RegistryError
 from builder.images.oci import Descriptor
+from builder.registry import ClientFor
 from builder.registry.media import INDEX_TYPES, MAX_CONFIG, checked_descriptor, checked_list
-from builder.distribute.transfer import (Blob, KnownBlobs, OnProgress, TransferResult, check_labels,
-                                       open_client, send_blobs)
+from builder.distribute.blobs import (Blob, KnownBlobs, OnProgress, TransferResult, check_labels,
+                                      registry_clients, send_blobs)
 from builder.store import swcli_home
 
 
@@ -75,15 +76,16 @@ def _copy_image(src, source, dst, dest, manifest, known: KnownBlobs, result: Tra
 
 
 def copy(source_text: str, target_text: str, *, ca_cert: Path | None = None, on_progress: OnProgress | None = None,
-         client_factory=open_client) -> TransferResult:
+         client_for: ClientFor | None = None) -> TransferResult:
     """Copy ``source_text`` to ``target_text`` (both REGISTRY/REPO[:TAG|@DIGEST]); the digest is kept."""
     from builder.registry.reference import Reference
 
     source, dest = Reference.parse(source_text), Reference.parse(target_text)
     result = TransferResult(str(dest))
     try:
-        src = client_factory(source.registry, ca_cert=ca_cert)
-        dst = src if dest.registry == source.registry else client_factory(dest.registry, ca_cert=ca_cert)
+        client_for = client_for or registry_clients(ca_cert=ca_cert)
+        src = client_for(source.registry)
+        dst = src if dest.registry == source.registry else client_for(dest.registry)
         for client, ref in ((src, source), (dst, dest)):
             client.ping(ref.repository)  # auth settled before blobs move in parallel
         known = KnownBlobs(dest.registry)

@@ -28,10 +28,11 @@ from builder.errors import RegistryError, SwcliError
 from builder.images.layer_tar import shown
 from builder.images.oci import CHUNK, MEDIA_CONFIG, MEDIA_LAYER, MEDIA_MANIFEST, Descriptor, Layout
 from builder.refs import image_tags
+from builder.registry import ClientFor
 from builder.registry.media import (GZIP_LAYERS, INDEX_TYPES, MAX_CONFIG, PLAIN_LAYERS, checked_descriptor,
                                     checked_digest, checked_list, checked_object, linux_amd64)
-from builder.distribute.transfer import (BLOB_WORKERS, KnownBlobs, LayerProgress, OnProgress, TransferResult,
-                                       check_labels, one_line, open_client)
+from builder.distribute.blobs import (BLOB_WORKERS, KnownBlobs, LayerProgress, OnProgress, TransferResult,
+                                      check_labels, one_line, registry_clients)
 
 # One layer blob, compressed or not: more than any registry we know keeps in one blob (GHCR refuses layers over
 # 10 GB, ECR over 52,000 MiB), and what swcli writes stays far below (dataset layers: attr.layer_size, at most 4 GiB).
@@ -233,7 +234,7 @@ def _check_tag(layout: Layout, local: Descriptor, config: Descriptor, tag: str, 
 
 def pull(target: str, *, credentials=None, ca_cert: Path | None = None, on_progress: OnProgress | None = None,
          store=None, record: bool = True, load: bool = False, layout: Layout | None = None,
-         client_factory=open_client, engine=None) -> TransferResult:
+         client_for: ClientFor | None = None, engine=None) -> TransferResult:
     """Pull ``target`` (REGISTRY/REPO[:TAG|@DIGEST]) into the layout, record it in the store (unless ``record`` is
     off), tag it `<prefix>/<name>:<version>` and `:latest` in the layout, and with ``load`` in the engine too.
     A pull that fails removes the blobs it wrote that no ref, cache or other process reaches."""
@@ -248,7 +249,7 @@ def pull(target: str, *, credentials=None, ca_cert: Path | None = None, on_progr
     written: list[str] = []
     try:
         try:
-            client = client_factory(source.registry, credentials=credentials, ca_cert=ca_cert)
+            client = (client_for or registry_clients(credentials=credentials, ca_cert=ca_cert))(source.registry)
             manifest, config_ref, remote_layers, config, doc, labels, layers = _fetch(client, source, layout,
                                                                                       on_progress, written)
         except RegistryError as err:

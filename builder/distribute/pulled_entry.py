@@ -25,7 +25,7 @@ from builder.errors import RegistryError, SwcliError
 from builder.images.layer_tar import shown
 from builder.images.unpack import Listing, read_member, unpack
 from builder.registry.media import MAX_CONFIG
-from builder.distribute.transfer import check_labels, one_line
+from builder.distribute.blobs import check_labels, one_line
 
 # where each kind's store entry lives inside its image; a runtime's entry is only its manifest, made from labels
 ENTRY_IN_IMAGE = {"dataset": "/dataset", "model": "/opt/swcli/model"}

@@ -3,26 +3,24 @@
 The remote image is an OCI manifest with the same config blob (so the same image id) and the layers gzipped by
 :mod:`builder.images.compress` (deterministic, cached per layer: the same image pushed from two machines has the
 same manifest digest, and a second push to any registry compresses nothing). Blobs are skipped, mounted or uploaded
-by :func:`~builder.distribute.transfer.send_blobs`, each layer compressed on the worker that sends it (largest
+by :func:`~builder.distribute.blobs.send_blobs`, each layer compressed on the worker that sends it (largest
 first, so compressing overlaps uploading); the manifest is PUT last, once every blob is in, so a push that
 fails leaves no tag. A runtime image's CycloneDX SBOM, when it carries one, is attached to the pushed manifest as a
-referrer artifact.
+referrer artifact (:mod:`builder.distribute.artifact`).
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
-import io
 from pathlib import Path
 
 from builder.errors import RegistryError
 from builder.images.oci import MEDIA_CONFIG, MEDIA_MANIFEST, Layout, LayoutError, canonical_json
-from builder.distribute.transfer import (Blob, KnownBlobs, OnProgress, TransferResult, file_source, open_client,
-                                       send_blobs)
-
-MEDIA_EMPTY = "application/vnd.oci.empty.v1+json"
-EMPTY_JSON = b"{}"
+from builder.registry import ClientFor
+from builder.distribute.artifact import CREATED, EMPTY_CONFIG, ArtifactFile, put_artifact
+from builder.distribute.blobs import (Blob, KnownBlobs, OnProgress, TransferResult, file_source,
+                                      registry_clients, send_blobs)
 
 
 def _layer_blob(layout: Layout, layer, item) -> Blob:
@@ -48,35 +46,20 @@ def remote_manifest(image, layers) -> bytes:
         "layers": [item.descriptor.to_json() for item in layers]})
 
 
-def _memory_source(data: bytes):
-    return lambda: contextlib.nullcontext(lambda: io.BytesIO(data))
-
-
-def attach_sbom(client, repository: str, subject_digest: str, subject_size: int, sbom: bytes,
-                known: KnownBlobs, result: TransferResult) -> str:
+def attach_sbom(client, repository: str, subject_digest: str, subject_size: int, sbom: bytes) -> str:
     """Push ``sbom`` as an OCI artifact whose ``subject`` is the pushed manifest; returns the artifact's digest."""
-    import hashlib
-
     from builder.images.image import created_time
     from builder.images.sbom import SBOM_MEDIA_TYPE
 
-    digest = "sha256:" + hashlib.sha256(sbom).hexdigest()
-    empty = "sha256:" + hashlib.sha256(EMPTY_JSON).hexdigest()
-    send_blobs(client, repository, [Blob(empty, len(EMPTY_JSON), _memory_source(EMPTY_JSON), "sbom-config"),
-                                    Blob(digest, len(sbom), _memory_source(sbom), "sbom")], result, known)
-    artifact = canonical_json({
-        "schemaVersion": 2, "mediaType": MEDIA_MANIFEST, "artifactType": SBOM_MEDIA_TYPE,
-        "config": {"mediaType": MEDIA_EMPTY, "digest": empty, "size": len(EMPTY_JSON)},
-        "layers": [{"mediaType": SBOM_MEDIA_TYPE, "digest": digest, "size": len(sbom),
-                    "annotations": {"org.opencontainers.image.title": "sbom.cdx.json"}}],
-        "subject": {"mediaType": MEDIA_MANIFEST, "digest": subject_digest, "size": subject_size},
-        "annotations": {"org.opencontainers.image.created": created_time()}})
-    return client.put_referrer(repository, artifact)
+    subject = {"mediaType": MEDIA_MANIFEST, "digest": subject_digest, "size": subject_size}
+    return put_artifact(client, repository, subject, SBOM_MEDIA_TYPE,
+                        [ArtifactFile.from_bytes("sbom.cdx.json", sbom, SBOM_MEDIA_TYPE)],
+                        {CREATED: created_time()}, config=EMPTY_CONFIG)
 
 
 def push(kind: str, ref: str, target: str, *, credentials=None, ca_cert: Path | None = None,
          on_progress: OnProgress | None = None, layout: Layout | None = None, store=None,
-         client_factory=open_client) -> TransferResult:
+         client_for: ClientFor | None = None) -> TransferResult:
     """Push the image of ``ref`` (a store entry or an image in the layout) as ``target`` (REGISTRY/REPO[:TAG])."""
     from builder.images.build import store_layout
     from builder.images.compress import compressed
@@ -96,7 +79,7 @@ def push(kind: str, ref: str, target: str, *, credentials=None, ca_cert: Path | 
     what = f"push of {dest}"
     result = TransferResult(str(dest))
     try:
-        client = client_factory(dest.registry, credentials=credentials, ca_cert=ca_cert)
+        client = (client_for or registry_clients(credentials=credentials, ca_cert=ca_cert))(dest.registry)
         client.ping(dest.repository)  # auth settled (and refused early) before blobs go up in parallel
         made: dict[str, object] = {}
 
@@ -119,7 +102,7 @@ def push(kind: str, ref: str, target: str, *, credentials=None, ca_cert: Path | 
         sbom = read_sbom(layout, image)
         if sbom is not None:
             try:
-                attach_sbom(client, dest.repository, result.digest, len(manifest), sbom, known, TransferResult(""))
+                attach_sbom(client, dest.repository, result.digest, len(manifest), sbom)
             except RegistryError as err:
                 raise RegistryError(f"{what}: the image is pushed ({result.digest}) but its SBOM could not be "
                                     f"attached: {err}") from None

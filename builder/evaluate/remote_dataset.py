@@ -9,10 +9,10 @@ records ``[start, stop)``, and fetches only the layers that hold those volumes.
 Everything fetched goes into a cache under ``$SWCLI_HOME/cache/registry`` keyed by digest: manifests and configs
 as blobs (``blobs/sha256/<hex>``), layers as the folders their tar unpacks to (``layers/<diff_id hex>/``). A blob
 is written to a temp name, its digest checked by the client, then renamed; a layer is unpacked into a temp folder
-while its uncompressed bytes are hashed, and renamed into place only when that hash is the config's diff_id and
-the folder holds exactly the volumes ``layers.json`` names, at the sizes the manifest gives. Nothing unverified is
-ever under a cache name, so a second run of the same slice (by digest, or by a tag that still names the same
-manifest) downloads nothing.
+while its uncompressed bytes are hashed (:mod:`builder.evaluate.layer_unpack`), and renamed into place only when
+that hash is the config's diff_id and the folder holds exactly the volumes ``layers.json`` names, at the sizes the
+manifest gives. Nothing unverified is ever under a cache name, so a second run of the same slice (by digest, or
+by a tag that still names the same manifest) downloads nothing.
 """
 
 from __future__ import annotations
@@ -22,34 +22,25 @@ import hashlib
 import os
 import secrets
 import shutil
-import tarfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
-
-try:  # ISA-L where the host has it; the model image may carry only the standard library's zlib
-    from isal import isal_zlib as _zlib
-except ImportError:  # pragma: no cover - depends on the image's packages
-    import zlib as _zlib
 
 from builder.errors import EvalError, RegistryError
+from builder.evaluate.layer_unpack import TOP, _unpack
 from builder.images.dataset_layers import LAYERS_LABEL, LAYERS_NAME, LayersFileError, read_layers_json
 from builder.refs import is_version, name_problem
+from builder.registry import ClientFor
 from builder.registry.media import (GZIP_LAYERS, INDEX_TYPES, MAX_CONFIG, MAX_MANIFEST, PLAIN_LAYERS,
                                     checked_descriptor, checked_digest, checked_list, checked_object, linux_amd64)
 from builder.bounded import image_config, parse, read_capped, read_json
 from builder.volumes import INDEX_NAME, MANIFEST_NAME, DatasetReader, ManifestError, manifest_layout
 from builder.store import Store
 
-ClientFor = Callable[[str], object]  # registry host -> RegistryClient
-DISK_SPARE = 256 << 20  # a layer entry is not unpacked when it would leave less than this free
-TRAILING_MAX = 1 << 20  # bytes after a layer's tar end (zero padding: tarfile writes at most 10 KiB)
 META_FILES = {MANIFEST_NAME, INDEX_NAME, LAYERS_NAME}
 # the meta layer's JSON files are parsed whole: each at most what a registry takes as a manifest (4 MiB: a dataset
 # manifest lists ~25,000 volumes in that; layers.json less per volume); the index is mapped, not read, and must be
 # the size the manifest gives, itself what its record count needs (DatasetReader)
 META_MAX = {MANIFEST_NAME: MAX_MANIFEST, LAYERS_NAME: MAX_MANIFEST}
-TOP = "dataset"  # the folder every layer's entries sit in (/dataset)
 
 
 def is_registry_ref(text: str) -> bool:
@@ -202,95 +193,6 @@ class _Fetcher:
 def _hex(digest: str, what: str) -> str:
     """The hex of a sha256 digest, checked before it becomes a file name or a URL."""
     return checked_digest(digest, what).partition(":")[2]
-
-
-class _Hashing:
-    """A read-only file over ``source`` that hashes every byte read (the layer's diff_id)."""
-
-    def __init__(self, source):
-        self.source, self.sha = source, hashlib.sha256()
-
-    def read(self, size: int = -1) -> bytes:
-        data = self.source.read(size)
-        self.sha.update(data)
-        return data
-
-    def drain(self, limit: int, what: str) -> str:
-        """Hash what follows the tar's end (its zero padding) and return the diff_id; more than ``limit`` bytes of
-        it is refused: a small compressed blob may unpack to gigabytes of zeros there."""
-        left = limit
-        while data := self.read(1 << 20):
-            left -= len(data)
-            if left < 0:
-                raise RegistryError(f"{what}: more than {limit} bytes after the end of its tar; not a swcli layer")
-        return "sha256:" + self.sha.hexdigest()
-
-
-class _Gunzipped:
-    """A readable stream of the gunzipped bytes of ``source`` (several gzip members too)."""
-
-    def __init__(self, source):
-        self.source, self.engine, self.pending = source, _zlib.decompressobj(31), b""
-
-    def read(self, size: int = -1) -> bytes:
-        size = size if size and size > 0 else 1 << 20
-        while True:
-            # with no input, an unfinished member may still hold output (a match cut by ``size``): ask for it
-            out = self.engine.decompress(self.pending, size) if self.pending or not self.engine.eof else b""
-            if self.engine.eof:  # a member ended: the rest is unused_data (zlib also leaves it in unconsumed_tail)
-                self.pending = self.engine.unused_data
-                self.engine = _zlib.decompressobj(31)
-            else:
-                self.pending = self.engine.unconsumed_tail
-            if out:
-                return out
-            if not self.pending:
-                self.pending = self.source.read(1 << 20)
-                if not self.pending:
-                    return b""
-
-
-def _unpack(blob: Path, gzipped: bool, folder: Path, expect: dict[str, int | None], what: str, others: bool,
-            at_most: dict[str, int] | None = None) -> str:
-    """Unpack the layer tar in ``blob`` into ``folder`` (``dataset/<name>`` -> ``<name>``); its diff_id.
-
-    Only the ``dataset`` folder and regular files ``dataset/<name>`` are accepted: every name in ``expect`` (at its
-    size, unless None), and other plain names only when ``others``. Anything else (a link, a path elsewhere or
-    deeper, a missing or extra file) is refused naming it."""
-    from builder.volumes import plain_name_problem
-
-    seen: set[str] = set()
-    with open(blob, "rb") as raw:
-        stream = _Hashing(_Gunzipped(raw) if gzipped else raw)
-        try:
-            with tarfile.open(fileobj=stream, mode="r|") as tar:
-                for member in tar:
-                    if member.isdir() and member.name.rstrip("/") == TOP:
-                        continue
-                    top, _, name = member.name.partition("/")
-                    known = name in expect or (others and plain_name_problem(name) is None)
-                    if not member.isfile() or top != TOP or not known or name in seen:
-                        raise RegistryError(f"{what}: unexpected entry {member.name!r} (expected only "
-                                            f"{', '.join(sorted(expect))} under /{TOP})")
-                    if expect.get(name) is not None and member.size != expect[name]:
-                        raise RegistryError(f"{what}: {member.name} is {member.size} bytes, the dataset manifest "
-                                            f"says {expect[name]}")
-                    if member.size > (at_most or {}).get(name, member.size):  # refused before it is written
-                        raise RegistryError(f"{what}: {member.name} is {member.size} bytes, more than the "
-                                            f"{at_most[name]} it may be")
-                    free = shutil.disk_usage(folder).free - DISK_SPARE
-                    if member.size > free:  # refused before a byte is written, not at ENOSPC halfway
-                        raise RegistryError(f"{what}: {member.name} is {member.size} bytes; {folder.parent} has "
-                                            f"{max(free, 0)} free beyond {DISK_SPARE} kept spare")
-                    with tar.extractfile(member) as src, open(folder / name, "wb") as out:
-                        shutil.copyfileobj(src, out, 1 << 20)
-                    seen.add(name)
-        except (tarfile.TarError, _zlib.error, EOFError) as err:
-            raise RegistryError(f"{what}: not a readable layer tar ({err})") from None
-        missing = sorted(set(expect) - seen)
-        if missing:
-            raise RegistryError(f"{what}: {', '.join(missing)} missing from the layer")
-        return stream.drain(TRAILING_MAX, what)
 
 
 def _meta(meta_dir: Path, labels: dict[str, str], where: str) -> tuple[dict, dict, dict[str, int]]:

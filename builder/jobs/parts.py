@@ -24,8 +24,8 @@ from pathlib import Path
 
 from builder import outdir
 from builder.errors import RegistryError
-from builder.runs.attach import (CREATED, Attached, ClientFor, attach_run, default_client, model_of,
-                                     put_artifact, reference, referrers_of)
+from builder.distribute.artifact import CREATED, file_layers, put_artifact
+from builder.runs.attach import Attached, ClientFor, attach_run, default_client, model_of, reference, referrers_of
 from builder.runs.attach_pull import artifact_layers
 from builder.runs.folder import RESULTS, RUN, finished_part
 from builder.bounded import parse
@@ -88,7 +88,7 @@ def push_part(part_dir: Path, image: str, job: str, *, client_for: ClientFor | N
     notes = {CREATED: str(run.get("finished") or run.get("started")), f"{P}job": job, f"{P}dataset": dataset_key(run.get("dataset") or {}),
              f"{P}index": str(shard["index"]), f"{P}count": str(shard["count"])}
     files = {name: (part_dir / name, media) for name, media in PART_FILES.items()}
-    return put_artifact(client, ref, model, PART_TYPE, files, notes)
+    return put_artifact(client, ref.repository, model, PART_TYPE, file_layers(files), notes)
 
 
 def pull_parts(image: str, job: str, dataset: str, shards: int, folder: Path, *, wait: float = 0.0,

@@ -2,14 +2,18 @@
 
 The names below load on first use: a module that needs only :mod:`builder.registry.media` or
 :mod:`builder.registry.reference` does not pay for importing ``requests`` (~80 ms), which every ``swcli model
-eval`` would otherwise do before its first check."""
+eval`` would otherwise do before its first check. :data:`ClientFor` is the type of the ``client_for`` parameter
+through which a command is given its clients (tests inject fakes there)."""
 
 from __future__ import annotations
 
 import importlib
+from typing import Callable
 
-_WHERE = {"Credentials": "auth", "stored_credentials": "auth", "Manifest": "client", "RegistryClient": "client",
-          "Reference": "reference"}
+ClientFor = Callable[[str], object]  # registry host -> RegistryClient: what every command that talks to one injects
+
+_WHERE = {"Credentials": "credstore", "stored_credentials": "credstore", "Manifest": "client",
+          "RegistryClient": "client", "Reference": "reference"}
 __all__ = sorted(_WHERE)
 
 

@@ -1,9 +1,5 @@
-"""Who we are to a registry: credentials from the Docker config, and the Basic / Bearer-token challenge dance.
-
-Credentials are read exactly where ``docker login`` and ``swcli login`` leave them, in ``$DOCKER_CONFIG/config.json``
-(default ``~/.docker/config.json``): a per-registry ``credHelpers`` entry wins over the global ``credsStore``, which
-wins over the inline ``auths`` entry (base64 ``auth``, or ``username``/``password``, or ``identitytoken``).
-Keys are matched with or without a scheme (``https://reg.example:5000`` and ``reg.example:5000`` are the same).
+"""Who we are to a registry: the Basic / Bearer-token challenge dance, with the credentials
+:mod:`builder.registry.credstore` reads from the Docker config.
 
 :class:`Authenticator` answers a registry's ``401`` the way the distribution spec describes: ``Basic`` sends the
 credentials with every request from then on; ``Bearer realm=...,service=...`` fetches a token from the realm for the
@@ -18,79 +14,17 @@ import json
 import re
 import threading
 import time
-from dataclasses import dataclass, field
 from typing import Callable
 from urllib.parse import urlsplit
 
 from builder.errors import RegistryError
-from builder.registry import credstore
+from builder.registry.credstore import Credentials
 from builder.registry.hosts import checked_url, insecure_listed, plain_http_allowed, shown
 
-IDENTITY_TOKEN_USER = "<token>"  # what Docker stores as the username when the secret is an identity token
 TOKEN_MARGIN = 10.0  # seconds: a token this close to its expiry is fetched again before a request
 MAX_TOKEN_ANSWER = 1 << 20  # bytes: a token server's JSON; real ones (JWTs) are a few KB
 MAX_TOKEN_LIFETIME = 86400.0  # seconds: a longer expires_in is taken as a day
 TOKEN_RE = re.compile(r"[\x21-\x7e]{1,65536}")  # what may follow "Bearer " in a header
-
-
-@dataclass(frozen=True)
-class Credentials:
-    username: str
-    password: str = field(repr=False)  # or an identity token (username "<token>")
-
-    @property
-    def is_identity_token(self) -> bool:
-        return self.username == IDENTITY_TOKEN_USER
-
-
-def _from_helper(helper: str, registry: str) -> Credentials | None:
-    """Ask ``docker-credential-<helper> get`` (stdin: the server) for the credentials of ``registry``."""
-    program = f"docker-credential-{helper}"
-    status, out = credstore.run_helper(helper, "get", registry.encode(), registry)
-    if status != 0:
-        if b"credentials not found" in out.lower():
-            return None
-        raise RegistryError(f"credential helper {program} failed for {registry}: {credstore.helper_said(out, status)}")
-    try:
-        answer = json.loads(out)
-        username, secret = answer["Username"], answer["Secret"]
-    except (ValueError, KeyError, TypeError, RecursionError):
-        raise RegistryError(f"credential helper {program} answered {registry} with no Username/Secret JSON") from None
-    if not isinstance(secret, str) or not isinstance(username, (str, type(None))):
-        raise RegistryError(f"credential helper {program} answered {registry} with a Username/Secret that is not text")
-    if not secret:
-        return None
-    return Credentials(username or IDENTITY_TOKEN_USER, secret)
-
-
-def _from_auths(entry: object, registry: str, config) -> Credentials | None:
-    if not isinstance(entry, dict):
-        return None
-    if entry.get("identitytoken"):
-        return Credentials(IDENTITY_TOKEN_USER, str(entry["identitytoken"]))
-    if entry.get("auth"):
-        try:
-            username, sep, password = base64.b64decode(entry["auth"], validate=True).decode().partition(":")
-        except (ValueError, UnicodeDecodeError):
-            sep = ""
-        if not sep:
-            raise RegistryError(f"{config}: the 'auth' of {registry} is not base64 of USER:PASSWORD")
-        return Credentials(username, password)
-    if entry.get("username") and entry.get("password"):
-        return Credentials(str(entry["username"]), str(entry["password"]))
-    return None
-
-
-def stored_credentials(registry: str) -> Credentials | None:
-    """The credentials ``docker login``/``swcli login`` stored for ``registry``; None when there are none."""
-    path = credstore.docker_config_path()
-    config = credstore.read_config(path)
-    helper = credstore.helper_for(config, registry, path)
-    if helper:
-        found = _from_helper(helper, registry)
-        if found is not None:
-            return found
-    return _from_auths(credstore.lookup(config.get("auths"), registry), registry, path)
 
 
 def realm_may_get_credentials(realm: str, registry: str) -> bool:

@@ -1,5 +1,10 @@
-"""Where logins live: the Docker config file and the credential helpers it names, read and written the way the
-Docker CLI does, with bounds on both (the file may be anything the user, or another program, left there).
+"""Where logins live: the one owner of the Docker config and the credential helpers it names, read and written
+the way the Docker CLI does, with bounds on both (the file may be anything the user, or another program, left there).
+
+* :func:`stored_credentials` reads a registry's login for push, pull and copy: a per-registry ``credHelpers`` entry
+  wins over the global ``credsStore``, which wins over the inline ``auths`` entry (base64 ``auth``, or
+  ``username``/``password``, or ``identitytoken``). :func:`store_login` (`swcli login`) and :func:`forget_login`
+  (`swcli logout`) write it, keeping every other key of the file as it was.
 
 * ``$DOCKER_CONFIG/config.json`` (default ``~/.docker/config.json``) is opened without blocking and must be a
   regular file of at most :data:`MAX_CONFIG_FILE` bytes: a FIFO, a device or a folder there is one line, not a
@@ -14,6 +19,7 @@ Docker CLI does, with bounds on both (the file may be anything the user, or anot
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import re
@@ -21,7 +27,9 @@ import signal
 import stat
 import subprocess
 import tempfile
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 from builder.errors import RegistryError
 from builder.refs import _DOMAIN
@@ -32,6 +40,17 @@ HELPER_TIMEOUT = 60.0      # seconds: a helper may ask the user to unlock a keyc
 MAX_HELPER_ANSWER = 1 << 20
 HELPER_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 REGISTRY_RE = re.compile(_DOMAIN)
+IDENTITY_TOKEN_USER = "<token>"  # what Docker stores as the username when the secret is an identity token
+
+
+@dataclass(frozen=True)
+class Credentials:
+    username: str
+    password: str = field(repr=False)  # or an identity token (username "<token>")
+
+    @property
+    def is_identity_token(self) -> bool:
+        return self.username == IDENTITY_TOKEN_USER
 
 
 def docker_config_path() -> Path:
@@ -137,6 +156,103 @@ def helper_for(config: dict, registry: str, path: Path) -> str | None:
     if not isinstance(helper, str) or not HELPER_RE.fullmatch(helper):
         raise RegistryError(f"{path}: credential helper {shown(helper, 60)!r} for {registry} is not a helper name")
     return helper
+
+
+def _from_helper(helper: str, registry: str) -> Credentials | None:
+    """Ask ``docker-credential-<helper> get`` (stdin: the server) for the credentials of ``registry``."""
+    program = f"docker-credential-{helper}"
+    status, out = run_helper(helper, "get", registry.encode(), registry)
+    if status != 0:
+        if b"credentials not found" in out.lower():
+            return None
+        raise RegistryError(f"credential helper {program} failed for {registry}: {helper_said(out, status)}")
+    try:
+        answer = json.loads(out)
+        username, secret = answer["Username"], answer["Secret"]
+    except (ValueError, KeyError, TypeError, RecursionError):
+        raise RegistryError(f"credential helper {program} answered {registry} with no Username/Secret JSON") from None
+    if not isinstance(secret, str) or not isinstance(username, (str, type(None))):
+        raise RegistryError(f"credential helper {program} answered {registry} with a Username/Secret that is not text")
+    if not secret:
+        return None
+    return Credentials(username or IDENTITY_TOKEN_USER, secret)
+
+
+def _from_auths(entry: object, registry: str, config) -> Credentials | None:
+    if not isinstance(entry, dict):
+        return None
+    if entry.get("identitytoken"):
+        return Credentials(IDENTITY_TOKEN_USER, str(entry["identitytoken"]))
+    if entry.get("auth"):
+        try:
+            username, sep, password = base64.b64decode(entry["auth"], validate=True).decode().partition(":")
+        except (ValueError, UnicodeDecodeError):
+            sep = ""
+        if not sep:
+            raise RegistryError(f"{config}: the 'auth' of {registry} is not base64 of USER:PASSWORD")
+        return Credentials(username, password)
+    if entry.get("username") and entry.get("password"):
+        return Credentials(str(entry["username"]), str(entry["password"]))
+    return None
+
+
+def stored_credentials(registry: str) -> Credentials | None:
+    """The credentials ``docker login``/``swcli login`` stored for ``registry``; None when there are none."""
+    path = docker_config_path()
+    config = read_config(path)
+    helper = helper_for(config, registry, path)
+    if helper:
+        found = _from_helper(helper, registry)
+        if found is not None:
+            return found
+    return _from_auths(lookup(config.get("auths"), registry), registry, path)
+
+
+def store_login(registry: str, username: str, password: str, check: Callable[[Credentials], None]) -> Path:
+    """`swcli login`: ``check(credentials)`` (the registry's ``GET /v2/`` with them), then store them the way
+    `docker login` does, so both tools share one login: through the configured credential helper when there is one
+    (an empty ``auths`` entry says the registry has a login), otherwise base64 in ``auths``; under the bare
+    ``host[:port]``, replacing every key that names the registry, keeping every other key. The registry must be
+    ``host[:port]`` (exit 2 otherwise; nothing is sent or stored), and the config is read before ``check``, so a
+    config that cannot be written back fails before the registry sees the password. Where the config is."""
+    checked_registry(registry)
+    if not username or not password:
+        raise RegistryError(f"login to {registry} needs a username and a non-empty password")
+    path = docker_config_path()
+    config = read_config(path)
+    helper = helper_for(config, registry, path)
+    try:
+        check(Credentials(username, password))
+    except RegistryError as err:
+        raise RegistryError(f"login to {registry} failed: {err}") from None
+    auths = config.get("auths") if isinstance(config.get("auths"), dict) else {}
+    for key in keys_for(auths, registry):  # one entry per registry, under its bare name
+        del auths[key]
+    if helper:
+        helper_store(helper, registry, username, password)
+        auths[registry] = {}
+    else:
+        auths[registry] = {"auth": base64.b64encode(f"{username}:{password}".encode()).decode()}
+    config["auths"] = auths
+    write_config(path, config)
+    return path
+
+
+def forget_login(registry: str) -> bool:
+    """`swcli logout`: forget the stored credentials of ``registry`` (every key naming it, with or without a scheme,
+    and the helper's secret); False when there were none."""
+    checked_registry(registry)
+    path = docker_config_path()
+    config = read_config(path)
+    helper = helper_for(config, registry, path)
+    known = helper is not None and helper_erase(helper, registry)
+    auths = config.get("auths")
+    keys = keys_for(auths, registry)
+    for key in keys:
+        del auths[key]
+    if keys:
+        write_config(path, config)
+    return known or bool(keys)
 
 
 def helper_timeout() -> float:

@@ -15,6 +15,9 @@ entry after a settle time (four times its own read-modify-write, at least 0.5 s,
 another writer dropped it, until it is still there after a settle time. docker-registry may also answer 500 to a
 tag ``PUT`` that races another: that costs a round too, not the put. A writer that read the index before our
 ``PUT`` has written by then (its read-modify-write is about as long as ours), so an entry seen then stays.
+
+Every function takes the :class:`~builder.registry.client.RegistryClient` it works through as ``client`` (the client
+calls them from its ``referrers`` and ``put_referrer``; this module does not import it back).
 """
 
 from __future__ import annotations
@@ -24,14 +27,11 @@ import json
 import random
 import time
 from urllib.parse import urlencode
-from typing import TYPE_CHECKING
 
 from builder.errors import RegistryError
 from builder.registry.media import MAX_MANIFEST, MEDIA_OCI_INDEX, checked_descriptor, checked_list, checked_object
+from builder.registry.session import api_path
 from builder.registry.transport import TransferError
-
-if TYPE_CHECKING:
-    from builder.registry.client import RegistryClient
 
 MAX_ROUNDS = 30  # read-modify-writes of the fallback index one put may make before it gives up
 MIN_SETTLE = 0.5  # seconds a writer waits before it looks whether its entry stayed
@@ -45,7 +45,7 @@ def fallback_tag(digest: str) -> str:
     return f"{algorithm}-{hexdigest}"[:128]
 
 
-def _descriptors(client: RegistryClient, index: bytes, where: str, artifact_type: str | None = None) -> list[dict]:
+def _descriptors(client, index: bytes, where: str, artifact_type: str | None = None) -> list[dict]:
     """The descriptors an image index of referrers lists, each checked (media.checked_descriptor: a string where
     an object belongs, a size that is no number... is one line, exit 5) and cut to :data:`DESCRIPTOR_KEYS`. With
     ``artifact_type``, only entries of that type are kept and checked: another tool's referrer, however malformed,
@@ -65,10 +65,8 @@ def _descriptors(client: RegistryClient, index: bytes, where: str, artifact_type
     return [{k: m[k] for k in DESCRIPTOR_KEYS if k in m} for m in kept]
 
 
-def _api_listing(client: RegistryClient, repository: str, digest: str, artifact_type: str | None) -> list[dict] | None:
+def _api_listing(client, repository: str, digest: str, artifact_type: str | None) -> list[dict] | None:
     """The referrers API's answer, or None when the registry has no such API (404 there)."""
-    from builder.registry.client import api_path  # client imports this module
-
     query = f"?{urlencode({'artifactType': artifact_type})}" if artifact_type else ""
     path = api_path(repository, "referrers", digest) + query
     what = f"referrers of {digest} in {client.registry}/{repository}"
@@ -81,7 +79,7 @@ def _api_listing(client: RegistryClient, repository: str, digest: str, artifact_
     return _descriptors(client, response.body, what, artifact_type)
 
 
-def has_api(client: RegistryClient, repository: str, digest: str) -> bool:
+def has_api(client, repository: str, digest: str) -> bool:
     known = client._referrers_api.get(repository)
     if known is None:
         known = _api_listing(client, repository, digest, None) is not None
@@ -89,7 +87,7 @@ def has_api(client: RegistryClient, repository: str, digest: str) -> bool:
     return known
 
 
-def referrers(client: RegistryClient, repository: str, digest: str, artifact_type: str | None = None) -> list[dict]:
+def referrers(client, repository: str, digest: str, artifact_type: str | None = None) -> list[dict]:
     found = _api_listing(client, repository, digest, artifact_type) if client._referrers_api.get(repository,
                                                                                                    True) else None
     if found is None:
@@ -103,7 +101,7 @@ def referrers(client: RegistryClient, repository: str, digest: str, artifact_typ
     return [d for d in found if artifact_type is None or d.get("artifactType") == artifact_type]
 
 
-def put_referrer(client: RegistryClient, repository: str, data: bytes, media_type: str) -> str:
+def put_referrer(client, repository: str, data: bytes, media_type: str) -> str:
     try:
         document = json.loads(data)
         subject = document["subject"]["digest"]
@@ -141,7 +139,7 @@ def put_referrer(client: RegistryClient, repository: str, data: bytes, media_typ
                         f"of {repository} ({MAX_ROUNDS} tries; other writers kept replacing it)")
 
 
-def _listed(client: RegistryClient, repository: str, tag: str, descriptor: dict, *, add: bool) -> bool:
+def _listed(client, repository: str, tag: str, descriptor: dict, *, add: bool) -> bool:
     """Whether the fallback index ``tag`` lists ``descriptor``; when it does not and ``add``, one read-modify-write
     adds it (still False: another writer may drop it again, so look later)."""
     digest = descriptor["digest"]

@@ -12,16 +12,17 @@ Pulling one back into the run history is :mod:`builder.runs.attach_pull`.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import math
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
+from builder.distribute.artifact import CREATED, TITLE, file_layers, put_artifact
+from builder.distribute.blobs import registry_clients
 from builder.errors import EvalError, RegistryError
-from builder.images.oci import MEDIA_MANIFEST, canonical_json
+from builder.images.oci import MEDIA_MANIFEST
+from builder.registry import ClientFor
 from builder.runs.folder import METRICS, RESULTS, RUN
 from builder.runs.gates import metric_value
 from builder.runs.history import MAX_METRICS, MAX_RUN_JSON, Run, resolve_run
@@ -29,12 +30,6 @@ from builder.runs.schema import RunError
 from builder.store import Store
 
 ARTIFACT_TYPE = "application/vnd.swcli.evaluation.v1+json"
-MEDIA_EMPTY = "application/vnd.oci.empty.v1+json"
-EMPTY = b"{}"
-EMPTY_DESCRIPTOR = {"mediaType": MEDIA_EMPTY, "digest": "sha256:" + hashlib.sha256(EMPTY).hexdigest(), "size": 2,
-                    "data": "e30="}
-TITLE = "org.opencontainers.image.title"
-CREATED = "org.opencontainers.image.created"
 # the run files an artifact carries, by layer title (exactly these names: a title is never a path)
 FILES = {METRICS: "application/vnd.swcli.evaluation.metrics.v1+json",
          RUN: "application/vnd.swcli.evaluation.run.v1+json",
@@ -51,16 +46,10 @@ HEADLINE = ("accuracy", "macro-f1", "weighted-f1", "roc_auc")  # GATE_KEYS names
 A = "io.swcli.evaluation."  # annotation prefix
 MODEL_MEDIA = {MEDIA_MANIFEST, "application/vnd.docker.distribution.manifest.v2+json"}
 
-ClientFor = Callable[[str], object]  # registry host -> RegistryClient
-
 
 def default_client(ca_cert: Path | None = None) -> ClientFor:
-    def make(registry: str):
-        from builder.registry.client import RegistryClient
-
-        return RegistryClient(registry, ca_cert=ca_cert)
-
-    return make
+    """The clients `eval attach|list|pull` and a pod's parts use: the stored credentials, ``ca_cert`` trusted."""
+    return registry_clients(ca_cert=ca_cert)
 
 
 def reference(text: str):
@@ -157,29 +146,6 @@ def _run_files(run: Run, scratch: Path, *, report_optional: bool = False) -> dic
     return {name: files[name] for name in FILES if name in files}
 
 
-def _upload(client, repository: str, path: Path) -> dict:
-    from builder.store import sha256_file
-
-    digest, size = "sha256:" + sha256_file(path), path.stat().st_size
-    if client.blob_size(repository, digest) != size:
-        client.upload_blob(repository, digest, size, lambda: open(path, "rb"))
-    return {"digest": digest, "size": size}
-
-
-def put_artifact(client, ref, subject: dict, artifact_type: str, files: dict[str, tuple[Path, str]],
-                 notes: dict[str, str]) -> str:
-    """Upload ``files`` (title -> (path, media type)), the empty config, and put the artifact manifest whose subject
-    is ``subject``; returns its digest."""
-    if client.blob_size(ref.repository, EMPTY_DESCRIPTOR["digest"]) != len(EMPTY):
-        client.upload_blob(ref.repository, EMPTY_DESCRIPTOR["digest"], len(EMPTY), lambda: io.BytesIO(EMPTY))
-    layers = [{"mediaType": media, **_upload(client, ref.repository, path), "annotations": {TITLE: title}}
-              for title, (path, media) in files.items()]
-    manifest = {"schemaVersion": 2, "mediaType": MEDIA_MANIFEST, "artifactType": artifact_type,
-                "config": EMPTY_DESCRIPTOR, "layers": layers,
-                "subject": {k: subject[k] for k in ("mediaType", "digest", "size")}, "annotations": notes}
-    return client.put_referrer(ref.repository, canonical_json(manifest), MEDIA_MANIFEST)
-
-
 def attach_run(run: Run, image: str, *, client_for: ClientFor | None = None, report_optional: bool = False
                ) -> Attached:
     """Push the loaded ``run`` as an evaluation artifact whose subject is the model image ``image``."""
@@ -190,7 +156,8 @@ def attach_run(run: Run, image: str, *, client_for: ClientFor | None = None, rep
     check_same_model(run, model, labels, f"{ref.registry}/{ref.repository}@{model['digest']}")
     with tempfile.TemporaryDirectory(prefix="swcli-attach-") as scratch:
         files = _run_files(run, Path(scratch), report_optional=report_optional)
-        digest = put_artifact(client, ref, model, ARTIFACT_TYPE, files, annotations(run, model))
+        digest = put_artifact(client, ref.repository, model, ARTIFACT_TYPE, file_layers(files),
+                              annotations(run, model))
     return Attached(digest, model["digest"], f"{ref.registry}/{ref.repository}")
 
 

@@ -569,7 +569,7 @@ def test_a_digest_mismatch_on_pull_is_refused_and_leaves_nothing(cli, pushed_mod
 def test_known_blobs_keep_the_newest_per_registry_and_merge_concurrent_pushes(tmp_path, monkeypatch):
     """registry-blobs.json (where a cross-repository mount can come from) is a bounded cache: what a push just
     learnt goes last, the oldest digests go when a registry holds more than KNOWN_PER_REGISTRY."""
-    from builder.distribute import transfer as reg
+    from builder.distribute import blobs as reg
 
     monkeypatch.setattr(reg, "KNOWN_PER_REGISTRY", 3)
     path = tmp_path / "registry-blobs.json"

@@ -265,7 +265,7 @@ def test_layers_unpack_with_the_standard_librarys_zlib_too(monkeypatch):
     import io
     import sys
 
-    import builder.evaluate.remote_dataset as rd
+    import builder.evaluate.layer_unpack as rd
 
     monkeypatch.setitem(sys.modules, "isal", None)
     plain = importlib.reload(rd)
@@ -355,7 +355,7 @@ def _layer_blob(path, files: dict[str, bytes], trailing: int = 0):
 def test_a_layer_with_megabytes_of_zeros_after_its_tar_is_refused(tmp_path):
     """A few KiB of gzip can unpack to gigabytes of zeros after the tar's end: hashed, never written, but bounded."""
     from builder.errors import RegistryError
-    from builder.evaluate import remote_dataset as rd
+    from builder.evaluate import layer_unpack as rd
 
     ok = _layer_blob(tmp_path / "ok.gz", {"a.swds": b"x" * 100}, trailing=4096)
     (tmp_path / "ok").mkdir()
@@ -372,7 +372,7 @@ def test_an_entry_bigger_than_the_free_disk_is_refused_before_it_is_written(tmp_
     import shutil as sh
 
     from builder.errors import RegistryError
-    from builder.evaluate import remote_dataset as rd
+    from builder.evaluate import layer_unpack as rd
 
     blob = _layer_blob(tmp_path / "l.gz", {"a.swds": b"x" * 5000})
     (tmp_path / "out").mkdir()

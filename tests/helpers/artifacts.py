@@ -59,7 +59,7 @@ def artifact(client, subject: dict, files: dict[str, bytes], *, layers=None, ann
     """An evaluation artifact of ``files`` (title -> bytes) whose subject is ``subject``; ``layers`` replaces the
     layer descriptors, ``top`` sets other top-level fields as they are; put in the registry, or served by
     ``proxy``."""
-    from builder.runs.attach import EMPTY, EMPTY_DESCRIPTOR
+    from builder.distribute.artifact import EMPTY, EMPTY_DESCRIPTOR
 
     blob(client, EMPTY)
     descs = [blob(client, data, annotations={TITLE: title}) for title, data in files.items()]

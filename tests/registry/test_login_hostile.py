@@ -9,7 +9,7 @@ import json
 
 import pytest
 
-from builder.registry.auth import Credentials, stored_credentials
+from builder.registry.credstore import Credentials, stored_credentials
 from tests.registry_servers import Answer, HostileServer, Registry, basic_challenge
 
 

@@ -15,8 +15,8 @@ import time
 import pytest
 
 from builder.errors import RegistryError
-from builder.registry import client as client_module
-from builder.registry.auth import Credentials, stored_credentials
+from builder.registry import upload as client_module
+from builder.registry.credstore import Credentials, stored_credentials
 from builder.registry.client import MEDIA_OCI_MANIFEST, RegistryClient
 from builder.registry.reference import Reference
 from tests.helpers.capabilities import needs

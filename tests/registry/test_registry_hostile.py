@@ -23,8 +23,8 @@ from pathlib import Path
 import pytest
 
 from builder.errors import RegistryError
-from builder.registry import client as client_module
-from builder.registry.auth import Credentials
+from builder.registry import upload as client_module
+from builder.registry.credstore import Credentials
 from builder.registry.client import RegistryClient
 from tests.registry_servers import Answer, HostileServer, Registry, basic_challenge
 

@@ -139,7 +139,8 @@ def test_registry_failures_exit_5(cli, world):
 def _artifact(client, layers: list[tuple[str, bytes]], subject: dict) -> str:
     """Push a hand-made evaluation artifact (layers as (title, bytes)); returns its digest."""
     from builder.images.oci import canonical_json
-    from builder.runs.attach import ARTIFACT_TYPE, EMPTY, EMPTY_DESCRIPTOR
+    from builder.distribute.artifact import EMPTY, EMPTY_DESCRIPTOR
+    from builder.runs.attach import ARTIFACT_TYPE
 
     client.upload_blob(REPO, EMPTY_DESCRIPTOR["digest"], len(EMPTY), lambda: io.BytesIO(EMPTY))
     descs = []

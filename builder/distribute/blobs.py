@@ -1,20 +1,19 @@
-"""What push, pull and copy share, and `swcli login`/`logout`: all over the distribution API, no Docker engine.
+"""Blobs between the store and registries, what push, pull and copy share: the sending pool, the known blobs.
 
 Sending one blob (:func:`send_blobs`) is the same whoever sends it: ``HEAD`` (the registry has it: skipped), else
-a cross-repository mount from a repository of the same registry known to hold it (``$SWCLI_HOME/cache/
-registry-blobs.json`` remembers ``registry -> {digest: repository}`` as transfers succeed, the newest 20,000 per
-registry; a mount is tried only when one is known), else an upload. Several blobs move at once on a small thread
-pool, each reporting :class:`LayerProgress`. Every registry failure is a one-line :class:`~builder.errors.RegistryError` (exit 5).
+a cross-repository mount from a repository of the same registry known to hold it (:class:`KnownBlobs`:
+``$SWCLI_HOME/cache/registry-blobs.json`` remembers ``registry -> {digest: repository}`` as transfers succeed, the
+newest 20,000 per registry; a mount is tried only when one is known), else an upload. Several blobs move at once on a
+small thread pool, each reporting :class:`LayerProgress`; a :class:`TransferResult` says which were pushed, mounted or
+already there. Every registry failure is a one-line :class:`~builder.errors.RegistryError` (exit 5).
 
-Credentials come from ``--username`` with the password on stdin (that one call only), or from the Docker config as
-`docker login` and `swcli login` leave it (``credHelpers`` > ``credsStore`` > ``auths``; read by
-:mod:`builder.registry.auth`). `swcli login` checks them against the registry itself (``GET /v2/``), then stores
-them the way `docker login` does. No password or token is logged, echoed or written into an image.
+Also here, for all three commands: the registry clients they use (:data:`~builder.registry.ClientFor`, injected as ``client_for``;
+:func:`registry_clients` by default, with the stored credentials of :mod:`builder.registry.credstore` unless the
+command was given some) and the check of an swcli image's labels before a tag or a store path is made of them.
 """
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import fcntl
 import json
@@ -26,6 +25,7 @@ from typing import BinaryIO, Callable, ContextManager, Iterable
 
 from builder.errors import RegistryError
 from builder.refs import KIND_PREFIX, is_version, name_problem
+from builder.registry import ClientFor
 from builder.store import swcli_home, write_bytes_atomic
 
 BLOB_WORKERS = 4
@@ -58,11 +58,16 @@ def one_line(text: object) -> str:
     return " ".join(str(text).split())
 
 
-def open_client(registry: str, *, credentials=None, ca_cert: Path | None = None):
-    """A :class:`~builder.registry.client.RegistryClient` for ``registry`` (stored credentials when none given)."""
-    from builder.registry.client import RegistryClient
+def registry_clients(*, credentials=None, ca_cert: Path | None = None) -> ClientFor:
+    """A :class:`~builder.registry.client.RegistryClient` per registry host, with ``credentials`` (the stored ones
+    when none are given) and ``ca_cert``."""
 
-    return RegistryClient(registry, credentials=credentials, ca_cert=ca_cert)
+    def client_for(registry: str):
+        from builder.registry.client import RegistryClient
+
+        return RegistryClient(registry, credentials=credentials, ca_cert=ca_cert)
+
+    return client_for
 
 
 def check_labels(what: str, labels: dict) -> tuple[str, str, str]:
@@ -198,57 +203,3 @@ def send_blobs(client, repository: str, blobs: Iterable[Blob | Callable[[], Blob
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
         known.save()
-
-
-# --- credentials -------------------------------------------------------------------------------------------------
-
-def login(registry: str, username: str, password: str, *, ca_cert: Path | None = None,
-          client_factory=open_client) -> Path:
-    """Check the credentials with the registry itself (``GET /v2/`` with them), then store them for later pushes,
-    pulls and copies, the way `docker login` stores them, so both tools share one login: through the configured
-    credential helper when there is one, otherwise base64 in the config file (created with mode 0600). The
-    registry must be ``host[:port]`` (exit 2 otherwise; nothing is sent or stored), and the config is read before
-    anything is sent, so a config that cannot be written back fails before the registry sees the password."""
-    from builder.registry import credstore
-    from builder.registry.auth import Credentials
-
-    credstore.checked_registry(registry)
-    if not username or not password:
-        raise RegistryError(f"login to {registry} needs a username and a non-empty password")
-    path = credstore.docker_config_path()
-    config = credstore.read_config(path)
-    helper = credstore.helper_for(config, registry, path)
-    try:
-        client_factory(registry, credentials=Credentials(username, password), ca_cert=ca_cert).ping()
-    except RegistryError as err:
-        raise RegistryError(f"login to {registry} failed: {err}") from None
-    auths = config.get("auths") if isinstance(config.get("auths"), dict) else {}
-    for key in credstore.keys_for(auths, registry):  # one entry per registry, under its bare name
-        del auths[key]
-    if helper:
-        credstore.helper_store(helper, registry, username, password)
-        auths[registry] = {}
-    else:
-        auths[registry] = {"auth": base64.b64encode(f"{username}:{password}".encode()).decode()}
-    config["auths"] = auths
-    credstore.write_config(path, config)
-    return path
-
-
-def logout(registry: str) -> bool:
-    """Forget the stored credentials of ``registry`` (every key naming it, with or without a scheme, and the
-    helper's secret); False when there were none."""
-    from builder.registry import credstore
-
-    credstore.checked_registry(registry)
-    path = credstore.docker_config_path()
-    config = credstore.read_config(path)
-    helper = credstore.helper_for(config, registry, path)
-    known = helper is not None and credstore.helper_erase(helper, registry)
-    auths = config.get("auths")
-    keys = credstore.keys_for(auths, registry)
-    for key in keys:
-        del auths[key]
-    if keys:
-        credstore.write_config(path, config)
-    return known or bool(keys)
