@@ -163,7 +163,9 @@ class StaticRegistry:
 
     def __init__(self, manifests: dict[str, tuple[bytes, str]], blobs: dict[str, bytes]):
         import threading
-        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+        from http.server import BaseHTTPRequestHandler
+
+        from tests.registry_servers import ThreadingHTTPServer
 
         served_manifests, served_blobs = manifests, blobs
 

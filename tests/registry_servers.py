@@ -5,6 +5,8 @@ test reads from the registry's own side (its access log, its storage)."""
 from __future__ import annotations
 
 import base64
+import contextlib
+import socketserver
 import http.client
 import json
 import re
@@ -15,13 +17,49 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
+from http.server import ThreadingHTTPServer as _ThreadingHTTPServer
 from urllib.parse import parse_qsl, urlsplit
 
 import pytest
 
 # the `registry` marker skips (or on CI fails) a test when one of these tools is missing, before it gets here
 UNMARKED = "a test that starts a registry carries the `registry` marker (tests/conftest.py)"
+
+
+class ThreadingHTTPServer(_ThreadingHTTPServer):
+    """A test server that leaves no thread behind when it stops: a keep-alive connection's handler thread would
+    otherwise outlive the test, and a later `--workers` run (which refuses to fork beside other threads) would fail
+    for it. Stopping shuts every open connection down, then joins the handler threads."""
+
+    daemon_threads = False
+    block_on_close = True
+
+    def __init__(self, *args, **kwargs):
+        self._open: set = set()
+        self._open_lock = threading.Lock()
+        super().__init__(*args, **kwargs)
+
+    def process_request(self, request, client_address):
+        with self._open_lock:
+            self._open.add(request)
+        super().process_request(request, client_address)
+
+    def shutdown_request(self, request):
+        with self._open_lock:
+            self._open.discard(request)
+        super().shutdown_request(request)
+
+    def server_close(self):
+        with self._open_lock:
+            left = list(self._open)
+        for request in left:
+            with contextlib.suppress(OSError):
+                request.shutdown(socket.SHUT_RDWR)
+        socketserver.TCPServer.server_close(self)
+        threads = self._threads  # a list once a request came; before that, an empty stand-in that is no list
+        for thread in list(threads) if isinstance(threads, list) else []:
+            thread.join(timeout=10)  # bounded: a handler stuck in a hostile answer must not hang the suite
 
 
 class Registry:
@@ -342,7 +380,6 @@ class FaultProxy:
                 pass
 
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._httpd.daemon_threads = True
         self.address = f"127.0.0.1:{self._httpd.server_address[1]}"
         threading.Thread(target=self._httpd.serve_forever, daemon=True).start()
 
@@ -469,7 +506,6 @@ class HostileServer:
                 pass
 
         self._httpd = ThreadingHTTPServer((host, 0), Handler)
-        self._httpd.daemon_threads = True
         self._httpd.handle_error = lambda request, address: None  # a client that hung up on it is the point
         self.address = f"{host}:{self._httpd.server_address[1]}"
         self.url = f"http://{self.address}"
