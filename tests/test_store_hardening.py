@@ -13,7 +13,9 @@ from pathlib import Path
 import pytest
 
 from builder.errors import RefNotFoundError, SwcliError
-from builder.store import Store, StoreError, write_json_atomic
+from builder.errors import StoreError
+from builder.files import write_json_atomic
+from builder.store import Store
 from tests.build.test_dataset_build import one_line_error
 from tests.test_store import publish
 

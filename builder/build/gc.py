@@ -26,7 +26,7 @@ class GcResult:
 
 def _stale_copy_temps(folder: Path) -> tuple[list[Path], int]:
     """`swcli copy` temp files (``.copy-<pid>-XXXX``) whose process is gone."""
-    from builder.store import pid_alive
+    from builder.files import pid_alive
 
     removed, freed = [], 0
     for path in sorted(folder.glob(".copy-*")) if folder.is_dir() else []:

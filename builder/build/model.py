@@ -26,7 +26,8 @@ from builder import __version__
 from builder.errors import SpecError
 from builder.snapshot import IGNORE_FILE, SecretScanner, SourceFile, refuse_secrets, walk_source_report
 from builder.spec import ModelSpec, load_model_spec
-from builder.store import Entry, Store, make_version, utc_now, write_json_atomic
+from builder.files import write_json_atomic
+from builder.store import Entry, Store, make_version, utc_now
 
 Progress = Callable[[int], None]
 CHUNK = 1 << 20

@@ -26,7 +26,8 @@ from typing import BinaryIO, Callable, ContextManager, Iterable
 
 from builder.errors import RegistryError
 from builder.refs import KIND_PREFIX, is_version, name_problem
-from builder.store import swcli_home, write_bytes_atomic
+from builder.files import write_bytes_atomic
+from builder.store import swcli_home
 
 BLOB_WORKERS = 4
 

@@ -101,7 +101,7 @@ def apply_umask(root: Path) -> None:
     """Give ``root`` and everything below it the modes a plain ``mkdir``/``open`` would: folders and executables
     0777 & ~umask, other files 0666 & ~umask (mkdtemp's 0700 and an image's modes would lock other users out,
     e.g. a container run as ``--user 1000:1000`` reading a mounted export). Links are left as they are."""
-    from builder.store import current_umask
+    from builder.files import current_umask
 
     mask = current_umask()
     for dirpath, dirnames, filenames in os.walk(root):

@@ -155,7 +155,7 @@ def _run_files(run: Run, scratch: Path, *, report_optional: bool = False) -> dic
 
 
 def _upload(client, repository: str, path: Path) -> dict:
-    from builder.store import sha256_file
+    from builder.files import sha256_file
 
     digest, size = "sha256:" + sha256_file(path), path.stat().st_size
     if client.blob_size(repository, digest) != size:
