@@ -24,11 +24,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from builder.errors import SwcliError, UsageError
+from builder.errors import SpecError, SwcliError, UsageError
 from builder.images.build import DEFAULT_BASE, ImageResult, build_runtime_image
 from builder.images.env import RuntimeError_, current_env_prefix, env_mode, site_packages_of
 from builder.refs import image_ref_problem, name_problem
-from builder.spec import Field, SpecError, check_fields, read_yaml_mapping
+from builder.yamldoc import Field, check_fields, read_yaml_mapping
 from builder.files import write_bytes_atomic, write_json_atomic
 from builder.store import Entry, Store, utc_now
 

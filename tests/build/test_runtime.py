@@ -12,7 +12,7 @@ import pytest
 
 from builder.images.build import build_runtime_image
 from builder.images.env import RuntimeError_, conda_tree, env_layers, split_layers
-from builder.spec import SpecError
+from builder.errors import SpecError
 from builder.build.runtime import EnvResolveError, load_runtime_spec, resolved_venv
 from builder.store import Store
 from tests.conftest import run_removed
