@@ -204,7 +204,8 @@ def main() -> int:
     from builder.images.build import build_model_image, build_runtime_image, store_layout
     from builder.images.engine import connect
     from builder.build.model import build_model
-    from builder.build.runtime import RuntimeSpec, export_env_lock, resolved_venv
+    from builder.build.env_lock import export_env_lock
+    from builder.build.runtime import RuntimeSpec, resolved_venv
     from builder.store import Store
 
     client = connect(timeout=900)

@@ -152,7 +152,7 @@ def model_version(spec_raw: dict, files: list[dict], lock_kind: str | None, lock
 
 
 def _current_env_lock():
-    from builder.build.runtime import export_env_lock  # the one exporter; imported only when locking
+    from builder.build.env_lock import export_env_lock  # the one exporter; imported only when locking
 
     return export_env_lock()
 

@@ -82,7 +82,7 @@ def push(kind: str, ref: str, target: str, *, credentials=None, ca_cert: Path | 
     from builder.images.compress import compressed
     from builder.images.image import read_image
     from builder.registry.reference import Reference
-    from builder.build.pipeline import image_for
+    from builder.build.entry_image import image_for
 
     local = image_for(kind, ref, store)
     dest = Reference.parse(target)

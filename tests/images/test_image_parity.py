@@ -139,7 +139,7 @@ def built(engine, tmp_path_factory):
     """The three images built once by swcli (loaded into the engine), their --dockerfile-only contexts, and what
     the legacy builder makes of those contexts."""
     from builder.images.build import store_layout
-    from builder.build.pipeline import image_for
+    from builder.build.entry_image import image_for
     from builder.store import Store
 
     root = tmp_path_factory.mktemp("parity")

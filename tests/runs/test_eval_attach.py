@@ -61,7 +61,7 @@ def evaluate(cli, version: str) -> str:
 
 def model_image(version: str) -> str:
     """The store's image of model ``version`` (tagged ``<version>-<image id>`` since issue 18)."""
-    from builder.build.pipeline import image_for
+    from builder.build.entry_image import image_for
 
     return image_for("model", f"modthree:{version}")
 
