@@ -42,11 +42,10 @@ def _stale_copy_temps(folder: Path) -> tuple[list[Path], int]:
 
 def collect_garbage(store=None, layout=None) -> GcResult:
     """Remove what nothing needs (see the module docstring) and say what was freed."""
-    from builder.images.build import store_layout
     from builder.store import Store
 
     store = store or Store()
-    layout = layout or store_layout()
+    layout = layout or store.layout
     result = GcResult()
     result.staging = store.clean_stale_staging()
     result.temp_files, result.bytes = _stale_copy_temps(store.tmp_dir)

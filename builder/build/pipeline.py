@@ -82,5 +82,5 @@ def model_with_image(directory: Path, *, runtime: str | None = None, skip_gen_en
         result.entry, None, store=store, dockerfile_only=dockerfile_only and dockerfile_only / "runtime",
         skip_gen_env=skip_gen_env, load=load)
     image = build_model_image(result.entry, runtime_image, dockerfile_only=dockerfile_only and dockerfile_only / "model",
-                              load=load)
+                              load=load, layout=store.layout)
     return Built(result, image, runtime_image)

@@ -23,7 +23,8 @@ from typing import Callable
 from builder.errors import SpecError, SwcliError, UsageError
 from builder.build.entry_image import image_for
 from builder.build.env_lock import EnvLock, export_env_lock
-from builder.images.build import DEFAULT_BASE, ImageResult, build_runtime_image
+from builder.images.build import DEFAULT_BASE, ImageResult
+from builder.images.runtime_image import build_runtime_image
 from builder.images.env import RuntimeError_, current_env_prefix, env_mode
 from builder.refs import image_ref_problem, name_problem
 from builder.yamldoc import Field, check_fields, read_yaml_mapping
@@ -159,7 +160,7 @@ def build_runtime(name: str | None = None, prefix: Path | None = None, *, spec_d
     result, manifest = build_runtime_image(name, prefix, base_image=base_image or DEFAULT_BASE,
                                            lock_text=lock.text if lock else "", client=client,
                                            dockerfile_only=dockerfile_only, log=log, nocache=nocache, load=load,
-                                           verify=verify, system_packages=system_packages)
+                                           verify=verify, system_packages=system_packages, layout=store.layout)
     if dockerfile_only is not None:
         return None, result
     manifest["created"] = utc_now()
@@ -231,7 +232,6 @@ RUNTIME_MEMO = ".swcli-runtime.json"  # in a venv swcli resolved (and never chan
 def _reuse_runtime(prefix: Path, name: str, store: Store, *, load: bool, log=None) -> str | None:
     """The runtime image already built from the resolved venv ``prefix``, made present in the engine when
     ``load``; None when there is none (or it is gone from the store), so it is built."""
-    from builder.images.build import store_layout
     from builder.images.image import read_image
 
     try:
@@ -239,7 +239,7 @@ def _reuse_runtime(prefix: Path, name: str, store: Store, *, load: bool, log=Non
         store.resolve("runtime", f"{memo['name']}:{memo['version']}")
     except (OSError, ValueError, KeyError, TypeError, SwcliError):
         return None
-    layout = store_layout()
+    layout = store.layout
     image = read_image(layout, memo["image"]) if memo.get("name") == name else None
     if image is None:
         return None
@@ -257,12 +257,12 @@ class SbomMissingError(SwcliError):
 
 def read_runtime_sbom(ref: str, *, store: Store | None = None, layout=None) -> bytes:
     """The CycloneDX SBOM of runtime ``ref``, read from its image's layers in the store (the exact bytes)."""
-    from builder.images.build import store_layout
     from builder.images.image import read_image
     from builder.images.sbom import SBOM_PATH, read_sbom
 
-    entry = (store or Store()).resolve("runtime", ref)
-    layout = layout or store_layout()
+    store = store or Store()
+    entry = store.resolve("runtime", ref)
+    layout = layout or store.layout
     tag = entry.manifest.get("image")
     image = read_image(layout, tag) if isinstance(tag, str) else None
     if image is None:

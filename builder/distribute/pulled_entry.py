@@ -304,8 +304,8 @@ def record_pulled(layout, image, target: str, store, *, known: bool = False):
 
 def check_runtime_version(image, version: str, target: str) -> None:
     """A runtime's version is made from its environment's layers (after the base, before the SBOM's), as
-    :func:`builder.images.build.runtime_version`; some run of the pulled layers must make it."""
-    from builder.images.build import runtime_version
+    :func:`builder.images.runtime_image.runtime_version`; some run of the pulled layers must make it."""
+    from builder.images.runtime_image import runtime_version
     from builder.images.image import NewLayer
 
     mode = image.labels.get("io.swcli.env-mode", "")

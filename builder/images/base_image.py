@@ -82,9 +82,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--tag", default=f"{BASE_REPO}:{DEFAULT_SUITE}-py3.11")
     args = ap.parse_args(argv)
     try:
-        from builder.images.build import store_layout
+        from builder.store import Store
 
-        layout = store_layout()
+        layout = Store().layout
         image = ensure_base(layout, refs=[args.tag], log=lambda line: print(line, file=sys.stderr))
         sent = None
         if args.load:

@@ -332,7 +332,7 @@ def test_two_runtimes_in_the_engine_each_keep_their_tag_and_job_run_picks_by_tag
                                                                                   tmp_path):
     import docker
 
-    from builder.images.build import build_runtime_image
+    from builder.images.runtime_image import build_runtime_image
 
     made: list[str] = []
     try:

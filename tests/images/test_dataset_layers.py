@@ -48,10 +48,9 @@ def built(cli, path: Path):
     res = cli("dataset", "build", path, "--no-load")
     assert res.code == 0, res.err
     entry = Store().resolve("dataset", "tiny")
-    from builder.images.build import store_layout
     from builder.images.image import read_image
 
-    return entry, read_image(store_layout(), f"swds/tiny:{entry.version}")
+    return entry, read_image(Store().layout, f"swds/tiny:{entry.version}")
 
 
 def layer_files(layout, digest: str) -> dict[str, bytes]:
@@ -154,9 +153,7 @@ def test_volume_tar_is_the_bytes_the_generic_layer_writer_makes(tmp_path):
 
 def test_image_layers_and_layers_json(cli, tmp_path):
     entry, image = built(cli, project(tmp_path / "p", 100))
-    from builder.images.build import store_layout
-
-    layout = store_layout()
+    layout = Store().layout
     count = int(image.labels[dl.LAYERS_LABEL])
     meta = layer_files(layout, image.layers[-1].digest)
     doc = dl.read_layers_json(meta[f"dataset/{dl.LAYERS_NAME}"])
@@ -227,7 +224,7 @@ def test_ctrl_c_inside_a_volume_layer_leaves_no_temp_blob_and_no_ref(cli, tmp_pa
     monkeypatch.setattr(dl, "write_volume_tar", ctrl_c_halfway)
     with pytest.raises(KeyboardInterrupt):
         build.build_dataset_image(entry, load=False)
-    layout = build.store_layout()
+    layout = Store().layout
     assert not [ref for ref in layout.refs() if ref.startswith("swds/tiny:")]
     assert not list(layout.blobs.glob(".tmp-*"))
     monkeypatch.setattr(dl, "write_volume_tar", real)
@@ -239,9 +236,7 @@ def test_dockerfile_only_context_holds_the_same_layers_json(cli, tmp_path):
     entry, image = built(cli, project(tmp_path / "p", 60))
     out = tmp_path / "ctx"
     assert cli("dataset", "build", tmp_path / "p", "--dockerfile-only", out).code == 0
-    from builder.images.build import store_layout
-
-    meta = layer_files(store_layout(), image.layers[-1].digest)
+    meta = layer_files(Store().layout, image.layers[-1].digest)
     assert (out / "meta" / dl.LAYERS_NAME).read_bytes() == meta[f"dataset/{dl.LAYERS_NAME}"]
     doc = dl.read_layers_json(meta[f"dataset/{dl.LAYERS_NAME}"])
     folders = sorted(p.name for p in (out / "layers").iterdir())
@@ -257,9 +252,7 @@ def test_dockerfile_only_hashes_without_storing_layers(cli, tmp_path):
     path = project(tmp_path / "p", 60)
     assert cli("dataset", "build", path, "--no-image").code == 0
     assert cli("dataset", "build", path, "--dockerfile-only", tmp_path / "ctx").code == 0
-    from builder.images.build import store_layout
-
-    blobs = store_layout().blobs
+    blobs = Store().layout.blobs
     assert not blobs.is_dir() or not any(p.stat().st_size > 4 * KIB for p in blobs.iterdir())
 
 
@@ -317,9 +310,7 @@ def test_skopeo_and_umoci_read_the_layered_image(cli, tmp_path):
         if shutil.which(tool) is None:
             pytest.skip(f"{tool} not installed")
     entry, image = built(cli, project(tmp_path / "p", 100))
-    from builder.images.build import store_layout
-
-    root = store_layout().root
+    root = Store().layout.root
     ref = f"swds/tiny:{entry.version}"
     doc = json.loads(subprocess.run(["skopeo", "inspect", f"oci:{root}:{ref}"], capture_output=True, text=True,
                                     check=True).stdout)

@@ -16,7 +16,6 @@ import tarfile
 
 import pytest
 
-from builder.images.build import store_layout
 from builder.images.image import ConfigChanges, NewLayer, read_image, write_image
 from builder.images.oci import MEDIA_LAYER
 from builder.store import Store
@@ -34,7 +33,7 @@ def stand_in_runtime() -> None:
         info = tarfile.TarInfo("etc/tinyrt")
         info.size = 3
         tar.addfile(info, io.BytesIO(b"rt\n"))
-    layout = store_layout()
+    layout = Store().layout
     with layout.writer(MEDIA_LAYER) as out:
         out.write(buf.getvalue())
     write_image(layout, None, [NewLayer(out.descriptor, "stand-in runtime")], ConfigChanges(), refs=[RUNTIME])
@@ -68,7 +67,7 @@ def model_image(version: str) -> str:
 
 def push_model(registry, version: str, tag: str) -> str:
     """skopeo copy of the store's image to REPO:tag; returns its manifest digest."""
-    source = f"oci:{store_layout().root}:{model_image(version)}"
+    source = f"oci:{Store().layout.root}:{model_image(version)}"
     done = registry.skopeo("copy", "--format", "oci", source, f"docker://{registry.address}/{REPO}:{tag}")
     assert done.returncode == 0, done.stderr
     raw = registry.skopeo("inspect", "--raw", f"docker://{registry.address}/{REPO}:{tag}").stdout
@@ -98,7 +97,7 @@ def attached_digest(res) -> str:
 
 
 def test_run_json_names_the_image_it_evaluated(world, tmp_path):
-    image_id = read_image(store_layout(), model_image(world['v1'])).image_id
+    image_id = read_image(Store().layout, model_image(world['v1'])).image_id
     run = json.loads((Store().runs_dir / world["runs"][0] / "run.json").read_text())
     assert run["model"]["image"] == image_id
     # the model image's python has no jinja2 (the image builder's): finding the image id must not need it
@@ -163,8 +162,8 @@ def test_attach_list_pull_and_gate_on_a_fresh_machine(cli, world, swcli_home, mo
 
 def test_attach_refuses_a_run_of_another_model(cli, world):
     res = cli("eval", "attach", world["other"], world["image"])
-    other_image = read_image(store_layout(), model_image(world['v2'])).image_id
-    pushed_image = read_image(store_layout(), model_image(world['v1'])).image_id
+    other_image = read_image(Store().layout, model_image(world['v2'])).image_id
+    pushed_image = read_image(Store().layout, model_image(world['v1'])).image_id
     assert res.code == 1 and other_image in res.err and pushed_image in res.err, res.err
     assert len(res.err.strip().splitlines()) == 1
 
@@ -191,7 +190,7 @@ def test_attach_refuses_incomplete_runs_and_non_models(cli, world):
     res = cli("eval", "attach", world["runs"][0], world["image"])
     assert res.code == 1 and "metrics.json" in res.err
     registry = world["registry"]
-    runtime = registry.skopeo("copy", f"oci:{store_layout().root}:{RUNTIME}", f"docker://{registry.address}/team/rt:1")
+    runtime = registry.skopeo("copy", f"oci:{Store().layout.root}:{RUNTIME}", f"docker://{registry.address}/team/rt:1")
     assert runtime.returncode == 0, runtime.stderr
     res = cli("eval", "attach", world["runs"][1], f"{registry.address}/team/rt:1")
     assert res.code == 1 and "not a swcli model image" in res.err
