@@ -111,19 +111,33 @@ def resolved_venv(spec: RuntimeSpec, store: Store) -> Path:
         raise spec.error(f"resolving needs a host Python {spec.python}; this is {host_minor}", "python")
     tmp = venv.with_name(key + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    subprocess.run([sys.executable, "-m", "venv", str(tmp)], check=True, capture_output=True)
-    proc = subprocess.run([str(tmp / "bin" / "python"), "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
-                           *spec.requirements], capture_output=True, text=True)
-    if proc.returncode != 0:
-        shutil.rmtree(tmp, ignore_errors=True)
-        errors = [line for line in proc.stderr.splitlines() if "ERROR" in line] or proc.stderr.splitlines() or ["no output"]
-        raise EnvResolveError(f"{spec.path}: pip could not install the requirements: {errors[-1].strip()}")
+    _venv_step(spec, tmp, "could not create the venv", [sys.executable, "-m", "venv", str(tmp)])
+    _venv_step(spec, tmp, "pip could not install the requirements",
+               [str(tmp / "bin" / "python"), "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
+                *spec.requirements])
     (tmp / ".swcli-complete").write_text(utc_now())
     shutil.rmtree(venv, ignore_errors=True)
     tmp.rename(venv)
     # a venv's scripts hard-code its path: recreate the interpreter links at the final place
-    subprocess.run([sys.executable, "-m", "venv", "--upgrade", str(venv)], check=True, capture_output=True)
+    _venv_step(spec, venv, "could not move the venv into place", [sys.executable, "-m", "venv", "--upgrade", str(venv)])
     return venv
+
+
+def _venv_step(spec: RuntimeSpec, venv: Path, failed: str, cmd: list[str]) -> None:
+    """Run one step of resolving ``venv``. A failure removes the venv (the next build starts afresh) and is one
+    :class:`EnvResolveError` line: the runtime.yaml, what failed, the command, its exit code and the last error line
+    of its stderr (pip's last ``ERROR`` line, else the last line)."""
+    shown = " ".join(cmd[:1] + cmd[1:4])
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, errors="replace")
+    except OSError as err:
+        shutil.rmtree(venv, ignore_errors=True)
+        raise EnvResolveError(f"{spec.path}: {failed}: '{shown}' could not run: {err}") from None
+    if proc.returncode != 0:
+        shutil.rmtree(venv, ignore_errors=True)
+        lines = [line for line in proc.stderr.splitlines() if line.strip()]
+        last = ([line for line in lines if "ERROR" in line] or lines or ["no output"])[-1].strip()
+        raise EnvResolveError(f"{spec.path}: {failed}: '{shown}' exited {proc.returncode}: {last}")
 
 
 def build_runtime(name: str | None = None, prefix: Path | None = None, *, spec_dir: Path | None = None,
