@@ -31,7 +31,7 @@ from builder.store import Entry, Store
 
 DEFAULT_BASE = "swcli/base:bookworm-py3.11"
 USER = "1000:1000"
-ENTRYPOINT = ["python3", "-m", "builder.cli.container"]
+ENTRYPOINT = ["python3", "-m", "builder.container"]  # what images run, as templates/Dockerfile.j2 says
 SWCLI_LIB = "/opt/swcli/lib"  # swcli and the dependencies it brings, on PYTHONPATH after the env's site-packages
 # store-only fields of a manifest: the copy inside an image leaves them out, so the image is the same everywhere
 HOST_FIELDS = ("created", "build_seconds", "source")
