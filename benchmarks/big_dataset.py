@@ -110,7 +110,7 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def run(work: Path, records: int) -> None:
-    from builder.images.build import build_dataset_image, store_layout
+    from builder.images.build import build_dataset_image
     from builder.images.image import read_image
     from builder.images.dataset_layers import LAYERS_LABEL
     from builder.build.dataset import build_dataset
@@ -135,7 +135,7 @@ def run(work: Path, records: int) -> None:
           f"of shards); peak RSS {peak_rss_mb():.0f} MB")
 
     image = build_dataset_image(result.entry, load=False)
-    layers = int(read_image(store_layout(), image.tags[0]).labels[LAYERS_LABEL])
+    layers = int(read_image(Store().layout, image.tags[0]).labels[LAYERS_LABEL])
     print(f"image build (--no-load): {image.seconds:.2f} s, {image.layers_written} layer(s) tarred "
           f"({layers} volume layers + meta), {shard_bytes / 1e6 / image.seconds:.0f} MB/s; peak RSS {peak_rss_mb():.0f} MB")
     again = build_dataset_image(result.entry, load=False)

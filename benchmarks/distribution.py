@@ -89,7 +89,7 @@ def timed(fn, *args) -> float:
 
 def bench_push(project: Path) -> None:
     """One table: swcli push (no engine) against `docker push` of the same image, then the pushes that follow."""
-    from builder.images.build import store_layout
+    from builder.store import Store
     from builder.images.compress import cache_dir
     from builder.images.engine import connect
     from builder.images.image import read_image
@@ -98,7 +98,7 @@ def bench_push(project: Path) -> None:
 
     registries = [Registry(Path(tempfile.mkdtemp(prefix=f"swcli-bench-registry-{n}-"))) for n in range(3)]
     ours, theirs, fresh = registries
-    image = read_image(store_layout(), "swmp/cifar_net:latest")
+    image = read_image(Store().layout, "swmp/cifar_net:latest")
     size = sum(layer.size for layer in image.layers)
     rows = []
     print(f"\nCIFAR model image: {len(image.layers)} layers, {size / 1e6:,.0f} MB uncompressed; {os.cpu_count()} cores")

@@ -201,10 +201,12 @@ def main() -> int:
     ap.add_argument("--keep", action="store_true", help="keep the images and temp folders (for a look afterwards)")
     args = ap.parse_args()
 
-    from builder.images.build import build_model_image, build_runtime_image, store_layout
+    from builder.images.build import build_model_image
+    from builder.images.runtime_image import build_runtime_image
     from builder.images.engine import connect
     from builder.build.model import build_model
-    from builder.build.runtime import RuntimeSpec, export_env_lock, resolved_venv
+    from builder.build.env_lock import export_env_lock
+    from builder.build.runtime import RuntimeSpec, resolved_venv
     from builder.store import Store
 
     client = connect(timeout=900)
@@ -254,7 +256,7 @@ def main() -> int:
             (rt, manifest), t_cold = timed(lambda: build_runtime_image(runtime_name, args.venv, lock_text=lock.text,
                                                                        client=client))
         created.update((t, rt.image_id) for t in rt.tags)
-        layout = store_layout()
+        layout = Store().layout
         from builder.images.image import read_image
 
         rt_image = read_image(layout, rt.tags[0])

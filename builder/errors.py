@@ -97,3 +97,11 @@ class RegistryError(SwcliError):
     """A registry is unreachable, refused the credentials, or failed mid-transfer."""
 
     exit_code = 5
+
+
+class StoreError(SwcliError):
+    """The store cannot be read or written at ``path`` (read-only, not a folder, a bad manifest...)."""
+
+    def __init__(self, path: str | Path, message: str):
+        self.path = str(path)
+        super().__init__(f"{self.path}: {message}")

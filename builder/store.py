@@ -6,12 +6,14 @@ Layout under ``$SWCLI_HOME`` (default ``~/.cache/swcli``)::
     models/<name>/<version>/manifest.json     (+ src/, env.lock)
     runtimes/<name>/<version>/manifest.json
     runs/<run-id>/                            evaluation outputs
+    oci/                                      the OCI image layout (:attr:`Store.layout`)
     tmp/<kind>-XXXX/ + tmp/<kind>-XXXX.lock   staging; same filesystem, so publishing is one rename
 
 Every entry is written into a staging directory first and renamed into place only when complete, so a failed
 or interrupted build leaves nothing in the store. A staging directory is owned by whoever holds the ``flock`` on
 its ``.lock`` file; the kernel drops that lock when the process dies (even by ``kill -9``), so the next
-:meth:`Store.stage` or :meth:`Store.scan` removes staging left by dead builds and never a live one's.
+:meth:`Store.stage` or :meth:`Store.scan` removes staging left by dead builds and never a live one's
+(:mod:`builder.staging`).
 Published entries get the mode ``0777 & ~umask`` (staging starts private), so a container running as another
 user can read them. Versions are content-derived: the same inputs give the same version, and publishing an
 existing version is a no-op.
@@ -27,38 +29,27 @@ from __future__ import annotations
 import base64
 import contextlib
 import difflib
-import fcntl
-import hashlib
 import json
 import os
 import shutil
 import stat
-import tempfile
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, ContextManager
 
-from builder.errors import RefNotFoundError, SwcliError
+from builder import staging
+from builder.errors import RefNotFoundError, StoreError, SwcliError
+from builder.files import current_umask, file_error
 from builder.refs import is_version, name_problem
+
+if TYPE_CHECKING:
+    from builder.images.oci import Layout
 
 KINDS = ("dataset", "model", "runtime")
 SHORT_VERSION_LEN = 12
 MIN_PREFIX_LEN = 4
 MANIFEST = "manifest.json"
-LOCK_SUFFIX = ".lock"
-
-
-class StoreError(SwcliError):
-    """The store cannot be read or written at ``path`` (read-only, not a folder, a bad manifest...)."""
-
-    def __init__(self, path: str | Path, message: str):
-        self.path = str(path)
-        super().__init__(f"{self.path}: {message}")
-
-
-def _os_error(path: Path, doing: str, err: OSError) -> StoreError:
-    return StoreError(err.filename or path, f"{doing}: {err.strerror or err}")
 
 
 def swcli_home() -> Path:
@@ -100,67 +91,6 @@ def utc_now() -> str:
     """The creation timestamp written into manifests (ISO 8601, UTC). Microseconds: `name:latest` must tell apart
     two builds made within the same second (a script, a test, a CI job)."""
     return datetime.now(timezone.utc).isoformat(timespec="microseconds")
-
-
-def current_umask() -> int:
-    """The process umask (read without changing it)."""
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def sha256_file(path: str | Path) -> str:
-    """The hex sha256 of a file, read in 1 MiB blocks."""
-    sha = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(1 << 20):
-            sha.update(block)
-    return sha.hexdigest()
-
-
-def pid_alive(pid: int) -> bool:
-    """Whether a process of this machine is still running (for files named after their writer's pid)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def write_bytes_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to a temp file beside ``path`` and rename it over, so readers never see half a file; the
-    file gets the umask's mode (mkstemp would leave 0600)."""
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    except OSError as err:
-        raise _os_error(path, "cannot write", err) from None
-    try:
-        os.fchmod(fd, 0o666 & ~current_umask())
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    except BaseException as err:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        if isinstance(err, OSError):
-            raise _os_error(path, "cannot write", err) from None
-        raise
-
-
-def write_json_atomic(path: Path, obj: Any) -> None:
-    """JSON (indented, strict: no NaN) written to a new random temp name beside ``path`` and renamed over it, never
-    through a link at either name (:func:`builder.outdir.write_file`); its folder is created when missing."""
-    from builder import outdir  # the adapter for files in folders someone else may have prepared
-
-    data = (json.dumps(obj, indent=2, sort_keys=False, allow_nan=False) + "\n").encode("utf-8")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        outdir.write_file(path, data, follow_folder=True)
-    except OSError as err:
-        raise _os_error(path, "cannot write", err) from None
 
 
 @dataclass(frozen=True)
@@ -251,94 +181,23 @@ class Store:
     def tmp_dir(self) -> Path:
         return self.root / "tmp"
 
+    @property
+    def layout(self) -> Layout:
+        """The OCI image layout of this store (``oci/``): every image swcli builds, pulls or loads."""
+        from builder.images.oci import Layout  # only the commands that touch images pay for it
+
+        return Layout(self.root / "oci")
+
     # ---------------------------------------------------------------------------------------------- staging
 
-    @contextlib.contextmanager
-    def stage(self, kind: str) -> Iterator[Path]:
-        """A fresh staging directory, removed on exit unless :meth:`publish` moved it into place.
-
-        The directory is held by an ``flock`` on ``<dir>.lock`` for the whole block; staging of dead processes
-        (whose locks the kernel released) is removed first.
-        """
-        try:
-            self.tmp_dir.mkdir(parents=True, exist_ok=True)
-        except OSError as err:
-            raise _os_error(self.tmp_dir, "cannot create the staging folder", err) from None
-        self.clean_stale_staging()
-        lock_fd, staged = self._locked_staging(kind)
-        try:
-            yield staged
-        finally:
-            shutil.rmtree(staged, ignore_errors=True)
-            with contextlib.suppress(OSError):
-                os.unlink(f"{staged}{LOCK_SUFFIX}")
-            os.close(lock_fd)
-
-    def _locked_staging(self, kind: str) -> tuple[int, Path]:
-        """Create ``tmp/<kind>-XXXX.lock``, lock it, then create the folder it guards. The lock comes first, so a
-        cleaner never sees a live folder without a held lock."""
-        while True:
-            try:
-                fd, lock_path = tempfile.mkstemp(prefix=f"{kind}-", suffix=LOCK_SUFFIX, dir=self.tmp_dir)
-            except OSError as err:
-                raise _os_error(self.tmp_dir, "cannot create a staging lock", err) from None
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            try:
-                same = os.stat(lock_path).st_ino == os.fstat(fd).st_ino
-            except FileNotFoundError:
-                same = False
-            if not same:  # a cleaner took it between mkstemp and flock, and removed it: try another name
-                os.close(fd)
-                continue
-            staged = Path(lock_path[: -len(LOCK_SUFFIX)])
-            try:
-                staged.mkdir(mode=0o700)
-            except OSError as err:
-                os.unlink(lock_path)
-                os.close(fd)
-                raise _os_error(staged, "cannot create the staging folder", err) from None
-            return fd, staged
+    def stage(self, kind: str) -> ContextManager[Path]:
+        """A fresh staging directory under ``tmp/``, held by its lock and removed on exit unless :meth:`publish`
+        moved it into place (:func:`builder.staging.stage`)."""
+        return staging.stage(self.tmp_dir, kind, KINDS)
 
     def clean_stale_staging(self) -> list[Path]:
         """Remove the staging folders no live process holds; returns what was removed. Never raises."""
-        removed: list[Path] = []
-        try:
-            names = sorted(os.listdir(self.tmp_dir))
-        except OSError:
-            return removed
-        locks = {n for n in names if n.endswith(LOCK_SUFFIX)}
-        for lock_name in sorted(locks):
-            lock_path = self.tmp_dir / lock_name
-            try:
-                fd = os.open(lock_path, os.O_RDWR)
-            except OSError:
-                continue
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError:
-                os.close(fd)
-                continue  # a live build holds it
-            try:
-                if os.stat(lock_path).st_ino != os.fstat(fd).st_ino:
-                    continue  # removed and recreated meanwhile: not the file we locked
-                staged = self.tmp_dir / lock_name[: -len(LOCK_SUFFIX)]
-                shutil.rmtree(staged, ignore_errors=True)
-                if not staged.exists():
-                    os.unlink(lock_path)
-                    removed.append(staged)
-            except OSError:
-                pass
-            finally:
-                os.close(fd)
-        for name in names:  # folders without any lock: left by an older swcli or a half-finished cleanup
-            path = self.tmp_dir / name
-            if name in locks or f"{name}{LOCK_SUFFIX}" in locks or name.startswith("."):
-                continue
-            if path.is_dir() and not path.is_symlink() and name.split("-", 1)[0] in KINDS:
-                shutil.rmtree(path, ignore_errors=True)
-                if not path.exists():
-                    removed.append(path)
-        return removed
+        return staging.clean_stale(self.tmp_dir, KINDS)
 
     # ---------------------------------------------------------------------------------------------- publish
 
@@ -362,12 +221,12 @@ class Store:
                 os.chmod(directory, mode)  # staging is private while it is built; entries read like any folder
             final.parent.mkdir(parents=True, exist_ok=True)
         except OSError as err:
-            raise _os_error(final.parent, "cannot publish", err) from None
+            raise file_error(final.parent, "cannot publish", err) from None
         try:
             os.rename(staged, final)
         except OSError as err:
             if not (final / MANIFEST).is_file():
-                raise _os_error(final, "cannot publish", err) from None
+                raise file_error(final, "cannot publish", err) from None
             shutil.rmtree(staged, ignore_errors=True)
         return read_entry(kind, final)
 
@@ -478,7 +337,7 @@ class Store:
         try:
             os.rename(path, doomed)
         except OSError as err:
-            raise _os_error(path, "cannot remove", err) from None
+            raise file_error(path, "cannot remove", err) from None
         shutil.rmtree(doomed, ignore_errors=True)
         with contextlib.suppress(OSError):
             path.parent.rmdir()

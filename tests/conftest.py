@@ -153,7 +153,7 @@ def engine():
 @pytest.fixture(scope="module")
 def tiny_runtime(engine, tmp_path_factory):
     """A runtime from an empty venv: the swcli layer brings numpy and scikit-learn, all the toy handler needs."""
-    from builder.images.build import build_runtime_image
+    from builder.images.runtime_image import build_runtime_image
 
     venv = tmp_path_factory.mktemp("env") / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)

@@ -8,7 +8,8 @@ import time
 import pytest
 
 from builder.errors import SpecError
-from builder.spec import MAX_ALIAS_EXPANSION, load_dataset_spec, load_model_spec, read_yaml_mapping
+from builder.spec import load_dataset_spec, load_model_spec
+from builder.yamldoc import MAX_ALIAS_EXPANSION, read_yaml_mapping
 
 DATASET = """\
 name: cifar10

@@ -6,7 +6,8 @@ import json
 import pytest
 
 from builder.errors import RefNotFoundError
-from builder.store import Store, make_version, write_json_atomic
+from builder.files import write_json_atomic
+from builder.store import Store, make_version
 from tests.helpers.store import publish
 
 

@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from builder.errors import RefNotFoundError, SwcliError
-from builder.store import Store, StoreError, write_json_atomic
+from builder.errors import RefNotFoundError, StoreError, SwcliError
+from builder.files import write_json_atomic
+from builder.store import Store
 from tests.helpers.capabilities import require
 from tests.helpers.cli import one_line_error
 from tests.helpers.store import publish

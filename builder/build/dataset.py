@@ -25,7 +25,8 @@ from builder.loader import load_class
 from builder.volumes import INDEX_NAME, VolumeWriter, VolumeInfo
 from builder.snapshot import glob_regex  # the .swignore glob: one semantics for every pattern
 from builder.spec import DatasetSpec, load_dataset_spec
-from builder.store import Entry, Store, make_version, sha256_file, utc_now, write_json_atomic
+from builder.files import sha256_file, write_json_atomic
+from builder.store import Entry, Store, make_version, utc_now
 
 Progress = Callable[[int], None]
 _MISSING = object()

@@ -26,7 +26,7 @@ class GcResult:
 
 def _stale_copy_temps(folder: Path) -> tuple[list[Path], int]:
     """`swcli copy` temp files (``.copy-<pid>-XXXX``) whose process is gone."""
-    from builder.store import pid_alive
+    from builder.files import pid_alive
 
     removed, freed = [], 0
     for path in sorted(folder.glob(".copy-*")) if folder.is_dir() else []:
@@ -42,11 +42,10 @@ def _stale_copy_temps(folder: Path) -> tuple[list[Path], int]:
 
 def collect_garbage(store=None, layout=None) -> GcResult:
     """Remove what nothing needs (see the module docstring) and say what was freed."""
-    from builder.images.build import store_layout
     from builder.store import Store
 
     store = store or Store()
-    layout = layout or store_layout()
+    layout = layout or store.layout
     result = GcResult()
     result.staging = store.clean_stale_staging()
     result.temp_files, result.bytes = _stale_copy_temps(store.tmp_dir)

@@ -24,9 +24,10 @@ from typing import Callable
 
 from builder import __version__
 from builder.errors import SpecError
-from builder.snapshot import IGNORE_FILE, SecretScanner, SourceFile, refuse_secrets, walk_source_report
+from builder.snapshot import IGNORE_FILE, SecretScanner, SourceFile, SourceWalk, refuse_secrets, walk_source_report
 from builder.spec import ModelSpec, load_model_spec
-from builder.store import Entry, Store, make_version, utc_now, write_json_atomic
+from builder.files import write_json_atomic
+from builder.store import Entry, Store, make_version, utc_now
 
 Progress = Callable[[int], None]
 CHUNK = 1 << 20
@@ -116,6 +117,23 @@ def _copy_hash_scan(src: SourceFile, dest: Path) -> tuple[str, list[str]]:
     return sha.hexdigest(), scanner.kinds
 
 
+def _copy_sources(walk: SourceWalk, dest: Path, role: Callable[[str], str], progress: Progress | None) -> list[dict]:
+    """Every file of the walk copied under ``dest``, hashed and scanned in one read; its listing for the manifest
+    (path, size, sha256, role, exec bit, link). A credential found refuses the build before anything is published
+    (the staging folder goes with it)."""
+    listing, findings = [], {}
+    copied = 0
+    for src in walk.files:
+        sha, findings[src.rel] = _copy_hash_scan(src, dest / src.rel)
+        listing.append({"path": src.rel, "size": src.size, "sha256": sha, "role": role(src.rel),
+                        "executable": src.executable, **({"link": src.link} if src.link else {})})
+        copied += src.size
+        if progress:
+            progress(copied)
+    refuse_secrets(findings, walk.rules)
+    return listing
+
+
 def _mb(size: int) -> str:
     return f"{size / (1 << 20):.1f} MiB"  # the units the CLI prints sizes in
 
@@ -151,7 +169,7 @@ def model_version(spec_raw: dict, files: list[dict], lock_kind: str | None, lock
 
 
 def _current_env_lock():
-    from builder.build.runtime import export_env_lock  # the one exporter; imported only when locking
+    from builder.build.env_lock import export_env_lock  # the one exporter; imported only when locking
 
     return export_env_lock()
 
@@ -174,20 +192,10 @@ def build_model(
     check_handler_source(spec)
     _check_listed_files(spec)
     walk = walk_source_report(spec.root, always_include=spec.model + spec.config)
-    role = _roles(spec)
     lock = None if skip_gen_env else env_lock()
 
     with store.stage("model") as staged:
-        listing, findings = [], {}
-        copied = 0
-        for src in walk.files:
-            sha, findings[src.rel] = _copy_hash_scan(src, staged / "src" / src.rel)
-            listing.append({"path": src.rel, "size": src.size, "sha256": sha, "role": role(src.rel),
-                            "executable": src.executable, **({"link": src.link} if src.link else {})})
-            copied += src.size
-            if progress:
-                progress(copied)
-        refuse_secrets(findings, walk.rules)  # before anything is published; the staging dir goes with it
+        listing = _copy_sources(walk, staged / "src", _roles(spec), progress)
         if lock is not None:
             (staged / "env.lock").write_text(lock.text, encoding="utf-8")
         version = model_version(spec.raw, listing, lock.kind if lock else None, lock.text if lock else None)

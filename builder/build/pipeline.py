@@ -1,8 +1,10 @@
-"""Packages with their images, for the CLI and for library callers: the build -> runtime -> image sequence.
+"""`swcli dataset build` and `swcli model build`, whole: a folder -> a store entry -> its image.
 
-Every input is checked before any work (an image reference, a `--dockerfile-only` folder, the runtime a model
-names), so a typo never costs a long build and never leaves a new store entry behind a failed command. Also the one
-place that turns a ref into the image it names (:func:`image_for`).
+A dataset folder becomes a store entry (:mod:`builder.build.dataset`), then its `swds/` image; a model folder
+becomes a snapshot entry (:mod:`builder.build.model`), then a runtime image is found or built for it
+(:mod:`builder.build.runtime`), then its `swmp/` image on that runtime. Every input is checked before any work (an
+image reference, a `--dockerfile-only` folder, the runtime a model names), so a typo never costs a long build and
+never leaves a new store entry behind a failed command.
 """
 
 from __future__ import annotations
@@ -11,95 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from builder.errors import RefNotFoundError
-from builder.refs import image_name, image_ref_problem, image_tags, is_model_tag_of
-from builder.store import Entry, Store
-from builder.text import clipped
-
-
-def image_for(kind: str, ref: str, store: Store | None = None) -> str:
-    """The image a ref names: a store entry's `swds|swrt/<name>:<version>` or model image (:func:`model_image`),
-    else ``ref`` itself when it is an image reference with a registry path or a tag (`python:3.11`,
-    `registry:5000/swmp/x:1`, `swmp/x:<version>-<image id>`)."""
-    store = store or Store()
-    try:
-        entry = store.resolve(kind, ref)
-    except RefNotFoundError:
-        if not ("/" in ref or ":" in ref or "@" in ref):
-            raise
-        problem = image_ref_problem(ref)
-        if problem is None:
-            return ref
-        raise RefNotFoundError(kind, ref, f"and it is not an image either: {problem}") from None
-    if kind != "model":
-        return image_tags(kind, entry.name, entry.version)[0]
-    image = model_image(entry, store)
-    if image is None:
-        raise RefNotFoundError(kind, ref, f"{entry.ref} has no image in the store ({store.root / 'oci'}): build one "
-                                          "with `swcli model build` (without --no-image), or pull it")
-    return image
-
-
-def model_images(entry: Entry, store: Store) -> dict[str, list[str]]:
-    """Manifest digest -> the tags naming it, for every image of a model entry in the store's layout: one per
-    runtime it was built on (`<version>-<image id>`), and the bare `<version>` an older swcli moved from one to the
-    next."""
-    from builder.images.oci import Layout
-
-    repo = image_name("model", entry.name)
-    found: dict[str, list[str]] = {}
-    for ref, manifest in sorted(Layout(store.root / "oci").refs().items()):
-        name, _, tag = ref.rpartition(":")
-        if name == repo and is_model_tag_of(tag, entry.version):
-            found.setdefault(manifest.digest, []).append(ref)
-    return found
-
-
-def model_image(entry: Entry, store: Store) -> str | None:
-    """The image a model ref names: its only image, else the one `:latest` names (the newest built or pulled);
-    None when it has none. Images on several runtimes, none of them the newest: a one-line error naming each,
-    so the caller picks one by its tag (a tag names one image for good)."""
-    images = model_images(entry, store)
-    if len(images) > 1:
-        from builder.images.oci import Layout
-
-        latest = Layout(store.root / "oci").resolve(f"{image_name('model', entry.name)}:latest")
-        images = {d: refs for d, refs in images.items() if latest is not None and d == latest.digest} or images
-    if not images:
-        return None
-    if len(images) == 1:
-        return max(next(iter(images.values())), key=len)  # `<version>-<id>` rather than an older bare `<version>`
-    named = ", ".join(f"{max(refs, key=len)} (on {_runtime_of(store, refs[0])})" for refs in images.values())
-    raise RefNotFoundError("model", entry.ref, f"it has {len(images)} images: {named}; "
-                                               "name one of them instead of the model")
-
-
-def model_image_id(name: str, version: str, store: Store) -> str | None:
-    """The image id of the image a model names (for run.json), or None: no image, several, or an unreadable layout
-    (a run does not fail for it; it only does not name an image)."""
-    from builder.errors import SwcliError
-    from builder.images.image import read_image
-    from builder.images.oci import Layout
-
-    try:
-        tag = model_image(Entry("model", name, version, store.kind_dir("model") / name / version, {}), store)
-        image = read_image(Layout(store.root / "oci"), tag) if tag else None
-    except (SwcliError, OSError, ValueError):
-        return None
-    return image.image_id if image is not None else None
-
-
-def _runtime_of(store: Store, ref: str) -> str:
-    from builder.errors import SwcliError
-    from builder.images.image import read_image
-    from builder.images.oci import Layout
-
-    try:
-        image = read_image(Layout(store.root / "oci"), ref)
-    except (SwcliError, OSError):
-        image = None
-    label = (image.labels.get("io.swcli.runtime") if image else None) or "an unknown runtime"
-    return clipped(label, 200)  # a pulled image's label: shown, not obeyed
+from builder.build.entry_image import image_for
+from builder.refs import image_ref_problem
+from builder.store import Store
 
 
 @dataclass(frozen=True)
@@ -166,5 +82,5 @@ def model_with_image(directory: Path, *, runtime: str | None = None, skip_gen_en
         result.entry, None, store=store, dockerfile_only=dockerfile_only and dockerfile_only / "runtime",
         skip_gen_env=skip_gen_env, load=load)
     image = build_model_image(result.entry, runtime_image, dockerfile_only=dockerfile_only and dockerfile_only / "model",
-                              load=load)
+                              load=load, layout=store.layout)
     return Built(result, image, runtime_image)

@@ -3,19 +3,15 @@
 Sources, in order: `--venv PATH`, `--conda-prefix PATH`, a `runtime.yaml` (whose `requirements` are resolved
 into a cached host venv, so nothing is pip-installed inside an image build), or the current environment.
 A `runtime.yaml` in the folder also gives the name and base image whenever it is there; flags win.
-The store entry is the manifest (layers, lock, image tag): the image itself is the snapshot.
-
-:func:`export_env_lock` is the one environment-lock exporter (model builds use it too): it runs once per build,
-and a failure is one :class:`EnvLockError` line that says how to build without a lock (``--skip-gen-env``).
+The store entry is the manifest (layers, lock, image tag): the image itself is the snapshot. The lock is
+:func:`builder.build.env_lock.export_env_lock`'s, exported once per build.
 :func:`read_runtime_sbom` is `swcli runtime info --sbom`: the SBOM file's bytes exactly as the image holds them.
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -24,12 +20,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from builder.errors import SwcliError, UsageError
-from builder.images.build import DEFAULT_BASE, ImageResult, build_runtime_image
-from builder.images.env import RuntimeError_, current_env_prefix, env_mode, site_packages_of
+from builder.errors import SpecError, SwcliError, UsageError
+from builder.build.entry_image import image_for
+from builder.build.env_lock import EnvLock, export_env_lock
+from builder.images.build import DEFAULT_BASE, ImageResult
+from builder.images.runtime_image import build_runtime_image
+from builder.images.env import RuntimeError_, current_env_prefix, env_mode
 from builder.refs import image_ref_problem, name_problem
-from builder.spec import Field, SpecError, check_fields, read_yaml_mapping
-from builder.store import Entry, Store, utc_now, write_bytes_atomic, write_json_atomic
+from builder.yamldoc import Field, check_fields, read_yaml_mapping
+from builder.files import write_json_atomic
+from builder.store import Entry, Store, utc_now
 
 RUNTIME_FIELDS = {
     "name": Field((str,), required=True),
@@ -111,104 +111,33 @@ def resolved_venv(spec: RuntimeSpec, store: Store) -> Path:
         raise spec.error(f"resolving needs a host Python {spec.python}; this is {host_minor}", "python")
     tmp = venv.with_name(key + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    subprocess.run([sys.executable, "-m", "venv", str(tmp)], check=True, capture_output=True)
-    proc = subprocess.run([str(tmp / "bin" / "python"), "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
-                           *spec.requirements], capture_output=True, text=True)
-    if proc.returncode != 0:
-        shutil.rmtree(tmp, ignore_errors=True)
-        errors = [line for line in proc.stderr.splitlines() if "ERROR" in line] or proc.stderr.splitlines() or ["no output"]
-        raise EnvResolveError(f"{spec.path}: pip could not install the requirements: {errors[-1].strip()}")
+    _venv_step(spec, tmp, "could not create the venv", [sys.executable, "-m", "venv", str(tmp)])
+    _venv_step(spec, tmp, "pip could not install the requirements",
+               [str(tmp / "bin" / "python"), "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
+                *spec.requirements])
     (tmp / ".swcli-complete").write_text(utc_now())
     shutil.rmtree(venv, ignore_errors=True)
     tmp.rename(venv)
     # a venv's scripts hard-code its path: recreate the interpreter links at the final place
-    subprocess.run([sys.executable, "-m", "venv", "--upgrade", str(venv)], check=True, capture_output=True)
+    _venv_step(spec, venv, "could not move the venv into place", [sys.executable, "-m", "venv", "--upgrade", str(venv)])
     return venv
 
 
-SKIP_HINT = "pass --skip-gen-env to build without a lock"
-
-
-class EnvLockError(SwcliError):
-    """Exporting an environment's lock failed; the message says how to build without one."""
-
-
-@dataclass(frozen=True)
-class EnvLock:
-    kind: str  # "pip-freeze", "dist-info" (a venv without pip), "conda-env-export" or "conda-meta"
-    text: str
-
-
-def _conda_meta_list(prefix: Path) -> str:
-    lines = ["# conda packages (from conda-meta; conda itself is not installed here)"]
-    for rec in sorted((prefix / "conda-meta").glob("*.json")):
-        try:
-            info = json.loads(rec.read_text(encoding="utf-8"))
-            lines.append(f"{info['name']}=={info['version']}={info.get('build', '')}")
-        except (ValueError, KeyError, TypeError) as err:
-            raise EnvLockError(f"{rec}: not a conda package record ({type(err).__name__}: {err}); {SKIP_HINT}") from None
-    return "\n".join(lines) + "\n"
-
-
-def _dist_info_list(prefix: Path) -> str:
-    import importlib.metadata as md
-
-    site = site_packages_of(prefix)
-    names = {(d.metadata["Name"] or "").lower(): f"{d.metadata['Name']}=={d.version}" for d in md.distributions(path=[str(site)])}
-    return "".join(f"{names[k]}\n" for k in sorted(names) if k)
-
-
-def export_env_lock(prefix: Path | None = None, *, run: Callable = subprocess.run) -> EnvLock:
-    """The lock of the env at ``prefix`` (default: the running interpreter's env), exported once.
-
-    A conda env: ``conda env export`` when conda is on PATH, else its conda-meta package records. Any other env:
-    ``pip freeze --exclude-editable`` with the env's own python, or its dist-info records when it has no pip.
-    A failure (no python, pip crashing, a timeout) is an :class:`EnvLockError` line naming the env and the command.
-    """
-    python = Path(sys.executable) if prefix is None else Path(prefix) / "bin" / "python"
-    prefix = Path(sys.prefix) if prefix is None else Path(prefix)
-    conda = shutil.which("conda")
-    if (prefix / "conda-meta").is_dir():
-        if conda is None:
-            return EnvLock("conda-meta", _conda_meta_list(prefix))
-        cmd, kind = [conda, "env", "export", "--prefix", str(prefix)], "conda-env-export"
-    elif not python.exists():
-        raise EnvLockError(f"{prefix}: no bin/python to run 'pip freeze' with; {SKIP_HINT}")
-    else:
-        cmd, kind = [str(python), "-m", "pip", "freeze", "--exclude-editable", "--disable-pip-version-check"], "pip-freeze"
+def _venv_step(spec: RuntimeSpec, venv: Path, failed: str, cmd: list[str]) -> None:
+    """Run one step of resolving ``venv``. A failure removes the venv (the next build starts afresh) and is one
+    :class:`EnvResolveError` line: the runtime.yaml, what failed, the command, its exit code and the last error line
+    of its stderr (pip's last ``ERROR`` line, else the last line)."""
     shown = " ".join(cmd[:1] + cmd[1:4])
-    memo = _lock_memo(prefix, kind) if run is subprocess.run else None
-    if memo is not None and memo.is_file():
-        return EnvLock(kind, memo.read_text(encoding="utf-8"))
     try:
-        proc = run(cmd, capture_output=True, text=True, timeout=300)
-    except (OSError, subprocess.TimeoutExpired) as err:
-        raise EnvLockError(f"{prefix}: exporting the environment lock ('{shown}') failed: {err}; {SKIP_HINT}") from None
+        proc = subprocess.run(cmd, capture_output=True, text=True, errors="replace")
+    except OSError as err:
+        shutil.rmtree(venv, ignore_errors=True)
+        raise EnvResolveError(f"{spec.path}: {failed}: '{shown}' could not run: {err}") from None
     if proc.returncode != 0:
-        if kind == "pip-freeze" and "No module named pip" in proc.stderr:
-            return EnvLock("dist-info", _dist_info_list(prefix))
-        last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
-        raise EnvLockError(f"{prefix}: '{shown}' exited {proc.returncode}: {last}; {SKIP_HINT}")
-    if memo is not None:
-        with contextlib.suppress(SwcliError):  # a store that cannot remember only costs the next build a freeze
-            write_bytes_atomic(memo, proc.stdout.encode("utf-8"))
-    return EnvLock(kind, proc.stdout)
-
-
-def _lock_memo(prefix: Path, kind: str) -> Path | None:
-    """Where the lock of ``prefix`` is remembered, keyed by what `pip freeze` reads: the env's distribution
-    metadata folders (their names carry the versions) and their mtimes. None when the env cannot be read."""
-    from builder.store import swcli_home
-
-    h = hashlib.sha256(f"{kind}\0{prefix}\n".encode())
-    try:
-        for site in sorted(prefix.glob("lib/python3*/site-packages")):
-            for entry in sorted(os.scandir(site), key=lambda e: e.name):
-                if entry.name.endswith((".dist-info", ".egg-info", ".egg-link", ".pth")):
-                    h.update(f"{entry.name}\0{entry.stat().st_mtime_ns}\n".encode())
-    except OSError:
-        return None
-    return swcli_home() / "cache" / "locks" / f"{h.hexdigest()}.txt"
+        shutil.rmtree(venv, ignore_errors=True)
+        lines = [line for line in proc.stderr.splitlines() if line.strip()]
+        last = ([line for line in lines if "ERROR" in line] or lines or ["no output"])[-1].strip()
+        raise EnvResolveError(f"{spec.path}: {failed}: '{shown}' exited {proc.returncode}: {last}")
 
 
 def build_runtime(name: str | None = None, prefix: Path | None = None, *, spec_dir: Path | None = None,
@@ -245,7 +174,7 @@ def build_runtime(name: str | None = None, prefix: Path | None = None, *, spec_d
     result, manifest = build_runtime_image(name, prefix, base_image=base_image or DEFAULT_BASE,
                                            lock_text=lock.text if lock else "", client=client,
                                            dockerfile_only=dockerfile_only, log=log, nocache=nocache, load=load,
-                                           verify=verify, system_packages=system_packages)
+                                           verify=verify, system_packages=system_packages, layout=store.layout)
     if dockerfile_only is not None:
         return None, result
     manifest["created"] = utc_now()
@@ -290,8 +219,6 @@ def runtime_for_model(entry: Entry, runtime: str | None = None, *, store: Store 
     store = store or Store()
     ref = runtime or entry.manifest.get("runtime")
     if ref:
-        from builder.build.pipeline import image_for
-
         return image_for("runtime", ref, store)
     pip_req = (entry.manifest.get("spec") or {}).get("pip_req")
     req_file = entry.path / "src" / pip_req if pip_req else None
@@ -319,7 +246,6 @@ RUNTIME_MEMO = ".swcli-runtime.json"  # in a venv swcli resolved (and never chan
 def _reuse_runtime(prefix: Path, name: str, store: Store, *, load: bool, log=None) -> str | None:
     """The runtime image already built from the resolved venv ``prefix``, made present in the engine when
     ``load``; None when there is none (or it is gone from the store), so it is built."""
-    from builder.images.build import store_layout
     from builder.images.image import read_image
 
     try:
@@ -327,7 +253,7 @@ def _reuse_runtime(prefix: Path, name: str, store: Store, *, load: bool, log=Non
         store.resolve("runtime", f"{memo['name']}:{memo['version']}")
     except (OSError, ValueError, KeyError, TypeError, SwcliError):
         return None
-    layout = store_layout()
+    layout = store.layout
     image = read_image(layout, memo["image"]) if memo.get("name") == name else None
     if image is None:
         return None
@@ -345,12 +271,12 @@ class SbomMissingError(SwcliError):
 
 def read_runtime_sbom(ref: str, *, store: Store | None = None, layout=None) -> bytes:
     """The CycloneDX SBOM of runtime ``ref``, read from its image's layers in the store (the exact bytes)."""
-    from builder.images.build import store_layout
     from builder.images.image import read_image
     from builder.images.sbom import SBOM_PATH, read_sbom
 
-    entry = (store or Store()).resolve("runtime", ref)
-    layout = layout or store_layout()
+    store = store or Store()
+    entry = store.resolve("runtime", ref)
+    layout = layout or store.layout
     tag = entry.manifest.get("image")
     image = read_image(layout, tag) if isinstance(tag, str) else None
     if image is None:

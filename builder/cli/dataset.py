@@ -46,7 +46,7 @@ def export(
 ) -> None:
     """Extract a dataset image's /dataset (shards, index, manifest) to a host folder; it reads like a store entry."""
     from builder.images.build import export_dataset_image
-    from builder.build.pipeline import image_for
+    from builder.build.entry_image import image_for
     from builder.store import Store
 
     count = export_dataset_image(image_for("dataset", ref, Store()), directory)

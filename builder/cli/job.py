@@ -45,7 +45,7 @@ def k8s(
     resume: bool = typer.Option(True, "--resume/--no-resume", help="A replaced eval pod continues its shard's part on the volume (default) or starts it over. Not used with --parts registry: the part is on the pod's emptyDir."),
 ) -> None:
     """Emit a PVC (unless --parts registry), an Indexed Job running `eval --shard` in N pods, and the merge Job, as one YAML stream."""
-    from builder.build.pipeline import image_for
+    from builder.build.entry_image import image_for
     from builder.jobs.k8s import DEFAULT_PVC, K8sOptions, render, write_manifests
     from builder.store import Store
 

@@ -107,7 +107,7 @@ def _verify(entry) -> None:
 
 
 def _images(entry) -> str:
-    from builder.build.pipeline import model_images
+    from builder.build.entry_image import model_images
     from builder.store import Store
 
     images = model_images(entry, Store())

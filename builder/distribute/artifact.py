@@ -40,7 +40,7 @@ class ArtifactFile:
 
     @classmethod
     def from_path(cls, title: str, path: Path, media_type: str) -> ArtifactFile:
-        from builder.store import sha256_file
+        from builder.files import sha256_file
 
         return cls(title, media_type, "sha256:" + sha256_file(path), path.stat().st_size, lambda: open(path, "rb"))
 

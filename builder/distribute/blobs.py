@@ -25,8 +25,9 @@ from typing import BinaryIO, Callable, ContextManager, Iterable
 
 from builder.errors import RegistryError
 from builder.refs import KIND_PREFIX, is_version, name_problem
+from builder.files import write_bytes_atomic
 from builder.registry import ClientFor
-from builder.store import swcli_home, write_bytes_atomic
+from builder.store import swcli_home
 
 BLOB_WORKERS = 4
 

@@ -238,14 +238,13 @@ def pull(target: str, *, credentials=None, ca_cert: Path | None = None, on_progr
     """Pull ``target`` (REGISTRY/REPO[:TAG|@DIGEST]) into the layout, record it in the store (unless ``record`` is
     off), tag it `<prefix>/<name>:<version>` and `:latest` in the layout, and with ``load`` in the engine too.
     A pull that fails removes the blobs it wrote that no ref, cache or other process reaches."""
-    from builder.images.build import store_layout
     from builder.images.image import Image
     from builder.registry.reference import Reference
     from builder.distribute.pulled_entry import record_pulled
     from builder.store import Store
 
     source = Reference.parse(target)
-    layout = layout or store_layout()
+    layout = layout or (store or Store()).layout
     written: list[str] = []
     try:
         try:

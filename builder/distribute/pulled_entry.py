@@ -177,7 +177,7 @@ def recomputed_version(kind: str, manifest: dict, folder: Path) -> str:
     from builder.build.dataset import version_of
     from builder.build.model import model_version
     from builder.volumes import manifest_layout
-    from builder.store import sha256_file
+    from builder.files import sha256_file
 
     spec = manifest.get("spec")
     if kind == "dataset":
@@ -198,7 +198,7 @@ def verify_model_files(folder: Path, manifest: dict, where: Path) -> None:
     link with its recorded target and the sha256 a build gives it); errors name the manifest, field and file."""
     import hashlib
 
-    from builder.store import sha256_file
+    from builder.files import sha256_file
 
     src = folder / "src"
     for n, item in enumerate(_model_files(manifest, where)):
@@ -269,7 +269,8 @@ def record_pulled(layout, image, target: str, store, *, known: bool = False):
     is taken as it is, without extracting it again."""
     from builder.errors import RefNotFoundError
     from builder.refs import image_name
-    from builder.store import utc_now, write_json_atomic
+    from builder.files import write_json_atomic
+    from builder.store import utc_now
 
     kind, name, version = check_labels(target, image.labels)
     if known:
@@ -303,8 +304,8 @@ def record_pulled(layout, image, target: str, store, *, known: bool = False):
 
 def check_runtime_version(image, version: str, target: str) -> None:
     """A runtime's version is made from its environment's layers (after the base, before the SBOM's), as
-    :func:`builder.images.build.runtime_version`; some run of the pulled layers must make it."""
-    from builder.images.build import runtime_version
+    :func:`builder.images.runtime_image.runtime_version`; some run of the pulled layers must make it."""
+    from builder.images.runtime_image import runtime_version
     from builder.images.image import NewLayer
 
     mode = image.labels.get("io.swcli.env-mode", "")

@@ -61,17 +61,17 @@ def push(kind: str, ref: str, target: str, *, credentials=None, ca_cert: Path | 
          on_progress: OnProgress | None = None, layout: Layout | None = None, store=None,
          client_for: ClientFor | None = None) -> TransferResult:
     """Push the image of ``ref`` (a store entry or an image in the layout) as ``target`` (REGISTRY/REPO[:TAG])."""
-    from builder.images.build import store_layout
     from builder.images.compress import compressed
     from builder.images.image import read_image
     from builder.registry.reference import Reference
-    from builder.build.pipeline import image_for
+    from builder.build.entry_image import image_for
+    from builder.store import Store
 
     local = image_for(kind, ref, store)
     dest = Reference.parse(target)
     if dest.digest is not None:
         raise RegistryError(f"push to {target}: give a tag, not a digest (the digest is what the push makes)")
-    layout = layout or store_layout()
+    layout = layout or (store or Store()).layout
     image = read_image(layout, local)
     if image is None:
         raise RegistryError(f"image {local} is not in the store's OCI layout ({layout.root}); build it first "

@@ -83,14 +83,14 @@ def label_names(manifest: dict) -> dict[str, str] | None:
 
 def model_image_id(model_info: dict, store: Store) -> str | None:
     """The id (config digest) of the store's image of an evaluated store model (``swmp/<name>:<version>-<id>``, the one
-    its ref names: :func:`builder.build.pipeline.model_image`), or None.
+    its ref names: :func:`builder.build.entry_image.model_image`), or None.
 
     Inside the model image, and for a source folder or a model never built into an image, there is none: the
     model's name and version (a content digest of its code and weights) are then what identify it. Only the layout
     reader is imported (the image holds no jinja2, which the image builder needs)."""
     if not model_info.get("version"):
         return None
-    from builder.build.pipeline import model_image_id as image_id  # never raises: a run only names no image
+    from builder.build.entry_image import model_image_id as image_id  # never raises: a run only names no image
 
     return image_id(model_info["name"], model_info["version"], store)
 

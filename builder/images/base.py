@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from builder.errors import SwcliError
-from builder.store import pid_alive
+from builder.files import pid_alive
 
 # 2023-06-10 00:00:00 UTC, the day Debian 12 "bookworm" was released. Not 0: shadow reads a last-change day of 0
 # as "the password must be changed at the next login", and tools treat epoch 0 as "no date".

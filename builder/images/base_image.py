@@ -49,7 +49,7 @@ def rootfs_available(packages: Sequence[str] = ()) -> bool:
 def _tar_blob(layout: Layout, tar: Path) -> Descriptor:
     """The rootfs tar as a layer blob: hard-linked into the layout when it can be (every store of a machine shares
     the 220 MB), else copied. Its digest is remembered beside the cached tar."""
-    from builder.store import sha256_file
+    from builder.files import sha256_file
 
     memo = tar.with_suffix(".sha256")
     size = tar.stat().st_size
@@ -82,9 +82,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--tag", default=f"{BASE_REPO}:{DEFAULT_SUITE}-py3.11")
     args = ap.parse_args(argv)
     try:
-        from builder.images.build import store_layout
+        from builder.store import Store
 
-        layout = store_layout()
+        layout = Store().layout
         image = ensure_base(layout, refs=[args.tag], log=lambda line: print(line, file=sys.stderr))
         sent = None
         if args.load:

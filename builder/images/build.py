@@ -1,8 +1,9 @@
-"""Image builds: dataset (`swds/`), runtime (`swrt/`) and model (`swmp/`) images, written by swcli itself.
+"""Image builds: dataset (`swds/`) and model (`swmp/`) images, and the recipe machinery every kind shares (the
+runtime's, `swrt/`, is :mod:`builder.images.runtime_image`), written by swcli itself.
 
 No Dockerfile runs. Each kind is a :class:`Recipe`: a parent image (the base, or the runtime a model runs on), the
 layers to add (each a folder of the build context and where it lands in the image, with a cache key) and the
-config changes. The same recipe either becomes OCI layers in the store's layout (``$SWCLI_HOME/oci``), with every
+config changes. The same recipe either becomes OCI layers in the store's layout (``Store.layout``), with every
 unchanged layer taken from the cache, and is then loaded into the Docker engine (only what the engine lacks; no
 load with ``load=False``), or is written out as ``templates/Dockerfile.j2`` plus its context
 (``--dockerfile-only``), so any builder can build the same image. Layer order, slowest-changing first: base ->
@@ -11,7 +12,6 @@ environment (split by package size) -> env lock -> swcli -> weights -> code -> m
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import time
@@ -22,19 +22,16 @@ from typing import Callable
 from builder.errors import DockerError, SwcliError, UsageError
 from builder.images import context as ctx
 from builder.images.engine import connect, image_exists
-from builder.images.env import ENV_PREFIX, RuntimeError_, conda_tree, env_mode, env_python_minor, runtime_context
 from builder.images.image import ConfigChanges, Image, NewLayer, read_image, write_image
-from builder.images.layers import LayerCache, entries_content_key, placed, stat_key
+from builder.images.layers import LayerCache, entries_content_key, placed
 from builder.images.oci import Layout
 from builder.images.render import render_dockerfile
-from builder.images.sbom import SBOM_PATH, runtime_sbom
-from builder.images.sbom import wanted as sbom_wanted
 from builder.refs import image_ref_problem, image_tags, is_version, name_problem
-from builder.store import Entry, make_version, swcli_home
+from builder.store import Entry, Store
 
 DEFAULT_BASE = "swcli/base:bookworm-py3.11"
 USER = "1000:1000"
-ENTRYPOINT = ["python3", "-m", "builder.container"]
+ENTRYPOINT = ["python3", "-m", "builder.container"]  # what images run, as templates/Dockerfile.j2 says
 SWCLI_LIB = "/opt/swcli/lib"  # swcli and the dependencies it brings, on PYTHONPATH after the env's site-packages
 # store-only fields of a manifest: the copy inside an image leaves them out, so the image is the same everywhere
 HOST_FIELDS = ("created", "build_seconds", "source")
@@ -72,10 +69,6 @@ def check_inputs(flag: str, image: str, dockerfile_only: Path | None, name: str 
         raise ImageInputError(f"image version {version!r} is not a store version (lowercase letters and digits)")
     if dockerfile_only is not None:
         ctx.check_context_dir(dockerfile_only)
-
-
-def store_layout() -> Layout:
-    return Layout(swcli_home() / "oci")
 
 
 @dataclass(frozen=True)
@@ -127,7 +120,7 @@ def image_manifest(manifest: dict) -> bytes:
     return (json.dumps({k: v for k, v in manifest.items() if k not in HOST_FIELDS}, indent=2) + "\n").encode()
 
 
-def _parent(layout: Layout, client, ref: str, flag: str) -> Image:
+def parent_image(layout: Layout, client, ref: str, flag: str) -> Image:
     """The parent image from the layout, else imported once from the engine (a base built there, or pulled)."""
     image = read_image(layout, ref)
     if image is not None:
@@ -150,7 +143,7 @@ def _parent(layout: Layout, client, ref: str, flag: str) -> Image:
     return import_image(client, ref, layout, ref)
 
 
-def _write_context(recipe: Recipe, directory: Path) -> ImageResult:
+def write_context(recipe: Recipe, directory: Path) -> ImageResult:
     started = time.perf_counter()
     dockerfile = render_dockerfile(recipe.kind, base_image=recipe.parent, name=recipe.name, version=recipe.version,
                                    **recipe.template)
@@ -159,7 +152,7 @@ def _write_context(recipe: Recipe, directory: Path) -> ImageResult:
     return ImageResult(recipe.tags, "", time.perf_counter() - started)
 
 
-def _layers(layout: Layout, specs: list[LayerSpec], *, nocache: bool, verify: bool) -> tuple[list[NewLayer], int]:
+def new_layers(layout: Layout, specs: list[LayerSpec], *, nocache: bool, verify: bool) -> tuple[list[NewLayer], int]:
     cache = LayerCache(layout)
     out = []
     for spec in specs:
@@ -170,16 +163,15 @@ def _layers(layout: Layout, specs: list[LayerSpec], *, nocache: bool, verify: bo
     return out, cache.misses
 
 
-def realize(recipe: Recipe, *, layout: Layout | None = None, client=None, load: bool = True, log: Log | None = None,
+def realize(recipe: Recipe, *, layout: Layout, client=None, load: bool = True, log: Log | None = None,
             nocache: bool = False, verify: bool = False, started: float | None = None,
             layers: list[NewLayer] | None = None, written: int = 0) -> ImageResult:
     """Write the recipe's image into the layout and (``load``) into the engine; returns what was done."""
     started = started or time.perf_counter()
-    layout = layout or store_layout()
     layout.clean_temp()  # left by a build killed mid-write
-    parent = _parent(layout, client, recipe.parent, recipe.parent_flag)
+    parent = parent_image(layout, client, recipe.parent, recipe.parent_flag)
     if layers is None:
-        layers, written = _layers(layout, recipe.layers, nocache=nocache, verify=verify)
+        layers, written = new_layers(layout, recipe.layers, nocache=nocache, verify=verify)
     image = write_image(layout, parent, layers, recipe.changes)
     tags = recipe.tag(layout, image)
     sent = None
@@ -196,7 +188,7 @@ def realize(recipe: Recipe, *, layout: Layout | None = None, client=None, load: 
             if err.digest not in {layer.blob.digest for layer in layers} or not all(s.entries for s in recipe.layers):
                 raise
             (log or (lambda line: None))(f"{err}; rewriting it")
-            layers, more = _layers(layout, recipe.layers, nocache=False, verify=True)
+            layers, more = new_layers(layout, recipe.layers, nocache=False, verify=True)
             written += more
             image = write_image(layout, parent, layers, recipe.changes)
             tags = recipe.tag(layout, image)
@@ -207,7 +199,7 @@ def realize(recipe: Recipe, *, layout: Layout | None = None, client=None, load: 
 # ----------------------------------------------------------------------------------------------- dataset
 
 
-def dataset_recipe(entry: Entry, base_image: str = DEFAULT_BASE, *, layout: Layout | None = None,
+def dataset_recipe(entry: Entry, base_image: str = DEFAULT_BASE, *, layout: Layout,
                    store: bool = True, verify: bool = False) -> tuple[Recipe, list[NewLayer], int]:
     """The dataset's volume layers (from the cache, else tarred now: into ``layout`` when ``store``, else only
     hashed), then the meta layer's spec: manifest, index, ``layers.json`` and any other file of the entry.
@@ -215,7 +207,6 @@ def dataset_recipe(entry: Entry, base_image: str = DEFAULT_BASE, *, layout: Layo
     from builder.images import dataset_layers as dl
 
     m = entry.manifest
-    layout = layout or store_layout()
     planned = dl.volume_layers(m, entry.path / "manifest.json")
     specs, done, written = [], [], 0
     for layer in planned:
@@ -247,145 +238,21 @@ def dataset_recipe(entry: Entry, base_image: str = DEFAULT_BASE, *, layout: Layo
 
 
 def build_dataset_image(entry: Entry, *, base_image: str = DEFAULT_BASE, client=None, dockerfile_only: Path | None = None,
-                        log: Log | None = None, load: bool = True, verify: bool = False) -> ImageResult:
+                        log: Log | None = None, load: bool = True, verify: bool = False,
+                        layout: Layout | None = None) -> ImageResult:
     """`swds/<name>:<version>`: the volumes in bounded layers, then the manifest, index and layers.json at
-    /dataset, on a base that has `cp` for init containers (layout: docs/shard-format.md, "Image layers")."""
+    /dataset, on a base that has `cp` for init containers (layout: docs/shard-format.md, "Image layers"), in
+    ``layout`` (default: the store's)."""
     started = time.perf_counter()
     check_inputs("--base-image", base_image, dockerfile_only, entry.name, entry.version)
-    layout = store_layout()
+    layout = layout or Store().layout
     recipe, volume_layers, written = dataset_recipe(entry, base_image, layout=layout, store=dockerfile_only is None,
                                                     verify=verify)
     if dockerfile_only is not None:
-        return _write_context(recipe, dockerfile_only)
-    meta, more = _layers(layout, recipe.layers[-1:], nocache=False, verify=verify)
+        return write_context(recipe, dockerfile_only)
+    meta, more = new_layers(layout, recipe.layers[-1:], nocache=False, verify=verify)
     return realize(recipe, layout=layout, client=client, load=load, log=log, verify=verify, started=started,
                    layers=volume_layers + meta, written=written + more)
-
-
-# ----------------------------------------------------------------------------------------------- runtime
-
-
-def site_packages(minor: str) -> str:
-    return f"{ENV_PREFIX}/lib/python{minor}/site-packages"
-
-
-def base_python(layout: Layout, image: Image) -> str | None:
-    """The Python minor version of a base image: its ``io.swcli.python`` label, else the newest
-    ``usr/lib/python3.N/os.py`` in its layers (remembered per image in the layout's cache), else None."""
-    import re
-    import tarfile
-
-    label = image.labels.get("io.swcli.python")
-    if label:
-        return label
-    memo = layout.root / "cache" / "python" / image.config.hex
-    with contextlib.suppress(OSError):
-        return memo.read_text().strip() or None
-    found = None
-    pattern = re.compile(r"(?:\./)?usr/lib/python(3\.\d+)/os\.py")
-    for blob in image.layers:
-        with tarfile.open(layout.blob_path(blob.digest), "r|") as tar:
-            for member in tar:
-                match = pattern.fullmatch(member.name)
-                if match:
-                    found = match.group(1)
-    memo.parent.mkdir(parents=True, exist_ok=True)
-    memo.write_text(found or "")
-    return found
-
-
-def runtime_version(mode: str, layers: list[NewLayer]) -> str:
-    """A runtime's version from its layers' digests: the same env gives the same version on every machine."""
-    h = hashlib.sha256(f"runtime\0{mode}\n".encode())
-    for layer in layers:
-        h.update(f"{layer.blob.digest}\n".encode())
-    return make_version(h.digest())
-
-
-def build_runtime_image(name: str, prefix: Path, *, base_image: str = DEFAULT_BASE, lock_text: str = "", client=None,
-                        dockerfile_only: Path | None = None, log: Log | None = None, nocache: bool = False,
-                        load: bool = True, verify: bool = False,
-                        system_packages: tuple[str, ...] = ()) -> tuple[ImageResult, dict]:
-    """`swrt/<name>:<version>` from a venv or conda env; returns the image and a manifest describing it.
-    ``system_packages`` (Debian packages) give a variant of the default base, content-addressed by the list."""
-    started = time.perf_counter()
-    check_inputs("--base-image", base_image, dockerfile_only, name)
-    if system_packages:
-        if base_image != DEFAULT_BASE:
-            raise ImageInputError(f"system_packages extend swcli's Debian base; {base_image} is another base")
-        from builder.images.base_image import base_ref, ensure_base
-
-        variant = ensure_base(store_layout(), system_packages)
-        base_image = base_ref(variant.labels["io.swcli.python"], system_packages, variant.labels["io.swcli.base-key"])
-    prefix = Path(prefix)
-    if not prefix.is_dir():
-        raise RuntimeError_(f"{prefix}: environment folder does not exist")
-    mode = env_mode(prefix)
-    layout = store_layout()
-    with (conda_tree(prefix) if mode == "conda" else contextlib.nullcontext(prefix)) as tree:
-        minor = env_python_minor(prefix)
-        # the base's own Python must match the env's: read from the base (for --dockerfile-only, when the store has it)
-        base = _parent(layout, client, base_image, "--base-image") if dockerfile_only is None else read_image(layout, base_image)
-        if base is not None:
-            base_minor = base_python(layout, base)
-            if base_minor and base_minor != minor:
-                raise RuntimeError_(f"{prefix}: the environment is Python {minor}, the base image {base_image} has Python "
-                                    f"{base_minor}; the minor versions must match")
-        entries, table = runtime_context(tree, mode, lock_text=lock_text)
-        specs = _runtime_specs(entries, table)
-        layers, written = _layers(layout, specs, nocache=nocache, verify=verify)
-        version = runtime_version(mode, layers)
-        site = site_packages(minor)
-        # last, in a small layer of its own: it changes whenever anything below does, and only then
-        document = runtime_sbom(layout, name, version, base, [layer.blob.digest for layer in layers],
-                                lambda: _sbom_files(specs), (site, SWCLI_LIB))
-        sbom_entries = [ctx.from_bytes("sbom.cdx.json", document)]
-        specs.append(LayerSpec("sbom.cdx.json", SBOM_PATH, "sbom", entries_content_key("sbom", sbom_entries),
-                               sbom_entries))
-        sbom_layer, more = _layers(layout, specs[-1:], nocache=nocache, verify=verify)
-        layers, written = layers + sbom_layer, written + more
-        env = {"SWCLI_ENV": ENV_PREFIX, "PYTHONPATH": f"{site}:{SWCLI_LIB}"}
-        if mode == "conda":
-            env["PATH"] = f"{ENV_PREFIX}/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-        env.update(PYTHONDONTWRITEBYTECODE="1", PYTHONUNBUFFERED="1")
-        description = f"{mode} environment, Python {minor}"
-        extra = [("io.swcli.env-mode", mode), ("io.swcli.python", minor)]
-        recipe = Recipe("runtime", name, version, base_image, "--base-image", specs,
-                        ConfigChanges(env=env, labels=labels("runtime", name, version, description, extra), user=USER,
-                                      entrypoint=ENTRYPOINT, cmd=["--help"]),
-                        {"description": description, "extra_labels": extra, "env_prefix": ENV_PREFIX,
-                         "site_packages": site, "env_layers": table, "conda": mode == "conda"})
-        if dockerfile_only is not None:  # here, while a conda env's packed tree still exists
-            result = _write_context(recipe, dockerfile_only)
-    if dockerfile_only is None:
-        result = realize(recipe, layout=layout, client=client, load=load, log=log, started=started, layers=layers,
-                         written=written)
-    manifest = {"kind": "runtime", "name": name, "version": version, "mode": mode, "python": minor,
-                "base_image": base_image, "system_packages": list(system_packages), "source": str(prefix),
-                "prefix": ENV_PREFIX, "layers": table,
-                "image": result.tags[0], "image_id": result.image_id}
-    return result, manifest
-
-
-def _sbom_files(specs: list[LayerSpec]) -> dict[str, ctx.ContextEntry]:
-    """Image path -> context entry of the files the SBOM is read from (metadata of dists and conda packages)."""
-    return {f"/{e.arcname}": e for spec in specs
-            for e in placed([e for e in spec.entries if sbom_wanted(e.arcname)], spec.src, spec.dest)}
-
-
-def _runtime_specs(entries: list[ctx.ContextEntry], table: list[dict]) -> list[LayerSpec]:
-    by_dir: dict[str, list[ctx.ContextEntry]] = {}
-    for e in entries:
-        top = e.arcname.split("/", 2)
-        key = "/".join(top[:2]) if top[0] == "layers" else top[0]
-        by_dir.setdefault(key, []).append(e)
-    specs = [LayerSpec(row["dir"], ENV_PREFIX, f"env: {row['dir'].split('/')[-1]}", stat_key(row["dir"], by_dir[row["dir"]]),
-                       by_dir[row["dir"]]) for row in table]
-    lock = by_dir["env.lock"]
-    specs.append(LayerSpec("env.lock", "/opt/swcli/env.lock", "env lock", entries_content_key("env.lock", lock), lock))
-    specs.append(LayerSpec("swcli", SWCLI_LIB, "swcli and its dependencies", stat_key("swcli", by_dir["swcli"]),
-                           by_dir["swcli"]))
-    return specs
 
 
 # ------------------------------------------------------------------------------------------------- model
@@ -419,14 +286,16 @@ def model_recipe(entry: Entry, runtime_image: str) -> Recipe:
 
 
 def build_model_image(entry: Entry, runtime_image: str, *, client=None, dockerfile_only: Path | None = None,
-                      log: Log | None = None, load: bool = True, verify: bool = False) -> ImageResult:
-    """`swmp/<name>:<version>-<image id>` (and `:latest`) on a runtime image: weights layer, code layer, then manifest and env lock."""
+                      log: Log | None = None, load: bool = True, verify: bool = False,
+                      layout: Layout | None = None) -> ImageResult:
+    """`swmp/<name>:<version>-<image id>` (and `:latest`) on a runtime image: weights layer, code layer, then manifest
+    and env lock, in ``layout`` (default: the store's)."""
     check_inputs("runtime image (--runtime or model.yaml run.runtime)", runtime_image, dockerfile_only, entry.name,
                  entry.version)
     recipe = model_recipe(entry, runtime_image)
     if dockerfile_only is not None:
-        return _write_context(recipe, dockerfile_only)
-    return realize(recipe, client=client, load=load, log=log, verify=verify)
+        return write_context(recipe, dockerfile_only)
+    return realize(recipe, layout=layout or Store().layout, client=client, load=load, log=log, verify=verify)
 
 
 def export_dataset_image(image: str, directory: Path, *, client=None) -> int:

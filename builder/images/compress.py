@@ -24,7 +24,8 @@ import isal
 from isal import isal_zlib
 
 from builder.images.oci import CHUNK, MEDIA_LAYER, Descriptor, Layout, LayoutError
-from builder.store import swcli_home, write_json_atomic
+from builder.files import write_json_atomic
+from builder.store import swcli_home
 
 MEDIA_LAYER_GZIP = "application/vnd.oci.image.layer.v1.tar+gzip"
 LEVEL = 1

@@ -1,8 +1,7 @@
-"""The Docker engine adapter: connect, build from a context tar with live progress, inspect, run.
+"""The Docker engine adapter: connect, ask whether it has an image, save one, copy an image's files out.
 
-docker-py's high-level ``images.build`` hides failures that arrive in the stream and waits until the end, so builds
-go through the low-level ``api.build(..., decode=True)`` generator and every chunk is checked for
-``error``/``errorDetail`` (STYLE habit 7). Errors become :class:`~builder.errors.DockerError` one-liners.
+Images are written by swcli itself (:mod:`builder.images.build`) and loaded by :mod:`builder.images.daemon`; no
+`docker build` runs. Errors become :class:`~builder.errors.DockerError` one-liners.
 """
 
 from __future__ import annotations
@@ -10,11 +9,9 @@ from __future__ import annotations
 import os
 import stat
 from pathlib import Path
-from typing import IO, Callable
 
 from builder.errors import DockerError, SwcliError
 
-Log = Callable[[str], None]
 NO_ENGINE_HINT = "start one (`make docker`) or pass --no-image to build the package only"
 
 
@@ -40,37 +37,6 @@ def image_exists(client, ref: str) -> bool:
         return True
     except ImageNotFound:
         return False
-
-
-def build_image(client, context_tar: IO[bytes], tags: list[str], *, nocache: bool = False, log: Log | None = None) -> str:
-    """Build from an uncompressed context tar; returns the image id. Every stream chunk is checked."""
-    from docker.errors import APIError
-
-    log = log or (lambda line: None)
-    image_id = None
-    lines: list[str] = []
-    try:
-        stream = client.api.build(fileobj=context_tar, custom_context=True, tag=tags[0], rm=True, forcerm=True,
-                                  decode=True, pull=False, nocache=nocache)
-        for chunk in stream:
-            if "error" in chunk or "errorDetail" in chunk:
-                detail = chunk.get("errorDetail", {}).get("message") or chunk.get("error")
-                raise DockerError(f"docker build of {tags[0]} failed: {' '.join(str(detail).split())}")
-            text = chunk.get("stream", "")
-            if text.strip():
-                lines.append(text.rstrip())
-                log(text.rstrip())
-            aux = chunk.get("aux") or {}
-            image_id = aux.get("ID", image_id)
-    except APIError as err:
-        raise DockerError(f"docker build of {tags[0]} failed: {err.explanation or err}") from None
-    if image_id is None:
-        raise DockerError(f"docker build of {tags[0]} ended without an image id: {lines[-1] if lines else 'no output'}")
-    image = client.images.get(image_id)
-    for tag in tags[1:]:
-        repo, _, name = tag.rpartition(":")
-        image.tag(repo, name)
-    return image_id
 
 
 def save_image(client, ref: str, path: Path) -> Path:
@@ -101,7 +67,7 @@ def apply_umask(root: Path) -> None:
     """Give ``root`` and everything below it the modes a plain ``mkdir``/``open`` would: folders and executables
     0777 & ~umask, other files 0666 & ~umask (mkdtemp's 0700 and an image's modes would lock other users out,
     e.g. a container run as ``--user 1000:1000`` reading a mounted export). Links are left as they are."""
-    from builder.store import current_umask
+    from builder.files import current_umask
 
     mask = current_umask()
     for dirpath, dirnames, filenames in os.walk(root):

@@ -24,7 +24,7 @@ from typing import Iterable
 
 from builder.images.context import EPOCH, ContextEntry
 from builder.images.oci import MEDIA_LAYER, Descriptor, Layout, canonical_json
-from builder.store import sha256_file
+from builder.files import sha256_file
 
 
 def placed(entries: Iterable[ContextEntry], src: str, dest: str) -> list[ContextEntry]:

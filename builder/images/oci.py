@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import IO, Iterator
 
 from builder.errors import SwcliError
-from builder.store import pid_alive, sha256_file, write_bytes_atomic
+from builder.files import pid_alive, sha256_file, write_bytes_atomic
 
 MEDIA_INDEX = "application/vnd.oci.image.index.v1+json"
 MEDIA_MANIFEST = "application/vnd.oci.image.manifest.v1+json"

@@ -28,7 +28,7 @@ from typing import Callable, Iterable
 from builder.images.context import ContextEntry
 from builder.images.image import Image, created_time
 from builder.images.oci import Descriptor, Layout
-from builder.store import write_bytes_atomic
+from builder.files import write_bytes_atomic
 
 SBOM_PATH = "/opt/swcli/sbom.cdx.json"
 SBOM_MEDIA_TYPE = "application/vnd.cyclonedx+json"

@@ -28,7 +28,7 @@ from typing import Callable
 from builder import outdir
 from builder.errors import DockerError, EvalError, UsageError
 from builder.images.engine import connect, image_exists
-from builder.build.pipeline import image_for
+from builder.build.entry_image import image_for
 from builder.runs.folder import RUN
 from builder.store import Store
 

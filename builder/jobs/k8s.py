@@ -289,7 +289,7 @@ def render(opts: K8sOptions) -> str:
 
 def write_manifests(opts: K8sOptions, path: Path) -> Path:
     """Render to a temp file beside ``path`` and rename it over: a failed run leaves the old file or none."""
-    from builder.store import write_bytes_atomic
+    from builder.files import write_bytes_atomic
 
     write_bytes_atomic(path, render(opts).encode("utf-8"))
     return path

@@ -102,7 +102,7 @@ def _check_staged(folder: Path) -> None:
 
 def _existing(runs_dir: Path, digest: str, layers: dict[str, dict]) -> str | None:
     """The id of a run in the history that already is this artifact (pulled before, or the run it was made of)."""
-    from builder.store import sha256_file
+    from builder.files import sha256_file
 
     if not runs_dir.is_dir():
         return None

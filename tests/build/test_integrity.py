@@ -62,7 +62,7 @@ def test_the_env_lock_is_part_of_the_version_lock_first(cli, model_dir):
 
 def test_another_lock_text_is_another_version(model_dir, swcli_home):
     from builder.build.model import build_model
-    from builder.build.runtime import EnvLock
+    from builder.build.env_lock import EnvLock
 
     a = build_model(model_dir, env_lock=lambda: EnvLock("pip-freeze", "numpy==1.0\n")).entry
     b = build_model(model_dir, env_lock=lambda: EnvLock("pip-freeze", "numpy==2.0\n")).entry
@@ -294,7 +294,7 @@ def test_a_model_version_on_two_runtimes_gets_two_tags_that_never_move(cli, mode
             by_runtime[image.labels["io.swcli.runtime"]] = tag
     assert sorted(by_runtime) == [rt_a, rt_b]
     # the model ref names the newest (what :latest names); another runtime's image is named by its own tag
-    from builder.build.pipeline import image_for
+    from builder.build.entry_image import image_for
 
     assert image_for("model", "modthree") == by_runtime[rt_b]
     assert image_for("model", f"modthree:{entry.short_version}") == by_runtime[rt_b]
@@ -331,7 +331,7 @@ def test_two_runtimes_in_the_engine_each_keep_their_tag_and_job_run_picks_by_tag
                                                                                   tmp_path):
     import docker
 
-    from builder.images.build import build_runtime_image
+    from builder.images.runtime_image import build_runtime_image
 
     made: list[str] = []
     try:

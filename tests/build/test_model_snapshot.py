@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from builder.build.model import build_model
-from builder.build.runtime import EnvLockError, export_env_lock
+from builder.build.env_lock import EnvLockError, export_env_lock
 from builder.store import Store
 from tests.helpers.cli import one_line_error
 from tests.helpers.fake_secrets import AWS_ID, AWS_SECRET, OPENSSH, SERVICE_ACCOUNT

@@ -7,9 +7,9 @@ import sys
 
 import pytest
 
-from builder.images.build import build_runtime_image
+from builder.images.runtime_image import build_runtime_image
 from builder.images.env import RuntimeError_, conda_tree, env_layers, split_layers
-from builder.spec import SpecError
+from builder.errors import SpecError
 from builder.build.runtime import EnvResolveError, load_runtime_spec, resolved_venv
 from builder.store import Store
 from tests.helpers.conda import make_conda_env, write
@@ -72,11 +72,11 @@ def test_conda_env_is_packed_with_paths_rewritten(tmp_path):
     ],
 )
 def test_bad_envs_are_one_line_errors(tmp_path, swcli_home, setup, words):
-    from builder.images.build import DEFAULT_BASE, store_layout
+    from builder.images.build import DEFAULT_BASE
     from builder.images.image import ConfigChanges, write_image
 
     # a base whose Python the store knows (its label), as `make base-image` leaves it
-    write_image(store_layout(), None, [], ConfigChanges(labels={"io.swcli.python": "3.11"}), refs=[DEFAULT_BASE])
+    write_image(Store().layout, None, [], ConfigChanges(labels={"io.swcli.python": "3.11"}), refs=[DEFAULT_BASE])
     env = tmp_path / "env"
     env.mkdir()
     setup(env)

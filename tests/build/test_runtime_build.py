@@ -138,6 +138,27 @@ def test_yaml_that_cannot_give_an_env_by_itself(cli, tmp_path, counting_env, yam
     assert cli("runtime", "build", spec, "--venv", counting_env, "--dockerfile-only", tmp_path / "o").code == 0
 
 
+@pytest.mark.slow
+def test_resolving_requirements_fails_in_one_line_naming_the_command(cli, tmp_path, swcli_home, monkeypatch):
+    """A requirement pip cannot install (no index, so nothing leaves the machine) and a venv that cannot be created
+    are each one line naming the command, its exit code and what it said, with a non-zero exit; nothing half-made
+    is kept."""
+    spec = tmp_path / "spec"
+    spec.mkdir()
+    (spec / "runtime.yaml").write_text("name: r\nrequirements: ['swcli-no-such-package-anywhere==0.0.1']\n")
+    monkeypatch.setenv("PIP_NO_INDEX", "1")
+    one_line_error(cli("runtime", "build", spec, "--dockerfile-only", tmp_path / "o"),
+                   str(spec / "runtime.yaml"), "pip could not install the requirements", "-m pip install' exited 1",
+                   "ERROR: No matching distribution found for swcli-no-such-package-anywhere==0.0.1")
+    envs = swcli_home / "cache" / "envs"
+    assert list(envs.iterdir()) == []
+    envs.rmdir()
+    envs.write_text("")  # a file where the venv's folder goes: `python -m venv` itself fails
+    one_line_error(cli("runtime", "build", spec, "--dockerfile-only", tmp_path / "o"),
+                   "could not create the venv", "-m venv", "exited 1", "Not a directory")
+    assert not (tmp_path / "o").exists()
+
+
 def test_name_flag_is_checked(cli, tmp_path, counting_env):
     one_line_error(cli("runtime", "build", "--venv", counting_env, "-n", "../escape", "--dockerfile-only", tmp_path / "o"),
                    "runtime name", "not a valid name")

@@ -103,7 +103,7 @@ def test_model_dockerfile_only_needs_an_empty_or_new_folder(cli, swcli_home, tmp
 
 
 def test_a_runtime_image_without_a_slash_is_an_image(swcli_home):
-    from builder.build.pipeline import image_for
+    from builder.build.entry_image import image_for
 
     assert image_for("runtime", "python:3.11") == "python:3.11"
     with pytest.raises(Exception, match="no runtime matches 'cifar-env'"):

@@ -19,7 +19,6 @@ from pathlib import Path
 
 import pytest
 
-from builder.images.build import store_layout
 from builder.store import Store
 from tests import hostile_images as h
 
@@ -63,7 +62,7 @@ def refused(cli, home: Path, ref: str, *words: str, before: set[str] | None = No
     tmp = home / "tmp"
     assert not [p for p in tmp.glob("*") if not p.name.endswith(".lock")] if tmp.exists() else True
     assert blobs(home) <= kept, "the refused pull left blobs"
-    layout = store_layout()
+    layout = Store().layout
     refs = layout.refs() if (layout.root / "index.json").exists() else {}
     assert not [r for r in refs if r.startswith(("swds/evil", "swmp/evil", "swrt/evil"))]
     return errors[0]
@@ -387,7 +386,7 @@ def test_a_pull_never_repoints_a_local_version_tag(cli, registry, swcli_home, ti
     image id) is refused naming both, and the local tags stay where they were."""
     first = push_dataset(registry, "first", tiny, [])
     assert cli("pull", first).code == 0
-    layout = store_layout()
+    layout = Store().layout
     before = {r: d.digest for r, d in layout.refs().items()}
     local_id = layout.read_json(layout.resolve(f"swds/tiny:{tiny['version']}"))["config"]["digest"]
     layer = h.tar_bytes(dataset_members(tiny))
@@ -402,7 +401,7 @@ def test_a_pull_never_repoints_a_local_version_tag(cli, registry, swcli_home, ti
 def test_a_runtime_in_the_store_is_not_replaced_by_another_image_of_its_version(cli, registry, swcli_home):
     """The same environment layers (so the same version) on another base: a second image. With the local tags
     gone, the store's entry still names its image, and the pull is refused naming both."""
-    from builder.images.build import runtime_version
+    from builder.images.runtime_image import runtime_version
     from builder.images.image import NewLayer
     from builder.images.oci import MEDIA_LAYER, Descriptor
 
@@ -412,7 +411,7 @@ def test_a_runtime_in_the_store_is_not_replaced_by_another_image_of_its_version(
     first = h.push_image(registry.address, "rt-first", [h.tar_bytes([h.file("base", b"1")]), env, sbom], lab)
     assert cli("pull", first).code == 0
     local_id = Store().resolve("runtime", "rt").manifest["image_id"]
-    layout = store_layout()
+    layout = Store().layout
     index = json.loads((layout.root / "index.json").read_text())
     index["manifests"] = []  # the local tags gone (an older swcli, a hand edit): the store entry remains
     (layout.root / "index.json").write_text(json.dumps(index))

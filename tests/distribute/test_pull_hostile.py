@@ -16,7 +16,6 @@ import tarfile
 
 import pytest
 
-from builder.images.build import store_layout
 from builder.store import Store
 from tests.helpers.engine import BASE
 
@@ -60,7 +59,7 @@ def assert_refused(cli, swcli_home, ref, *words):
     assert store.list("dataset") == [] and store.list("model") == [] and store.list("runtime") == []
     assert not [p for p in (swcli_home / "tmp").glob("*") if not p.name.endswith(".lock")] \
         if (swcli_home / "tmp").exists() else True
-    layout = store_layout()  # the pulled image got no local swcli ref
+    layout = Store().layout  # the pulled image got no local swcli ref
     assert not [r for r in (layout.refs() if (layout.root / "index.json").exists() else {})
                 if r.startswith(("swds/", "swmp/", "swrt/"))]
     assert not list(layout.blobs.glob(".tmp-*")) if layout.blobs.exists() else True

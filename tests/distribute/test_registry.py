@@ -19,7 +19,6 @@ import time
 
 import pytest
 
-from builder.images.build import store_layout
 from builder.images.image import read_image
 from builder.store import Store
 from tests.helpers.capabilities import needs
@@ -60,7 +59,7 @@ def build_model(cli, model_dir, runtime, *extra) -> None:  # noqa: F811
 
 
 def local_image(ref: str):
-    image = read_image(store_layout(), ref)
+    image = read_image(Store().layout, ref)
     assert image is not None, ref
     return image
 
@@ -347,7 +346,7 @@ def test_a_runtime_push_attaches_its_sbom_as_a_referrer_once(cli, runtime, plain
     from builder.images import sbom
     from builder.registry.client import RegistryClient
 
-    expected = sbom.read_sbom(store_layout(), local_image(f"swrt/{runtime}:latest"))
+    expected = sbom.read_sbom(Store().layout, local_image(f"swrt/{runtime}:latest"))
     assert expected, "a runtime image carries its SBOM"
     target = f"{plain_registry.address}/team/env:v1"
     for _ in range(2):  # the second push attaches nothing new
@@ -488,7 +487,7 @@ def assert_nothing_pulled(tmp_path) -> None:
     """No store entry, no ref in the layout, no staging folder and no temp blob left behind."""
     store = Store()
     assert store.list("dataset") == store.list("model") == store.list("runtime") == []
-    layout = store_layout()
+    layout = Store().layout
     assert (layout.refs() if (layout.root / "index.json").exists() else {}) == {}
     assert not list(layout.blobs.glob(".tmp-*")) if layout.blobs.exists() else True
     tmp = tmp_path / "fresh-home" / "tmp"

@@ -290,7 +290,7 @@ def test_the_model_image_reads_its_shard_from_the_registry(engine, cli, tmp_path
     assert cli("dataset", "push", f"tiny:{entry.version}", ref).code == 0
     res = cli("model", "build", model_dir, "--skip-gen-env", "--runtime", tiny_runtime)
     assert res.code == 0, res.err
-    from builder.build.pipeline import image_for
+    from builder.build.entry_image import image_for
 
     out = tmp_path / "out"
     out.mkdir()

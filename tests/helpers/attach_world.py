@@ -8,7 +8,6 @@ import io
 import json
 import tarfile
 
-from builder.images.build import store_layout
 from builder.images.image import ConfigChanges, NewLayer, write_image
 from builder.images.oci import MEDIA_LAYER
 from builder.store import Store
@@ -25,7 +24,7 @@ def stand_in_runtime() -> None:
         info = tarfile.TarInfo("etc/tinyrt")
         info.size = 3
         tar.addfile(info, io.BytesIO(b"rt\n"))
-    layout = store_layout()
+    layout = Store().layout
     with layout.writer(MEDIA_LAYER) as out:
         out.write(buf.getvalue())
     write_image(layout, None, [NewLayer(out.descriptor, "stand-in runtime")], ConfigChanges(), refs=[RUNTIME])
@@ -59,7 +58,7 @@ def model_image(version: str) -> str:
 
 def push_model(registry, version: str, tag: str) -> str:
     """skopeo copy of the store's image to REPO:tag; returns its manifest digest."""
-    source = f"oci:{store_layout().root}:{model_image(version)}"
+    source = f"oci:{Store().layout.root}:{model_image(version)}"
     done = registry.skopeo("copy", "--format", "oci", source, f"docker://{registry.address}/{REPO}:{tag}")
     assert done.returncode == 0, done.stderr
     raw = registry.skopeo("inspect", "--raw", f"docker://{registry.address}/{REPO}:{tag}").stdout

@@ -26,7 +26,6 @@ def built(cli, path: Path):
     res = cli("dataset", "build", path, "--no-load")
     assert res.code == 0, res.err
     entry = Store().resolve("dataset", "tiny")
-    from builder.images.build import store_layout
     from builder.images.image import read_image
 
-    return entry, read_image(store_layout(), f"swds/tiny:{entry.version}")
+    return entry, read_image(Store().layout, f"swds/tiny:{entry.version}")

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import hashlib
 
-from builder.store import make_version, write_json_atomic
+from builder.files import write_json_atomic
+from builder.store import make_version
 
 
 def publish(store, name, content, created):

@@ -129,9 +129,7 @@ def test_volume_tar_is_the_bytes_the_generic_layer_writer_makes(tmp_path):
 
 def test_image_layers_and_layers_json(cli, tmp_path):
     entry, image = built(cli, project(tmp_path / "p", 100))
-    from builder.images.build import store_layout
-
-    layout = store_layout()
+    layout = Store().layout
     count = int(image.labels[dl.LAYERS_LABEL])
     meta = layer_files(layout, image.layers[-1].digest)
     doc = dl.read_layers_json(meta[f"dataset/{dl.LAYERS_NAME}"])
@@ -202,7 +200,7 @@ def test_ctrl_c_inside_a_volume_layer_leaves_no_temp_blob_and_no_ref(cli, tmp_pa
     monkeypatch.setattr(dl, "write_volume_tar", ctrl_c_halfway)
     with pytest.raises(KeyboardInterrupt):
         build.build_dataset_image(entry, load=False)
-    layout = build.store_layout()
+    layout = Store().layout
     assert not [ref for ref in layout.refs() if ref.startswith("swds/tiny:")]
     assert not list(layout.blobs.glob(".tmp-*"))
     monkeypatch.setattr(dl, "write_volume_tar", real)
@@ -214,9 +212,7 @@ def test_dockerfile_only_context_holds_the_same_layers_json(cli, tmp_path):
     entry, image = built(cli, project(tmp_path / "p", 60))
     out = tmp_path / "ctx"
     assert cli("dataset", "build", tmp_path / "p", "--dockerfile-only", out).code == 0
-    from builder.images.build import store_layout
-
-    meta = layer_files(store_layout(), image.layers[-1].digest)
+    meta = layer_files(Store().layout, image.layers[-1].digest)
     assert (out / "meta" / dl.LAYERS_NAME).read_bytes() == meta[f"dataset/{dl.LAYERS_NAME}"]
     doc = dl.read_layers_json(meta[f"dataset/{dl.LAYERS_NAME}"])
     folders = sorted(p.name for p in (out / "layers").iterdir())
@@ -232,9 +228,7 @@ def test_dockerfile_only_hashes_without_storing_layers(cli, tmp_path):
     path = project(tmp_path / "p", 60)
     assert cli("dataset", "build", path, "--no-image").code == 0
     assert cli("dataset", "build", path, "--dockerfile-only", tmp_path / "ctx").code == 0
-    from builder.images.build import store_layout
-
-    blobs = store_layout().blobs
+    blobs = Store().layout.blobs
     assert not blobs.is_dir() or not any(p.stat().st_size > 4 * KIB for p in blobs.iterdir())
 
 
@@ -292,9 +286,7 @@ def test_appending_one_percent_shares_every_layer_but_the_tail_and_pushes_only_t
 @pytest.mark.umoci
 def test_skopeo_and_umoci_read_the_layered_image(cli, tmp_path):
     entry, image = built(cli, project(tmp_path / "p", 100))
-    from builder.images.build import store_layout
-
-    root = store_layout().root
+    root = Store().layout.root
     ref = f"swds/tiny:{entry.version}"
     doc = json.loads(subprocess.run(["skopeo", "inspect", f"oci:{root}:{ref}"], capture_output=True, text=True,
                                     check=True).stdout)

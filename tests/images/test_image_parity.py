@@ -138,8 +138,7 @@ class Built:
 def built(engine, tmp_path_factory):
     """The three images built once by swcli (loaded into the engine), their --dockerfile-only contexts, and what
     the legacy builder makes of those contexts."""
-    from builder.images.build import store_layout
-    from builder.build.pipeline import image_for
+    from builder.build.entry_image import image_for
     from builder.store import Store
 
     root = tmp_path_factory.mktemp("parity")
@@ -155,7 +154,7 @@ def built(engine, tmp_path_factory):
             entry = store.resolve(kind, NAMES[kind])
             out.tags[kind] = f"{REPOS[kind]}:{entry.version}"
         out.tags["model"] = image_for("model", NAMES["model"])  # `<version>-<image id>` (issue 18)
-        assert store_layout().root == out.home / "oci"
+        assert Store().layout.root == out.home / "oci"
         old = os.umask(0o022)
         try:
             swcli("dataset", "build", projects["dataset"], "--dockerfile-only", contexts["dataset"])

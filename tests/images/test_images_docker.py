@@ -163,7 +163,7 @@ def test_unknown_runtime_ref_is_one_line(engine, cli, project):
 def test_interrupted_build_leaves_no_tag_and_no_temp_files(engine, cli, project, tmp_path, monkeypatch):
     """Ctrl-C while a layer is being written: no tag in the engine or the store's layout, no temp blob left."""
     import builder.images.layers as layers_module
-    from builder.images.build import build_dataset_image, store_layout
+    from builder.images.build import build_dataset_image
 
     _, data_dir = project
     assert cli("dataset", "build", "--no-image", data_dir).code == 0
@@ -179,7 +179,7 @@ def test_interrupted_build_leaves_no_tag_and_no_temp_files(engine, cli, project,
     monkeypatch.setattr(layers_module, "write_tar", ctrl_c_halfway)
     with pytest.raises(KeyboardInterrupt):
         build_dataset_image(entry, client=engine)
-    layout = store_layout()
+    layout = Store().layout
     assert not [t for image in engine.images.list() for t in image.tags if t.startswith("swds/tiny:")]
     assert not [ref for ref in layout.refs() if ref.startswith("swds/tiny:")]
     assert not list(layout.blobs.glob(".tmp-*"))

@@ -14,7 +14,8 @@ import pytest
 
 from builder.errors import SwcliError
 from builder.images import context as ctx
-from builder.images.build import ImageInputError, build_runtime_image
+from builder.images.build import ImageInputError
+from builder.images.runtime_image import build_runtime_image
 from builder.images.render import TemplateValueError, environment, json_string, render_dockerfile
 from tests.helpers.models import tiny_model
 from tests.helpers.render_cases import CASES

@@ -58,11 +58,12 @@ def base_ready():
 
 
 def build(name: str, env: Path, **kw):
-    from builder.images.build import build_runtime_image, store_layout
+    from builder.images.runtime_image import build_runtime_image
+    from builder.store import Store
     from builder.images.image import read_image
 
     result, manifest = build_runtime_image(name, env, load=False, **kw)
-    layout = store_layout()
+    layout = Store().layout
     return layout, read_image(layout, result.tags[0]), manifest
 
 
@@ -187,7 +188,7 @@ def test_unchanged_rebuild_reads_the_sbom_from_the_cache(venv_runtime, monkeypat
 
 
 def test_dockerfile_only_context_carries_the_same_sbom(venv_runtime, tmp_path, monkeypatch):
-    from builder.images.build import build_runtime_image
+    from builder.images.runtime_image import build_runtime_image
 
     layout, image, _, venv, home = venv_runtime
     monkeypatch.setenv("SWCLI_HOME", str(home))
@@ -342,14 +343,14 @@ def test_read_image_file_takes_the_topmost_layer_and_honours_whiteouts(tmp_path)
 @pytest.mark.docker
 def test_docker_run_can_cat_the_sbom(base_ready, base_engine, tmp_path, monkeypatch):
     client = base_engine
-    from builder.images.build import build_runtime_image, store_layout
+    from builder.images.runtime_image import build_runtime_image
     from builder.images.image import read_image
 
     monkeypatch.setenv("SWCLI_HOME", str(tmp_path / "home"))
     result, _ = build_runtime_image("swcli-test-sbom", sbom_venv(tmp_path / "venv"), client=client)
     try:
         out = run_removed(client, result.tags[0], ["cat", SBOM_PATH], entrypoint=[])
-        assert out == read_sbom(store_layout(), read_image(store_layout(), result.tags[0]))
+        assert out == read_sbom(Store().layout, read_image(Store().layout, result.tags[0]))
     finally:
         for tag in result.tags:
             client.images.remove(tag, force=True)

@@ -15,7 +15,6 @@ import sys
 
 import pytest
 
-from builder.images.build import store_layout
 from builder.images.image import read_image
 from builder.store import Store
 from tests.helpers.attach_world import REPO, RUNTIME, attached_digest, model_image, push_model
@@ -24,7 +23,7 @@ from tests.helpers.models import HANDLER, MODEL_YAML
 
 
 def test_run_json_names_the_image_it_evaluated(world, tmp_path):
-    image_id = read_image(store_layout(), model_image(world['v1'])).image_id
+    image_id = read_image(Store().layout, model_image(world['v1'])).image_id
     run = json.loads((Store().runs_dir / world["runs"][0] / "run.json").read_text())
     assert run["model"]["image"] == image_id
     # the model image's python has no jinja2 (the image builder's): finding the image id must not need it
@@ -89,8 +88,8 @@ def test_attach_list_pull_and_gate_on_a_fresh_machine(cli, world, swcli_home, mo
 
 def test_attach_refuses_a_run_of_another_model(cli, world):
     res = cli("eval", "attach", world["other"], world["image"])
-    other_image = read_image(store_layout(), model_image(world['v2'])).image_id
-    pushed_image = read_image(store_layout(), model_image(world['v1'])).image_id
+    other_image = read_image(Store().layout, model_image(world['v2'])).image_id
+    pushed_image = read_image(Store().layout, model_image(world['v1'])).image_id
     assert res.code == 1 and other_image in res.err and pushed_image in res.err, res.err
     assert len(res.err.strip().splitlines()) == 1
 
@@ -117,7 +116,7 @@ def test_attach_refuses_incomplete_runs_and_non_models(cli, world):
     res = cli("eval", "attach", world["runs"][0], world["image"])
     assert res.code == 1 and "metrics.json" in res.err
     registry = world["registry"]
-    runtime = registry.skopeo("copy", f"oci:{store_layout().root}:{RUNTIME}", f"docker://{registry.address}/team/rt:1")
+    runtime = registry.skopeo("copy", f"oci:{Store().layout.root}:{RUNTIME}", f"docker://{registry.address}/team/rt:1")
     assert runtime.returncode == 0, runtime.stderr
     res = cli("eval", "attach", world["runs"][1], f"{registry.address}/team/rt:1")
     assert res.code == 1 and "not a swcli model image" in res.err
