@@ -241,7 +241,7 @@ def build_dataset_image(entry: Entry, *, base_image: str = DEFAULT_BASE, client=
                         log: Log | None = None, load: bool = True, verify: bool = False,
                         layout: Layout | None = None) -> ImageResult:
     """`swds/<name>:<version>`: the volumes in bounded layers, then the manifest, index and layers.json at
-    /dataset, on a base that has `cp` for init containers (layout: docs/shard-format.md, "Image layers"), in
+    /dataset, on a base that has `cp` for init containers (layout: docs/volume-format.md, "Image layers"), in
     ``layout`` (default: the store's)."""
     started = time.perf_counter()
     check_inputs("--base-image", base_image, dockerfile_only, entry.name, entry.version)

@@ -5,7 +5,7 @@ Volumes (``data-NNNNN.swds``) go into layers greedily, in order: a layer takes v
 volume(s), so every earlier layer keeps its bytes and digest, and a new version re-ships only its tail and the meta
 layer. The meta layer (last) holds the manifest, the shard index and ``layers.json``, which says which layer holds
 each volume, so a reader with only a registry fetches just the layers a record range needs
-(docs/shard-format.md, "Image layers").
+(docs/volume-format.md, "Image layers").
 
 A volume layer's tar is written straight from the shard files with big reads, and is the same bytes
 ``layers.write_tar`` makes of the same entries (tested); its cache key is made from the volumes' sha256 in the

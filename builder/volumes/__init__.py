@@ -1,4 +1,4 @@
-"""SWDS v2: the binary volume format datasets are stored in (byte layout in ``docs/shard-format.md``).
+"""SWDS v2: the binary volume format datasets are stored in (byte layout in ``docs/volume-format.md``).
 
 A dataset directory holds volume files ``data-00000.swds``, ``data-00001.swds``... and one index
 ``index.swidx``. Every record starts on a multiple of ``alignment_size`` inside its volume, behind a 32-byte

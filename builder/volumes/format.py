@@ -1,4 +1,4 @@
-"""The SWDS v2 byte layout (``docs/shard-format.md``): file names, the record header and the index's structs.
+"""The SWDS v2 byte layout (``docs/volume-format.md``): file names, the record header and the index's structs.
 
 Every record starts on a multiple of the alignment inside its volume, behind a 32-byte header that carries its own
 CRC (so a flipped length is caught before it is trusted) and the CRC of the payload. The index is a header, one

@@ -60,6 +60,7 @@ def base_ready():
 def build(name: str, env: Path, **kw):
     from builder.images.runtime_image import build_runtime_image
     from builder.store import Store
+    from builder.store import Store
     from builder.images.image import read_image
 
     result, manifest = build_runtime_image(name, env, load=False, **kw)
@@ -189,6 +190,7 @@ def test_unchanged_rebuild_reads_the_sbom_from_the_cache(venv_runtime, monkeypat
 
 def test_dockerfile_only_context_carries_the_same_sbom(venv_runtime, tmp_path, monkeypatch):
     from builder.images.runtime_image import build_runtime_image
+    from builder.store import Store
 
     layout, image, _, venv, home = venv_runtime
     monkeypatch.setenv("SWCLI_HOME", str(home))
@@ -344,6 +346,7 @@ def test_read_image_file_takes_the_topmost_layer_and_honours_whiteouts(tmp_path)
 def test_docker_run_can_cat_the_sbom(base_ready, base_engine, tmp_path, monkeypatch):
     client = base_engine
     from builder.images.runtime_image import build_runtime_image
+    from builder.store import Store
     from builder.images.image import read_image
 
     monkeypatch.setenv("SWCLI_HOME", str(tmp_path / "home"))
