@@ -10,23 +10,22 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from builder.api.metric import imports_named_in
 from builder.api.model import PipelineHandler
 from builder.build.model import model_source
 from builder.errors import EvalError, USER_CODE_ERRORS, UsageError, UserCodeError
-from builder.evaluate.runner.gcpolicy import loading
-from builder.evaluate.runner.metric_worker import scoring_helper
-from builder.evaluate.runner.ppl_workers import choose_workers
-from builder.evaluate.runner.records import RecordRange
-from builder.evaluate.runner.run import EvalResult, Progress, resolve_batch_size, run_evaluation
-from builder.evaluate.runner.threads import (apply_threads, python_threads, restore_threads, started_since,
-                                             torch_threads, user_decided)
 from builder.loader import load_class, module_source
-from builder.runs.folder import RUN, EvalContext
 from builder.store import Store, read_entry
 from builder.volumes import DatasetReader
+
+if TYPE_CHECKING:
+    from builder.evaluate.runner.records import RecordRange
+    from builder.evaluate.runner.run import EvalResult, Progress
+    from builder.runs.folder import EvalContext
+
+# The runner (builder.evaluate.runner) is imported where a run starts, not here: a model or dataset that does not
+# resolve, or a bad flag, is reported before the runner's modules load.
 
 
 @dataclass
@@ -103,6 +102,8 @@ def new_run_id(model: str, dataset: str) -> str:
 def load_handler(root: Path, spec, device: str | None = None) -> PipelineHandler:
     """The handler ``spec.ppl`` names, imported from ``root`` and made, with the collector off (builder.evaluate.runner.gcpolicy):
     what `eval merge` and the image's merges score with."""
+    from builder.evaluate.runner.gcpolicy import loading
+
     with loading():
         return make_handler(load_class(spec.ppl, root, PipelineHandler, spec_file=spec.path, field="run.ppl"),
                             spec.ppl, device)
@@ -152,6 +153,9 @@ def evaluate(options: EvalOptions, *, store: Store | None = None, progress: Prog
     reader, dataset_manifest = open_dataset(options.dataset, shard, store)
     if len(reader) == 0:
         raise EvalError(f"dataset {dataset_manifest.get('name')} has no records")
+    from builder.api.metric import imports_named_in
+    from builder.evaluate.runner.metric_worker import scoring_helper
+
     source = Source(root, spec, model_info, reader, dataset_manifest, shard)
     # cmp's libraries start loading in the scoring helper now, beside torch's import, on the other core; the run
     # takes the helper over (builder.evaluate.runner.metric_worker). Known from the handler's source: its module is
@@ -175,6 +179,13 @@ class Source:
 
 def _load_and_run(options: EvalOptions, source: Source, store: Store, progress: Progress | None) -> EvalResult:
     """The rest of :func:`evaluate`: build the handler, choose threads and workers, run, record the run."""
+    from builder.evaluate.runner.gcpolicy import loading
+    from builder.evaluate.runner.ppl_workers import choose_workers
+    from builder.evaluate.runner.run import resolve_batch_size, run_evaluation
+    from builder.evaluate.runner.threads import (apply_threads, python_threads, restore_threads, started_since,
+                                                 torch_threads, user_decided)
+    from builder.runs.folder import RUN
+
     spec = source.spec
     threads_before = python_threads()  # the handler's own threads make forked workers unsafe (ppl_workers)
     with loading():  # torch and the model: no garbage to look for (builder.evaluate.runner.gcpolicy)
@@ -204,6 +215,8 @@ def _load_and_run(options: EvalOptions, source: Source, store: Store, progress: 
 
 def _context(options: EvalOptions, source: Source, threads: int | None) -> EvalContext:
     """What the run is about, for run.json."""
+    from builder.runs.folder import EvalContext
+
     return EvalContext(
         dataset_name=str(source.manifest.get("name", "")),
         dataset_version=str(source.manifest.get("version", "")),
@@ -219,6 +232,8 @@ def _context(options: EvalOptions, source: Source, threads: int | None) -> EvalC
 
 def _records(reader: DatasetReader, shard) -> tuple[DatasetReader | RecordRange, dict | None]:
     """The records to evaluate, and run.json's ``shard`` (``{index, count, start, stop}``) for a shard of them."""
+    from builder.evaluate.runner.records import RecordRange
+
     if shard is None:
         return reader, None
     start, stop = shard.range(len(reader))
@@ -228,8 +243,9 @@ def _records(reader: DatasetReader, shard) -> tuple[DatasetReader | RecordRange,
 def merge(parts: list[Path], output_dir: Path | None = None, *, model: str | None = None,
           store: Store | None = None) -> tuple[Path, object, dict]:
     """Score shard parts together: the handler comes from ``model`` or from the parts' own run.json."""
-    from builder.runs.history import record_run
     from builder.evaluate.sharding import check_parts, merge_parts
+    from builder.runs.folder import RUN
+    from builder.runs.history import record_run
 
     store = store or Store()
     first = check_parts(parts)[0]
