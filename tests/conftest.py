@@ -14,7 +14,6 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import subprocess
 import sys
@@ -31,7 +30,7 @@ from tests.helpers.capabilities import needs
 from tests.helpers.cli import CliResult
 from tests.helpers.datasets import write_tiny_dataset
 from tests.helpers.engine import engine_or_none
-from tests.helpers.models import HANDLER, MODEL_YAML
+from tests.helpers.models import HANDLER, write_model
 
 SHARED_BASE_CACHE = Path(os.environ.get("SWCLI_BASE_CACHE") or Path.home() / ".cache" / "swcli-base")
 
@@ -199,13 +198,7 @@ def tiny_dataset(tmp_path) -> Path:
 
 @pytest.fixture()
 def model_dir(tmp_path):
-    root = tmp_path / "model"
-    (root / "code").mkdir(parents=True)
-    (root / "code" / "__init__.py").write_text("")
-    (root / "code" / "ppl.py").write_text(HANDLER)
-    (root / "models").mkdir()
-    (root / "models" / "weights.json").write_text(json.dumps({"offset": 0}))
-    (root / "model.yaml").write_text(MODEL_YAML)
+    root = write_model(tmp_path / "model", HANDLER)
     (root / ".swignore").write_text("models/\n")  # weights still ship: model.yaml names them
     return root
 

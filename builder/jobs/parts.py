@@ -25,7 +25,8 @@ from pathlib import Path
 from builder import outdir
 from builder.errors import RegistryError
 from builder.distribute.artifact import CREATED, file_layers, put_artifact
-from builder.runs.attach import Attached, ClientFor, attach_run, default_client, model_of, reference, referrers_of
+from builder.registry import ClientFor
+from builder.runs.attach import Attached, attach_run, default_client, model_of, reference, referrers_of
 from builder.runs.attach_pull import artifact_layers
 from builder.runs.folder import RESULTS, RUN, finished_part
 from builder.bounded import parse

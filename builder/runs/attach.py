@@ -18,7 +18,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from builder.distribute.artifact import CREATED, TITLE, file_layers, put_artifact
+from builder.distribute.artifact import CREATED, file_layers, put_artifact
 from builder.distribute.blobs import registry_clients
 from builder.errors import EvalError, RegistryError
 from builder.images.oci import MEDIA_MANIFEST

@@ -24,11 +24,13 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from builder.errors import EvalError, RegistryError, UsageError
-from builder.registry.media import checked_descriptor, checked_digest, checked_list, checked_object
-from builder.runs.attach import A, ARTIFACT_TYPE, FILE_CAPS, FILES, REQUIRED, TITLE, ClientFor, \
-    default_client, listing, reference, subject_digest
 from builder.bounded import checked_strings, parse, read_json
+from builder.distribute.artifact import TITLE
+from builder.errors import EvalError, RegistryError, UsageError
+from builder.registry import ClientFor
+from builder.registry.media import checked_descriptor, checked_digest, checked_list, checked_object
+from builder.runs.attach import A, ARTIFACT_TYPE, FILE_CAPS, FILES, REQUIRED, default_client, listing, reference, \
+    subject_digest
 from builder.runs.folder import METRICS, RESULTS, RUN
 from builder.runs.history import run_id_problem
 from builder.runs.schema import RunError

@@ -17,7 +17,8 @@ import pytest
 
 from builder.errors import EvalError, ShardCorruptError, UsageError
 from builder.evaluate.runner import ppl_workers
-from builder.evaluate.runner.ppl_workers import _cgroup_quota, _pack, _unpack, choose_workers
+from builder.evaluate.runner.cpus import _cgroup_quota
+from builder.evaluate.runner.ppl_workers import _pack, _unpack, choose_workers
 from builder.volumes import INDEX_ENTRY, INDEX_HEADER, RECORD_HEADER, DatasetReader
 from builder.store import Store
 from tests.helpers.counted import HANDLERS, calls, same_files, write_model

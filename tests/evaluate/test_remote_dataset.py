@@ -316,7 +316,7 @@ def test_a_missing_path_is_reported_as_a_path_not_as_an_image_reference():
 
 def test_a_malformed_part_listing_is_one_line_not_a_traceback():
     from builder.errors import RegistryError
-    from builder.runs.attach import TITLE
+    from builder.distribute.artifact import TITLE
     from builder.runs.attach_pull import artifact_layers
     from builder.jobs.parts import PART_FILES, PART_TYPE
 

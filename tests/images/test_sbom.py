@@ -60,7 +60,6 @@ def base_ready():
 def build(name: str, env: Path, **kw):
     from builder.images.runtime_image import build_runtime_image
     from builder.store import Store
-    from builder.store import Store
     from builder.images.image import read_image
 
     result, manifest = build_runtime_image(name, env, load=False, **kw)
@@ -190,7 +189,6 @@ def test_unchanged_rebuild_reads_the_sbom_from_the_cache(venv_runtime, monkeypat
 
 def test_dockerfile_only_context_carries_the_same_sbom(venv_runtime, tmp_path, monkeypatch):
     from builder.images.runtime_image import build_runtime_image
-    from builder.store import Store
 
     layout, image, _, venv, home = venv_runtime
     monkeypatch.setenv("SWCLI_HOME", str(home))

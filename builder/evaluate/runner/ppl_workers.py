@@ -47,7 +47,7 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 from builder.evaluate.runner import metric_worker
 from builder.errors import EvalError, UsageError
 from builder.evaluate.runner import ppl_watch
-from builder.evaluate.runner.cpus import _cgroup_quota, cpu_budget  # noqa: F401 - _cgroup_quota: tests
+from builder.evaluate.runner.cpus import cpu_budget
 from builder.evaluate.runner.ppl_watch import Worker, threads_at_fork
 
 if TYPE_CHECKING:  # multiprocessing and ctypes load when workers start, not with every `swcli model eval`
