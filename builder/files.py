@@ -1,5 +1,5 @@
 """Whole files, written and read back safely: an atomic write (readers never see half a file, and never one written
-through a link), a file's sha256, the umask, and whether the process a file is named after still lives.
+through a link), a file's sha256, a writer that hashes what goes through it, the umask, and whether the process a file is named after still lives.
 
 The store, the OCI layout, caches and memos all write through here; a write that fails is a :class:`StoreError`
 naming the path and what the system said (:func:`file_error`).
@@ -12,8 +12,9 @@ import hashlib
 import json
 import os
 import tempfile
+import threading
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from builder.errors import StoreError
 
@@ -82,3 +83,45 @@ def write_json_atomic(path: Path, obj: Any) -> None:
         outdir.write_file(path, data, follow_folder=True)
     except OSError as err:
         raise file_error(path, "cannot write", err) from None
+
+
+class HashingWriter:
+    """A file object that hashes and counts what goes through it (to ``fh``, or nowhere when it is None).
+
+    ``behind``: chunks of 64 KiB or more are hashed on a second thread while the caller writes them and reads the
+    next (hashlib releases the GIL, so on two cores a big blob costs about the slower of hashing and writing, not
+    their sum). The caller must then leave a chunk alone until the write after the next one returns, as
+    :func:`builder.images.dataset_layers.write_volume_tar`'s two alternating buffers do."""
+
+    def __init__(self, fh: IO[bytes] | None, *, behind: bool = False):
+        self.fh = fh
+        self.sha = hashlib.sha256()
+        self.size = 0
+        self.behind = behind
+        self._thread: threading.Thread | None = None
+
+    def _wait(self) -> None:
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+
+    def write(self, data) -> int:
+        self._wait()
+        if self.behind and len(data) >= 1 << 16:
+            self._thread = threading.Thread(target=self.sha.update, args=(data,))
+            self._thread.start()
+        else:
+            self.sha.update(data)
+        self.size += len(data)
+        return self.fh.write(data) if self.fh is not None else len(data)
+
+    def tell(self) -> int:
+        return self.size
+
+    def flush(self) -> None:
+        if self.fh is not None:
+            self.fh.flush()
+
+    def digest(self) -> str:
+        self._wait()
+        return "sha256:" + self.sha.hexdigest()

@@ -22,6 +22,10 @@ from typing import Callable, Iterable
 from builder.errors import SwcliError
 
 IGNORE_FILE = ".swignore"
+# suffixes of source and small config files; any other file that is neither weights nor config counts as data
+SOURCE_SUFFIXES = frozenset((".py", ".pyi", ".pyx", ".pxd", ".c", ".h", ".cc", ".cpp", ".cu", ".js", ".ts", ".sh",
+                             ".yaml", ".yml", ".toml", ".cfg", ".ini", ".json", ".txt", ".md", ".rst", ".ipynb",
+                             ".in", ".lock", ".j2", ".html", ".css"))
 DEFAULT_IGNORES = (
     "**/.git",
     "**/.hg",

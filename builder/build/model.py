@@ -24,19 +24,16 @@ from typing import Callable
 
 from builder import __version__
 from builder.errors import SpecError
-from builder.snapshot import IGNORE_FILE, SecretScanner, SourceFile, SourceWalk, refuse_secrets, walk_source_report
+from builder.snapshot import IGNORE_FILE, SOURCE_SUFFIXES, SecretScanner, SourceFile, SourceWalk, refuse_secrets, walk_source_report
 from builder.spec import ModelSpec, load_model_spec
-from builder.files import write_json_atomic
+from builder.files import HashingWriter, write_json_atomic
 from builder.store import Entry, Store, make_version, utc_now
+from builder.build.snapshot_memo import SnapshotMemo
 
 Progress = Callable[[int], None]
 CHUNK = 1 << 20
 
 
-# suffixes of source and small config files; any other file that is neither weights nor config counts as data
-SOURCE_SUFFIXES = frozenset((".py", ".pyi", ".pyx", ".pxd", ".c", ".h", ".cc", ".cpp", ".cu", ".js", ".ts", ".sh",
-                             ".yaml", ".yml", ".toml", ".cfg", ".ini", ".json", ".txt", ".md", ".rst", ".ipynb",
-                             ".in", ".lock", ".j2", ".html", ".css"))
 DATA_WARN_BYTES = 1 << 20  # below this a snapshot is small whatever it holds
 BIGGEST = 5
 
@@ -101,32 +98,50 @@ def _check_listed_files(spec: ModelSpec) -> None:
                 raise SpecError(spec.path, f"'{rel}' does not exist under {spec.root}", field=key)
 
 
-def _copy_hash_scan(src: SourceFile, dest: Path) -> tuple[str, list[str]]:
-    """Copy one file into the staging tree in one read: its sha256 and the kinds of secret found in it."""
+SCAN_HEAD = 1 << 20  # the part of a weights file scanned for credentials: its header (safetensors' JSON, a
+# pickle's first objects), not gigabytes of tensors no credential pattern is written into; any other file is
+# scanned whole
+BIG_CHUNK = 8 << 20
+
+
+def _copy_hash_scan(src: SourceFile, dest: Path, scan_limit: int | None = None) -> tuple[str, list[str]]:
+    """Copy one file into the staging tree in one read: its sha256 and the kinds of secret found in its first
+    ``scan_limit`` bytes (all of it when None). The hash runs on a second thread while the next block is read and
+    this one written (two alternating buffers), so a big file costs about the slower of hashing and copying."""
     dest.parent.mkdir(parents=True, exist_ok=True)
     if src.link is not None:
         os.symlink(src.link, dest)
         return hashlib.sha256(b"symlink:" + src.link.encode()).hexdigest(), []
-    sha, scanner = hashlib.sha256(), SecretScanner()
-    with open(src.path, "rb") as fin, open(dest, "wb") as fout:
-        while block := fin.read(CHUNK):
-            sha.update(block)
-            scanner.feed(block)
-            fout.write(block)
+    scanner, scanned = SecretScanner(), 0
+    buffers = (bytearray(BIG_CHUNK), bytearray(BIG_CHUNK))
+    with open(src.path, "rb", buffering=0) as fin, open(dest, "wb") as fout:
+        out = HashingWriter(fout, behind=True)
+        turn = 0
+        while n := fin.readinto(buffers[turn]):
+            block = memoryview(buffers[turn])[:n]
+            if scan_limit is None or scanned < scan_limit:
+                scanner.feed(bytes(block if scan_limit is None else block[:scan_limit - scanned]))
+                scanned += n
+            out.write(block)  # a buffered file writes a big block whole
+            turn ^= 1
+        digest = out.digest()
     os.chmod(dest, 0o755 if src.executable else 0o644)
-    return sha.hexdigest(), scanner.kinds
+    return digest.partition(":")[2], scanner.kinds
 
 
-def _copy_sources(walk: SourceWalk, dest: Path, role: Callable[[str], str], progress: Progress | None) -> list[dict]:
+def _copy_sources(walk: SourceWalk, dest: Path, role: Callable[[str], str], progress: Progress | None,
+                  memo=None) -> list[dict]:
     """Every file of the walk copied under ``dest``, hashed and scanned in one read; its listing for the manifest
     (path, size, sha256, role, exec bit, link). A credential found refuses the build before anything is published
-    (the staging folder goes with it)."""
+    (the staging folder goes with it). Weights are scanned in their first :data:`SCAN_HEAD` bytes."""
     listing, findings = [], {}
     copied = 0
     for src in walk.files:
-        sha, findings[src.rel] = _copy_hash_scan(src, dest / src.rel)
-        listing.append({"path": src.rel, "size": src.size, "sha256": sha, "role": role(src.rel),
-                        "executable": src.executable, **({"link": src.link} if src.link else {})})
+        kind = role(src.rel)
+        sha, findings[src.rel] = _copy_hash_scan(src, dest / src.rel, SCAN_HEAD if kind == "weights" else None)
+        if memo is not None:
+            memo.remember(src, sha, findings[src.rel])
+        listing.append(_listing(src, sha, kind))
         copied += src.size
         if progress:
             progress(copied)
@@ -174,6 +189,38 @@ def _current_env_lock():
     return export_env_lock()
 
 
+def _listing(src: SourceFile, sha: str, kind: str) -> dict:
+    return {"path": src.rel, "size": src.size, "sha256": sha, "role": kind, "executable": src.executable,
+            **({"link": src.link} if src.link else {})}
+
+
+def _known_listing(walk: SourceWalk, role: Callable[[str], str], memo: SnapshotMemo) -> list[dict] | None:
+    """The listing of a tree whose every file is in the memo with its stat unchanged (None when one is not): no
+    file is read. Secrets found when the files were read still refuse the build under today's rules."""
+    listing, findings = [], {}
+    for src in walk.files:
+        if src.link is not None:
+            sha, kinds = hashlib.sha256(b"symlink:" + src.link.encode()).hexdigest(), []
+        elif (hit := memo.known(src)) is not None:
+            sha, kinds = hit
+        else:
+            return None
+        findings[src.rel] = kinds
+        memo.remember(src, sha, kinds)
+        listing.append(_listing(src, sha, role(src.rel)))
+    refuse_secrets(findings, walk.rules)
+    return listing
+
+
+def _existing(store: Store, name: str, version: str) -> Entry | None:
+    from builder.errors import SwcliError
+
+    try:
+        return store.resolve("model", f"{name}:{version}")
+    except SwcliError:
+        return None
+
+
 def build_model(
     directory: str | Path,
     *,
@@ -181,8 +228,11 @@ def build_model(
     store: Store | None = None,
     progress: Progress | None = None,
     env_lock: Callable[[], object] = _current_env_lock,
+    verify: bool = False,
 ) -> ModelBuildResult:
-    """Snapshot the model folder into the store and return its entry."""
+    """Snapshot the model folder into the store and return its entry. A tree whose files all have the stat they had
+    at the last build (``--verify``: not trusted, every file read) is not read: when its version is in the store,
+    that entry is the result."""
     started = time.perf_counter()
     store = store or Store()
     directory = Path(directory)
@@ -193,38 +243,49 @@ def build_model(
     _check_listed_files(spec)
     walk = walk_source_report(spec.root, always_include=spec.model + spec.config)
     lock = None if skip_gen_env else env_lock()
-
-    with store.stage("model") as staged:
-        listing = _copy_sources(walk, staged / "src", _roles(spec), progress)
-        if lock is not None:
-            (staged / "env.lock").write_text(lock.text, encoding="utf-8")
-        version = model_version(spec.raw, listing, lock.kind if lock else None, lock.text if lock else None)
-        totals = {r: sum(f["size"] for f in listing if f["role"] == r) for r in ("code", "weights", "config")}
-        manifest = {
-            "kind": "model",
-            "name": spec.name,
-            "version": version,
-            "created": utc_now(),
-            "model_version": spec.version,
-            "handler": spec.ppl,
-            "runtime": spec.runtime,
-            "desc": spec.desc,
-            "tag": spec.tag,
-            "spec": spec.raw,
-            "files": listing,
-            "totals": {"files": len(listing), "bytes": sum(totals.values()), **{f"{k}_bytes": v for k, v in totals.items()}},
-            "env_lock": lock.kind if lock else None,
-            "notes": spec.notes,
-            "build_seconds": round(time.perf_counter() - started, 3),
-            "swcli_version": __version__,
-        }
-        write_json_atomic(staged / "manifest.json", manifest)
-        entry = store.publish("model", spec.name, version, staged)
+    lock_kind, lock_text = (lock.kind, lock.text) if lock else (None, None)
+    memo = SnapshotMemo(store.root, spec.root)
+    known = None if verify else _known_listing(walk, _roles(spec), memo)
+    entry = known and _existing(store, spec.name, model_version(spec.raw, known, lock_kind, lock_text))
+    if entry:
+        listing = known
+    else:
+        with store.stage("model") as staged:
+            listing = _copy_sources(walk, staged / "src", _roles(spec), progress, memo)
+            if lock is not None:
+                (staged / "env.lock").write_text(lock.text, encoding="utf-8")
+            version = model_version(spec.raw, listing, lock_kind, lock_text)
+            write_json_atomic(staged / "manifest.json", _manifest(spec, version, listing, lock_kind, started))
+            entry = store.publish("model", spec.name, version, staged)
+    memo.save()
+    totals = {r: sum(f["size"] for f in listing if f["role"] == r) for r in ("code", "weights", "config")}
     biggest = sorted(((f["path"], f["size"]) for f in listing), key=lambda ps: (-ps[1], ps[0]))[:BIGGEST]
     warning = data_warning(listing)
     return ModelBuildResult(entry, len(listing), totals["weights"], time.perf_counter() - started, spec.notes,
                             total_bytes=sum(totals.values()), biggest=biggest, excluded=walk.excluded_credentials,
                             warnings=[warning] if warning else [])
+
+
+def _manifest(spec: ModelSpec, version: str, listing: list[dict], lock_kind: str | None, started: float) -> dict:
+    totals = {r: sum(f["size"] for f in listing if f["role"] == r) for r in ("code", "weights", "config")}
+    return {
+        "kind": "model",
+        "name": spec.name,
+        "version": version,
+        "created": utc_now(),
+        "model_version": spec.version,
+        "handler": spec.ppl,
+        "runtime": spec.runtime,
+        "desc": spec.desc,
+        "tag": spec.tag,
+        "spec": spec.raw,
+        "files": listing,
+        "totals": {"files": len(listing), "bytes": sum(totals.values()), **{f"{k}_bytes": v for k, v in totals.items()}},
+        "env_lock": lock_kind,
+        "notes": spec.notes,
+        "build_seconds": round(time.perf_counter() - started, 3),
+        "swcli_version": __version__,
+    }
 
 
 def model_source(ref_or_dir: str | Path, store: Store | None = None) -> tuple[Path, ModelSpec, dict]:

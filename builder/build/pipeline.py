@@ -55,7 +55,7 @@ def dataset_with_image(directory: Path, *, base_image: str, no_image: bool = Fal
 
 def model_with_image(directory: Path, *, runtime: str | None = None, skip_gen_env: bool = False, no_image: bool = False,
                      load: bool = True, dockerfile_only: Path | None = None, store: Store | None = None,
-                     on_package: Callable[[object], None] | None = None) -> Built:
+                     on_package: Callable[[object], None] | None = None, verify: bool = False) -> Built:
     """`swcli model build`: the snapshot into the store, then the image on its runtime (``runtime``, else
     model.yaml's run.runtime, else one from pip_req, else from the current env), the runtime built if needed."""
     from builder.images.build import build_model_image
@@ -73,7 +73,7 @@ def model_with_image(directory: Path, *, runtime: str | None = None, skip_gen_en
         if named:
             runtime_image = image_for("runtime", named, store)
             _check_image_flag("--runtime" if runtime else "model.yaml run.runtime", runtime_image)
-    result = build_model(directory, skip_gen_env=skip_gen_env, store=store)
+    result = build_model(directory, skip_gen_env=skip_gen_env, store=store, verify=verify)
     if on_package:
         on_package(result)
     if no_image:
@@ -82,5 +82,5 @@ def model_with_image(directory: Path, *, runtime: str | None = None, skip_gen_en
         result.entry, None, store=store, dockerfile_only=dockerfile_only and dockerfile_only / "runtime",
         skip_gen_env=skip_gen_env, load=load)
     image = build_model_image(result.entry, runtime_image, dockerfile_only=dockerfile_only and dockerfile_only / "model",
-                              load=load, layout=store.layout)
+                              load=load, layout=store.layout, verify=verify)
     return Built(result, image, runtime_image)

@@ -22,12 +22,13 @@ def build(
     no_load: bool = typer.Option(False, "--no-load", help="Write the image into the store's OCI layout only; no Docker engine needed."),
     runtime: Optional[str] = typer.Option(None, "--runtime", help="Runtime ref or image to build on (default: run.runtime, else a runtime from pip_req, else from the current env)."),
     dockerfile_only: Optional[Path] = typer.Option(None, "--dockerfile-only", help="Write the image's Dockerfile and context here instead of building it."),
+    verify: bool = typer.Option(False, "--verify", help="Read and hash every file again, even those whose size, mtime and inode are unchanged since the last build, and re-check cached layers."),
 ) -> None:
     """Snapshot the source tree and weights named by model.yaml into the store, then build swmp/NAME on a runtime."""
     from builder.build.pipeline import model_with_image
 
     built = model_with_image(directory, runtime=runtime, skip_gen_env=skip_gen_env, no_image=no_image, load=not no_load,
-                             dockerfile_only=dockerfile_only, on_package=_say_built)
+                             dockerfile_only=dockerfile_only, on_package=_say_built, verify=verify)
     if built.image is not None:
         console.print(f"wrote Dockerfiles and contexts to {dockerfile_only}" if dockerfile_only
                       else image_line(built.image, on=built.runtime_image), markup=False)

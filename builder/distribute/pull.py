@@ -160,7 +160,7 @@ def _fetch_layer(client, repository: str, layout: Layout, layer: Descriptor, dif
     name = diff_id.partition(":")[2][:12]
     if layout.has(diff_id):
         report(LayerProgress(name, "Already exists"))
-        return Descriptor(MEDIA_LAYER, diff_id, layout.blob_path(diff_id).stat().st_size)
+        return Descriptor(MEDIA_LAYER, diff_id, layout.blob_size(diff_id))
     what = f"layer {layer.digest} of {client.registry}/{repository}"
     with layout.writer(MEDIA_LAYER) as out:
         sink = _Gunzip(out, budget, what) if layer.media_type in GZIP_LAYERS else out

@@ -1,7 +1,8 @@
 """`swcli dataset|model|runtime push`: an image from the store's OCI layout straight to a registry, no engine.
 
 The remote image is an OCI manifest with the same config blob (so the same image id) and the layers gzipped by
-:mod:`builder.images.compress` (deterministic, cached per layer: the same image pushed from two machines has the
+:mod:`builder.images.compress` where it pays (weights and other random-looking layers go up as they are, tar layers
+read straight from the layout; deterministic, cached per layer: the same image pushed from two machines has the
 same manifest digest, and a second push to any registry compresses nothing). Blobs are skipped, mounted or uploaded
 by :func:`~builder.distribute.blobs.send_blobs`, each layer compressed on the worker that sends it (largest
 first, so compressing overlaps uploading); the manifest is PUT last, once every blob is in, so a push that
@@ -26,6 +27,9 @@ from builder.distribute.blobs import (Blob, KnownBlobs, OnProgress, TransferResu
 def _layer_blob(layout: Layout, layer, item) -> Blob:
     """A gzip layer blob whose bytes are re-hashed (and made again if damaged) just before they are uploaded."""
     from builder.images.compress import compressed
+
+    if item.as_is:  # the layer itself goes up; the registry checks its digest as it stores it
+        return Blob(item.digest, item.size, lambda: contextlib.nullcontext(lambda: layout.open_blob(layer.digest)))
 
     @contextlib.contextmanager
     def source():

@@ -16,16 +16,18 @@ import hashlib
 import json
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Callable
 
 from builder.errors import DockerError, SwcliError, UsageError
 from builder.images import context as ctx
 from builder.images.engine import connect, image_exists
 from builder.images.image import ConfigChanges, Image, NewLayer, read_image, write_image
-from builder.images.layers import LayerCache, entries_content_key, placed
+from builder.images.layer_tar import shown
+from builder.images.layers import LayerCache, content_key, entries_content_key, placed, write_file_layer
 from builder.images.oci import Layout
 from builder.images.render import render_dockerfile
+from builder.snapshot import SOURCE_SUFFIXES
 from builder.refs import image_ref_problem, image_tags, is_version, name_problem
 from builder.store import Entry, Store
 
@@ -80,6 +82,7 @@ class LayerSpec:
     comment: str
     key: str
     entries: list[ctx.ContextEntry]
+    one_file: bool = False  # one big store file: kept as a recipe (builder.images.layers.write_file_layer)
 
 
 @dataclass
@@ -159,7 +162,8 @@ def new_layers(layout: Layout, specs: list[LayerSpec], *, nocache: bool, verify:
         def entries(spec=spec):
             return placed(spec.entries, spec.src, spec.dest)
         key = spec.key if not nocache else hashlib.sha256(f"{spec.key}{time.time_ns()}".encode()).hexdigest()
-        out.append(NewLayer(cache.layer(key, entries, verify=verify), spec.comment))
+        write = write_file_layer if spec.one_file else None
+        out.append(NewLayer(cache.layer(key, entries, verify=verify, write=write), spec.comment))
     return out, cache.misses
 
 
@@ -258,11 +262,33 @@ def build_dataset_image(entry: Entry, *, base_image: str = DEFAULT_BASE, client=
 # ------------------------------------------------------------------------------------------------- model
 
 
+# a file of at least this size that is not source gets a layer of its own, keyed by its content and kept in the
+# layout as a recipe over the store's copy (builder.images.recipes): a code-only change re-ships none of them
+OWN_LAYER_BYTES = 1 << 20
+OWN_LAYERS_MAX = 16  # the largest files get one each; Docker allows 127 layers in all, the runtime has its own
+
+
+def _own_layer_files(files: list[dict]) -> list[dict]:
+    big = [f for f in files if f["size"] >= OWN_LAYER_BYTES and not f.get("link")
+           and (f["role"] == "weights" or PurePosixPath(f["path"]).suffix.lower() not in SOURCE_SUFFIXES)]
+    big.sort(key=lambda f: (-f["size"], f["path"]))
+    return sorted(big[:OWN_LAYERS_MAX], key=lambda f: f["path"])
+
+
 def model_recipe(entry: Entry, runtime_image: str) -> Recipe:
     m = entry.manifest
     src = entry.path / "src"
-    weights, code, known = [], [], {}
+    own = _own_layer_files(m["files"])
+    own_paths = {f["path"] for f in own}
+    specs, weights, code, known = [], [], [], {}
+    for i, f in enumerate(own):  # context big/<i>/<path>: the Dockerfile names only the index, no user text
+        item = ctx.from_file(f"big/{i}/{f['path']}", src / f["path"])
+        key = content_key("file", [(f"opt/swcli/model/src/{f['path']}", f["sha256"], f["executable"], None)])
+        specs.append(LayerSpec(f"big/{i}", "/opt/swcli/model/src", f"file {shown(f['path'])}", key, [item],
+                               one_file=True))
     for f in m["files"]:
+        if f["path"] in own_paths:
+            continue
         arcname = f"weights/{f['path']}" if f["role"] == "weights" else f"model/src/{f['path']}"
         item = ctx.from_file(arcname, src / f["path"])
         (weights if f["role"] == "weights" else code).append(item)
@@ -272,8 +298,9 @@ def model_recipe(entry: Entry, runtime_image: str) -> Recipe:
     code.append(ctx.from_bytes("model/manifest.json", image_manifest(m)))
     if (entry.path / "env.lock").is_file():
         code.append(ctx.from_file("model/env.lock", entry.path / "env.lock"))
-    specs = ([LayerSpec("weights", "/opt/swcli/model/src", "weights", entries_content_key("weights", weights, known), weights)]
-             if weights else [])
+    if weights:
+        specs.append(LayerSpec("weights", "/opt/swcli/model/src", "weights",
+                               entries_content_key("weights", weights, known), weights))
     specs.append(LayerSpec("model", "/opt/swcli/model", "code, model manifest and env lock",
                            entries_content_key("model", code, known), code))
     extra = [("io.swcli.handler", m.get("handler", "")), ("io.swcli.runtime", runtime_image)]
@@ -282,7 +309,7 @@ def model_recipe(entry: Entry, runtime_image: str) -> Recipe:
         "model", entry.name, entry.version, runtime_image, "runtime image (--runtime or model.yaml run.runtime)", specs,
         ConfigChanges(env={"SWCLI_RUNTIME": runtime_image}, labels=labels("model", entry.name, entry.version, desc, extra),
                       workdir="/opt/swcli/model", user=USER, entrypoint=ENTRYPOINT, cmd=["eval"]),
-        {"description": desc, "extra_labels": extra, "weights": bool(weights)})
+        {"description": desc, "extra_labels": extra, "weights": bool(weights), "own_layers": len(own)})
 
 
 def build_model_image(entry: Entry, runtime_image: str, *, client=None, dockerfile_only: Path | None = None,

@@ -31,6 +31,7 @@ from typing import Callable, Iterable, Iterator
 
 from builder.errors import DockerError
 from builder.images.image import Image
+from builder.images.recipes import RecipeError
 from builder.images.oci import CHUNK, MEDIA_CONFIG, MEDIA_LAYER, MEDIA_MANIFEST, Descriptor, Layout, LayoutError
 
 Log = Callable[[str], None]
@@ -149,7 +150,7 @@ class _Archive:
         size = 0
         held = b""
         try:
-            with open(path, "rb") as fh:
+            with self.layout.open_blob(blob.digest) as fh:
                 yield _header(f"blobs/sha256/{blob.hex}", blob.size)
                 while piece := fh.read(CHUNK):
                     size += len(piece)
@@ -161,6 +162,8 @@ class _Archive:
                     held = piece
         except FileNotFoundError:
             raise LayoutError(f"layer {blob.digest} is missing from {self.layout.blobs}") from None
+        except RecipeError:
+            size = -1  # a store file under a recipe changed while it was read: like bytes that do not match
         if size != blob.size or "sha256:" + sha.hexdigest() != blob.digest:
             what = "does not match its digest" if size == blob.size else \
                 f"holds more than {blob.size} bytes" if size > blob.size else f"holds {size} bytes, not {blob.size}"
@@ -337,7 +340,7 @@ def import_image(client, ref: str, layout: Layout, layout_ref: str) -> Image:
         raise LayoutError(f"docker save of {ref}: its layers {_short(got)} are not its config's diff_ids "
                           f"{_short(diff_ids)}")
     config_desc = layout.put_bytes(config, MEDIA_CONFIG)
-    layers = tuple(Descriptor(MEDIA_LAYER, d, layout.blob_path(d).stat().st_size) for d in diff_ids)
+    layers = tuple(Descriptor(MEDIA_LAYER, d, layout.blob_size(d)) for d in diff_ids)
     manifest = layout.put_json({"schemaVersion": 2, "mediaType": MEDIA_MANIFEST, "config": config_desc.to_json(),
                                 "layers": [b.to_json() for b in layers]}, MEDIA_MANIFEST)
     layout.tag(layout_ref, manifest)

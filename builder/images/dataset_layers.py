@@ -21,7 +21,8 @@ from pathlib import Path
 
 from builder.images import context as ctx
 from builder.images.layers import LayerCache, _info, content_key, placed
-from builder.images.oci import MEDIA_LAYER, Descriptor, HashingWriter, Layout
+from builder.files import HashingWriter
+from builder.images.oci import MEDIA_LAYER, Descriptor, Layout
 from builder.volumes import VolumeFile, manifest_layout, plain_name_problem
 from builder.spec import DEFAULT_LAYER_SIZE, MAX_LAYER_SIZE
 

@@ -66,9 +66,12 @@ class _BoundedInfo(tarfile.TarInfo):
     _proc_gnusparse_00 = _proc_gnusparse_01 = _proc_gnusparse_10 = _sparse
 
 
-def open_layer(path: Path) -> tarfile.TarFile:
-    """A plain (uncompressed) layer tar opened for reading with bounded headers; iterate it with :func:`members`."""
-    return tarfile.open(path, mode="r:", tarinfo=_BoundedInfo)
+def open_layer(source) -> tarfile.TarFile:
+    """A plain (uncompressed) layer tar opened for reading with bounded headers; iterate it with :func:`members`.
+    ``source``: a path, or a binary file (one that cannot seek, such as a recipe blob, is read as a stream)."""
+    if isinstance(source, (str, Path)):
+        return tarfile.open(source, mode="r:", tarinfo=_BoundedInfo)
+    return tarfile.open(fileobj=source, mode="r:" if source.seekable() else "r|", tarinfo=_BoundedInfo)
 
 
 def members(tar: tarfile.TarFile) -> Iterator[tarfile.TarInfo]:

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Iterable
 
+from builder.images import recipes
 from builder.images.context import EPOCH, ContextEntry
 from builder.images.oci import MEDIA_LAYER, Descriptor, Layout, canonical_json
 from builder.files import sha256_file
@@ -95,6 +96,31 @@ def write_tar(entries: list[ContextEntry], fileobj) -> None:
                 mode = 0o755 if entry.executable else 0o644
                 with open(entry.source, "rb") as fh:
                     tar.addfile(_info(entry.arcname, tarfile.REGTYPE, mode, st.st_size), fh)
+
+
+def _header(info: tarfile.TarInfo) -> bytes:
+    return info.tobuf(tarfile.GNU_FORMAT, tarfile.ENCODING, "surrogateescape")
+
+
+def write_file_layer(layout: Layout, entries: list[ContextEntry]) -> Descriptor:
+    """The layer of one big file (its folders around it), kept in ``layout`` as a recipe
+    (:mod:`builder.images.recipes`): :func:`write_tar`'s header blocks, the store file's bytes in place, its padding
+    and the end blocks, so the same digest as the tar written out, with no second copy of the file. A file that is
+    not in the store beside the layout, or entries that are not one regular file, are tarred as usual."""
+    files = [e for e in entries if e.source is not None and e.link is None]
+    if len(entries) != 1 or len(files) != 1:
+        return write_layer(layout, entries)
+    entry = files[0]
+    part = recipes.file_part(layout.root.parent, entry.source)
+    if part is None:
+        return write_layer(layout, entries)
+    head = b"".join(_header(_info(d, tarfile.DIRTYPE, 0o755)) for d in _parents([entry.arcname]))
+    head += _header(_info(entry.arcname, tarfile.REGTYPE, 0o755 if entry.executable else 0o644, part.size))
+    offset = len(head) + part.size
+    tail = b"\0" * (-part.size % tarfile.BLOCKSIZE) + b"\0" * (2 * tarfile.BLOCKSIZE)
+    offset += len(tail)
+    tail += b"\0" * (-offset % tarfile.RECORDSIZE)  # what a stream-mode tarfile pads its close to
+    return layout.put_recipe(MEDIA_LAYER, [head, part, tail])
 
 
 def write_layer(layout: Layout, entries: list[ContextEntry]) -> Descriptor:

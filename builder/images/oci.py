@@ -25,6 +25,7 @@ import atexit
 import contextlib
 import fcntl
 import hashlib
+import io
 import json
 import os
 import tempfile
@@ -34,7 +35,8 @@ from pathlib import Path
 from typing import IO, Iterator
 
 from builder.errors import SwcliError
-from builder.files import pid_alive, sha256_file, write_bytes_atomic
+from builder.images import recipes
+from builder.files import HashingWriter, pid_alive, write_bytes_atomic
 
 MEDIA_INDEX = "application/vnd.oci.image.index.v1+json"
 MEDIA_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
@@ -86,48 +88,6 @@ class Descriptor:
         return self.digest.split(":", 1)[1]
 
 
-class HashingWriter:
-    """A file object that hashes and counts what goes through it (to ``fh``, or nowhere when it is None).
-
-    ``behind``: chunks of 64 KiB or more are hashed on a second thread while the caller writes them and reads the
-    next (hashlib releases the GIL, so on two cores a big blob costs about the slower of hashing and writing, not
-    their sum). The caller must then leave a chunk alone until the write after the next one returns, as
-    :func:`builder.images.dataset_layers.write_volume_tar`'s two alternating buffers do."""
-
-    def __init__(self, fh: IO[bytes] | None, *, behind: bool = False):
-        self.fh = fh
-        self.sha = hashlib.sha256()
-        self.size = 0
-        self.behind = behind
-        self._thread: threading.Thread | None = None
-
-    def _wait(self) -> None:
-        if self._thread is not None:
-            self._thread.join()
-            self._thread = None
-
-    def write(self, data) -> int:
-        self._wait()
-        if self.behind and len(data) >= 1 << 16:
-            self._thread = threading.Thread(target=self.sha.update, args=(data,))
-            self._thread.start()
-        else:
-            self.sha.update(data)
-        self.size += len(data)
-        return self.fh.write(data) if self.fh is not None else len(data)
-
-    def tell(self) -> int:
-        return self.size
-
-    def flush(self) -> None:
-        if self.fh is not None:
-            self.fh.flush()
-
-    def digest(self) -> str:
-        self._wait()
-        return "sha256:" + self.sha.hexdigest()
-
-
 class Layout:
     """An OCI image layout at ``root`` (created on first write)."""
 
@@ -144,17 +104,53 @@ class Layout:
         return self.blobs / hexd
 
     def has(self, digest: str, size: int | None = None) -> bool:
-        """Whether the blob is in place (of ``size``); pinned first, so no collector removes it from now on."""
+        """Whether the blob is in place (of ``size``), as a file or a sound recipe; pinned first, so no collector
+        removes it from now on."""
         path = self.blob_path(digest)
         if not self.blobs.is_dir():
             return False
         with contextlib.suppress(OSError):  # a read-only layout: nothing can collect from it either
             self.pin(digest)
         try:
-            st = os.stat(path)
+            found = os.stat(path).st_size
         except FileNotFoundError:
-            return False
-        return size is None or st.st_size == size
+            found = recipes.sound(self.root, path.name)
+        return found is not None and (size is None or found == size)
+
+    def open_blob(self, digest: str) -> IO[bytes]:
+        """The blob's bytes to read: its file, or its recipe's parts (:mod:`builder.images.recipes`);
+        :class:`LayoutError` when it is in neither form. Callers hash what they read, as ever."""
+        path = self.blob_path(digest)
+        try:
+            return open(path, "rb")
+        except FileNotFoundError:
+            pass
+        try:
+            return io.BufferedReader(recipes.RecipeReader(self.root, path.name), CHUNK)  # reads fill up
+        except recipes.RecipeError:
+            raise LayoutError(f"blob {digest} is missing from {self.blobs}") from None
+
+    def blob_size(self, digest: str) -> int:
+        try:
+            return os.stat(self.blob_path(digest)).st_size
+        except FileNotFoundError:
+            size = recipes.sound(self.root, digest.partition(":")[2])
+        if size is None:
+            raise LayoutError(f"blob {digest} is missing from {self.blobs}")
+        return size
+
+    def put_recipe(self, media_type: str, parts: list) -> Descriptor:
+        """A blob kept as a recipe of literal bytes and store files (:func:`builder.images.recipes.put`)."""
+        self._init()
+        digest, size, tmp = recipes.put(self.root, parts)
+        try:
+            self.pin(digest)
+            recipes.commit(self.root, digest, tmp)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            raise
+        return Descriptor(media_type, digest, size)
 
     def _init(self) -> None:
         self.blobs.mkdir(parents=True, exist_ok=True)
@@ -211,15 +207,20 @@ class Layout:
         return data
 
     def verify(self, digest: str) -> bool:
-        """Re-hash a blob: False when it is missing or its bytes are not what its name says."""
+        """Re-hash a blob (file or recipe): False when it is missing or its bytes are not what its name says."""
+        sha = hashlib.sha256()
         try:
-            return "sha256:" + sha256_file(self.blob_path(digest)) == digest
-        except FileNotFoundError:
+            with self.open_blob(digest) as fh:
+                while piece := fh.read(CHUNK):
+                    sha.update(piece)
+        except (LayoutError, OSError, recipes.RecipeError):
             return False
+        return "sha256:" + sha.hexdigest() == digest
 
     def discard(self, digest: str) -> None:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(self.blob_path(digest))
+        for path in (self.blob_path(digest), recipes.path_of(self.root, digest.partition(":")[2])):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
 
     def clean_temp(self) -> list[Path]:
         """Remove the temp blobs of writers that died (Ctrl-C is cleaned by the writer itself; kill -9 is not):
@@ -227,7 +228,7 @@ class Layout:
         removed = []
         if not self.blobs.is_dir():
             return removed
-        for path in self.blobs.glob(".tmp-*"):
+        for path in [*self.blobs.glob(".tmp-*"), *recipes.folder(self.root).glob(".tmp-*")]:
             pid = path.name.split("-")[1]
             if pid.isdigit() and not pid_alive(int(pid)):
                 with contextlib.suppress(OSError):
@@ -323,8 +324,11 @@ class Layout:
             keep = self.reachable()
             names = sorted(self.blobs.iterdir()) if candidates is None else \
                 [self.blob_path(d) for d in sorted(set(candidates))]
+            kept_as = recipes.folder(self.root)
+            names += sorted(kept_as.glob("*.json")) if candidates is None else \
+                [recipes.path_of(self.root, d.partition(":")[2]) for d in sorted(set(candidates))]
             for path in names:
-                digest = f"sha256:{path.name}"
+                digest = f"sha256:{path.name.removesuffix('.json')}"
                 if path.name.startswith(".") or digest in keep:
                     continue
                 with contextlib.suppress(FileNotFoundError):

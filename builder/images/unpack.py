@@ -224,7 +224,7 @@ def _apply(layout: Layout, layers: Iterable[Descriptor], folder: _Folder) -> lis
     for layer in layers:
         folder.touched = False
         try:
-            with open_layer(layout.blob_path(layer.digest)) as tar:
+            with layout.open_blob(layer.digest) as blob, open_layer(blob) as tar:
                 for member in members(tar):
                     parts, climbs = _parts(member.name)
                     if not parts:

@@ -1,0 +1,233 @@
+"""Blobs kept as recipes: a layer whose bytes are mostly one big file of a store entry is not copied into the layout.
+
+A model's weights file (or any file of 1 MiB or more that gets a layer of its own) already sits in its store
+entry, which is immutable once published. Its layer is a tar: a few header blocks, the file's bytes, padding and
+the end blocks. So the layout keeps, instead of a second copy, ``oci/recipes/<hex>.json``::
+
+    {"digest": "sha256:<hex>", "size": N,
+     "parts": [{"bytes": "<hex of header blocks>"},
+               {"file": "models/<name>/<version>/src/w.safetensors", "size": S, "mtime_ns": M, "ino": I},
+               {"bytes": "<hex of padding and end blocks>"}]}
+
+Reading the blob (:class:`RecipeReader`) yields the parts in order: the same bytes a tar writer writes, so the
+digest is the layer's diff_id, and push, ``docker load`` and pull read it like any blob. A file part names a path
+under the store's root (the layout's parent folder), never absolute, never with ``..``, opened without following
+a link; the recipe holds only while that file has the size, mtime and inode it had when the digest was made
+(:func:`sound`), so a changed or removed file makes the blob missing, not wrong, and the next build writes it
+again. Every reader still hashes what it sends (push, load) or what it checks (:meth:`Layout.verify`), as for a
+file blob. A recipe is written after its digest is known and the blob pinned, under a temp name and renamed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import mmap
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+from builder.errors import SwcliError
+
+MAX_RECIPE = 1 << 20  # bounded before it is parsed: a recipe is a few header blocks and one file reference
+READ_CHUNK = 8 << 20
+
+
+class RecipeError(SwcliError):
+    """A recipe that is unreadable, malformed, or whose file changed: the blob counts as missing."""
+
+
+@dataclass(frozen=True)
+class FilePart:
+    rel: str  # under the store root, POSIX
+    size: int
+    mtime_ns: int
+    ino: int
+
+
+def folder(layout_root: Path) -> Path:
+    return Path(layout_root) / "recipes"
+
+
+def path_of(layout_root: Path, hexd: str) -> Path:
+    return folder(layout_root) / f"{hexd}.json"
+
+
+def file_part(store_root: Path, path: Path) -> FilePart | None:
+    """The part for ``path`` when it lies under ``store_root`` (else None: the blob is written as a file)."""
+    try:
+        rel = Path(os.path.abspath(path)).relative_to(os.path.abspath(store_root))
+        st = os.stat(path, follow_symlinks=False)
+    except (ValueError, OSError):
+        return None
+    return FilePart(rel.as_posix(), st.st_size, st.st_mtime_ns, st.st_ino)
+
+
+def _checked_rel(rel: object) -> str:
+    if not isinstance(rel, str) or not rel or rel.startswith("/") or "\0" in rel:
+        raise RecipeError(f"file part {rel!r} is not a relative path")
+    if any(p in ("", ".", "..") for p in PurePosixPath(rel).parts) or rel != PurePosixPath(rel).as_posix():
+        raise RecipeError(f"file part {rel!r} is not a plain path under the store")
+    return rel
+
+
+def load(layout_root: Path, hexd: str) -> tuple[int, list]:
+    """(size, parts) of a recipe, each part bytes or a :class:`FilePart`; :class:`RecipeError` when absent/bad."""
+    try:
+        with open(path_of(layout_root, hexd), "rb") as fh:
+            data = fh.read(MAX_RECIPE + 1)
+        doc = json.loads(data) if len(data) <= MAX_RECIPE else None
+    except (OSError, ValueError, RecursionError) as err:
+        raise RecipeError(f"recipe {hexd}: {err}") from None
+    if not isinstance(doc, dict) or doc.get("digest") != f"sha256:{hexd}" or not isinstance(doc.get("size"), int) \
+            or not isinstance(doc.get("parts"), list):
+        raise RecipeError(f"recipe {hexd}: malformed")
+    parts: list = []
+    for part in doc["parts"]:
+        if isinstance(part, dict) and isinstance(part.get("bytes"), str):
+            try:
+                parts.append(bytes.fromhex(part["bytes"]))
+            except ValueError:
+                raise RecipeError(f"recipe {hexd}: bytes part is not hex") from None
+        elif isinstance(part, dict) and all(isinstance(part.get(k), int) for k in ("size", "mtime_ns", "ino")):
+            parts.append(FilePart(_checked_rel(part.get("file")), part["size"], part["mtime_ns"], part["ino"]))
+        else:
+            raise RecipeError(f"recipe {hexd}: malformed part")
+    if sum(len(p) if isinstance(p, bytes) else p.size for p in parts) != doc["size"]:
+        raise RecipeError(f"recipe {hexd}: parts do not add up to its size")
+    return doc["size"], parts
+
+
+def _open_part(store_root: Path, part: FilePart):
+    fd = os.open(Path(store_root) / part.rel, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    st = os.fstat(fd)
+    if (st.st_size, st.st_mtime_ns, st.st_ino) != (part.size, part.mtime_ns, part.ino):
+        os.close(fd)
+        raise RecipeError(f"{part.rel} changed since its layer was made")
+    return os.fdopen(fd, "rb", buffering=0)
+
+
+def sound(layout_root: Path, hexd: str) -> int | None:
+    """The blob's size when its recipe is readable and every file it names is as it was; else None."""
+    try:
+        size, parts = load(layout_root, hexd)
+        for part in parts:
+            if isinstance(part, FilePart):
+                st = os.stat(Path(layout_root).parent / part.rel, follow_symlinks=False)
+                if (st.st_size, st.st_mtime_ns, st.st_ino) != (part.size, part.mtime_ns, part.ino):
+                    return None
+    except (RecipeError, OSError):
+        return None
+    return size
+
+
+class RecipeReader(io.RawIOBase):
+    """The blob's bytes, part after part (a raw binary file: ``read``, ``readinto``, ``close``)."""
+
+    def __init__(self, layout_root: Path, hexd: str):
+        super().__init__()
+        self.size, self._parts = load(layout_root, hexd)
+        self._store = Path(layout_root).parent
+        self._current = None  # an open file part, or a memoryview of a bytes part
+        self._next = 0
+        self._starts = []
+        at = 0
+        for part in self._parts:
+            self._starts.append(at)
+            at += len(part) if isinstance(part, bytes) else part.size
+        self._pos = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        """To ``offset`` from the start (the only origin an upload that resumes needs)."""
+        if whence != 0 or offset < 0:
+            raise OSError("a recipe blob seeks from its start only")
+        self._close_current()
+        self._pos = min(offset, self.size)
+        self._next = next((i for i in range(len(self._parts) - 1, -1, -1) if self._starts[i] <= self._pos), 0)
+        if self._parts and self._advance():
+            skip = self._pos - self._starts[self._next - 1]
+            if isinstance(self._current, memoryview):
+                self._current = self._current[skip:] or None
+            elif skip:
+                self._current.seek(skip)
+        return self._pos
+
+    def _close_current(self) -> None:
+        if self._current is not None and not isinstance(self._current, memoryview):
+            self._current.close()
+        self._current = None
+
+    def _advance(self) -> bool:
+        if self._next >= len(self._parts):
+            return False
+        part = self._parts[self._next]
+        self._next += 1
+        self._current = memoryview(part) if isinstance(part, bytes) else _open_part(self._store, part)
+        return True
+
+    def readinto(self, buf) -> int:
+        while True:
+            if self._current is None and not self._advance():
+                return 0
+            if isinstance(self._current, memoryview):
+                n = min(len(buf), len(self._current))
+                buf[:n] = self._current[:n]
+                self._current = self._current[n:] if n < len(self._current) else None
+            else:
+                n = self._current.readinto(buf)
+                if not n:
+                    self._current.close()
+                    self._current = None
+            if n:
+                self._pos += n
+                return n
+
+    def close(self) -> None:
+        self._close_current()
+        super().close()
+
+
+def put(layout_root: Path, parts: list) -> tuple[str, int, str]:
+    """Hash the parts' bytes (a file part mapped, checked as it was described) and write the recipe under a temp
+    name; returns (digest, size, temp path). The caller pins the digest, then :func:`commit` renames it."""
+    doc_parts = [{"bytes": p.hex()} if isinstance(p, bytes) else
+                 {"file": p.rel, "size": p.size, "mtime_ns": p.mtime_ns, "ino": p.ino} for p in parts]
+    sha, size = hashlib.sha256(), 0
+    store = Path(layout_root).parent
+    for part in parts:
+        if isinstance(part, bytes):
+            sha.update(part)
+            size += len(part)
+            continue
+        with _open_part(store, part) as fh:
+            if part.size:
+                with mmap.mmap(fh.fileno(), part.size, prot=mmap.PROT_READ) as mapped:
+                    sha.update(mapped)  # no copy out of the page cache; hashlib drops the GIL for it
+            st = os.fstat(fh.fileno())
+        if (st.st_size, st.st_mtime_ns) != (part.size, part.mtime_ns):
+            raise RecipeError(f"{part.rel} changed while its layer was hashed")
+        size += part.size
+    digest = "sha256:" + sha.hexdigest()
+    out = folder(layout_root)
+    out.mkdir(parents=True, exist_ok=True)
+    doc = json.dumps({"digest": digest, "size": size, "parts": doc_parts}, sort_keys=True,
+                     separators=(",", ":")).encode()
+    fd, tmp = tempfile.mkstemp(prefix=f".tmp-{os.getpid()}-", dir=out)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(doc)
+    return digest, size, tmp
+
+
+def commit(layout_root: Path, digest: str, tmp: str) -> None:
+    os.replace(tmp, path_of(layout_root, digest.partition(":")[2]))
