@@ -24,7 +24,7 @@ from builder.images import context as ctx
 from builder.images.engine import connect, image_exists
 from builder.images.image import ConfigChanges, Image, NewLayer, read_image, write_image
 from builder.images.layer_tar import shown
-from builder.images.layers import LayerCache, content_key, entries_content_key, placed, write_file_layer
+from builder.images.layers import LayerCache, content_key, entries_content_key, placed, write_recipe_layer
 from builder.images.oci import Layout
 from builder.images.render import render_dockerfile
 from builder.snapshot import SOURCE_SUFFIXES
@@ -82,7 +82,7 @@ class LayerSpec:
     comment: str
     key: str
     entries: list[ctx.ContextEntry]
-    one_file: bool = False  # one big store file: kept as a recipe (builder.images.layers.write_file_layer)
+    one_file: bool = False  # one big store file: kept as a recipe (builder.images.layers.write_recipe_layer)
 
 
 @dataclass
@@ -162,7 +162,7 @@ def new_layers(layout: Layout, specs: list[LayerSpec], *, nocache: bool, verify:
         def entries(spec=spec):
             return placed(spec.entries, spec.src, spec.dest)
         key = spec.key if not nocache else hashlib.sha256(f"{spec.key}{time.time_ns()}".encode()).hexdigest()
-        write = write_file_layer if spec.one_file else None
+        write = write_recipe_layer if spec.one_file else None
         out.append(NewLayer(cache.layer(key, entries, verify=verify, write=write), spec.comment))
     return out, cache.misses
 

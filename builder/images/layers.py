@@ -102,25 +102,62 @@ def _header(info: tarfile.TarInfo) -> bytes:
     return info.tobuf(tarfile.GNU_FORMAT, tarfile.ENCODING, "surrogateescape")
 
 
-def write_file_layer(layout: Layout, entries: list[ContextEntry]) -> Descriptor:
-    """The layer of one big file (its folders around it), kept in ``layout`` as a recipe
-    (:mod:`builder.images.recipes`): :func:`write_tar`'s header blocks, the store file's bytes in place, its padding
-    and the end blocks, so the same digest as the tar written out, with no second copy of the file. A file that is
-    not in the store beside the layout, or entries that are not one regular file, are tarred as usual."""
-    files = [e for e in entries if e.source is not None and e.link is None]
-    if len(entries) != 1 or len(files) != 1:
+def _recipe_parts(entries: list[ContextEntry], store_root: Path) -> list | None:
+    """:func:`write_tar`'s bytes of ``entries`` as recipe parts (header, padding and literal bytes, store files in
+    place), or None when a file is not in the store."""
+    entries = sorted(entries, key=lambda e: e.arcname)
+    names = [e.arcname for e in entries]
+    if len(set(names)) != len(names):
+        return None  # write_tar says which
+    parts: list = []
+
+    def put(data: bytes) -> None:
+        if parts and isinstance(parts[-1], bytes):
+            parts[-1] += data
+        else:
+            parts.append(data)
+
+    for directory in _parents(names):
+        if directory not in names:
+            put(_header(_info(directory, tarfile.DIRTYPE, 0o755)))
+    seen_inodes: dict[tuple[int, int], str] = {}
+    for entry in entries:
+        mode = 0o755 if entry.executable else 0o644
+        if entry.link is not None:
+            info = _info(entry.arcname, tarfile.SYMTYPE, 0o777)
+            info.linkname = entry.link
+            put(_header(info))
+        elif entry.data is not None:
+            put(_header(_info(entry.arcname, tarfile.REGTYPE, 0o644, len(entry.data))) + entry.data
+                + bytes(-len(entry.data) % tarfile.BLOCKSIZE))
+        else:
+            st = entry.stat()
+            first = seen_inodes.setdefault((st.st_dev, st.st_ino), entry.arcname) if st.st_nlink > 1 else None
+            if first is not None and first != entry.arcname:
+                info = _info(entry.arcname, tarfile.LNKTYPE, mode)
+                info.linkname = first
+                put(_header(info))
+                continue
+            part = recipes.file_part(store_root, entry.source)
+            if part is None or part.size != st.st_size:
+                return None
+            put(_header(_info(entry.arcname, tarfile.REGTYPE, mode, part.size)))
+            parts.append(part)
+            put(bytes(-part.size % tarfile.BLOCKSIZE))
+    put(bytes(2 * tarfile.BLOCKSIZE))
+    total = sum(len(p) if isinstance(p, bytes) else p.size for p in parts)
+    put(bytes(-total % tarfile.RECORDSIZE))  # what a stream-mode tarfile pads its close to
+    return parts
+
+
+def write_recipe_layer(layout: Layout, entries: list[ContextEntry]) -> Descriptor:
+    """A layer of big store files kept in ``layout`` as a recipe (:mod:`builder.images.recipes`): :func:`write_tar`'s
+    header blocks and padding as bytes, the store files' bytes in place, so the same digest as the tar written out
+    with no second copy of the files. Entries with a file outside the store beside the layout are tarred as usual."""
+    parts = _recipe_parts(entries, layout.root.parent)
+    if parts is None:
         return write_layer(layout, entries)
-    entry = files[0]
-    part = recipes.file_part(layout.root.parent, entry.source)
-    if part is None:
-        return write_layer(layout, entries)
-    head = b"".join(_header(_info(d, tarfile.DIRTYPE, 0o755)) for d in _parents([entry.arcname]))
-    head += _header(_info(entry.arcname, tarfile.REGTYPE, 0o755 if entry.executable else 0o644, part.size))
-    offset = len(head) + part.size
-    tail = b"\0" * (-part.size % tarfile.BLOCKSIZE) + b"\0" * (2 * tarfile.BLOCKSIZE)
-    offset += len(tail)
-    tail += b"\0" * (-offset % tarfile.RECORDSIZE)  # what a stream-mode tarfile pads its close to
-    return layout.put_recipe(MEDIA_LAYER, [head, part, tail])
+    return layout.put_recipe(MEDIA_LAYER, parts)
 
 
 def write_layer(layout: Layout, entries: list[ContextEntry]) -> Descriptor:
