@@ -162,6 +162,10 @@ def _fetch_layer(client, repository: str, layout: Layout, layer: Descriptor, dif
         report(LayerProgress(name, "Already exists"))
         return Descriptor(MEDIA_LAYER, diff_id, layout.blob_size(diff_id))
     what = f"layer {layer.digest} of {client.registry}/{repository}"
+    if layer.media_type in PLAIN_LAYERS and layer.digest == diff_id:
+        desc = _fetch_split(client, repository, layout, layer, budget, what, name, report)
+        report(LayerProgress(name, "Pull complete", layer.size, layer.size))
+        return desc
     with layout.writer(MEDIA_LAYER) as out:
         sink = _Gunzip(out, budget, what) if layer.media_type in GZIP_LAYERS else out
         client.fetch_blob(repository, layer.digest, sink, size=layer.size,
@@ -173,6 +177,26 @@ def _fetch_layer(client, repository: str, layout: Layout, layer: Descriptor, dif
             raise RegistryError(f"{what}: its content is {got}, not the config's diff_id {diff_id}")
     report(LayerProgress(name, "Pull complete", layer.size, layer.size))
     return out.descriptor
+
+
+def _fetch_split(client, repository: str, layout: Layout, layer: Descriptor, budget: DiskBudget, what: str,
+                 name: str, report: OnProgress) -> Descriptor:
+    """A plain layer (its digest is its diff_id, checked by the client as it arrives) split as it comes in:
+    big members into content-named files the store entry links, the rest into a recipe
+    (:mod:`builder.images.tar_split`)."""
+    from builder.images.tar_split import SplitWriter
+
+    sink = SplitWriter(layout)  # its declared size, which the client holds it to, is already counted on the disk
+    try:
+        client.fetch_blob(repository, layer.digest, sink, size=layer.size,
+                          on_progress=lambda done: report(LayerProgress(name, "Downloading", done, layer.size)))
+        return sink.finish(layer.digest)
+    except ValueError as err:
+        sink.abort()
+        raise RegistryError(f"{what}: {err}") from None
+    except BaseException:
+        sink.abort()
+        raise
 
 
 def fetch_layers(client, repository: str, layout: Layout, layers: list[Descriptor], diff_ids: list[str],

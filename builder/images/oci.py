@@ -125,6 +125,8 @@ class Layout:
             return open(path, "rb")
         except FileNotFoundError:
             pass
+        if recipes.sound(self.root, path.name) is None:  # no recipe, or a file it names changed or went
+            raise LayoutError(f"blob {digest} is missing from {self.blobs}")
         try:
             return io.BufferedReader(recipes.RecipeReader(self.root, path.name), CHUNK)  # reads fill up
         except recipes.RecipeError:
@@ -139,10 +141,11 @@ class Layout:
             raise LayoutError(f"blob {digest} is missing from {self.blobs}")
         return size
 
-    def put_recipe(self, media_type: str, parts: list) -> Descriptor:
-        """A blob kept as a recipe of literal bytes and store files (:func:`builder.images.recipes.put`)."""
+    def put_recipe(self, media_type: str, parts: list, *, digest: str | None = None) -> Descriptor:
+        """A blob kept as a recipe of literal bytes and store files (:func:`builder.images.recipes.put`);
+        ``digest``: already checked over exactly these bytes (a pulled layer), so not hashed again."""
         self._init()
-        digest, size, tmp = recipes.put(self.root, parts)
+        digest, size, tmp = recipes.put(self.root, parts, digest=digest)
         try:
             self.pin(digest)
             recipes.commit(self.root, digest, tmp)
@@ -228,7 +231,8 @@ class Layout:
         removed = []
         if not self.blobs.is_dir():
             return removed
-        for path in [*self.blobs.glob(".tmp-*"), *recipes.folder(self.root).glob(".tmp-*")]:
+        for path in [*self.blobs.glob(".tmp-*"), *recipes.folder(self.root).glob(".tmp-*"),
+                     *recipes.files_dir(self).glob(".tmp-*")]:
             pid = path.name.split("-")[1]
             if pid.isdigit() and not pid_alive(int(pid)):
                 with contextlib.suppress(OSError):
@@ -336,6 +340,10 @@ class Layout:
                     path.unlink()
                     removed.append(digest)
                     freed += size
+            for path in recipes.unused_files(self.root, recipes.files_dir(self)):
+                with contextlib.suppress(FileNotFoundError):
+                    freed += path.lstat().st_size if path.lstat().st_nlink == 1 else 0
+                    path.unlink()
             for path in self.clean_temp():
                 removed.append(path.name)
         return removed, freed

@@ -20,12 +20,14 @@ file blob. A recipe is written after its digest is known and the blob pinned, un
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
-import mmap
 import os
 import tempfile
+import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
@@ -45,6 +47,12 @@ class FilePart:
     size: int
     mtime_ns: int
     ino: int
+
+
+def files_dir(layout) -> Path:
+    """``oci/files``: big members of pulled layers, each named by the sha256 of its bytes
+    (:mod:`builder.images.tar_split`)."""
+    return layout.root / "files"
 
 
 def folder(layout_root: Path) -> Path:
@@ -107,6 +115,43 @@ def _open_part(store_root: Path, part: FilePart):
         os.close(fd)
         raise RecipeError(f"{part.rel} changed since its layer was made")
     return os.fdopen(fd, "rb", buffering=0)
+
+
+def linkable(layout_root: Path, hexd: str, under: Path) -> dict[int, Path]:
+    """Where each file part under ``under`` starts in the blob -> its path, for a recipe blob whose files are all
+    as they were (else, and for a file blob, nothing): an unpack hard-links such a member instead of copying it."""
+    if sound(layout_root, hexd) is None:
+        return {}
+    out, at = {}, 0
+    for part in load(layout_root, hexd)[1]:
+        if isinstance(part, FilePart):
+            path = Path(layout_root).parent / part.rel
+            if path.parent == Path(under):
+                out[at] = path
+            at += part.size
+        else:
+            at += len(part)
+    return out
+
+
+GRACE_SECONDS = 600  # a file this new may belong to a pull whose recipe is not written yet
+
+
+def unused_files(layout_root: Path, files: Path) -> list[Path]:
+    """The files of ``files`` no recipe names (older than :data:`GRACE_SECONDS`): what a collection removes."""
+    if not files.is_dir():
+        return []
+    named = set()
+    for path in folder(layout_root).glob("*.json"):
+        with contextlib.suppress(RecipeError):
+            named.update(p.rel for p in load(layout_root, path.stem)[1] if isinstance(p, FilePart))
+    now, out = time.time(), []
+    for path in files.iterdir():
+        rel = path.relative_to(Path(layout_root).parent).as_posix()
+        with contextlib.suppress(OSError):
+            if not path.name.startswith(".") and rel not in named and now - path.lstat().st_ctime > GRACE_SECONDS:
+                out.append(path)
+    return out
 
 
 def sound(layout_root: Path, hexd: str) -> int | None:
@@ -198,27 +243,45 @@ class RecipeReader(io.RawIOBase):
         super().close()
 
 
-def put(layout_root: Path, parts: list) -> tuple[str, int, str]:
+def _hash_into(sha, fh) -> None:
+    """Feed a file to ``sha`` through two alternating buffers, hashing one on a second thread while the other is
+    read (hashlib drops the GIL): about the time of the hash alone, and memory flat in the file's size."""
+    buffers = (bytearray(READ_CHUNK), bytearray(READ_CHUNK))
+    worker: threading.Thread | None = None
+    turn = 0
+    while n := fh.readinto(buffers[turn]):
+        view = memoryview(buffers[turn])[:n]
+        if worker is not None:
+            worker.join()
+        worker = threading.Thread(target=sha.update, args=(view,))
+        worker.start()
+        turn ^= 1
+    if worker is not None:
+        worker.join()
+
+
+def put(layout_root: Path, parts: list, digest: str | None = None) -> tuple[str, int, str]:
     """Hash the parts' bytes (a file part mapped, checked as it was described) and write the recipe under a temp
     name; returns (digest, size, temp path). The caller pins the digest, then :func:`commit` renames it."""
     doc_parts = [{"bytes": p.hex()} if isinstance(p, bytes) else
                  {"file": p.rel, "size": p.size, "mtime_ns": p.mtime_ns, "ino": p.ino} for p in parts]
     sha, size = hashlib.sha256(), 0
     store = Path(layout_root).parent
-    for part in parts:
+    for part in parts if digest is None else ():
         if isinstance(part, bytes):
             sha.update(part)
             size += len(part)
             continue
         with _open_part(store, part) as fh:
-            if part.size:
-                with mmap.mmap(fh.fileno(), part.size, prot=mmap.PROT_READ) as mapped:
-                    sha.update(mapped)  # no copy out of the page cache; hashlib drops the GIL for it
+            _hash_into(sha, fh)
             st = os.fstat(fh.fileno())
         if (st.st_size, st.st_mtime_ns) != (part.size, part.mtime_ns):
             raise RecipeError(f"{part.rel} changed while its layer was hashed")
         size += part.size
-    digest = "sha256:" + sha.hexdigest()
+    if digest is None:
+        digest = "sha256:" + sha.hexdigest()
+    else:  # checked by the caller over these very bytes
+        size = sum(len(p) if isinstance(p, bytes) else p.size for p in parts)
     out = folder(layout_root)
     out.mkdir(parents=True, exist_ok=True)
     doc = json.dumps({"digest": digest, "size": size, "parts": doc_parts}, sort_keys=True,

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Iterable
 
 from builder.errors import SwcliError
+from builder.images import recipes
 from builder.images.layer_tar import TarRefused, members, open_layer, shown
 from builder.images.oci import CHUNK, Descriptor, Layout
 
@@ -87,6 +88,7 @@ class _Folder:
         self.listing, self.dirs, self.strict = listing, listing.dirs, strict
         self.seen = False
         self.touched = False  # the current layer has a member under (or over) the folder
+        self.linkable: dict[int, Path] = {}  # the current layer's members kept as content-named files, by offset
 
     def where(self, rel: list[str]) -> str:
         return shown(posixpath.join(self.inside, *rel))
@@ -213,6 +215,11 @@ class _Folder:
             return
         path.parent.mkdir(parents=True, exist_ok=True)
         _clear(path)
+        kept = self.linkable.get(member.offset_data)
+        if kept is not None and os.stat(kept, follow_symlinks=False).st_size == member.size:
+            os.link(kept, path, follow_symlinks=False)  # the pulled bytes, already on disk once: linked, not copied
+            os.chmod(path, 0o755 if member.mode & 0o111 else 0o644)
+            return
         with tar.extractfile(member) as src, open(path, "xb") as out:
             shutil.copyfileobj(src, out, CHUNK)
         os.chmod(path, 0o755 if member.mode & 0o111 else 0o644)
@@ -223,6 +230,7 @@ def _apply(layout: Layout, layers: Iterable[Descriptor], folder: _Folder) -> lis
     touched = []
     for layer in layers:
         folder.touched = False
+        folder.linkable = recipes.linkable(layout.root, layer.digest.partition(":")[2], recipes.files_dir(layout))
         try:
             with layout.open_blob(layer.digest) as blob, open_layer(blob) as tar:
                 for member in members(tar):
