@@ -384,6 +384,22 @@ class Bench:
         else:
             table.row(label, secs(s), *hashed, s / self.hash_s, "", rss)
         shutil.rmtree(home_load)
+        if not self.args.skip_peers:
+            self.engine_floor(s)
+
+    def engine_floor(self, loaded_s: float) -> None:
+        """What `docker load` alone costs the engine for this image: `docker save` it (untimed), remove it, load the
+        archive back. The engine unpacks the archive, then applies the layer: the weights are written twice there."""
+        tag = f"swmp/{MODEL}:latest"
+        archive = self.work / "image.tar"
+        self.steps.run([DOCKER, "save", "-o", str(archive), tag])
+        image_id = subprocess.run([DOCKER, "image", "inspect", "-f", "{{.Id}}", tag], capture_output=True,
+                                  text=True, check=True).stdout.strip()
+        self.steps.run([DOCKER, "rmi", "-f", image_id])  # every tag of it: else the load finds it there
+        s = self.steps.run([DOCKER, "load", "-q", "-i", str(archive)])[0]
+        archive.unlink()
+        self.table.row("peer: docker load of that image's archive", secs(s), "loaded build", secs(loaded_s),
+                       s / loaded_s)
 
     def folders(self) -> dict[str, int]:
         return {child.name: disk_bytes(child) for child in self.home.iterdir() if child.is_dir()}

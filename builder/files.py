@@ -125,3 +125,17 @@ class HashingWriter:
     def digest(self) -> str:
         self._wait()
         return "sha256:" + self.sha.hexdigest()
+
+
+HASH_WINDOW = 64 << 20
+
+
+def hash_fd(sha, fd: int, size: int) -> None:
+    """Feed ``size`` bytes of the open file ``fd`` to ``sha`` through read-only maps of :data:`HASH_WINDOW` bytes:
+    no copy out of the page cache, hashlib drops the GIL for each window, and the memory mapped at once stays one
+    window whatever the file's size."""
+    import mmap
+
+    for offset in range(0, size, HASH_WINDOW):
+        with mmap.mmap(fd, min(HASH_WINDOW, size - offset), prot=mmap.PROT_READ, offset=offset) as window:
+            sha.update(window)

@@ -17,16 +17,17 @@ import ast
 import hashlib
 import json
 import os
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Callable
 
 from builder import __version__
-from builder.errors import SpecError
+from builder.errors import SpecError, SwcliError
 from builder.snapshot import IGNORE_FILE, SOURCE_SUFFIXES, SecretScanner, SourceFile, SourceWalk, refuse_secrets, walk_source_report
 from builder.spec import ModelSpec, load_model_spec
-from builder.files import HashingWriter, write_json_atomic
+from builder.files import HashingWriter, hash_fd, write_json_atomic
 from builder.store import Entry, Store, make_version, utc_now
 from builder.build.snapshot_memo import SnapshotMemo
 
@@ -105,28 +106,60 @@ BIG_CHUNK = 8 << 20
 
 
 def _copy_hash_scan(src: SourceFile, dest: Path, scan_limit: int | None = None) -> tuple[str, list[str]]:
-    """Copy one file into the staging tree in one read: its sha256 and the kinds of secret found in its first
-    ``scan_limit`` bytes (all of it when None). The hash runs on a second thread while the next block is read and
-    this one written (two alternating buffers), so a big file costs about the slower of hashing and copying."""
+    """Copy one file into the staging tree: its sha256 and the kinds of secret found in its first ``scan_limit``
+    bytes (all of it when None: read once, hashed, scanned and written block by block). A file scanned in its
+    head only (weights) is copied by the kernel (``copy_file_range``) while a second thread hashes it through
+    read-only maps: about the time of the hash alone. Its size and mtime are checked again after, so the digest is
+    that of the bytes copied."""
     dest.parent.mkdir(parents=True, exist_ok=True)
     if src.link is not None:
         os.symlink(src.link, dest)
         return hashlib.sha256(b"symlink:" + src.link.encode()).hexdigest(), []
-    scanner, scanned = SecretScanner(), 0
-    buffers = (bytearray(BIG_CHUNK), bytearray(BIG_CHUNK))
+    scanner = SecretScanner()
     with open(src.path, "rb", buffering=0) as fin, open(dest, "wb") as fout:
-        out = HashingWriter(fout, behind=True)
-        turn = 0
-        while n := fin.readinto(buffers[turn]):
-            block = memoryview(buffers[turn])[:n]
-            if scan_limit is None or scanned < scan_limit:
-                scanner.feed(bytes(block if scan_limit is None else block[:scan_limit - scanned]))
-                scanned += n
-            out.write(block)  # a buffered file writes a big block whole
-            turn ^= 1
-        digest = out.digest()
+        if scan_limit is None:
+            digest = _copy_blocks(fin, fout, scanner)
+        else:
+            scanner.feed(os.pread(fin.fileno(), scan_limit, 0))
+            digest = _copy_in_kernel(fin, fout, src)
     os.chmod(dest, 0o755 if src.executable else 0o644)
-    return digest.partition(":")[2], scanner.kinds
+    return digest, scanner.kinds
+
+
+def _copy_blocks(fin, fout, scanner: SecretScanner) -> str:
+    """Read, scan, write and hash (on a second thread, two alternating buffers) block by block."""
+    buffers = (bytearray(BIG_CHUNK), bytearray(BIG_CHUNK))
+    out = HashingWriter(fout, behind=True)
+    turn = 0
+    while n := fin.readinto(buffers[turn]):
+        block = memoryview(buffers[turn])[:n]
+        scanner.feed(bytes(block))
+        out.write(block)  # a buffered file writes a big block whole
+        turn ^= 1
+    return out.digest().partition(":")[2]
+
+
+def _copy_in_kernel(fin, fout, src: SourceFile) -> str:
+    before = os.fstat(fin.fileno())
+    sha = hashlib.sha256()
+    hasher = threading.Thread(target=hash_fd, args=(sha, fin.fileno(), before.st_size))
+    hasher.start()
+    try:
+        copied = 0
+        while copied < before.st_size:
+            try:
+                n = os.copy_file_range(fin.fileno(), fout.fileno(), before.st_size - copied, copied, copied)
+            except OSError:  # a file system that cannot: copy through user space
+                n = os.pwrite(fout.fileno(), os.pread(fin.fileno(), BIG_CHUNK, copied), copied)
+            if not n:
+                break
+            copied += n
+    finally:
+        hasher.join()
+    after = os.fstat(fin.fileno())
+    if copied != before.st_size or (after.st_size, after.st_mtime_ns) != (before.st_size, before.st_mtime_ns):
+        raise SwcliError(f"{src.path}: changed while it was copied into the store; build again once it is written")
+    return sha.hexdigest()
 
 
 def _copy_sources(walk: SourceWalk, dest: Path, role: Callable[[str], str], progress: Progress | None,
@@ -213,8 +246,6 @@ def _known_listing(walk: SourceWalk, role: Callable[[str], str], memo: SnapshotM
 
 
 def _existing(store: Store, name: str, version: str) -> Entry | None:
-    from builder.errors import SwcliError
-
     try:
         return store.resolve("model", f"{name}:{version}")
     except SwcliError:

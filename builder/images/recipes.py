@@ -26,12 +26,12 @@ import io
 import json
 import os
 import tempfile
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from builder.errors import SwcliError
+from builder.files import hash_fd
 
 MAX_RECIPE = 1 << 20  # bounded before it is parsed: a recipe is a few header blocks and one file reference
 READ_CHUNK = 8 << 20
@@ -243,23 +243,6 @@ class RecipeReader(io.RawIOBase):
         super().close()
 
 
-def _hash_into(sha, fh) -> None:
-    """Feed a file to ``sha`` through two alternating buffers, hashing one on a second thread while the other is
-    read (hashlib drops the GIL): about the time of the hash alone, and memory flat in the file's size."""
-    buffers = (bytearray(READ_CHUNK), bytearray(READ_CHUNK))
-    worker: threading.Thread | None = None
-    turn = 0
-    while n := fh.readinto(buffers[turn]):
-        view = memoryview(buffers[turn])[:n]
-        if worker is not None:
-            worker.join()
-        worker = threading.Thread(target=sha.update, args=(view,))
-        worker.start()
-        turn ^= 1
-    if worker is not None:
-        worker.join()
-
-
 def put(layout_root: Path, parts: list, digest: str | None = None) -> tuple[str, int, str]:
     """Hash the parts' bytes (a file part mapped, checked as it was described) and write the recipe under a temp
     name; returns (digest, size, temp path). The caller pins the digest, then :func:`commit` renames it."""
@@ -273,7 +256,7 @@ def put(layout_root: Path, parts: list, digest: str | None = None) -> tuple[str,
             size += len(part)
             continue
         with _open_part(store, part) as fh:
-            _hash_into(sha, fh)
+            hash_fd(sha, fh.fileno(), part.size)
             st = os.fstat(fh.fileno())
         if (st.st_size, st.st_mtime_ns) != (part.size, part.mtime_ns):
             raise RecipeError(f"{part.rel} changed while its layer was hashed")
