@@ -332,6 +332,12 @@ class Store:
             raise StoreError(entry.path, f"not a {kind} in the store {self.kind_dir(kind)}; remove deletes store "
                                          "entries only (delete an outside folder yourself)")
         path = Path(os.path.realpath(entry.path))
+        from builder.images.recipes import adopt  # images built from the entry keep its big files
+
+        try:
+            adopt(self.layout, path)
+        except (OSError, ValueError) as err:
+            raise StoreError(path, f"cannot keep the files its images use: {err}") from None
         # rename first so a crash mid-delete never leaves a half-entry that still looks complete
         doomed = path.with_name(f".removing-{entry.version}")
         try:

@@ -134,6 +134,36 @@ def linkable(layout_root: Path, hexd: str, under: Path) -> dict[int, Path]:
     return out
 
 
+def adopt(layout, entry_dir: Path) -> int:
+    """Before the store entry ``entry_dir`` is deleted: every file of it a recipe names is hard-linked into
+    :func:`files_dir` (``x<sha256 of its old path>``, never taken for a content name) and the recipe repointed, so
+    the images stay whole and the bytes stay on disk once. Returns how many files were kept."""
+    root, kept = Path(layout.root), 0
+    store = root.parent
+    prefix = Path(os.path.realpath(entry_dir)).relative_to(os.path.realpath(store)).as_posix() + "/"
+    for path in sorted(folder(root).glob("*.json")):
+        try:
+            doc = json.loads(path.read_bytes()[:MAX_RECIPE + 1])
+            load(root, path.stem)
+        except (OSError, ValueError, RecursionError, RecipeError):
+            continue
+        changed = False
+        for part in doc["parts"]:
+            if "file" in part and part["file"].startswith(prefix):
+                new = files_dir(layout) / ("x" + hashlib.sha256(part["file"].encode()).hexdigest())
+                new.parent.mkdir(parents=True, exist_ok=True)
+                with contextlib.suppress(FileExistsError):
+                    os.link(store / part["file"], new, follow_symlinks=False)
+                part["file"], changed = new.relative_to(store).as_posix(), True
+                kept += 1
+        if changed:
+            fd, tmp = tempfile.mkstemp(prefix=f".tmp-{os.getpid()}-", dir=path.parent)
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(json.dumps(doc, sort_keys=True, separators=(",", ":")).encode())
+            os.replace(tmp, path)
+    return kept
+
+
 GRACE_SECONDS = 600  # a file this new may belong to a pull whose recipe is not written yet
 
 

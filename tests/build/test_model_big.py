@@ -36,10 +36,10 @@ def big_project(root):
     return root
 
 
-def disk_bytes(folder) -> int:
-    """Bytes of the files under ``folder``, each inode counted once (hard links are one copy)."""
+def disk_bytes(*folders) -> int:
+    """Bytes of the files under ``folders``, each inode counted once (hard links are one copy)."""
     seen, total = set(), 0
-    for base, _, files in os.walk(folder):
+    for base, _, files in (walked for folder in folders for walked in os.walk(folder)):
         for name in files:
             st = os.lstat(os.path.join(base, name))
             if (st.st_dev, st.st_ino) not in seen:
@@ -108,3 +108,16 @@ def test_a_removed_store_file_makes_a_push_fail_in_one_line(cli, runtime, tmp_pa
     res = cli("model", "push", "modthree", f"{registry.address}/team/big:v1")
     assert res.code != 0
     assert len(res.err.strip().splitlines()) == 1 and "missing" in res.err, res.err
+
+
+def test_removing_the_model_keeps_its_image_whole_and_its_files_once(cli, runtime, tmp_path, swcli_home):
+    project = big_project(tmp_path / "p")
+    build(cli, project, runtime)
+    layout = Store().layout
+    image = read_image(layout, "swmp/modthree:latest")
+    res = cli("model", "remove", "modthree")
+    assert res.code == 0, res.err
+    assert all(layout.verify(layer.digest) for layer in image.layers)  # the recipes now name the kept files
+    big = WEIGHTS + (2 << 20)
+    assert disk_bytes(swcli_home / "models", swcli_home / "oci" / "files") <= 1.1 * big
+    assert not Store().scan("model")[0]
