@@ -226,7 +226,7 @@ def record_modelpack(client, source, manifest, store, on_progress: OnProgress | 
     cached = cached_entry(store, manifest.digest)
     if cached is not None:
         return cached
-    what = f"ModelPack {source}"
+    what = "the ModelPack artifact"  # the caller's line names the reference
     document = checked_object(manifest_document(manifest), what)
     config, layers = _layers(document, what)
     _disk_check(store, layers, what)

@@ -55,7 +55,7 @@ def digest(data: bytes) -> str:
 
 
 def put_artifact(address: str, repository: str, tag: str, layers: list[tuple[str, bytes, str]], *,
-                 config: dict | None = None, artifact_type: str = ARTIFACT) -> str:
+                 config: dict | None = None, artifact_type: str = ARTIFACT, config_type: str = CONFIG) -> str:
     """Put a ModelPack-shaped artifact of ``(media type, bytes, filepath)`` layers with swcli's client; ``config``
     defaults to a valid one (diffIds = the layers' digests)."""
     from builder.registry.client import RegistryClient
@@ -68,7 +68,7 @@ def put_artifact(address: str, repository: str, tag: str, layers: list[tuple[str
     for data in [config_bytes] + [data for _, data, _ in layers]:
         client.upload_blob(repository, digest(data), len(data), lambda data=data: io.BytesIO(data))
     manifest = {"schemaVersion": 2, "mediaType": OCI_MANIFEST, "artifactType": artifact_type,
-                "config": {"mediaType": CONFIG, "digest": digest(config_bytes), "size": len(config_bytes)},
+                "config": {"mediaType": config_type, "digest": digest(config_bytes), "size": len(config_bytes)},
                 "layers": [{"mediaType": media, "digest": digest(data), "size": len(data),
                             "annotations": {FILEPATH: path}} for media, data, path in layers]}
     return client.put_manifest(repository, tag, json.dumps(manifest).encode(), OCI_MANIFEST)

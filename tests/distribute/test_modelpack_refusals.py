@@ -1,0 +1,85 @@
+"""ModelPack artifacts swcli refuses, each put on a real registry (docker-registry) with the exact flaw: every one is
+one line with exit 5 (RegistryError), before anything is cached or recorded: no store model, no cache record, no
+staging folder left."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from builder.store import Store
+from tests.helpers.cli import one_line_error
+from tests.helpers.models import HANDLER, MODEL_YAML
+from tests.helpers.modelpack import layer_type, put_artifact, tar_bytes
+
+WEIGHTS = json.dumps({"offset": 0}).encode()
+CODE = tar_bytes([("code/__init__.py", b"", None), ("code/ppl.py", HANDLER.encode(), None)])
+GOOD = [(layer_type("weight"), WEIGHTS, "models/weights.json"), (layer_type("code", "tar"), CODE, "code"),
+        (layer_type("code"), MODEL_YAML.encode(), "model.yaml")]
+
+
+@pytest.fixture(autouse=True)
+def _no_engine(no_engine):
+    """Every swcli call here runs with no reachable engine."""
+
+
+def left_nothing(home) -> None:
+    assert Store().list("model") == []
+    assert not list((home / "cache" / "modelpack").glob("*")) if (home / "cache" / "modelpack").exists() else True
+    assert not [p for p in (home / "tmp").glob("*")] if (home / "tmp").exists() else True
+
+
+CASES = {
+    "no model.yaml": (dict(layers=GOOD[:2]), "holds no model.yaml"),
+    "config without modelfs": (dict(layers=GOOD, config={"descriptor": {}, "config": {}}), "'modelfs' is missing"),
+    "config with a wrong-typed name": (dict(layers=GOOD, config={"descriptor": {"name": 5}, "config": {},
+                                                                 "modelfs": {"type": "layers", "diffIds": []}}),
+                                       "descriptor.name: must be a string"),
+    "config with a field the schema lacks": (dict(layers=GOOD, config={"descriptor": {}, "config": {}, "x": 1,
+                                                                       "modelfs": {"type": "layers"}}),
+                                             "field 'x' is not in the ModelPack config schema"),
+    "filepath ../x": (dict(layers=[*GOOD, (layer_type("weight"), b"w", "../x")]), "org.cncf.model.filepath"),
+    "filepath absolute": (dict(layers=[*GOOD, (layer_type("weight"), b"w", "/etc/x")]), "is absolute"),
+    "filepath a/../../x": (dict(layers=[*GOOD, (layer_type("weight"), b"w", "a/../../x")]), "not a plain relative"),
+    "a tar member ../x": (dict(layers=[*GOOD, (layer_type("code", "tar"), tar_bytes([("../x", b"x", None)]), "d")]),
+                          "member"),
+    "a symlink out, then a file through it": (
+        dict(layers=[(layer_type("code", "tar"), tar_bytes([("models", None, "/tmp")]), "models"), *GOOD]),
+        "not a regular file"),
+    "a file, then a file under it": (
+        dict(layers=[*GOOD, (layer_type("weight"), b"w", "model.yaml/x")]), "passes through a file"),
+    "the same path twice": (dict(layers=[*GOOD, (layer_type("weight"), b"w", "model.yaml")]), "given by two layers"),
+    "a compressed layer": (dict(layers=[*GOOD, (layer_type("weight", "tar+zstd"), b"w", "w")]), ".raw, .tar"),
+    "another artifact type": (dict(layers=GOOD, artifact_type="application/vnd.example.other+json",
+                                   config_type="application/vnd.example.config+json"), "not a ModelPack artifact"),
+}
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_a_flawed_artifact_is_one_line_exit_5_and_leaves_nothing(cli, registry, swcli_home, case):
+    kwargs, words = CASES[case]
+    put_artifact(registry.address, "team/bad", "1", **kwargs)
+    res = cli("model", "eval", f"{registry.address}/team/bad:1", "--dataset", "tiny")
+    assert res.code == 5, res.err
+    one_line_error(res, words)
+    left_nothing(swcli_home)
+
+
+def test_pull_refuses_an_artifact_without_model_yaml(cli, registry, swcli_home):
+    put_artifact(registry.address, "team/bad", "1", layers=GOOD[:2])
+    res = cli("pull", f"{registry.address}/team/bad:1")
+    assert res.code == 5
+    lines = res.err.splitlines()  # the progress lines of the layers fetched, then the one error line
+    assert all(line.endswith(": Pull complete") for line in lines[:-1]), res.err
+    one_line_error(type(res)(res.code, res.out, lines[-1]), "holds no model.yaml")
+    left_nothing(swcli_home)
+
+
+def test_a_good_artifact_put_by_hand_is_evaluable(cli, registry, project):
+    """The control: the same layers without a flaw are a model swcli evaluates."""
+    _, data_dir = project
+    assert cli("dataset", "build", data_dir, "--no-image").code == 0
+    put_artifact(registry.address, "team/good", "1", layers=GOOD)
+    res = cli("model", "eval", f"{registry.address}/team/good:1", "--dataset", "tiny")
+    assert res.code == 0, res.err
