@@ -265,7 +265,8 @@ def pull_modelpack(target: str, *, credentials=None, ca_cert: Path | None = None
         client = (client_for or registry_clients(credentials=credentials, ca_cert=ca_cert))(source.registry)
         manifest = client.get_manifest(source.repository, source.ref)
         if not is_modelpack(manifest_document(manifest)):
-            raise RegistryError(f"{source} is not a ModelPack artifact (artifactType {ARTIFACT_TYPE})")
+            raise RegistryError(f"{source} is not a ModelPack artifact (artifactType {ARTIFACT_TYPE}); an swcli "
+                                "model image is evaluated once pulled (swcli pull), or in its image (swcli job run)")
         return record_modelpack(client, source, manifest, store, on_progress)
     except RegistryError as err:
         raise RegistryError(f"pull of {source} failed: {err}") from None

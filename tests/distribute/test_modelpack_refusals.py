@@ -83,3 +83,64 @@ def test_a_good_artifact_put_by_hand_is_evaluable(cli, registry, project):
     put_artifact(registry.address, "team/good", "1", layers=GOOD)
     res = cli("model", "eval", f"{registry.address}/team/good:1", "--dataset", "tiny")
     assert res.code == 0, res.err
+
+
+def hostile(manifest: dict, blobs: dict[str, bytes]):
+    """A fake registry serving ``manifest`` as team/bad:1 and ``blobs`` by digest (whatever bytes they are)."""
+    from tests.registry_servers import Answer, HostileServer
+
+    data = json.dumps(manifest).encode()
+
+    def answer(seen):
+        if seen.path == "/v2/":
+            return Answer(200, {"Content-Type": "application/json"}, b"{}")
+        if "/manifests/" in seen.path:
+            return Answer(200, {"Content-Type": manifest["mediaType"]}, data)
+        for digest_, body in blobs.items():
+            if seen.path.endswith(f"/blobs/{digest_}"):
+                return Answer(200, {"Content-Type": "application/octet-stream"}, body)
+        return Answer(404, {"Content-Type": "application/json"}, b'{"errors":[]}')
+
+    return HostileServer(answer)
+
+
+def modelpack_manifest(config: tuple[str, int], layers: list[tuple[str, int, str]]) -> dict:
+    from tests.helpers.modelpack import ARTIFACT, CONFIG, FILEPATH, OCI_MANIFEST
+
+    return {"schemaVersion": 2, "mediaType": OCI_MANIFEST, "artifactType": ARTIFACT,
+            "config": {"mediaType": CONFIG, "digest": config[0], "size": config[1]},
+            "layers": [{"mediaType": layer_type("weight"), "digest": d, "size": n, "annotations": {FILEPATH: p}}
+                       for d, n, p in layers]}
+
+
+def test_declared_sizes_are_refused_before_any_blob_is_fetched(cli, swcli_home):
+    from tests.helpers.modelpack import digest
+
+    huge = modelpack_manifest((digest(b"{}"), 5 << 20), [(digest(b"w"), 1, "w")])
+    with hostile(huge, {}) as server:
+        res = cli("model", "eval", f"{server.address}/team/bad:1", "--dataset", "tiny")
+        blob_requests = [s for s in server.seen if "/blobs/" in s.path]
+    assert res.code == 5
+    one_line_error(res, "config", "declares 5242880 bytes")
+    assert blob_requests == []
+    disk = modelpack_manifest((digest(b"{}"), 2), [(digest(b"%d" % n), 60 << 30, f"w{n}") for n in range(40)])  # 2.4 TiB
+    with hostile(disk, {}) as server:
+        res = cli("model", "eval", f"{server.address}/team/bad:1", "--dataset", "tiny")
+        blob_requests = [s for s in server.seen if "/blobs/" in s.path]
+    assert res.code == 5 and blob_requests == [], res.err
+    one_line_error(res, "free on the store's disk")
+    left_nothing(swcli_home)
+
+
+def test_a_layer_whose_bytes_are_not_its_digest_is_not_kept(cli, swcli_home):
+    from tests.helpers.modelpack import digest
+
+    config = json.dumps({"descriptor": {}, "config": {},
+                         "modelfs": {"type": "layers", "diffIds": [digest(WEIGHTS)]}}).encode()
+    manifest = modelpack_manifest((digest(config), len(config)), [(digest(WEIGHTS), len(WEIGHTS), "w.json")])
+    forged = b"x" * len(WEIGHTS)
+    with hostile(manifest, {digest(config): config, digest(WEIGHTS): forged}) as server:
+        res = cli("model", "eval", f"{server.address}/team/bad:1", "--dataset", "tiny")
+    assert res.code == 5
+    one_line_error(res, "does not match its digest")
+    left_nothing(swcli_home)
