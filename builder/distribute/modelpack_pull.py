@@ -29,6 +29,7 @@ import shutil
 import tarfile
 from pathlib import Path
 
+from builder.bounded import read_capped
 from builder.errors import RefNotFoundError, RegistryError, SwcliError
 from builder.files import write_bytes_atomic
 from builder.images.layer_tar import TarRefused, members, open_layer, shown
@@ -67,7 +68,7 @@ def _cache_path(store, digest: str) -> Path:
 def cached_entry(store, digest: str):
     """The store entry a verified artifact of manifest ``digest`` became, or None."""
     try:
-        record = json.loads(_cache_path(store, digest).read_bytes()[:4096])
+        record = json.loads(read_capped(_cache_path(store, digest), 4096, "the ModelPack cache record"))
         entry = store.resolve("model", f"{record['name']}:{record['version']}")
     except (OSError, ValueError, KeyError, TypeError, RecursionError, RefNotFoundError, SwcliError):
         return None
