@@ -6,7 +6,7 @@ A ModelPack artifact is an OCI image manifest with ``artifactType`` :data:`ARTIF
 ``application/vnd.cncf.model.{weight,weight.config,doc,code,dataset}.v1.{raw,tar,tar+gzip,tar+zstd}``, each named by
 its ``org.cncf.model.filepath`` annotation. swcli writes ``.raw`` weight and weight-config layers (one file each: the
 bytes of the store's file, its digest the sha256 the model's manifest already holds) and one ``code.v1.tar`` (every
-other file, model.yaml included). It reads ``.raw`` and ``.tar`` layers; compressed ones are refused in one line.
+other file, model.yaml included). It reads ``.raw``, ``.tar`` and ``.tar+gzip`` layers; ``.tar+zstd`` is refused in one line.
 Everything here that reads registry bytes is bounded and shape-checked before it is trusted (docs/modelpack.md).
 """
 
@@ -26,7 +26,7 @@ MEDIA_CONFIG = "application/vnd.cncf.model.config.v1+json"
 KINDS = ("weight", "weight.config", "doc", "code", "dataset")
 FORMATS = ("raw", "tar", "tar+gzip", "tar+zstd")
 LAYER_TYPES = frozenset(f"application/vnd.cncf.model.{k}.v1.{f}" for k in KINDS for f in FORMATS)
-READ_FORMATS = ("raw", "tar")  # what swcli unpacks; weights are stored uncompressed, as the spec recommends
+READ_FORMATS = ("raw", "tar", "tar+gzip")  # what swcli unpacks (zstd would need a dependency); it writes raw and tar
 FILEPATH = "org.cncf.model.filepath"
 FILE_METADATA = "org.cncf.model.file.metadata+json"
 TITLE = "org.opencontainers.image.title"

@@ -5,7 +5,7 @@ The manifest (at most 4 MiB, verified by the client) must have the ModelPack ``a
 every descriptor is shape-checked, the config declared at most 4 MiB, each layer at most 64 GiB, their sum within
 the store's free disk less 1 GiB, before any blob is fetched. The config is fetched (bounded, verified) and checked
 against the spec's schema (:func:`~builder.distribute.modelpack_format.check_config`); every layer's diffId must be
-its digest (swcli reads uncompressed layers only: ``.raw`` and ``.tar``). Each layer is fetched into a temp file of
+its digest (``.raw``, ``.tar``), or the digest of its gunzipped bytes (``.tar+gzip``, bounded while written). Each layer is fetched into a temp file of
 the staging folder, verified against its digest by the client, and only then placed: a raw layer at its
 ``org.cncf.model.filepath``, a tar layer's regular files and folders at their names (no links, devices or
 duplicates); every path checked (:func:`~builder.distribute.modelpack_format.path_problem`) and never written
@@ -27,6 +27,7 @@ import json
 import os
 import shutil
 import tarfile
+import zlib
 from pathlib import Path
 
 from builder.bounded import read_capped
@@ -87,8 +88,8 @@ def _layers(document: dict, what: str) -> tuple[dict, list[dict]]:
         if layer["mediaType"] not in LAYER_TYPES:
             raise RegistryError(f"{what}: layers[{n}]: {layer['mediaType'][:80]!r} is not a ModelPack layer type")
         if split_type(layer["mediaType"])[1] not in READ_FORMATS:
-            raise RegistryError(f"{what}: layers[{n}]: {layer['mediaType']}: swcli reads uncompressed ModelPack "
-                                "layers only (.raw, .tar)")
+            raise RegistryError(f"{what}: layers[{n}]: {layer['mediaType']}: swcli reads .raw, .tar and .tar+gzip "
+                                "ModelPack layers")
         problem = path_problem(layer.get("annotations", {}).get(FILEPATH))
         if problem:
             raise RegistryError(f"{what}: layers[{n}] annotation {FILEPATH}: {shown(problem)}")
@@ -160,6 +161,32 @@ def _untar(blob: Path, src: Path, role: str, what: str, listing: list[dict]) -> 
         raise RegistryError(f"{what}: not a readable tar ({' '.join(str(err).split())[:120]})") from None
 
 
+def _gunzip(blob: Path, out_path: Path, what: str) -> str:
+    """The gzip stream (one member or several) in ``blob`` into ``out_path``, bounded by :data:`MAX_LAYER` and the
+    store's free disk less :data:`DISK_MARGIN` while it is written; the sha256 of what came out (its diffId)."""
+    limit = min(MAX_LAYER, shutil.disk_usage(out_path.parent).free - DISK_MARGIN)
+    engine, sha, total, pending, started = zlib.decompressobj(31), hashlib.sha256(), 0, b"", False
+    try:
+        with open(blob, "rb") as fin, open(out_path, "xb") as fout:
+            while pending or (pending := fin.read(1 << 20)):
+                started = True
+                data = engine.decompress(pending, 1 << 20)
+                pending = engine.unconsumed_tail
+                if engine.eof:
+                    pending, engine, started = engine.unused_data + pending, zlib.decompressobj(31), False
+                total += len(data)
+                if total > limit:
+                    raise RegistryError(f"{what}: more than {limit} bytes uncompressed (the layer cap or the disk's "
+                                        "free space); refusing it")
+                sha.update(data)
+                fout.write(data)
+    except zlib.error as err:
+        raise RegistryError(f"{what}: not a gzip stream ({' '.join(str(err).split())[:80]})") from None
+    if started:
+        raise RegistryError(f"{what}: the gzip stream ends early")
+    return "sha256:" + sha.hexdigest()
+
+
 def unpack_layers(client, repository: str, layers: list[dict], diff_ids: list[str], staged: Path,
                   report: OnProgress | None, what: str) -> tuple[list[dict], str | None]:
     """Every layer into ``staged/src`` (the env lock to ``staged/env.lock``): the files' listing, the lock's text."""
@@ -169,12 +196,19 @@ def unpack_layers(client, repository: str, layers: list[dict], diff_ids: list[st
     lock_text = None
     for n, (layer, diff_id) in enumerate(zip(layers, diff_ids)):
         where = f"{what}: layers[{n}] ({layer['digest']})"
-        if diff_id != layer["digest"]:
-            raise RegistryError(f"{where}: its diffId {diff_id} is not its digest (an uncompressed layer's is)")
         kind, fmt = split_type(layer["mediaType"])
+        if diff_id != layer["digest"] and fmt != "tar+gzip":
+            raise RegistryError(f"{where}: its diffId {diff_id} is not its digest (an uncompressed layer's is)")
         rel = layer["annotations"][FILEPATH]
         blob = _fetch(client, repository, layer, staged / f".layer-{n}", report)
-        if fmt == "tar":
+        if fmt == "tar+gzip":
+            tar = staged / f".layer-{n}.tar"
+            got = _gunzip(blob, tar, where)
+            blob.unlink()
+            if got != diff_id:
+                raise RegistryError(f"{where}: uncompressed it is {got}, not its diffId {diff_id}")
+            blob = tar
+        if fmt in ("tar", "tar+gzip"):
             _untar(blob, src, ROLE_OF_KIND[kind], where, listing)
             blob.unlink()
         elif rel == ENV_LOCK_PATH and kind == "code":

@@ -122,3 +122,50 @@ def test_push_modelpack_is_pulled_validated_and_unpacked_by_modelpack_client(cli
     assert res.code == 0, res.err
     recorded = json.loads((tmp_path / "run2" / "run.json").read_text())["runtime"]
     assert recorded.startswith(f"{runtime}:") and recorded.endswith(f"(in-process: local:{sys.prefix})"), recorded
+
+
+def test_swcli_evaluates_what_modelpack_client_pushed_and_caches_it(cli, project, registry, tmp_path):
+    model_dir, data_dir = project
+    assert cli("dataset", "build", data_dir, "--no-image").code == 0
+    (tmp_path / "config.json").write_text(json.dumps({"descriptor": {"name": "modthree"}, "config": {}}))
+    ref = f"{registry.address}/other/modthree:1"
+    pushed = modelpack_client("push", ref, "--config", tmp_path / "config.json",
+                              "--layer", f"{model_dir / 'models'}:{layer_type('weight')}",  # a folder: a weight tar
+                              "--layer", f"{model_dir / 'code'}:{layer_type('code', 'tar+gzip')}",
+                              "--layer", f"{model_dir / 'model.yaml'}:{layer_type('code')}")
+    assert pushed.returncode == 0, pushed.stderr
+
+    since = len(registry.log.read_text())
+    started = time.perf_counter()
+    res = cli("model", "eval", ref, "--dataset", "tiny", "-o", tmp_path / "run1", "--runtime", "local")
+    first = time.perf_counter() - started
+    assert res.code == 0, res.err
+    metrics = json.loads((tmp_path / "run1" / "metrics.json").read_text())
+    assert metrics  # the handler ran over the 50 records and cmp scored them
+    run = json.loads((tmp_path / "run1" / "run.json").read_text())
+    assert run["model"]["source"] == ref and run["runtime"] == f"local:{sys.prefix}"
+    time.sleep(0.3)
+    assert len(blob_gets(registry, since)) == 4  # the config and the three layers
+
+    entry = Store().resolve("model", "modthree")
+    roles = {f["path"]: f["role"] for f in entry.manifest["files"]}
+    assert roles["models/weights.json"] == "weights" and roles["code/ppl.py"] == roles["model.yaml"] == "code"
+    assert cli("model", "info", "modthree", "--verify").code == 0
+
+    since = len(registry.log.read_text())
+    started = time.perf_counter()
+    res = cli("model", "eval", ref, "--dataset", "tiny", "-o", tmp_path / "run2")
+    second = time.perf_counter() - started
+    assert res.code == 0, res.err
+    time.sleep(0.3)
+    assert blob_gets(registry, since) == []  # cached by the manifest's digest: only the manifest is asked for
+    assert (tmp_path / "run2" / "metrics.json").read_bytes() == (tmp_path / "run1" / "metrics.json").read_bytes()
+    digest = RegistryClient(registry.address).manifest_descriptor("other/modthree", "1")["digest"]
+    since = len(registry.log.read_text())
+    assert cli("model", "eval", f"{registry.address}/other/modthree@{digest}", "--dataset", "tiny").code == 0
+    time.sleep(0.3)
+    assert access_log_text(registry.log.read_text()[since:]) == []  # by digest: not one request
+    print(f"eval of a ModelPack artifact: first {first:.2f} s, cached {second:.2f} s")
+
+    res = cli("model", "eval", ref, "--dataset", "tiny", "--runtime", "no-such-runtime")
+    assert res.code != 0 and "no-such-runtime" in res.err

@@ -50,7 +50,9 @@ CASES = {
     "a file, then a file under it": (
         dict(layers=[*GOOD, (layer_type("weight"), b"w", "model.yaml/x")]), "passes through a file"),
     "the same path twice": (dict(layers=[*GOOD, (layer_type("weight"), b"w", "model.yaml")]), "given by two layers"),
-    "a compressed layer": (dict(layers=[*GOOD, (layer_type("weight", "tar+zstd"), b"w", "w")]), ".raw, .tar"),
+    "a zstd layer": (dict(layers=[*GOOD, (layer_type("weight", "tar+zstd"), b"w", "w")]), ".raw, .tar and .tar+gzip"),
+    "a gzip layer that is not gzip": (dict(layers=[*GOOD, (layer_type("code", "tar+gzip"), b"w" * 64, "g")]),
+                                      "not a gzip stream"),
     "another artifact type": (dict(layers=GOOD, artifact_type="application/vnd.example.other+json",
                                    config_type="application/vnd.example.config+json"), "not a ModelPack artifact"),
 }
