@@ -43,6 +43,7 @@ from builder.distribute.modelpack_format import (A, ARTIFACT_TYPE, ENV_LOCK_PATH
 
 MAX_LAYER = 64 << 30  # as an image layer (distribute/pull.py MAX_BLOB)
 DISK_MARGIN = 1 << 30
+DATASET_LAYER = "application/vnd.cncf.model.dataset."  # left out: see unpack_layers
 LOCK_KINDS = ("pip-freeze", "dist-info", "conda-env-export", "conda-meta")  # builder.build.env_lock
 
 
@@ -189,7 +190,8 @@ def _gunzip(blob: Path, out_path: Path, what: str) -> str:
 
 def unpack_layers(client, repository: str, layers: list[dict], diff_ids: list[str], staged: Path,
                   report: OnProgress | None, what: str) -> tuple[list[dict], str | None]:
-    """Every layer into ``staged/src`` (the env lock to ``staged/env.lock``): the files' listing, the lock's text."""
+    """Every layer into ``staged/src`` (the env lock to ``staged/env.lock``): the files' listing, the lock's text.
+    ``dataset`` layers are left out: evaluating or recording the model does not need them."""
     src = staged / "src"
     src.mkdir()
     listing: list[dict] = []
@@ -197,6 +199,8 @@ def unpack_layers(client, repository: str, layers: list[dict], diff_ids: list[st
     for n, (layer, diff_id) in enumerate(zip(layers, diff_ids)):
         where = f"{what}: layers[{n}] ({layer['digest']})"
         kind, fmt = split_type(layer["mediaType"])
+        if kind == "dataset":
+            continue  # data the model was trained or tested with: not needed to run it, never fetched
         if diff_id != layer["digest"] and fmt != "tar+gzip":
             raise RegistryError(f"{where}: its diffId {diff_id} is not its digest (an uncompressed layer's is)")
         rel = layer["annotations"][FILEPATH]
@@ -264,7 +268,7 @@ def record_modelpack(client, source, manifest, store, on_progress: OnProgress | 
     what = "the ModelPack artifact"  # the caller's line names the reference
     document = checked_object(manifest_document(manifest), what)
     config, layers = _layers(document, what)
-    _disk_check(store, layers, what)
+    _disk_check(store, [layer for layer in layers if not layer["mediaType"].startswith(DATASET_LAYER)], what)
     diff_ids = _fetch_config(client, source.repository, config, len(layers), what)
     annotations = document.get("annotations") if isinstance(document.get("annotations"), dict) else {}
     lock_kind = annotations.get(f"{A}env-lock")
@@ -279,7 +283,7 @@ def record_modelpack(client, source, manifest, store, on_progress: OnProgress | 
     path.parent.mkdir(parents=True, exist_ok=True)
     write_bytes_atomic(path, json.dumps({"name": entry.name, "version": entry.version}).encode())
     known = KnownBlobs(source.registry)
-    for blob in (config, *layers):
+    for blob in (config, *(layer for layer in layers if not layer["mediaType"].startswith(DATASET_LAYER))):
         known.learn(blob["digest"], source.repository)
     known.save()
     return entry

@@ -78,13 +78,20 @@ def test_pull_refuses_an_artifact_without_model_yaml(cli, registry, swcli_home):
     left_nothing(swcli_home)
 
 
-def test_a_good_artifact_put_by_hand_is_evaluable(cli, registry, project):
-    """The control: the same layers without a flaw are a model swcli evaluates."""
+def test_a_good_artifact_put_by_hand_is_evaluable_and_its_dataset_layer_never_fetched(cli, registry, project):
+    """The control: the same layers without a flaw are a model swcli evaluates; a dataset layer is left out."""
+    from tests.helpers.modelpack import digest
+    from tests.registry_servers import access_log
+
     _, data_dir = project
     assert cli("dataset", "build", data_dir, "--no-image").code == 0
-    put_artifact(registry.address, "team/good", "1", layers=GOOD)
+    train = b"training data " * 1000
+    put_artifact(registry.address, "team/good", "1", layers=[*GOOD, (layer_type("dataset"), train, "data/train")])
     res = cli("model", "eval", f"{registry.address}/team/good:1", "--dataset", "tiny")
     assert res.code == 0, res.err
+    assert not [line for line in access_log(registry.log, digest(train)) if line.startswith("GET")]
+    assert sorted(f["path"] for f in Store().resolve("model", "modthree").manifest["files"]) == [
+        "code/__init__.py", "code/ppl.py", "model.yaml", "models/weights.json"]
 
 
 def hostile(manifest: dict, blobs: dict[str, bytes]):
