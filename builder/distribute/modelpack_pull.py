@@ -134,7 +134,10 @@ def _untar(blob: Path, src: Path, role: str, what: str, listing: list[dict]) -> 
     try:
         with open_layer(blob) as tar:
             for member in members(tar):
-                name = member.name.removeprefix("./").rstrip("/") if member.isdir() else member.name
+                name = member.name.removeprefix("./")  # `tar -C folder .` names its members ./x
+                name = name.rstrip("/") if member.isdir() else name
+                if member.isdir() and name in ("", "."):
+                    continue  # the tar's own root
                 problem = path_problem(name)
                 if problem:
                     raise RegistryError(f"{what}: member {problem}")

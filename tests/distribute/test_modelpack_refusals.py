@@ -14,7 +14,7 @@ from tests.helpers.models import HANDLER, MODEL_YAML
 from tests.helpers.modelpack import layer_type, put_artifact, tar_bytes
 
 WEIGHTS = json.dumps({"offset": 0}).encode()
-CODE = tar_bytes([("code/__init__.py", b"", None), ("code/ppl.py", HANDLER.encode(), None)])
+CODE = tar_bytes([("./code/__init__.py", b"", None), ("./code/ppl.py", HANDLER.encode(), None)])  # as `tar -C d .`
 GOOD = [(layer_type("weight"), WEIGHTS, "models/weights.json"), (layer_type("code", "tar"), CODE, "code"),
         (layer_type("code"), MODEL_YAML.encode(), "model.yaml")]
 
