@@ -122,6 +122,11 @@ def test_push_modelpack_is_pulled_validated_and_unpacked_by_modelpack_client(cli
     assert res.code == 0, res.err
     recorded = json.loads((tmp_path / "run2" / "run.json").read_text())["runtime"]
     assert recorded.startswith(f"{runtime}:") and recorded.endswith(f"(in-process: local:{sys.prefix})"), recorded
+    res = cli("eval", "attach", tmp_path / "run2", f"{registry.address}/team/modthree:v1-modelpack")
+    assert res.code == 0, res.err
+    assert f"(subject {image['digest']})" in res.out  # attached to the image behind the artifact
+    res = cli("eval", "list", "--image", f"{registry.address}/team/modthree:v1-modelpack", "-o", "json")
+    assert res.code == 0 and len(json.loads(res.out)) == 1, res.out + res.err
 
 
 def test_swcli_evaluates_what_modelpack_client_pushed_and_caches_it(cli, project, registry, tmp_path):
