@@ -51,7 +51,8 @@ def _layer(media_type: str, digest: str, size: int, rel: str, executable: bool |
 
 
 def _tar_blob(folder: str, files: list[tuple[str, Path, bool]], scratch: Path) -> tuple[dict, Blob]:
-    path = scratch / f"code-{len(list(scratch.iterdir()))}.tar"
+    """The code tar of one top folder, written into ``scratch`` (the folder name is one checked path component)."""
+    path = scratch / f"{folder}.tar"
     with open(path, "wb") as out:
         write_code_tar(files, out)
     sha = hashlib.sha256()
