@@ -42,7 +42,7 @@ def credentials_from(username: str | None, password_stdin: bool):
 
 
 def push_cli(kind: str, ref: str, target: str, username: str | None, password_stdin: bool,
-             ca_cert: Path | None) -> None:
+             ca_cert: Path | None, *, modelpack: bool = False) -> None:
     from builder.cli._progress import layer_progress
     from builder.distribute.push import push
 
@@ -51,6 +51,13 @@ def push_cli(kind: str, ref: str, target: str, username: str | None, password_st
         result = push(kind, ref, target, credentials=credentials, ca_cert=ca_cert, on_progress=on_progress)
     console.print(f"pushed {result.ref}@{result.digest}: {len(result.pushed)} blob(s) uploaded, "
                   f"{len(result.mounted)} mounted, {len(result.existing)} already there")
+    if modelpack:  # `model push --modelpack`: the same model as a ModelPack artifact, a referrer of that image
+        from builder.distribute.modelpack_push import push_modelpack
+
+        with layer_progress("push") as on_progress:
+            result = push_modelpack(ref, target, credentials=credentials, ca_cert=ca_cert, on_progress=on_progress)
+        console.print(f"pushed ModelPack {result.ref}@{result.digest}: {len(result.pushed)} blob(s) uploaded, "
+                      f"{len(result.mounted)} mounted, {len(result.existing)} already there")
 
 
 def add_push_command(app: typer.Typer, kind: str) -> None:

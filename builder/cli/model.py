@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from builder.cli._registry import add_push_command
+from builder.cli._registry import CA_CERT_HELP, PASSWORD_HELP, USERNAME_HELP, push_cli
 from builder.cli._entries import EntryView, add_entry_commands
 from builder.cli._output import console, human_size, image_line, note, warn
 
@@ -53,7 +53,7 @@ def _say_built(result) -> None:
 
 @app.command("eval")
 def eval_(
-    model: str = typer.Argument(..., help="Model ref, store entry directory, or a folder with model.yaml."),
+    model: str = typer.Argument(..., help="Model ref, store entry directory, a folder with model.yaml, or a ModelPack artifact in a registry (REGISTRY/REPO[:TAG|@DIGEST]: fetched into the store once, verified; docs/modelpack.md)."),
     dataset: str = typer.Option(..., "--dataset", "-d", help="Dataset ref, dataset directory, or a dataset image in a registry (REGISTRY/REPO[:TAG|@DIGEST]: only the layers of --shard are fetched, into $SWCLI_HOME/cache)."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", "-b", help="Records per ppl call (handlers that opted in to batching)."),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Output folder (default: a new run under $SWCLI_HOME/runs)."),
@@ -62,6 +62,7 @@ def eval_(
     resume: bool = typer.Option(False, "--resume", help="Continue the interrupted run in --output: ppl only on the records not yet scored (a finished run is left as it is)."),
     threads: Optional[int] = typer.Option(None, "--threads", min=0, help="torch intra-op threads for ppl. Default: torch's pool less one (at least 1) for a one-record handler (frees a core for reading ahead and loading cmp's libraries), torch's own for a batching one; OMP_NUM_THREADS or the handler's own torch.set_num_threads win. 0: torch's default."),
     workers: Optional[int] = typer.Option(None, "--workers", min=1, help="Processes running ppl, forked once the model is loaded, each with one torch thread; results are the same. Default: the CPUs this process may use (affinity, cgroup quota) on a CPU run of 1,024 records or more whose torch threads nobody set (--threads, OMP_NUM_THREADS, the handler), else 1."),
+    runtime: Optional[str] = typer.Option(None, "--runtime", help="The runtime the model runs on, recorded in run.json: a store runtime ref (it must exist), or 'local'. model eval runs in this process's Python env either way; `job run` runs in the model image (docs/modelpack.md)."),
 ) -> None:
     """Run the model's handler over every record, then cmp; write metrics.json, results.jsonl and run.json."""
     from builder.cli._progress import record_progress
@@ -69,7 +70,7 @@ def eval_(
     from builder.evaluate.model_eval import EvalOptions, evaluate
 
     options = EvalOptions(model=model, dataset=dataset, output_dir=output, batch_size=batch_size, device=device, shard=shard,
-                          resume=resume, threads=threads, workers=workers)
+                          resume=resume, threads=threads, workers=workers, runtime=runtime)
     with record_progress("evaluating") as progress:
         result = evaluate(options, progress=progress)
     if result.note:
@@ -119,4 +120,17 @@ add_entry_commands(app, EntryView(
     "model", _fields, ["handler", "size"],
     lambda e: [e.manifest.get("handler"), human_size(e.manifest.get("totals", {}).get("bytes", 0))],
     lambda e: {"handler": e.manifest.get("handler")}, verify=_verify))
-add_push_command(app, "model")
+
+
+@app.command("push")
+def push(
+    ref: str = typer.Argument(..., help="The model to push (its image)."),
+    target: str = typer.Argument(..., help="REGISTRY/REPO[:TAG], e.g. 127.0.0.1:5000/team/NAME:v1."),
+    username: Optional[str] = typer.Option(None, "--username", "-u", help=USERNAME_HELP),
+    password_stdin: bool = typer.Option(False, "--password-stdin", help=PASSWORD_HELP),
+    ca_cert: Optional[Path] = typer.Option(None, "--ca-cert", help=CA_CERT_HELP),
+    modelpack: bool = typer.Option(False, "--modelpack", help="Also publish the model as a CNCF ModelPack artifact, tagged TAG-modelpack in the same repository, a referrer of the image (docs/modelpack.md)."),
+) -> None:
+    """Push the image from the store to a registry (no Docker engine needed); blobs it already has are not
+    uploaded again, blobs another repository of it holds are mounted."""
+    push_cli("model", ref, target, username, password_stdin, ca_cert, modelpack=modelpack)

@@ -264,6 +264,7 @@ def pull(target: str, *, credentials=None, ca_cert: Path | None = None, on_progr
     A pull that fails removes the blobs it wrote that no ref, cache or other process reaches."""
     from builder.images.image import Image
     from builder.registry.reference import Reference
+    from builder.distribute.modelpack_pull import pull_if_modelpack
     from builder.distribute.pulled_entry import record_pulled
     from builder.store import Store
 
@@ -273,6 +274,8 @@ def pull(target: str, *, credentials=None, ca_cert: Path | None = None, on_progr
     try:
         try:
             client = (client_for or registry_clients(credentials=credentials, ca_cert=ca_cert))(source.registry)
+            if record and (pack := pull_if_modelpack(source, client, store or Store(), on_progress)) is not None:
+                return pack  # a ModelPack artifact: a store model, no image (distribute/modelpack_pull.py)
             manifest, config_ref, remote_layers, config, doc, labels, layers = _fetch(client, source, layout,
                                                                                       on_progress, written)
         except RegistryError as err:

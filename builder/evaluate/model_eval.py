@@ -42,6 +42,7 @@ class EvalOptions:
     resume: bool = False  # continue the interrupted run in output_dir (builder.evaluate.runner.resume)
     threads: int | None = None  # torch intra-op threads: None auto, 0 torch's default (builder.evaluate.runner.threads)
     workers: int | None = None  # processes running ppl: None auto (builder.evaluate.runner.ppl_workers)
+    runtime: str | None = None  # the runtime the model runs on: a store runtime ref, or "local" (this process's env)
 
 
 def resolve_dataset(ref_or_dir: str, store: Store) -> tuple[Path, dict]:
@@ -94,6 +95,31 @@ def model_image_id(model_info: dict, store: Store) -> str | None:
     return image_id(model_info["name"], model_info["version"], store)
 
 
+def resolve_model(ref: str, store: Store) -> tuple[Path, Any, dict]:
+    """:func:`builder.build.model.model_source`, and for ``REGISTRY/REPO[:TAG|@DIGEST]`` a ModelPack artifact: fetched
+    (only what the store lacks; verified) into the store as a model (:mod:`builder.distribute.modelpack_pull`)."""
+    from builder.evaluate.remote_dataset import is_registry_ref
+
+    if not is_registry_ref(ref):
+        return model_source(ref, store)
+    from builder.distribute.modelpack_pull import pull_modelpack
+
+    entry = pull_modelpack(ref, store=store)
+    root, spec, info = model_source(entry.ref, store)
+    return root, spec, {**info, "source": ref}
+
+
+def runtime_label(runtime: str | None, store: Store) -> str | None:
+    """What run.json records for ``--runtime``: an in-process eval runs in this Python env whatever is named, so a
+    store runtime (which must exist) is recorded with the env that ran it; ``local`` is this env; None: the default."""
+    if runtime is None:
+        return None
+    if runtime == "local":
+        return f"local:{sys.prefix}"
+    entry = store.resolve("runtime", runtime)
+    return f"{entry.ref} (in-process: local:{sys.prefix})"
+
+
 def new_run_id(model: str, dataset: str) -> str:
     stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
     return f"{stamp}-{model}-{dataset}-{secrets.token_hex(2)}"
@@ -143,7 +169,8 @@ def evaluate(options: EvalOptions, *, store: Store | None = None, progress: Prog
         check_output_dir(Path(options.output_dir), store)
     elif options.resume:
         raise UsageError("--resume needs --output DIR: the folder of the run to continue")
-    root, spec, model_info = model_source(options.model, store)
+    root, spec, model_info = resolve_model(options.model, store)
+    runtime = runtime_label(options.runtime, store)
     image_id = model_image_id(model_info, store)
     if image_id:
         model_info = {**model_info, "image": image_id}
@@ -156,7 +183,7 @@ def evaluate(options: EvalOptions, *, store: Store | None = None, progress: Prog
     from builder.api.metric import imports_named_in
     from builder.evaluate.runner.metric_worker import scoring_helper
 
-    source = Source(root, spec, model_info, reader, dataset_manifest, shard)
+    source = Source(root, spec, model_info, reader, dataset_manifest, shard, runtime)
     # cmp's libraries start loading in the scoring helper now, beside torch's import, on the other core; the run
     # takes the helper over (builder.evaluate.runner.metric_worker). Known from the handler's source: its module is
     # not loaded yet
@@ -175,6 +202,7 @@ class Source:
     reader: DatasetReader
     manifest: dict
     shard: Any  # builder.evaluate.sharding.Shard, or None for the whole dataset
+    runtime: str | None = None  # run.json's runtime when --runtime named one (runtime_label)
 
 
 def _load_and_run(options: EvalOptions, source: Source, store: Store, progress: Progress | None) -> EvalResult:
@@ -224,7 +252,7 @@ def _context(options: EvalOptions, source: Source, threads: int | None) -> EvalC
         handler=source.spec.ppl,
         device=options.device,
         # the model image sets SWCLI_RUNTIME to the runtime image it was built FROM; in-process it is this env
-        runtime=os.environ.get("SWCLI_RUNTIME") or f"local:{sys.prefix}",
+        runtime=source.runtime or os.environ.get("SWCLI_RUNTIME") or f"local:{sys.prefix}",
         label_names=label_names(source.manifest),
         threads=threads,
     )

@@ -73,7 +73,7 @@ def model_of(client, ref) -> tuple[dict, dict]:
     from builder.registry.media import MAX_CONFIG, checked_descriptor
     from builder.bounded import image_config, parse
 
-    manifest = client.get_manifest(ref.repository, ref.ref)
+    manifest = image_behind(client, ref.repository, client.get_manifest(ref.repository, ref.ref))
     where = f"{ref.registry}/{ref.repository}@{manifest.digest}"
     if manifest.media_type not in MODEL_MEDIA:
         raise EvalError(f"{where} is a {manifest.media_type}, not an image manifest; name the model image itself "
@@ -88,6 +88,19 @@ def model_of(client, ref) -> tuple[dict, dict]:
         raise EvalError(f"{where} is not a swcli model image (label io.swcli.kind is {labels.get('io.swcli.kind')!r})")
     descriptor = {"mediaType": manifest.media_type, "digest": manifest.digest, "size": len(manifest.data)}
     return {**descriptor, "config": digest}, labels
+
+
+def image_behind(client, repository: str, manifest):
+    """A ModelPack artifact of `model push --modelpack` stands for its ``subject``, the model image it was pushed
+    with (docs/modelpack.md); any other manifest is itself."""
+    from builder.distribute.modelpack_pull import is_modelpack, manifest_document
+    from builder.registry.media import checked_descriptor
+
+    document = manifest_document(manifest)
+    if not is_modelpack(document) or "subject" not in document:
+        return manifest
+    subject = checked_descriptor(document["subject"], f"{client.registry}/{repository}@{manifest.digest}: subject")
+    return client.get_manifest(repository, subject["digest"])
 
 
 def check_same_model(run: Run, model: dict, labels: dict, where: str) -> None:
@@ -178,7 +191,10 @@ def subject_digest(client, ref) -> str:
     found = client.manifest_descriptor(ref.repository, ref.ref)
     if found is None:
         raise RegistryError(f"{ref.registry}/{ref.repository}:{ref.tag}: no such image")
-    return checked_digest(found.get("digest"), f"{ref.registry}/{ref.repository}:{ref.tag}: its digest")
+    digest = checked_digest(found.get("digest"), f"{ref.registry}/{ref.repository}:{ref.tag}: its digest")
+    if found.get("mediaType") == MEDIA_MANIFEST:  # maybe a ModelPack artifact, standing for its image
+        digest = image_behind(client, ref.repository, client.get_manifest(ref.repository, digest)).digest
+    return digest
 
 
 def referrers_of(client, repository: str, subject: str, artifact_type: str) -> list[dict]:
