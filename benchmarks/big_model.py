@@ -313,7 +313,11 @@ def remove_new_tags(client, before: set[str]) -> None:
     """Untag what this run tagged; an image left with no tag goes too (the engine is shared: tolerate races)."""
     from docker.errors import APIError, ImageNotFound
 
-    for image in client.images.list():
+    try:
+        images = client.images.list()
+    except (ImageNotFound, APIError):  # an image another session removed while it was listed
+        return
+    for image in images:
         for tag in image.tags:
             if tag not in before:
                 with contextlib.suppress(ImageNotFound, APIError):

@@ -13,6 +13,8 @@ an upload's protocol is :mod:`builder.registry.upload`'s, and the referrers' tag
 from __future__ import annotations
 
 import hashlib
+import queue
+import threading
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +38,33 @@ class Manifest:
     data: bytes       # the exact bytes (digest = sha256(data))
     media_type: str
     digest: str
+
+
+class _BehindHasher:
+    """sha256 of the pieces of a download, computed on a second thread fed through a short queue, so the thread
+    that receives the blob (and writes it out) never waits for the hash (pieces are immutable ``bytes``)."""
+
+    def __init__(self):
+        self._sha = hashlib.sha256()
+        self._queue: queue.Queue = queue.Queue(maxsize=64)
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while (piece := self._queue.get()) is not None:
+            self._sha.update(piece)
+
+    def update(self, piece: bytes) -> None:
+        self._queue.put(piece)
+
+    def close(self) -> None:
+        if self._thread.is_alive():
+            self._queue.put(None)
+            self._thread.join()
+
+    def hexdigest(self) -> str:
+        self.close()
+        return self._sha.hexdigest()
 
 
 def sha256_digest(data: bytes) -> str:
@@ -101,7 +130,7 @@ class RegistryClient(Session):
                                  what=what, expect=(200, 404), stream=(200,))
         if response.status_code == 404:
             raise RegistryError(f"registry {self.registry} has no blob {digest} in {repository}")
-        hasher, done = hashlib.sha256(), 0
+        hasher, done = _BehindHasher(), 0
         pieces = self._transport.chunks(response, READ_CHUNK)
         try:
             for data in pieces:
@@ -115,6 +144,7 @@ class RegistryClient(Session):
                     on_progress(done)
         finally:
             pieces.close()
+            hasher.close()
         if done > limit and size is None:
             raise RegistryError(f"blob {digest} from {self._where(repository)} is larger than {MAX_CONFIG >> 20} "
                                 "MiB, and its size was not declared")
