@@ -107,7 +107,8 @@ def labelled_line(index: Any, label_json: str, result: Any, pr: Any) -> str:
     try:
         if type(index) is not int:
             raise _Slow
-        return (f'{{"index":{_int(index)},"label":{label_json},"result":{_value(result)},"pr":{_value(pr)},'
-                '"error":null}')
+        written = _int(result) if type(result) is int else _value(result)  # the commonest shapes inline
+        probabilities = "null" if pr is None else _value(pr)
+        return f'{{"index":{index},"label":{label_json},"result":{written},"pr":{probabilities},"error":null}}'
     except (_Slow, RecursionError):
         return dump_line({"index": index, "label": json.loads(label_json), "result": result, "pr": pr, "error": None})

@@ -119,3 +119,10 @@ def test_random_probabilities(pr, result):
     same(1, result, result, pr)
     written = result_line(1, [0], result, pr).partition('"pr":')[2].removesuffix(',"error":null}')
     assert all(math.isfinite(x) for row in pr for x in row) == ("null" not in written)
+
+
+@pytest.mark.parametrize("value", SHAPES, ids=repr)
+def test_every_shape_with_a_cached_label(value):
+    for result, pr in ((value, None), (3, value), (value, value), (float("nan"), value)):
+        expected = outcome(reference, {"index": 9, "label": [2], "result": result, "pr": pr, "error": None})
+        assert outcome(labelled_line, 9, label_text(b"\x02"), result, pr) == expected
