@@ -15,11 +15,23 @@ any machine however loaded. Per 10,000 records, in CPU-seconds (0.020 = 2 us per
 - ``floats``: of ``lines``, CPython's ``repr`` of the probabilities (what json.dumps pays too; the format's cost);
 - ``rest``: ``run`` less the two (the ppl call, handle_label, the loop, the read-ahead thread, the workers' pipes).
 
-Sample output (2-core VM, 100,000 records; before: the code of main at 6ee247e):
+Every mode's results.jsonl is checked to be byte for byte the one-process one. Sample output (2-core VM shared
+with other jobs; ``--code`` a checkout of main at 6ee247e gave 0.098 / 0.077 / 0.106 / 0.086 and 0.160 / 0.126 /
+0.167 / 0.152 for the same rows):
 
-    records 100000 x 3072 B, 2 CPUs; CPU-seconds per 10,000 records (us per record = x100)
-    shape  mode            run   read+check  lines  (floats)   rest
-    label  one process     ...
+    swcli from /work/wt/runner; records 100000 x 3072 B, 2 CPUs; least of 3 runs; CPU-seconds per 10,000 records (us per record = x100)
+    shape  mode                   run read+check   lines  (floats)    rest
+    label  one process          0.035      0.014   0.017     0.000   0.004
+    label  batch 64             0.028      0.014   0.017     0.000  -0.003
+    label  --workers 2          0.045      0.014   0.017     0.000   0.014
+    label  batch 64 w2          0.038      0.014   0.017     0.000   0.007
+    cifar  one process          0.104      0.014   0.083     0.040   0.007
+    cifar  batch 64             0.100      0.014   0.083     0.040   0.003
+    cifar  --workers 2          0.147      0.014   0.083     0.040   0.050
+    cifar  batch 64 w2          0.129      0.014   0.083     0.040   0.032
+
+(``rest`` below zero: the components alone measured more than inside the run, which overlaps reading with ppl
+in a thread and flushes once per batch.)
 """
 
 from __future__ import annotations
@@ -193,10 +205,13 @@ def main() -> int:
         modes = [("one process", 1, 1), (f"batch {args.batch}", args.batch, 1), (f"--workers {args.workers}", 1, args.workers),
                  (f"batch {args.batch} w{args.workers}", args.batch, args.workers)]
         for shape in args.shapes.split(","):
-            lines = floats = None
+            lines = floats = expected = None
             for mode, batch, workers in modes:
                 runs = [one_run(shape, data, work, batch, workers) for _ in range(args.repeat)]
                 got = min(runs, key=lambda r: r["run"])
+                texts = {(r["out"] / "results.jsonl").read_bytes() for r in runs}
+                expected = expected or texts.pop()
+                assert texts <= {expected}, f"{shape} {mode}: results.jsonl differs from one process's"
                 if lines is None:
                     with DatasetReader(data) as reader:
                         both = [lines_only(got["out"], reader, work) for _ in range(args.repeat)]
