@@ -319,10 +319,10 @@ def write_file(target: str | Path, data: bytes, *, follow_folder: bool = False) 
         fh.write(data)
 
 
-def create_new(path: str | Path) -> int:
-    """A descriptor of ``path`` created anew for writing, for a fixed name a later run looks for (the results being
-    written): a regular file there is removed first, a link or FIFO refused, and the file is created
-    ``O_EXCL | O_NOFOLLOW``, so nothing at that name is written through."""
+def create_new(path: str | Path, access: int = os.O_WRONLY) -> int:
+    """A descriptor of ``path`` created anew for writing (``access``: ``O_RDWR`` to map it), for a fixed name a later
+    run looks for (the results being written): a regular file there is removed first, a link or FIFO refused, and
+    the file is created ``O_EXCL | O_NOFOLLOW``, so nothing at that name is written through."""
     path = Path(path)
     with folder(path.parent) as dfd:
         try:
@@ -338,7 +338,7 @@ def create_new(path: str | Path) -> int:
             except OSError as err:
                 raise _at(path, err) from None
         try:
-            fd = os.open(path.name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o666,
+            fd = os.open(path.name, access | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o666,
                          dir_fd=dfd)
         except OSError as err:
             raise _refused_open(path, err, dfd) from None

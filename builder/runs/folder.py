@@ -21,6 +21,7 @@ from typing import Any
 
 from builder import __version__, outdir
 from builder.errors import EvalError
+from builder.runs.mapped import MappedAppend
 from builder.runs.schema import RunError, expect, is_int, is_object, is_str, json_type
 from builder.store import utc_now
 from builder.text import json_safe
@@ -263,7 +264,9 @@ def write_run(output_dir: Path, run: dict) -> None:
 
 class ResultsWriter:
     """results.jsonl being written (to a temp file, appended to on a resume); an OSError (full disk...) is an
-    OutputError naming ``shown``. The runner flushes it after every ppl call.
+    OutputError naming ``shown``. :meth:`write` keeps a line, :meth:`flush` hands the lines kept to the OS; the
+    runner flushes after every ppl call. The lines are copied into a shared mapping of the file
+    (:class:`builder.runs.mapped.MappedAppend`): no system call per flush, and a killed process loses none of them.
 
     The temp file has a fixed name (a killed run's is what ``--resume`` continues), so it is created ``O_EXCL``
     without following a link, and appended to only when it is a regular file with no other hard link
@@ -272,33 +275,48 @@ class ResultsWriter:
     def __init__(self, path: Path, shown: Path, *, append: bool = False):
         self.path, self.shown = path, shown
         try:
-            fd = (outdir.open_in_place(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT) if append
-                  else outdir.create_new(path))
-            self._fh = open(fd, "a" if append else "w", encoding="utf-8", buffering=1 << 20)
+            self._fd = (outdir.open_in_place(path, os.O_RDWR | os.O_CREAT) if append
+                        else outdir.create_new(path, os.O_RDWR))
         except OSError as err:
             raise OutputError(shown, err) from None
+        self._file = MappedAppend(self._fd, os.lseek(self._fd, 0, os.SEEK_END))
+        self._lines: list[str] = []
+        self.write = self._lines.append  # write(line): kept until the next flush
 
-    def write(self, line: str) -> None:
-        try:
-            self._fh.write(line)
-            self._fh.write("\n")
-        except OSError as err:
-            raise OutputError(self.shown, err, f" (what was written is kept as {self.shown}.partial)") from None
+    def _failed(self, err: OSError) -> OutputError:
+        return OutputError(self.shown, err, f" (what was written is kept as {self.shown}.partial)")
 
     def flush(self) -> None:
         """Hand the lines written so far to the OS: a killed process loses none of them (no fsync: a crash of the
         machine may)."""
-        try:
-            self._fh.flush()
-        except OSError as err:
-            raise OutputError(self.shown, err, f" (what was written is kept as {self.shown}.partial)") from None
+        lines = self._lines
+        if lines:
+            text = f"{lines[0]}\n" if len(lines) == 1 else "\n".join(lines) + "\n"
+            lines.clear()
+            try:
+                self._file.put(text.encode())
+            except OSError as err:
+                raise self._failed(err) from None
 
     def close(self) -> None:
         try:
-            self._fh.close()
+            self.flush()
+            self._file.close()
         except OSError as err:
-            raise OutputError(self.shown, err, f" (what was written is kept as {self.shown}.partial)") from None
+            raise self._failed(err) from None
+        finally:
+            self._end()
 
     def abandon(self) -> None:
-        with contextlib.suppress(OSError):  # the error that stopped the run is the one to report
-            self._fh.close()
+        """Keep what was written (the lines of the call that stopped too), as far as the disk lets."""
+        with contextlib.suppress(OSError, OutputError):  # the error that stopped the run is the one to report
+            self.flush()
+        with contextlib.suppress(OSError):
+            self._file.close()
+        self._end()
+
+    def _end(self) -> None:
+        if self._fd >= 0:
+            fd, self._fd = self._fd, -1
+            with contextlib.suppress(OSError):
+                os.close(fd)

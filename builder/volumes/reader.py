@@ -10,6 +10,7 @@ from __future__ import annotations
 import errno
 import mmap
 import os
+import struct
 import zlib
 from pathlib import Path
 from typing import Iterator, NamedTuple
@@ -19,7 +20,13 @@ from builder.volumes.format import (FORMAT_VERSION, INDEX_ENTRY, INDEX_HEADER, I
                                     RECORD_HEADER, RECORD_MAGIC, volume_name)
 from builder.volumes.manifest import MANIFEST_NAME, manifest_layout
 
+try:  # ISA-L's CRC-32 (the same function as zlib's): 0.1 us for a 3 KB record, zlib's 1.4 us
+    from isal.isal_zlib import crc32 as _crc32
+except ImportError:  # pragma: no cover - a model image may carry only the standard library
+    _crc32 = zlib.crc32
+
 RELEASE_EVERY = 32 << 20  # a sequential read hands back the pages it has read every this many bytes
+_TAIL = struct.Struct("<QIII I")  # the header's fields after magic and header crc, as the writer packs them
 
 
 class Record(NamedTuple):
@@ -106,7 +113,7 @@ class DatasetReader:
             raise ShardCorruptError(path, len(idx), f"index is {len(idx)} bytes, expected {expected} for {count} records")
         body_end = expected - INDEX_TRAILER.size
         (stored,) = INDEX_TRAILER.unpack_from(idx, body_end)
-        if zlib.crc32(idx[:body_end]) != stored:
+        if _crc32(idx[:body_end]) != stored:
             raise ShardCorruptError(path, body_end, "index checksum mismatch")
         self._count = count
         self._volume_count = volumes
@@ -143,43 +150,65 @@ class DatasetReader:
             raise ShardCorruptError(self.volume_path(volume), offset,
                                     f"truncated: record needs bytes up to {end}, file has {len(buf)}", record=i)
         magic, header_crc, index, h_data, h_label, h_crc, _ = RECORD_HEADER.unpack_from(buf, offset)
-        if magic != RECORD_MAGIC or header_crc != zlib.crc32(buf[offset + 8 : start]) or (index, h_data, h_label, h_crc) != (i, data_len, label_len, crc):
+        if magic != RECORD_MAGIC or header_crc != _crc32(buf[offset + 8 : start]) or (index, h_data, h_label, h_crc) != (i, data_len, label_len, crc):
             what = f"bad record magic {magic!r}" if magic != RECORD_MAGIC else "record header does not match the index"
             raise ShardCorruptError(self.volume_path(volume), offset, what, record=i)
         data = buf[start : start + data_len]
         label = buf[start + data_len : end]
-        if zlib.crc32(label, zlib.crc32(data)) != crc:
+        if _crc32(label, _crc32(data)) != crc:
             raise ShardCorruptError(self.volume_path(volume), start, "payload checksum mismatch", record=i)
         return Record(i, data, label)
 
     def iter_records(self, start: int = 0, stop: int | None = None) -> Iterator[Record]:
-        """Records ``start`` to ``stop`` in order; index entries are decoded in blocks, not one lookup each.
+        """Records ``start`` to ``stop`` in order, each checked as :meth:`__getitem__` checks it.
 
-        Pages already read are handed back as the walk goes (every ``RELEASE_EVERY`` bytes, and a volume is unmapped
-        when the walk leaves it), so the process's resident memory stays flat however large the dataset is. A walk
-        in many calls that move forward (a ppl worker's chunks) hands pages back as one walk does."""
+        Index entries are decoded in blocks; a record's header is compared whole with the one the writer makes from
+        its index entry (:func:`builder.volumes.format.record_header`), and only one that differs goes through
+        :meth:`_read`'s field by field check, which raises (or accepts a header it would accept). Pages already
+        read are handed back as the walk goes (every ``RELEASE_EVERY`` bytes, and a volume is unmapped when the
+        walk leaves it), so the process's resident memory stays flat however large the dataset is. A walk in many
+        calls that move forward (a ppl worker's chunks) hands pages back as one walk does."""
         stop = self._count if stop is None else min(stop, self._count)
         start = max(start, 0)
-        block = 4096
         current, released = self._walk
         if start < stop and current >= 0:
             volume, offset = INDEX_ENTRY.unpack_from(self._index, INDEX_HEADER.size + start * INDEX_ENTRY.size)[:2]
             if volume == current and offset < released:  # a walk that starts behind the last one hands back from here
                 released = offset & ~(mmap.PAGESIZE - 1)
-        for first in range(start, stop, block):
-            last = min(first + block, stop)
-            raw = self._index[INDEX_HEADER.size + first * INDEX_ENTRY.size : INDEX_HEADER.size + last * INDEX_ENTRY.size]
-            for i, entry in enumerate(INDEX_ENTRY.iter_unpack(raw), first):
-                volume, offset = entry[0], entry[1]
-                if volume != current:
-                    if current >= 0:
-                        self._unmap(current)
-                    current, released = volume, offset & ~(mmap.PAGESIZE - 1)
-                    self._walk = (current, released)
-                elif offset - released >= RELEASE_EVERY:
-                    released = self._release(volume, released, offset)
-                    self._walk = (current, released)
-                yield self._read(i, *entry)
+                self._walk = (current, released)
+        for first in range(start, stop, 4096):
+            yield from self._block(first, min(first + 4096, stop))
+
+    def _block(self, first: int, last: int) -> Iterator[Record]:
+        """Records ``first``..``last`` (the hot path of a walk): see :meth:`iter_records`."""
+        raw = self._index[INDEX_HEADER.size + first * INDEX_ENTRY.size : INDEX_HEADER.size + last * INDEX_ENTRY.size]
+        current, released = self._walk
+        buf = self._volume(current) if current >= 0 else b""
+        size = len(buf)
+        tail, crc32, record, magic, head = _TAIL.pack, _crc32, tuple.__new__, RECORD_MAGIC, RECORD_HEADER.size
+        for i, (volume, offset, data_len, label_len, crc) in enumerate(INDEX_ENTRY.iter_unpack(raw), first):
+            if volume != current:
+                if current >= 0:
+                    self._unmap(current)
+                current, released = volume, offset & ~(mmap.PAGESIZE - 1)
+                self._walk = (current, released)
+                buf = self._volume(volume)
+                size = len(buf)
+            elif offset - released >= RELEASE_EVERY:
+                released = self._release(volume, released, offset)
+                self._walk = (current, released)
+            begin = offset + head
+            mid = begin + data_len
+            end = mid + label_len
+            fields = tail(i, data_len, label_len, crc, 0)
+            if end > size or buf[offset:begin] != magic + crc32(fields).to_bytes(4, "little") + fields:
+                yield self._read(i, volume, offset, data_len, label_len, crc)
+                continue
+            data = buf[begin:mid]
+            label = buf[mid:end]
+            if crc32(label, crc32(data)) != crc:
+                raise ShardCorruptError(self.volume_path(volume), begin, "payload checksum mismatch", record=i)
+            yield record(Record, (i, data, label))
 
     def _unmap(self, number: int) -> None:
         vol = self._volumes.pop(number, None)

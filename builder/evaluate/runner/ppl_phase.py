@@ -1,39 +1,30 @@
 """The ppl phase of a run: feed the handler, store one JSON line per record, apply ``ignore_error``.
 
 Lines go to a results writer (:class:`builder.runs.folder.ResultsWriter`) and are handed to the OS after every
-ppl call: a process killed with ``kill -9`` loses at most the call in flight, which ``--resume`` redoes (a flush is
-a write of the lines of one call, 2-4 us per record here; batching them by time lost whole shards of a fast
-handler's work to a kill). Per-record overhead is kept to a few
-microseconds (one shared JSON encoder, no progress redraw per record) because the seed's handler predicts one
-record per call.
+ppl call: a process killed with ``kill -9`` loses at most the call in flight, which ``--resume`` redoes (batching
+them by time lost whole shards of a fast handler's work to a kill; the writer's copy into a shared mapping of the
+file costs no system call, see there). On a GPU a small net's forward takes microseconds, so swcli's own work per
+record is kept to about one (``benchmarks/runner_cost.py``, docs/runner.md "Cost per record"): one loop per mode
+with what it needs bound to locals, the label's text from a cache when ``handle_label`` is the SDK's own
+(:func:`builder.runs.lines.label_text`), the line written by :func:`builder.runs.lines.result_line` (byte for byte
+``json``'s), no progress redraw per record. Anything unusual (a failure, a value the fast path does not write)
+takes the general path, which is the reference.
 """
 
 from __future__ import annotations
 
-import json
 import time
 from typing import Any, Callable, Iterable, Iterator
 
+from builder.api.model import PipelineHandler
 from builder.errors import EvalError, USER_CODE_ERRORS
-from builder.runs.folder import RESULTS, to_jsonable
-from builder.text import json_safe
+from builder.runs.folder import RESULTS
+from builder.runs.lines import dump_line, label_text, labelled_line, result_line
 
 MAX_LOGGED_ERRORS = 20
 PROGRESS_EVERY = 256
 
 Progress = Callable[[int], None]
-
-
-# one encoder for the whole run: json.dumps with non-default arguments builds a new encoder per call
-_ENCODER = json.JSONEncoder(default=to_jsonable, allow_nan=False, separators=(",", ":"))
-_LENIENT = json.JSONEncoder(default=to_jsonable, separators=(",", ":"))
-
-
-def dump_line(record: dict) -> str:
-    try:
-        return _ENCODER.encode(record)
-    except ValueError:  # a non-finite float somewhere: take the slow path once for this record
-        return _ENCODER.encode(json_safe(json.loads(_LENIENT.encode(record))))
 
 
 def unserialisable(err: Exception) -> str:
@@ -77,6 +68,10 @@ class PplPhase:
         self.failed = 0
         self.kept = 0  # records scored by an earlier run that --resume continues (counted in ok and failed)
         self.ppl_seconds = 0.0
+        # the stored label is list(label bytes), so its text can come from a cache: no handle_label of the user's
+        self.plain_label = not self.merge_label or (
+            getattr(type(handler), "handle_label", None) is PipelineHandler.handle_label
+            and "handle_label" not in getattr(handler, "__dict__", {}))
 
     def _label(self, rec) -> Any:
         if self.merge_label:
@@ -99,6 +94,7 @@ class PplPhase:
             self.log(f"more records failed; see {RESULTS} for every error")
 
     def _store(self, rec, output: Any) -> None:
+        """The general path (the reference): handle_label, the line, its failures."""
         try:
             label = self._label(rec)
         except USER_CODE_ERRORS as err:
@@ -106,7 +102,7 @@ class PplPhase:
             return
         result, pr = _split_output(output)
         try:
-            line = dump_line({"index": rec.index, "label": label, "result": result, "pr": pr, "error": None})
+            line = result_line(rec.index, label, result, pr)
         except USER_CODE_ERRORS as err:  # TypeError, ValueError (a cycle), RecursionError, a tolist() that raised...
             self._fail(rec, self._unstorable(label, err))
             return
@@ -120,6 +116,22 @@ class PplPhase:
             return f"what handle_label returned {unserialisable(label_err)}"
         return f"what ppl returned {unserialisable(err)}"
 
+    def _stored(self, rec, output: Any) -> int:
+        """Store one record's output: its line from the label cache when it can, else by the general path;
+        1 when written by the fast path (the caller counts it ok), else 0 (``_store`` counted it)."""
+        text = label_text(rec.label) if self.plain_label else None
+        if text is not None:
+            result, pr = output if isinstance(output, tuple) and len(output) == 2 else (output, None)
+            try:
+                line = labelled_line(rec.index, text, result, pr)
+            except USER_CODE_ERRORS:
+                line = None  # the general path says why, as it always did
+            if line is not None:
+                self.out.write(line)
+                return 1
+        self._store(rec, output)
+        return 0
+
     def one(self, rec) -> None:
         t0 = time.perf_counter()
         try:
@@ -129,7 +141,8 @@ class PplPhase:
             self._fail(rec, f"ppl raised {type(err).__name__}: {err}")
             return
         self.ppl_seconds += time.perf_counter() - t0
-        self._store(rec, output)
+        fast = self._stored(rec, output)  # (not self.ok += ...: _store counts in self.ok itself)
+        self.ok += fast
 
     def batch(self, recs: list) -> None:
         t0 = time.perf_counter()
@@ -152,10 +165,17 @@ class PplPhase:
                 self._fail(rec, f"ppl (batch) raised {type(err).__name__}: {err}")
             return
         self.ppl_seconds += time.perf_counter() - t0
-        for rec, output in zip(recs, outputs):
-            self._store(rec, output)
+        stored, ok = self._stored, 0
+        try:
+            for rec, output in zip(recs, outputs):
+                ok += stored(rec, output)
+        finally:
+            self.ok += ok
 
     def run(self, records: Iterable, size: int, progress: Progress | None) -> None:
+        if size == 1 and self.plain_label:
+            self._run_plain(records, progress)
+            return
         done = self.kept
         flush = self.out.flush
         if size == 1:
@@ -172,6 +192,44 @@ class PplPhase:
                 done += len(recs)
                 if progress:
                     progress(done)
+        flush()
+        if progress:
+            progress(done)
+
+    def _run_plain(self, records: Iterable, progress: Progress | None) -> None:
+        """:meth:`one` and a flush per record, unrolled (the hot loop of a one-record handler with the SDK's
+        ``handle_label``): what it needs bound to locals, counts kept in locals and added when it ends."""
+        ppl, kw, clock, write, flush = self.handler.ppl, self.kw, time.perf_counter, self.out.write, self.out.flush
+        done, ok, spent = self.kept, 0, 0.0
+        try:
+            for rec in records:
+                index, label = rec.index, rec.label
+                t0 = clock()
+                try:
+                    output = ppl(rec.data, index=index, label=label, **kw)
+                except USER_CODE_ERRORS as err:
+                    spent += clock() - t0
+                    self._fail(rec, f"ppl raised {type(err).__name__}: {err}")
+                else:
+                    spent += clock() - t0
+                    text = label_text(label)
+                    result, pr = output if isinstance(output, tuple) and len(output) == 2 else (output, None)
+                    try:
+                        line = None if text is None else labelled_line(index, text, result, pr)
+                    except USER_CODE_ERRORS:
+                        line = None
+                    if line is None:  # a label not bytes, or values not JSON: the general path says why
+                        self._store(rec, output)
+                    else:
+                        write(line)
+                        ok += 1
+                flush()
+                done += 1
+                if progress and done % PROGRESS_EVERY == 0:
+                    progress(done)
+        finally:
+            self.ok += ok
+            self.ppl_seconds += spent
         flush()
         if progress:
             progress(done)
