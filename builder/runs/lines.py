@@ -41,9 +41,14 @@ def dump_line(record: dict) -> str:
         return _ENCODER.encode(json_safe(json.loads(_LENIENT.encode(record))))
 
 
-def _list(items: list) -> str:
+NEST_MAX = 32  # lists deeper than this go to the reference, which alone decides what is nested too deeply
+
+
+def _list(items: list, depth: int = 0) -> str:
     if not items:
         return "[]"
+    if depth > NEST_MAX:
+        raise _Slow
     kinds = set(map(type, items))
     if len(kinds) == 1:
         kind = kinds.pop()
@@ -55,11 +60,11 @@ def _list(items: list) -> str:
         if kind is int:
             return f"[{','.join(map(_int, items))}]"
         if kind is list:
-            return f"[{','.join(map(_list, items))}]"
-    return f"[{','.join(map(_value, items))}]"
+            return f"[{','.join(_list(item, depth + 1) for item in items)}]"
+    return f"[{','.join(_value(item, depth + 1) for item in items)}]"
 
 
-def _value(value: Any) -> str:
+def _value(value: Any, depth: int = 0) -> str:
     kind = type(value)
     if kind is int:
         return _int(value)
@@ -71,7 +76,7 @@ def _value(value: Any) -> str:
     if value is None:
         return "null"
     if kind is list:
-        return _list(value)
+        return _list(value, depth)
     if kind is str:
         return _string(value)
     raise _Slow

@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from builder.runs.folder import to_jsonable
-from builder.runs.lines import label_text, labelled_line, result_line
+from builder.runs.lines import dump_line, label_text, labelled_line, result_line
 from builder.text import json_safe
 
 _ENCODER = json.JSONEncoder(default=to_jsonable, allow_nan=False, separators=(",", ":"))
@@ -126,3 +126,25 @@ def test_every_shape_with_a_cached_label(value):
     for result, pr in ((value, None), (3, value), (value, value), (float("nan"), value)):
         expected = outcome(reference, {"index": 9, "label": [2], "result": result, "pr": pr, "error": None})
         assert outcome(labelled_line, 9, label_text(b"\x02"), result, pr) == expected
+
+
+def test_deep_lists_are_left_to_the_reference_whatever_the_recursion_limit():
+    import sys
+
+    value = [1]
+    for _ in range(5000):
+        value = [value]
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(20000)
+    try:
+        try:
+            expected = dump_line({"index": 0, "label": [1], "result": value, "pr": None, "error": None})
+        except RecursionError:
+            expected = RecursionError
+        try:
+            got = result_line(0, [1], value, None)
+        except RecursionError:
+            got = RecursionError
+    finally:
+        sys.setrecursionlimit(limit)
+    assert got == expected
