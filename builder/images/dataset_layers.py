@@ -15,12 +15,14 @@ manifest, so an unchanged layer is never tarred, nor a volume hashed, again.
 from __future__ import annotations
 
 import json
+import os
 import tarfile
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 from builder.images import context as ctx
-from builder.images.layers import LayerCache, _info, content_key, placed
+from builder.images.layers import LayerCache, _info, content_key, placed, write_recipe_layer
 from builder.files import HashingWriter
 from builder.images.oci import MEDIA_LAYER, Descriptor, Layout
 from builder.volumes import VolumeFile, manifest_layout, plain_name_problem
@@ -30,6 +32,7 @@ LAYERS_NAME = "layers.json"
 LAYERS_LABEL = "io.swcli.dataset.layers"  # the number of volume layers; the meta layer follows them
 DEST = "/dataset"
 CHUNK = 8 << 20
+MAX_WORKERS = 4  # volume layers hashed at once, at most one per core
 
 
 class LayersFileError(ValueError):
@@ -126,7 +129,12 @@ def write_volume_tar(entries: list[ctx.ContextEntry], out) -> None:
 
 
 def _store_layer(layout: Layout, entries: list[ctx.ContextEntry]) -> Descriptor:
-    """Tar ``entries`` into the layout as a blob named by its digest, hashing beside the write."""
+    """The layer in the layout: a recipe over the volumes when they lie in the store beside it (the bytes stay on
+    disk once: :func:`builder.images.layers.write_recipe_layer`, the same digest as the tar), else the tar written
+    out as a blob, hashed beside the write."""
+    store_root = os.path.abspath(layout.root.parent)
+    if all(os.path.abspath(e.source).startswith(store_root + os.sep) for e in entries):
+        return write_recipe_layer(layout, entries)
     with layout.writer(MEDIA_LAYER, behind=True) as out:
         write_volume_tar(entries, out)
     return out.descriptor
@@ -147,6 +155,24 @@ def realize_volume_layer(layer: VolumeLayer, folder: Path, layout: Layout, *, st
     desc = cache.layer(layer.key, lambda: placed(layer.entries(folder), layer.src, DEST), verify=verify,
                        write=_store_layer)
     return desc, cache.misses > 0
+
+
+def realize_volume_layers(layers: list[VolumeLayer], folder: Path, layout: Layout, *, store: bool = True,
+                          verify: bool = False) -> list[tuple[Descriptor, bool]]:
+    """:func:`realize_volume_layer` of each layer, in order, several at once: a layer's work is a sha256 over its
+    volumes (hashlib drops the GIL), so on N cores N layers hash in the time of one."""
+    workers = min(len(layers), os.cpu_count() or 1, MAX_WORKERS)
+    if workers <= 1:
+        return [realize_volume_layer(layer, folder, layout, store=store, verify=verify) for layer in layers]
+    with ThreadPoolExecutor(workers, thread_name_prefix="swds-layer") as pool:
+        futures = [pool.submit(realize_volume_layer, layer, folder, layout, store=store, verify=verify)
+                   for layer in layers]
+        try:
+            return [future.result() for future in futures]
+        except BaseException:
+            for future in futures:
+                future.cancel()
+            raise
 
 
 # ----------------------------------------------------------------------------------------------- layers.json

@@ -15,6 +15,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
+try:  # the same CRC-32 as zlib's, ~30x faster (carry-less multiply): zlib's took a third of a dataset build
+    from isal.isal_zlib import crc32
+except ImportError:  # pragma: no cover - an image may carry only the standard library (it reads, never writes)
+    from zlib import crc32
+
 from builder.volumes.format import (FORMAT_VERSION, INDEX_ENTRY, INDEX_HEADER, INDEX_MAGIC, INDEX_NAME, INDEX_TRAILER,
                                     MAX_PART, RECORD_HEADER, align_up, record_header, volume_name)
 
@@ -147,7 +152,7 @@ class VolumeWriter:
         size = align_up(RECORD_HEADER.size + len(data) + len(label), self.alignment)
         if self._fh is None or (self._volume_records and self._offset + size > self.volume_size):
             self._roll()
-        crc = zlib.crc32(label, zlib.crc32(data))
+        crc = crc32(label, crc32(data))
         index = self._count
         fh = self._fh
         header = record_header(index, len(data), len(label), crc)
