@@ -1,13 +1,26 @@
-"""An ImageNet-sized dataset: `dataset build` throughput, then what the image build (`--no-load`) adds, peak RSS.
+"""An ImageNet-sized dataset: `dataset build --no-load` (package + image) end to end against issue 20's targets.
 
 The benchmark makes its own data: records of 224x224x3 uint8 (150,528 bytes) from a pool of 64 random ones, yielded
 by a slicer that only hands out pre-made bytes, so the slicer costs ~0 (it is timed alone and subtracted anyway).
-Then: the dataset build (records -> volumes, each hashed as it is written), the image build into the store's OCI
-layout (volumes tarred into bounded layers, streamed), a second image build (every layer from the cache), and a
-new version with 1% more records (only its tail tarred). Everything lives in one temp folder (default under
+Then, timed as one: what `swcli dataset build --no-load` runs (``dataset_with_image``: records -> volumes, each
+hashed as it is written, then the image into the store's OCI layout, its volume layers kept as recipes over the
+store's volumes); its MB/s beside the 500 MB/s target, its CPU seconds and the load, and how much the store + layout
+grew against the volumes (target <= 1.1x: the bytes once). Then a second image build (every layer from the cache),
+and a new version with 1% more records (only its tail hashed). Everything lives in one temp folder (default under
 /var/tmp), deleted at the end.
 
     python benchmarks/big_dataset.py [--size-gb 3] [--dir /var/tmp] [--keep]
+
+Sample (``--size-gb 1.5``, 2 cores shared with other jobs at load average 5.7; wall times vary 2x with the load):
+
+    dataset build: 1.50 GB of records (1.51 GB of shards, 23 volumes) in 2.10 s; slicer alone 0.00 s; 714 MB/s ...
+    image (--no-load): 0.92 s, 7 layer(s) written (6 volume layers + meta)
+    package + image, end to end: 3.02 s = 500 MB/s of shards (target >= 500 MB/s); CPU 2.15 s user + 0.58 s sys, ...
+    disk: store + layout grew by 1.511 GB = 1.000x the volumes (target <= 1.1x)
+    image build again (all cached): 0.01 s, 0 layer(s) written
+    +1% records: dataset build 3.18 s, image build 0.27 s, 2 layer(s) written; peak RSS 182 MB
+
+(Before the recipes, the same run: 7.26 s = 208 MB/s end to end, CPU 5.2 s, disk 2.000x.)
 """
 
 from __future__ import annotations
