@@ -14,6 +14,7 @@ manifest, so an unchanged layer is never tarred, nor a volume hashed, again.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tarfile
@@ -22,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from builder.images import context as ctx
+from builder.images import recipes
 from builder.images.layers import LayerCache, _info, content_key, placed, write_recipe_layer
 from builder.files import HashingWriter
 from builder.images.oci import MEDIA_LAYER, Descriptor, Layout
@@ -132,8 +134,7 @@ def _store_layer(layout: Layout, entries: list[ctx.ContextEntry]) -> Descriptor:
     """The layer in the layout: a recipe over the volumes when they lie in the store beside it (the bytes stay on
     disk once: :func:`builder.images.layers.write_recipe_layer`, the same digest as the tar), else the tar written
     out as a blob, hashed beside the write."""
-    store_root = os.path.abspath(layout.root.parent)
-    if all(os.path.abspath(e.source).startswith(store_root + os.sep) for e in entries):
+    if all(_under(e.source, layout.root.parent) for e in entries):
         return write_recipe_layer(layout, entries)
     with layout.writer(MEDIA_LAYER, behind=True) as out:
         write_volume_tar(entries, out)
@@ -152,9 +153,34 @@ def realize_volume_layer(layer: VolumeLayer, folder: Path, layout: Layout, *, st
         sink = HashingWriter(None, behind=True)
         write_volume_tar(placed(layer.entries(folder), layer.src, DEST), sink)
         return Descriptor(MEDIA_LAYER, sink.digest(), sink.size), True
+    desc = cache.get(layer.key)
+    inside = _under(folder, layout.root.parent)
+    if desc is not None and inside and not _kept_over(layout, desc.hex, folder):
+        # a tar blob of an older swcli, or volumes a removed entry left in oci/files: kept over this entry's
+        # volumes instead, so the bytes are on disk once (hashed once more, this time only)
+        cache.forget(layer.key)
     desc = cache.layer(layer.key, lambda: placed(layer.entries(folder), layer.src, DEST), verify=verify,
                        write=_store_layer)
+    if cache.misses and inside and recipes.sound(layout.root, desc.hex) is not None:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(layout.blob_path(desc.digest))  # the old copy: readers that have it open keep reading it
     return desc, cache.misses > 0
+
+
+def _under(path: Path, root: Path) -> bool:
+    return os.path.abspath(path).startswith(os.path.abspath(root) + os.sep)
+
+
+def _kept_over(layout: Layout, hexd: str, folder: Path) -> bool:
+    """Whether the blob is a recipe (and no file) whose every file part is a file of the entry at ``folder``."""
+    if layout.blobs.joinpath(hexd).exists():
+        return False
+    try:
+        _, parts = recipes.load(layout.root, hexd)
+    except recipes.RecipeError:
+        return False
+    prefix = Path(os.path.abspath(folder)).relative_to(os.path.abspath(layout.root.parent)).as_posix() + "/"
+    return all(part.rel.startswith(prefix) for part in parts if isinstance(part, recipes.FilePart))
 
 
 def realize_volume_layers(layers: list[VolumeLayer], folder: Path, layout: Layout, *, store: bool = True,

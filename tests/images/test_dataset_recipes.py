@@ -121,22 +121,64 @@ def test_bytes_changed_in_place_are_caught_by_the_reader_not_sent(cli, tmp_path)
     assert not layout.verify(first.digest)
 
 
+def recipe_files(layout: Layout, image) -> set[str]:
+    """The store files the image's volume layers are kept over."""
+    out = set()
+    for blob in image.layers[-1 - int(image.labels[dl.LAYERS_LABEL]):-1]:
+        out |= {p.rel for p in recipes.load(layout.root, blob.hex)[1] if isinstance(p, recipes.FilePart)}
+    return out
+
+
 @pytest.mark.registry
-def test_an_image_whose_dataset_was_removed_fails_to_push_in_one_line_until_it_is_built_again(cli, tmp_path):
+def test_a_removed_dataset_leaves_its_image_whole_and_a_rebuild_takes_its_volumes_back(cli, tmp_path):
+    """`swcli dataset remove` keeps the volumes its image uses (in oci/files); building the dataset again keeps
+    the layers over the new entry's volumes, so the bytes are once on disk again after `swcli gc`."""
     entry, image = built(cli, project(tmp_path / "p", 60))
     ref = f"swds/tiny:{entry.version}"
     assert cli("dataset", "remove", "tiny").code == 0
-    assert ref in Store().layout.refs()  # the image stays (gc keeps tagged images), its volume layers are gone
+    layout = Store().layout
+    assert all(not f.startswith("datasets/") for f in recipe_files(layout, image))
     reg = Registry(tmp_path / "registry")
     try:
-        res = cli("dataset", "push", ref, f"{reg.address}/team/tiny:v1")
-        assert res.code != 0
-        message = res.err.strip()
-        assert len(message.splitlines()) == 1 and "Traceback" not in message, message
-        assert "is missing" in message and "is gone" in message and "build the dataset" in message
-        again, rebuilt = built(cli, project(tmp_path / "p", 60))  # the same version: its layers are written anew
-        assert again.version == entry.version and rebuilt.image_id == image.image_id
         res = cli("dataset", "push", ref, f"{reg.address}/team/tiny:v1")
         assert res.code == 0, res.err
     finally:
         reg.stop()
+    again, rebuilt = built(cli, project(tmp_path / "p", 60))
+    assert again.version == entry.version and rebuilt.image_id == image.image_id
+    assert all(f.startswith(f"datasets/tiny/{entry.version}/") for f in recipe_files(layout, rebuilt))
+
+
+def test_an_old_tar_blob_becomes_a_recipe_on_the_next_build(cli, tmp_path, monkeypatch):
+    """A layout written by an older swcli holds the volume layers as tar blobs: the next build keeps them over the
+    store's volumes instead and drops the copies; the image id does not change."""
+    from builder.images.build import build_dataset_image
+
+    with monkeypatch.context() as patched:
+        patched.setattr(dl, "_under", lambda path, root: False)  # as before recipes: every layer a tar blob
+        entry, image = built(cli, project(tmp_path / "p", 60))
+    layout = Store().layout
+    volume_layers = image.layers[-1 - int(image.labels[dl.LAYERS_LABEL]):-1]
+    assert all(layout.blob_path(b.digest).is_file() for b in volume_layers)
+    again = build_dataset_image(entry, load=False)
+    assert again.image_id == image.image_id and again.layers_written == len(volume_layers)
+    assert not any(layout.blob_path(b.digest).exists() for b in volume_layers)
+    assert all(layout.verify(b.digest) for b in volume_layers)
+    assert build_dataset_image(entry, load=False).layers_written == 0
+
+
+@pytest.mark.registry
+def test_an_image_whose_volumes_were_deleted_fails_to_push_in_one_line(cli, tmp_path):
+    entry, image = built(cli, project(tmp_path / "p", 60))
+    ref = f"swds/tiny:{entry.version}"
+    entry.path.chmod(0o755)
+    shutil.rmtree(entry.path)  # by hand, not `swcli dataset remove`: nothing kept the files
+    reg = Registry(tmp_path / "registry")
+    try:
+        res = cli("dataset", "push", ref, f"{reg.address}/team/tiny:v1")
+    finally:
+        reg.stop()
+    assert res.code != 0
+    message = res.err.strip()
+    assert len(message.splitlines()) == 1 and "Traceback" not in message, message
+    assert "is missing" in message and "is gone" in message and "build the dataset" in message
