@@ -157,7 +157,8 @@ def realize_volume_layer(layer: VolumeLayer, folder: Path, layout: Layout, *, st
     inside = _under(folder, layout.root.parent)
     if desc is not None and inside and not _kept_over(layout, desc.hex, folder):
         # a tar blob of an older swcli, or volumes a removed entry left in oci/files: kept over this entry's
-        # volumes instead, so the bytes are on disk once (hashed once more, this time only)
+        # volumes instead, so the bytes are on disk once (hashed once more, this time only); a layer kept over
+        # another version's volumes (a version that shares them) stays as it is
         cache.forget(layer.key)
     desc = cache.layer(layer.key, lambda: placed(layer.entries(folder), layer.src, DEST), verify=verify,
                        write=_store_layer)
@@ -172,14 +173,16 @@ def _under(path: Path, root: Path) -> bool:
 
 
 def _kept_over(layout: Layout, hexd: str, folder: Path) -> bool:
-    """Whether the blob is a recipe (and no file) whose every file part is a file of the entry at ``folder``."""
+    """Whether the blob is a recipe (and no file) whose every file part is a file of a store entry of the kind of
+    the one at ``folder`` (``datasets/<name>/<version>``)."""
     if layout.blobs.joinpath(hexd).exists():
         return False
     try:
         _, parts = recipes.load(layout.root, hexd)
     except recipes.RecipeError:
         return False
-    prefix = Path(os.path.abspath(folder)).relative_to(os.path.abspath(layout.root.parent)).as_posix() + "/"
+    prefix = Path(os.path.abspath(folder)).parent.parent.relative_to(os.path.abspath(layout.root.parent)).as_posix()
+    prefix += "/"
     return all(part.rel.startswith(prefix) for part in parts if isinstance(part, recipes.FilePart))
 
 

@@ -167,6 +167,18 @@ def test_an_old_tar_blob_becomes_a_recipe_on_the_next_build(cli, tmp_path, monke
     assert build_dataset_image(entry, load=False).layers_written == 0
 
 
+def test_a_version_sharing_volume_layers_keeps_them_over_the_first_versions_volumes(cli, tmp_path):
+    """1% more records: only the tail layer(s) and the meta layer are made; the shared layers stay as they are."""
+    v1, first = built(cli, project(tmp_path / "v1", 1000))
+    v2, second = built(cli, project(tmp_path / "v2", 1010))
+    shared = [b for b in second.layers if b in first.layers[-1 - int(first.labels[dl.LAYERS_LABEL]):-1]]
+    assert len(shared) >= 5
+    layout = Store().layout
+    for blob in shared:
+        files = {p.rel for p in recipes.load(layout.root, blob.hex)[1] if isinstance(p, recipes.FilePart)}
+        assert all(f.startswith(f"datasets/tiny/{v1.version}/") for f in files)
+
+
 @pytest.mark.registry
 def test_an_image_whose_volumes_were_deleted_fails_to_push_in_one_line(cli, tmp_path):
     entry, image = built(cli, project(tmp_path / "p", 60))
