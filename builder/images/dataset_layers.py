@@ -7,9 +7,11 @@ layer. The meta layer (last) holds the manifest, the shard index and ``layers.js
 each volume, so a reader with only a registry fetches just the layers a record range needs
 (docs/volume-format.md, "Image layers").
 
-A volume layer's tar is written straight from the shard files with big reads, and is the same bytes
-``layers.write_tar`` makes of the same entries (tested); its cache key is made from the volumes' sha256 in the
-manifest, so an unchanged layer is never tarred, nor a volume hashed, again.
+A volume layer is kept in the layout as a recipe over the store entry's volumes (``layers.write_recipe_layer``:
+the bytes stay on disk once), several layers hashed at once; volumes outside the store beside the layout are tarred
+into a blob with big reads (:func:`write_volume_tar`). Both are the bytes ``layers.write_tar`` makes of the same
+entries (tested). Its cache key is made from the volumes' sha256 in the manifest, so an unchanged layer is never
+made, nor a volume hashed, again.
 """
 
 from __future__ import annotations

@@ -163,7 +163,7 @@ def read_image(layout: Layout, ref: str) -> Image | None:
 
 def _why_missing(layout: Layout, blob: Descriptor) -> str:
     """For a layer kept as a recipe over store files (:mod:`builder.images.recipes`): the first file it names that
-    is gone or changed, and what to do (its store entry was removed or edited; the image cannot be rebuilt from it)."""
+    is gone or changed, and what to do (its files were deleted or edited by hand: `remove` keeps what images use)."""
     from builder.images import recipes
 
     try:
@@ -178,6 +178,6 @@ def _why_missing(layout: Layout, blob: Descriptor) -> str:
                 st = None
             if st is None or (st.st_size, st.st_mtime_ns, st.st_ino) != (part.size, part.mtime_ns, part.ino):
                 how = "is gone" if st is None else "changed"
-                return (f": it was kept as a recipe over {part.rel}, which {how} (its store entry was removed or "
-                        "edited); build the dataset or model again")
+                return (f": it was kept as a recipe over {part.rel}, which {how} (deleted or edited outside swcli); "
+                        "build the dataset or model again")
     return ""
