@@ -11,16 +11,16 @@ and a new version with 1% more records (only its tail hashed). Everything lives 
 
     python benchmarks/big_dataset.py [--size-gb 3] [--dir /var/tmp] [--keep]
 
-Sample (``--size-gb 1.5``, 2 cores shared with other jobs at load average 5.7; wall times vary 2x with the load):
+Sample (``--size-gb 1.5``, 2 cores shared with other jobs at load average 3.9; wall times vary 2x with the load):
 
-    dataset build: 1.50 GB of records (1.51 GB of shards, 23 volumes) in 2.10 s; slicer alone 0.00 s; 714 MB/s ...
-    image (--no-load): 0.92 s, 7 layer(s) written (6 volume layers + meta)
-    package + image, end to end: 3.02 s = 500 MB/s of shards (target >= 500 MB/s); CPU 2.15 s user + 0.58 s sys, ...
+    dataset build: 1.50 GB of records (1.51 GB of shards, 23 volumes) in 1.50 s; slicer alone 0.00 s; 1004 MB/s ...
+    image (--no-load): 1.01 s, 7 layer(s) written (6 volume layers + meta)
+    package + image, end to end: 2.51 s = 602 MB/s of shards (target >= 500 MB/s); CPU 1.92 s user + 0.44 s sys, ...
     disk: store + layout grew by 1.511 GB = 1.000x the volumes (target <= 1.1x)
     image build again (all cached): 0.01 s, 0 layer(s) written
-    +1% records: dataset build 3.18 s, image build 0.27 s, 2 layer(s) written; peak RSS 182 MB
+    +1% records: dataset build 2.04 s, image build 0.13 s, 2 layer(s) written; peak RSS 183 MB
 
-(Before the recipes, the same run: 7.26 s = 208 MB/s end to end, CPU 5.2 s, disk 2.000x.)
+(Before the recipes, the run beside it: 4.45 s = 339 MB/s end to end, CPU 4.2 s, disk 2.000x.)
 """
 
 from __future__ import annotations
