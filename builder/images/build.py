@@ -213,8 +213,8 @@ def dataset_recipe(entry: Entry, base_image: str = DEFAULT_BASE, *, layout: Layo
     m = entry.manifest
     planned = dl.volume_layers(m, entry.path / "manifest.json")
     specs, done, written = [], [], 0
-    for layer in planned:
-        desc, fresh = dl.realize_volume_layer(layer, entry.path, layout, store=store, verify=verify)
+    for layer, (desc, fresh) in zip(planned, dl.realize_volume_layers(planned, entry.path, layout, store=store,
+                                                                       verify=verify)):
         names = [s.file for s in layer.shards]
         comment = f"dataset {entry.name} volumes {names[0]}..{names[-1]}" if len(names) > 1 else f"dataset {entry.name} volume {names[0]}"
         specs.append(LayerSpec(layer.src, dl.DEST, comment, layer.key, layer.entries(entry.path)))

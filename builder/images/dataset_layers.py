@@ -7,20 +7,26 @@ layer. The meta layer (last) holds the manifest, the shard index and ``layers.js
 each volume, so a reader with only a registry fetches just the layers a record range needs
 (docs/volume-format.md, "Image layers").
 
-A volume layer's tar is written straight from the shard files with big reads, and is the same bytes
-``layers.write_tar`` makes of the same entries (tested); its cache key is made from the volumes' sha256 in the
-manifest, so an unchanged layer is never tarred, nor a volume hashed, again.
+A volume layer is kept in the layout as a recipe over the store entry's volumes (``layers.write_recipe_layer``:
+the bytes stay on disk once), several layers hashed at once; volumes outside the store beside the layout are tarred
+into a blob with big reads (:func:`write_volume_tar`). Both are the bytes ``layers.write_tar`` makes of the same
+entries (tested). Its cache key is made from the volumes' sha256 in the manifest, so an unchanged layer is never
+made, nor a volume hashed, again.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import tarfile
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 from builder.images import context as ctx
-from builder.images.layers import LayerCache, _info, content_key, placed
+from builder.images import recipes
+from builder.images.layers import LayerCache, _info, content_key, placed, write_recipe_layer
 from builder.files import HashingWriter
 from builder.images.oci import MEDIA_LAYER, Descriptor, Layout
 from builder.volumes import VolumeFile, manifest_layout, plain_name_problem
@@ -30,6 +36,7 @@ LAYERS_NAME = "layers.json"
 LAYERS_LABEL = "io.swcli.dataset.layers"  # the number of volume layers; the meta layer follows them
 DEST = "/dataset"
 CHUNK = 8 << 20
+MAX_WORKERS = 4  # volume layers hashed at once, at most one per core
 
 
 class LayersFileError(ValueError):
@@ -126,7 +133,11 @@ def write_volume_tar(entries: list[ctx.ContextEntry], out) -> None:
 
 
 def _store_layer(layout: Layout, entries: list[ctx.ContextEntry]) -> Descriptor:
-    """Tar ``entries`` into the layout as a blob named by its digest, hashing beside the write."""
+    """The layer in the layout: a recipe over the volumes when they lie in the store beside it (the bytes stay on
+    disk once: :func:`builder.images.layers.write_recipe_layer`, the same digest as the tar), else the tar written
+    out as a blob, hashed beside the write."""
+    if all(_under(e.source, layout.root.parent) for e in entries):
+        return write_recipe_layer(layout, entries)
     with layout.writer(MEDIA_LAYER, behind=True) as out:
         write_volume_tar(entries, out)
     return out.descriptor
@@ -144,9 +155,55 @@ def realize_volume_layer(layer: VolumeLayer, folder: Path, layout: Layout, *, st
         sink = HashingWriter(None, behind=True)
         write_volume_tar(placed(layer.entries(folder), layer.src, DEST), sink)
         return Descriptor(MEDIA_LAYER, sink.digest(), sink.size), True
+    desc = cache.get(layer.key)
+    inside = _under(folder, layout.root.parent)
+    if desc is not None and inside and not _kept_over(layout, desc.hex, folder):
+        # a tar blob of an older swcli, or volumes a removed entry left in oci/files: kept over this entry's
+        # volumes instead, so the bytes are on disk once (hashed once more, this time only); a layer kept over
+        # another version's volumes (a version that shares them) stays as it is
+        cache.forget(layer.key)
     desc = cache.layer(layer.key, lambda: placed(layer.entries(folder), layer.src, DEST), verify=verify,
                        write=_store_layer)
+    if cache.misses and inside and recipes.sound(layout.root, desc.hex) is not None:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(layout.blob_path(desc.digest))  # the old copy: readers that have it open keep reading it
     return desc, cache.misses > 0
+
+
+def _under(path: Path, root: Path) -> bool:
+    return os.path.abspath(path).startswith(os.path.abspath(root) + os.sep)
+
+
+def _kept_over(layout: Layout, hexd: str, folder: Path) -> bool:
+    """Whether the blob is a recipe (and no file) whose every file part is a file of a store entry of the kind of
+    the one at ``folder`` (``datasets/<name>/<version>``)."""
+    if layout.blobs.joinpath(hexd).exists():
+        return False
+    try:
+        _, parts = recipes.load(layout.root, hexd)
+    except recipes.RecipeError:
+        return False
+    prefix = Path(os.path.abspath(folder)).parent.parent.relative_to(os.path.abspath(layout.root.parent)).as_posix()
+    prefix += "/"
+    return all(part.rel.startswith(prefix) for part in parts if isinstance(part, recipes.FilePart))
+
+
+def realize_volume_layers(layers: list[VolumeLayer], folder: Path, layout: Layout, *, store: bool = True,
+                          verify: bool = False) -> list[tuple[Descriptor, bool]]:
+    """:func:`realize_volume_layer` of each layer, in order, several at once: a layer's work is a sha256 over its
+    volumes (hashlib drops the GIL), so on N cores N layers hash in the time of one."""
+    workers = min(len(layers), os.cpu_count() or 1, MAX_WORKERS)
+    if workers <= 1:
+        return [realize_volume_layer(layer, folder, layout, store=store, verify=verify) for layer in layers]
+    with ThreadPoolExecutor(workers, thread_name_prefix="swds-layer") as pool:
+        futures = [pool.submit(realize_volume_layer, layer, folder, layout, store=store, verify=verify)
+                   for layer in layers]
+        try:
+            return [future.result() for future in futures]
+        except BaseException:
+            for future in futures:
+                future.cancel()
+            raise
 
 
 # ----------------------------------------------------------------------------------------------- layers.json

@@ -157,5 +157,27 @@ def read_image(layout: Layout, ref: str) -> Image | None:
         raise LayoutError(f"{layout.blob_path(manifest.digest)}: not an image manifest ({err})") from None
     for blob in layers:
         if not layout.has(blob.digest, blob.size):
-            raise LayoutError(f"{ref}: layer {blob.digest} is missing from {layout.blobs}")
+            raise LayoutError(f"{ref}: layer {blob.digest} is missing from {layout.blobs}{_why_missing(layout, blob)}")
     return Image(manifest, config, layout.read_json(config), layers)
+
+
+def _why_missing(layout: Layout, blob: Descriptor) -> str:
+    """For a layer kept as a recipe over store files (:mod:`builder.images.recipes`): the first file it names that
+    is gone or changed, and what to do (its files were deleted or edited by hand: `remove` keeps what images use)."""
+    from builder.images import recipes
+
+    try:
+        _, parts = recipes.load(layout.root, blob.hex)
+    except recipes.RecipeError:
+        return ""
+    for part in parts:
+        if isinstance(part, recipes.FilePart):
+            try:
+                st = os.stat(layout.root.parent / part.rel, follow_symlinks=False)
+            except OSError:
+                st = None
+            if st is None or (st.st_size, st.st_mtime_ns, st.st_ino) != (part.size, part.mtime_ns, part.ino):
+                how = "is gone" if st is None else "changed"
+                return (f": it was kept as a recipe over {part.rel}, which {how} (deleted or edited outside swcli); "
+                        "build the dataset or model again")
+    return ""

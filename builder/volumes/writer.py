@@ -1,8 +1,8 @@
 """Writing a dataset's volumes and index: :class:`VolumeWriter`, with each volume's sha256 taken while it is written.
 
 Records are appended to aligned volumes (a new volume when the next record would overflow ``volume_size``); the
-index is written on close. A thread of its own (:class:`_Hasher`) hashes the bytes as they go out, so no volume is
-read back to be listed in the manifest.
+index is written on close. Two threads of their own (:class:`_Hasher`, the even and the odd volumes) hash the bytes
+as they go out, so no volume is read back to be listed in the manifest. Records' CRC-32 come from ISA-L.
 """
 
 from __future__ import annotations
@@ -14,6 +14,11 @@ import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
+
+try:  # the same CRC-32 as zlib's, ~30x faster (carry-less multiply): zlib's took a third of a dataset build
+    from isal.isal_zlib import crc32
+except ImportError:  # pragma: no cover - an image may carry only the standard library (it reads, never writes)
+    from zlib import crc32
 
 from builder.volumes.format import (FORMAT_VERSION, INDEX_ENTRY, INDEX_HEADER, INDEX_MAGIC, INDEX_NAME, INDEX_TRAILER,
                                     MAX_PART, RECORD_HEADER, align_up, record_header, volume_name)
@@ -119,8 +124,12 @@ class VolumeWriter:
         self._offset = 0
         self._volume_records = 0
         self._pad = bytes(alignment_size)
-        self._hasher = _Hasher()
-        self._hasher.start()
+        # volumes are hashed by two threads in turn (even and odd volumes): one sha256 runs at ~1.7 GB/s, slower
+        # than the writes, so with one the writer waited on it; with two both cores hash while the writer writes
+        self._hashers = [_Hasher(), _Hasher()]
+        for hasher in self._hashers:
+            hasher.start()
+        self._hasher = self._hashers[0]
 
     @property
     def count(self) -> int:
@@ -130,6 +139,7 @@ class VolumeWriter:
         self._finish_volume()
         number = len(self._volumes)
         self._fh = open(self.directory / volume_name(number), "wb", buffering=self._buffer_size)
+        self._hasher = self._hashers[number % len(self._hashers)]
         self._offset = 0
         self._volume_records = 0
 
@@ -147,7 +157,7 @@ class VolumeWriter:
         size = align_up(RECORD_HEADER.size + len(data) + len(label), self.alignment)
         if self._fh is None or (self._volume_records and self._offset + size > self.volume_size):
             self._roll()
-        crc = zlib.crc32(label, zlib.crc32(data))
+        crc = crc32(label, crc32(data))
         index = self._count
         fh = self._fh
         header = record_header(index, len(data), len(label), crc)
@@ -167,7 +177,8 @@ class VolumeWriter:
     def close(self) -> list[VolumeInfo]:
         """Finish the last volume and write the index; returns the volumes written, with their sha256."""
         self._finish_volume()
-        digests = self._hasher.finish()
+        done = [hasher.finish() for hasher in self._hashers]
+        digests = [done[n % len(done)][n // len(done)] for n in range(len(self._volumes))]
         self._volumes = [VolumeInfo(v.name, v.records, v.size, sha) for v, sha in zip(self._volumes, digests)]
         header = INDEX_HEADER.pack(
             INDEX_MAGIC, FORMAT_VERSION, 0, self._count, INDEX_ENTRY.size, len(self._volumes), self.alignment, 0
@@ -183,6 +194,7 @@ class VolumeWriter:
         if self._fh is not None:
             self._fh.close()
             self._fh = None
-        if self._hasher.is_alive():
-            self._hasher.queue.put(StopIteration)
-            self._hasher.join()
+        for hasher in self._hashers:
+            if hasher.is_alive():
+                hasher.queue.put(StopIteration)
+                hasher.join()

@@ -30,7 +30,7 @@ def shard(n: int, size: int) -> VolumeFile:
 
 
 def layer_files(layout, digest: str) -> dict[str, bytes]:
-    with tarfile.open(layout.blob_path(digest), "r|") as tar:
+    with layout.open_blob(digest) as blob, tarfile.open(fileobj=blob, mode="r|") as tar:
         return {m.name: (tar.extractfile(m).read() if m.isfile() else b"") for m in tar}
 
 
@@ -168,8 +168,8 @@ def test_unchanged_volume_layers_are_never_tarred_again(cli, tmp_path, monkeypat
     path = project(tmp_path / "p", 60)
     built(cli, path)
     tarred = []
-    real = dl.write_volume_tar
-    monkeypatch.setattr(dl, "write_volume_tar", lambda entries, out: (tarred.append(entries), real(entries, out)))
+    monkeypatch.setattr(dl, "write_volume_tar", lambda entries, out: tarred.append(entries))
+    monkeypatch.setattr(dl, "write_recipe_layer", lambda layout, entries: tarred.append(entries))
     entry = Store().resolve("dataset", "tiny")
     result = build.build_dataset_image(entry, load=False)
     assert tarred == [] and result.layers_written == 0
@@ -187,23 +187,22 @@ def test_an_entry_carrying_a_layers_json_builds_the_same_image(cli, tmp_path):
 
 
 def test_ctrl_c_inside_a_volume_layer_leaves_no_temp_blob_and_no_ref(cli, tmp_path, monkeypatch):
-    from builder.images import build
+    from builder.images import build, recipes
 
     assert cli("dataset", "build", project(tmp_path / "p", 60), "--no-image").code == 0
     entry = Store().resolve("dataset", "tiny")
-    real = dl.write_volume_tar
+    real = recipes.commit
 
-    def ctrl_c_halfway(entries, out):
-        out.write(b"\0" * (1 << 17))
+    def ctrl_c_before_the_rename(layout_root, digest, tmp):  # the layer is hashed, its recipe a temp file
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(dl, "write_volume_tar", ctrl_c_halfway)
+    monkeypatch.setattr(recipes, "commit", ctrl_c_before_the_rename)
     with pytest.raises(KeyboardInterrupt):
         build.build_dataset_image(entry, load=False)
     layout = Store().layout
     assert not [ref for ref in layout.refs() if ref.startswith("swds/tiny:")]
-    assert not list(layout.blobs.glob(".tmp-*"))
-    monkeypatch.setattr(dl, "write_volume_tar", real)
+    assert not list(layout.blobs.glob(".tmp-*")) and not list(recipes.folder(layout.root).glob("*"))
+    monkeypatch.setattr(recipes, "commit", real)
     # nothing of the interrupted build was kept: every volume layer and the meta layer are written now
     assert build.build_dataset_image(entry, load=False).layers_written == len(dl.volume_layers(entry.manifest, entry.path)) + 1
 
@@ -282,20 +281,28 @@ def test_appending_one_percent_shares_every_layer_but_the_tail_and_pushes_only_t
 # ----------------------------------------------------------------------------------------------- readers
 
 
+@pytest.mark.registry
 @pytest.mark.skopeo
 @pytest.mark.umoci
 def test_skopeo_and_umoci_read_the_layered_image(cli, tmp_path):
+    """The volume layers are recipes over the store's files, which only swcli reads in the layout: skopeo and umoci
+    read the image as `swcli dataset push` put it in a registry, every layer checked against its digest."""
     entry, image = built(cli, project(tmp_path / "p", 100))
-    root = Store().layout.root
-    ref = f"swds/tiny:{entry.version}"
-    doc = json.loads(subprocess.run(["skopeo", "inspect", f"oci:{root}:{ref}"], capture_output=True, text=True,
-                                    check=True).stdout)
-    assert doc["Layers"] == [b.digest for b in image.layers]
-    assert doc["Labels"][dl.LAYERS_LABEL] == image.labels[dl.LAYERS_LABEL]
-    # skopeo checks every blob against its digest on a copy
-    subprocess.run(["skopeo", "copy", "--quiet", f"oci:{root}:{ref}", f"oci:{tmp_path / 'copy'}:x"], check=True)
+    reg = Registry(tmp_path / "registry")
+    try:
+        target = f"{reg.address}/team/tiny:v1"
+        res = cli("dataset", "push", f"tiny:{entry.version}", target)
+        assert res.code == 0, res.err
+        doc = json.loads(reg.skopeo("inspect", f"docker://{target}").stdout)
+        assert doc["Labels"][dl.LAYERS_LABEL] == image.labels[dl.LAYERS_LABEL]
+        assert len(doc["Layers"]) == len(image.layers)
+        copied = tmp_path / "copy"
+        run = reg.skopeo("copy", "--quiet", f"docker://{target}", f"oci:{copied}:x")  # every blob's digest checked
+        assert run.returncode == 0, run.stderr
+    finally:
+        reg.stop()
     bundle = tmp_path / "bundle"
-    run = subprocess.run(["umoci", "unpack", "--rootless", "--image", f"{root}:{ref}", str(bundle)],
+    run = subprocess.run(["umoci", "unpack", "--rootless", "--image", f"{copied}:x", str(bundle)],
                          capture_output=True, text=True)
     assert run.returncode == 0, run.stderr
     dataset = bundle / "rootfs" / "dataset"
