@@ -37,6 +37,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from tests.helpers.disk import disk_bytes  # noqa: E402 (the checkout on the path first)
+
 RECORD = 224 * 224 * 3
 FILES = 16  # "raw files": each tells the slicer how many records it holds
 
@@ -122,16 +124,6 @@ def main(argv: list[str] | None = None) -> None:
             shutil.rmtree(work, ignore_errors=True)
 
 
-def disk_bytes(root: Path) -> int:
-    """Apparent bytes of every file under ``root``, each inode once (the base image's blobs are hard links)."""
-    seen, total = set(), 0
-    for folder, _, files in os.walk(root):
-        for name in files:
-            st = os.lstat(os.path.join(folder, name))
-            if (st.st_dev, st.st_ino) not in seen:
-                seen.add((st.st_dev, st.st_ino))
-                total += st.st_size
-    return total
 
 
 def run(work: Path, records: int) -> None:

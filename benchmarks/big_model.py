@@ -89,6 +89,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from tests.helpers.disk import disk_bytes  # noqa: E402 (the checkout on the path first)
+
 DOCKER = os.environ.get("SWCLI_BENCH_DOCKER", "/usr/bin/docker")
 BASE = "swcli/base:bookworm-py3.11"
 RUNTIME = "bigbench-env"
@@ -164,17 +166,6 @@ def sha256_seconds(path: Path) -> tuple[str, float]:
     return "sha256:" + digest.hexdigest(), time.perf_counter() - started
 
 
-def disk_bytes(root: Path) -> int:
-    """Bytes allocated under ``root``, each inode once (hard links count once)."""
-    seen, total = set(), 0
-    for folder, _dirs, files in os.walk(root):
-        for name in files:
-            with contextlib.suppress(FileNotFoundError):
-                st = os.lstat(os.path.join(folder, name))
-                if (st.st_dev, st.st_ino) not in seen:
-                    seen.add((st.st_dev, st.st_ino))
-                    total += st.st_blocks * 512
-    return total
 
 
 class Steps:
@@ -362,7 +353,7 @@ class Bench:
         shutil.rmtree(home)
 
         fresh_home(self.work, self.home.name, steps, self.venv)
-        self.runtime_only = disk_bytes(self.home)  # the tiny runtime and the base image in the layout
+        self.runtime_only = disk_bytes(self.home, allocated=True)  # the tiny runtime and the base image in the layout
         self.runtime_folders = self.folders()
         build = ["model", "build", ".", "--skip-gen-env", "--runtime", RUNTIME]
         s, rss = steps.cli(self.home, *build, "--no-load", cwd=project)
@@ -406,14 +397,31 @@ class Bench:
                        s / loaded_s)
 
     def folders(self) -> dict[str, int]:
-        return {child.name: disk_bytes(child) for child in self.home.iterdir() if child.is_dir()}
+        return {child.name: disk_bytes(child, allocated=True) for child in self.home.iterdir() if child.is_dir()}
 
     def disk_row(self, label: str, target: str) -> None:
-        added = disk_bytes(self.home) - self.runtime_only
+        added = disk_bytes(self.home, allocated=True) - self.runtime_only
         self.table.row(label, human(added), "weights", human(self.size), added / self.size, target)
         by = {name: n - self.runtime_folders.get(name, 0) for name, n in self.folders().items()}
         self.table.emit("  of which: " + ", ".join(f"{name}/ {human(n)}" for name, n in sorted(by.items())
                                                   if abs(n) >= 1e6))
+
+    def raw_peers(self, source, repository: str, tag: str) -> tuple[float, float, int]:
+        """The same bytes without swcli: every blob of the pushed image (as the registry stores it) uploaded
+        monolithically, one after the other, to an empty registry; then each downloaded (GET) to a file.
+        Returns (upload seconds, download seconds, bytes)."""
+        import requests
+
+        from tests.registry_servers import stored_blob
+
+        accept = "application/vnd.oci.image.manifest.v1+json"
+        doc = requests.get(f"http://{source.address}/v2/{repository}/manifests/{tag}",
+                           headers={"Accept": accept}).json()
+        digests = [doc["config"]["digest"], *(layer["digest"] for layer in doc["layers"])]
+        raw = self.registry("raw")
+        up = sum(raw_upload(raw.address, "bench/raw", stored_blob(source.root, d), d) for d in digests)
+        down = sum(raw_download(raw.address, "bench/raw", d, self.work / "blob.download") for d in digests)
+        return up, down, sum(stored_blob(source.root, d).stat().st_size for d in digests)
 
     def registry(self, name: str):
         from tests.registry_servers import Registry
@@ -425,17 +433,14 @@ class Bench:
         from tests.registry_servers import uploads
 
         steps, table = self.steps, self.table
-        raw = self.registry("raw")
-        up_s = raw_upload(raw.address, "bench/raw", self.weights, self.digest)
-        table.row("peer: raw monolithic upload of the weights", secs(up_s))
-        down_s = raw_download(raw.address, "bench/raw", self.digest, self.work / "weights.download")
-        table.row("peer: raw download of the weights (GET)", secs(down_s))
-
         ours = self.registry("swcli")
         target = f"{ours.address}/bench/{MODEL}:v1"
         push_s, rss = steps.cli(self.home, "model", "push", MODEL, target)
         time.sleep(0.5)  # the access log line is written as the request completes
         blobs, sent = uploads(ours.root, ours.log)
+        up_s, down_s, total = self.raw_peers(ours, f"bench/{MODEL}", "v1")
+        table.row(f"peer: raw upload of the same {blobs} blobs", secs(up_s))
+        table.row(f"peer: raw download of them ({human(total)})", secs(down_s))
         table.row(f"model push, empty registry ({blobs} blobs, {human(sent)})", secs(push_s), "raw upload",
                   secs(up_s), push_s / up_s, "<= 1.3x", rss)
         since = len(ours.log.read_text())
@@ -458,9 +463,10 @@ class Bench:
                       "<= 0.25x")
 
         pulled = self.work / "home-pull"
+        target = f"{ours.address}/bench/{MODEL}:v1"
         s, rss = steps.cli(pulled, "pull", target)
         table.row("pull into an empty store", secs(s), "raw download", secs(down_s), s / down_s, "<= 1.3x", rss)
-        pulled_bytes = disk_bytes(pulled)
+        pulled_bytes = disk_bytes(pulled, allocated=True)
         table.row("disk: $SWCLI_HOME after pull (with runtime)", human(pulled_bytes), "weights", human(self.size),
                   pulled_bytes / self.size)
 

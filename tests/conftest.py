@@ -204,6 +204,17 @@ def model_dir(tmp_path):
 
 
 @pytest.fixture()
+@needs("base_rootfs")
+def runtime(cli, tmp_path):
+    """A runtime from an empty venv, written into this test's store only (`--no-load`): swrt/swcli-test-env."""
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    res = cli("runtime", "build", "--name", "swcli-test-env", "--venv", venv, "--no-load")
+    assert res.code == 0, res.err
+    return "swcli-test-env"
+
+
+@pytest.fixture()
 def project(model_dir, tiny_dataset):
     """The tiny numpy-only model of tests/helpers/models.py and the 50-record dataset."""
     return model_dir, tiny_dataset

@@ -16,10 +16,10 @@ also loads the image into the Docker engine, for `docker run`.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import shutil
 import threading
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from isal import isal_zlib
@@ -27,6 +27,7 @@ from isal import isal_zlib
 from builder.errors import RegistryError, SwcliError
 from builder.images.layer_tar import shown
 from builder.images.oci import CHUNK, MEDIA_CONFIG, MEDIA_LAYER, MEDIA_MANIFEST, Descriptor, Layout
+from builder.parallel import in_order
 from builder.refs import image_tags
 from builder.registry import ClientFor
 from builder.registry.media import (GZIP_LAYERS, INDEX_TYPES, MAX_CONFIG, PLAIN_LAYERS, checked_descriptor,
@@ -214,15 +215,8 @@ def fetch_layers(client, repository: str, layout: Layout, layers: list[Descripto
             with lock:
                 on_progress(event)
 
-    with ThreadPoolExecutor(max_workers=BLOB_WORKERS, thread_name_prefix="pull") as pool:
-        futures = [pool.submit(_fetch_layer, client, repository, layout, layer, diff_id, budget, report)
-                   for layer, diff_id in zip(layers, diff_ids)]
-        try:
-            return [future.result() for future in futures]
-        except BaseException:
-            for future in futures:
-                future.cancel()
-            raise
+    return in_order([functools.partial(_fetch_layer, client, repository, layout, layer, diff_id, budget, report)
+                     for layer, diff_id in zip(layers, diff_ids)], BLOB_WORKERS, "pull")
 
 
 def _fetch(client, source, layout: Layout, on_progress: OnProgress | None, written: list[str]):

@@ -17,10 +17,10 @@ made, nor a volume hashed, again.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import tarfile
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,6 +28,7 @@ from builder.images import context as ctx
 from builder.images import recipes
 from builder.images.layers import LayerCache, _info, content_key, placed, write_recipe_layer
 from builder.files import HashingWriter
+from builder.parallel import in_order
 from builder.images.oci import MEDIA_LAYER, Descriptor, Layout
 from builder.volumes import VolumeFile, manifest_layout, plain_name_problem
 from builder.spec import DEFAULT_LAYER_SIZE, MAX_LAYER_SIZE
@@ -195,15 +196,8 @@ def realize_volume_layers(layers: list[VolumeLayer], folder: Path, layout: Layou
     workers = min(len(layers), os.cpu_count() or 1, MAX_WORKERS)
     if workers <= 1:
         return [realize_volume_layer(layer, folder, layout, store=store, verify=verify) for layer in layers]
-    with ThreadPoolExecutor(workers, thread_name_prefix="swds-layer") as pool:
-        futures = [pool.submit(realize_volume_layer, layer, folder, layout, store=store, verify=verify)
-                   for layer in layers]
-        try:
-            return [future.result() for future in futures]
-        except BaseException:
-            for future in futures:
-                future.cancel()
-            raise
+    return in_order([functools.partial(realize_volume_layer, layer, folder, layout, store=store, verify=verify)
+                     for layer in layers], workers, "swds-layer")
 
 
 # ----------------------------------------------------------------------------------------------- layers.json

@@ -1,10 +1,13 @@
 """The OCI image layout in the store: content-addressed blobs shared by every image, and an index of refs.
 
-Layout (the OCI image-layout spec, readable by skopeo and umoci as ``oci:$SWCLI_HOME/oci:<ref>``)::
+Layout (the OCI image-layout spec, read by skopeo and umoci as ``oci:$SWCLI_HOME/oci:<ref>`` for every image whose
+layers are all files; a big file's layer is kept as a recipe, which only swcli reads: :mod:`builder.images.recipes`)::
 
     oci/oci-layout                     {"imageLayoutVersion": "1.0.0"}
     oci/index.json                     one manifest descriptor per ref (annotation org.opencontainers.image.ref.name)
     oci/blobs/sha256/<hex>             layers (uncompressed tars), configs, manifests: each once, whatever uses it
+    oci/recipes/<hex>.json             a layer kept as header bytes plus store files (not a second copy of them)
+    oci/files/<sha256>                 big files of pulled layers, which their store entries hard-link
 
 A blob is written to a temp file beside its final place while it is hashed, and renamed to its digest only when
 complete, so a killed writer never leaves a blob whose name lies about its bytes. ``index.json`` is rewritten

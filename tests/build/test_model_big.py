@@ -5,27 +5,15 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
-import sys
-
-import pytest
 
 from builder.images.image import read_image
 from builder.store import Store
-from tests.helpers.capabilities import needs
+from tests.helpers.disk import disk_bytes
 from tests.helpers.models import HANDLER, write_model
 
 WEIGHTS = (3 << 20) + 5
 
 
-@pytest.fixture()
-@needs("base_rootfs")
-def runtime(cli, tmp_path):
-    venv = tmp_path / "venv"
-    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
-    res = cli("runtime", "build", "--name", "big-test-env", "--venv", venv, "--no-load")
-    assert res.code == 0, res.err
-    return "big-test-env"
 
 
 def big_project(root):
@@ -36,16 +24,6 @@ def big_project(root):
     return root
 
 
-def disk_bytes(*folders) -> int:
-    """Bytes of the files under ``folders``, each inode counted once (hard links are one copy)."""
-    seen, total = set(), 0
-    for base, _, files in (walked for folder in folders for walked in os.walk(folder)):
-        for name in files:
-            st = os.lstat(os.path.join(base, name))
-            if (st.st_dev, st.st_ino) not in seen:
-                seen.add((st.st_dev, st.st_ino))
-                total += st.st_blocks * 512 if st.st_size else 0
-    return total
 
 
 def build(cli, project, runtime, *extra):
@@ -56,7 +34,7 @@ def build(cli, project, runtime, *extra):
 
 def test_big_files_get_layers_of_their_own_and_live_once_in_the_store(cli, runtime, tmp_path, swcli_home):
     project = big_project(tmp_path / "p")
-    before = disk_bytes(swcli_home)
+    before = disk_bytes(swcli_home, allocated=True)
     entry = build(cli, project, runtime)
     image = read_image(Store().layout, "swmp/modthree:latest")
     runtime_layers = len(read_image(Store().layout, f"swrt/{runtime}:latest").layers)
@@ -64,7 +42,7 @@ def test_big_files_get_layers_of_their_own_and_live_once_in_the_store(cli, runti
     assert [layer.size > 2 << 20 for layer in own] == [True, True, False, False]  # data, weights; small weights, code
     for layer in own[:2]:
         assert not Store().layout.blob_path(layer.digest).exists() and Store().layout.verify(layer.digest)
-    added = disk_bytes(swcli_home) - before
+    added = disk_bytes(swcli_home, allocated=True) - before
     big = WEIGHTS + (2 << 20)
     assert big <= added <= 1.1 * big, (added, big)  # the big files once, and a little more
     assert (entry.path / "src" / "models" / "big.safetensors").stat().st_size == WEIGHTS
@@ -119,5 +97,5 @@ def test_removing_the_model_keeps_its_image_whole_and_its_files_once(cli, runtim
     assert res.code == 0, res.err
     assert all(layout.verify(layer.digest) for layer in image.layers)  # the recipes now name the kept files
     big = WEIGHTS + (2 << 20)
-    assert disk_bytes(swcli_home / "models", swcli_home / "oci" / "files") <= 1.1 * big
+    assert disk_bytes(swcli_home / "models", swcli_home / "oci" / "files", allocated=True) <= 1.1 * big
     assert not Store().scan("model")[0]

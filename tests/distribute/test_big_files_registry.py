@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 import time
 
 import pytest
@@ -15,7 +13,7 @@ import pytest
 from builder.images import recipes
 from builder.images.image import read_image
 from builder.store import Store
-from tests.helpers.capabilities import needs
+from tests.helpers.disk import disk_bytes
 from tests.helpers.models import HANDLER, write_model
 from tests.registry_servers import uploads
 
@@ -28,14 +26,6 @@ def _no_engine(no_engine):
     """No engine answers swcli here: push and pull talk to the registry alone."""
 
 
-@pytest.fixture()
-@needs("base_rootfs")
-def runtime(cli, tmp_path):
-    venv = tmp_path / "venv"
-    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
-    res = cli("runtime", "build", "--name", "big-test-env", "--venv", venv, "--no-load")
-    assert res.code == 0, res.err
-    return "big-test-env"
 
 
 @pytest.fixture()
@@ -61,16 +51,6 @@ def raw_manifest(registry, ref: str) -> dict:
     return json.loads(registry.skopeo("inspect", "--raw", f"docker://{registry.address}/{ref}").stdout)
 
 
-def disk_bytes(*folders) -> int:
-    """Bytes of the files under ``folders``, each inode counted once (a hard link is no second copy)."""
-    seen, total = set(), 0
-    for base, _, files in (walked for folder in folders for walked in os.walk(folder)):
-        for name in files:
-            st = os.lstat(os.path.join(base, name))
-            if (st.st_dev, st.st_ino) not in seen:
-                seen.add((st.st_dev, st.st_ino))
-                total += st.st_size
-    return total
 
 
 def test_a_code_only_change_of_the_seed_layout_pushes_3_blobs_and_under_1_mb(cli, seed, runtime, registry):

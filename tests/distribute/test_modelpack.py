@@ -6,7 +6,6 @@ a store model. No Docker engine."""
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 import time
 
@@ -14,9 +13,8 @@ import pytest
 
 from builder.registry.client import RegistryClient
 from builder.store import Store
-from tests.helpers.capabilities import needs
 from tests.helpers.modelpack import ARTIFACT, files_under, layer_type, modelpack_client, validate_config
-from tests.registry_servers import access_log, uploads
+from tests.registry_servers import uploads
 
 
 @pytest.fixture(autouse=True)
@@ -24,15 +22,6 @@ def _no_engine(no_engine):
     """Every swcli call here runs with no reachable engine."""
 
 
-@pytest.fixture()
-@needs("base_rootfs")
-def runtime(cli, tmp_path):
-    """A runtime from an empty venv, in this test's store only (`--no-load`): the model image's base."""
-    venv = tmp_path / "venv"
-    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
-    res = cli("runtime", "build", "--name", "swcli-test-env", "--venv", venv, "--no-load")
-    assert res.code == 0, res.err
-    return "swcli-test-env"
 
 
 def blob_gets(reg, since: int) -> list[str]:

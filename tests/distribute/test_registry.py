@@ -12,8 +12,6 @@ import os
 import re
 import shutil
 import socket
-import subprocess
-import sys
 import threading
 import time
 
@@ -42,15 +40,6 @@ def secure_registry(tmp_path):
     reg.stop()
 
 
-@pytest.fixture()
-@needs("base_rootfs")
-def runtime(cli, tmp_path):
-    """A runtime from an empty venv, written into this test's store only (`--no-load`): swrt/swcli-test-env."""
-    venv = tmp_path / "venv"
-    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
-    res = cli("runtime", "build", "--name", "swcli-test-env", "--venv", venv, "--no-load")
-    assert res.code == 0, res.err
-    return "swcli-test-env"
 
 
 def build_model(cli, model_dir, runtime, *extra) -> None:  # noqa: F811

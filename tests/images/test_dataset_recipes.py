@@ -13,6 +13,8 @@ import shutil
 
 import pytest
 
+from tests.helpers.disk import disk_bytes
+
 from builder.images import dataset_layers as dl
 from builder.images import recipes
 from builder.images.layers import placed, write_tar
@@ -30,16 +32,6 @@ def no_engine(monkeypatch):
     monkeypatch.setenv("DOCKER_HOST", "unix:///nonexistent")
 
 
-def disk_bytes(root) -> int:
-    """Apparent bytes of every file under ``root``, each inode once (the base image's blobs are hard links)."""
-    seen, total = set(), 0
-    for folder, _, files in os.walk(root):
-        for name in files:
-            st = os.lstat(os.path.join(folder, name))
-            if (st.st_dev, st.st_ino) not in seen:
-                seen.add((st.st_dev, st.st_ino))
-                total += st.st_size
-    return total
 
 
 def blob_bytes(layout: Layout, digest: str) -> bytes:
