@@ -191,10 +191,18 @@ def subject_digest(client, ref) -> str:
     found = client.manifest_descriptor(ref.repository, ref.ref)
     if found is None:
         raise RegistryError(f"{ref.registry}/{ref.repository}:{ref.tag}: no such image")
-    digest = checked_digest(found.get("digest"), f"{ref.registry}/{ref.repository}:{ref.tag}: its digest")
-    if found.get("mediaType") == MEDIA_MANIFEST:  # maybe a ModelPack artifact, standing for its image
-        digest = image_behind(client, ref.repository, client.get_manifest(ref.repository, digest)).digest
-    return digest
+    return checked_digest(found.get("digest"), f"{ref.registry}/{ref.repository}:{ref.tag}: its digest")
+
+
+def attached_rows(client, repository: str, subject: str) -> tuple[str, list[dict]]:
+    """(the subject the rows were found on, the evaluations attached to it). Nothing attached to ``subject``
+    itself: when it is a ModelPack artifact of `model push --modelpack`, those of the image it stands for (its
+    manifest is read only then, so listing an image costs no more than before)."""
+    rows = listing(client, repository, subject)
+    if rows:
+        return subject, rows
+    behind = image_behind(client, repository, client.get_manifest(repository, subject)).digest
+    return (behind, listing(client, repository, behind)) if behind != subject else (subject, rows)
 
 
 def referrers_of(client, repository: str, subject: str, artifact_type: str) -> list[dict]:
@@ -227,7 +235,7 @@ def attached(image: str, *, client_for: ClientFor | None = None) -> list[dict]:
     """The evaluations attached to ``image``, newest first (no blob is fetched)."""
     ref = reference(image)
     client = (client_for or default_client())(ref.registry)
-    return listing(client, ref.repository, subject_digest(client, ref))
+    return attached_rows(client, ref.repository, subject_digest(client, ref))[1]
 
 
 def _number(text) -> float | None:

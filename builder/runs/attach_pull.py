@@ -29,7 +29,7 @@ from builder.distribute.artifact import TITLE
 from builder.errors import EvalError, RegistryError, UsageError
 from builder.registry import ClientFor
 from builder.registry.media import checked_descriptor, checked_digest, checked_list, checked_object
-from builder.runs.attach import A, ARTIFACT_TYPE, FILE_CAPS, FILES, REQUIRED, default_client, listing, reference, \
+from builder.runs.attach import A, ARTIFACT_TYPE, FILE_CAPS, FILES, REQUIRED, attached_rows, default_client, reference, \
     subject_digest
 from builder.runs.folder import METRICS, RESULTS, RUN
 from builder.runs.history import run_id_problem
@@ -57,8 +57,8 @@ def _artifact_digest(client, ref, run_id: str | None) -> tuple[str, str | None]:
             raise UsageError(f"{ref}: name the evaluation by its digest (REPO@sha256:...), or pick one of the image's "
                             "with --run RUN_ID (see `swcli eval list --image`)")
         return ref.digest, None
-    subject = subject_digest(client, ref)
-    rows = [r for r in listing(client, ref.repository, subject) if r["run"] == run_id]
+    subject, rows = attached_rows(client, ref.repository, subject_digest(client, ref))
+    rows = [r for r in rows if r["run"] == run_id]
     if not rows:
         raise EvalError(f"no evaluation of run {run_id} is attached to {ref} (see `swcli eval list --image {ref}`)")
     if len({r["digest"] for r in rows}) > 1:
