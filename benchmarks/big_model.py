@@ -5,14 +5,14 @@ The benchmark makes its own model project in a temp folder (default under /var/t
 handler module and ``models/weights.safetensors`` of random bytes (``--size``, default 3G; 500M, 10G...). Every
 swcli step runs as a subprocess of the venv's ``swcli`` with its own fresh ``SWCLI_HOME`` where it says "cold"; its
 peak RSS is the child's own, from ``/usr/bin/time -f %M`` (see ``Steps.run``). The runtime is built beforehand
-from an empty venv (``--no-load``, not timed), as tests/conftest.py's ``tiny_runtime`` does. Disk after build and
+from an empty venv (``--no-load``, not timed), as tests/conftest.py's ``runtime`` fixture does. Disk after build and
 push is counted without what the fresh store held before the model (the tiny runtime and the base image).
 
 Anchors: ``hashlib.sha256`` of the weights once (streamed), ``cp`` of the weights (page-cached). Peers, in the same
 run: BuildKit (``DOCKER_BUILDKIT=1 /usr/bin/docker build``) of a Dockerfile that COPYs the project onto
 swcli/base:bookworm-py3.11, cold (``--no-cache``) and unchanged; ``docker push`` of that image to an empty
-registry; a raw monolithic upload of the weights blob (POST, then PUT ``?digest=``, with ``requests``) to an empty
-registry, and a raw download of it (GET, written to a file). Registries are Debian's docker-registry on 127.0.0.1
+registry; raw uploads (POST, then PUT ``?digest=``, with ``requests``) and downloads (GET, written to a file) of
+the same blobs swcli pushed (below). Registries are Debian's docker-registry on 127.0.0.1
 (tests/registry_servers.py); bytes uploaded are counted on the registry's side (access log + storage).
 
     python benchmarks/big_model.py [--size 3G] [--dir /var/tmp] [--skip-peers] [--skip-push] [--keep]
@@ -20,58 +20,35 @@ registry, and a raw download of it (GET, written to a file). Registries are Debi
 Images the run tagged in the engine are removed at the end (tags that were there before are left alone).
 BuildKit's own build cache (its copy of the context) is left to the engine's cache policy.
 
-Push and pull move the whole model image (the tiny runtime's layers too, ~160 MB gzipped) against a raw transfer
-of the weights alone, as issue 20 defines those targets.
+The push and pull anchors move the same blobs as swcli (every blob of the pushed image, as the registry stores
+it): a monolithic upload of each in turn, and a GET of each to a file. ``docker load`` of the image's own archive
+(``docker save``) is the engine's floor for a loaded build.
 
-Today, on this 2-core machine (``--size 500M``, 64 s in all):
-
-    measure                                             value anchor          anchor v.   ratio target       peak RSS
-    anchor: sha256 of the weights (hashlib)            0.36 s
-    anchor: cp of the weights                          0.16 s
-    cold model build --no-image                        3.68 s sha256 once        0.36 s  10.36x                 33 MB
-    cold model build --no-load (image in layout)       4.21 s sha256 once        0.36 s  11.86x <= 3x           33 MB
-    same command again, nothing changed                3.67 s                                   <= 1 s          33 MB
-    disk: $SWCLI_HOME after build, less runtime       1.00 GB weights         500.00 MB   2.00x
-      of which: models/ 500.02 MB, oci/ 500.04 MB
-    peer: BuildKit cold (--no-cache), into engine      5.80 s sha256 once        0.36 s  16.33x
-    peer: BuildKit again, nothing changed              0.10 s
-    cold model build, loaded into engine               9.19 s BuildKit cold      5.80 s   1.58x <= 0.6x         44 MB
-    peer: raw monolithic upload of the weights         1.76 s
-    peer: raw download of the weights (GET)            0.25 s
-    model push, empty registry (7 blobs, 663.91 MB)     4.16 s raw upload         1.76 s   2.36x <= 1.3x         48 MB
-    model push again, unchanged: 0 blobs, 0 B          0.30 s                                   0 bytes         38 MB
-    disk: $SWCLI_HOME after build+push, less rt       1.66 GB weights         500.00 MB   3.33x <= 1.1x
-      of which: models/ 500.02 MB, oci/ 1.16 GB
-    peer: docker push (3 blobs, 579.98 MB)            12.61 s
-    model push (above) vs docker push                  4.16 s docker push       12.61 s   0.33x <= 0.25x
-    pull into an empty store                           6.65 s raw download       0.25 s  26.22x <= 1.3x         59 MB
-    disk: $SWCLI_HOME after pull (with runtime)       1.44 GB weights         500.00 MB   2.89x
-    peak RSS, highest timed swcli step                  59 MB weights         500.00 MB   0.12x flat in size
-
-And at the default ``--size 3G`` (6 min 40 s in all):
+On this 2-core machine, quiet (load < 1), ``--size 3G`` (7 min in all):
 
     measure                                             value anchor          anchor v.   ratio target       peak RSS
-    anchor: sha256 of the weights (hashlib)            2.07 s
-    anchor: cp of the weights                          1.44 s
-    cold model build --no-image                       23.93 s sha256 once        2.07 s  11.55x                 34 MB
-    cold model build --no-load (image in layout)      28.75 s sha256 once        2.07 s  13.88x <= 3x           33 MB
-    same command again, nothing changed               28.19 s                                   <= 1 s          33 MB
-    disk: $SWCLI_HOME after build, less runtime       6.00 GB weights           3.00 GB   2.00x
-      of which: models/ 3.00 GB, oci/ 3.00 GB
-    peer: BuildKit cold (--no-cache), into engine     36.92 s sha256 once        2.07 s  17.83x
-    peer: BuildKit again, nothing changed              0.13 s
-    cold model build, loaded into engine              50.39 s BuildKit cold     36.92 s   1.36x <= 0.6x         44 MB
-    peer: raw monolithic upload of the weights         9.82 s
-    peer: raw download of the weights (GET)            4.35 s
-    model push, empty registry (7 blobs, 3.16 GB)     24.88 s raw upload         9.82 s   2.53x <= 1.3x         47 MB
-    model push again, unchanged: 0 blobs, 0 B          0.27 s                                   0 bytes         38 MB
-    disk: $SWCLI_HOME after build+push, less rt       9.16 GB weights           3.00 GB   3.05x <= 1.1x
-      of which: models/ 3.00 GB, oci/ 6.16 GB
-    peer: docker push (3 blobs, 3.08 GB)              74.52 s
-    model push (above) vs docker push                 24.88 s docker push       74.52 s   0.33x <= 0.25x
-    pull into an empty store                          16.49 s raw download       4.35 s   3.79x <= 1.3x         60 MB
-    disk: $SWCLI_HOME after pull (with runtime)       6.44 GB weights           3.00 GB   2.15x
-    peak RSS, highest timed swcli step                  60 MB weights           3.00 GB   0.02x flat in size
+    anchor: sha256 of the weights (hashlib)            1.90 s
+    anchor: cp of the weights                          1.43 s
+    cold model build --no-image                        2.18 s sha256 once        1.90 s   1.15x                 96 MB
+    cold model build --no-load (image in layout)       3.91 s sha256 once        1.90 s   2.06x <= 3x           96 MB
+    same command again, nothing changed                0.22 s                                   <= 1 s          31 MB
+    disk: $SWCLI_HOME after build, less runtime       3.00 GB weights           3.00 GB   1.00x
+      of which: models/ 3.00 GB
+    peer: BuildKit cold (--no-cache), into engine     27.52 s sha256 once        1.90 s  14.49x
+    peer: BuildKit again, nothing changed              0.07 s
+    cold model build, loaded into engine              31.60 s BuildKit cold     27.52 s   1.15x <= 0.6x         96 MB
+    peer: docker load of that image's archive         24.34 s loaded build      31.60 s   0.77x
+    peer: raw upload of the same 7 blobs              12.64 s
+    peer: raw download of them (3.16 GB)               2.84 s
+    model push, empty registry (7 blobs, 3.16 GB)     11.80 s raw upload        12.64 s   0.93x <= 1.3x         57 MB
+    model push again, unchanged: 0 blobs, 0 B          0.63 s                                   0 bytes         38 MB
+    disk: $SWCLI_HOME after build+push, less rt       3.16 GB weights           3.00 GB   1.05x <= 1.1x
+      of which: models/ 3.00 GB, oci/ 163.80 MB
+    peer: docker push (3 blobs, 3.08 GB)              66.62 s
+    model push (above) vs docker push                 11.80 s docker push       66.62 s   0.18x <= 0.25x
+    pull into an empty store                           7.39 s raw download       2.84 s   2.60x <= 1.3x         61 MB
+    disk: $SWCLI_HOME after pull (with runtime)       3.44 GB weights           3.00 GB   1.15x
+    peak RSS, highest timed swcli step                  96 MB weights           3.00 GB   0.03x flat in size
 """
 
 from __future__ import annotations
