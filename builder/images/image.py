@@ -176,7 +176,7 @@ def _why_missing(layout: Layout, blob: Descriptor) -> str:
                 st = os.stat(layout.root.parent / part.rel, follow_symlinks=False)
             except OSError:
                 st = None
-            if st is None or (st.st_size, st.st_mtime_ns, st.st_ino) != (part.size, part.mtime_ns, part.ino):
+            if st is None or not part.matches(st):
                 how = "is gone" if st is None else "changed"
                 return (f": it was kept as a recipe over {part.rel}, which {how} (deleted or edited outside swcli); "
                         "build the dataset or model again")

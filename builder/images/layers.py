@@ -145,7 +145,7 @@ def _recipe_parts(entries: list[ContextEntry], store_root: Path) -> list | None:
             parts.append(part)
             put(bytes(-part.size % tarfile.BLOCKSIZE))
     put(bytes(2 * tarfile.BLOCKSIZE))
-    total = sum(len(p) if isinstance(p, bytes) else p.size for p in parts)
+    total = sum(map(recipes.part_size, parts))
     put(bytes(-total % tarfile.RECORDSIZE))  # what a stream-mode tarfile pads its close to
     return parts
 

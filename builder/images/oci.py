@@ -128,12 +128,10 @@ class Layout:
             return open(path, "rb")
         except FileNotFoundError:
             pass
-        if recipes.sound(self.root, path.name) is None:  # no recipe, or a file it names changed or went
+        found = recipes.checked(self.root, path.name)
+        if found is None:  # no recipe, or a file it names changed or went
             raise LayoutError(f"blob {digest} is missing from {self.blobs}")
-        try:
-            return io.BufferedReader(recipes.RecipeReader(self.root, path.name), CHUNK)  # reads fill up
-        except recipes.RecipeError:
-            raise LayoutError(f"blob {digest} is missing from {self.blobs}") from None
+        return io.BufferedReader(recipes.RecipeReader(self.root, *found), CHUNK)  # reads fill up
 
     def blob_size(self, digest: str) -> int:
         try:

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from builder.errors import SwcliError
-from builder.files import hash_fd
+from builder.files import hash_fd, write_bytes_atomic
 
 MAX_RECIPE = 1 << 20  # bounded before it is parsed: a recipe is a few header blocks and one file reference
 READ_CHUNK = 8 << 20
@@ -47,6 +47,23 @@ class FilePart:
     size: int
     mtime_ns: int
     ino: int
+
+    def matches(self, st: os.stat_result) -> bool:
+        """Whether the file is as it was when the recipe was made."""
+        return (st.st_size, st.st_mtime_ns, st.st_ino) == (self.size, self.mtime_ns, self.ino)
+
+
+def part_size(part) -> int:
+    """Bytes of one part: literal bytes, or a :class:`FilePart`."""
+    return len(part) if isinstance(part, bytes) else part.size
+
+
+def _document(digest: str, size: int, parts: list) -> bytes:
+    """A recipe's one serialisation (sorted keys, no spaces)."""
+    return json.dumps({"digest": digest, "size": size, "parts": [
+        {"bytes": p.hex()} if isinstance(p, bytes) else
+        {"file": p.rel, "size": p.size, "mtime_ns": p.mtime_ns, "ino": p.ino} for p in parts]},
+        sort_keys=True, separators=(",", ":")).encode()
 
 
 def files_dir(layout) -> Path:
@@ -103,15 +120,14 @@ def load(layout_root: Path, hexd: str) -> tuple[int, list]:
             parts.append(FilePart(_checked_rel(part.get("file")), part["size"], part["mtime_ns"], part["ino"]))
         else:
             raise RecipeError(f"recipe {hexd}: malformed part")
-    if sum(len(p) if isinstance(p, bytes) else p.size for p in parts) != doc["size"]:
+    if sum(map(part_size, parts)) != doc["size"]:
         raise RecipeError(f"recipe {hexd}: parts do not add up to its size")
     return doc["size"], parts
 
 
 def _open_part(store_root: Path, part: FilePart):
     fd = os.open(Path(store_root) / part.rel, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-    st = os.fstat(fd)
-    if (st.st_size, st.st_mtime_ns, st.st_ino) != (part.size, part.mtime_ns, part.ino):
+    if not part.matches(os.fstat(fd)):
         os.close(fd)
         raise RecipeError(f"{part.rel} changed since its layer was made")
     return os.fdopen(fd, "rb", buffering=0)
@@ -120,17 +136,13 @@ def _open_part(store_root: Path, part: FilePart):
 def linkable(layout_root: Path, hexd: str, under: Path) -> dict[int, Path]:
     """Where each file part under ``under`` starts in the blob -> its path, for a recipe blob whose files are all
     as they were (else, and for a file blob, nothing): an unpack hard-links such a member instead of copying it."""
-    if sound(layout_root, hexd) is None:
-        return {}
+    found = checked(layout_root, hexd)
     out, at = {}, 0
-    for part in load(layout_root, hexd)[1]:
-        if isinstance(part, FilePart):
-            path = Path(layout_root).parent / part.rel
-            if path.parent == Path(under):
-                out[at] = path
-            at += part.size
-        else:
-            at += len(part)
+    for part in found[1] if found else ():
+        path = Path(layout_root).parent / part.rel if isinstance(part, FilePart) else None
+        if path is not None and path.parent == Path(under):
+            out[at] = path
+        at += part_size(part)
     return out
 
 
@@ -143,24 +155,21 @@ def adopt(layout, entry_dir: Path) -> int:
     prefix = Path(os.path.realpath(entry_dir)).relative_to(os.path.realpath(store)).as_posix() + "/"
     for path in sorted(folder(root).glob("*.json")):
         try:
-            doc = json.loads(path.read_bytes()[:MAX_RECIPE + 1])
-            load(root, path.stem)
-        except (OSError, ValueError, RecursionError, RecipeError):
+            size, parts = load(root, path.stem)
+        except RecipeError:
             continue
-        changed = False
-        for part in doc["parts"]:
-            if "file" in part and part["file"].startswith(prefix):
-                new = files_dir(layout) / ("x" + hashlib.sha256(part["file"].encode()).hexdigest())
+        moved = []
+        for part in parts:
+            if isinstance(part, FilePart) and part.rel.startswith(prefix):
+                new = files_dir(layout) / ("x" + hashlib.sha256(part.rel.encode()).hexdigest())
                 new.parent.mkdir(parents=True, exist_ok=True)
                 with contextlib.suppress(FileExistsError):
-                    os.link(store / part["file"], new, follow_symlinks=False)
-                part["file"], changed = new.relative_to(store).as_posix(), True
+                    os.link(store / part.rel, new, follow_symlinks=False)
+                part = FilePart(new.relative_to(store).as_posix(), part.size, part.mtime_ns, part.ino)
                 kept += 1
-        if changed:
-            fd, tmp = tempfile.mkstemp(prefix=f".tmp-{os.getpid()}-", dir=path.parent)
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(json.dumps(doc, sort_keys=True, separators=(",", ":")).encode())
-            os.replace(tmp, path)
+            moved.append(part)
+        if moved != parts:
+            write_bytes_atomic(path, _document(f"sha256:{path.stem}", size, moved))
     return kept
 
 
@@ -184,34 +193,34 @@ def unused_files(layout_root: Path, files: Path) -> list[Path]:
     return out
 
 
-def sound(layout_root: Path, hexd: str) -> int | None:
-    """The blob's size when its recipe is readable and every file it names is as it was; else None."""
+def checked(layout_root: Path, hexd: str) -> tuple[int, list] | None:
+    """(size, parts) of a recipe that is readable and every file of which is as it was; else None."""
     try:
         size, parts = load(layout_root, hexd)
-        for part in parts:
-            if isinstance(part, FilePart):
-                st = os.stat(Path(layout_root).parent / part.rel, follow_symlinks=False)
-                if (st.st_size, st.st_mtime_ns, st.st_ino) != (part.size, part.mtime_ns, part.ino):
-                    return None
+        if all(part.matches(os.stat(Path(layout_root).parent / part.rel, follow_symlinks=False))
+               for part in parts if isinstance(part, FilePart)):
+            return size, parts
     except (RecipeError, OSError):
-        return None
-    return size
+        pass
+    return None
+
+
+def sound(layout_root: Path, hexd: str) -> int | None:
+    """The blob's size when its recipe is :func:`checked`; else None."""
+    found = checked(layout_root, hexd)
+    return found[0] if found else None
 
 
 class RecipeReader(io.RawIOBase):
     """The blob's bytes, part after part (a raw binary file: ``read``, ``readinto``, ``close``)."""
 
-    def __init__(self, layout_root: Path, hexd: str):
+    def __init__(self, layout_root: Path, size: int, parts: list):
         super().__init__()
-        self.size, self._parts = load(layout_root, hexd)
+        self.size, self._parts = size, parts  # from :func:`checked`
         self._store = Path(layout_root).parent
         self._current = None  # an open file part, or a memoryview of a bytes part
         self._next = 0
-        self._starts = []
-        at = 0
-        for part in self._parts:
-            self._starts.append(at)
-            at += len(part) if isinstance(part, bytes) else part.size
+        self._starts = [sum(map(part_size, parts[:i])) for i in range(len(parts))]
         self._pos = 0
 
     def readable(self) -> bool:
@@ -276,32 +285,25 @@ class RecipeReader(io.RawIOBase):
 def put(layout_root: Path, parts: list, digest: str | None = None) -> tuple[str, int, str]:
     """Hash the parts' bytes (a file part mapped, checked as it was described) and write the recipe under a temp
     name; returns (digest, size, temp path). The caller pins the digest, then :func:`commit` renames it."""
-    doc_parts = [{"bytes": p.hex()} if isinstance(p, bytes) else
-                 {"file": p.rel, "size": p.size, "mtime_ns": p.mtime_ns, "ino": p.ino} for p in parts]
-    sha, size = hashlib.sha256(), 0
+    sha = hashlib.sha256()
     store = Path(layout_root).parent
     for part in parts if digest is None else ():
         if isinstance(part, bytes):
             sha.update(part)
-            size += len(part)
             continue
         with _open_part(store, part) as fh:
             hash_fd(sha, fh.fileno(), part.size)
             st = os.fstat(fh.fileno())
-        if (st.st_size, st.st_mtime_ns) != (part.size, part.mtime_ns):
+        if not part.matches(st):
             raise RecipeError(f"{part.rel} changed while its layer was hashed")
-        size += part.size
-    if digest is None:
+    size = sum(map(part_size, parts))
+    if digest is None:  # else checked by the caller over these very bytes
         digest = "sha256:" + sha.hexdigest()
-    else:  # checked by the caller over these very bytes
-        size = sum(len(p) if isinstance(p, bytes) else p.size for p in parts)
     out = folder(layout_root)
     out.mkdir(parents=True, exist_ok=True)
-    doc = json.dumps({"digest": digest, "size": size, "parts": doc_parts}, sort_keys=True,
-                     separators=(",", ":")).encode()
     fd, tmp = tempfile.mkstemp(prefix=f".tmp-{os.getpid()}-", dir=out)
     with os.fdopen(fd, "wb") as fh:
-        fh.write(doc)
+        fh.write(_document(digest, size, parts))
     return digest, size, tmp
 
 
