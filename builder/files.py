@@ -11,6 +11,7 @@ import contextlib
 import hashlib
 import json
 import os
+import queue
 import tempfile
 import threading
 from pathlib import Path
@@ -139,3 +140,44 @@ def hash_fd(sha, fd: int, size: int) -> None:
     for offset in range(0, size, HASH_WINDOW):
         with mmap.mmap(fd, min(HASH_WINDOW, size - offset), prot=mmap.PROT_READ, offset=offset) as window:
             sha.update(window)
+
+
+class QueuedHasher:
+    """sha256 of pieces handed over through a short queue to a worker thread, which also writes them to ``fh``
+    when one is given: the thread that receives the bytes only hands them over (hashlib drops the GIL, so on two
+    cores the hash costs it nothing). Pieces must not change once handed over (``bytes``, or views of them).
+    :meth:`close` waits for the worker and closes ``fh``; a write error is raised there."""
+
+    def __init__(self, fh: IO[bytes] | None = None):
+        self.fh, self._sha, self._error = fh, hashlib.sha256(), None
+        self._queue: queue.Queue = queue.Queue(maxsize=64)
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while (piece := self._queue.get()) is not None:
+            if self._error is None:
+                try:
+                    self._sha.update(piece)
+                    if self.fh is not None:
+                        self.fh.write(piece)
+                except OSError as err:
+                    self._error = err
+
+    def write(self, piece) -> None:
+        self._queue.put(piece)
+
+    update = write
+
+    def close(self) -> None:
+        if self._thread.is_alive():
+            self._queue.put(None)
+            self._thread.join()
+            if self.fh is not None:
+                self.fh.close()
+        if self._error is not None:
+            raise self._error
+
+    def hexdigest(self) -> str:
+        self.close()
+        return self._sha.hexdigest()

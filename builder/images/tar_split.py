@@ -18,14 +18,13 @@ the recipes before :meth:`~SplitWriter.finish`; :meth:`~SplitWriter.abort` remov
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
-import queue
+import shutil
 import tarfile
 import tempfile
-import threading
 from pathlib import Path
 
+from builder.files import QueuedHasher
 from builder.images import recipes
 from builder.images.recipes import files_dir
 from builder.images.oci import MEDIA_LAYER, Descriptor, Layout
@@ -33,38 +32,6 @@ from builder.images.oci import MEDIA_LAYER, Descriptor, Layout
 SPLIT_MIN = 1 << 20
 LITERAL_MAX = 16 << 20
 BLOCK = tarfile.BLOCKSIZE
-
-
-class _MemberSink:
-    """One split member: its bytes hashed and written on a worker thread, fed through a short queue, so the thread
-    that receives the layer only hands pieces over (pieces are views of immutable bytes)."""
-
-    def __init__(self, fh):
-        self.fh, self.sha, self.error = fh, hashlib.sha256(), None
-        self.queue: queue.Queue = queue.Queue(maxsize=64)
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
-
-    def _run(self) -> None:
-        while (piece := self.queue.get()) is not None:
-            if self.error is None:
-                try:
-                    self.sha.update(piece)
-                    self.fh.write(piece)
-                except OSError as err:
-                    self.error = err
-
-    def write(self, piece) -> None:
-        self.queue.put(piece)
-
-    def close(self) -> str:
-        """Wait for the worker; the member's sha256 (hex)."""
-        self.queue.put(None)
-        self.thread.join()
-        self.fh.close()
-        if self.error is not None:
-            raise self.error
-        return self.sha.hexdigest()
 
 
 class SplitWriter:
@@ -76,7 +43,7 @@ class SplitWriter:
         self.literal = 0
         self.pending = b""  # header bytes not yet complete
         self.data_left = 0  # bytes of the current member's data (and padding) still to come
-        self.split: tuple[_MemberSink, str, int] | None = None  # (writer, temp path, size) of a member split out
+        self.split: tuple[QueuedHasher, str, int] | None = None  # (writer, temp path, size) of a member split out
         self.pad_left = 0
         self.no_split = False  # the next member follows a PAX header: its size is not the header's
         self.ended = False
@@ -110,7 +77,7 @@ class SplitWriter:
             self.data_left -= n
             if not self.data_left:
                 self.split = None
-                self.done.append((tmp, writer.close(), size))
+                self.done.append((tmp, writer.hexdigest(), size))
                 self.parts.append(len(self.done) - 1)
                 self.parts.append(b"")
                 self.data_left, self.pad_left = self.pad_left, 0
@@ -149,7 +116,7 @@ class SplitWriter:
                 return
             fd, tmp = tempfile.mkstemp(prefix=f".tmp-{os.getpid()}-", dir=self._files())
             self.temps.append(tmp)
-            self.split = (_MemberSink(os.fdopen(fd, "wb")), tmp, size)
+            self.split = (QueuedHasher(os.fdopen(fd, "wb")), tmp, size)
             self.data_left, self.pad_left = size, padded - size
         else:
             self.no_split = info.type in (tarfile.XHDTYPE, tarfile.XGLTYPE, tarfile.SOLARIS_XHDTYPE)
@@ -169,17 +136,17 @@ class SplitWriter:
             if isinstance(part, bytes):
                 self.plain.write(part)
             else:
-                with open(self.done[part][0], "rb") as fh:
-                    while block := fh.read(8 << 20):
-                        self.plain.write(block)
+                self._copy_in(self.done[part][0])
         if self.split is not None:
             self.split[0].close()
-            with open(self.split[1], "rb") as fh:
-                while block := fh.read(8 << 20):
-                    self.plain.write(block)
+            self._copy_in(self.split[1])
             self.split = None
         self.parts, self.done = [b""], []
         self._remove_temps()
+
+    def _copy_in(self, path: str) -> None:
+        with open(path, "rb") as fh:
+            shutil.copyfileobj(fh, self.plain, 8 << 20)
 
     # ------------------------------------------------------------------------------------------- outcome
 

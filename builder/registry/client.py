@@ -13,8 +13,6 @@ an upload's protocol is :mod:`builder.registry.upload`'s, and the referrers' tag
 from __future__ import annotations
 
 import hashlib
-import queue
-import threading
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +20,7 @@ from typing import BinaryIO, Callable
 from urllib.parse import urlencode
 
 from builder.errors import RegistryError
+from builder.files import QueuedHasher
 from builder.registry import referrers, upload
 from builder.registry.credstore import Credentials
 from builder.registry.media import DIGEST_RE, MANIFEST_TYPES, MAX_CONFIG, MAX_MANIFEST, MEDIA_OCI_MANIFEST
@@ -38,33 +37,6 @@ class Manifest:
     data: bytes       # the exact bytes (digest = sha256(data))
     media_type: str
     digest: str
-
-
-class _BehindHasher:
-    """sha256 of the pieces of a download, computed on a second thread fed through a short queue, so the thread
-    that receives the blob (and writes it out) never waits for the hash (pieces are immutable ``bytes``)."""
-
-    def __init__(self):
-        self._sha = hashlib.sha256()
-        self._queue: queue.Queue = queue.Queue(maxsize=64)
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        while (piece := self._queue.get()) is not None:
-            self._sha.update(piece)
-
-    def update(self, piece: bytes) -> None:
-        self._queue.put(piece)
-
-    def close(self) -> None:
-        if self._thread.is_alive():
-            self._queue.put(None)
-            self._thread.join()
-
-    def hexdigest(self) -> str:
-        self.close()
-        return self._sha.hexdigest()
 
 
 def sha256_digest(data: bytes) -> str:
@@ -130,7 +102,7 @@ class RegistryClient(Session):
                                  what=what, expect=(200, 404), stream=(200,))
         if response.status_code == 404:
             raise RegistryError(f"registry {self.registry} has no blob {digest} in {repository}")
-        hasher, done = _BehindHasher(), 0
+        hasher, done = QueuedHasher(), 0
         pieces = self._transport.chunks(response, READ_CHUNK)
         try:
             for data in pieces:
