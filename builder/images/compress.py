@@ -119,18 +119,16 @@ def _compress(layout: Layout, layer: Descriptor) -> Compressed:
     sha = hashlib.sha256()
     size = 0
     engine = isal_zlib.compressobj(LEVEL, isal_zlib.DEFLATED, GZIP_WBITS)
-    try:
-        with layout.open_blob(layer.digest) as fh, layout.writer(MEDIA_LAYER_GZIP) as out:
-            while piece := fh.read(CHUNK):
-                sha.update(piece)
-                size += len(piece)
-                out.write(engine.compress(piece))
-            out.write(engine.flush())
-            if size != layer.size or "sha256:" + sha.hexdigest() != layer.digest:
-                raise LayoutError(f"layer blob {source} does not match its digest {layer.digest}: the store was "
-                                  "changed or corrupted; build the image again")
-    except FileNotFoundError:
-        raise LayoutError(f"layer {layer.digest} is missing from {layout.blobs}") from None
+    # open_blob: a LayoutError naming the blob when it is in the layout in no form
+    with layout.open_blob(layer.digest) as fh, layout.writer(MEDIA_LAYER_GZIP) as out:
+        while piece := fh.read(CHUNK):
+            sha.update(piece)
+            size += len(piece)
+            out.write(engine.compress(piece))
+        out.write(engine.flush())
+        if size != layer.size or "sha256:" + sha.hexdigest() != layer.digest:
+            raise LayoutError(f"layer blob {source} does not match its digest {layer.digest}: the store was "
+                              "changed or corrupted; build the image again")
     desc = out.descriptor
     return Compressed(layer.digest, desc.digest, desc.size, verified=True)
 

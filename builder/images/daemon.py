@@ -148,9 +148,9 @@ class _Archive:
         path = self.layout.blob_path(blob.digest)
         sha = hashlib.sha256()
         size = 0
-        held = b""
+        held, changed = b"", False
         try:
-            with self.layout.open_blob(blob.digest) as fh:
+            with self.layout.open_blob(blob.digest) as fh:  # LayoutError when it is in the layout in no form
                 yield _header(f"blobs/sha256/{blob.hex}", blob.size)
                 while piece := fh.read(CHUNK):
                     size += len(piece)
@@ -160,12 +160,11 @@ class _Archive:
                     if held:
                         yield held
                     held = piece
-        except FileNotFoundError:
-            raise LayoutError(f"layer {blob.digest} is missing from {self.layout.blobs}") from None
         except RecipeError:
-            size = -1  # a store file under a recipe changed while it was read: like bytes that do not match
-        if size != blob.size or "sha256:" + sha.hexdigest() != blob.digest:
-            what = "does not match its digest" if size == blob.size else \
+            changed = True  # a store file under a recipe changed while it was read: like bytes that do not match
+        if changed or size != blob.size or "sha256:" + sha.hexdigest() != blob.digest:
+            what = "was kept over a store file that changed while it was read" if changed else \
+                "does not match its digest" if size == blob.size else \
                 f"holds more than {blob.size} bytes" if size > blob.size else f"holds {size} bytes, not {blob.size}"
             self.failure = CorruptBlobError(blob.digest, str(path), what)
             self.layout.discard(blob.digest)
