@@ -15,6 +15,7 @@ MODULE_LIMIT = 400
 # Everything not named here (images/, registry/, api/, store.py, volumes.py, spec.py, ...) is the adapter layer.
 LAYERS = [  # top first
     ("cli", ("builder.cli", "builder.__main__", "builder.container")),
+    ("console", ("builder.console",)),
     ("jobs", ("builder.jobs",)),
     ("evaluate", ("builder.evaluate",)),
     ("evaluate.runner", ("builder.evaluate.runner",)),

@@ -1,0 +1,1 @@
+"""`swcli console`: a local web app over the store and registries (imported only by that command)."""
