@@ -15,6 +15,7 @@ from builder import __version__
 from builder.cli import dataset, job, model, runtime
 from builder.cli import eval as eval_cli
 from builder.cli._registry import add_registry_commands
+from builder.cli.console import add_console_command
 from builder.cli.gc import add_gc_command
 from builder.cli._run import run
 
@@ -32,6 +33,7 @@ app.add_typer(job.app, name="job")
 app.add_typer(eval_cli.app, name="eval")
 add_registry_commands(app)
 add_gc_command(app)
+add_console_command(app)
 
 
 def _version_callback(value: bool) -> None:
