@@ -97,8 +97,13 @@ def confusion_svg(metrics: dict, names: dict[str, str], mode: str) -> str:
     ``mode`` says (:func:`normalised`); ``names`` are run.json's label names. Each cell is a ``rect.cell`` with
     ``data-true``/``data-pred`` label keys and a tooltip; with many labels only the cells that hold records are
     drawn, over a background of the zero colour."""
+    if mode not in MODES:
+        raise ValueError(f"mode: expected one of {', '.join(MODES)}, got {str(mode)[:40]!r}")
     counts = ((metrics.get("confusion_matrix") or {}).get("counts")) or []
-    values = np.asarray(normalised(counts, mode)) if counts else np.zeros((0, 0))
+    try:
+        values = np.asarray(normalised(counts, mode)) if counts else np.zeros((0, 0))
+    except ValueError:
+        return ""  # not a matrix of numbers: nothing to draw
     n = len(values)
     if n == 0 or values.shape != (n, n):
         return ""
@@ -119,7 +124,8 @@ def confusion_svg(metrics: dict, names: dict[str, str], mode: str) -> str:
         body.append(_cell(left + j * size, top + i * size, size, labels[i], labels[j], raw[i, j], values[i, j],
                           mode, values[i, j] / peak, printed))
     if axis:
-        body += [_label(left - 6, top + i * size + size / 2 + 4, _short(title), "end") for i, (_, title) in enumerate(labels)]
+        body += [_label(left - 6, top + i * size + size / 2 + 4, _short(title), "end")
+                 for i, (_, title) in enumerate(labels)]
         body += [_label(0, 0, _short(title), "end", f' transform="translate({left + j * size + size / 2 + 4:.1f},'
                                                     f'{top + grid + 8:.1f}) rotate(-45)"')
                  for j, (_, title) in enumerate(labels)]
@@ -132,7 +138,10 @@ def confusion_svg(metrics: dict, names: dict[str, str], mode: str) -> str:
 def _points(fpr: list, tpr: list, left: float, top: float, side: float) -> str:
     """A ROC curve as polyline points: finite points clipped to [0, 1], on a half-pixel grid, without repeats and
     without the middle points of straight horizontal or vertical runs (a curve of 50k points is a few hundred)."""
-    x, y = np.asarray(fpr, dtype=np.float64), np.asarray(tpr, dtype=np.float64)
+    try:
+        x, y = np.asarray(fpr, dtype=np.float64), np.asarray(tpr, dtype=np.float64)
+    except (ValueError, TypeError):
+        return ""
     keep = np.isfinite(x) & np.isfinite(y)
     x = np.round((left + np.clip(x[keep], 0, 1) * side) * 2) / 2
     y = np.round((top + (1 - np.clip(y[keep], 0, 1)) * side) * 2) / 2
@@ -150,7 +159,8 @@ def _points(fpr: list, tpr: list, left: float, top: float, side: float) -> str:
 
 def _roc_axes(left: float, top: float, side: float) -> list[str]:
     body = [f'<rect x="{left}" y="{top}" width="{side}" height="{side}" fill="#ffffff" stroke="#333333"/>',
-            f'<line x1="{left}" y1="{top + side}" x2="{left + side}" y2="{top}" stroke="#999999" stroke-dasharray="4 4"/>']
+            f'<line x1="{left}" y1="{top + side}" x2="{left + side}" y2="{top}" stroke="#999999" '
+            'stroke-dasharray="4 4"/>']
     for tick in (0, 0.25, 0.5, 0.75, 1):
         x, y = left + tick * side, top + (1 - tick) * side
         body.append(f'<line x1="{x:g}" y1="{top + side}" x2="{x:g}" y2="{top + side + 4}" stroke="#333333"/>')
@@ -158,7 +168,8 @@ def _roc_axes(left: float, top: float, side: float) -> list[str]:
         body.append(_label(x, top + side + 16, f"{tick:g}", "middle"))
         body.append(_label(left - 6, y + 4, f"{tick:g}", "end"))
     body.append(_label(left + side / 2, top + side + 34, "false positive rate", "middle"))
-    body.append(_label(14, top + side / 2, "true positive rate", "middle", f' transform="rotate(-90 14 {top + side / 2:g})"'))
+    body.append(_label(14, top + side / 2, "true positive rate", "middle",
+                       f' transform="rotate(-90 14 {top + side / 2:g})"'))
     return body
 
 
@@ -167,7 +178,8 @@ def roc_svg(metrics: dict, names: dict[str, str]) -> str:
     :data:`MAX_CURVES`, in metrics' order), the diagonal and the axes; ``""`` when no label has a curve."""
     curves = metrics.get("roc_auc") or {}
     drawable = [(key, curve) for key, curve in curves.items() if isinstance(curve, dict)
-                and isinstance(curve.get("auc"), (int, float)) and len(curve.get("fpr") or []) >= 2]
+                and isinstance(curve.get("auc"), (int, float)) and isinstance(curve.get("fpr"), list)
+                and isinstance(curve.get("tpr"), list) and len(curve["fpr"]) == len(curve["tpr"]) >= 2]
     if not drawable:
         return ""
     left, top, side, legend_x = 56, 16, 360, 56 + 360 + 24
@@ -175,8 +187,9 @@ def roc_svg(metrics: dict, names: dict[str, str]) -> str:
     for n, (key, curve) in enumerate(drawable[:MAX_CURVES]):
         colour, title = PALETTE[n % len(PALETTE)], label_title(key, names or {})
         tip = f"{title}: AUC {curve['auc']:.4f}"
+        points = _points(curve["fpr"], curve["tpr"], left, top, side)
         body.append(f'<polyline class="roc" data-label="{_esc(key)}" fill="none" stroke="{colour}" stroke-width="1.5" '
-                    f'points="{_points(curve["fpr"], curve["tpr"], left, top, side)}"><title>{_esc(tip)}</title></polyline>')
+                    f'points="{points}"><title>{_esc(tip)}</title></polyline>')
         y = top + 8 + n * 16
         body.append(f'<rect x="{legend_x}" y="{y - 8}" width="12" height="3" fill="{colour}"/>')
         body.append(_label(legend_x + 18, y, f"{_short(title)} (AUC {curve['auc']:.3f})"))

@@ -19,6 +19,7 @@ import numpy as np
 
 from builder.runs.folder import RESULTS
 from builder.runs.history import Run, flat
+from builder.runs.schema import RunError
 
 MAX_LIMIT = 500  # rows in one page
 SORTS = ("index", "confidence", "-confidence")
@@ -101,8 +102,12 @@ class RecordTable:
             if positions is None and isinstance(scores, list):
                 positions = {str(i): i for i in range(len(scores))}
             confidence.append(_confidence(scores, key, positions or {}))
-        return cls(coder.labels, np.array(index, dtype=np.int64), np.array(label, dtype=np.int32),
-                   np.array(pred, dtype=np.int32), np.array(confidence, dtype=np.float64), np.array(error, dtype=bool))
+        try:
+            indexes = np.array(index, dtype=np.int64)
+        except OverflowError:
+            raise RunError(f"{run.path / RESULTS}: a record index beyond 64 bits") from None
+        return cls(coder.labels, indexes, np.array(label, dtype=np.int32), np.array(pred, dtype=np.int32),
+                   np.array(confidence, dtype=np.float64), np.array(error, dtype=bool))
 
     def __len__(self) -> int:
         return len(self.index)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 import struct
 import threading
+import time
 import zlib
 from collections import OrderedDict
 
@@ -98,11 +99,15 @@ def record_image(data: bytes, shape: tuple[int, ...] | None = None, scale: int =
 class Thumbnails:
     """Record thumbnails by (dataset version, index, scale), encoded once and kept up to ``max_items`` and
     ``max_bytes``; the datasets they come from kept open (at most ``max_readers``, least recently used closed
-    first). One lock guards both caches and every read from a reader; encoding runs outside it."""
+    first); a dataset not found is not looked for again for ``missing_for`` seconds. One lock guards the caches
+    and every read from a reader; encoding runs outside it."""
 
-    def __init__(self, store: Store, max_items: int = 4096, *, max_bytes: int = 64 << 20, max_readers: int = 4):
+    def __init__(self, store: Store, max_items: int = 4096, *, max_bytes: int = 64 << 20, max_readers: int = 4,
+                 missing_for: float = 5.0):
         self.store = store
         self.max_items, self.max_bytes, self.max_readers = max_items, max_bytes, max_readers
+        self.missing_for = missing_for  # seconds a dataset found missing is not looked for again (a page asks 200x)
+        self._missing: dict[tuple[str, str], float] = {}
         self._images: OrderedDict[tuple[str, int, int], tuple[bytes, str]] = OrderedDict()
         self._bytes = 0
         self._readers: OrderedDict[tuple[str, str], tuple[str, DatasetReader]] = OrderedDict()
@@ -139,10 +144,16 @@ class Thumbnails:
         if opened is not None:
             self._readers.move_to_end(key)
             return opened
+        now = time.monotonic()
+        if now < self._missing.get(key, now):
+            return None
         try:
             entry = self.store.resolve("dataset", f"{name}:{version}")
             opened = self._readers[key] = (entry.version, DatasetReader(entry.path, entry.manifest))
         except (SwcliError, OSError, ValueError):
+            if len(self._missing) >= self.max_items:
+                self._missing.clear()
+            self._missing[key] = now + self.missing_for
             return None
         while len(self._readers) > self.max_readers:
             _, (_, old) = self._readers.popitem(last=False)

@@ -50,6 +50,13 @@ def test_normalised_refuses_bad_input(counts, mode):
         normalised(counts, mode)
 
 
+def test_a_bad_mode_is_a_value_error():
+    with pytest.raises(ValueError, match="^mode: "):
+        confusion_svg(METRICS, {}, "rows")
+    with pytest.raises(ValueError, match="^mode: "):
+        confusion_svg({}, {}, "rows")
+
+
 def test_confusion_cells_carry_keys_titles_and_values():
     metrics = {**METRICS, "all_labels": ["cat", 7, "dog"]}
     root = _parsed(confusion_svg(metrics, {"cat": "Felis", "7": "seven"}, "counts"))
@@ -80,7 +87,8 @@ def test_many_labels_draw_only_cells_with_records_and_no_values():
 
 
 @pytest.mark.parametrize("metrics", [{}, {"confusion_matrix": {}}, {"confusion_matrix": {"counts": []}},
-                                     {"confusion_matrix": {"counts": [[1, 2]]}}])
+                                     {"confusion_matrix": {"counts": [[1, 2]]}}, {"confusion_matrix": {"counts": [[1], [2, 3]]}},
+                                     {"confusion_matrix": {"counts": [["a"]]}}])
 def test_a_confusion_matrix_without_data_is_empty(metrics):
     assert confusion_svg(metrics, {}, "counts") == ""
 
@@ -111,6 +119,12 @@ def test_roc_draws_a_curve_per_label_with_its_auc():
     assert "1 one (AUC 0.875)" in _texts(root)
 
 
+def test_a_curve_of_non_numbers_is_not_drawn():
+    curves = {"0": {"fpr": ["a", "b"], "tpr": [0, 1], "auc": 0.5}, "1": {"fpr": [0, 1], "tpr": [0, 1], "auc": 0.5}}
+    lines = list(_parsed(roc_svg({"roc_auc": curves}, {})).iter(f"{SVG}polyline"))
+    assert [n.get("points") for n in lines] == ["", "56,376 416,16"]
+
+
 def test_a_long_curve_is_drawn_with_few_points_and_curves_are_bounded():
     rng = np.random.default_rng(0)
     fpr, tpr = np.sort(rng.random(50_000)), np.sort(rng.random(50_000))
@@ -121,7 +135,9 @@ def test_a_long_curve_is_drawn_with_few_points_and_curves_are_bounded():
     assert "5 more labels not drawn" in _texts(root)
 
 
-@pytest.mark.parametrize("metrics", [{}, {"roc_auc": {}}, {"roc_auc": {"0": {"fpr": [], "tpr": [], "auc": None}}}])
+@pytest.mark.parametrize("metrics", [{}, {"roc_auc": {}}, {"roc_auc": {"0": {"fpr": [], "tpr": [], "auc": None}}},
+                                     {"roc_auc": {"0": {"fpr": "01", "tpr": "01", "auc": 0.5}}},
+                                     {"roc_auc": {"0": {"fpr": [0, 1], "tpr": [0], "auc": 0.5}}}])
 def test_roc_without_curves_is_empty(metrics):
     assert roc_svg(metrics, {}) == ""
 

@@ -106,6 +106,12 @@ def test_a_bad_results_line_is_a_run_error_naming_it(tmp_path):
         RecordTable.load(load_run(folder))
 
 
+def test_an_index_beyond_64_bits_is_a_run_error_naming_the_file(tmp_path):
+    folder = write_run(tmp_path / "run", results=[{"index": 2**70, "label": 1, "result": 1, "pr": None, "error": None}])
+    with pytest.raises(RunError, match=r"results.jsonl: a record index beyond 64 bits"):
+        RecordTable.load(load_run(folder))
+
+
 def test_flipped_compares_records_of_both_runs_that_did_not_fail(tmp_path):
     def line(i, label, result, error=None):
         return {"index": i, "label": label, "result": result, "pr": None, "error": error}

@@ -91,6 +91,16 @@ def test_a_missing_dataset_or_a_bad_argument_is_none(store, name, version, index
     assert Thumbnails(store).get(name, version.format(v=entry.version), index, scale) is None
 
 
+def test_a_missing_dataset_is_looked_for_again_only_after_a_while(store):
+    waiting, eager = Thumbnails(store, missing_for=3600), Thumbnails(store, missing_for=0)
+    records = cifar_like(3)
+    version = publish_records(Store(store.root.parent / "elsewhere"), "late", records).version  # same version
+    assert waiting.get("late", version, 0) is None and eager.get("late", version, 0) is None
+    publish_records(store, "late", records)
+    assert waiting.get("late", version, 0) is None
+    assert eager.get("late", version, 0) is not None
+
+
 def test_a_record_that_is_no_image_is_none(store):
     entry = publish_records(store, "text", [b"just some text"] * 3)
     assert Thumbnails(store).get("text", entry.version, 1) is None
