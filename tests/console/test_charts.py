@@ -11,7 +11,9 @@ import numpy as np
 import pytest
 
 from builder.console.charts import MAX_CURVES, confusion_svg, delta_bars_svg, normalised, roc_svg
-from tests.helpers.large_runs import large_metrics, large_results
+from builder.console.records import RecordTable
+from builder.runs.history import load_run
+from tests.helpers.large_runs import large_metrics, large_results, write_large_run
 from tests.helpers.run_folders import METRICS
 
 SVG = "{http://www.w3.org/2000/svg}"
@@ -69,6 +71,19 @@ def test_confusion_cells_carry_keys_titles_and_values():
     texts = _texts(root)
     assert "cat Felis" in texts and "7 seven" in texts and "dog" in texts
     assert [t for t in texts if t.isdigit()] == ["1", "0", "0", "0", "1", "1", "0", "0", "1"]
+
+
+def test_each_cell_queries_the_records_it_counts(tmp_path):
+    run = load_run(write_large_run(tmp_path / "run", 600, 6, failed_every=50))
+    table = RecordTable.load(run)
+    root = _parsed(confusion_svg(run.metrics, run.label_names, "counts"))
+    cells = [node for node in root.iter(f"{SVG}rect") if node.get("class") == "cell"]
+    assert len(cells) == 36
+    for cell in cells:
+        total, _ = table.query(true=cell.get("data-true"), pred=cell.get("data-pred"), correct=None)
+        tip = "".join(cell.find(f"{SVG}title").itertext())
+        assert tip.endswith(f": {total}"), tip
+    assert sum(table.query(true=c.get("data-true"), pred=c.get("data-pred"))[0] for c in cells) == 600 - 12
 
 
 def test_normalised_cells_print_two_decimals():
