@@ -224,12 +224,13 @@ def gate_refs(candidate: str, baseline: str, rules: list[GateRule], *, store: St
 
 
 def write_markdown(result: GateResult, path: Path) -> Path:
-    """:meth:`GateResult.markdown` into ``path``, written to a temp name and renamed (no link at either name
-    followed: :func:`builder.outdir.write_file`)."""
+    """:meth:`GateResult.markdown` into ``path`` (its folder made when missing), written to a temp name and renamed
+    (no link at either name followed: :func:`builder.outdir.write_file`)."""
     from builder import outdir
 
     path = Path(path)
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         outdir.write_file(path, result.markdown().encode("utf-8"), follow_folder=True)
     except OSError as err:
         raise SwcliError(f"{path}: cannot write the gate summary: {err.strerror or err}") from None
