@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import List, Optional
 
 import typer
+from rich.cells import cell_len
 from rich.markup import escape
 from rich.table import Table
 
@@ -44,15 +45,36 @@ def list_(
     if output is OutputFormat.json:
         print_json(rows)
         return
+    cells = [{"run": r["id"], "started": None if r["started"] is None else str(r["started"])[:16].replace("T", " "),
+              "model": r["model"], "dataset": r["dataset"], "records": r["records"], "accuracy": _fmt(r["accuracy"]),
+              "status": r["status"]} for r in rows]
+    shown_columns = _fitting(list(cells[0]) if cells else ["run", *LIST_DROPS[::-1]], cells)
     table = Table(title_justify="left")
-    # the run id is what every other command takes: never cut or wrapped, whatever else has to wrap
-    table.add_column("run", no_wrap=True, min_width=max((len(cell(r["id"])) for r in rows), default=0))
-    for column in ("started", "model", "dataset", "records", "accuracy", "status"):
-        table.add_column(column)
-    for r in rows:
-        table.add_row(*(cell(v) for v in (r["id"], r["started"], r["model"], r["dataset"], r["records"],
-                                          _fmt(r["accuracy"]), r["status"])))
+    # the run id is what every other command takes: never cut or wrapped; a terminal too narrow for every column
+    # loses the least needed ones whole (LIST_DROPS) rather than cutting values to "…" (-o json has them all)
+    for column in shown_columns:
+        table.add_column(column, no_wrap=True, min_width=max((cell_len(str(cell(c[column]))) for c in cells), default=0))
+    for c in cells:
+        table.add_row(*(cell(c[column]) for column in shown_columns))
     console.print(table)
+    if len(shown_columns) < len(LIST_DROPS) + 1:
+        console.print(f"({', '.join(c for c in LIST_DROPS if c not in shown_columns)} left out to fit "
+                      f"{console.width} columns; -o json has them)", markup=False)
+
+
+LIST_DROPS = ("started", "records", "status", "dataset", "model", "accuracy")  # what a narrow `eval list` leaves out first
+
+
+def _fitting(columns: list[str], cells: list[dict]) -> list[str]:
+    """``columns`` less those of :data:`LIST_DROPS`, in that order, a table of ``cells`` cannot fit in the console's
+    width with every value whole (a column is its widest value or header, plus padding and a border)."""
+    widths = {c: max([cell_len(c)] + [cell_len(str(cell(row[c]))) for row in cells]) + 3 for c in columns}
+    kept = list(columns)
+    for column in LIST_DROPS:
+        if sum(widths[c] for c in kept) + 1 <= console.width:
+            break
+        kept.remove(column)
+    return kept
 
 
 @app.command("show")
