@@ -1,4 +1,4 @@
-"""`swcli eval list | show | remove | report | diff`: look at evaluations, compare them, gate CI on them."""
+"""`swcli eval list | show | remove | report | diff | gate`: look at evaluations, compare them, gate CI on them."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import List, Optional
 
 import typer
+from rich.cells import cell_len
 from rich.markup import escape
 from rich.table import Table
 
@@ -44,8 +45,36 @@ def list_(
     if output is OutputFormat.json:
         print_json(rows)
         return
-    print_table(None, ["run", "started", "model", "dataset", "records", "accuracy", "status"],
-                [(r["id"], r["started"], r["model"], r["dataset"], r["records"], _fmt(r["accuracy"]), r["status"]) for r in rows])
+    cells = [{"run": r["id"], "started": None if r["started"] is None else str(r["started"])[:16].replace("T", " "),
+              "model": r["model"], "dataset": r["dataset"], "records": r["records"], "accuracy": _fmt(r["accuracy"]),
+              "status": r["status"]} for r in rows]
+    shown_columns = _fitting(list(cells[0]) if cells else ["run", *LIST_DROPS[::-1]], cells)
+    table = Table(title_justify="left")
+    # the run id is what every other command takes: never cut or wrapped; a terminal too narrow for every column
+    # loses the least needed ones whole (LIST_DROPS) rather than cutting values to "…" (-o json has them all)
+    for column in shown_columns:
+        table.add_column(column, no_wrap=True, min_width=max((cell_len(str(cell(c[column]))) for c in cells), default=0))
+    for c in cells:
+        table.add_row(*(cell(c[column]) for column in shown_columns))
+    console.print(table)
+    if len(shown_columns) < len(LIST_DROPS) + 1:
+        console.print(f"({', '.join(c for c in LIST_DROPS if c not in shown_columns)} left out to fit "
+                      f"{console.width} columns; -o json has them)", markup=False)
+
+
+LIST_DROPS = ("started", "records", "status", "dataset", "model", "accuracy")  # what a narrow `eval list` leaves out first
+
+
+def _fitting(columns: list[str], cells: list[dict]) -> list[str]:
+    """``columns`` less those of :data:`LIST_DROPS`, in that order, a table of ``cells`` cannot fit in the console's
+    width with every value whole (a column is its widest value or header, plus padding and a border)."""
+    widths = {c: max([cell_len(c)] + [cell_len(str(cell(row[c]))) for row in cells]) + 3 for c in columns}
+    kept = list(columns)
+    for column in LIST_DROPS:
+        if sum(widths[c] for c in kept) + 1 <= console.width:
+            break
+        kept.remove(column)
+    return kept
 
 
 @app.command("show")
@@ -81,22 +110,34 @@ def _show_tables(run) -> None:
     print_table("per label", ["label", "precision", "recall", "f1-score", "support", "AUC"],
                 [(run.label_title(k), _fmt(v.get("precision")), _fmt(v.get("recall")), _fmt(v.get("f1-score")), _fmt(None if v.get("support") is None else int(v["support"])),
                   _fmt(v.get("auc"))) for k, v in labels.items()])
-    counts = (run.metrics.get("confusion_matrix") or {}).get("counts")
-    if counts:
-        names = [cell(run.label_title(x)) for x in run.metrics.get("all_labels") or range(len(counts))]
-        table = Table(title="confusion matrix (rows: true, columns: predicted)", title_justify="left")
-        table.add_column("")
-        for name in names:
-            table.add_column(name, justify="right")
-        for i, row in enumerate(counts):
-            total = sum(row) or 1
-            cells = []
-            for j, value in enumerate(row):
-                share = value / total
-                style = "bold green" if i == j else ("red" if share >= 0.1 else "yellow" if share >= 0.03 else "dim")
-                cells.append(f"[{style}]{value}[/{style}]")
-            table.add_row(names[i], *cells)
-        console.print(table)
+    _confusion_table(run)
+
+
+def _confusion_table(run) -> None:
+    """The confusion matrix as the handler asked for it (``confusion_matrix_normalize``: the normalised matrix,
+    the mode in the title), counts when it asked for none; cells coloured by their share of the row's counts."""
+    from builder.runs.report import confusion_view
+
+    cm = run.metrics.get("confusion_matrix") or {}
+    view = confusion_view(cm)
+    if view is None:
+        return
+    title, matrix, digits = view
+    counts = cm["counts"]
+    names = [cell(run.label_title(x)) for x in run.metrics.get("all_labels") or range(len(counts))]
+    table = Table(title=f"confusion matrix, {title} (rows: true, columns: predicted)", title_justify="left")
+    table.add_column("")
+    for name in names:
+        table.add_column(name, justify="right")
+    for i, row in enumerate(matrix):
+        total = sum(counts[i]) or 1
+        cells = []
+        for j, value in enumerate(row):
+            share = counts[i][j] / total
+            style = "bold green" if i == j else ("red" if share >= 0.1 else "yellow" if share >= 0.03 else "dim")
+            cells.append(f"[{style}]{value:.{digits}f}[/{style}]")
+        table.add_row(names[i], *cells)
+    console.print(table)
 
 
 @app.command("remove")
@@ -147,6 +188,43 @@ def diff(
     f = d["flipped"]
     console.print(f"records wrong -> right: {f['wrong_to_right']} (e.g. {f['wrong_to_right_indices'][:10]}); "
                   f"right -> wrong: {f['right_to_wrong']} (e.g. {f['right_to_wrong_indices'][:10]})")
+
+
+@app.command("gate")
+def gate(
+    candidate: str = typer.Argument(..., metavar="CANDIDATE", help="Run id, unique prefix, 'latest', or a run folder."),
+    baseline: str = typer.Option(..., "--baseline", metavar="RUN|IMAGE_REF",
+                                 help="A run, or a model image (REGISTRY/REPO:TAG or @sha256:...) whose newest "
+                                      "attached evaluation on the candidate's dataset is pulled and used."),
+    mins: Optional[List[str]] = typer.Option(None, "--min", metavar="METRIC=NUMBER",
+                                             help="Fail when the candidate is below NUMBER (repeatable)."),
+    max_drops: Optional[List[str]] = typer.Option(None, "--max-drop", metavar="METRIC=DROP",
+                                                  help="Fail when the candidate is below the baseline by more than DROP (repeatable)."),
+    md: Optional[Path] = typer.Option(None, "--md", metavar="FILE",
+                                      help="Write a Markdown summary (CI job summary, pull request), on failure too."),
+    ca_cert: Optional[Path] = CA_CERT,
+) -> None:
+    """A regression gate: CANDIDATE against a baseline run or image, by bounds and allowed drops; exit 2 on failure."""
+    from builder.runs.attach import default_client
+    from builder.runs.gate_report import gate_refs, parse_rules, write_markdown
+    from builder.runs.gates import GateFailed
+
+    result = gate_refs(candidate, baseline, parse_rules(mins or [], max_drops or []), client_for=default_client(ca_cert))
+    signed = lambda v: "-" if v is None else f"{v:+.4f}"  # noqa: E731
+    table = Table(title=cell(f"gate: {result.candidate} vs baseline {result.baseline}"), title_justify="left")
+    for column in ("metric", "candidate", "baseline", "delta", "rule", "ok"):
+        table.add_column(column, justify="right" if column in ("candidate", "baseline", "delta") else "left")
+    for row in result.rows:
+        table.add_row(cell(row.metric), cell(_fmt(row.candidate)), cell(_fmt(row.baseline)), cell(signed(row.delta)),
+                      cell(row.rule), "[green]ok[/green]" if row.ok else "[bold red]FAIL[/bold red]")
+    console.print(table)
+    f = result.flipped
+    console.print(f"records right -> wrong: {f['right_to_wrong']}; wrong -> right: {f['wrong_to_right']}")
+    if md is not None:
+        console.print(f"wrote {write_markdown(result, md)}", markup=False)
+    if not result.passed:
+        raise GateFailed(result.failure_line())
+    console.print("gate passed")
 
 
 @app.command("merge")

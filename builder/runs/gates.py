@@ -2,7 +2,8 @@
 
 A gate names a headline metric by the key users type (:data:`GATE_KEYS`: ``accuracy``, ``macro-f1``, ...), which
 maps to where metrics.json holds it; a run whose value is below the bound, or has none, fails with exit code 2.
-The same keys name the metrics a diff compares and an attached evaluation's annotations carry.
+The same keys name the metrics a diff compares and an attached evaluation's annotations carry, and the rules of
+`swcli eval gate` (a candidate against a baseline: :mod:`builder.runs.gate_report`).
 """
 
 from __future__ import annotations

@@ -15,6 +15,7 @@ import numpy as np
 from builder import outdir
 from builder.errors import SwcliError
 from builder.runs.history import Run, flat, label_title
+from builder.runs.schema import is_number
 from builder.text import shown
 
 TOP_WRONG = 12
@@ -30,20 +31,57 @@ def _png(fig) -> str:
     return base64.b64encode(buf.getvalue()).decode("ascii")
 
 
+NORMALIZED = {"true": "normalised by true label", "pred": "normalised by predicted label",
+              "all": "normalised over all records"}  # sklearn's confusion_matrix(normalize=...) modes
+
+
+def confusion_view(cm: dict) -> tuple[str, list[list[float]], int] | None:
+    """The confusion matrix as the handler asked for it (``multi_classification(confusion_matrix_normalize=...)``):
+    (title, matrix, decimals). metrics.json's ``confusion_matrix.normalize`` names the mode and ``binarylabel``
+    holds the normalised matrix; with no mode (or one swcli does not know) the counts. A ``binarylabel`` that is
+    not an NxN array of numbers (a hand-edited run) is recomputed from the counts the same way sklearn does."""
+    counts = cm.get("counts")
+    if not counts:
+        return None
+    mode = cm.get("normalize")
+    if mode not in NORMALIZED:
+        return "counts", counts, 0
+    given = cm.get("binarylabel")
+    n = len(counts)
+    if isinstance(given, list) and len(given) == n and all(
+            isinstance(row, list) and len(row) == n and all(is_number(x) for x in row) for row in given):
+        return f"{NORMALIZED[mode]} (normalize={mode})", given, 4
+    data = np.asarray(counts, dtype=float)
+    total = {"true": data.sum(axis=1, keepdims=True), "pred": data.sum(axis=0, keepdims=True), "all": data.sum()}[mode]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        matrix = np.nan_to_num(data / total)
+    return f"{NORMALIZED[mode]} (normalize={mode})", matrix.tolist(), 4
+
+
+def confusion_panels(metrics: dict) -> list[tuple[str, np.ndarray, str]]:
+    """What :func:`confusion_png` draws: the counts, then the handler's normalisation when it asked for one."""
+    view = confusion_view(metrics.get("confusion_matrix") or {})
+    if view is None:
+        return []
+    counts = np.asarray(metrics["confusion_matrix"]["counts"], dtype=float)
+    panels = [("counts", counts, "{:.0f}")]
+    if view[0] != "counts":
+        panels.append((view[0], np.asarray(view[1], dtype=float), "{:.2f}"))
+    return panels
+
+
 def confusion_png(metrics: dict, names: dict[str, str] | None = None) -> str | None:
-    cm = metrics.get("confusion_matrix") or {}
-    if not cm.get("counts"):
+    panels = confusion_panels(metrics)
+    if not panels:
         return None
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    labels = [shown(label_title(label, names or {})) for label in metrics.get("all_labels") or range(len(cm["counts"]))]
-    counts = np.asarray(cm["counts"], dtype=float)
-    normalised = counts / counts.sum(axis=1, keepdims=True).clip(min=1)
-    fig, axes = plt.subplots(1, 2, figsize=(12, 5.2))
-    for ax, data, title, fmt in ((axes[0], counts, "counts", "{:.0f}"), (axes[1], normalised, "normalised by true label", "{:.2f}")):
+    labels = [shown(label_title(label, names or {})) for label in metrics.get("all_labels") or range(len(panels[0][1]))]
+    fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 5.2), squeeze=False)
+    for ax, (title, data, fmt) in zip(axes[0], panels):
         im = ax.imshow(data, cmap="Blues")
         ax.set_title(title)
         ax.set_xlabel("predicted")
@@ -176,7 +214,8 @@ def render_report(run: Run, output: Path, *, image_shape: tuple[int, int, int] |
         scalars=[(k, v) for k, v in summary.items() if not isinstance(v, dict)],
         averages=[(k, v) for k, v in summary.items() if isinstance(v, dict)],
         labels=[(k, run.label_title(k), v) for k, v in (run.metrics.get("labels") or {}).items()],
-        confusion=confusion_png(run.metrics, names), roc=roc_png(run.metrics, names), wrong=wrong,
+        confusion=confusion_png(run.metrics, names),
+        confusion_panels=[title for title, _, _ in confusion_panels(run.metrics)], roc=roc_png(run.metrics, names), wrong=wrong,
     )
     output = Path(output)
     try:  # a new random temp name renamed over the report: no link at either name is followed (builder.outdir)
