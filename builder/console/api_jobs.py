@@ -6,6 +6,8 @@ like a folder is refused here, although `swcli model eval` itself accepts folder
 
 from __future__ import annotations
 
+import dataclasses
+
 from builder.console.state import Console, NotFound
 from builder.errors import UsageError
 from builder.refs import image_ref_problem, name_problem
@@ -113,7 +115,7 @@ def _rules(body: dict, field: str) -> list[str]:
 
 def gate(console: Console, body: object) -> dict:
     """``{"candidate": RUN, "baseline": RUN|IMAGE_REF, "min": {...}, "max_drop": {...}}``: `swcli eval gate`'s engine."""
-    from builder.runs.gates import gate as run_gate, parse_rules, resolve_baseline
+    from builder.runs.gate_report import gate as run_gate, parse_rules, resolve_baseline
 
     body = _body(body, {"candidate", "baseline", "min", "max_drop"})
     candidate = console.run(str(body.get("candidate") or ""))
@@ -127,7 +129,7 @@ def gate(console: Console, body: object) -> dict:
         baseline = console.run(baseline_ref)
     result = run_gate(candidate, baseline, parse_rules(_rules(body, "min"), _rules(body, "max_drop")))
     return {"passed": result.passed, "candidate": result.candidate, "baseline": result.baseline,
-            "rows": [vars(row) for row in result.rows], "flipped": result.flipped,
+            "rows": [dataclasses.asdict(row) for row in result.rows], "flipped": result.flipped,
             "failure": None if result.passed else result.failure_line(), "markdown": result.markdown()}
 
 

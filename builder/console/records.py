@@ -162,6 +162,21 @@ class RecordTable:
                 "confidence": None if math.isnan(confidence) else confidence,
                 "right": bool(self.right[i]), "error": bool(self.error[i])}
 
+    def rows_for(self, indexes: list[int]) -> list[dict]:
+        """The rows of these record indexes, in that order (the first line of a record listed twice); a record the
+        run does not have is a row of Nones."""
+        order = self._order("index")
+        sorted_index = self.index[order]
+        at = np.searchsorted(sorted_index, np.asarray(indexes, dtype=np.int64))
+        rows = []
+        for wanted, pos in zip(indexes, at.tolist()):
+            if pos < len(sorted_index) and sorted_index[pos] == wanted:
+                rows.append(self._row(int(order[pos])))
+            else:
+                rows.append({"index": wanted, "label": None, "pred": None, "confidence": None, "right": None,
+                             "error": None})
+        return rows
+
     def right_by_index(self) -> tuple[np.ndarray, np.ndarray]:
         """(record indexes, right) of the records that did not fail, sorted by index; a record listed twice counts
         once, its first line."""

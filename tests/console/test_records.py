@@ -162,3 +162,15 @@ def test_a_10k_record_run_loads_and_pages_quickly(tmp_path):
         seconds, (total, rows) = _best_of(3, lambda: table.query(**query))
         assert rows and total >= len(rows)
         assert seconds < 0.05, f"{query}: a page of 200 took {seconds:.3f}s"
+
+
+def test_rows_for_follows_the_order_asked_and_names_missing_records(tmp_path):
+    from builder.console.records import RecordTable
+    from builder.runs.history import load_run
+    from tests.helpers.large_runs import write_large_run
+
+    table = RecordTable.load(load_run(write_large_run(tmp_path / "r", 50)))
+    rows = table.rows_for([7, 3, 999])
+    assert [r["index"] for r in rows] == [7, 3, 999]
+    assert rows[0] == table.query(offset=7, limit=1)[1][0]
+    assert rows[2]["label"] is None and rows[2]["right"] is None
