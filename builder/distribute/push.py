@@ -156,7 +156,8 @@ def push_records(store) -> list[dict]:
     path = store.root / PUSHES
     if not os.path.lexists(path):
         return []
-    document = read_json(path, MAX_PUSHES_FILE, str(path), error=lambda msg: StoreError(path, msg.removeprefix(f"{path}: ")))
+    document = read_json(path, MAX_PUSHES_FILE, str(path),
+                         error=lambda msg: StoreError(path, msg.removeprefix(f"{path}: ")))
     pushes = document.get("pushes") if isinstance(document, dict) else None
     if not isinstance(pushes, list):
         raise StoreError(path, "expected an object with a list 'pushes'")

@@ -272,6 +272,7 @@ class RegistryClient(Session):
             return None
         url = urljoin(current, match.group(1))
         if origin(url) != self._transport.origin or urlsplit(url).path != path:
-            raise RegistryError(f"registry {self.registry}: {what}: the next page's Link {shown(match.group(1), 100)!r} "
-                                "leaves this registry's listing; refused (credentials go to no other origin)")
+            raise RegistryError(f"registry {self.registry}: {what}: the next page's Link "
+                                f"{shown(match.group(1), 100)!r} leaves this registry's listing; refused (credentials "
+                                "go to no other origin)")
         return url

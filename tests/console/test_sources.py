@@ -134,7 +134,8 @@ def test_records_of_the_wrong_shape_are_passed_over(swcli_home):
 
 def test_attach_target_from_the_push_records(swcli_home):
     store = Store()
-    assert sources.attach_target(_run({"name": "modthree", "version": "aaaabbbbcccc", "image": IMAGE_ID}), store) is None
+    evaluated = _run({"name": "modthree", "version": "aaaabbbbcccc", "image": IMAGE_ID})
+    assert sources.attach_target(evaluated, store) is None
     record_push(store, _image(), Reference.parse("127.0.0.1:5000/team/modthree:v1"), DIGEST)
     other = "sha256:" + "3" * 64
     record_push(store, _image(image_id=other), Reference.parse("127.0.0.1:5000/team/modthree:v2"), DIGEST[:-1] + "4")
