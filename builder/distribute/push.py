@@ -8,15 +8,23 @@ by :func:`~builder.distribute.blobs.send_blobs`, each layer compressed on the wo
 first, so compressing overlaps uploading); the manifest is PUT last, once every blob is in, so a push that
 fails leaves no tag. A runtime image's CycloneDX SBOM, when it carries one, is attached to the pushed manifest as a
 referrer artifact (:mod:`builder.distribute.artifact`).
+
+A push that succeeds is recorded in the store's ``pushes.json`` (:func:`record_push`: the entry, the image id, the
+remote ref and digest, the time; the newest :data:`MAX_PUSHES`): where an entry was pushed is shown by
+`swcli console`, which reads it back bounded and shape-checked (:func:`push_records`). The record is a convenience:
+a push whose record cannot be written still succeeds.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import functools
+import os
+import time
 from pathlib import Path
 
-from builder.errors import RegistryError
+from builder.errors import RegistryError, StoreError, SwcliError
 from builder.images.oci import MEDIA_CONFIG, MEDIA_MANIFEST, Layout, LayoutError, canonical_json
 from builder.registry import ClientFor
 from builder.distribute.artifact import CREATED, EMPTY_CONFIG, ArtifactFile, put_artifact
@@ -71,6 +79,7 @@ def push(kind: str, ref: str, target: str, *, credentials=None, ca_cert: Path | 
     from builder.build.entry_image import image_for
     from builder.store import Store
 
+    layout_given = layout
     local = image_for(kind, ref, store)
     dest = Reference.parse(target)
     if dest.digest is not None:
@@ -110,4 +119,91 @@ def push(kind: str, ref: str, target: str, *, credentials=None, ca_cert: Path | 
             except RegistryError as err:
                 raise RegistryError(f"{what}: the image is pushed ({result.digest}) but its SBOM could not be "
                                     f"attached: {err}") from None
+    if layout_given is None:
+        record_push(store or Store(), image, dest, result.digest)
     return result
+
+
+# --- where entries were pushed (pushes.json in the store) ----------------------------------------------------------
+
+PUSHES = "pushes.json"
+MAX_PUSHES = 500             # records kept, newest last: ~150 KB; one store seldom pushes more images than that
+MAX_PUSHES_FILE = 1 << 20    # read at most this much of the file back (it lies in a folder that could be planted)
+LOCK_WAIT = 5.0              # seconds a push waits for another push's record to be written, then records nothing
+_RECORD_KEYS = ("kind", "name", "version", "image_id", "ref", "digest", "at")
+
+
+def record_problem(record: object) -> str | None:
+    """Why ``record`` (read back from pushes.json) is not one push record, or None."""
+    from builder.refs import image_ref_problem, is_version, name_problem
+    from builder.registry.media import DIGEST_RE
+    from builder.store import KINDS
+
+    if not isinstance(record, dict) or not all(isinstance(record.get(k), str) for k in _RECORD_KEYS):
+        return "not an object of strings " + ", ".join(_RECORD_KEYS)
+    if record["kind"] not in KINDS or name_problem(record["name"]) or not is_version(record["version"]):
+        return "kind, name or version is not one"
+    if image_ref_problem(record["ref"]) or not all(DIGEST_RE.fullmatch(record[k]) for k in ("image_id", "digest")):
+        return "ref, image_id or digest is not one"
+    return "at: too long" if len(record["at"]) > 64 else None
+
+
+def push_records(store) -> list[dict]:
+    """The pushes recorded in ``store``, oldest first; records of the wrong shape are passed over. StoreError
+    (one line naming the file) when the file is unreadable: a link, a FIFO, over 1 MiB, not JSON."""
+    from builder.bounded import read_json
+
+    path = store.root / PUSHES
+    if not os.path.lexists(path):
+        return []
+    document = read_json(path, MAX_PUSHES_FILE, str(path),
+                         error=lambda msg: StoreError(path, msg.removeprefix(f"{path}: ")))
+    pushes = document.get("pushes") if isinstance(document, dict) else None
+    if not isinstance(pushes, list):
+        raise StoreError(path, "expected an object with a list 'pushes'")
+    return [{k: r[k] for k in _RECORD_KEYS} for r in pushes if record_problem(r) is None]
+
+
+def record_push(store, image, dest, digest: str) -> bool:
+    """Add this push to ``store``'s pushes.json (atomic rewrite under an flock, the newest :data:`MAX_PUSHES`
+    kept); False when it could not be (a damaged file is started over; an image without swcli's labels, or a
+    store that cannot be written, records nothing). Never raises: the push itself has succeeded."""
+    from builder.distribute.blobs import check_labels
+    from builder.files import write_json_atomic
+    from builder.store import utc_now
+
+    try:
+        kind, name, version = check_labels(str(dest), image.labels)
+        record = {"kind": kind, "name": name, "version": version, "image_id": image.image_id,
+                  "ref": f"{dest.registry}/{dest.repository}:{dest.tag}", "digest": digest, "at": utc_now()}
+        if record_problem(record) is not None:
+            return False
+        store.root.mkdir(parents=True, exist_ok=True)
+        with _locked(store.root / (PUSHES + ".lock")):
+            try:
+                kept = push_records(store)
+            except SwcliError:
+                kept = []
+            kept = [r for r in kept if (r["ref"], r["digest"]) != (record["ref"], record["digest"])] + [record]
+            write_json_atomic(store.root / PUSHES, {"pushes": kept[-MAX_PUSHES:]})
+        return True
+    except (SwcliError, OSError, TimeoutError):
+        return False
+
+
+@contextlib.contextmanager
+def _locked(path: Path):
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, 0o666)
+    try:
+        give_up = time.monotonic() + LOCK_WAIT
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > give_up:
+                    raise TimeoutError(f"{path} is held by another process") from None
+                time.sleep(0.05)
+        yield
+    finally:
+        os.close(fd)

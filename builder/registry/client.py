@@ -14,22 +14,26 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Callable
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urljoin, urlsplit
 
 from builder.errors import RegistryError
 from builder.files import QueuedHasher
 from builder.registry import referrers, upload
 from builder.registry.credstore import Credentials
 from builder.registry.media import DIGEST_RE, MANIFEST_TYPES, MAX_CONFIG, MAX_MANIFEST, MEDIA_OCI_MANIFEST
-from builder.registry.session import Session, api_path, content_length
-from builder.registry.transport import BIG_PIECE, shown
+from builder.registry.session import REPOSITORY_RE, TAG_RE, Session, api_path, content_length
+from builder.registry.transport import BIG_PIECE, origin, shown
 
 READ_CHUNK = BIG_PIECE        # bytes read at a time; the transfer deadline grants time for one piece
 
 OnProgress = Callable[[int], None]
+MAX_LISTING_PAGE = 4 << 20  # bytes of one page of the catalog or a tag list: like a manifest (media.MAX_MANIFEST)
+LISTING_PAGE = 100          # names asked for per page (`n=`); distribution/registry's default
+_NEXT_RE = re.compile(r'<([^<>]*)>\s*;[^,]*rel="?next"?')
 
 
 @dataclass(frozen=True)
@@ -210,3 +214,65 @@ class RegistryClient(Session):
         """Put an artifact manifest that has a ``subject``; list it in the fallback index when the registry has no
         referrers API (idempotent; see :mod:`builder.registry.referrers` for the race of concurrent writers)."""
         return referrers.put_referrer(self, repository, data, media_type)
+
+    # --- listings: the catalog and tag lists (paginated with Link / n=) ------------------------------------------
+
+    def catalog(self, *, limit: int = 1000) -> tuple[list[str], bool]:
+        """The repository names of ``GET /v2/_catalog`` (at most ``limit``; names that are not repository names
+        are passed over) and whether there were more. Pages follow the ``Link: <...>; rel="next"`` header only
+        on this registry's origin and path (see :meth:`_listing`)."""
+        return self._listing("/v2/_catalog", "repositories", ("registry:catalog:*",), "the catalog", REPOSITORY_RE,
+                             limit)
+
+    def tags(self, repository: str, *, limit: int = 1000) -> tuple[list[str], bool]:
+        """The tags of ``repository`` (``GET /v2/<name>/tags/list``; at most ``limit``, names that are not tags
+        passed over) and whether there were more; RegistryError when the registry has no such repository."""
+        path = api_path(repository, "tags") + "list"
+        return self._listing(path, "tags", self._scopes(repository), f"the tags of {self._where(repository)}",
+                             TAG_RE, limit)
+
+    def _listing(self, path: str, key: str, scopes: tuple[str, ...], what: str, pattern, limit: int
+                 ) -> tuple[list[str], bool]:
+        """Pages of ``{key: [names]}``, each at most :data:`MAX_LISTING_PAGE` and a JSON shape check; at most
+        ``limit`` names in all (and so at most ``limit // LISTING_PAGE + 2`` requests). A next page must be on the
+        registry's own origin and ``path``: the credentials never follow a Link elsewhere."""
+        url = f"{self._transport.base}{path}?{urlencode({'n': LISTING_PAGE})}"
+        names: list[str] = []
+        for _ in range(limit // LISTING_PAGE + 2):
+            response = self._request("GET", url, scopes=scopes, what=what, expect=(200, 404), limit=MAX_LISTING_PAGE)
+            if response.status_code == 404:
+                raise RegistryError(f"registry {self.registry} has no {what.removeprefix('the ')} (HTTP 404)")
+            if response.truncated:
+                raise RegistryError(f"registry {self.registry}: a page of {what} is larger than "
+                                    f"{MAX_LISTING_PAGE >> 20} MiB")
+            names += self._page(response.body, key, what, pattern)
+            if len(names) > limit:
+                return names[:limit], True
+            url = self._next_page(response.headers.get("Link", ""), url, path, what)
+            if url is None:
+                return names, False
+        return names[:limit], True
+
+    def _page(self, body: bytes, key: str, what: str, pattern) -> list[str]:
+        try:
+            document = json.loads(body)
+        except (ValueError, RecursionError):
+            raise RegistryError(f"registry {self.registry} answered {what} with something that is not JSON") from None
+        if not isinstance(document, dict):
+            raise RegistryError(f"registry {self.registry}: {what}: must be an object, not {type(document).__name__}")
+        listed = document.get(key) or []  # a repository without tags says "tags": null
+        if not isinstance(listed, list):
+            raise RegistryError(f"registry {self.registry}: {what}: {key} must be an array, not "
+                                f"{type(listed).__name__}")
+        return [n for n in listed if isinstance(n, str) and pattern.fullmatch(n)]
+
+    def _next_page(self, link: str, current: str, path: str, what: str) -> str | None:
+        match = _NEXT_RE.search(link)
+        if match is None:
+            return None
+        url = urljoin(current, match.group(1))
+        if origin(url) != self._transport.origin or urlsplit(url).path != path:
+            raise RegistryError(f"registry {self.registry}: {what}: the next page's Link "
+                                f"{shown(match.group(1), 100)!r} leaves this registry's listing; refused (credentials "
+                                "go to no other origin)")
+        return url
