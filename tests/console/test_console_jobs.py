@@ -24,7 +24,7 @@ def _run_job(console, model: str, dataset: str = "tiny", **extra) -> dict:
     return console.wait_job(answer["id"])
 
 
-def test_a_job_is_the_cli_command_and_its_run_is_in_the_history(cli, world):
+def test_a_job_is_the_cli_command_and_its_run_is_in_the_history(cli, world, tmp_path):
     with running_console() as console:
         job = _run_job(console, world["model0"])
         assert job["status"] == "succeeded", job["log"]
@@ -35,9 +35,9 @@ def test_a_job_is_the_cli_command_and_its_run_is_in_the_history(cli, world):
         status, run = console.json("GET", f"/api/runs/{job['run']}")
         assert status == 200 and run["status"] == "succeeded"
     # the same command in a terminal gives the same metrics
-    res = cli("model", "eval", world["model0"], "--dataset", "tiny", "-o", "cli-out")
+    res = cli("model", "eval", world["model0"], "--dataset", "tiny", "-o", tmp_path / "cli-out")
     assert res.code == 0, res.err
-    cli_metrics = json.loads(open("cli-out/metrics.json").read())
+    cli_metrics = json.loads((tmp_path / "cli-out" / "metrics.json").read_text())
     assert run["metrics"]["accuracy"] == pytest.approx(cli_metrics["summary"]["accuracy"])
     assert run["metrics"]["accuracy"] == pytest.approx(len([i for i in range(300) if i % 5 and i % 7]) / 300)
     res = cli("eval", "list", "-o", "json")
