@@ -20,7 +20,7 @@ PYTEST_ARGS       ?=
 PY    := $(VENV)/bin/python
 SWCLI := $(VENV)/bin/swcli
 
-.PHONY: help venv lock wheel-test docker base-image test demo data train build-runtime build-dataset build-model eval eval-local bench clean
+.PHONY: help venv lock wheel-test docker base-image test screenshots demo data train build-runtime build-dataset build-model eval eval-local bench clean
 
 help:
 	@sed -n '2,15p' Makefile
@@ -60,6 +60,11 @@ test: venv
 	@if [ "$${CI:-}" = true ]; then $(MAKE) base-image; else $(MAKE) base-image || echo "no Docker: docker tests will skip"; fi
 	bash scripts/run-tests.sh $(PYTEST_ARGS)
 	$(MAKE) wheel-test
+
+# the README's console screenshots, taken by the browser test (tests/console/test_console_browser.py)
+screenshots: venv
+	bash scripts/ensure-test-tools.sh
+	SWCLI_SCREENSHOTS=$(CURDIR)/docs/images $(PY) -m pytest -q -p no:cacheprovider tests/console/test_console_browser.py
 
 data: venv
 	CIFAR10_TAR='$(CIFAR10_TAR)' CIFAR10_CONVERTER='$(CIFAR10_CONVERTER)' $(PY) $(EXAMPLE)/scripts/get_data.py

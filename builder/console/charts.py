@@ -112,12 +112,13 @@ def confusion_svg(metrics: dict, names: dict[str, str], mode: str) -> str:
     keys = [label_key(v) for v in all_labels] if isinstance(all_labels, list) and len(all_labels) == n \
         else [str(i) for i in range(n)]
     labels = [(key, label_title(key, names or {})) for key in keys]
-    size = max(2.0, min(40.0, 600 / n))
+    size = max(2.0, min(56.0, 600 / n))
     axis = n <= MAX_AXIS_LABELS
     left, top = (170 if axis else 40), 40
     grid = size * n
     peak = float(values.max()) or 1.0
-    body = [_label(left + grid / 2, 16, f"{MODE_TITLES[mode]}: rows true, columns predicted", "middle"),
+    heading = f"{MODE_TITLES[mode]}: rows true, columns predicted"
+    body = [_label(4, 16, heading),
             f'<rect x="{left}" y="{top}" width="{grid:.1f}" height="{grid:.1f}" fill="{_colour(0)}" stroke="#cccccc"/>']
     dense, printed = n <= MAX_VALUES_SHOWN * 2, n <= MAX_VALUES_SHOWN
     for i, j in (np.ndindex(n, n) if dense else zip(*np.nonzero(raw))):
@@ -132,7 +133,7 @@ def confusion_svg(metrics: dict, names: dict[str, str], mode: str) -> str:
     bottom = top + grid + (130 if axis else 30)
     body.append(_label(left + grid / 2, bottom - 8, "predicted", "middle"))
     body.append(_label(14, top + grid / 2, "true", "middle", f' transform="rotate(-90 14 {top + grid / 2:.1f})"'))
-    return _svg(left + grid + 20, bottom, body, f"confusion matrix, {MODE_TITLES[mode]}")
+    return _svg(max(left + grid + 20, 12 + 6.5 * len(heading)), bottom, body, f"confusion matrix, {MODE_TITLES[mode]}")
 
 
 def _points(fpr: list, tpr: list, left: float, top: float, side: float) -> str:

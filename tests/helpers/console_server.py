@@ -146,10 +146,10 @@ def cifar_like(i: int, label: int) -> bytes:
     return bytes(data)
 
 
-def console_world(cli, tmp_path: Path, records: int = 300) -> dict:
+def console_world(cli, tmp_path: Path, records: int = 300, label_names: list[str] = LABEL_NAMES) -> dict:
     """The dataset ``tiny`` and two versions of ``modthree`` (offsets 0 and 2) in the store; returns their refs
     (``model0``: right on ~69% of the records, ``model2``: on the 20% the other gets wrong by one)."""
-    names = ",".join(json.dumps(n) for n in LABEL_NAMES)
+    names = ",".join(json.dumps(n) for n in label_names)
     slicer = SLICER + f"\n    def label_names(self):\n        return [{names}]\n"
     ds = write_tiny_dataset(tmp_path / "ds", [(cifar_like(i, i % 3), i % 3) for i in range(records)], files=2,
                             volume="256k", slicer=slicer)

@@ -38,7 +38,7 @@ const fmt = (v, d = 4) => (v === null || v === undefined ? "-" : typeof v === "n
 const signed = (v) => (v === null || v === undefined ? "-" : (v >= 0 ? "+" : "") + v.toFixed(4));
 
 function thumbFigure(row, caption) {
-  const img = el("img", { src: row.thumb, alt: `record ${row.index}`, loading: "lazy", width: "64", height: "64" });
+  const img = el("img", { src: row.thumb, alt: `record ${row.index}`, width: "64", height: "64" });
   img.addEventListener("error", () => img.replaceWith(el("div", { class: "nothumb", text: "no picture" })));
   return el("figure", { class: "thumb" + (row.right === false ? " wrong" : row.right ? " right" : ""), "data-index": String(row.index) },
     img, el("figcaption", {}, ...caption));
