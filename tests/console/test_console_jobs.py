@@ -44,7 +44,7 @@ def test_a_job_is_the_cli_command_and_its_run_is_in_the_history(cli, world, tmp_
     assert job["run"] in res.out
 
 
-def test_progress_streams_at_least_twice_a_second_and_cancel_stops_the_job(world, monkeypatch):
+def test_progress_streams_at_least_twice_a_second_and_cancel_stops_the_job(world, monkeypatch, swcli_home):
     monkeypatch.setenv("PPL_SLEEP", "0.02")  # 300 records: ~6 s
     with running_console() as console:
         status, answer = console.json("POST", "/api/jobs", {"model": world["model0"], "dataset": "tiny"})
@@ -73,8 +73,12 @@ def test_progress_streams_at_least_twice_a_second_and_cancel_stops_the_job(world
         status, answer = console.json("POST", f"/api/jobs/{job_id}/cancel")
         assert status == 200
         job = console.wait_job(job_id, timeout=30)
-        assert job["status"] == "cancelled"
-        assert job["progress"]["done"] < 300
+        assert job["status"] == "cancelled" and job["exit_code"] == 130  # the CLI's Ctrl-C
+        assert 0 < job["progress"]["done"] < 300
+    folder = swcli_home / "runs" / job["command"].split("/runs/", 1)[1].split()[0]
+    run = json.loads((folder / "run.json").read_text())
+    assert run["status"] == "interrupted", run
+    assert (folder / "results.jsonl.partial").read_bytes().count(b"\n") >= job["progress"]["done"]
 
 
 def test_a_failing_job_says_why_in_one_line(world):
