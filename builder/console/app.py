@@ -261,4 +261,5 @@ def build_app(console: Console, port: int) -> Guard:
     static = StaticFiles(directory=str(resources.files("builder.console") / "static"))
     app = Starlette(routes=[*API, *pages.ROUTES, Mount("/static", static, name="static")])
     app.state.console = console
+    console.api_paths = SCHEMA.get_schema(API).get("paths", {})  # the /api page lists them
     return Guard(app, console.secrets, port)

@@ -135,10 +135,7 @@ def gate(console: Console) -> HTMLResponse:
 
 
 def api_docs(console: Console) -> HTMLResponse:
-    from builder.console import app
-
-    schema = app.SCHEMA.get_schema(app.API)
-    return render(console, "api.html", "API", paths=schema.get("paths", {}))
+    return render(console, "api.html", "API", paths=console.api_paths)
 
 
 def _page(fn, *names, query=None):

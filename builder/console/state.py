@@ -30,6 +30,7 @@ class Console:
     records: Any = None  # builder.console.records.RecordCache
     thumbs: Any = None  # builder.console.thumbs.Thumbnails
     lock: threading.Lock = field(default_factory=threading.Lock)
+    api_paths: dict = field(default_factory=dict)  # the OpenAPI paths, for the /api page (set by app.build_app)
 
     def __post_init__(self) -> None:
         from builder.console.records import RecordCache

@@ -160,3 +160,13 @@ def test_the_console_is_not_imported_by_other_commands():
             "print(bad)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip().endswith("[]"), out
+
+
+def test_the_api_is_documented(console):
+    status, schema = console.json("GET", "/api/openapi.json")
+    assert status == 200 and schema["openapi"].startswith("3.")
+    for path in ("/api/runs", "/api/runs/{id}", "/api/runs/{id}/records", "/api/jobs", "/api/jobs/{id}"):
+        assert path in schema["paths"], path
+    assert "post" in schema["paths"]["/api/jobs"] and "get" in schema["paths"]["/api/jobs"]
+    status, _, page = console.request("GET", "/api")
+    assert status == 200 and b"/api/runs/{id}/records" in page
