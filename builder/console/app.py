@@ -239,7 +239,7 @@ async def pull_attached(request: Request):
 
 
 async def openapi(request: Request):
-    return SCHEMA.OpenAPIResponse(request=request)
+    return JSONResponse(SCHEMA.get_schema(API))
 
 
 API = [
