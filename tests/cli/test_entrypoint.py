@@ -98,3 +98,35 @@ def test_templates_ship_with_the_install(tmp_path):
     proc = run("eval", "report", tmp_path / "run", "-o", tmp_path / "report.html", cwd=tmp_path, home=home)
     assert proc.returncode == 0, proc.stderr
     assert "<html" in (tmp_path / "report.html").read_text()[:500].lower()
+
+
+def test_the_console_serves_its_pages_from_the_install(tmp_path):
+    """`swcli console`'s templates and static files ship with the install: the first URL signs in, the pages render."""
+    import http.client
+    import select
+    import signal
+    from urllib.parse import urlsplit
+
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "SWCLI_TEMPLATES")}
+    env.update(SWCLI_HOME=str(tmp_path / "home"))
+    proc = subprocess.Popen([str(SWCLI), "console", "--port", "0"], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    try:
+        ready, _, _ = select.select([proc.stdout], [], [], 60)
+        assert ready, "no URL line within 60 s"
+        url = proc.stdout.readline().decode().split(" ", 1)[1].strip()
+        parts = urlsplit(url)
+        conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=30)
+        conn.request("GET", f"/?{parts.query}")
+        res = conn.getresponse()
+        res.read()
+        assert res.status == 303
+        cookie = res.getheader("set-cookie").split(";")[0]
+        for path, words in (("/runs", b"Evaluations"), ("/static/console.js", b"textContent"), ("/api", b"/api/jobs")):
+            conn.request("GET", path, headers={"Cookie": cookie})
+            res = conn.getresponse()
+            body = res.read()
+            assert res.status == 200 and words in body, (path, res.status, body[:200])
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.communicate(timeout=20)
