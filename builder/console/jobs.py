@@ -116,9 +116,12 @@ class ResultsCounter:
 
     def count(self) -> int:
         """Records written so far: per folder, the most lines among the results being written (``.tmp``), the
-        finished ones and those of a run that stopped (``.partial``); the runner renames one into the other."""
+        finished ones and those of a run that stopped (``.partial``), as the runner renames one into the other. The
+        shard parts' sum, or the merged run's own once the merge wrote it (the same records again), whichever is more."""
         with self.lock:
-            return sum(max(self._lines(folder / name) for name in (TMP, RESULTS, PARTIAL)) for folder in self._folders())
+            root, *parts = [max(self._lines(folder / name) for name in (TMP, RESULTS, PARTIAL))
+                            for folder in self._folders()]
+            return max(root, sum(parts))
 
     def _lines(self, path: Path) -> int:
         pos, lines = self.seen.get(path, (0, 0))

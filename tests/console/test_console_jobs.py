@@ -119,3 +119,17 @@ def test_records_thumbnails_compare_and_gate_read_the_jobs_runs(world):
         b_acc, expected = accs[b["run"]], accs[b["run"]] >= accs[a["run"]]
         assert gate["passed"] is expected and b_acc is not None
         assert "| accuracy |" in gate["markdown"]
+
+
+def test_progress_counts_shard_parts_and_the_merged_run_once(tmp_path):
+    from builder.console.jobs import ResultsCounter
+
+    root = tmp_path / "run"
+    for i, lines in enumerate((3, 4)):
+        (root / "parts" / str(i)).mkdir(parents=True)
+        (root / "parts" / str(i) / "results.jsonl").write_text("{}\n" * lines)
+    (root / "parts" / "1" / ".results.jsonl.tmp").write_bytes(b"{}\n{}\n" + b"\0" * 4096)  # runs ahead as zeros
+    counter = ResultsCounter(root)
+    assert counter.count() == 7
+    (root / "results.jsonl").write_text("{}\n" * 7)  # the merge
+    assert counter.count() == 7
