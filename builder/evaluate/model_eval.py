@@ -7,7 +7,6 @@ import os
 import secrets
 import sys
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 
 from typing import TYPE_CHECKING, Any
@@ -121,8 +120,9 @@ def runtime_label(runtime: str | None, store: Store) -> str | None:
 
 
 def new_run_id(model: str, dataset: str) -> str:
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
-    return f"{stamp}-{model}-{dataset}-{secrets.token_hex(2)}"
+    from builder.runs.history import run_stamp
+
+    return f"{run_stamp()}-{model}-{dataset}-{secrets.token_hex(2)}"
 
 
 def load_handler(root: Path, spec, device: str | None = None) -> PipelineHandler:
