@@ -27,6 +27,7 @@ from builder.images.build import DEFAULT_BASE, ImageResult
 from builder.images.runtime_image import build_runtime_image
 from builder.images.env import RuntimeError_, current_env_prefix, env_mode
 from builder.refs import image_ref_problem, name_problem
+from builder.spec import spec_file
 from builder.yamldoc import Field, check_fields, read_yaml_mapping
 from builder.files import write_json_atomic
 from builder.store import Entry, Store, utc_now
@@ -61,7 +62,7 @@ class RuntimeSpec:
 
 def load_runtime_spec(path: str | Path) -> RuntimeSpec:
     """Parse and check runtime.yaml; whether it can give an env by itself is :func:`_env_from_spec`'s question."""
-    file = Path(path) / "runtime.yaml" if Path(path).is_dir() else Path(path)
+    file = spec_file(path, "runtime.yaml", "swcli runtime build")
     doc = read_yaml_mapping(file)
     v = check_fields(doc, doc.data, RUNTIME_FIELDS)
     if problem := name_problem(v["name"]):
