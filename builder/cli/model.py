@@ -72,7 +72,7 @@ def eval_(
     options = EvalOptions(model=model, dataset=dataset, output_dir=output, batch_size=batch_size, device=device, shard=shard,
                           resume=resume, threads=threads, workers=workers, runtime=runtime)
     with record_progress("evaluating") as progress:
-        result = evaluate(options, progress=progress)
+        result = evaluate(options, progress=progress, on_total=progress.set_total)
     if result.note:
         console.print(result.note, markup=False)
     if result.run.get("status") == "partial":
