@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from builder.errors import SpecError
 from builder.refs import image_ref_problem, name_problem
 from builder.yamldoc import Field, YamlDoc, check_fields, read_yaml_mapping
 
@@ -97,9 +98,17 @@ def _check_class_ref(doc: YamlDoc, value: str, key: str) -> str:
     return value.strip()
 
 
-def _spec_file(path: str | Path, filename: str) -> Path:
+def spec_file(path: str | Path, filename: str, command: str) -> Path:
+    """``path`` itself when it is a file, else ``path/filename``; a missing folder or a folder without
+    ``filename`` is a one-line :class:`SpecError` naming the folder and what ``command`` expects in it."""
     path = Path(path)
-    return path / filename if path.is_dir() else path
+    if path.is_dir():
+        if not (path / filename).exists():
+            raise SpecError(path, f"no {filename} in this folder")
+        return path / filename
+    if not path.exists() and path.name != filename:  # a missing file named as such is read, and said missing
+        raise SpecError(path, f"no such folder; {command} expects a folder holding {filename}")
+    return path
 
 
 # --------------------------------------------------------------------------------------------------- dataset
@@ -146,7 +155,7 @@ class DatasetSpec:
 
 def load_dataset_spec(path: str | Path) -> DatasetSpec:
     """Read and check ``dataset.yaml`` (``path`` is the file or its folder)."""
-    file = _spec_file(path, "dataset.yaml")
+    file = spec_file(path, "dataset.yaml", "swcli dataset build")
     doc = read_yaml_mapping(file)
     values = check_fields(doc, doc.data, DATASET_FIELDS)
     attr = check_fields(doc, values["attr"] or {}, DATASET_ATTR_FIELDS, prefix="attr.")
@@ -249,7 +258,7 @@ def _relative_paths(doc: YamlDoc, root: Path, value: Any, key: str) -> list[str]
 
 def load_model_spec(path: str | Path) -> ModelSpec:
     """Read and check ``model.yaml`` (``path`` is the file or its folder)."""
-    file = _spec_file(path, "model.yaml")
+    file = spec_file(path, "model.yaml", "swcli model build")
     doc = read_yaml_mapping(file)
     values = check_fields(doc, doc.data, MODEL_FIELDS)
     notes = []

@@ -106,8 +106,13 @@ def test_non_mapping_yaml(tmp_path, text):
 
 
 def test_missing_file_names_it(tmp_path):
-    with pytest.raises(SpecError, match="dataset.yaml: file not found"):
+    with pytest.raises(SpecError, match=f"^{tmp_path}: no dataset.yaml in this folder$"):
         load_dataset_spec(tmp_path)
+    with pytest.raises(SpecError, match="^nope: no such folder; swcli dataset build expects a folder holding "
+                                        "dataset.yaml$"):
+        load_dataset_spec("./nope")
+    with pytest.raises(SpecError, match="dataset.yaml: file not found"):
+        load_dataset_spec(tmp_path / "dataset.yaml")
 
 
 @pytest.mark.parametrize(

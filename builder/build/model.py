@@ -267,8 +267,6 @@ def build_model(
     started = time.perf_counter()
     store = store or Store()
     directory = Path(directory)
-    if directory.is_dir() and not (directory / "model.yaml").is_file():
-        raise SpecError(directory / "model.yaml", f"no model.yaml in {directory}")
     spec = load_model_spec(directory)
     check_handler_source(spec)
     _check_listed_files(spec)

@@ -34,8 +34,10 @@ def _check_image_flag(flag: str, image: str | None) -> None:
 
 def dataset_with_image(directory: Path, *, base_image: str, no_image: bool = False, load: bool = True,
                        dockerfile_only: Path | None = None, progress: Callable[[int], None] | None = None,
-                       on_package: Callable[[object], None] | None = None) -> Built:
-    """`swcli dataset build`: the dataset into the store, then its image (unless ``no_image``)."""
+                       on_package: Callable[[object], None] | None = None,
+                       on_step: Callable[[str], None] | None = None) -> Built:
+    """`swcli dataset build`: the dataset into the store, then its image (unless ``no_image``). ``on_step`` hears
+    the Debian base's first build as it starts."""
     from builder.images.build import build_dataset_image
     from builder.images.context import check_context_dir
     from builder.build.dataset import build_dataset
@@ -49,15 +51,21 @@ def dataset_with_image(directory: Path, *, base_image: str, no_image: bool = Fal
         on_package(result)
     if no_image:
         return Built(result, None)
+    if dockerfile_only is None:
+        from builder.build.runtime import build_base_first
+
+        build_base_first(Store().layout, base_image, (), on_step)
     return Built(result, build_dataset_image(result.entry, base_image=base_image, dockerfile_only=dockerfile_only,
                                              load=load))
 
 
 def model_with_image(directory: Path, *, runtime: str | None = None, skip_gen_env: bool = False, no_image: bool = False,
                      load: bool = True, dockerfile_only: Path | None = None, store: Store | None = None,
-                     on_package: Callable[[object], None] | None = None, verify: bool = False) -> Built:
+                     on_package: Callable[[object], None] | None = None, verify: bool = False,
+                     on_step: Callable[[str], None] | None = None) -> Built:
     """`swcli model build`: the snapshot into the store, then the image on its runtime (``runtime``, else
-    model.yaml's run.runtime, else one from pip_req, else from the current env), the runtime built if needed."""
+    model.yaml's run.runtime, else one from pip_req, else from the current env), the runtime built if needed.
+    ``on_step`` hears each long step as it starts (the runtime's build and what it is for, the Debian base's)."""
     from builder.images.build import build_model_image
     from builder.images.context import check_context_dir
     from builder.build.model import build_model
@@ -80,7 +88,7 @@ def model_with_image(directory: Path, *, runtime: str | None = None, skip_gen_en
         return Built(result, None)
     runtime_image = runtime_image or runtime_for_model(
         result.entry, None, store=store, dockerfile_only=dockerfile_only and dockerfile_only / "runtime",
-        skip_gen_env=skip_gen_env, load=load)
+        skip_gen_env=skip_gen_env, load=load, on_step=on_step)
     image = build_model_image(result.entry, runtime_image, dockerfile_only=dockerfile_only and dockerfile_only / "model",
                               load=load, layout=store.layout, verify=verify)
     return Built(result, image, runtime_image)

@@ -27,6 +27,7 @@ from builder.images.build import DEFAULT_BASE, ImageResult
 from builder.images.runtime_image import build_runtime_image
 from builder.images.env import RuntimeError_, current_env_prefix, env_mode
 from builder.refs import image_ref_problem, name_problem
+from builder.spec import spec_file
 from builder.yamldoc import Field, check_fields, read_yaml_mapping
 from builder.files import write_json_atomic
 from builder.store import Entry, Store, utc_now
@@ -61,7 +62,7 @@ class RuntimeSpec:
 
 def load_runtime_spec(path: str | Path) -> RuntimeSpec:
     """Parse and check runtime.yaml; whether it can give an env by itself is :func:`_env_from_spec`'s question."""
-    file = Path(path) / "runtime.yaml" if Path(path).is_dir() else Path(path)
+    file = spec_file(path, "runtime.yaml", "swcli runtime build")
     doc = read_yaml_mapping(file)
     v = check_fields(doc, doc.data, RUNTIME_FIELDS)
     if problem := name_problem(v["name"]):
@@ -140,10 +141,30 @@ def _venv_step(spec: RuntimeSpec, venv: Path, failed: str, cmd: list[str]) -> No
         raise EnvResolveError(f"{spec.path}: {failed}: '{shown}' exited {proc.returncode}: {last}")
 
 
+BASE_STEP = "building the Debian base image (first time, ~40 s)"
+
+
+def build_base_first(layout, base_image: str, packages: tuple[str, ...] = (),
+                     on_step: Callable[[str], None] | None = None) -> None:
+    """Write swcli's Debian base (or its ``packages`` variant) into ``layout`` now, saying so with ``on_step``, when
+    building on ``base_image`` would first run mmdebstrap (half a minute, once per machine); the image build that
+    follows finds it there. Nothing when the base is another image, or is written already, or cannot be built here."""
+    from builder.images.base_image import can_build_rootfs, ensure_base, rootfs_cached
+    from builder.images.image import read_image
+
+    if on_step is None or base_image != DEFAULT_BASE or rootfs_cached(packages) or not can_build_rootfs():
+        return
+    if not packages and read_image(layout, base_image) is not None:
+        return
+    on_step(BASE_STEP)
+    ensure_base(layout, packages, refs=() if packages else (base_image,))
+
+
 def build_runtime(name: str | None = None, prefix: Path | None = None, *, spec_dir: Path | None = None,
                   base_image: str | None = None, store: Store | None = None, dockerfile_only: Path | None = None,
                   client=None, log=None, nocache: bool = False, skip_gen_env: bool = False, load: bool = True,
-                  verify: bool = False, env_lock: Callable[[Path], EnvLock] = export_env_lock) -> tuple[Entry | None, ImageResult]:
+                  verify: bool = False, env_lock: Callable[[Path], EnvLock] = export_env_lock,
+                  on_step: Callable[[str], None] | None = None, step: str | None = None) -> tuple[Entry | None, ImageResult]:
     """Build `swrt/<name>` from an env (explicit, runtime.yaml, or the current one) and record it.
 
     A runtime.yaml in ``spec_dir`` gives the name and base image (``name``/``base_image`` win) and, when no
@@ -171,6 +192,10 @@ def build_runtime(name: str | None = None, prefix: Path | None = None, *, spec_d
         raise RuntimeError_(f"{prefix}: environment folder does not exist")
     env_mode(prefix)  # not an env: say so before running pip in it
     lock = None if skip_gen_env else env_lock(prefix)
+    if dockerfile_only is None:  # the long steps of an image build, named as they start
+        build_base_first(store.layout, base_image or DEFAULT_BASE, system_packages, on_step)
+        if on_step is not None:
+            on_step(step or f"building runtime {name}")
     result, manifest = build_runtime_image(name, prefix, base_image=base_image or DEFAULT_BASE,
                                            lock_text=lock.text if lock else "", client=client,
                                            dockerfile_only=dockerfile_only, log=log, nocache=nocache, load=load,
@@ -210,7 +235,8 @@ def _env_from_spec(spec: RuntimeSpec, store: Store) -> Path:
 
 
 def runtime_for_model(entry: Entry, runtime: str | None = None, *, store: Store | None = None,
-                      dockerfile_only: Path | None = None, log=None, skip_gen_env: bool = False, load: bool = True) -> str:
+                      dockerfile_only: Path | None = None, log=None, skip_gen_env: bool = False, load: bool = True,
+                      on_step: Callable[[str], None] | None = None) -> str:
     """The runtime image a model image is built FROM.
 
     `--runtime` (a runtime ref or an image), else model.yaml's `run.runtime`, else a runtime made from the model's
@@ -222,19 +248,23 @@ def runtime_for_model(entry: Entry, runtime: str | None = None, *, store: Store 
         return image_for("runtime", ref, store)
     pip_req = (entry.manifest.get("spec") or {}).get("pip_req")
     req_file = entry.path / "src" / pip_req if pip_req else None
-    prefix = None
+    prefix, name = None, f"{entry.name}-env"
+    say = on_step or (lambda message: None)
     if req_file is not None and req_file.is_file():
         requirements = [line.strip() for line in req_file.read_text().splitlines() if line.strip() and not line.startswith("#")]
-        spec = RuntimeSpec(req_file, f"{entry.name}-env", "venv", f"{sys.version_info.major}.{sys.version_info.minor}",
+        spec = RuntimeSpec(req_file, name, "venv", f"{sys.version_info.major}.{sys.version_info.minor}",
                            DEFAULT_BASE, requirements, None)
+        say(f"resolving {pip_req} of model {entry.name} into a venv (cached)")
         prefix = resolved_venv(spec, store)
         if dockerfile_only is None:
-            reused = _reuse_runtime(prefix, f"{entry.name}-env", store, load=load, log=log)
+            reused = _reuse_runtime(prefix, name, store, load=load, log=log)
             if reused:
                 return reused
     # `--skip-gen-env` is about the user's own env; a venv swcli resolved from pip_req always records its lock
-    built, image = build_runtime(f"{entry.name}-env", prefix, store=store, dockerfile_only=dockerfile_only, log=log,
-                                 skip_gen_env=skip_gen_env and prefix is None, load=load)
+    source = "its pip_req" if prefix is not None else "the current environment"
+    built, image = build_runtime(name, prefix, store=store, dockerfile_only=dockerfile_only, log=log,
+                                 skip_gen_env=skip_gen_env and prefix is None, load=load, on_step=on_step,
+                                 step=f"building runtime {name} for model {entry.name} (from {source})")
     if prefix is not None and built is not None:
         write_json_atomic(prefix / RUNTIME_MEMO, {"name": built.name, "version": built.version, "image": image.tags[0]})
     return image.tags[0]

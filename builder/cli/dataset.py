@@ -33,7 +33,8 @@ def build(
 
     with record_progress("slicing records") as progress:
         done = dataset_with_image(directory, base_image=base_image, no_image=no_image, load=not no_load,
-                                  dockerfile_only=dockerfile_only, progress=progress, on_package=built)
+                                  dockerfile_only=dockerfile_only, progress=progress, on_package=built,
+                                  on_step=progress.step)
     if done.image is not None:
         console.print(f"wrote Dockerfile and context to {dockerfile_only}" if dockerfile_only else image_line(done.image),
                       markup=False)

@@ -46,7 +46,8 @@ def k8s(
 ) -> None:
     """Emit a PVC (unless --parts registry), an Indexed Job running `eval --shard` in N pods, and the merge Job, as one YAML stream."""
     from builder.build.entry_image import image_for
-    from builder.jobs.k8s import DEFAULT_PVC, K8sOptions, render, write_manifests
+    from builder.cli._output import warn
+    from builder.jobs.k8s import DEFAULT_PVC, K8sOptions, image_warnings, render, write_manifests
     from builder.store import Store
 
     store = Store()
@@ -54,6 +55,8 @@ def k8s(
                       shards=shards, namespace=namespace, output_pvc=DEFAULT_PVC if output_pvc is None else output_pvc,
                       create_pvc=output_pvc is None, dataset_mount=dataset_mount, parts=parts, registry_secret=registry_secret, cpu=cpu, memory=memory,
                       image_pull_secrets=list(image_pull_secret or []), merge_wait=merge_wait, resume=resume)
+    for line in image_warnings(opts):
+        warn(line)
     if out is None:
         typer.echo(render(opts), nl=False)
     else:

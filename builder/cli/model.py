@@ -26,9 +26,12 @@ def build(
 ) -> None:
     """Snapshot the source tree and weights named by model.yaml into the store, then build swmp/NAME on a runtime."""
     from builder.build.pipeline import model_with_image
+    from builder.cli._progress import step_progress
 
-    built = model_with_image(directory, runtime=runtime, skip_gen_env=skip_gen_env, no_image=no_image, load=not no_load,
-                             dockerfile_only=dockerfile_only, on_package=_say_built, verify=verify)
+    with step_progress() as on_step:
+        built = model_with_image(directory, runtime=runtime, skip_gen_env=skip_gen_env, no_image=no_image,
+                                 load=not no_load, dockerfile_only=dockerfile_only, on_package=_say_built, verify=verify,
+                                 on_step=on_step)
     if built.image is not None:
         console.print(f"wrote Dockerfiles and contexts to {dockerfile_only}" if dockerfile_only
                       else image_line(built.image, on=built.runtime_image), markup=False)
@@ -72,7 +75,7 @@ def eval_(
     options = EvalOptions(model=model, dataset=dataset, output_dir=output, batch_size=batch_size, device=device, shard=shard,
                           resume=resume, threads=threads, workers=workers, runtime=runtime)
     with record_progress("evaluating") as progress:
-        result = evaluate(options, progress=progress)
+        result = evaluate(options, progress=progress, on_total=progress.set_total)
     if result.note:
         console.print(result.note, markup=False)
     if result.run.get("status") == "partial":

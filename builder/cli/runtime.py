@@ -29,12 +29,14 @@ def build(
     """Snapshot an env (split into layers by package size) and swcli onto a base image; default: the current env."""
     from builder.errors import UsageError
     from builder.build.runtime import build_runtime
+    from builder.cli._progress import step_progress
 
     if venv and conda_prefix:
         raise UsageError("give --venv or --conda-prefix, not both")
-    entry, result = build_runtime(name, venv or conda_prefix, spec_dir=directory, base_image=base_image,
-                                  dockerfile_only=dockerfile_only, skip_gen_env=skip_gen_env, load=not no_load,
-                                  verify=verify)
+    with step_progress() as on_step:
+        entry, result = build_runtime(name, venv or conda_prefix, spec_dir=directory, base_image=base_image,
+                                      dockerfile_only=dockerfile_only, skip_gen_env=skip_gen_env, load=not no_load,
+                                      verify=verify, on_step=on_step)
     if entry is None:
         console.print(f"wrote Dockerfile and context to {dockerfile_only}")
         return

@@ -7,10 +7,9 @@ import os
 import secrets
 import sys
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 from builder.api.model import PipelineHandler
 from builder.build.model import model_source
@@ -121,8 +120,9 @@ def runtime_label(runtime: str | None, store: Store) -> str | None:
 
 
 def new_run_id(model: str, dataset: str) -> str:
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
-    return f"{stamp}-{model}-{dataset}-{secrets.token_hex(2)}"
+    from builder.runs.history import run_stamp
+
+    return f"{run_stamp()}-{model}-{dataset}-{secrets.token_hex(2)}"
 
 
 def load_handler(root: Path, spec, device: str | None = None) -> PipelineHandler:
@@ -159,8 +159,10 @@ def check_output_dir(output_dir: Path, store: Store) -> None:
                         "or none for a new run under runs/")
 
 
-def evaluate(options: EvalOptions, *, store: Store | None = None, progress: Progress | None = None) -> EvalResult:
-    """Run the model's handler over the dataset; outputs go to ``options.output_dir`` or a new run dir."""
+def evaluate(options: EvalOptions, *, store: Store | None = None, progress: Progress | None = None,
+             on_total: Callable[[int], None] | None = None) -> EvalResult:
+    """Run the model's handler over the dataset; outputs go to ``options.output_dir`` or a new run dir.
+    ``on_total`` hears the number of records to evaluate (the shard's), before the first ``progress``."""
     store = store or Store()
     if (options.workers or 1) > 1 and options.threads not in (None, 1):
         raise UsageError(f"--threads {options.threads} with --workers {options.workers}: each ppl worker runs torch on "
@@ -188,7 +190,7 @@ def evaluate(options: EvalOptions, *, store: Store | None = None, progress: Prog
     # takes the helper over (builder.evaluate.runner.metric_worker). Known from the handler's source: its module is
     # not loaded yet
     with scoring_helper(imports_named_in(module_source(spec.ppl, root)) if shard is None else ()):
-        return _load_and_run(options, source, store, progress)
+        return _load_and_run(options, source, store, progress, on_total)
 
 
 @dataclass(frozen=True)
@@ -205,7 +207,8 @@ class Source:
     runtime: str | None = None  # run.json's runtime when --runtime named one (runtime_label)
 
 
-def _load_and_run(options: EvalOptions, source: Source, store: Store, progress: Progress | None) -> EvalResult:
+def _load_and_run(options: EvalOptions, source: Source, store: Store, progress: Progress | None,
+                  on_total: Callable[[int], None] | None = None) -> EvalResult:
     """The rest of :func:`evaluate`: build the handler, choose threads and workers, run, record the run."""
     from builder.evaluate.runner.gcpolicy import loading
     from builder.evaluate.runner.ppl_workers import choose_workers
@@ -226,6 +229,8 @@ def _load_and_run(options: EvalOptions, source: Source, store: Store, progress: 
                             before_handler=default_threads)
     output_dir = options.output_dir or store.runs_dir / new_run_id(spec.name, str(source.manifest.get("name")))
     records, shard_info = _records(source.reader, source.shard)
+    if on_total is not None:
+        on_total(len(records))
     workers = choose_workers(options.workers, device=options.device, records=len(records),
                              threads_decided=threads_decided, handler_threads=started_since(threads_before))
     try:

@@ -39,11 +39,16 @@ def base_ref(python: str, packages: Sequence[str] = (), key: str = "") -> str:
     return f"{BASE_REPO}:{tag}-{key[:12]}" if packages else f"{BASE_REPO}:{tag}"
 
 
-def rootfs_available(packages: Sequence[str] = ()) -> bool:
-    """Whether the rootfs for ``packages`` is cached here or can be built (mmdebstrap, as root)."""
+def rootfs_cached(packages: Sequence[str] = ()) -> bool:
+    """Whether the rootfs tar for ``packages`` is in this machine's cache (else writing the base runs mmdebstrap)."""
     from builder.images.base import cache_key, package_list
 
-    return can_build_rootfs() or (base_cache_dir() / f"{cache_key(DEFAULT_SUITE, package_list(packages))}.tar").is_file()
+    return (base_cache_dir() / f"{cache_key(DEFAULT_SUITE, package_list(packages))}.tar").is_file()
+
+
+def rootfs_available(packages: Sequence[str] = ()) -> bool:
+    """Whether the rootfs for ``packages`` is cached here or can be built (mmdebstrap, as root)."""
+    return can_build_rootfs() or rootfs_cached(packages)
 
 
 def _tar_blob(layout: Layout, tar: Path) -> Descriptor:

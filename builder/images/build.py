@@ -32,6 +32,10 @@ from builder.refs import image_ref_problem, image_tags, is_version, name_problem
 from builder.store import Entry, Store
 
 DEFAULT_BASE = "swcli/base:bookworm-py3.11"
+# how a machine without the base gets it (no checkout needed): swcli writes it on first use, as root with mmdebstrap
+BASE_HINT = ("swcli writes it itself on first use when run as root with mmdebstrap installed (apt-get install "
+             "mmdebstrap), or once with `python3 -m builder.images.base_image --load` as root; or build on another base "
+             "image with python3 (--base-image, runtime.yaml's base_image)")
 USER = "1000:1000"
 ENTRYPOINT = ["python3", "-m", "builder.container"]  # what images run, as templates/Dockerfile.j2 says
 SWCLI_LIB = "/opt/swcli/lib"  # swcli and the dependencies it brings, on PYTHONPATH after the env's site-packages
@@ -133,7 +137,7 @@ def parent_image(layout: Layout, client, ref: str, flag: str) -> Image:
 
         if rootfs_available():  # our own base, written from the reproducible rootfs: no engine involved
             return ensure_base(layout, refs=[ref])
-    hint = "build it with `make base-image`" if ref == DEFAULT_BASE else "pull or build it first"
+    hint = (BASE_HINT if ref == DEFAULT_BASE else "pull or build it first")
     try:
         client = client or connect()
     except DockerError:

@@ -12,7 +12,8 @@ from pathlib import Path
 
 from builder.errors import DockerError, SwcliError
 
-NO_ENGINE_HINT = "start one (`make docker`) or pass --no-image to build the package only"
+NO_ENGINE_HINT = ("start one (Debian: apt-get install docker.io, then `dockerd &` as root) or pass --no-image to build "
+                  "the package only")
 
 
 def connect(timeout: int = 60):

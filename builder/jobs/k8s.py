@@ -171,6 +171,35 @@ def registry_ref_problem(image: str, mode: str) -> str | None:
     return None
 
 
+_LOOPBACK_HOST = re.compile(r"(?:localhost|127(?:\.[0-9]{1,3}){3}|\[::1\]|::1)(?::[0-9]+)?", re.IGNORECASE)
+
+
+def registry_host(image: str) -> str | None:
+    """The registry host ``image`` names (Docker's rule: a first component with a '.' or ':', or ``localhost``);
+    None when it names none, so a cluster's engine would look it up on Docker Hub."""
+    first, slash, _ = image.partition("/")
+    if slash and ("." in first or ":" in first or first.lower() == "localhost"):
+        return first
+    return None
+
+
+def image_warnings(opts: K8sOptions) -> list[str]:
+    """One line per image a cluster will likely fail to pull: no registry host (a store ref resolves to a local
+    name like ``swmp/NAME:TAG``: Docker Hub would be asked) or a loopback registry (the node's own loopback)."""
+    lines = []
+    for flag, kind, image in (("--model", "model", opts.model_image), ("--dataset", "dataset", opts.dataset_image)):
+        host = registry_host(image)
+        if host is None:
+            why = "names no registry, so a cluster would look it up on Docker Hub"
+        elif _LOOPBACK_HOST.fullmatch(host):
+            why = f"is on the loopback registry {host}, which a cluster's nodes cannot reach"
+        else:
+            continue
+        lines.append(f"{flag} image {image} {why}; push it to a registry the cluster can pull from "
+                     f"(swcli {kind} push REF REGISTRY/REPO:TAG) and pass that ref")
+    return lines
+
+
 def _dns_name(text: str) -> str:
     name = re.sub(r"[^a-z0-9-]+", "-", text.lower()).strip("-")
     return name[:52].rstrip("-") or "swcli-eval"
@@ -278,7 +307,11 @@ def render(opts: K8sOptions) -> str:
     import yaml
 
     class Dumper(yaml.SafeDumper):
-        """Multi-line strings (the init container's program) as readable ``|`` blocks."""
+        """Multi-line strings (the init container's program) as readable ``|`` blocks; an object used twice (the
+        containers' security context) written out twice, not as ``&id001``/``*id001``: people edit this YAML."""
+
+        def ignore_aliases(self, data) -> bool:
+            return True
 
     def text(dumper, value: str):
         return dumper.represent_scalar("tag:yaml.org,2002:str", value, style="|" if "\n" in value else None)

@@ -11,6 +11,7 @@ steps happen, so what a push or an attach prints, or the error it fails with, fo
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -58,6 +59,8 @@ def eval_part(pod: Pod, options: EvalOptions, *, dataset: str | None, push_part:
     """`eval`: run ``options`` (the image's model over the registry image ``dataset``, or the mounted dataset);
     with ``push_part`` and ``job``, attach the finished part to that model image unless it is there already."""
     _check_dataset(pod, dataset)
+    if options.output_dir is not None:
+        check_writable(Path(options.output_dir))
     if (push_part is None) != (job is None):
         raise UsageError("--push-part and --job go together: the model image to attach the part to, and the job id")
     if push_part is not None and _already_pushed(pod, options.shard, dataset, push_part, job, log):
@@ -72,6 +75,17 @@ def eval_part(pod: Pod, options: EvalOptions, *, dataset: str | None, push_part:
         from builder.jobs.parts import push_part as push
 
         log(f"part pushed: {push(options.output_dir, push_part, job)} (subject {push_part})")
+
+
+def check_writable(output: Path, *, access: Callable[[str, int], bool] = os.access) -> None:
+    """Before the model loads: ``output`` (or the folder it will be made in) is one this process may write, else one
+    line saying how to run the image (it runs as uid 1000, which a host folder mounted there rarely lets write)."""
+    folder = Path(output)
+    while not folder.exists() and folder.parent != folder:
+        folder = folder.parent
+    if folder.is_dir() and not access(str(folder), os.W_OK | os.X_OK):
+        raise EvalError(f"{output}: uid {os.getuid()} may not write {folder}; run the image with "
+                        f'--user "$(id -u):$(id -g)" (the owner of the host folder mounted there), or make it writable')
 
 
 def _check_dataset(pod: Pod, dataset: str | None) -> None:
@@ -104,6 +118,7 @@ def _already_pushed(pod: Pod, shard: str | None, dataset: str | None, image: str
 def merge_folder(pod: Pod, parts_dir: Path, output: Path, *, wait: float, log: Log, summary: Summary) -> None:
     """`merge`: score the shard parts in ``parts_dir``'s subfolders into ``output``, first waiting up to ``wait``
     seconds for every part to finish (the Kubernetes merge Job)."""
+    check_writable(output)
     handler = pod.handler()  # before waiting: the imports overlap the shards' work
     if wait > 0:
         _warm_metrics()
@@ -121,6 +136,7 @@ def merge_registry(pod: Pod, image: str, *, job: str, dataset: str, shards: int,
     attach the merged evaluation to ``image``."""
     from builder.jobs.parts import attach_merged, pull_parts
 
+    check_writable(output)
     handler = pod.handler()
     if wait > 0:
         _warm_metrics()

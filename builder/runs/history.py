@@ -15,6 +15,7 @@ import os
 import re
 import shutil
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -115,6 +116,17 @@ def run_id_problem(ref: str) -> str | None:
             "e.g. ./out)")
 
 
+def run_stamp(started: object = None) -> str:
+    """The time part of every run id, ``YYYYmmdd-HHMMSS`` in UTC (``model eval``'s new runs and the recorded ones
+    of ``--output``/``job run`` alike): ``started`` (run.json's ISO time), else now."""
+    try:
+        when = datetime.fromisoformat(started) if isinstance(started, str) else datetime.now(timezone.utc)
+    except ValueError:
+        when = datetime.now(timezone.utc)
+    when = when.replace(tzinfo=when.tzinfo or timezone.utc)
+    return when.astimezone(timezone.utc).strftime("%Y%m%d-%H%M%S")
+
+
 def _safe_id(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._+-]+", "_", text).lstrip("._+-") or "run"
 
@@ -131,7 +143,7 @@ def record_run(output_dir: Path, store: Store | None = None) -> str:
     except OSError as err:
         raise RunError(f"{err.filename or runs}: cannot record the run: {err.strerror or err}") from None
     run = read_run_json(output_dir / RUN)
-    stamp = str(run.get("started") or "").replace(":", "").replace("-", "").replace("+0000", "")[:15]
+    stamp = run_stamp(run.get("started"))
     base = _safe_id(f"{stamp}-{output_dir.name}"[:200])
     for n in range(1, 1000):
         run_id = base if n == 1 else f"{base}-{n}"

@@ -138,7 +138,15 @@ def test_bad_yaml_fails_in_one_line(cli, tiny_dataset, old, new, words):
 
 
 def test_missing_yaml_and_unknown_ref(cli, tmp_path):
-    one_line_error(cli("dataset", "build", "--no-image", tmp_path), "dataset.yaml", "file not found")
+    one_line_error(cli("dataset", "build", "--no-image", tmp_path), f"{tmp_path}: no dataset.yaml in this folder")
+    one_line_error(cli("dataset", "build", "--no-image", tmp_path / "nope"),
+                   f"{tmp_path / 'nope'}: no such folder; swcli dataset build expects a folder holding dataset.yaml")
+    one_line_error(cli("model", "build", "--no-image", tmp_path), f"{tmp_path}: no model.yaml in this folder")
+    one_line_error(cli("model", "build", tmp_path / "nope"),
+                   f"{tmp_path / 'nope'}: no such folder; swcli model build expects a folder holding model.yaml")
+    one_line_error(cli("runtime", "build", tmp_path / "nope"),
+                   f"{tmp_path / 'nope'}: no such folder; swcli runtime build expects a folder holding runtime.yaml")
+    one_line_error(cli("runtime", "build", tmp_path), f"{tmp_path}: no runtime.yaml in this folder")
     one_line_error(cli("dataset", "info", "nope"), "no dataset matches 'nope'")
     one_line_error(cli("dataset", "remove", "nope:1234"), "no dataset matches")
 

@@ -144,6 +144,7 @@ def test_model_without_runtime_gets_one_from_pip_req(engine, cli, project, tmp_p
     res = cli("model", "build", model_dir, "--skip-gen-env")
     assert res.code == 0, res.err
     assert "on swrt/modthree-env:" in res.out
+    assert "building runtime modthree-env for model modthree (from its pip_req)...\n" in res.err  # the implicit build, named
     runtime = Store().resolve("runtime", "modthree-env")
     assert runtime.manifest["mode"] == "venv" and "six==" in (runtime.path / "env.lock").read_text()
     out = run_removed(engine, "swmp/modthree:latest", ["-c", "import six, builder; print(six.__name__)"],

@@ -40,3 +40,24 @@ def test_a_container_that_exits_says_so_with_the_end_of_its_log(engine, cli, tin
     if shards > 1:
         assert "shard(s) 0 of 2 failed; not merging" in lines
     assert engine.containers.list(all=True, filters={"ancestor": image}) == []  # all removed
+
+
+def test_docker_run_without_user_fails_on_the_output_folder_in_one_line(engine, cli, tiny_runtime, tmp_path):
+    """The image runs as uid 1000; a root-owned host folder mounted at /output is refused before the model loads."""
+    from docker.errors import ContainerError
+
+    from tests.helpers.engine import run_removed
+
+    res = cli("model", "build", write_model(tmp_path / "model", HANDLER), "--skip-gen-env", "--runtime", tiny_runtime)
+    assert res.code == 0, res.err
+    dataset, output = tmp_path / "dataset", tmp_path / "output"
+    dataset.mkdir()
+    (dataset / "manifest.json").write_text("{}")  # a dataset is mounted; the output check comes before reading it
+    output.mkdir(mode=0o755)
+    tmp_path.chmod(0o755)  # reachable by uid 1000, writable by root only
+    with pytest.raises(ContainerError) as err:
+        run_removed(engine, "swmp/modthree:latest", ["eval"],
+                    volumes={str(dataset): {"bind": "/dataset", "mode": "ro"}, str(output): {"bind": "/output", "mode": "rw"}})
+    lines = [line for line in err.value.stderr.decode().splitlines() if line.strip()]
+    assert len(lines) == 1 and '--user "$(id -u):$(id -g)"' in lines[0] and "uid 1000" in lines[0], lines
+    assert list(output.iterdir()) == []

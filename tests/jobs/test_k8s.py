@@ -160,3 +160,45 @@ def test_cli_registry_mode(cli, tmp_path):
               "--dataset-mount", "registry", "--parts", "registry", "--registry-secret", "regcred", "-o", out)
     assert res.code == 0, res.err
     assert [d["kind"] for d in yaml.safe_load_all(out.read_text())] == ["Job", "Job"]
+
+
+# ----------------------------------------------------------------------------------- what people read and edit
+
+
+def test_yaml_has_no_anchors_for_repeated_objects():
+    from builder.jobs.k8s import render
+
+    opts = K8sOptions(model_image="r.example/swmp/m:1", dataset_image="r.example/swds/d:1", shards=2)
+    docs = manifests(opts)
+    pod = docs[1]["spec"]["template"]["spec"]
+    assert pod["initContainers"][0]["securityContext"] is pod["containers"][0]["securityContext"]  # one object, twice
+    text = render(opts)
+    assert "&id" not in text and "*id" not in text
+    assert list(yaml.safe_load_all(text)) == docs
+
+
+@pytest.mark.parametrize(("model", "dataset", "warned"), [
+    ("r.example/swmp/m:1", "r.example:5000/swds/d:1", []),
+    ("swmp/m:1-abc", "docker.io/team/d:1", ["--model image swmp/m:1-abc names no registry"]),
+    ("127.0.0.1:5000/swmp/m:1", "localhost:5000/swds/d:1",
+     ["--model image 127.0.0.1:5000/swmp/m:1 is on the loopback registry 127.0.0.1:5000",
+      "--dataset image localhost:5000/swds/d:1 is on the loopback registry localhost:5000"]),
+    ("localhost/m:1", "[::1]:5000/d:1", ["loopback registry localhost,", "loopback registry [::1]:5000"]),
+])
+def test_image_warnings_name_images_a_cluster_cannot_pull(model, dataset, warned):
+    from builder.jobs.k8s import image_warnings
+
+    lines = image_warnings(K8sOptions(model_image=model, dataset_image=dataset))
+    assert len(lines) == len(warned)
+    for line, words in zip(lines, warned):
+        assert words in line and "push it to a registry the cluster can pull from" in line and "\n" not in line
+
+
+def test_cli_warns_about_a_store_ref_and_a_loopback_registry(cli, tmp_path):
+    res = cli("job", "k8s", "--model", "swmp/m:1", "--dataset", "127.0.0.1:5000/swds/d:1", "-o", tmp_path / "job.yaml")
+    assert res.code == 0, res.err
+    warnings = [line for line in res.err.splitlines() if line.strip()]
+    assert len(warnings) == 2 and all(line.startswith("swcli: warning: ") for line in warnings), res.err
+    assert "swmp/m:1 names no registry" in warnings[0] and "127.0.0.1:5000" in warnings[1]
+    quiet = cli("job", "k8s", "--model", "r.example/swmp/m:1", "--dataset", "r.example/swds/d:1", "-o", tmp_path / "b.yaml")
+    assert quiet.code == 0 and quiet.err.strip() == "", quiet.err
