@@ -7,6 +7,7 @@ like a folder is refused here, although `swcli model eval` itself accepts folder
 from __future__ import annotations
 
 import dataclasses
+import json
 
 from builder.console.state import Console, NotFound
 from builder.errors import UsageError
@@ -37,7 +38,19 @@ def _shards(value: object) -> int:
     if value is None:
         return 1
     if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_SHARDS:
-        raise UsageError(f"shards: a whole number from 1 to {MAX_SHARDS}, got {str(value)[:20]}")
+        raise UsageError(f"shards: a whole number from 1 to {MAX_SHARDS}, got {json.dumps(value)[:20]}")
+    return value
+
+
+def _namespace(value: object) -> str | None:
+    """A Kubernetes namespace (a DNS-1123 label), named as the request's field, the value quoted and bounded."""
+    from builder.jobs.k8s import dns_label_problem
+
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str) or len(value) > 63 or dns_label_problem(value):
+        raise UsageError(f"namespace: {json.dumps(value)[:80]} is not a Kubernetes namespace (a DNS-1123 label: "
+                         "at most 63 lowercase letters, digits and '-', starting and ending with a letter or digit)")
     return value
 
 
@@ -91,7 +104,7 @@ def k8s(console: Console, body: object) -> dict:
 
     body = _body(body, {"model", "dataset", "shards", "namespace"})
     model, dataset = _ref(body.get("model"), "model"), _ref(body.get("dataset"), "dataset")
-    namespace = body.get("namespace") or None
+    namespace = _namespace(body.get("namespace"))
     opts = k8s_jobs.K8sOptions(model_image=image_for("model", model, console.store),
                                dataset_image=image_for("dataset", dataset, console.store),
                                shards=_shards(body.get("shards")), namespace=namespace)
