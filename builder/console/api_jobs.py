@@ -155,8 +155,7 @@ def overview(console: Console) -> dict:
 def registries(console: Console) -> dict:
     out = []
     for view in console.registries:
-        out.append({"target": view.target, "repositories": view.repositories(), "evaluations": view.evaluations(),
-                    "problems": list(view.problems)})
+        out.append({"target": view.target, **view.listing()})
     return {"registries": out}
 
 

@@ -147,3 +147,23 @@ def test_the_gate_takes_a_model_image_as_its_baseline(cli, world):
         assert status in (400, 404) and "no evaluation attached" in answer["error"], answer
         _one_line_400(console, "/api/gate", {"candidate": candidate, "baseline": "../../etc/passwd/x"})
     assert world["run"] in {p.name for p in Store().runs_dir.iterdir()}
+
+
+def test_a_registry_that_hangs_costs_one_deadline_not_one_per_page(swcli_home):
+    import socket
+    import time
+
+    with socket.socket() as sock:  # accepts (the kernel's backlog) and never answers
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(64)
+        address = f"127.0.0.1:{sock.getsockname()[1]}"
+        with running_console("--registry", f"{address}/team", env={"SWCLI_REGISTRY_TIMEOUT": "2"}) as console:
+            took = []
+            for path in ("/api/registries", "/", "/runs", "/api/registries"):
+                start = time.monotonic()
+                status, _, body = console.request("GET", path, timeout=60)
+                took.append(time.monotonic() - start)
+                assert status == 200, body[:300]
+                assert "did not answer within 2 s" in html.unescape(body.decode()) or path == "/runs"
+    assert 2 <= took[0] < 3.5, took  # the catalog read once per listing, not once for tags and again for evaluations
+    assert max(took[1:]) < 1.5, took  # the failure remembered (FAIL_TTL), not waited for on every page
