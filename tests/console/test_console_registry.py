@@ -55,6 +55,8 @@ def test_the_registry_listing_the_overview_and_the_attached_evaluations(world):
         models = text[text.index('id="models"'):text.index('id="datasets"')]
         assert refs["model"] in models and refs["elsewhere"] in models  # pushes.json, newest first
         assert models.index(refs["elsewhere"]) < models.index(refs["model"])
+        sizes = re.findall(r'<span title="(\d+) bytes">([^<]*)</span>', models)
+        assert sizes and all(re.fullmatch(r"[\d.]+ (Bytes|KiB|MiB|GiB)", shown) for _, shown in sizes), sizes
         datasets = text[text.index('id="datasets"'):]
         assert refs["dataset"] in datasets[:datasets.index("</table>")]
         section = text[text.index(f"Registry <code>{address}/team</code>"):]
@@ -64,6 +66,7 @@ def test_the_registry_listing_the_overview_and_the_attached_evaluations(world):
         assert status == 200
         buttons = re.findall(r'<button[^>]*class="pull-attached"[^>]*data-ref="([^"]*)"', page.decode())
         assert buttons == [f"{address}/team/modthree@{world['evaluation']}"]
+        assert f"<code title=\"{address}/team/modthree@{digests['model']}\">{address}/team/modthree:v1</code>" in page.decode()
 
 
 def test_open_pulls_an_attached_evaluation_into_another_history(world, tmp_path):
@@ -88,6 +91,14 @@ def test_attach_a_run_from_the_console(cli, world):
     run = evaluate(cli, world["version"])  # a second run of the same model, not attached yet
     image = world["refs"]["model"]
     with running_console() as console:
+        # the run's page offers the newest push of the very image the run evaluated, by tag and digest
+        status, _, page = console.request("GET", f"/runs/{run}")
+        assert status == 200
+        offered = html.unescape(re.search(r'<input name="image"[^>]*value="([^"]*)"', page.decode()).group(1))
+        assert offered == f"{world['refs']['elsewhere']}@{world['digests']['elsewhere']}"
+        status, done = console.json("POST", f"/api/runs/{run}/attach", {"image": offered})
+        assert status == 200, done
+        assert done["repository"] == f"{world['address']}/other/modthree"
         status, done = console.json("POST", f"/api/runs/{run}/attach", {"image": image})
         assert status == 200, done
         assert done["subject"] == world["digests"]["model"] and done["repository"] == f"{world['address']}/team/modthree"
@@ -125,7 +136,8 @@ def test_a_registry_that_is_down_or_refuses_is_named_on_the_pages(world, down):
                 assert status == 200, page[:300]
                 assert address in html.unescape(page.decode()) or path == "/runs"
             status, _, page = console.request("GET", "/", timeout=60)
-            assert html.unescape(reg["problems"][0]) in html.unescape(page.decode())
+            text = html.unescape(page.decode())
+            assert reg["problems"][0] in text and "nothing read: see above" in text
     finally:
         if proxy is not None:
             proxy.stop()
