@@ -104,6 +104,13 @@ class RegistryView:
             evaluations = self.evaluations()
             return {"repositories": list(self._last), "evaluations": evaluations, "problems": self.problems}
 
+    def forget(self) -> None:
+        """Read the catalog, tags and referrers again next time (what a manifest says is kept): after this console
+        changed the registry, e.g. attached an evaluation, so the next listing shows it at once."""
+        with self._lock:
+            for timed in (self._lists, self._digests, self._referrers):
+                timed.items.clear()
+
     def client(self):
         if self._client is None:
             self._client = self._client_for(self.registry)

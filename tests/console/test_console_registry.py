@@ -179,3 +179,16 @@ def test_a_registry_that_hangs_costs_one_deadline_not_one_per_page(swcli_home):
                 assert "did not answer within 2 s" in html.unescape(body.decode()) or path == "/runs"
     assert 2 <= took[0] < 3.5, took  # the catalog read once per listing, not once for tags and again for evaluations
     assert max(took[1:]) < 1.5, took  # the failure remembered (FAIL_TTL), not waited for on every page
+
+
+def test_a_listing_is_cached_until_forgotten(cli, world):
+    from builder.console.registry_view import RegistryView
+    from builder.runs.attach import default_client
+
+    view = RegistryView(f"{world['address']}/team", default_client())
+    assert [r["run"] for r in view.listing()["evaluations"]] == [world["run"]]
+    run = evaluate(cli, world["version"])
+    assert attached_digest(cli("eval", "attach", run, world["refs"]["model"]))
+    assert [r["run"] for r in view.listing()["evaluations"]] == [world["run"]]  # the referrers, read < tag_ttl ago
+    view.forget()
+    assert sorted(r["run"] for r in view.listing()["evaluations"]) == sorted([world["run"], run])
