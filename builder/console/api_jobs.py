@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import re
 
 from builder.console.state import Console, NotFound
 from builder.errors import UsageError
@@ -15,6 +17,7 @@ from builder.refs import image_ref_problem, name_problem
 
 WHERE = ("local", "containers", "k8s")
 MAX_SHARDS = 64
+METRIC_KEY = re.compile(r"[A-Za-z][A-Za-z0-9_.-]{0,63}")  # a gate's metric name (runs.gates checks it is known)
 
 
 def _ref(value: object, field: str) -> str:
@@ -120,8 +123,10 @@ def _rules(body: dict, field: str) -> list[str]:
         raise UsageError(f"{field}: an object of METRIC: NUMBER (at most 32)")
     out = []
     for key, bound in value.items():
-        if isinstance(bound, bool) or not isinstance(bound, (int, float)):
-            raise UsageError(f"{field}.{str(key)[:40]}: a number, got {str(bound)[:20]}")
+        if not METRIC_KEY.fullmatch(key):
+            raise UsageError(f"{field}: {json.dumps(key)[:60]} is not a metric name")
+        if isinstance(bound, bool) or not isinstance(bound, (int, float)) or not math.isfinite(bound):
+            raise UsageError(f"{field}.{key}: a finite number, got {json.dumps(bound)[:20]}")
         out.append(f"{key}={bound}")
     return out
 
@@ -140,7 +145,11 @@ def gate(console: Console, body: object) -> dict:
         baseline = resolve_baseline(baseline_ref, candidate, store=console.store, client_for=console.clients())
     else:
         baseline = console.run(baseline_ref)
-    result = run_gate(candidate, baseline, parse_rules(_rules(body, "min"), _rules(body, "max_drop")))
+    try:
+        rules = parse_rules(_rules(body, "min"), _rules(body, "max_drop"))
+    except UsageError as err:  # the request's field names, not the CLI's flags
+        raise UsageError(str(err).replace("--max-drop", "max_drop").replace("--min", "min")) from None
+    result = run_gate(candidate, baseline, rules)
     return {"passed": result.passed, "candidate": result.candidate, "baseline": result.baseline,
             "rows": [dataclasses.asdict(row) for row in result.rows], "flipped": result.flipped,
             "failure": None if result.passed else result.failure_line(), "markdown": result.markdown()}

@@ -158,6 +158,14 @@ def test_the_gate_takes_a_model_image_as_its_baseline(cli, world):
                                                             "baseline": world["refs"]["elsewhere"]})
         assert status in (400, 404) and "no evaluation attached" in answer["error"], answer
         _one_line_400(console, "/api/gate", {"candidate": candidate, "baseline": "../../etc/passwd/x"})
+        # rules are named by the request's fields, never echoed unbounded, finite
+        for rules, start in (({"min": {"nosuch": 0.5}}, "min: unknown metric 'nosuch'"),
+                             ({"max_drop": {"accuracy": -1}}, "max_drop takes the drop allowed"),
+                             ({"min": {"accuracy": float("nan")}}, "min.accuracy: a finite number, got NaN"),
+                             ({"max_drop": {"accuracy=1,x": 0}}, 'max_drop: "accuracy=1,x" is not a metric name'),
+                             ({"min": {"x" * 5000: 1}}, "min: ")):
+            error = _one_line_400(console, "/api/gate", {"candidate": candidate, "baseline": world["run"], **rules})
+            assert error.startswith(start) and len(error) < 300, error
     assert world["run"] in {p.name for p in Store().runs_dir.iterdir()}
 
 
