@@ -105,6 +105,9 @@ def test_attach_a_run_from_the_console(cli, world):
         for hostile in ("../x", "a b", "x" * 10_000, "", 7, None, ["a"]):
             _one_line_400(console, f"/api/runs/{run}/attach", {"image": hostile})
         _one_line_400(console, f"/api/runs/{run}/attach", ["not", "an", "object"])
+        # a dataset image is not the run's model image: refused, one line naming it
+        status, answer = console.json("POST", f"/api/runs/{run}/attach", {"image": world["refs"]["dataset"]})
+        assert status == 400 and "\n" not in answer["error"] and "team/tiny" in answer["error"], answer
     res = cli("eval", "list", "--image", image)
     assert res.code == 0, res.err
     assert run in res.out and world["run"] in res.out
