@@ -7,6 +7,9 @@ like a folder is refused here, although `swcli model eval` itself accepts folder
 from __future__ import annotations
 
 import dataclasses
+import json
+import math
+import re
 
 from builder.console.state import Console, NotFound
 from builder.errors import UsageError
@@ -14,6 +17,7 @@ from builder.refs import image_ref_problem, name_problem
 
 WHERE = ("local", "containers", "k8s")
 MAX_SHARDS = 64
+METRIC_KEY = re.compile(r"[A-Za-z][A-Za-z0-9_.-]{0,63}")  # a gate's metric name (runs.gates checks it is known)
 
 
 def _ref(value: object, field: str) -> str:
@@ -37,7 +41,19 @@ def _shards(value: object) -> int:
     if value is None:
         return 1
     if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_SHARDS:
-        raise UsageError(f"shards: a whole number from 1 to {MAX_SHARDS}, got {str(value)[:20]}")
+        raise UsageError(f"shards: a whole number from 1 to {MAX_SHARDS}, got {json.dumps(value)[:20]}")
+    return value
+
+
+def _namespace(value: object) -> str | None:
+    """A Kubernetes namespace (a DNS-1123 label), named as the request's field, the value quoted and bounded."""
+    from builder.jobs.k8s import dns_label_problem
+
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str) or len(value) > 63 or dns_label_problem(value):
+        raise UsageError(f"namespace: {json.dumps(value)[:80]} is not a Kubernetes namespace (a DNS-1123 label: "
+                         "at most 63 lowercase letters, digits and '-', starting and ending with a letter or digit)")
     return value
 
 
@@ -91,7 +107,7 @@ def k8s(console: Console, body: object) -> dict:
 
     body = _body(body, {"model", "dataset", "shards", "namespace"})
     model, dataset = _ref(body.get("model"), "model"), _ref(body.get("dataset"), "dataset")
-    namespace = body.get("namespace") or None
+    namespace = _namespace(body.get("namespace"))
     opts = k8s_jobs.K8sOptions(model_image=image_for("model", model, console.store),
                                dataset_image=image_for("dataset", dataset, console.store),
                                shards=_shards(body.get("shards")), namespace=namespace)
@@ -107,8 +123,10 @@ def _rules(body: dict, field: str) -> list[str]:
         raise UsageError(f"{field}: an object of METRIC: NUMBER (at most 32)")
     out = []
     for key, bound in value.items():
-        if isinstance(bound, bool) or not isinstance(bound, (int, float)):
-            raise UsageError(f"{field}.{str(key)[:40]}: a number, got {str(bound)[:20]}")
+        if not METRIC_KEY.fullmatch(key):
+            raise UsageError(f"{field}: {json.dumps(key)[:60]} is not a metric name")
+        if isinstance(bound, bool) or not isinstance(bound, (int, float)) or not math.isfinite(bound):
+            raise UsageError(f"{field}.{key}: a finite number, got {json.dumps(bound)[:20]}")
         out.append(f"{key}={bound}")
     return out
 
@@ -127,7 +145,11 @@ def gate(console: Console, body: object) -> dict:
         baseline = resolve_baseline(baseline_ref, candidate, store=console.store, client_for=console.clients())
     else:
         baseline = console.run(baseline_ref)
-    result = run_gate(candidate, baseline, parse_rules(_rules(body, "min"), _rules(body, "max_drop")))
+    try:
+        rules = parse_rules(_rules(body, "min"), _rules(body, "max_drop"))
+    except UsageError as err:  # the request's field names, not the CLI's flags
+        raise UsageError(str(err).replace("--max-drop", "max_drop").replace("--min", "min")) from None
+    result = run_gate(candidate, baseline, rules)
     return {"passed": result.passed, "candidate": result.candidate, "baseline": result.baseline,
             "rows": [dataclasses.asdict(row) for row in result.rows], "flipped": result.flipped,
             "failure": None if result.passed else result.failure_line(), "markdown": result.markdown()}
@@ -142,8 +164,7 @@ def overview(console: Console) -> dict:
 def registries(console: Console) -> dict:
     out = []
     for view in console.registries:
-        out.append({"target": view.target, "repositories": view.repositories(), "evaluations": view.evaluations(),
-                    "problems": list(view.problems)})
+        out.append({"target": view.target, **view.listing()})
     return {"registries": out}
 
 

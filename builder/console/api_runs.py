@@ -137,4 +137,8 @@ def attach(console: Console, run_id: str, image: str) -> dict:
     if problem:
         raise UsageError(f"image: {problem}")
     done = attach_run(r, image, client_for=console.clients())
+    registry = done.repository.split("/", 1)[0]
+    for view in console.registries:  # the next listing shows the new evaluation, not a cached one
+        if getattr(view, "registry", None) == registry:
+            view.forget()
     return {"repository": done.repository, "digest": done.digest, "subject": done.subject}

@@ -30,18 +30,7 @@ def _env():
                              undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
     env.filters["num"] = lambda v, d=4: "-" if v is None else (f"{v:.{d}f}" if isinstance(v, float) else str(v))
     env.filters["signed"] = lambda v: "-" if v is None else f"{v:+.4f}"
-    env.filters["size"] = human_size
     return env
-
-
-def human_size(n) -> str:
-    if not isinstance(n, (int, float)):
-        return "-"
-    for unit in ("B", "KB", "MB", "GB"):
-        if abs(n) < 1000 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1000
-    return str(n)
 
 
 def render(console: Console, template: str, title: str, **context) -> HTMLResponse:
@@ -80,8 +69,11 @@ def overview(console: Console) -> HTMLResponse:
 
 def runs(console: Console) -> HTMLResponse:
     data = api_runs.runs(console)
-    attached = [{**e, "target": r["target"]} for r in api_jobs.registries(console)["registries"] for e in r["evaluations"]]
-    return render(console, "runs.html", "Evaluations", runs=data["runs"], problems=data["problems"], attached=attached)
+    registries = api_jobs.registries(console)["registries"]
+    attached = [{**e, "target": r["target"]} for r in registries for e in r["evaluations"]]
+    problems = [f"{r['target']}: {p}" for r in registries for p in r["problems"]]
+    return render(console, "runs.html", "Evaluations", runs=data["runs"], problems=data["problems"], attached=attached,
+                  registry_problems=problems)
 
 
 def run(console: Console, run_id: str, mode: str | None) -> HTMLResponse:

@@ -5,8 +5,10 @@ Every request goes through the client ``client_for(registry)`` gives (:mod:`buil
 bounded bodies, credentials kept to their origin). What is read is cached: a manifest named by its digest never
 changes, so what it says (its kind, and for a swcli image its name, version and image id) is kept for good in a
 bounded LRU; the catalog, tag lists, tag digests and referrer lists change, so they are read again once older than
-``tag_ttl`` seconds. A registry that refuses something, or answers it with something that is not one, is one line
-in :attr:`RegistryView.problems`, never an exception that hides the other repositories.
+``tag_ttl`` seconds. A read that failed (a registry down, or past its deadline) is not tried again for
+:data:`FAIL_TTL` seconds, so a registry that hangs slows one page load, not each one. A registry that refuses
+something, or answers it with something that is not one, is one line in :attr:`RegistryView.problems`, never an
+exception that hides the other repositories.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from builder.refs import image_ref_problem
 KINDS = ("model", "dataset", "runtime")  # io.swcli.kind values an image of the store carries (builder.images.build)
 MAX_KNOWN = 10_000      # manifests remembered by digest (a few hundred bytes each)
 MAX_PROBLEMS = 200      # lines kept per listing: a registry of 10,000 broken tags says so without 10,000 lines
+FAIL_TTL = 10.0        # seconds a failed read is remembered (at most the tag_ttl)
 FALLBACK_TAG = re.compile(r"sha256-[0-9a-f]{64}")  # a referrers index (builder.registry.referrers), not an image
 
 
@@ -44,21 +47,31 @@ def split_target(target: str) -> tuple[str, str]:
 
 
 class _Timed:
-    """Values read again once older than ``ttl`` seconds (at most ``bound`` kept)."""
+    """Values read again once older than ``ttl`` seconds (at most ``bound`` kept). A read that failed is failed
+    again, without asking, for ``fail_ttl`` seconds: a registry that is down or hangs costs one deadline, not one
+    per page and per request of the page."""
 
-    def __init__(self, ttl: float, bound: int):
+    def __init__(self, ttl: float, bound: int, fail_ttl: float | None = None):
         self.ttl, self.bound, self.items = ttl, bound, OrderedDict()
+        self.fail_ttl = min(ttl, FAIL_TTL) if fail_ttl is None else fail_ttl
 
     def get(self, key, read: Callable[[], object]):
         now = time.monotonic()
         found = self.items.get(key)
-        if found is not None and now - found[0] < self.ttl:
+        if found is not None and now - found[0] < (self.ttl if found[2] is None else self.fail_ttl):
+            if found[2] is not None:
+                raise found[2]
             return found[1]
-        value = read()
-        self.items[key] = (now, value)
+        try:
+            value, failed = read(), None
+        except SwcliError as err:
+            value, failed = None, err
+        self.items[key] = (now, value, failed)
         self.items.move_to_end(key)
         while len(self.items) > self.bound:
             self.items.popitem(last=False)
+        if failed is not None:
+            raise failed
         return value
 
 
@@ -83,6 +96,20 @@ class RegistryView:
     def problems(self) -> list[str]:
         """One line per thing the last listing could not read (escaped by the page that shows them)."""
         return list(self._problems)
+
+    def listing(self) -> dict:
+        """One read of the namespace, ``{"repositories", "evaluations", "problems"}``: what `GET /api/registries`
+        and the pages show, the repositories read once (not once for the tags and again for the evaluations)."""
+        with self._lock:
+            evaluations = self.evaluations()
+            return {"repositories": list(self._last), "evaluations": evaluations, "problems": self.problems}
+
+    def forget(self) -> None:
+        """Read the catalog, tags and referrers again next time (what a manifest says is kept): after this console
+        changed the registry, e.g. attached an evaluation, so the next listing shows it at once."""
+        with self._lock:
+            for timed in (self._lists, self._digests, self._referrers):
+                timed.items.clear()
 
     def client(self):
         if self._client is None:
