@@ -101,7 +101,9 @@ class Client:
         self.host, self.headers = console.host, {"Host": console.host, "Authorization": f"Bearer {console.token}"}
         self.conns: dict[int, http.client.HTTPConnection] = {}
 
-    def get(self, path: str) -> bytes:
+    def get(self, path: str, retry: bool = True) -> bytes:
+        """The body of a 200 answer; a kept-alive connection the server closed meanwhile (uvicorn's keep-alive
+        timeout is 5 s) is opened again once, as a browser does."""
         import threading
 
         key = threading.get_ident()
@@ -109,9 +111,31 @@ class Client:
             name, port = self.host.rsplit(":", 1)
             self.conns[key] = http.client.HTTPConnection(name, int(port), timeout=120)
         conn = self.conns[key]
-        conn.request("GET", path, headers=self.headers)
-        res = conn.getresponse()
+        try:
+            conn.request("GET", path, headers=self.headers)
+            res = conn.getresponse()
+        except (http.client.RemoteDisconnected, ConnectionError):
+            conn.close()
+            del self.conns[key]
+            if not retry:
+                raise
+            return self.get(path, retry=False)
         body = res.read()
+        if res.status != 200:
+            raise SystemExit(f"GET {path}: {res.status} {body[:300]!r}")
+        return body
+
+    @staticmethod
+    def once(client: Client, path: str) -> bytes:
+        """GET on a connection of its own, closed after the answer."""
+        name, port = client.host.rsplit(":", 1)
+        conn = http.client.HTTPConnection(name, int(port), timeout=120)
+        try:
+            conn.request("GET", path, headers=client.headers)
+            res = conn.getresponse()
+            body = res.read()
+        finally:
+            conn.close()
         if res.status != 200:
             raise SystemExit(f"GET {path}: {res.status} {body[:300]!r}")
         return body
@@ -155,12 +179,16 @@ def bench_history(home: Path, repeat: int, runs: int) -> None:
     row(f"anchor: swcli eval list -o json ({runs} runs), median of 3", statistics.median(times), "peer")
 
 
-def page_with_thumbs(client: Client, run_id: str, offset: int, parallel: int) -> float:
-    """A records page of 200 and its 200 thumbnails, over ``parallel`` connections (1: one after another)."""
+def page_with_thumbs(client: Client, run_id: str, offset: int, parallel: int, fresh: bool = False) -> float:
+    """A records page of 200 and its 200 thumbnails, over ``parallel`` kept-alive connections (1: one after
+    another), or with ``fresh`` a new connection for each request."""
     started = time.perf_counter()
     page = json.loads(client.get(f"/api/runs/{run_id}/records?limit=200&offset={offset}"))
     thumbs = [r["thumb"] for r in page["rows"]]
-    if parallel == 1:
+    if fresh:
+        with ThreadPoolExecutor(parallel) as pool:
+            sizes = list(pool.map(lambda t: len(Client.once(client, t)), thumbs))
+    elif parallel == 1:
         sizes = [len(client.get(t)) for t in thumbs]
     else:
         with ThreadPoolExecutor(parallel) as pool:
@@ -188,6 +216,10 @@ def bench_records(client: Client, a: str, b: str, records: int, repeat: int) -> 
     for parallel, name in ((6, "6 connections"), (1, "1 connection")):
         row(f"records page + 200 thumbs, {name}, warm median",
             statistics.median(page_with_thumbs(client, a, 200, parallel) for _ in range(repeat)), 0.3)
+    fresh = min(600, records - 100)  # a page not fetched yet (at --records 10000)
+    row("records page + 200 thumbs, 6 new connections each, cold", page_with_thumbs(client, a, fresh, 6, True), 0.3)
+    row("records page + 200 thumbs, 6 new connections each, warm median",
+        statistics.median(page_with_thumbs(client, a, fresh, 6, True) for _ in range(repeat)), 0.3)
     cold, warm = client.cold_warm(f"/compare?runs={a}&runs={b}", repeat)
     row(f"GET /compare two {n} runs, cold", cold, 0.5)
     row(f"GET /compare two {n} runs, warm median", warm, 0.5)
