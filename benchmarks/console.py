@@ -272,20 +272,22 @@ def bench_startup(home: Path, repeat: int) -> None:
     row(f"GET /api/jobs on one kept-alive connection, median of {repeat}", reused)
 
 
-def version_time(tree: Path, repeat: int) -> float:
-    env = {**os.environ, "PYTHONPATH": str(tree)}
-    times = []
+def version_times(trees: list[Path], repeat: int) -> list[float]:
+    """The median wall time of ``swcli --version`` from each tree, the trees alternated (a busy machine slows
+    both alike)."""
+    times: list[list[float]] = [[] for _ in trees]
     for _ in range(repeat):
-        started = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "builder", "--version"], env=env, cwd=tempfile.gettempdir(),
-                       capture_output=True, check=True)
-        times.append(time.perf_counter() - started)
-    return statistics.median(times)
+        for tree, out in zip(trees, times):
+            started = time.perf_counter()
+            subprocess.run([sys.executable, "-m", "builder", "--version"], env={**os.environ, "PYTHONPATH": str(tree)},
+                           cwd=tempfile.gettempdir(), capture_output=True, check=True)
+            out.append(time.perf_counter() - started)
+    return [statistics.median(t) for t in times]
 
 
-def import_times(code: list[str]) -> dict[str, tuple[int, int]]:
+def import_times(code: list[str], tree: Path = REPO) -> dict[str, tuple[int, int]]:
     """``python -X importtime ...``: module -> (self us, cumulative us)."""
-    done = subprocess.run([sys.executable, "-X", "importtime", *code], env={**os.environ, "PYTHONPATH": str(REPO)},
+    done = subprocess.run([sys.executable, "-X", "importtime", *code], env={**os.environ, "PYTHONPATH": str(tree)},
                           cwd=tempfile.gettempdir(), capture_output=True, text=True, check=True)
     found = re.findall(r"import time:\s+(\d+) \|\s+(\d+) \|\s+(\S.*)", done.stderr)
     return {name.strip(): (int(own), int(cum)) for own, cum, name in found}
@@ -296,11 +298,13 @@ def bench_imports(work: Path, repeat: int) -> None:
     subprocess.run(["git", "-C", str(REPO), "worktree", "add", "--detach", str(before), BEFORE], check=True,
                    capture_output=True)
     try:
-        now, then = version_time(REPO, repeat), version_time(before, repeat)
+        now, then = version_times([REPO, before], repeat)
+        modules = [len(import_times(["-m", "builder", "--version"], tree)) for tree in (REPO, before)]
     finally:
         subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force", str(before)], capture_output=True)
     row(f"swcli --version now, median of {repeat}", now, then * 1.1)
     row(f"swcli --version at {BEFORE} (before the console)", then, "peer")
+    row("modules imported by swcli --version, now / before", f"{modules[0]} / {modules[1]}", "peer", unit="")
     app = import_times(["-c", "import builder.console.app"])
     loaded = [m for m in app if m.startswith("builder.console")]
     row("import builder.console.app: cumulative", app["builder.console.app"][1] / 1e6)
