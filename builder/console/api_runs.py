@@ -10,7 +10,7 @@ from __future__ import annotations
 from builder.console.runs_index import summary
 from builder.console.state import Console, NotFound
 from builder.errors import UsageError
-from builder.runs.diff import diff_runs
+from builder.runs.diff import metric_deltas
 from builder.runs.history import Run
 
 PAGE_MAX = 500
@@ -87,7 +87,14 @@ def compare(console: Console, ids: list[str], baseline: str | None) -> dict:
         raise UsageError(f"the baseline {base_id} is not one of the compared runs")
     base = console.run(base_id)
     others = [console.run(i) for i in ids if i != base_id]
-    diffs = [diff_runs(base, other, max_records=0) for other in others]
+    from builder.console.records import flipped as flips
+
+    diffs = [metric_deltas(base, other) for other in others]
+    base_table = console.records.get(base)
+    counts = {}
+    for other in others:
+        found = flips(base_table, console.records.get(other))
+        counts[other.id] = {kind: int(len(found[kind])) for kind in ("wrong_to_right", "right_to_wrong")}
     metrics = sorted({k for d in diffs for k in d["summary"]})
     rows = []
     for key in metrics:
@@ -102,8 +109,7 @@ def compare(console: Console, ids: list[str], baseline: str | None) -> dict:
             labels.setdefault(label, {})[other.id] = {m: x.get("delta") for m, x in deltas.items()}
     return {"baseline": summary(base), "runs": [summary(o) for o in others], "metrics": rows, "labels": labels,
             "label_names": diffs[0]["label_names"] if diffs else base.label_names,
-            "flipped": {o.id: {"wrong_to_right": d["flipped"]["wrong_to_right"],
-                               "right_to_wrong": d["flipped"]["right_to_wrong"]} for d, o in zip(diffs, others)}}
+            "flipped": counts}
 
 
 def flipped(console: Console, a: str, b: str, kind: str, params: dict) -> dict:

@@ -33,6 +33,14 @@ def _env():
     return env
 
 
+def warm(console: Console) -> None:
+    """What the first page would otherwise pay for: every template compiled, the evaluations table's rows read."""
+    env = _env()
+    for name in env.list_templates(filter_func=lambda n: n.endswith(".html")):
+        env.get_template(name)
+    console.runs.rows()
+
+
 def render(console: Console, template: str, title: str, **context) -> HTMLResponse:
     from markupsafe import Markup
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 from dataclasses import dataclass, field
 from typing import Any
@@ -10,9 +11,23 @@ from builder.console.jobs import JobManager
 from builder.console.runs_index import RunIndex
 from builder.console.security import Secrets
 from builder.errors import SwcliError
+from builder.runs.folder import METRICS, RUN
 from builder.runs.history import Run, resolve_run, run_id_problem
 from builder.runs.schema import RunError
 from builder.store import Store
+
+
+MAX_LOADED = 64  # runs kept loaded by Console.run
+
+
+def _stat(path) -> tuple | None:
+    """What tells a changed file: (inode, size, mtime); None when it is not there. The folder is stat'ed through its
+    link (runs/ links to outside folders), and a link replaced by another changes the inode."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_ino, st.st_size, st.st_mtime_ns)
 
 
 class NotFound(SwcliError):
@@ -30,7 +45,8 @@ class Console:
     records: Any = None  # builder.console.records.RecordCache
     thumbs: Any = None  # builder.console.thumbs.Thumbnails
     lock: threading.Lock = field(default_factory=threading.Lock)
-    api_paths: dict = field(default_factory=dict)  # the OpenAPI paths, for the /api page (set by app.build_app)
+    api_paths: dict = field(default_factory=dict)
+    loaded: dict = field(default_factory=dict)  # run id -> (stats, Run): Console.run's cache  # the OpenAPI paths, for the /api page (set by app.build_app)
 
     def __post_init__(self) -> None:
         from builder.console.records import RecordCache
@@ -49,10 +65,17 @@ class Console:
         return self.client_for
 
     def run(self, run_id: str) -> Run:
-        """A run of the history by its full id (no prefixes, no paths: a request never names a file)."""
+        """A run of the history by its full id (no prefixes, no paths: a request never names a file). Kept while its
+        folder, run.json and metrics.json keep their stat: a page of 200 thumbnails reads them once, not 200 times."""
         if run_id_problem(run_id) or run_id in ("latest",):
-            raise NotFound(f"no run '{run_id}'")
-        if not (self.store.runs_dir / run_id).exists() and not (self.store.runs_dir / run_id).is_symlink():
+            raise NotFound(f"no run '{run_id[:80]}'")
+        folder = self.store.runs_dir / run_id
+        key = tuple(_stat(p) for p in (folder, folder / RUN, folder / METRICS))
+        with self.lock:
+            cached = self.loaded.get(run_id)
+        if cached is not None and cached[0] == key and key[1] is not None:
+            return cached[1]
+        if key[0] is None and not folder.is_symlink():
             raise NotFound(f"no run '{run_id}' in the history")
         try:
             run = resolve_run(run_id, self.store)
@@ -60,6 +83,10 @@ class Console:
             raise NotFound(str(err)) from None
         if run.id != run_id:
             raise NotFound(f"no run '{run_id}' in the history")
+        with self.lock:
+            if len(self.loaded) >= MAX_LOADED:
+                self.loaded.pop(next(iter(self.loaded)))
+            self.loaded[run_id] = (key, run)
         return run
 
     def record_count(self, dataset: str) -> int | None:

@@ -9,6 +9,25 @@ from builder.runs.schema import RunError
 
 def diff_runs(a: Run, b: Run, *, max_records: int = 20) -> dict:
     """Metric-by-metric and label-by-label deltas (b - a), and the records that flipped between right and wrong."""
+    out = metric_deltas(a, b)
+    right_a = {r["index"]: flat(r["result"]) == flat(r["label"]) for r in a.results() if r.get("error") is None}
+    fixed, broken = [], []
+    for r in b.results():
+        if r.get("error") is not None or r["index"] not in right_a:
+            continue
+        now = flat(r["result"]) == flat(r["label"])
+        if now and not right_a[r["index"]]:
+            fixed.append(r["index"])
+        elif right_a[r["index"]] and not now:
+            broken.append(r["index"])
+    out["flipped"] = {"wrong_to_right": len(fixed), "right_to_wrong": len(broken),
+                      "wrong_to_right_indices": fixed[:max_records], "right_to_wrong_indices": broken[:max_records]}
+    return out
+
+
+def metric_deltas(a: Run, b: Run) -> dict:
+    """:func:`diff_runs` without the records: the deltas (b - a) of the headline metrics and of each label's, from
+    the two metrics.json alone (the console counts flips from its own record tables)."""
     if (a.dataset.get("name"), a.dataset.get("version")) != (b.dataset.get("name"), b.dataset.get("version")):
         raise RunError(
             f"runs {a.id} and {b.id} evaluated different datasets "
@@ -27,16 +46,6 @@ def diff_runs(a: Run, b: Run, *, max_records: int = 20) -> dict:
         labels[label] = {m: {"a": la.get(m), "b": lb.get(m),
                              "delta": (lb[m] - la[m]) if isinstance(la.get(m), (int, float)) and isinstance(lb.get(m), (int, float)) else None}
                          for m in ("precision", "recall", "f1-score", "auc") if m in la or m in lb}
-    right_a = {r["index"]: flat(r["result"]) == flat(r["label"]) for r in a.results() if r.get("error") is None}
-    fixed, broken = [], []
-    for r in b.results():
-        if r.get("error") is not None or r["index"] not in right_a:
-            continue
-        now = flat(r["result"]) == flat(r["label"])
-        if now and not right_a[r["index"]]:
-            fixed.append(r["index"])
-        elif right_a[r["index"]] and not now:
-            broken.append(r["index"])
     return {
         "a": {"id": a.id, "model": a.run.get("model")},
         "b": {"id": b.id, "model": b.run.get("model")},
@@ -44,6 +53,4 @@ def diff_runs(a: Run, b: Run, *, max_records: int = 20) -> dict:
         "label_names": {**b.label_names, **a.label_names},
         "summary": summary,
         "labels": labels,
-        "flipped": {"wrong_to_right": len(fixed), "right_to_wrong": len(broken),
-                    "wrong_to_right_indices": fixed[:max_records], "right_to_wrong_indices": broken[:max_records]},
     }
