@@ -63,10 +63,15 @@ class RunIndex:
     def __init__(self, store: Store):
         self.store = store
         self.lock = threading.Lock()
+        self.scanning = threading.Lock()  # one scan at a time: a page asked for during the start-up scan waits for it
         self.cache: dict[str, tuple[tuple, dict]] = {}  # run id -> (stats, summary)
         self.problems: list[str] = []
 
     def rows(self) -> list[dict]:
+        with self.scanning:
+            return self._rows()
+
+    def _rows(self) -> list[dict]:
         runs_dir = self.store.runs_dir
         try:
             names = sorted(os.listdir(runs_dir)) if runs_dir.is_dir() else []
