@@ -190,12 +190,13 @@ async def job_events(request: Request):
     summary: 'Server-Sent Events - the job every 0.25 s until it ends.'
     """
     job_id = request.path_params["id"]
-    if _c(request).jobs.get(job_id) is None:
+    job = _c(request).jobs.get(job_id)
+    if job is None:
         return error(NotFound(f"no job '{job_id[:80]}'"))
 
     async def events():
         while True:
-            view = _c(request).jobs.get(job_id).view(log_lines=30)
+            view = job.view(log_lines=30)
             yield f"data: {json.dumps(view)}\n\n"
             if view["status"] not in ("queued", "running") or await request.is_disconnected():
                 return
