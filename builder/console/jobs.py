@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from builder import outdir
+from builder.errors import UsageError
 from builder.runs.folder import PARTIAL, RESULTS, TMP
 from builder.store import Store, utc_now
 
@@ -32,6 +33,7 @@ STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
 LOG_TAIL = 200  # lines kept of a job's output
 LOG_LINE = 2000  # characters kept of one line
 MAX_JOBS = 200  # jobs remembered; the oldest finished ones are forgotten first (their folders stay)
+MAX_QUEUED = 32  # jobs waiting to run; more is refused
 CANCEL_GRACE = 10.0  # seconds from SIGINT to SIGTERM, and again to SIGKILL
 
 
@@ -164,6 +166,9 @@ class JobManager:
         return self.store.root / "console" / "jobs"
 
     def submit(self, model: str, dataset: str, *, where: str = "local", shards: int = 1) -> Job:
+        with self.lock:
+            if len(self.queue) >= MAX_QUEUED:
+                raise UsageError(f"{MAX_QUEUED} jobs are waiting already; cancel one or wait")
         job_id = time.strftime("%Y%m%d-%H%M%S", time.gmtime()) + "-" + secrets.token_hex(3)
         folder = self.root / job_id
         folder.mkdir(parents=True, mode=0o700)

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from http.cookies import SimpleCookie
 from urllib.parse import parse_qsl, quote, urlencode
 
-COOKIE = "swcli_console"
+COOKIE = "swcli_console_{port}"  # per port: browsers do not tell cookies apart by port, two consoles would clash
 CSRF_HEADER = "x-csrf-token"
 SAFE_METHODS = {"GET", "HEAD"}
 HEADERS = [
@@ -83,7 +83,7 @@ def _headers(scope) -> dict[str, str]:
     return out
 
 
-def _cookie_token(header: str | None) -> str | None:
+def _cookie_token(header: str | None, name: str) -> str | None:
     if not header or header == "\0duplicate":
         return None
     jar = SimpleCookie()
@@ -91,7 +91,7 @@ def _cookie_token(header: str | None) -> str | None:
         jar.load(header)
     except Exception:  # a malformed Cookie header is no token (http.cookies raises CookieError and others)
         return None
-    morsel = jar.get(COOKIE)
+    morsel = jar.get(name)
     return morsel.value if morsel else None
 
 
@@ -100,6 +100,7 @@ class Guard:
 
     def __init__(self, app, secrets_: Secrets, port: int):
         self.app, self.secrets, self.port = app, secrets_, port
+        self.cookie = COOKIE.format(port=port)
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":  # lifespan; websockets are not served
@@ -135,7 +136,7 @@ class Guard:
         method = scope["method"].upper()
         bearer = headers.get("authorization", "")
         by_bearer = bearer.startswith("Bearer ") and _same(bearer[7:].strip(), self.secrets.token)
-        by_cookie = _same(_cookie_token(headers.get("cookie")), self.secrets.token)
+        by_cookie = _same(_cookie_token(headers.get("cookie"), self.cookie), self.secrets.token)
         if not (by_bearer or by_cookie):
             query = dict(parse_qsl(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True))
             if method in SAFE_METHODS and _same(query.get("token"), self.secrets.token):
@@ -157,7 +158,7 @@ class Guard:
         # one leading slash (a path of '//evil.example' would be another site's URL), the rest quoted (no CR/LF)
         path = "/" + quote(scope.get("path", "/").lstrip("/"), safe="/-._~")
         target = path + (f"?{urlencode(query)}" if query else "")
-        cookie = f"{COOKIE}={self.secrets.token}; HttpOnly; SameSite=Strict; Path=/"
+        cookie = f"{self.cookie}={self.secrets.token}; HttpOnly; SameSite=Strict; Path=/"
         return [(b"location", target.encode("latin-1", "replace")), (b"set-cookie", cookie.encode("latin-1"))]
 
 

@@ -23,6 +23,18 @@ def console(swcli_home):
         yield c
 
 
+def _name(console) -> str:
+    """The session cookie's name: one per port (browsers share cookies across the ports of a host)."""
+    return f"swcli_console_{console.host.rsplit(':', 1)[1]}"
+
+
+def test_a_cookie_of_another_consoles_port_is_not_this_ones(console):
+    port = int(console.host.rsplit(":", 1)[1])
+    status, _, _ = console.request("GET", "/api/runs", headers={"Cookie": f"swcli_console_{port + 1}={console.token}"},
+                                   bearer=False)
+    assert status == 401
+
+
 def test_the_url_line_and_the_loopback_bind(console):
     assert re.fullmatch(r"http://127\.0\.0\.1:\d+/\?token=[A-Za-z0-9_-]{40,}", console.url)
 
@@ -35,7 +47,7 @@ def test_every_request_needs_the_token(console):
         assert RUN_ID.encode() not in body
     status, _, _ = console.request("GET", "/api/runs", headers={"Authorization": "Bearer wrong"}, bearer=False)
     assert status == 401
-    status, _, _ = console.request("GET", "/api/runs", headers={"Cookie": "swcli_console=wrong"}, bearer=False)
+    status, _, _ = console.request("GET", "/api/runs", headers={"Cookie": f"{_name(console)}=wrong"}, bearer=False)
     assert status == 401
     status, _, _ = console.request("GET", "/api/runs?token=wrong", bearer=False)
     assert status == 401
@@ -46,9 +58,9 @@ def test_the_first_url_sets_a_strict_httponly_cookie_and_drops_the_token(console
     assert status == 303
     assert headers["location"] == "/runs?x=1"  # the token does not stay in the address bar or the history
     cookie = headers["set-cookie"]
-    assert cookie.startswith(f"swcli_console={console.token};")
+    assert cookie.startswith(f"{_name(console)}={console.token};")
     assert "HttpOnly" in cookie and "SameSite=Strict" in cookie
-    status, _, body = console.request("GET", "/api/runs", headers={"Cookie": f"swcli_console={console.token}"}, bearer=False)
+    status, _, body = console.request("GET", "/api/runs", headers={"Cookie": f"{_name(console)}={console.token}"}, bearer=False)
     assert status == 200 and RUN_ID.encode() in body
 
 
@@ -75,7 +87,7 @@ def test_localhost_names_the_same_console(console):
 
 
 def _cookie(console) -> dict:
-    return {"Cookie": f"swcli_console={console.token}", "Origin": console.base}
+    return {"Cookie": f"{_name(console)}={console.token}", "Origin": console.base}
 
 
 def _csrf(console) -> str:
