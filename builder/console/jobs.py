@@ -248,7 +248,7 @@ class JobManager:
                     asked = job.cancel_asked
                 if asked:
                     threading.Thread(target=_stop, args=(process,), daemon=True).start()
-                for raw in iter(process.stdout.readline, b""):
+                for raw in iter(lambda: process.stdout.readline(LOG_LINE * 4), b""):  # a line without end is cut
                     log.write(raw)
                     job.log.append(raw.decode("utf-8", "replace").rstrip("\n")[:LOG_LINE])
                 code = process.wait()
