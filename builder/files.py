@@ -52,6 +52,23 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
+def flock_wait(fd: int, seconds: float) -> bool:
+    """Take an exclusive ``flock`` on ``fd``, polling for at most ``seconds``; False when another holder kept it that
+    long (the caller says what that means: its locks are held briefly, so a long wait is an error, not a hang)."""
+    import fcntl
+    import time
+
+    give_up = time.monotonic() + seconds
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            if time.monotonic() > give_up:
+                return False
+            time.sleep(0.05)
+
+
 def write_bytes_atomic(path: Path, data: bytes) -> None:
     """Write ``data`` to a temp file beside ``path`` and rename it over, so readers never see half a file; the
     file gets the umask's mode (mkstemp would leave 0600)."""

@@ -18,13 +18,12 @@ a push whose record cannot be written still succeeds.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import functools
 import os
-import time
 from pathlib import Path
 
 from builder.errors import RegistryError, StoreError, SwcliError
+from builder.files import flock_wait
 from builder.images.oci import MEDIA_CONFIG, MEDIA_MANIFEST, Layout, LayoutError, canonical_json
 from builder.registry import ClientFor
 from builder.distribute.artifact import CREATED, EMPTY_CONFIG, ArtifactFile, put_artifact
@@ -195,15 +194,8 @@ def record_push(store, image, dest, digest: str) -> bool:
 def _locked(path: Path):
     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, 0o666)
     try:
-        give_up = time.monotonic() + LOCK_WAIT
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() > give_up:
-                    raise TimeoutError(f"{path} is held by another process") from None
-                time.sleep(0.05)
+        if not flock_wait(fd, LOCK_WAIT):
+            raise TimeoutError(f"{path} is held by another process")
         yield
     finally:
         os.close(fd)

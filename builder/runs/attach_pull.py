@@ -15,18 +15,17 @@ the second one finds the first's run and says it is already there.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import os
 import secrets
 import shutil
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from builder.bounded import checked_strings, parse, read_json
 from builder.distribute.artifact import TITLE
 from builder.errors import EvalError, RegistryError, UsageError
+from builder.files import flock_wait
 from builder.registry import ClientFor
 from builder.registry.media import checked_descriptor, checked_digest, checked_list, checked_object
 from builder.runs.attach import A, ARTIFACT_TYPE, FILE_CAPS, FILES, REQUIRED, attached_rows, default_client, reference, \
@@ -129,16 +128,8 @@ def _history_lock(runs_dir: Path):
     a look-and-rename; another pull's is short, so waiting longer than :data:`LOCK_WAIT` is an error, not a hang."""
     fd = os.open(runs_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
-        deadline = time.monotonic() + LOCK_WAIT
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    raise RunError(f"{runs_dir}: another `swcli eval pull` held its lock for {LOCK_WAIT:.0f} s; "
-                                   "try again") from None
-                time.sleep(0.05)
+        if not flock_wait(fd, LOCK_WAIT):
+            raise RunError(f"{runs_dir}: another `swcli eval pull` held its lock for {LOCK_WAIT:.0f} s; try again")
         yield
     finally:
         os.close(fd)
