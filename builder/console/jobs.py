@@ -242,7 +242,7 @@ class JobManager:
             with open(log_path, "wb") as log:
                 process = subprocess.Popen([self.python, "-m", "builder", *job.argv], stdin=subprocess.DEVNULL,
                                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env,
-                                           start_new_session=True)
+                                           start_new_session=True, cwd=job.folder)  # a ref is never a folder here
                 with self.lock:
                     job.process = process
                     asked = job.cancel_asked

@@ -3,6 +3,11 @@
 A local server that can start jobs is a target for any web page the user visits (cross-site requests, DNS
 rebinding) and for other users of the machine. What the guard asks of each request (docs/console.md):
 
+- **Peer**: a loopback connection from a socket another uid owns is refused as it is accepted, before any request
+  is read (:mod:`builder.console.peers`, installed as uvicorn's protocol by :mod:`builder.console.serve`): browsers
+  send the session cookie to every port of 127.0.0.1, so another user's listener there can get the token, but it
+  cannot connect as the user. A browser request from another site, or from a page on another port of this host
+  (``Sec-Fetch-Site`` other than ``same-origin`` or ``none``), is refused too.
 - **Host**: the address the connection came in on, with the port (``127.0.0.1:8765``), or ``localhost:PORT`` when that
   address is a loopback one. A rebinding attacker's page sends its own name there, so its requests are refused
   before anything is read.
@@ -25,6 +30,7 @@ import secrets
 from dataclasses import dataclass, field
 from http.cookies import SimpleCookie
 from urllib.parse import parse_qsl, quote, urlencode
+
 
 COOKIE = "swcli_console_{port}"  # per port: browsers do not tell cookies apart by port, two consoles would clash
 CSRF_HEADER = "x-csrf-token"
@@ -133,6 +139,9 @@ class Guard:
         host = headers.get("host")
         if not host or host not in allowed_hosts(server[0], self.port):
             return 421, "this console answers only requests addressed to the address it serves (Host header)", []
+        if headers.get("sec-fetch-site", "same-origin") not in ("same-origin", "none"):
+            # a page of another site or of another port of this host (browsers count ports as one site)
+            return 403, "the console answers only its own pages and addresses typed or opened by you (Sec-Fetch-Site)", []
         method = scope["method"].upper()
         bearer = headers.get("authorization", "")
         by_bearer = bearer.startswith("Bearer ") and _same(bearer[7:].strip(), self.secrets.token)

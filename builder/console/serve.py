@@ -74,8 +74,10 @@ def serve(options: ServeOptions, *, say: Callable[[str], None], warn: Callable[[
              "can start jobs as you")
     console = Console(store, Secrets(), client_for=client_for, registries=views)
     url = f"http://{url_host(options.host)}:{port}/?token={console.secrets.token}"
-    config = uvicorn.Config(build_app(console, port), log_level="warning", access_log=False, lifespan="off",
-                            server_header=False, date_header=False, timeout_graceful_shutdown=3)
+    from builder.console.peers import guarded_protocol
+
+    config = uvicorn.Config(build_app(console, port), http=guarded_protocol(), log_level="warning", access_log=False,
+                            lifespan="off", server_header=False, date_header=False, timeout_graceful_shutdown=3)
     server = uvicorn.Server(config)
     import threading
 

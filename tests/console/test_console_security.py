@@ -3,6 +3,7 @@ rebinding Host, a cross-site POST, a missing or wrong CSRF token, paths in reque
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -201,3 +202,42 @@ def test_a_kept_alive_connection_answers_without_a_delayed_ack(console):
         times.append(time.perf_counter() - start)
     conn.close()
     assert sorted(times[1:])[5] < 0.03, times
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to connect as another user")
+def test_another_users_connection_is_refused_even_with_the_token(console):
+    """Browsers send the cookie to every port of 127.0.0.1, so another user's listener there can get the token; the
+    console refuses that user's connections (the kernel says who owns the peer socket)."""
+    hostname, port = console.host.rsplit(":", 1)
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the other user: nobody, with the token
+        try:
+            os.setgid(65534)
+            os.setuid(65534)
+            status, _, body = console.request("GET", "/api/runs")
+            os.write(write, f"{status} {body[:200]!r}".encode())
+        except BaseException as err:  # noqa: BLE001 - reported to the parent
+            os.write(write, f"error {err!r}".encode())
+        finally:
+            os._exit(0)
+    os.close(write)
+    os.waitpid(pid, 0)
+    answer = os.read(read, 4096).decode()
+    os.close(read)
+    assert answer.startswith("403 ") and "another user (uid 65534)" in answer, answer
+    assert RUN_ID not in answer
+    status, _, body = console.request("GET", "/api/runs")  # the user's own connections still work
+    assert status == 200 and RUN_ID.encode() in body
+
+
+@pytest.mark.parametrize("site", ["same-site", "cross-site"])
+def test_a_browser_request_from_another_site_or_port_is_refused(console, site):
+    """A page on another port of 127.0.0.1 is the same site to a browser, which sends the cookie with its requests
+    (an <img>, a no-cors fetch): Sec-Fetch-Site tells, and only same-origin or typed addresses are answered."""
+    headers = {"Cookie": f"{_name(console)}={console.token}", "Sec-Fetch-Site": site}
+    status, _, body = console.request("GET", "/api/runs", headers=headers, bearer=False)
+    assert status == 403 and RUN_ID.encode() not in body
+    for allowed in ("same-origin", "none"):
+        status, _, _ = console.request("GET", "/api/runs", headers={**headers, "Sec-Fetch-Site": allowed}, bearer=False)
+        assert status == 200
