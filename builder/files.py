@@ -52,6 +52,16 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
+def stat_key(path: str | Path, *, follow: bool = True) -> tuple[int, int, int] | None:
+    """What tells that a file changed since it was read, for a cache: (size, mtime_ns, inode); None when it is not
+    there or cannot be stat'ed. A file replaced by a rename, or a link pointed elsewhere, has another inode."""
+    try:
+        st = os.stat(path, follow_symlinks=follow)
+    except OSError:
+        return None
+    return (st.st_size, st.st_mtime_ns, st.st_ino)
+
+
 def flock_wait(fd: int, seconds: float) -> bool:
     """Take an exclusive ``flock`` on ``fd``, polling for at most ``seconds``; False when another holder kept it that
     long (the caller says what that means: its locks are held briefly, so a long wait is an error, not a hang)."""

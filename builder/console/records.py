@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from builder.files import stat_key
 from builder.runs.folder import RESULTS
 from builder.runs.history import Run, flat
 from builder.runs.schema import RunError
@@ -222,10 +223,8 @@ class RecordCache:
 
     def get(self, run: Run) -> RecordTable:
         key = os.path.realpath(run.path)
-        try:
-            st = os.stat(os.path.join(key, RESULTS))
-            stamp = (st.st_size, st.st_mtime_ns, st.st_ino)
-        except OSError:
+        stamp = stat_key(os.path.join(key, RESULTS))
+        if stamp is None:
             return RecordTable.load(run)  # raises the RunError that names the missing or unreadable file
         with self._lock:
             kept = self._tables.get(key)

@@ -10,24 +10,13 @@ from __future__ import annotations
 import os
 import threading
 from datetime import datetime
-from pathlib import Path
 
+from builder.files import stat_key
 from builder.runs.folder import METRICS, RUN
 from builder.runs.gates import GATE_KEYS, metric_value
 from builder.runs.history import Run, load_run, run_id_problem
 from builder.runs.schema import RunError
 from builder.store import Store
-
-HEADLINE = ("accuracy", "macro-f1", "weighted-f1", "roc_auc")
-
-
-def _stat(path: Path) -> tuple | None:
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    return (st.st_size, st.st_mtime_ns, st.st_ino)
-
 
 def _duration(run: dict) -> float | None:
     """Seconds from run.json's ``started`` to ``finished``; None when either is missing or not a timestamp."""
@@ -62,9 +51,8 @@ class RunIndex:
 
     def __init__(self, store: Store):
         self.store = store
-        self.lock = threading.Lock()
         self.scanning = threading.Lock()  # one scan at a time: a page asked for during the start-up scan waits for it
-        self.cache: dict[str, tuple[tuple, dict]] = {}  # run id -> (stats, summary)
+        self.cache: dict[str, tuple[tuple, dict]] = {}  # run id -> (stats, summary); read and replaced under scanning
         self.problems: list[str] = []
 
     def rows(self) -> list[dict]:
@@ -82,11 +70,10 @@ class RunIndex:
             if name.startswith(".") or run_id_problem(name):
                 continue
             path = runs_dir / name
-            stats = (_stat(path / RUN), _stat(path / METRICS))
+            stats = (stat_key(path / RUN), stat_key(path / METRICS))
             if stats[0] is None or stats[1] is None:
                 continue  # running, or failed before metrics: not listed, as in `eval list`
-            with self.lock:
-                cached = self.cache.get(name)
+            cached = self.cache.get(name)
             if cached is None or cached[0] != stats:
                 try:
                     cached = (stats, summary(load_run(path, name)))
@@ -96,8 +83,7 @@ class RunIndex:
             keep[name] = cached
             rows.append(cached[1])
         rows.sort(key=lambda r: (str(r["started"] or ""), r["id"]), reverse=True)
-        with self.lock:
-            self.cache = keep
+        self.cache = keep
         return self._set(rows, problems)
 
     def _set(self, rows: list[dict], problems: list[str]) -> list[dict]:

@@ -17,6 +17,7 @@ from collections import OrderedDict
 from pathlib import Path
 
 from builder.errors import SwcliError
+from builder.files import stat_key
 from builder.store import KINDS, Entry, Store
 
 MAX_WALK = 200_000    # files counted in one entry; a bigger (planted) tree shows no size rather than stall the page
@@ -27,12 +28,12 @@ _sizes_lock = threading.Lock()
 
 def entry_size(path: Path) -> int | None:
     """The bytes of the regular files under ``path`` (not following links; each inode once); None when the folder
-    cannot be read or holds more than :data:`MAX_WALK` files. Cached by (path, inode, mtime) of the folder."""
-    try:
-        st = os.lstat(path)
-    except OSError:
+    cannot be read or holds more than :data:`MAX_WALK` files. Cached by the path and the folder's own stat (not
+    through a link)."""
+    stamp = stat_key(path, follow=False)
+    if stamp is None:
         return None
-    key = (str(path), st.st_ino, st.st_mtime_ns)
+    key = (str(path), *stamp)
     with _sizes_lock:
         if key in _sizes:
             _sizes.move_to_end(key)

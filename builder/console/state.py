@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import threading
 from dataclasses import dataclass, field
 from typing import Any
@@ -10,7 +9,8 @@ from typing import Any
 from builder.console.jobs import JobManager
 from builder.console.runs_index import RunIndex
 from builder.console.security import Secrets
-from builder.errors import SwcliError
+from builder.errors import RefNotFoundError, RegistryError, SwcliError
+from builder.files import stat_key
 from builder.runs.folder import METRICS, RUN
 from builder.runs.history import Run, resolve_run, run_id_problem
 from builder.runs.schema import RunError
@@ -20,18 +20,17 @@ from builder.store import Store
 MAX_LOADED = 64  # runs kept loaded by Console.run
 
 
-def _stat(path) -> tuple | None:
-    """What tells a changed file: (inode, size, mtime); None when it is not there. The folder is stat'ed through its
-    link (runs/ links to outside folders), and a link replaced by another changes the inode."""
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    return (st.st_ino, st.st_size, st.st_mtime_ns)
-
-
 class NotFound(SwcliError):
     """A run, job or record the request names does not exist (HTTP 404)."""
+
+
+def status_of(err: Exception) -> int:
+    """The HTTP status of an error, for the API and the pages alike."""
+    if isinstance(err, (NotFound, RefNotFoundError)):
+        return 404
+    if isinstance(err, RegistryError):
+        return 502
+    return 400 if isinstance(err, SwcliError) else 500
 
 
 @dataclass
@@ -45,8 +44,8 @@ class Console:
     records: Any = None  # builder.console.records.RecordCache
     thumbs: Any = None  # builder.console.thumbs.Thumbnails
     lock: threading.Lock = field(default_factory=threading.Lock)
-    api_paths: dict = field(default_factory=dict)
-    loaded: dict = field(default_factory=dict)  # run id -> (stats, Run): Console.run's cache  # the OpenAPI paths, for the /api page (set by app.build_app)
+    api_paths: dict = field(default_factory=dict)  # the OpenAPI paths, for the /api page (set by app.build_app)
+    loaded: dict = field(default_factory=dict)  # run id -> (stats, Run): Console.run's cache
 
     def __post_init__(self) -> None:
         from builder.console.records import RecordCache
@@ -70,7 +69,8 @@ class Console:
         if run_id_problem(run_id) or run_id in ("latest",):
             raise NotFound(f"no run '{run_id[:80]}'")
         folder = self.store.runs_dir / run_id
-        key = tuple(_stat(p) for p in (folder, folder / RUN, folder / METRICS))
+        # the folder through its link (runs/ links to outside folders): a link pointed elsewhere has another inode
+        key = tuple(stat_key(p) for p in (folder, folder / RUN, folder / METRICS))
         with self.lock:
             cached = self.loaded.get(run_id)
         if cached is not None and cached[0] == key and key[1] is not None:
