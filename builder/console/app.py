@@ -1,8 +1,8 @@
 """The console's ASGI app: routes to the JSON API (:mod:`api_runs`, :mod:`api_jobs`), the pages (:mod:`pages`), the
 static files, all behind :class:`~builder.console.security.Guard`.
 
-Each route's docstring is its OpenAPI description (``GET /api/openapi.json``, Starlette's schema generator reads the
-YAML after ``---``). Errors are one JSON line, ``{"error": "..."}``, with the status :func:`status_of` gives.
+Each route's docstring is its OpenAPI description, as YAML (``GET /api/openapi.json``: Starlette's schema generator).
+Errors are one JSON line, ``{"error": "..."}``, with the status :func:`~builder.console.state.status_of` gives.
 """
 
 from __future__ import annotations
@@ -21,23 +21,13 @@ from starlette.staticfiles import StaticFiles
 
 from builder.console import api_jobs, api_runs, pages
 from builder.console.security import Guard
-from builder.console.state import Console, NotFound
-from builder.errors import RefNotFoundError, RegistryError, SwcliError, UsageError
+from builder.console.state import Console, NotFound, status_of
+from builder.errors import SwcliError, UsageError
 
 MAX_BODY = 64 << 10  # a JSON request body
 EVENT_PERIOD = 0.25  # seconds between a job's progress events (the page updates 4 times a second)
 
 SCHEMA = SchemaGenerator({"openapi": "3.0.0", "info": {"title": "swcli console API", "version": "1"}})
-
-
-def status_of(err: Exception) -> int:
-    if isinstance(err, (NotFound, RefNotFoundError)):
-        return 404
-    if isinstance(err, RegistryError):
-        return 502
-    if isinstance(err, (UsageError, SwcliError)):
-        return 400
-    return 500
 
 
 def error(err: Exception) -> JSONResponse:

@@ -14,7 +14,7 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response, Stream
 from starlette.routing import Route
 
 from builder.console import api_jobs, api_runs
-from builder.console.state import Console, NotFound
+from builder.console.state import Console, NotFound, status_of
 from builder.errors import SwcliError
 
 FILES = {"metrics.json": "application/json", "results.jsonl": "application/x-ndjson", "run.json": "application/json"}
@@ -86,6 +86,7 @@ def runs(console: Console) -> HTMLResponse:
 
 def run(console: Console, run_id: str, mode: str | None) -> HTMLResponse:
     from builder.console import charts
+    from builder.console.sources import attach_target
 
     data = api_runs.run(console, run_id)
     r = console.run(run_id)
@@ -93,21 +94,9 @@ def run(console: Console, run_id: str, mode: str | None) -> HTMLResponse:
     shown = mode if mode in CM_MODES else asked
     svg = {m: charts.confusion_svg(r.metrics, r.label_names, m) for m in CM_MODES}
     svg["roc"] = charts.roc_svg(r.metrics, r.label_names)
-    pushed = _attach_target(console, r)
     return render(console, "run.html", f"Run {run_id}", r=data, svg=svg, cm_shown=shown, cm_asked=asked,
-                  cm_modes=CM_MODES, attach_to=pushed,
+                  cm_modes=CM_MODES, attach_to=attach_target(r, console.store),
                   labels=[{"key": str(k), "title": r.label_title(k)} for k in (data["all_labels"] or data["labels"])])
-
-
-def _attach_target(console: Console, run) -> str | None:
-    try:
-        from builder.console.sources import attach_target
-    except ImportError:
-        return None
-    try:
-        return attach_target(run, console.store)
-    except SwcliError:
-        return None
 
 
 def compare(console: Console, ids: list[str], baseline: str | None) -> HTMLResponse:
@@ -159,9 +148,8 @@ def _page(fn, *names, query=None):
         try:
             return await run_in_threadpool(fn, console, *args)
         except SwcliError as err:
-            status = 404 if isinstance(err, NotFound) else 400
             page = render(console, "error.html", "Error", message=" ".join(str(err).split()))
-            page.status_code = status
+            page.status_code = status_of(err)
             return page
     return endpoint
 
