@@ -111,10 +111,9 @@ def k8s(console: Console, body: object) -> dict:
     opts = k8s_jobs.K8sOptions(model_image=image_for("model", model, console.store),
                                dataset_image=image_for("dataset", dataset, console.store),
                                shards=_shards(body.get("shards")), namespace=namespace)
-    warnings_of = getattr(k8s_jobs, "image_warnings", None)
     return {"yaml": k8s_jobs.render(opts), "file": "swcli-eval.yaml", "apply": "kubectl apply -f swcli-eval.yaml",
             "images": {"model": opts.model_image, "dataset": opts.dataset_image},
-            "warnings": list(warnings_of(opts)) if warnings_of else []}
+            "warnings": list(k8s_jobs.image_warnings(opts))}
 
 
 def _rules(body: dict, field: str) -> list[str]:
@@ -133,22 +132,18 @@ def _rules(body: dict, field: str) -> list[str]:
 
 def gate(console: Console, body: object) -> dict:
     """``{"candidate": RUN, "baseline": RUN|IMAGE_REF, "min": {...}, "max_drop": {...}}``: `swcli eval gate`'s engine."""
-    from builder.runs.gate_report import gate as run_gate, parse_rules, resolve_baseline
+    from builder.runs.gate_report import gate as run_gate, is_image_ref, parse_rules, resolve_baseline
 
     body = _body(body, {"candidate", "baseline", "min", "max_drop"})
     candidate = console.run(str(body.get("candidate") or ""))
     baseline_ref = body.get("baseline")
     if not isinstance(baseline_ref, str) or not baseline_ref:
         raise UsageError("baseline: a run id or a model image reference")
-    if "/" in baseline_ref:
-        _ref(baseline_ref, "baseline")
+    if "/" in baseline_ref and is_image_ref(_ref(baseline_ref, "baseline")):  # else a run id: never a path
         baseline = resolve_baseline(baseline_ref, candidate, store=console.store, client_for=console.clients())
     else:
         baseline = console.run(baseline_ref)
-    try:
-        rules = parse_rules(_rules(body, "min"), _rules(body, "max_drop"))
-    except UsageError as err:  # the request's field names, not the CLI's flags
-        raise UsageError(str(err).replace("--max-drop", "max_drop").replace("--min", "min")) from None
+    rules = parse_rules(_rules(body, "min"), _rules(body, "max_drop"), names={"min": "min", "max-drop": "max_drop"})
     result = run_gate(candidate, baseline, rules)
     return {"passed": result.passed, "candidate": result.candidate, "baseline": result.baseline,
             "rows": [dataclasses.asdict(row) for row in result.rows], "flipped": result.flipped,

@@ -21,13 +21,13 @@ from pathlib import Path
 
 from builder.errors import SwcliError, UsageError
 from builder.registry import ClientFor
+from builder.runs.attach import HEADLINE
 from builder.runs.gates import GATE_KEYS, metric_value
 from builder.runs.history import Run, load_run, resolve_run, run_id_problem
 from builder.runs.schema import RunError
 from builder.store import Store
 
 KINDS = {"min": "--min", "max-drop": "--max-drop"}
-CONTEXT = ("accuracy", "macro-f1", "weighted-f1", "roc_auc")  # headline metrics shown without a rule (attach.HEADLINE)
 SLACK = 1e-9  # a drop equal to the allowed one passes, whatever the float subtraction rounds to
 
 
@@ -41,12 +41,13 @@ class GateRule:
         return f"{self.kind} {self.bound:g}"
 
 
-def parse_rules(mins: list[str], max_drops: list[str]) -> list[GateRule]:
+def parse_rules(mins: list[str], max_drops: list[str], *, names: dict[str, str] = KINDS) -> list[GateRule]:
     """``["accuracy=0.6"]``, ``["accuracy=0.01"]`` as rules, mins first, each in the order given; a text that is not
-    ``METRIC=NUMBER``, an unknown metric or a negative drop is a UsageError (exit 2) naming the flag."""
+    ``METRIC=NUMBER``, an unknown metric or a negative drop is a UsageError (exit 2) naming the flag (``names``: each
+    kind's name in errors, the CLI's flags by default)."""
     rules = []
     for kind, texts in (("min", mins or []), ("max-drop", max_drops or [])):
-        flag = KINDS[kind]
+        flag = names[kind]
         for text in texts:
             key, sep, number = text.partition("=")
             key = key.strip()
@@ -161,7 +162,7 @@ def gate(candidate: Run, baseline: Run, rules: list[GateRule]) -> GateResult:
     values = lambda key: (metric_value(candidate.metrics, key), metric_value(baseline.metrics, key))  # noqa: E731
     rows = [_rule_row(rule, *values(rule.metric)) for rule in rules]
     ruled = {rule.metric for rule in rules}
-    for key in CONTEXT:
+    for key in HEADLINE:  # the headline metrics, shown without a rule for context
         c, b = values(key)
         if key not in ruled and (c is not None or b is not None):
             rows.append(GateRow(key, c, b, None if c is None or b is None else c - b, "", True))

@@ -7,7 +7,6 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from builder.jobs import k8s as k8s_jobs
 from builder.store import Store
 from tests.helpers.attach_world import build_model, model_image, stand_in_runtime
 from tests.helpers.console_server import running_console
@@ -58,11 +57,8 @@ def test_the_manifests_are_those_of_job_k8s(cli, refs, tmp_path):
     assert res.code == 0 and named["yaml"] == res.out
     assert {d["metadata"]["namespace"] for d in yaml.safe_load_all(named["yaml"])} == {"ml-team"}
 
-    # images only in this machine's store: a cluster cannot pull them (warned once k8s.image_warnings exists)
-    if hasattr(k8s_jobs, "image_warnings"):
-        assert got["warnings"] and any(got["images"]["model"] in w for w in got["warnings"]), got["warnings"]
-    else:
-        assert got["warnings"] == []
+    # images only in this machine's store: a cluster cannot pull them
+    assert got["warnings"] and any(got["images"]["model"] in w for w in got["warnings"]), got["warnings"]
 
 
 def test_images_already_in_a_registry_are_taken_as_they_are(refs):
@@ -71,8 +67,7 @@ def test_images_already_in_a_registry_are_taken_as_they_are(refs):
         status, got = console.json("POST", "/api/k8s", {"model": model, "dataset": dataset, "shards": 2})
     assert status == 200, got
     assert got["images"] == {"model": model, "dataset": dataset}
-    if hasattr(k8s_jobs, "image_warnings"):
-        assert not any("registry.example" in w for w in got["warnings"]), got["warnings"]
+    assert not any("registry.example" in w for w in got["warnings"]), got["warnings"]
 
 
 def test_hostile_or_wrong_requests_are_one_line_400s(refs):
