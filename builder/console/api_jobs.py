@@ -57,7 +57,8 @@ def _namespace(value: object) -> str | None:
     return value
 
 
-def _body(body: object, allowed: set[str]) -> dict:
+def body_fields(body: object, allowed: set[str]) -> dict:
+    """A request body: a JSON object of known fields only (the API's POSTs all take one)."""
     if not isinstance(body, dict):
         raise UsageError("the request body must be a JSON object")
     unknown = sorted(set(body) - allowed)
@@ -68,7 +69,7 @@ def _body(body: object, allowed: set[str]) -> dict:
 
 def submit(console: Console, body: object) -> dict:
     """``{"model", "dataset", "where": local|containers, "shards"}`` -> ``{"id"}``."""
-    body = _body(body, {"model", "dataset", "where", "shards"})
+    body = body_fields(body, {"model", "dataset", "where", "shards"})
     model, dataset = _ref(body.get("model"), "model"), _ref(body.get("dataset"), "dataset")
     where = body.get("where") or "local"
     if where == "k8s":
@@ -105,7 +106,7 @@ def k8s(console: Console, body: object) -> dict:
     from builder.build.entry_image import image_for
     from builder.jobs import k8s as k8s_jobs
 
-    body = _body(body, {"model", "dataset", "shards", "namespace"})
+    body = body_fields(body, {"model", "dataset", "shards", "namespace"})
     model, dataset = _ref(body.get("model"), "model"), _ref(body.get("dataset"), "dataset")
     namespace = _namespace(body.get("namespace"))
     opts = k8s_jobs.K8sOptions(model_image=image_for("model", model, console.store),
@@ -134,7 +135,7 @@ def gate(console: Console, body: object) -> dict:
     """``{"candidate": RUN, "baseline": RUN|IMAGE_REF, "min": {...}, "max_drop": {...}}``: `swcli eval gate`'s engine."""
     from builder.runs.gate_report import gate as run_gate, is_image_ref, parse_rules, resolve_baseline
 
-    body = _body(body, {"candidate", "baseline", "min", "max_drop"})
+    body = body_fields(body, {"candidate", "baseline", "min", "max_drop"})
     candidate = console.run(str(body.get("candidate") or ""))
     baseline_ref = body.get("baseline")
     if not isinstance(baseline_ref, str) or not baseline_ref:
@@ -167,7 +168,7 @@ def pull_attached(console: Console, body: object) -> dict:
     """``{"ref": "REGISTRY/REPO@sha256:..."}``: an attached evaluation into the history (digests verified)."""
     from builder.runs.attach_pull import pull
 
-    body = _body(body, {"ref"})
+    body = body_fields(body, {"ref"})
     ref = _ref(body.get("ref"), "ref")
     if "@sha256:" not in ref:
         raise UsageError("ref: an evaluation by digest, REGISTRY/REPO@sha256:...")

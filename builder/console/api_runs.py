@@ -10,7 +10,9 @@ from __future__ import annotations
 from builder.console.runs_index import summary
 from builder.console.state import Console, NotFound
 from builder.errors import UsageError
-from builder.runs.diff import metric_deltas
+from builder.console.api_jobs import body_fields
+from builder.console.records import flipped as flips
+from builder.runs.diff import check_same_dataset, metric_deltas
 from builder.runs.history import Run
 
 PAGE_MAX = 500
@@ -87,8 +89,6 @@ def compare(console: Console, ids: list[str], baseline: str | None) -> dict:
         raise UsageError(f"the baseline {base_id} is not one of the compared runs")
     base = console.run(base_id)
     others = [console.run(i) for i in ids if i != base_id]
-    from builder.console.records import flipped as flips
-
     diffs = [metric_deltas(base, other) for other in others]
     base_table = console.records.get(base)
     counts = {}
@@ -114,13 +114,10 @@ def compare(console: Console, ids: list[str], baseline: str | None) -> dict:
 
 def flipped(console: Console, a: str, b: str, kind: str, params: dict) -> dict:
     """The records right in one run and wrong in the other (``kind``: right_to_wrong or wrong_to_right from a to b)."""
-    from builder.console.records import flipped as flips
-
     if kind not in ("right_to_wrong", "wrong_to_right"):
         raise UsageError(f"kind must be right_to_wrong or wrong_to_right, got '{kind[:40]}'")
     ra, rb = console.run(a), console.run(b)
-    if (ra.dataset.get("name"), ra.dataset.get("version")) != (rb.dataset.get("name"), rb.dataset.get("version")):
-        raise UsageError(f"runs {a} and {b} evaluated different datasets")
+    check_same_dataset(ra, rb)
     offset = _int(params.get("offset"), "offset", 0, 0, 1 << 40)
     limit = _int(params.get("limit"), "limit", 100, 1, PAGE_MAX)
     ta, tb = console.records.get(ra), console.records.get(rb)
@@ -134,10 +131,12 @@ def flipped(console: Console, a: str, b: str, kind: str, params: dict) -> dict:
     return {"a": a, "b": b, "kind": kind, "total": int(len(indexes)), "offset": offset, "rows": out}
 
 
-def attach(console: Console, run_id: str, image: str) -> dict:
+def attach(console: Console, run_id: str, body: object) -> dict:
+    """``{"image": REGISTRY/REPO:TAG}``: `eval attach` of the run to its model image."""
     from builder.refs import image_ref_problem
     from builder.runs.attach import attach_run
 
+    image = body_fields(body, {"image"}).get("image")
     r = console.run(run_id)
     problem = image_ref_problem(image) if isinstance(image, str) else "not a string"
     if problem:
@@ -145,6 +144,6 @@ def attach(console: Console, run_id: str, image: str) -> dict:
     done = attach_run(r, image, client_for=console.clients())
     registry = done.repository.split("/", 1)[0]
     for view in console.registries:  # the next listing shows the new evaluation, not a cached one
-        if getattr(view, "registry", None) == registry:
+        if view.registry == registry:
             view.forget()
     return {"repository": done.repository, "digest": done.digest, "subject": done.subject}

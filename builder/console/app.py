@@ -138,12 +138,7 @@ async def attach(request: Request):
     summary: 'Attach a run to its model image in a registry, as `swcli eval attach` does.'
     requestBody: {content: {application/json: {schema: {type: object, properties: {image: {type: string}}}}}}
     """
-    try:
-        body = await body_of(request)
-    except SwcliError as err:
-        return error(err)
-    image = body.get("image") if isinstance(body, dict) else None
-    return await call(api_runs.attach, _c(request), request.path_params["id"], image)
+    return await post_json(api_runs.attach, request, request.path_params["id"])
 
 
 async def create_job(request: Request):

@@ -25,15 +25,21 @@ def diff_runs(a: Run, b: Run, *, max_records: int = 20) -> dict:
     return out
 
 
-def metric_deltas(a: Run, b: Run) -> dict:
-    """:func:`diff_runs` without the records: the deltas (b - a) of the headline metrics and of each label's, from
-    the two metrics.json alone (the console counts flips from its own record tables)."""
+def check_same_dataset(a: Run, b: Run) -> None:
+    """A RunError unless both runs evaluated one dataset (name and version): what a diff, a compare, the flipped
+    records and a gate need."""
     if (a.dataset.get("name"), a.dataset.get("version")) != (b.dataset.get("name"), b.dataset.get("version")):
         raise RunError(
             f"runs {a.id} and {b.id} evaluated different datasets "
             f"({a.dataset.get('name')}:{str(a.dataset.get('version'))[:12]} vs {b.dataset.get('name')}:{str(b.dataset.get('version'))[:12]}); "
             "a diff compares two models on the same dataset"
         )
+
+
+def metric_deltas(a: Run, b: Run) -> dict:
+    """:func:`diff_runs` without the records: the deltas (b - a) of the headline metrics and of each label's, from
+    the two metrics.json alone (the console counts flips from its own record tables)."""
+    check_same_dataset(a, b)
     summary = {}
     for key in GATE_KEYS:
         va, vb = metric_value(a.metrics, key), metric_value(b.metrics, key)
