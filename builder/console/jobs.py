@@ -28,8 +28,6 @@ from builder.errors import UsageError
 from builder.runs.folder import PARTIAL, RESULTS, TMP
 from builder.store import Store, utc_now
 
-WHERE = ("local", "containers")
-STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
 LOG_TAIL = 200  # lines kept of a job's output
 LOG_LINE = 2000  # characters kept of one line
 MAX_JOBS = 200  # jobs remembered; the oldest finished ones are forgotten first (their folders stay)
@@ -57,7 +55,10 @@ class Job:
     log: deque = field(default_factory=lambda: deque(maxlen=LOG_TAIL))
     process: subprocess.Popen | None = None
     cancel_asked: bool = False
-    counter: "ResultsCounter | None" = None
+    counter: "ResultsCounter" = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.counter = ResultsCounter(self.output)
 
     @property
     def output(self) -> Path:
@@ -70,7 +71,7 @@ class Job:
         return " ".join(shlex.quote(a) for a in ["swcli", *self.argv])
 
     def progress(self) -> dict:
-        done = self.counter.count() if self.counter else 0
+        done = self.counter.count()
         now = self.ended or time.monotonic()
         elapsed = (now - self.started) if self.started else 0.0
         rate = done / elapsed if elapsed > 0.5 and done else None
@@ -178,7 +179,6 @@ class JobManager:
         else:
             argv = ["job", "run", "--model", model, "--dataset", dataset, "--output", out, "--shards", str(shards)]
         job = Job(job_id, model, dataset, where, shards, folder, argv, self.record_count(dataset))
-        job.counter = ResultsCounter(job.output)
         with self.lock:
             self.jobs[job_id] = job
             self._forget_old()
