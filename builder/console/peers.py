@@ -28,14 +28,17 @@ def _address(text: str) -> tuple[str, int] | None:
         return None
 
 
+def _ip(text: str):
+    """The address, an IPv4-mapped IPv6 one as its IPv4 (a dual-stack socket names its IPv4 peers so); ValueError."""
+    addr = ipaddress.ip_address(text)
+    return getattr(addr, "ipv4_mapped", None) or addr
+
+
 def _same(a: str, b: str) -> bool:
     try:
-        x, y = ipaddress.ip_address(a), ipaddress.ip_address(b)
+        return _ip(a) == _ip(b)
     except ValueError:
         return False
-    x = getattr(x, "ipv4_mapped", None) or x
-    y = getattr(y, "ipv4_mapped", None) or y
-    return x == y
 
 
 def peer_uid(client: tuple[str, int], server: tuple[str, int]) -> int | None:
@@ -67,7 +70,7 @@ def foreign_peer(client: tuple | None, server: tuple | None) -> int | None:
         return None
     client, server = client[:2], server[:2]  # IPv6 addresses come with flow info and scope
     try:
-        if not ipaddress.ip_address(client[0]).is_loopback and not _same(client[0], "127.0.0.1"):
+        if not _ip(client[0]).is_loopback:
             return None
     except ValueError:
         return None

@@ -57,13 +57,6 @@ def _same(a: str | None, b: str) -> bool:
     return a is not None and hmac.compare_digest(a.encode(), b.encode())
 
 
-def _is_loopback(host: str) -> bool:
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def allowed_hosts(local_ip: str, port: int) -> set[str]:
     """The Host header values a request that came in on ``local_ip:port`` may carry."""
     ip = ipaddress.ip_address(local_ip)
@@ -127,10 +120,6 @@ class Guard:
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
-
-    def origin(self, scope) -> str:
-        host = _headers(scope).get("host", "")
-        return f"http://{host}"
 
     def check(self, scope) -> tuple[int, str, list] | None:
         """None when the request may go on, else (status, one line, extra headers)."""
